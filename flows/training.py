@@ -1,0 +1,99 @@
+"""The `fine-tune` flow: collect → clean → validate → train → evaluate → export → register.
+
+One MLflow run per flow run, opened here; every task logs into it by id.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from tasks import stages, tracking
+from tasks.config import PipelineConfig, flatten_config
+
+
+def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
+    """Start the MLflow run; return (run id, run name, run folder)."""
+    run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = tracking.start_run(cfg.registry.experiment, run_name, tags={
+        "flow": kind, "config_name": cfg.name, "config_digest": cfg.digest(),
+        "prefect_flow_run_id": str(flow_run.get_id() or ""),
+    })
+    run_dir = Path(cfg.run_dir).resolve() / f"{run_name}-{run_id[:8]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    tracking.log_params(run_id, flatten_config(cfg))
+    tracking.log_artifact(run_id, run_dir / "config.yaml")
+    return run_id, run_name, run_dir
+
+
+def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, dict, dict]:
+    raw = stages.collect(cfg, str(run_dir), run_id)
+    clean_ref = stages.clean(raw, cfg, str(run_dir), run_id)
+    validation = stages.validate(clean_ref, cfg, str(run_dir), run_id)
+    return raw, clean_ref, validation
+
+
+@flow(name="fine-tune", log_prints=True)
+def fine_tune(config: PipelineConfig = PipelineConfig()) -> dict:
+    """Fine-tune a pretrained model on the configured data and register it as 'challenger'."""
+    cfg = config
+    tracking.configure()
+    run_id, run_name, run_dir = open_run(cfg, "fine-tune")
+    logger = get_run_logger()
+    logger.info("MLflow run %s (%s); run folder %s", run_name, run_id, run_dir)
+    try:
+        raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
+        trained = stages.train(clean_ref, cfg, str(run_dir), run_id)
+        evaluation = stages.evaluate(trained["model_dir"], clean_ref, cfg, str(run_dir), run_id, raw["source"])
+        exported = stages.export(trained["model_dir"], clean_ref, cfg, str(run_dir), run_id) \
+            if cfg.export.enabled else None
+        registered = stages.register(run_id, exported, evaluation, clean_ref, cfg, validation["success"]) \
+            if exported else None
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id, "FINISHED")
+    result = {"run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
+              "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],
+              "registered": registered, "parity": exported["parity"] if exported else None,
+              "serving_file": exported["serving_file"] if exported else None,
+              "tracking_uri": tracking.tracking_uri(), "ui_hint": tracking.run_url_hint(run_id)}
+    create_markdown_artifact(summary_markdown(result), key="fine-tune-summary",
+                             description=f"{cfg.name}: run summary")
+    return result
+
+
+@flow(name="validate-data", log_prints=True)
+def validate_only(config: PipelineConfig = PipelineConfig()) -> dict:
+    """Only the data stage (collect, clean, validate), for data owners."""
+    cfg = config
+    tracking.configure()
+    run_id, run_name, run_dir = open_run(cfg, "validate-data")
+    try:
+        raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id, "FINISHED")
+    return {"run_id": run_id, "run_dir": str(run_dir), "rows": clean_ref["report"]["rows_out"],
+            "quarantined": clean_ref["report"]["quarantined"], "validation": validation,
+            "ui_hint": tracking.run_url_hint(run_id)}
+
+
+def summary_markdown(result: dict) -> str:
+    """The run summary shown as a Prefect artifact."""
+    lines = [f"# {result['run_name']}", "",
+             f"MLflow run `{result['run_id']}` in experiment `{result['experiment']}` "
+             f"({result['tracking_uri']})", ""]
+    reg = result.get("registered")
+    if reg:
+        lines += [f"Registered **{reg['name']}** version **{reg['version']}** as `{reg['alias']}`", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(result["metrics"].items())
+              if isinstance(v, float) and "support" not in k]
+    return "\n".join(lines)

@@ -1,0 +1,288 @@
+"""Typed pipeline configuration: the single parameter of every flow.
+
+Every field carries its own description, so the Prefect UI form, `ftflow --help`
+and the YAML presets in `configs/` explain themselves. Defaults work as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TaskKind = Literal["classification", "pair_classification", "regression", "ner"]
+SourceKind = Literal["file", "disk", "hub", "package", "url", "sql", "conll"]
+FileFormat = Literal["csv", "tsv", "jsonl", "json", "parquet"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field, the value and what is allowed."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos far more often than intent: refuse them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Section):
+    """Where the labelled data comes from."""
+
+    kind: SourceKind = Field("package", description="file | disk | hub | package | url | sql | conll")
+    path: str | None = Field(None, description="file or folder (file, disk, conll); a file or glob of files")
+    format: FileFormat | None = Field(None, description="file format; inferred from the extension when empty")
+    name: str | None = Field(
+        "rotten_tomatoes",
+        description="packaged dataset name (package) or hub dataset id (hub), e.g. 'glue'",
+    )
+    config: str | None = Field(None, description="hub dataset configuration, e.g. 'mrpc'")
+    revision: str | None = Field(None, description="hub dataset revision (commit or tag) to pin")
+    split: str | None = Field(None, description="only this split of the source (hub, disk); all when empty")
+    url: str | None = Field(None, description="HTTP(S) URL of a data file (url)")
+    sha256: str | None = Field(None, description="expected sha256 of the downloaded file (url); required there")
+    query: str | None = Field(None, description="SQL query returning one row per example (sql)")
+    connection: str | None = Field(
+        None, description="SQLAlchemy URL (sql), e.g. sqlite:///data.db or postgresql://user@host/db"
+    )
+
+    @model_validator(mode="after")
+    def _check_required(self) -> "SourceConfig":
+        needs = {
+            "file": ["path"],
+            "disk": ["path"],
+            "conll": ["path"],
+            "hub": ["name"],
+            "package": ["name"],
+            "url": ["url", "sha256"],
+            "sql": ["query", "connection"],
+        }[self.kind]
+        missing = [f for f in needs if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"source kind '{self.kind}' needs {', '.join(missing)}")
+        return self
+
+
+class SplitConfig(_Section):
+    """How train / validation / test are made."""
+
+    use_source_splits: bool = Field(True, description="keep the source's own splits when it has them")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="share of rows for validation")
+    test_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="share of rows for test")
+    seed: int = Field(42, description="salt of the split hash; a row keeps its split as the data grows")
+
+
+class CleanConfig(_Section):
+    """Cleaning rules; every removed row is quarantined with its reason."""
+
+    normalize_unicode: bool = Field(True, description="NFKC-normalise texts")
+    collapse_whitespace: bool = Field(True, description="collapse runs of whitespace, strip ends")
+    drop_duplicates: bool = Field(True, description="drop exact duplicate (text, label) rows")
+    drop_conflicts: bool = Field(True, description="drop texts that appear with different labels")
+    drop_leakage: bool = Field(True, description="drop validation/test rows whose text is also in train")
+    max_chars: int = Field(10_000, gt=0, description="texts longer than this (in characters) are quarantined")
+    augment: bool = Field(False, description="EDA-style augmentation (random swap, deletion) of train")
+    augment_copies: int = Field(1, ge=1, le=8, description="augmented copies per training row")
+
+
+class ValidationConfig(_Section):
+    """Data checks run by Great Expectations before training."""
+
+    min_rows: int = Field(50, ge=1, description="minimum rows in train after cleaning")
+    min_class_share: float = Field(0.02, ge=0.0, lt=1.0, description="every class above this share of train")
+    max_chars: int = Field(10_000, gt=0, description="upper bound on text length in characters")
+    fail_on_warning: bool = Field(False, description="treat warning-level expectations as critical")
+
+
+class DataConfig(_Section):
+    """The labelled data: source, columns, task kind, splits and rules."""
+
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    task: TaskKind = Field("classification", description="classification | pair_classification | regression | ner")
+    text_column: str = Field("text", description="column holding the text (the first text for pairs)")
+    text_pair_column: str | None = Field(None, description="column holding the second text (pairs)")
+    label_column: str = Field("label", description="column holding the label or target value")
+    tokens_column: str = Field("tokens", description="NER: column holding the list of words")
+    tags_column: str = Field("tags", description="NER: column holding the list of BIO tags")
+    labels: list[str] | None = Field(
+        None, description="the declared label set, in id order; inferred from train when empty"
+    )
+    max_rows: int | None = Field(
+        None, gt=0, description="use at most this many rows (a stable sample), for quick runs"
+    )
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> "DataConfig":
+        if self.task == "pair_classification" and not self.text_pair_column:
+            raise ValueError("task 'pair_classification' needs data.text_pair_column")
+        return self
+
+
+class ModelConfig(_Section):
+    """The pretrained checkpoint to fine-tune."""
+
+    name: str = Field(
+        "minilm",
+        description="hub id (e.g. bert-base-uncased), local folder, or 'minilm' for the packaged offline MiniLM",
+    )
+    revision: str | None = Field(None, description="hub revision to pin")
+    max_length: int = Field(128, ge=8, le=4096, description="longest tokenised input; longer is truncated")
+    label_all_subtokens: bool = Field(False, description="NER: label every sub-token, not only the first")
+
+
+class DistributedConfig(_Section):
+    nproc_per_node: int = Field(1, ge=1, description="processes for data-parallel training (torchrun)")
+
+
+class TrainingConfig(_Section):
+    """Hyperparameters; the defaults suit the offline MiniLM on a few CPU cores."""
+
+    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
+    train_batch_size: int = Field(32, ge=1, description="examples per device per step")
+    eval_batch_size: int = Field(64, ge=1, description="examples per device at evaluation")
+    epochs: float = Field(3.0, gt=0, description="passes over train")
+    max_steps: int = Field(-1, description="stop after this many steps; -1 to use epochs")
+    weight_decay: float = Field(0.01, ge=0, description="decoupled weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps for linear warm-up")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="learning-rate schedule")
+    optimizer: Literal["adamw", "adam"] = Field("adamw", description="adamw (default) or adam")
+    loss: Literal["auto", "cross_entropy", "mse", "focal"] = Field(
+        "auto", description="auto picks cross_entropy for classification/NER and mse for regression"
+    )
+    class_weights: list[float] | Literal["balanced"] | None = Field(
+        None, description="cross-entropy/focal class weights, or 'balanced'"
+    )
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter")
+    focal_alpha: list[float] | None = Field(None, description="focal loss per-class alpha")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
+    seed: int = Field(42)
+    group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
+    pad_to_max_length: bool = Field(False, description="pad every example to max_length (the old recipe)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp16; none on CPU"
+    )
+    gradient_checkpointing: bool = Field(False)
+    early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+    metric_for_best_model: str | None = Field(None, description="default: f1 (classification), pearson, f1 (ner)")
+    logging_steps: int = Field(20, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps; per epoch when empty")
+    save_total_limit: int = Field(2, ge=1)
+    use_cpu: bool = Field(False, description="train on CPU even when a GPU is present")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+
+class ExportConfig(_Section):
+    """ONNX export and its checks."""
+
+    enabled: bool = Field(True)
+    opset: int = Field(17, ge=11)
+    quantize: bool = Field(True, description="also write a dynamic int8 model")
+    optimize: bool = Field(False, description="apply ONNX Runtime's transformer graph optimisation")
+    parity_atol: float = Field(1e-4, gt=0, description="largest allowed |logit difference| ONNX vs PyTorch")
+    int8_max_metric_drop: float = Field(0.01, ge=0, description="int8 may lose at most this much of the metric")
+
+
+class RegistryConfig(_Section):
+    """Where runs and model versions go."""
+
+    model_name: str = Field("finetune-flow-quickstart", description="registered model name")
+    experiment: str = Field("finetune-flow", description="MLflow experiment of the training runs")
+    promotion_margin: float = Field(0.0, ge=0, description="challenger must beat champion by this much")
+
+
+class PipelineConfig(_Section):
+    """Everything one fine-tuning run needs."""
+
+    name: str = Field("quickstart", description="name of this configuration; used in run names")
+    run_dir: str = Field("runs", description="folder holding one sub-folder per run")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    def digest(self) -> str:
+        """Short content digest of the resolved config."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - {where}: unknown field (value {shown}); check the spelling")
+        else:
+            lines.append(f"  - {where} = {shown}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _parse_value(raw: str) -> Any:
+    # YAML rules give numbers, booleans, null and lists from the command line.
+    return yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` overrides onto a raw config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value, e.g. --set training.epochs=2")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a YAML preset (or the defaults), apply overrides, validate."""
+    data: dict = {}
+    origin = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            presets = sorted(x.stem for x in Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+            raise ConfigError(f"config file '{path}' does not exist; presets in configs/: {', '.join(presets)}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(data).__name__}")
+        origin = str(path)
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin)) from None
+
+
+def flatten_config(cfg: PipelineConfig) -> dict[str, Any]:
+    """`section.key -> value` pairs, for logging as run parameters."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = node
+
+    walk("", cfg.model_dump(mode="json"))
+    return out

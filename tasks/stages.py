@@ -1,0 +1,165 @@
+"""Each stage's plain function wrapped once as a Prefect task, with what it logs to MLflow.
+
+The plain functions (tasks/collect.py ... tasks/register.py) know nothing of Prefect
+or MLflow; here each gets its retries, timeout, Prefect artifacts and run logging.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks import tracking
+from tasks.config import PipelineConfig
+
+
+def _retry_on_transient(task, task_run, state) -> bool:
+    """Retry failures that may pass (I/O, a busy server); never a refusal or a bad input."""
+    try:
+        state.result()
+    except ValueError:  # config, data and refusal errors: the same input fails the same way
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def _artifact_key(text: str) -> str:
+    # Prefect keys: lowercase letters, numbers and dashes only.
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:100]
+
+
+@task(name="collect", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600,
+      retry_condition_fn=_retry_on_transient)
+def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+    """Read the source and snapshot it raw."""
+    from tasks.collect import collect_data
+
+    ref = collect_data(cfg.data, run_dir)
+    get_run_logger().info("collected %d rows from %s (digest %s)", ref["rows"], ref["source"], ref["digest"])
+    tracking.log_params(run_id, {"data.raw_rows": ref["rows"], "data.raw_digest": ref["digest"]})
+    return ref
+
+
+@task(name="clean", timeout_seconds=3600)
+def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+    """Clean, split, and quarantine; log the report and the quarantine file."""
+    from tasks.clean import clean_data
+
+    try:
+        ref = clean_data(raw["path"], cfg.data, run_dir)
+    finally:
+        tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "cleaning_report.json", "data")
+        tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "quarantine.parquet", "data")
+    report = ref["report"]
+    get_run_logger().info("clean: %s rows per split, %d quarantined %s", report["rows_out"],
+                          report["quarantined"], {k: v for k, v in report["removed"].items() if v})
+    tracking.log_metrics(run_id, {f"data_rows_{k}": v for k, v in report["rows_out"].items()}
+                         | {"data_quarantined": report["quarantined"]})
+    tracking.set_tags(run_id, {"data_digest": ref["digest"], "data_source": raw["source"]})
+    tracking.log_artifact(run_id, Path(ref["dir"]) / "labels.json", "data")
+    return ref
+
+
+@task(name="validate", timeout_seconds=3600)
+def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+    """Great Expectations checks; critical failures stop the flow before training."""
+    from tasks.validate import validate_data
+
+    folder = Path(run_dir) / "data" / "validation"
+    try:
+        result = validate_data(clean_ref, cfg.data, run_dir)
+    finally:
+        if folder.exists():
+            tracking.log_artifact(run_id, folder, "data/validation")
+            md = folder / "summary.md"
+            if md.exists():
+                create_markdown_artifact(md.read_text(), key=_artifact_key(f"{cfg.name}-data-validation"),
+                                         description="Great Expectations summary")
+    tracking.log_metrics(run_id, {"data_validation_warnings": len(result.get("warnings", []))})
+    _log_lineage(clean_ref, run_id)
+    profile = result.get("profile") or {}
+    flat = {}
+    for split, stats in (profile.get("length_percentiles") or {}).items():
+        for k, v in stats.items():
+            flat[f"data_len_{split}_{k}"] = v
+    tracking.log_metrics(run_id, flat)
+    return result
+
+
+def _log_lineage(clean_ref: dict, run_id: str) -> None:
+    from tasks.io import read_frame
+
+    for split, path in clean_ref["splits"].items():
+        df = read_frame(path)
+        tracking.log_dataset_input(run_id, df, name=split, source=path, digest=clean_ref["digest"],
+                                   context="training" if split == "train" else split)
+
+
+@task(name="train", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600,
+      retry_condition_fn=_retry_on_transient)
+def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+    """Fine-tune; a retry resumes from the last checkpoint in the run folder."""
+    from tasks.train import train_model
+
+    result = train_model(clean_ref, cfg, run_dir, run_id)
+    s = result["summary"]
+    get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s); best %s=%s",
+                          s["global_step"], s["train_runtime_s"] or 0, s["train_samples_per_second"] or 0,
+                          s["metric_for_best_model"], s["best_metric"])
+    tracking.log_metrics(run_id, {"train_runtime_s": s["train_runtime_s"] or 0,
+                                  "train_samples_per_second": s["train_samples_per_second"] or 0})
+    return result
+
+
+@task(name="evaluate", timeout_seconds=3600)
+def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str,
+             source: str = "") -> dict:
+    """Score on test; log metrics, plots, errors and the model card."""
+    from tasks.evaluate import evaluate_model
+
+    result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source)
+    tracking.log_metrics(run_id, result["metrics"])
+    tracking.log_artifact(run_id, result["dir"], "evaluation")
+    tracking.log_artifact(run_id, result["files"]["model_card"], "model_card")
+    rows = [{"metric": k, "value": round(v, 4)} for k, v in sorted(result["metrics"].items())
+            if isinstance(v, float) and "support" not in k]
+    create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
+    get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows[:12]})
+    return result
+
+
+@task(name="export", timeout_seconds=3600)
+def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+    """ONNX fp32 + int8 with parity and the int8 gate."""
+    from tasks.export import export_model
+
+    result = export_model(model_dir, clean_ref, cfg, run_dir)
+    p = result["parity"]
+    tracking.log_metrics(run_id, {"onnx_parity_max_abs_diff": p["max_abs_diff"],
+                                  "onnx_parity_passed": float(p["passed"])})
+    gate = result["int8_gate"]
+    if gate:
+        tracking.log_metrics(run_id, {"onnx_int8_metric_loss": gate["loss"], "onnx_int8_used": float(gate["passed"])})
+        if gate["why"]:
+            get_run_logger().warning(gate["why"])
+    tracking.log_artifact(run_id, result["report_path"], "onnx")
+    tracking.log_artifact(run_id, result["fp32"], "onnx")
+    get_run_logger().info("ONNX parity %s (max |Δlogit| %.2e); serving %s",
+                          "passed" if p["passed"] else "FAILED", p["max_abs_diff"], result["serving_file"])
+    return result
+
+
+@task(name="register", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=900,
+      retry_condition_fn=_retry_on_transient)
+def register(run_id: str, export_ref: dict, evaluation: dict, clean_ref: dict, cfg: PipelineConfig,
+             validation_ok: bool) -> dict:
+    """New registry version with alias 'challenger'."""
+    from tasks.register import register_model
+
+    result = register_model(run_id, export_ref, evaluation, clean_ref, cfg, validation_ok)
+    tracking.set_tags(run_id, {"registered_model": result["name"], "registered_version": result["version"]})
+    get_run_logger().info("registered %s version %s as '%s'", result["name"], result["version"], result["alias"])
+    return result

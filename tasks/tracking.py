@@ -1,0 +1,127 @@
+"""Every MLflow tracking call lives here, addressed by run id.
+
+Runs are created and written through `MlflowClient` with explicit run ids, never
+the thread-local "active run": tasks may run in worker threads or processes and
+must all log into the one run their flow opened.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STORE_DIR = "mlruns"
+
+
+def store_dir() -> Path:
+    """The embedded MLflow store folder (`mlruns/` of the working directory unless FTFLOW_MLRUNS says)."""
+    return Path(os.environ.get("FTFLOW_MLRUNS", DEFAULT_STORE_DIR)).resolve()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else the SQLite store under `mlruns/`."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    folder = store_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def configure() -> str:
+    """Point MLflow at the configured store; return the URI."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    uri = configure()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id for `name`, created with artifacts under the store folder when local."""
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri().startswith("sqlite:") and "MLFLOW_TRACKING_URI" not in os.environ:
+        location = (store_dir() / "artifacts").as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> str:
+    """Open a run and return its id."""
+    exp_id = ensure_experiment(experiment)
+    run = client().create_run(exp_id, run_name=run_name, tags=tags or {})
+    return run.info.run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status=status)
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client().log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    for i in range(0, len(items), 500):
+        client().log_batch(run_id, metrics=items[i:i + 500])
+
+
+def set_tags(run_id: str, tags: dict[str, Any]) -> None:
+    c = client()
+    for k, v in tags.items():
+        c.set_tag(run_id, k, str(v))
+
+
+def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file, or a folder's contents, into the run."""
+    path = Path(path)
+    if path.is_dir():
+        client().log_artifacts(run_id, str(path), artifact_path)
+    elif path.exists():
+        client().log_artifact(run_id, str(path), artifact_path)
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    client().log_text(run_id, text, artifact_file)
+
+
+def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, context: str) -> None:
+    """Record a split as an MLflow dataset input (lineage: source, digest, schema)."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    ds = mlflow.data.from_pandas(df.head(0) if len(df) > 100_000 else df, source=source, name=name)
+    entity = ds._to_mlflow_entity()
+    entity.digest = digest
+    client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+
+
+def run_url_hint(run_id: str) -> str:
+    """The command that opens the MLflow UI on this store, and where the run is."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open run {run_id}"
+    return f"{uri.rstrip('/')}/#/runs/{run_id}"
