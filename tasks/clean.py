@@ -137,7 +137,7 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
         # Keep a stable sample: the rows with the lowest hash under a second salt.
         order = pd.Series(hash_unit(keys, cfg.splits.seed + 1), index=df.index)
         keep = order.rank(method="first") <= cfg.max_rows
-        report["removed"]["over_max_rows"] = int((~keep).sum())
+        report["sampled_out"] = int((~keep).sum())  # not bad rows: left out by data.max_rows
         df, keys = df[keep], keys[keep]
 
     label_key = df["label"].astype(str) if task != "ner" else df["tags"].map(" ".join)
@@ -147,7 +147,8 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
     df, keys, label_key = df.iloc[order], keys.iloc[order], label_key.iloc[order]
 
     if cfg.clean.drop_duplicates:
-        dup = pd.DataFrame({"k": keys, "l": label_key}).duplicated()
+        # Within a split only: a copy in another split is leakage, reported as such below.
+        dup = pd.DataFrame({"k": keys, "l": label_key, "s": df["split"]}).duplicated()
         df = _quarantine(df, dup, "duplicate", bins, report)
         keys, label_key = keys[df.index], label_key[df.index]
     if cfg.clean.drop_conflicts and task in ("classification", "pair_classification", "ner"):

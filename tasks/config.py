@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     # Unknown keys are typos far more often than intent: refuse them.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class SourceConfig(_Section):
@@ -206,6 +206,18 @@ class PipelineConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _check_loss_fits_task(self) -> "PipelineConfig":
+        t, task = self.training, self.data.task
+        allowed = ["auto", "mse"] if task == "regression" else ["auto", "cross_entropy", "focal"]
+        if t.loss not in allowed:
+            raise ValueError(f"training.loss '{t.loss}' does not fit data.task '{task}'; allowed: {', '.join(allowed)}")
+        if t.focal_alpha is not None and t.class_weights is not None:
+            raise ValueError("set training.focal_alpha or training.class_weights, not both (focal alpha is the weight)")
+        if task == "regression" and (t.class_weights is not None or t.focal_alpha is not None):
+            raise ValueError("training.class_weights / focal_alpha need a classification task, not regression")
+        return self
 
     def digest(self) -> str:
         """Short content digest of the resolved config."""

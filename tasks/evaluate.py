@@ -54,10 +54,12 @@ def worst_errors(pred: pd.DataFrame, task: str, n: int = WORST_N) -> pd.DataFram
 
 
 def per_class_report(metrics: dict, labels: list[str]) -> pd.DataFrame:
+    from tasks.metrics import label_keys
+
     rows = []
-    for name in labels:
-        rows.append({"label": name, **{m: metrics.get(f"{m}_{name}") for m in ("precision", "recall", "f1")},
-                     "support": metrics.get(f"support_{name}")})
+    for name, key in zip(labels, label_keys(labels)):
+        rows.append({"label": name, **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
+                     "support": metrics.get(f"support_{key}")})
     return pd.DataFrame(rows)
 
 

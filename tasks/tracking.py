@@ -113,9 +113,9 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
-    ds = mlflow.data.from_pandas(df.head(0) if len(df) > 100_000 else df, source=source, name=name)
+    # The schema needs a sample only; profiling a million rows here would cost for nothing.
+    ds = mlflow.data.from_pandas(df.head(1000), source=source, name=name, digest=digest)
     entity = ds._to_mlflow_entity()
-    entity.digest = digest
     client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
 

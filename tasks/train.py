@@ -218,7 +218,7 @@ def fit(spec: dict) -> dict:
         ddp_find_unused_parameters=False,
         **pick_precision(tc.mixed_precision, tc.use_cpu),
     )
-    train_ids = [] if task in ("ner", "regression") else datasets["train"]["labels"]
+    train_ids = [] if task == "regression" else datasets["train"]["labels"]  # NER: nested, -100 skipped
     loss_spec = {
         "task": task,
         "loss_name": resolve_loss_name(task, tc.loss),

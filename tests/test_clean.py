@@ -1,0 +1,88 @@
+"""Cleaning rules: each removal quarantined with its reason, splits stable as data grows."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tasks.clean import EmptyDatasetError, assign_splits, clean_data, clean_frame, row_keys
+from tasks.config import load_config
+
+
+def frame(texts, labels, split=None):
+    df = pd.DataFrame({"text": texts, "label": labels})
+    if split is not None:
+        df["split"] = split
+    return df
+
+
+def test_normalises_and_quarantines_with_reasons():
+    cfg = load_config(None, ["data.labels=[neg, pos]", "data.clean.max_chars=40", "data.splits.test_fraction=0",
+                             "data.splits.validation_fraction=0"])
+    raw = frame(["Ｇood\u0007  film\n", "   ", "bad film", "bad film", "same", "same", "wat", None, "x" * 41],
+                ["pos", "pos", "neg", "neg", "pos", "neg", "meh", "pos", "pos"])
+    splits, q, report = clean_frame(raw, cfg.data)
+    assert splits["train"]["text"].tolist() == ["Good film", "bad film"]
+    reasons = q.groupby("reason")["raw_index"].apply(sorted).to_dict()
+    assert reasons == {"empty_text": [1, 7], "too_long": [8], "unknown_label": [6], "duplicate": [3],
+                       "conflicting_labels": [4, 5]}
+    assert report["quarantined"] == len(q) == 7 and report["removed"]["duplicate"] == 1
+
+
+def test_split_assignment_is_stable_as_data_grows():
+    cfg = load_config(None, [])
+    small = frame([f"text {i}" for i in range(500)], ["a"] * 500)
+    grown = frame([f"text {i}" for i in range(2000)], ["a"] * 2000)
+    s1 = assign_splits(small, row_keys(small, "classification"), cfg.data)
+    s2 = assign_splits(grown, row_keys(grown, "classification"), cfg.data)
+    assert (s1.values == s2.values[:500]).all()
+    shares = s2.value_counts(normalize=True)
+    assert 0.07 < shares["test"] < 0.13 and 0.07 < shares["validation"] < 0.13
+
+
+def test_leakage_from_source_splits_is_quarantined():
+    cfg = load_config(None, [])
+    raw = frame(["a b", "c d", "a  b", "e f", "g h"], ["x", "y", "x", "y", "x"],
+                ["train", "train", "test", "validation", "test"])
+    splits, q, _ = clean_frame(raw, cfg.data)
+    assert q.set_index("raw_index").loc[2, "reason"] == "leakage"
+    assert splits["test"]["text"].tolist() == ["g h"]
+
+
+def test_source_with_only_train_gets_validation_and_test_carved():
+    cfg = load_config(None, [])
+    raw = frame([f"t{i}" for i in range(300)], ["x", "y"] * 150, ["train"] * 300)
+    splits, _, _ = clean_frame(raw, cfg.data)
+    assert all(len(splits[s]) > 10 for s in ("train", "validation", "test"))
+
+
+def test_ner_rules():
+    cfg = load_config(None, ["data.task=ner"])
+    raw = pd.DataFrame({"tokens": [["a", "b"], ["c"], ["d", "e"]], "tags": [["B-x", "O"], ["O", "O"], ["O", "Q"]]})
+    _, q, _ = clean_frame(raw, cfg.data)
+    assert q.set_index("raw_index")["reason"].to_dict() == {1: "tokens_tags_length_mismatch", 2: "invalid_bio_tag"}
+
+
+def test_augmentation_adds_counted_rows():
+    cfg = load_config(None, ["data.clean.augment=true", "data.splits.test_fraction=0",
+                             "data.splits.validation_fraction=0"])
+    raw = frame([f"one two three four five {i}" for i in range(10)], ["a", "b"] * 5)
+    splits, _, report = clean_frame(raw, cfg.data)
+    assert report["augmented_rows"] == 10 and len(splits["train"]) == 20
+
+
+def test_empty_after_cleaning_keeps_quarantine(tmp_path):
+    cfg = load_config(None, [])
+    raw = frame(["", "  ", None], ["a", "b", "a"])
+    raw.to_parquet(tmp_path / "raw.parquet")
+    with pytest.raises(EmptyDatasetError, match="no training rows.*empty_text"):
+        clean_data(str(tmp_path / "raw.parquet"), cfg.data, tmp_path)
+    q = pd.read_parquet(tmp_path / "data" / "clean" / "quarantine.parquet")
+    assert len(q) == 3 and set(q["reason"]) == {"empty_text"}
+
+
+def test_ten_megabyte_single_line_is_quarantined_not_trained(tmp_path):
+    cfg = load_config(None, [])
+    raw = frame(["y" * 10_000_000] + [f"fine text {i}" for i in range(200)], ["a"] + ["a", "b"] * 100)
+    splits, q, _ = clean_frame(raw, cfg.data)
+    assert q["reason"].tolist() == ["too_long"] and sum(len(s) for s in splits.values()) == 200

@@ -1,0 +1,84 @@
+"""The real fine_tune flow under Prefect's test harness with a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def test_flow_logs_run_with_metrics_and_config(flow_result):
+    from tasks import tracking
+
+    res = flow_result["result"]
+    run = tracking.client().get_run(res["run_id"])
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    assert {"test_accuracy", "test_f1", "train_loss", "val_f1", "onnx_parity_max_abs_diff"} <= set(m)
+    assert 0.0 <= m["test_accuracy"] <= 1.0
+    assert run.data.params["training.learning_rate"] == "0.0001"
+    assert "Trainer" not in " ".join(run.data.params)  # curated params, not the Trainer dump
+    names = {a.path for a in tracking.client().list_artifacts(res["run_id"])}
+    assert {"config.yaml", "data", "evaluation", "onnx", "model"} <= names
+    history = tracking.client().get_metric_history(res["run_id"], "train_loss")
+    assert len(history) >= 2 and history[0].step < history[-1].step  # a history, not one value
+
+
+def test_only_one_mlflow_run_per_flow_run(flow_result):
+    from tasks import tracking
+
+    c = tracking.client()
+    exp = c.get_experiment_by_name(flow_result["config"].registry.experiment)
+    runs = c.search_runs([exp.experiment_id])
+    assert len(runs) == 1  # the Trainer callback did not open a second run
+
+
+def test_model_version_is_challenger_with_tags(flow_result):
+    from tasks.register import version_by_alias
+
+    reg = flow_result["result"]["registered"]
+    mv = version_by_alias(reg["name"], "challenger")
+    assert mv is not None and str(mv.version) == reg["version"] and mv.run_id == flow_result["result"]["run_id"]
+    for tag in ("data_digest", "config_digest", "git_commit", "test_accuracy", "parity_passed"):
+        assert tag in mv.tags, tag
+    assert mv.tags["parity_passed"] == "True"
+    assert mv.tags["config_digest"] == flow_result["config"].digest()
+
+
+def test_onnx_agrees_with_pytorch(flow_result):
+    from tasks.evaluate import load_trained
+    from tasks.export import session
+    from tasks.predict import onnx_forward, torch_forward
+
+    run_dir = Path(flow_result["result"]["run_dir"])
+    model, tok, _ = load_trained(run_dir / "model")
+    sess = session(run_dir / "onnx" / "model.onnx")
+    for texts in (["a fine film"], ["dull", "a long and winding story that never ends", "ok"]):
+        enc = tok(texts, padding=True, return_tensors="np")
+        batch = {k: v.astype(np.int64) for k, v in enc.items()}
+        a, b = torch_forward(model)(batch), onnx_forward(sess)(batch)
+        assert np.abs(a - b).max() <= 1e-4 and (a.argmax(-1) == b.argmax(-1)).all()
+
+
+def test_registered_model_loads_through_mlflow_pyfunc(flow_result):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from tasks import tracking
+
+    tracking.configure()
+    reg = flow_result["result"]["registered"]
+    model = mlflow.pyfunc.load_model(f"models:/{reg['name']}@challenger")
+    out = model.predict(pd.DataFrame({"text": ["a wonderful, moving film", "tedious and dull"]}))
+    assert list(out["label"].map(lambda v: v in ("positive", "negative"))) == [True, True]
+
+
+def test_failed_parity_refuses_registration(flow_result):
+    from tasks.register import RegistrationRefused, register_model
+
+    res = flow_result["result"]
+    bad = {"parity": {"passed": False, "max_abs_diff": 0.5, "atol": 1e-4, "argmax_equal": False},
+           "report_path": "export_report.json"}
+    with pytest.raises(RegistrationRefused, match="parity"):
+        register_model(res["run_id"], bad, {"metrics": {}}, {}, flow_result["config"])
