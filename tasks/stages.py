@@ -60,33 +60,43 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
                          | {"data_quarantined": report["quarantined"]})
     tracking.set_tags(run_id, {"data_digest": ref["digest"], "data_source": raw["source"]})
     tracking.log_artifact(run_id, Path(ref["dir"]) / "labels.json", "data")
+    # The held-out split travels with the run: promotion re-scores models on it from the registry alone.
+    tracking.log_artifact(run_id, ref["splits"]["test"], "data")
     return ref
 
 
 @task(name="validate", timeout_seconds=3600)
 def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Great Expectations checks; critical failures stop the flow before training."""
-    from tasks.validate import validate_data
+    from tasks.validate import DataValidationError, validate_data
 
     folder = Path(run_dir) / "data" / "validation"
     try:
         result = validate_data(clean_ref, cfg.data, run_dir)
-    finally:
-        if folder.exists():
-            tracking.log_artifact(run_id, folder, "data/validation")
-            md = folder / "summary.md"
-            if md.exists():
-                create_markdown_artifact(md.read_text(), key=_artifact_key(f"{cfg.name}-data-validation"),
-                                         description="Great Expectations summary")
-    tracking.log_metrics(run_id, {"data_validation_warnings": len(result.get("warnings", []))})
+    except DataValidationError as e:
+        _log_validation(e.result, folder, cfg, run_id)
+        raise
+    _log_validation(result, folder, cfg, run_id)
     _log_lineage(clean_ref, run_id)
-    profile = result.get("profile") or {}
-    flat = {}
-    for split, stats in (profile.get("length_percentiles") or {}).items():
-        for k, v in stats.items():
-            flat[f"data_len_{split}_{k}"] = v
-    tracking.log_metrics(run_id, flat)
     return result
+
+
+def _log_validation(result: dict, folder: Path, cfg: PipelineConfig, run_id: str) -> None:
+    """Summary, profile and Data Docs to MLflow; the summary table as a Prefect artifact."""
+    if folder.exists():
+        tracking.log_artifact(run_id, folder, "data/validation")
+    md = folder / "summary.md"
+    if md.exists():
+        create_markdown_artifact(md.read_text(), key=_artifact_key(f"{cfg.name}-data-validation"),
+                                 description="Great Expectations summary")
+    tracking.log_metrics(run_id, {"data_validation_warnings": len(result.get("warnings", [])),
+                                  "data_validation_critical": len(result.get("critical_failures", []))})
+    flat = {}
+    for split, stats in ((result.get("profile") or {}).get("length_percentiles") or {}).items():
+        for k, v in (stats or {}).items():
+            if v is not None:
+                flat[f"data_len_{split}_{k}"] = v
+    tracking.log_metrics(run_id, flat)
 
 
 def _log_lineage(clean_ref: dict, run_id: str) -> None:

@@ -211,7 +211,8 @@ def fit(spec: dict) -> dict:
         report_to="none",  # our callback logs into the flow's run; the built-in one would open its own
         disable_tqdm=True,
         use_cpu=tc.use_cpu,
-        gradient_checkpointing=tc.gradient_checkpointing,
+        activation_checkpointing=tc.gradient_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available() and not tc.use_cpu,
         dataloader_num_workers=0,
         # Per-rank mean loss; averaging token counts across devices scales the loss by world size.
         average_tokens_across_devices=False,
