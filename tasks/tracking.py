@@ -114,8 +114,12 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
     from mlflow.entities import DatasetInput, InputTag
 
     # The schema needs a sample only; profiling a million rows here would cost for nothing.
-    ds = mlflow.data.from_pandas(df.head(1000), source=source, name=name, digest=digest)
-    entity = ds._to_mlflow_entity()
+    import warnings
+
+    with warnings.catch_warnings():  # its hint about integer columns is for model signatures, not inputs
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(df.head(1000), source=source, name=name, digest=digest)
+        entity = ds._to_mlflow_entity()
     client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
 
