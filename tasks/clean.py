@@ -1,24 +1,33 @@
 """Clean: normalise texts, assign stable splits, and quarantine every row a rule removes.
 
 Nothing is silently dropped: each removed row lands in `quarantine.parquet` with its
-reason and its index in the raw snapshot, and each rule is counted in the report.
+reason, its index in the raw snapshot and the split it would have had, and each rule is
+counted in the report.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.config import DataConfig
 from tasks.io import digest_frames, read_frame, write_frames, write_json
 
 SPLITS = ("train", "validation", "test")
-# C0/C1 control characters except tab/newline, which whitespace collapse handles.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
+ARROW_STRING = pd.StringDtype("pyarrow")
+# RE2 patterns (Arrow's regex engine), written for RE2: its `\s` is ASCII [\t\n\f\r ] only.
+# C0/C1 control characters except tab/newline/CR, which whitespace collapse handles; zero-width space; BOM.
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{200b}\x{feff}]"
+# Python's `\s` less the plain space: what collapses to one space.
+_SPACE_NOT_BLANK = (r"[\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
+                    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]")
 _BIO = re.compile(r"^(O|[BI]-.+)$")
 
 
@@ -26,15 +35,35 @@ class EmptyDatasetError(ValueError):
     """No usable rows remain; the message says which rules removed them."""
 
 
+def to_arrow_strings(s: pd.Series) -> pa.Array:
+    """The column as one Arrow string array: non-strings through str(), missing stays missing."""
+    arr = pa.array(s.astype(ARROW_STRING).array)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def normalize_nfkc(arr: pa.Array) -> pa.Array:
+    """NFKC-normalise the strings that are not pure ASCII (ASCII is already NFKC)."""
+    # Not pc.utf8_normalize: pyarrow 25 returns decomposed text for NFKC ("é" -> "e" + U+0301).
+    non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
+    if not pc.any(non_ascii).as_py():
+        return arr
+    texts = pc.filter(arr, non_ascii).to_pylist()
+    normed = pa.array([unicodedata.normalize("NFKC", t) for t in texts], type=arr.type)
+    return pc.replace_with_mask(arr, non_ascii, normed)
+
+
 def normalize_text(s: pd.Series, cfg: DataConfig) -> pd.Series:
-    """NFKC, control characters out, whitespace collapsed (as configured)."""
-    s = s.astype("string")
+    """NFKC, control characters out, whitespace collapsed (as configured); Arrow strings out."""
+    # Arrow's RE2 kernels run in C++; the same rules through Python's `re` took ~13 s per million rows.
+    arr = to_arrow_strings(s)
     if cfg.clean.normalize_unicode:
-        s = s.str.normalize("NFKC")
-    s = s.str.replace(_CONTROL, "", regex=True)
+        arr = normalize_nfkc(arr)
+    arr = pc.replace_substring_regex(arr, _CONTROL, "")
     if cfg.clean.collapse_whitespace:
-        s = s.str.replace(r"\s+", " ", regex=True).str.strip()
-    return s
+        # Two rare-match passes instead of one `\s+`, which matches at every word gap (~10x slower).
+        arr = pc.replace_substring_regex(arr, _SPACE_NOT_BLANK, " ")
+        arr = pc.utf8_trim(pc.replace_substring_regex(arr, " {2,}", " "), " ")
+    return pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index, name=s.name)
 
 
 def row_keys(df: pd.DataFrame, task: str) -> pd.Series:
@@ -48,7 +77,9 @@ def row_keys(df: pd.DataFrame, task: str) -> pd.Series:
 
 def hash_unit(keys: pd.Series, salt: int) -> np.ndarray:
     """Map each key to [0, 1) deterministically: the same text always gets the same number."""
-    hashed = pd.util.hash_array(keys.astype(str).to_numpy(dtype=object), hash_key=f"{salt:016d}"[-16:])
+    # categorize=False gives the same hashes as the default without factorising first (2x faster).
+    hashed = pd.util.hash_array(keys.astype(str).to_numpy(dtype=object), hash_key=f"{salt:016d}"[-16:],
+                                categorize=False)
     return hashed.astype(np.float64) / float(2**64)
 
 
@@ -74,9 +105,9 @@ def assign_splits(df: pd.DataFrame, keys: pd.Series, cfg: DataConfig) -> pd.Seri
 def augment_rows(train: pd.DataFrame, copies: int, seed: int) -> pd.DataFrame:
     """EDA-style augmentation without synonyms: one random swap and one random deletion per copy."""
     rng = random.Random(seed)
-    rows = []
-    for _, row in train.iterrows():
-        words = str(row["text"]).split()
+    source, texts = [], []
+    for pos, text in enumerate(train["text"].astype(str)):
+        words = text.split()
         if len(words) < 4:
             continue
         for _ in range(copies):
@@ -84,91 +115,123 @@ def augment_rows(train: pd.DataFrame, copies: int, seed: int) -> pd.DataFrame:
             i, j = rng.sample(range(len(w)), 2)
             w[i], w[j] = w[j], w[i]
             del w[rng.randrange(len(w))]
-            new = row.copy()
-            new["text"] = " ".join(w)
-            rows.append(new)
-    return pd.DataFrame(rows, columns=train.columns)
+            source.append(pos)
+            texts.append(" ".join(w))
+    extra = train.iloc[source].reset_index(drop=True)
+    extra["text"] = pd.Series(texts, dtype=train["text"].dtype)
+    return extra
 
 
-def _quarantine(df: pd.DataFrame, mask: pd.Series, reason: str, bins: list, report: dict) -> pd.DataFrame:
-    n = int(mask.sum())
-    report["removed"][reason] = report["removed"].get(reason, 0) + n
-    if n:
-        q = df[mask].copy()
-        q["reason"] = reason
-        bins.append(q)
-    return df[~mask]
+def mark(n: int, positions: np.ndarray) -> np.ndarray:
+    """A boolean mask of length n, True at `positions`."""
+    mask = np.zeros(n, dtype=bool)
+    mask[positions] = True
+    return mask
+
+
+class Rules:
+    """Which rows are still kept, and why each removed row was removed (in the raw snapshot's order)."""
+
+    def __init__(self, n: int, report: dict):
+        self.kept = np.ones(n, dtype=bool)
+        self.reason = np.full(n, None, dtype=object)
+        self.report = report
+
+    def remove(self, mask, reason: str) -> None:
+        """Quarantine the kept rows that `mask` selects, counting them under `reason`."""
+        hit = np.asarray(mask, dtype=bool) & self.kept
+        self.report["removed"][reason] = self.report["removed"].get(reason, 0) + int(hit.sum())
+        self.reason[hit] = reason
+        self.kept &= ~hit
+
+
+def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
+    """Normalise texts in place; quarantine empty, over-long, unlabelled and malformed rows."""
+    if cfg.task == "ner":
+        n_tokens = df["tokens"].map(len).to_numpy()
+        rules.remove(n_tokens != df["tags"].map(len).to_numpy(), "tokens_tags_length_mismatch")
+        rules.remove(n_tokens == 0, "empty_text")
+        rules.remove(df["tags"].map(lambda tags: not all(_BIO.match(t) for t in tags)), "invalid_bio_tag")
+        return
+    for col in ("text", "text_pair"):
+        if col not in df.columns:
+            continue
+        before = df[col]
+        df[col] = normalize_text(before, cfg)
+        changed = (before.astype(ARROW_STRING) != df[col]).fillna(True).to_numpy(dtype=bool) & rules.kept
+        rules.report["changed"][f"{col}_normalized"] = int(changed.sum())
+        rules.remove((df[col].isna() | df[col].eq("")).to_numpy(dtype=bool), "empty_text")
+        rules.remove(df[col].str.len().gt(cfg.clean.max_chars).fillna(False).to_numpy(dtype=bool), "too_long")
+    rules.remove(df["label"].isna().to_numpy(), "missing_label")
+    if cfg.task != "regression" and cfg.labels:
+        rules.remove(~df["label"].isin(cfg.labels).to_numpy(), "unknown_label")
+
+
+def select_sampled_out(keys: pd.Series, kept: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """The kept rows left out by data.max_rows: all but a stable sample (lowest hash under a second salt)."""
+    pos = np.flatnonzero(kept)
+    if not cfg.max_rows or len(pos) <= cfg.max_rows:
+        return np.zeros(len(kept), dtype=bool)
+    order = np.argsort(hash_unit(keys.iloc[pos], cfg.splits.seed + 1), kind="stable")
+    return mark(len(kept), pos[order[cfg.max_rows:]])
+
+
+def apply_set_rules(keys: pd.Series, label_key: pd.Series, split: np.ndarray, cfg: DataConfig,
+                    rules: Rules) -> None:
+    """Duplicates within a split, texts with conflicting labels, and held-out texts also in train."""
+    # Exact integer codes of text and label: the rules below compare ints, not strings.
+    k = pd.factorize(keys, use_na_sentinel=False)[0]
+    lab = pd.factorize(label_key, use_na_sentinel=False)[0]
+    if cfg.clean.drop_duplicates:
+        # Within a split only, keeping the first in raw order: a copy in another split is leakage.
+        pos = np.flatnonzero(rules.kept)
+        dup = pd.DataFrame({"k": k[pos], "l": lab[pos], "s": split[pos]}).duplicated().to_numpy()
+        rules.remove(mark(len(k), pos[dup]), "duplicate")
+    if cfg.clean.drop_conflicts and cfg.task in ("classification", "pair_classification", "ner"):
+        pos = np.flatnonzero(rules.kept)
+        n_labels = pd.Series(lab[pos]).groupby(k[pos]).transform("nunique").to_numpy()
+        rules.remove(mark(len(k), pos[n_labels > 1]), "conflicting_labels")
+    if cfg.clean.drop_leakage:
+        train = rules.kept & (split == "train")
+        in_train = mark(k.max() + 1 if len(k) else 0, k[train])
+        rules.remove((split != "train") & in_train[k], "leakage")
 
 
 def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict]:
-    """Apply every cleaning rule; return (splits, quarantine, report)."""
+    """Apply every cleaning rule; return (splits, quarantine, report).
+
+    Rules run in order and each sees only the rows earlier rules kept; rows are marked, not
+    copied, and the frame is split once at the end (every copy of a million rows costs).
+    """
     df = raw.copy()
     df["raw_index"] = np.arange(len(df))
     report: dict = {"rows_in": len(df), "removed": {}, "changed": {}}
-    bins: list[pd.DataFrame] = []
+    rules = Rules(len(df), report)
     task = cfg.task
 
-    if task == "ner":
-        lengths_differ = df["tokens"].map(len) != df["tags"].map(len)
-        df = _quarantine(df, lengths_differ, "tokens_tags_length_mismatch", bins, report)
-        df = _quarantine(df, df["tokens"].map(len).eq(0), "empty_text", bins, report)
-        bad_tag = df["tags"].map(lambda tags: not all(_BIO.match(t) for t in tags))
-        df = _quarantine(df, bad_tag, "invalid_bio_tag", bins, report)
-    else:
-        for col in ("text", "text_pair"):
-            if col not in df.columns:
-                continue
-            before = df[col]
-            df[col] = normalize_text(df[col], cfg)
-            report["changed"][f"{col}_normalized"] = int((before.astype("string") != df[col]).fillna(True).sum())
-            df = _quarantine(df, df[col].isna() | df[col].eq(""), "empty_text", bins, report)
-            df = _quarantine(df, df[col].str.len() > cfg.clean.max_chars, "too_long", bins, report)
-        df = _quarantine(df, df["label"].isna(), "missing_label", bins, report)
-        if task != "regression" and cfg.labels:
-            df = _quarantine(df, ~df["label"].isin(cfg.labels), "unknown_label", bins, report)
-
+    apply_row_rules(df, cfg, rules)
     keys = row_keys(df, task)
-    df["split"] = assign_splits(df, keys, cfg)
-    unknown_split = ~df["split"].isin(SPLITS)
-    df = _quarantine(df, unknown_split, "unknown_split", bins, report)
-    keys = keys[df.index]
+    split = assign_splits(df, keys, cfg).to_numpy(dtype=object)
+    df["split"] = split
+    rules.remove(~np.isin(split, SPLITS), "unknown_split")
+    sampled_out = select_sampled_out(keys, rules.kept, cfg)
+    if sampled_out.any():
+        report["sampled_out"] = int(sampled_out.sum())  # not bad rows: left out by data.max_rows
+        rules.kept &= ~sampled_out
+    label_key = df["tags"].map(" ".join) if task == "ner" else df["label"].astype(str)
+    apply_set_rules(keys, label_key, split, cfg, rules)
 
-    if cfg.max_rows and len(df) > cfg.max_rows:
-        # Keep a stable sample: the rows with the lowest hash under a second salt.
-        order = pd.Series(hash_unit(keys, cfg.splits.seed + 1), index=df.index)
-        keep = order.rank(method="first") <= cfg.max_rows
-        report["sampled_out"] = int((~keep).sum())  # not bad rows: left out by data.max_rows
-        df, keys = df[keep], keys[keep]
-
-    label_key = df["label"].astype(str) if task != "ner" else df["tags"].map(" ".join)
-    # Order so that the copy kept among duplicates is the train one.
-    split_rank = df["split"].map({"train": 0, "validation": 1, "test": 2})
-    order = np.lexsort((df["raw_index"].to_numpy(), split_rank.to_numpy()))
-    df, keys, label_key = df.iloc[order], keys.iloc[order], label_key.iloc[order]
-
-    if cfg.clean.drop_duplicates:
-        # Within a split only: a copy in another split is leakage, reported as such below.
-        dup = pd.DataFrame({"k": keys, "l": label_key, "s": df["split"]}).duplicated()
-        df = _quarantine(df, dup, "duplicate", bins, report)
-        keys, label_key = keys[df.index], label_key[df.index]
-    if cfg.clean.drop_conflicts and task in ("classification", "pair_classification", "ner"):
-        n_labels = pd.DataFrame({"k": keys, "l": label_key}).groupby("k")["l"].transform("nunique")
-        df = _quarantine(df, n_labels > 1, "conflicting_labels", bins, report)
-        keys = keys[df.index]
-    if cfg.clean.drop_leakage:
-        train_keys = set(keys[df["split"].eq("train")])
-        leak = df["split"].ne("train") & keys.isin(train_keys)
-        df = _quarantine(df, leak, "leakage", bins, report)
-
-    df = df.sort_values("raw_index")
-    splits = {name: df[df["split"].eq(name)].drop(columns="split").reset_index(drop=True) for name in SPLITS}
+    kept = df[rules.kept]
+    splits = {name: kept[kept["split"].eq(name)].drop(columns="split").reset_index(drop=True) for name in SPLITS}
     if cfg.clean.augment and task in ("classification", "regression"):
         extra = augment_rows(splits["train"], cfg.clean.augment_copies, cfg.splits.seed)
         report["augmented_rows"] = len(extra)
         splits["train"] = pd.concat([splits["train"], extra], ignore_index=True)
 
-    cols = list(raw.columns.drop("split", errors="ignore")) + ["split", "raw_index", "reason"]
-    quarantine = (pd.concat(bins, ignore_index=True) if bins else pd.DataFrame(columns=cols))
+    # `split` of a quarantined row: the split it would have had.
+    cols = [c for c in raw.columns if c != "split"] + ["split", "raw_index"]
+    removed = pd.notna(rules.reason)
+    quarantine = df.loc[removed, cols].assign(reason=rules.reason[removed]).reset_index(drop=True)
     report["rows_out"] = {name: len(frame) for name, frame in splits.items()}
     report["quarantined"] = len(quarantine)
     return splits, quarantine, report
@@ -184,7 +247,7 @@ def resolve_labels(splits: dict[str, pd.DataFrame], cfg: DataConfig) -> list[str
         tags = {t for frame in splits.values() for tags in frame["tags"] for t in tags}
         entity_types = sorted({t[2:] for t in tags if t != "O"})
         return ["O"] + [f"{p}-{e}" for e in entity_types for p in ("B", "I")]
-    return sorted({str(v) for frame in splits.values() for v in frame["label"]})
+    return sorted(pd.concat([frame["label"] for frame in splits.values()]).astype(str).unique())
 
 
 def clean_data(raw_path: str, cfg: DataConfig, run_dir: str | Path) -> dict:

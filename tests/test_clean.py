@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -86,3 +88,24 @@ def test_ten_megabyte_single_line_is_quarantined_not_trained(tmp_path):
     raw = frame(["y" * 10_000_000] + [f"fine text {i}" for i in range(200)], ["a"] + ["a", "b"] * 100)
     splits, q, _ = clean_frame(raw, cfg.data)
     assert q["reason"].tolist() == ["too_long"] and sum(len(s) for s in splits.values()) == 200
+
+
+def test_normalisation_composes_and_collapses_every_unicode_space():
+    from tasks.clean import normalize_text
+
+    cfg = load_config(None, [])
+    raw = pd.Series(["cliche\u0301", "Ｆｕｌｌ\u3000width", "a\u2028b\u00a0c\u2029\td", " \ufeffx\u200by\x1b ",
+                     "ﬁne", None])
+    assert normalize_text(raw, cfg.data).tolist() == ["cliché", "Full width", "a b c d", "xy", "fine", pd.NA]
+
+
+def test_labels_outside_the_declared_set_are_quarantined_and_counted(tmp_path):
+    cfg = load_config(None, ["data.labels=[neg, pos]"])
+    raw = frame([f"review {i}" for i in range(300)], ["pos", "neg", "meh"] * 100)
+    raw.to_parquet(tmp_path / "raw.parquet")
+    ref = clean_data(str(tmp_path / "raw.parquet"), cfg.data, tmp_path)
+    report = json.loads((tmp_path / "data" / "clean" / "cleaning_report.json").read_text())
+    assert report["removed"]["unknown_label"] == 100 == ref["report"]["removed"]["unknown_label"]
+    q = pd.read_parquet(ref["quarantine"])
+    assert set(q["reason"]) == {"unknown_label"} and set(q["label"]) == {"meh"} and len(q) == 100
+    assert ref["labels"] == ["neg", "pos"]

@@ -160,3 +160,21 @@ def test_ragged_csv(tmp_path):
     with pytest.raises(DataSourceError, match="malformed CSV"):
         collect_data(cfg_for(kind="file", path=str(tmp_path / "d.csv")).data, tmp_path / "run")
     assert (tmp_path / "d.csv").read_text().count("\n") == 3  # the raw input is untouched
+
+
+def test_ten_megabyte_single_line_is_read_then_quarantined_as_too_long(tmp_path):
+    from tasks.clean import clean_data
+
+    csv = tmp_path / "d.csv"
+    rows = pd.DataFrame({"sentence": [f"short review {i}" for i in range(200)], "verdict": ["pos", "neg"] * 100})
+    rows.loc[57, "sentence"] = "word " * 2_000_000  # one 10 MB line, no newline inside
+    rows.to_csv(csv, index=False)
+    before = hashlib.sha256(csv.read_bytes()).hexdigest()
+    cfg = cfg_for(kind="file", path=str(csv))
+    raw = collect_data(cfg.data, tmp_path / "run")
+    assert raw["rows"] == 200
+    ref = clean_data(raw["path"], cfg.data, tmp_path / "run")
+    q = pd.read_parquet(ref["quarantine"])
+    assert q[["raw_index", "reason"]].values.tolist() == [[57, "too_long"]]
+    assert ref["report"]["removed"]["too_long"] == 1 and sum(ref["report"]["rows_out"].values()) == 199
+    assert hashlib.sha256(csv.read_bytes()).hexdigest() == before  # the raw input is untouched
