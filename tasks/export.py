@@ -71,9 +71,13 @@ def check_parity(torch_fwd, onnx_fwd, batches, atol: float) -> dict:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    # After the transformer fusions (export.optimize) shape inference cannot type the outputs of
+    # the com.microsoft ops; without a default type the quantiser stops with "Unable to find data type".
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def optimize_graph(path: Path, model_config) -> None:

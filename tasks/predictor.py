@@ -1,4 +1,8 @@
-"""The serving-side model: an ONNX bundle plus its tokenizer, answering texts without torch."""
+"""The serving-side model: an ONNX bundle plus its tokenizer, answering texts without torch.
+
+Tokenisation uses the `tokenizers` library on the bundle's tokenizer.json directly:
+`transformers.AutoTokenizer` imports torch (~4 s, ~300 MB), which the serving image leaves out.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,35 @@ import numpy as np
 from tasks.io import read_json
 
 
+def load_tokenizer(bundle_dir: Path, max_length: int):
+    """The bundle's fast tokenizer, truncating at max_length and never padding (we pad per batch)."""
+    from tokenizers import Tokenizer
+
+    path = bundle_dir / "tokenizer.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the serving bundle needs a fast tokenizer (tokenizer.json); "
+                                f"re-export the run with a model whose tokenizer has a fast version")
+    tok = Tokenizer.from_file(str(path))
+    # Set once here and never again: a tokenizer shared by request threads must not be reconfigured.
+    tok.no_padding()
+    tok.enable_truncation(max_length, strategy="longest_first")
+    return tok
+
+
+def pad_id_of(bundle_dir: Path, tokenizer) -> int:
+    """The pad token id named by tokenizer_config.json ([PAD] for BERT), else 0."""
+    cfg_path = bundle_dir / "tokenizer_config.json"
+    name = read_json(cfg_path).get("pad_token") if cfg_path.exists() else None
+    if isinstance(name, dict):  # older configs store AddedToken dicts
+        name = name.get("content")
+    pid = tokenizer.token_to_id(name) if name else None
+    return 0 if pid is None else int(pid)
+
+
 class OnnxPredictor:
-    """Loads a serving bundle (model.onnx or model.int8.onnx, tokenizer, finetune_flow.json)."""
+    """Loads a serving bundle (model.onnx or model.int8.onnx, tokenizer.json, finetune_flow.json)."""
 
     def __init__(self, bundle_dir: str | Path, threads: int | None = None, model_file: str | None = None):
-        from transformers import AutoTokenizer
-
         from tasks.export import session
 
         self.dir = Path(bundle_dir)
@@ -23,26 +50,46 @@ class OnnxPredictor:
         self.labels: list[str] | None = self.meta["labels"]
         self.max_length: int = self.meta["max_length"]
         self.model_file = model_file or self.meta.get("serving_file", "model.onnx")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.dir))
+        self.tokenizer = load_tokenizer(self.dir, self.max_length)
+        self.pad_id = pad_id_of(self.dir, self.tokenizer)
         self.session = session(self.dir / self.model_file, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def _run(self, enc) -> np.ndarray:
-        feed = {k: np.asarray(enc[k], dtype=np.int64) for k in self.input_names if k in enc}
+    @property
+    def needs_pairs(self) -> bool:
+        return self.task == "pair_classification"
+
+    def _encode(self, texts: list[str], pairs: list[str] | None):
+        """Token encodings (truncated at max_length) and a padded int64 batch for the graph."""
+        inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        encs = self.tokenizer.encode_batch(inputs)
+        width = max(len(e.ids) for e in encs)
+        batch = {"input_ids": np.full((len(encs), width), self.pad_id, dtype=np.int64),
+                 "attention_mask": np.zeros((len(encs), width), dtype=np.int64),
+                 "token_type_ids": np.zeros((len(encs), width), dtype=np.int64)}
+        for i, e in enumerate(encs):
+            n = len(e.ids)
+            batch["input_ids"][i, :n] = e.ids
+            batch["attention_mask"][i, :n] = 1
+            batch["token_type_ids"][i, :n] = e.type_ids
+        return encs, {k: v for k, v in batch.items() if k in self.input_names}
+
+    def _run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], feed)[0]
 
     def predict(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
-        """Predict a batch; each answer says whether its input was truncated."""
+        """Predict a batch; each answer says whether its input was truncated at max_length."""
         from tasks.predict import softmax
 
+        if not texts:
+            return []
+        encs, feed = self._encode(texts, pairs if self.task != "ner" else None)
+        logits = self._run(feed)
         if self.task == "ner":
-            return [self._predict_entities(t) for t in texts]
-        full = self.tokenizer(texts, pairs, truncation=False)
-        truncated = [len(ids) > self.max_length for ids in full["input_ids"]]
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, padding=True)
-        logits = self._run(enc)
+            return [self._entities(text, enc, row) for text, enc, row in zip(texts, encs, logits)]
         out = []
-        for row, cut in zip(logits, truncated):
+        for row, enc in zip(logits, encs):
+            cut = bool(enc.overflowing)  # truncation leaves the cut-off tokens here
             if self.task == "regression":
                 out.append({"value": float(row[0]), "truncated": cut})
             else:
@@ -52,35 +99,32 @@ class OnnxPredictor:
                             "scores": {name: float(v) for name, v in zip(self.labels, p)}, "truncated": cut})
         return out
 
-    def _predict_entities(self, text: str) -> dict:
+    def _entities(self, text: str, enc, token_logits: np.ndarray) -> dict:
         """Entities with character spans, from BIO tags on the first sub-token of each word."""
         from tasks.predict import softmax
 
-        enc = self.tokenizer([text], truncation=True, max_length=self.max_length, return_offsets_mapping=True)
-        full_len = len(self.tokenizer(text, truncation=False)["input_ids"])
-        offsets = enc.pop("offset_mapping")[0]
-        probs = softmax(self._run(enc)[0])
-        word_ids = enc.word_ids(0)
+        probs = softmax(token_logits[: len(enc.ids)])
         entities, current, previous = [], None, None
-        for t, wid in enumerate(word_ids):
+        for t, (wid, (start, end)) in enumerate(zip(enc.word_ids, enc.offsets)):
             if wid is None or wid == previous:
-                if wid is not None and current is not None:
-                    current["end"] = int(offsets[t][1])  # later sub-tokens extend the word
+                if wid is not None and current is not None and current["word"] == wid:
+                    current["end"] = int(end)  # later sub-tokens extend the word
                 previous = wid
                 continue
             previous = wid
             k = int(probs[t].argmax())
             tag = self.labels[k]
-            start, end = int(offsets[t][0]), int(offsets[t][1])
             if tag.startswith("B-") or (tag.startswith("I-") and (current is None or current["type"] != tag[2:])):
-                current = {"type": tag[2:], "start": start, "end": end, "scores": [float(probs[t][k])]}
+                current = {"type": tag[2:], "start": int(start), "end": int(end), "scores": [float(probs[t][k])],
+                           "word": wid}
                 entities.append(current)
             elif tag.startswith("I-"):
-                current["end"] = end
+                current["end"], current["word"] = int(end), wid
                 current["scores"].append(float(probs[t][k]))
             else:
                 current = None
         for e in entities:
+            e.pop("word")
             e["text"] = text[e["start"]:e["end"]]
             e["score"] = float(np.mean(e.pop("scores")))
-        return {"entities": entities, "truncated": full_len > self.max_length}
+        return {"entities": entities, "truncated": bool(enc.overflowing)}

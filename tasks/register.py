@@ -47,6 +47,8 @@ def _pyfunc_class():
             self.predictor = OnnxPredictor(context.artifacts["bundle"])
 
         def predict(self, context, model_input, params=None):
+            import json
+
             import pandas as pd
 
             if self.predictor.task == "ner":
@@ -55,7 +57,8 @@ def _pyfunc_class():
                 texts = [str(t) for t in model_input["text"]]
             pairs = [str(t) for t in model_input["text_pair"]] if "text_pair" in model_input else None
             answers = self.predictor.predict(texts, pairs)
-            return pd.DataFrame([{k: (v if not isinstance(v, (dict, list)) else str(v)) for k, v in a.items()}
+            # Nested answers (scores per label, NER entities) travel as JSON text in a flat frame.
+            return pd.DataFrame([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in a.items()}
                                  for a in answers])
 
     return OnnxTextModel
@@ -74,7 +77,7 @@ def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list
         path=str(target), python_model=_pyfunc_class()(), artifacts={"bundle": str(bundle_dir)},
         signature=infer_signature(example, out_example), input_example=example,
         # Explicit requirements: inferring them imports heavy libraries and needs the network.
-        pip_requirements=["mlflow", "onnxruntime", "transformers", "tokenizers", "numpy", "pandas"],
+        pip_requirements=["mlflow", "onnxruntime", "tokenizers", "numpy", "pandas"],
         code_paths=[str(Path(__file__).resolve().parent)],
     )
     return target
@@ -122,22 +125,78 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
 
 
 def version_by_alias(name: str, alias: str):
-    """The model version holding `alias`, or None."""
+    """The model version holding `alias`, or None (also when the model does not exist)."""
     try:
         return tracking.client().get_model_version_by_alias(name, alias)
     except Exception:
         return None
 
 
+def get_version(name: str, version: str | int):
+    """One model version; the error lists the versions that exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracking.client().get_model_version(name, str(version))
+    except MlflowException:
+        known = [v.version for v in list_versions(name)]
+        raise ValueError(f"model '{name}' has no version {version}; versions: {known or 'none'} "
+                         f"(see `ftflow history {name}` or the MLflow UI)") from None
+
+
+def list_versions(name: str) -> list:
+    """Every version of a registered model, oldest first; empty when the model does not exist."""
+    found = tracking.client().search_model_versions(f"name = '{name}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
-    tracking.client().set_registered_model_alias(name, alias, version)
+    tracking.client().set_registered_model_alias(name, alias, str(version))
 
 
-def download_bundle(name: str, version: str, dst: str | Path) -> Path:
-    """Fetch a version's ONNX serving bundle to a local folder."""
+def set_version_tags(name: str, version: str, tags: dict) -> None:
+    c = tracking.client()
+    for k, v in tags.items():
+        c.set_model_version_tag(name, str(version), k, str(v))
+
+
+def bundle_location(source: str) -> str:
+    """The serving bundle's folder inside a registered pyfunc model (read from its MLmodel file)."""
+    import mlflow.artifacts
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/MLmodel", dst_path=tmp)
+        spec = yaml.safe_load(Path(mlmodel).read_text())
+    try:
+        rel = spec["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
+    except (KeyError, TypeError):
+        raise ValueError(f"model at {source} is not a finetune-flow serving model (its MLmodel has no "
+                         f"python_function artifact 'bundle'); register it with `ftflow run`") from None
+    return f"{source.rstrip('/')}/{rel}"
+
+
+def download_bundle(name: str, version: str, dst: str | Path, serving_only: bool = True) -> Path:
+    """Fetch a version's ONNX serving bundle into `dst`; return the bundle folder.
+
+    serving_only skips the ONNX file the bundle does not serve (fp32 when int8 serves): half the bytes.
+    """
     import mlflow.artifacts
 
-    mv = tracking.client().get_model_version(name, version)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{mv.source}/artifacts/bundle",
-                                                     dst_path=str(dst)))
-    return local if (local / "finetune_flow.json").exists() else Path(read_json(local))
+    mv = get_version(name, version)
+    where = bundle_location(mv.source)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    files = [f for f in mlflow.artifacts.list_artifacts(artifact_uri=where) if not f.is_dir]
+    if not any(Path(f.path).name == "finetune_flow.json" for f in files):
+        raise ValueError(f"model '{name}' version {version}: no finetune_flow.json in its bundle at {where}")
+    skip: set[str] = set()
+    if serving_only:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{where}/finetune_flow.json", dst_path=str(dst))
+        serving = read_json(dst / "finetune_flow.json").get("serving_file", "model.onnx")
+        skip = {Path(f.path).name for f in files if f.path.endswith(".onnx") and Path(f.path).name != serving}
+    for f in files:
+        fname = Path(f.path).name
+        if fname not in skip and not (dst / fname).exists():
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{where}/{fname}", dst_path=str(dst))
+    return dst

@@ -1,0 +1,63 @@
+"""The deploy flows: `promote` (gated challenger → champion) and `rollback`.
+
+They only compose: the gate, the scoring and the records live in tasks/promote.py. Each decision
+is also shown as a Prefect markdown artifact; the serving process picks up a moved alias by itself.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from tasks import tracking
+
+
+def _artifact_key(name: str) -> str:
+    # Prefect keys: lowercase letters, numbers and dashes only.
+    return "promotion-" + "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")[:80]
+
+
+def _publish(decision: dict) -> None:
+    from tasks.promote import decision_markdown
+
+    create_markdown_artifact(decision_markdown(decision), key=_artifact_key(decision["model_name"]),
+                             description=f"{decision['model_name']}: {decision['decision']}")
+    get_run_logger().info("%s: version %s %s: %s", decision["model_name"], decision["challenger_version"],
+                          decision["decision"], decision["reason"])
+
+
+@flow(name="promote", log_prints=True)
+def promote(model_name: str, margin: float | None = None, eval_data: str | None = None) -> dict:
+    """Re-score challenger and champion on the same held-out data; move 'champion' if the challenger wins.
+
+    margin: how much better the challenger must be on the primary metric; default the challenger's
+    registry.promotion_margin. eval_data: a pinned evaluation set (parquet/csv/jsonl) instead of the
+    challenger run's held-out split.
+    """
+    from tasks.promote import promote_challenger
+
+    tracking.configure()
+    decision = promote_challenger(model_name, margin, eval_data,
+                                  extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")})
+    _publish(decision)
+    return decision
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(model_name: str, to_version: str | None = None) -> dict:
+    """Move 'champion' back to the previous champion, or to `to_version`; recorded like a promotion."""
+    from tasks.promote import rollback_champion
+
+    tracking.configure()
+    decision = rollback_champion(model_name, to_version,
+                                 extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")})
+    _publish(decision)
+    return decision
+
+
+def history(model_name: str) -> list[dict]:
+    """The promotion log of a model (oldest first), read from the MLflow `promotions` experiment."""
+    from tasks.promote import promotion_history
+
+    return promotion_history(model_name)

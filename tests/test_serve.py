@@ -1,0 +1,253 @@
+"""The HTTP service for real: uvicorn on loopback, httpx clients, the registry of conftest, ONNX Runtime.
+
+Registered model `test-serve` gets the model of `flow_result` as its champion; the hot-reload test
+promotes another version of it while a client keeps sending requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+NAME = "test-serve"
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(app):
+    """Serve `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start; see the log above")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _register_copy(source_mv, alias: str) -> str:
+    from tasks import register, tracking
+
+    mv = tracking.client().create_model_version(NAME, source=source_mv.source, run_id=source_mv.run_id,
+                                                tags=dict(source_mv.tags))
+    register.set_alias(NAME, alias, mv.version)
+    return str(mv.version)
+
+
+@pytest.fixture(scope="module")
+def good_version(flow_result):
+    from tasks import register
+
+    reg = flow_result["result"]["registered"]
+    return register.get_version(reg["name"], reg["version"])
+
+
+@pytest.fixture(scope="module")
+def champion(good_version):
+    from tasks import tracking
+
+    tracking.client().create_registered_model(NAME)
+    return _register_copy(good_version, "champion")
+
+
+@pytest.fixture(scope="module")
+def service(champion):
+    from deploy.service import create_app
+
+    with running(create_app(NAME, poll_seconds=0.3, max_batch=4)) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(flow_result) -> Path:
+    return Path(flow_result["result"]["run_dir"]) / "onnx"
+
+
+def test_health_ready_and_model(service, champion):
+    assert service.get("/health").json() == {"status": "ok"}
+    ready = service.get("/ready")
+    assert ready.status_code == 200 and ready.json()["version"] == champion
+    info = service.get("/model").json()
+    assert (info["name"], info["version"], info["task"]) == (NAME, champion, "classification")
+    assert info["labels"] == ["negative", "positive"] and 0.0 <= info["metrics"]["f1"] <= 1.0
+    assert service.get("/docs").status_code == 200
+
+
+def test_predict_one_text_and_a_batch(service, champion):
+    one = service.post("/predict", json={"text": "a wonderful, moving film"})
+    assert one.status_code == 200 and one.headers["x-model-version"] == champion
+    [p] = one.json()["predictions"]
+    assert p["label"] in ("negative", "positive") and p["truncated"] is False
+    assert sum(p["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    long_text = "an endless, meandering and repetitive story " * 40
+    batch = service.post("/predict", json={"texts": ["dull", long_text, "a delight"]}).json()["predictions"]
+    assert [b["truncated"] for b in batch] == [False, True, False]  # cut at max_length, and said so
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"texts": []}, "empty batch"),
+    ({"text": ""}, "text is empty"),
+    ({"texts": ["fine", "   "]}, "texts[1] is empty"),
+    ({"texts": ["fine", 3]}, "texts[1]: Input should be a valid string"),
+    ({"text": 42}, "text: Input should be a valid string"),
+    ({"texts": ["a", "b", "c", "d", "e"]}, "above the maximum of 4"),
+    ({}, "send either 'text'"),
+    ({"text": "fine", "text_pair": "also fine"}, "takes single texts"),
+    ({"text": "fine", "colour": "red"}, "colour: Extra inputs are not permitted"),
+])
+def test_bad_input_gets_422_with_a_clear_message(service, body, says):
+    r = service.post("/predict", json=body)
+    assert r.status_code == 422
+    assert says in r.json()["message"], r.json()
+
+
+def test_without_a_champion_the_service_is_alive_but_not_ready():
+    from deploy.service import create_app
+
+    with running(create_app("no-champion-here", poll_seconds=0)) as url:
+        assert httpx.get(f"{url}/health").status_code == 200
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 503 and "ftflow promote no-champion-here" in ready.json()["reason"]
+        r = httpx.post(f"{url}/predict", json={"text": "fine"})
+        assert r.status_code == 503 and "no model loaded" in r.json()["detail"]
+
+
+def test_pair_model_refuses_a_missing_pair(tmp_path, bundle_dir):
+    from deploy.service import create_app
+
+    # The same real ONNX graph declared as a pair model: BERT takes pairs (token_type_ids) natively.
+    pair_bundle = tmp_path / "pair"
+    shutil.copytree(bundle_dir, pair_bundle)
+    meta = json.loads((pair_bundle / "finetune_flow.json").read_text())
+    (pair_bundle / "finetune_flow.json").write_text(json.dumps({**meta, "task": "pair_classification"}))
+    with running(create_app(bundle_dir=str(pair_bundle))) as url:
+        missing = httpx.post(f"{url}/predict", json={"texts": ["a cat sat", "a dog ran"]})
+        assert missing.status_code == 422 and "classifies text pairs" in missing.json()["message"]
+        ok = httpx.post(f"{url}/predict", json={"texts": ["a cat sat"], "text_pairs": ["a cat was sitting"]})
+        assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
+        uneven = httpx.post(f"{url}/predict", json={"texts": ["a", "b"], "text_pairs": ["c"]})
+        assert uneven.status_code == 422 and "one second text per text" in uneven.json()["message"]
+
+
+def test_bearer_token_from_the_environment(monkeypatch, bundle_dir):
+    from deploy.service import create_app
+
+    monkeypatch.setenv("FTFLOW_API_TOKEN", "s3cret-token")
+    with running(create_app(bundle_dir=str(bundle_dir))) as url:
+        body = {"text": "fine"}
+        assert httpx.post(f"{url}/predict", json=body).status_code == 401
+        wrong = httpx.post(f"{url}/predict", json=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        right = httpx.post(f"{url}/predict", json=body, headers={"Authorization": "Bearer s3cret-token"})
+        assert right.status_code == 200
+        assert httpx.get(f"{url}/model").status_code == 401
+        assert httpx.get(f"{url}/health").status_code == 200  # probes need no token
+
+
+def test_hot_reload_while_serving_fails_no_request(service, champion, good_version):
+    from tasks.promote import promote_challenger
+
+    results: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=str(service.base_url), timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post("/predict", json={"texts": ["a fine film", "a dull one"]})
+                    results.append((r.status_code, r.headers.get("x-model-version")))
+                except httpx.HTTPError as e:
+                    results.append((0, repr(e)))
+
+    client = threading.Thread(target=hammer)
+    client.start()
+    try:
+        time.sleep(0.5)
+        new = _register_copy(good_version, "challenger")
+        decision = promote_challenger(NAME, margin=0.0)  # the same model scores a tie: promoted
+        assert decision["decision"] == "promoted", decision["reason"]
+        deadline = time.monotonic() + 30
+        while service.get("/ready").json()["version"] != new and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # some requests on the new version
+    finally:
+        stop.set()
+        client.join(timeout=30)
+    failed = [r for r in results if r[0] != 200]
+    versions = [v for _, v in results]
+    assert len(results) >= 10 and not failed, (len(results), failed[:5])
+    assert champion in versions and new in versions
+    assert versions.index(new) > max(i for i, v in enumerate(versions) if v == champion)  # swapped once, for good
+    assert service.get("/model").json()["version"] == new
+
+
+def test_service_never_imports_torch(champion):
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from deploy.service import create_app\n"
+        f"with TestClient(create_app({NAME!r}, poll_seconds=0)) as c:\n"
+        "    r = c.post('/predict', json={'text': 'a fine film'})\n"
+        "    assert r.status_code == 200, r.text\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_ner_entities_carry_character_spans(tmp_path):
+    """A token-classification graph through the predictor; its head is set to tag every word B-LOC."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tasks.encode import resolve_model_path
+    from tasks.export import export_onnx
+    from tasks.predictor import OnnxPredictor
+
+    base = resolve_model_path("minilm")
+    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
+    with torch.no_grad():  # a known answer: every word opens an entity, so every span can be checked
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 10.0, 0.0]))
+    tok = AutoTokenizer.from_pretrained(base)
+    export_onnx(model, tok, tmp_path / "model.onnx", 17)
+    tok.save_pretrained(str(tmp_path))
+    (tmp_path / "finetune_flow.json").write_text(json.dumps(
+        {"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 16, "serving_file": "model.onnx"}))
+    text = "Flights from   New York to Reykjavík, daily " + "and more words " * 10
+    [answer] = OnnxPredictor(tmp_path).predict([text])
+    assert answer["truncated"] is True  # 16 tokens hold only the first words
+    entities = answer["entities"]
+    assert [e["text"] for e in entities[:7]] == ["Flights", "from", "New", "York", "to", "Reykjavík", ","]
+    for e in entities:
+        assert e["type"] == "LOC" and e["text"] == text[e["start"]:e["end"]] and 0 < e["score"] <= 1
