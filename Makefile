@@ -26,4 +26,8 @@ test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
+	$(BIN)/python bench/data.py
 	$(BIN)/python bench/padding.py
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/overhead.py
