@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         .set_defaults(func=cmd_run)
     with_config(sub.add_parser("validate", help="run only the data stage (collect, clean, validate)"))\
         .set_defaults(func=cmd_validate)
+    from flows.stack import add_up_command  # standard library only: --help stays fast
+
+    add_up_command(sub)
+    from flows.deploy_cli import add_deploy_commands  # standard library only, likewise
+
+    add_deploy_commands(sub)
     return p
 
 

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from tasks import stages, tracking
 from tasks.config import PipelineConfig, flatten_config
+from tasks.io import read_json, write_json
 
 
 def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
@@ -26,9 +27,22 @@ def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
     run_dir = Path(cfg.run_dir).resolve() / f"{run_name}-{run_id[:8]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    write_json(run_dir / "run.json", {"run_id": run_id, "run_name": run_name, "experiment": cfg.registry.experiment})
     tracking.log_params(run_id, flatten_config(cfg))
     tracking.log_artifact(run_id, run_dir / "config.yaml")
     return run_id, run_name, run_dir
+
+
+def reopen_run(run_folder: str) -> tuple[str, str, Path]:
+    """Continue the MLflow run of an earlier run folder (resume); return (run id, run name, run folder)."""
+    run_dir = Path(run_folder).resolve()
+    if not (run_dir / "run.json").exists():
+        raise ValueError(f"resume_from '{run_folder}' is not a run folder (no run.json); "
+                         f"give a folder under run_dir written by an earlier fine-tune run")
+    info = read_json(run_dir / "run.json")
+    tracking.reopen_run(info["run_id"])
+    tracking.set_tags(info["run_id"], {"resumed_by_prefect_flow_run_id": str(flow_run.get_id() or "")})
+    return info["run_id"], info["run_name"], run_dir
 
 
 def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, dict, dict]:
@@ -39,11 +53,15 @@ def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dic
 
 
 @flow(name="fine-tune", log_prints=True)
-def fine_tune(config: PipelineConfig = PipelineConfig()) -> dict:
-    """Fine-tune a pretrained model on the configured data and register it as 'challenger'."""
+def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None = None) -> dict:
+    """Fine-tune a pretrained model on the configured data and register it as 'challenger'.
+
+    resume_from: the run folder of an interrupted run; its MLflow run continues and training
+    resumes from its last checkpoint (same data and model required).
+    """
     cfg = config
     tracking.configure()
-    run_id, run_name, run_dir = open_run(cfg, "fine-tune")
+    run_id, run_name, run_dir = reopen_run(resume_from) if resume_from else open_run(cfg, "fine-tune")
     logger = get_run_logger()
     logger.info("MLflow run %s (%s); run folder %s", run_name, run_id, run_dir)
     try:
@@ -62,7 +80,8 @@ def fine_tune(config: PipelineConfig = PipelineConfig()) -> dict:
               "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],
               "registered": registered, "parity": exported["parity"] if exported else None,
               "serving_file": exported["serving_file"] if exported else None,
-              "tracking_uri": tracking.tracking_uri(), "ui_hint": tracking.run_url_hint(run_id)}
+              "tracking_uri": tracking.tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
+              "mlflow_url": tracking.run_ui_url(run_id)}
     create_markdown_artifact(summary_markdown(result), key="fine-tune-summary",
                              description=f"{cfg.name}: run summary")
     return result
@@ -90,6 +109,8 @@ def summary_markdown(result: dict) -> str:
     lines = [f"# {result['run_name']}", "",
              f"MLflow run `{result['run_id']}` in experiment `{result['experiment']}` "
              f"({result['tracking_uri']})", ""]
+    if result.get("mlflow_url"):  # a server is tracking (`ftflow up`, a remote MLflow): link the run page
+        lines += [f"[Open the run in the MLflow UI]({result['mlflow_url']})", ""]
     reg = result.get("registered")
     if reg:
         lines += [f"Registered **{reg['name']}** version **{reg['version']}** as `{reg['alias']}`", ""]

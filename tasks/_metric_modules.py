@@ -106,7 +106,7 @@ class RegressionMetrics(evaluate.Metric):
 
 
 class NerMetrics(evaluate.Metric):
-    """Entity-level precision/recall/F1 (seqeval, conlleval mode), per-type F1 and support, token accuracy."""
+    """Entity-level precision/recall/F1 (seqeval, conlleval mode), per-type scores and support, token accuracy."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -139,8 +139,11 @@ class NerMetrics(evaluate.Metric):
         types = entity_types(list(label_names)) if label_names else []
         types += sorted(t for t in report if t not in types and t not in _REPORT_AVERAGES)
         for entity_type, key in zip(types, label_keys(types)):
-            result[f"f1_{key}"] = report.get(entity_type, {}).get("f1-score", 0.0)
-            result[f"support_{key}"] = report.get(entity_type, {}).get("support", 0)
+            row = report.get(entity_type, {})
+            result[f"precision_{key}"] = row.get("precision", 0.0)
+            result[f"recall_{key}"] = row.get("recall", 0.0)
+            result[f"f1_{key}"] = row.get("f1-score", 0.0)
+            result[f"support_{key}"] = row.get("support", 0)
         return {k: float(v) for k, v in result.items()}
 
 

@@ -177,6 +177,50 @@ class TrainingConfig(_Section):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
+class SearchParam(_Section):
+    """One dimension of the search space: a range (low, high, optional log scale) or a list of choices."""
+
+    low: float | None = Field(None, description="lower bound (inclusive)")
+    high: float | None = Field(None, description="upper bound (inclusive)")
+    log: bool = Field(False, description="sample the range on a log scale (learning rates)")
+    choices: list[Any] | None = Field(None, description="sample one of these values instead of a range")
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "SearchParam":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("give either a non-empty `choices` list or `low` and `high`, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both `low` and `high` (or give `choices`)")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        return self
+
+
+def _default_space() -> dict[str, SearchParam]:
+    return {"learning_rate": SearchParam(low=2e-5, high=2e-4, log=True),
+            "warmup_ratio": SearchParam(choices=[0.0, 0.1])}
+
+
+class SearchConfig(_Section):
+    """Hyperparameter search with Optuna before the final training; off while `trials` is 0."""
+
+    trials: int = Field(0, ge=0, description="Optuna trials, each a nested MLflow run; 0 turns the search off")
+    space: dict[str, SearchParam] = Field(
+        default_factory=_default_space,
+        description="training field -> {low, high, log} or {choices}; e.g. learning_rate: {low: 1e-5, high: 1e-4, log: true}",
+    )
+    metric: str | None = Field(None, description="validation metric to optimise; default training.metric_for_best_model")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="default: minimize for losses and errors (loss, mse, rmse, mae), else maximize"
+    )
+    trial_epochs: float | None = Field(None, gt=0, description="epochs per trial; default training.epochs")
+    trial_max_rows: int | None = Field(None, gt=0, description="train rows per trial (a stable sample); default all")
+
+
 class ExportConfig(_Section):
     """ONNX export and its checks."""
 
@@ -204,6 +248,7 @@ class PipelineConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
@@ -217,6 +262,15 @@ class PipelineConfig(_Section):
             raise ValueError("set training.focal_alpha or training.class_weights, not both (focal alpha is the weight)")
         if task == "regression" and (t.class_weights is not None or t.focal_alpha is not None):
             raise ValueError("training.class_weights / focal_alpha need a classification task, not regression")
+        return self
+
+    @model_validator(mode="after")
+    def _check_search_space(self) -> "PipelineConfig":
+        searchable = sorted(set(TrainingConfig.model_fields) - {"distributed", "use_cpu", "seed"})
+        unknown = [k for k in self.search.space if k not in searchable]
+        if unknown:
+            raise ValueError(f"search.space has {unknown}, which are not training fields; searchable: "
+                             f"{', '.join(searchable)}")
         return self
 
     def digest(self) -> str:

@@ -59,16 +59,23 @@ def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None, max_lengt
     return {k: enc[k] for k in enc.keys()}
 
 
-def align_word_labels(word_ids: list[int | None], word_labels: list[int], all_subtokens: bool) -> list[int]:
-    """Give each sub-token its word's label: first sub-token only, or all of them."""
+def align_word_labels(word_ids: list[int | None], word_labels: list[int], all_subtokens: bool,
+                      inside_of: dict[int, int] | None = None) -> list[int]:
+    """Give each sub-token its word's label: first sub-token only, or all of them.
+
+    With all sub-tokens, `inside_of` maps a B- tag id to its I- tag id for the later sub-tokens,
+    so "Schwarzenegger" reads B-PER I-PER I-PER: one entity, not three.
+    """
     out, previous = [], None
     for wid in word_ids:
         if wid is None:
             out.append(IGNORE_INDEX)
         elif wid != previous:
             out.append(word_labels[wid])
+        elif all_subtokens:
+            out.append((inside_of or {}).get(word_labels[wid], word_labels[wid]))
         else:
-            out.append(word_labels[wid] if all_subtokens else IGNORE_INDEX)
+            out.append(IGNORE_INDEX)
         previous = wid
     return out
 
@@ -81,8 +88,10 @@ def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | Non
         enc = tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length,
                         padding="max_length" if pad_to_max_length else False)
         out = {k: enc[k] for k in enc.keys()}
+        inside_of = {i: label2id["I-" + name[2:]] for name, i in label2id.items()
+                     if name.startswith("B-") and "I-" + name[2:] in label2id}
         out["labels"] = [
-            align_word_labels(enc.word_ids(i), [label2id[t] for t in tags], label_all_subtokens)
+            align_word_labels(enc.word_ids(i), [label2id[t] for t in tags], label_all_subtokens, inside_of)
             for i, tags in enumerate(df["tags"])
         ]
         return out

@@ -1,8 +1,15 @@
 """Evaluate: score the trained model on the held-out test split and write the evidence.
 
-Writes, under RUN/evaluation: metrics.json, predictions.parquet, worst_errors.csv,
-per_class_report.csv and confusion_matrix.png (classification); and the model card
-(README.md) into the model folder, so it travels with the model.
+Writes, under RUN/evaluation, for every task kind: metrics.json, predictions.parquet,
+worst_errors.csv, per_class_report.csv and confusion_matrix.png; the model card (README.md)
+goes into the model folder, so it travels with the model. What "class" means per kind:
+
+- classification, pair_classification: the labels.
+- ner: entity types; the report is seqeval's entity-level scores per type, the confusion
+  matrix counts words by entity type (B-/I- merged, "O" included; first sub-token's tag).
+- regression: equal-width ranges of the target; the report gives count, MAE and mean
+  prediction per range, the matrix counts true range against predicted range. A
+  prediction-vs-truth scatter plot (prediction_scatter.png) comes with it.
 """
 
 from __future__ import annotations
@@ -38,11 +45,17 @@ def frame_of_predictions(df: pd.DataFrame, scored: dict, task: str, labels: list
         out["prediction"] = preds
         out["correct"] = [p == r for p, r in zip(preds, refs)]
         out["confidence"] = scored["confidence"]
+        out["mistakes"] = [describe_tag_mistakes(t, r, p) for t, r, p in zip(df["tokens"], refs, preds)]
     else:
         out["prediction"] = [labels[p] for p in preds]
         out["correct"] = [p == r for p, r in zip(preds, refs)]
         out["confidence"] = scored["confidence"]
     return out
+
+
+def describe_tag_mistakes(tokens: list[str], refs: list[str], preds: list[str]) -> str:
+    """The words tagged wrongly, as 'word: true->predicted', for reading the worst NER errors."""
+    return "; ".join(f"{w}: {r}->{p}" for w, r, p in zip(tokens, refs, preds) if r != p)
 
 
 def worst_errors(pred: pd.DataFrame, task: str, n: int = WORST_N) -> pd.DataFrame:
@@ -53,14 +66,82 @@ def worst_errors(pred: pd.DataFrame, task: str, n: int = WORST_N) -> pd.DataFram
     return wrong.sort_values("confidence", ascending=False).head(n)
 
 
-def per_class_report(metrics: dict, labels: list[str]) -> pd.DataFrame:
+def per_class_report(metrics: dict, classes: list[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per label (classification) or entity type (NER)."""
     from tasks.metrics import label_keys
 
     rows = []
-    for name, key in zip(labels, label_keys(labels)):
-        rows.append({"label": name, **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
+    for name, key in zip(classes, label_keys(classes)):
+        rows.append({"class": name, **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
                      "support": metrics.get(f"support_{key}")})
     return pd.DataFrame(rows)
+
+
+def regression_ranges(refs: list[float], n: int = 5) -> np.ndarray:
+    """Edges of n equal-width ranges over the true values; range_ids puts values beyond them in the outer ranges."""
+    lo, hi = float(np.min(refs)), float(np.max(refs))
+    return np.linspace(lo, hi if hi > lo else lo + 1.0, n + 1)
+
+
+def range_names(edges: np.ndarray) -> list[str]:
+    return [f"[{a:.2g}, {b:.2g})" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def range_ids(values, edges: np.ndarray) -> list[int]:
+    """The range index of each value; values outside the edges go to the first or last range."""
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2).tolist()
+
+
+def per_range_report(refs: list[float], preds: list[float], edges: np.ndarray) -> pd.DataFrame:
+    """Count, MAE and mean prediction per range of the true value (regression's per-class report)."""
+    refs_a, preds_a = np.asarray(refs, dtype=float), np.asarray(preds, dtype=float)
+    ids = np.asarray(range_ids(refs_a, edges))
+    rows = []
+    for i, name in enumerate(range_names(edges)):
+        sel = ids == i
+        rows.append({"class": name, "support": int(sel.sum()),
+                     "mae": float(np.abs(preds_a[sel] - refs_a[sel]).mean()) if sel.any() else None,
+                     "mean_true": float(refs_a[sel].mean()) if sel.any() else None,
+                     "mean_prediction": float(preds_a[sel].mean()) if sel.any() else None})
+    return pd.DataFrame(rows)
+
+
+def entity_type_of(tag: str) -> str:
+    return tag[2:] if tag[:2] in ("B-", "I-", "E-", "S-", "L-", "U-") else tag
+
+
+def confusion_inputs(scored: dict, task: str, labels: list[str] | None) -> tuple[list[int], list[int], list[str]]:
+    """(true ids, predicted ids, class names) for the confusion matrix of any task kind."""
+    refs, preds = scored["references"], scored["predictions"]
+    if task == "regression":
+        edges = regression_ranges(refs)
+        return range_ids(refs, edges), range_ids(preds, edges), range_names(edges)
+    if task == "ner":
+        names = list(dict.fromkeys(entity_type_of(t) for t in labels))
+        index = {n: i for i, n in enumerate(names)}
+        flat_r = [index[entity_type_of(t)] for sent in refs for t in sent]
+        flat_p = [index[entity_type_of(t)] for sent in preds for t in sent]
+        return flat_r, flat_p, names
+    return list(refs), list(preds), list(labels)
+
+
+def plot_prediction_scatter(refs: list[float], preds: list[float], path: Path) -> str:
+    """Prediction against truth, with the diagonal a perfect model would sit on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(refs, preds, s=6, alpha=0.4)
+    lo, hi = min(min(refs), min(preds)), max(max(refs), max(preds))
+    ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
 
 
 def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], path: Path) -> str:
@@ -90,20 +171,34 @@ def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], 
     return str(path)
 
 
+INTENDED_USE = {
+    "classification": "Assigning one of the labels above to a short English text like the training data.",
+    "pair_classification": "Deciding the relation (one of the labels above) between two short English texts, "
+                           "such as whether they are paraphrases.",
+    "regression": "Scoring a short English text on the training data's numeric scale.",
+    "ner": "Tagging entity mentions (the types above) in short English texts like the training data, "
+           "word by word, with BIO tags.",
+}
+
+
 def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str) -> str:
     """The model's README: data, metrics, hyperparameters, intended use, limitations."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
                      if isinstance(v, float) and not k.startswith("support_"))
-    hp = cfg.training
+    meta = read_json(Path(model_dir) / "finetune_flow.json")
+    # The values training used (a search may have changed them), else the config's.
+    hp = cfg.training.model_copy(update=meta.get("training") or {})
+    task = cfg.data.task
+    labels = data["labels"] if task != "ner" else sorted({entity_type_of(t) for t in data["labels"]} - {"O"})
     card = f"""# {cfg.registry.model_name}
 
-Fine-tuned by finetune-flow from `{cfg.model.name}` for **{cfg.data.task}**.
+Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 
 ## Data
 - Source: `{source}`; content digest `{data['digest']}`
 - Rows (train / validation / test): {data['report']['rows_out']}
 - Quarantined by cleaning: {data['report']['quarantined']} ({data['report']['removed']})
-- Labels: {data['labels']}
+- {"Target: a number" if task == "regression" else ("Entity types: " if task == "ner" else "Labels: ") + str(labels)}
 
 ## Test metrics
 | metric | value |
@@ -111,12 +206,13 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{cfg.data.task}**.
 {rows}
 
 ## Hyperparameters
-learning rate {hp.learning_rate}, batch {hp.train_batch_size}, epochs {hp.epochs}, weight decay {hp.weight_decay},
-warm-up {hp.warmup_ratio}, schedule {hp.scheduler}, optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed},
-max length {cfg.model.max_length}; config digest `{cfg.digest()}`.
+learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
+epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
+optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
+{"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and task == "ner" else ""}; config digest `{cfg.digest()}`.
 
 ## Intended use
-{cfg.data.task.replace('_', ' ')} of short English texts like the training data.
+{INTENDED_USE[task]}
 
 ## Limitations
 Scores hold for text like the test split only; longer inputs are truncated at {cfg.model.max_length} tokens;
@@ -125,6 +221,21 @@ the model inherits the biases of its pretrained body and of the training data. C
 """
     path = Path(model_dir) / "README.md"
     path.write_text(card)
+    return str(path)
+
+
+def write_class_report(scored: dict, task: str, labels: list[str] | None, path: Path) -> str:
+    """per_class_report.csv: per label, per entity type (NER) or per target range (regression)."""
+    if task == "regression":
+        refs = scored["references"]
+        report = per_range_report(refs, scored["predictions"], regression_ranges(refs))
+    elif task == "ner":
+        from tasks._metric_modules import entity_types
+
+        report = per_class_report(scored["metrics"], entity_types(labels))
+    else:
+        report = per_class_report(scored["metrics"], labels)
+    report.to_csv(path, index=False)
     return str(path)
 
 
@@ -146,10 +257,11 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
     files = {"metrics": write_json(out / "metrics.json", metrics),
              "predictions": str(out / "predictions.parquet"), "worst_errors": str(out / "worst_errors.csv")}
-    if task in ("classification", "pair_classification"):
-        per_class_report(scored["metrics"], labels).to_csv(out / "per_class_report.csv", index=False)
-        files["per_class_report"] = str(out / "per_class_report.csv")
-        files["confusion_matrix"] = plot_confusion_matrix(scored["references"], scored["predictions"], labels,
-                                                          out / "confusion_matrix.png")
+    files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
+    refs, preds, classes = confusion_inputs(scored, task, labels)
+    files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
+    if task == "regression":
+        files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
+                                                              out / "prediction_scatter.png")
     files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source)
     return {"metrics": metrics, "dir": str(out), "files": files}

@@ -113,13 +113,18 @@ def compute_loss(
     class_weights: torch.Tensor | Sequence[float] | None = None,
     gamma: float = 2.0,
     alpha: torch.Tensor | Sequence[float] | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """The mean training loss of a batch for a task kind and training.loss (auto allowed).
+    """The training loss of a batch for a task kind and training.loss (auto allowed).
 
     class_weights: resolved per-class weights (turn 'balanced' into numbers with
     balanced_class_weights first). For focal, alpha defaults to class_weights; giving both
     is refused because neither reading (multiply, or one wins) is obvious.
+    reduction "sum" lets the caller divide by the scored items of a whole gradient-accumulation
+    window (the Trainer's num_items_in_batch) instead of by this micro-batch's own count.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction '{reduction}' is not one of mean, sum")
     loss_name = resolve_loss_name(task, loss_name)
     if isinstance(class_weights, str):
         raise ValueError(
@@ -131,28 +136,28 @@ def compute_loss(
             raise ValueError(
                 "training.class_weights and training.focal_alpha apply to classification losses, not mse"
             )
-        return mse_loss(logits, labels)
+        return mse_loss(logits, labels, reduction)
     num_classes = logits.shape[-1]
     if loss_name == "cross_entropy":
         weight = _class_weight_tensor(class_weights, num_classes, logits.device)
         return F.cross_entropy(
             logits.reshape(-1, num_classes).float(), labels.reshape(-1).long(),
-            weight=weight, ignore_index=IGNORE_INDEX,
+            weight=weight, ignore_index=IGNORE_INDEX, reduction=reduction,
         )
     if class_weights is not None and alpha is not None:
         raise ValueError("focal loss takes training.class_weights or training.focal_alpha as alpha, not both")
-    return focal_loss(logits, labels, gamma, alpha if alpha is not None else class_weights)
+    return focal_loss(logits, labels, gamma, alpha if alpha is not None else class_weights, reduction=reduction)
 
 
-def mse_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between a one-output regression head and float targets."""
+def mse_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Squared error (mean or sum) between a one-output regression head and float targets."""
     preds = logits.float()
     if preds.dim() > 1 and preds.shape[-1] == 1:
         preds = preds.squeeze(-1)
     if preds.shape != labels.shape:
         raise ValueError(f"regression logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}; "
                          "the model needs num_labels=1")
-    return F.mse_loss(preds, labels.float())
+    return F.mse_loss(preds, labels.float(), reduction=reduction)
 
 
 def _class_weight_tensor(

@@ -18,8 +18,8 @@ Keys returned by `compute_metrics_for` (all plain floats):
   reference has no defined correlation: pearson and spearman are then 0.0, not NaN.
 - ner: entity-level micro `precision`, `recall`, `f1` from seqeval in its default
   (conlleval-compatible) mode: an I- tag without a preceding B- still opens an entity, as
-  conlleval and the hub's seqeval metric count it. `f1_<TYPE>` and `support_<TYPE>` (true
-  entities) per entity type (every type in the tag set when label_names is given, plus any
+  conlleval and the hub's seqeval metric count it. `precision_<TYPE>`, `recall_<TYPE>`, `f1_<TYPE>`
+  and `support_<TYPE>` (true entities) per entity type (every type in the tag set when label_names is given, plus any
   that occur), and `accuracy`: the token-level accuracy over all scored tokens, `O` included.
 
 Primary metric (the default `metric_for_best_model`): `f1` for classification,

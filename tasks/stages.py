@@ -31,13 +31,72 @@ def _artifact_key(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:100]
 
 
+# --- the data stage, cached on content digests (keys in tasks/data_cache.py) -----------------------
+# Each stage's work is a nested task whose result Prefect persists under the key; the outer task
+# logs to MLflow either way, so a run that reuses the data still records all of it.
+
+def _data_cache_key(stage: str):
+    """A Prefect cache_key_fn for one data stage: None (never cached) when the input is unknown."""
+
+    def key(context, params: dict) -> str | None:
+        from tasks import data_cache
+
+        data = params["cfg"].data
+        if stage == "collect":
+            upstream = data_cache.source_fingerprint(data.source)
+        elif stage == "clean":
+            upstream = params["raw"]["digest"]
+        else:
+            ref = params["clean_ref"]
+            upstream = f"{ref['digest']}:{ref.get('labels')}:{data_cache.suite_digest(data.task)}"
+        return data_cache.stage_key(stage, upstream, data)
+
+    return key
+
+
+@task(name="read-source", persist_result=True, cache_key_fn=_data_cache_key("collect"))
+def _read_source(cfg: PipelineConfig, run_dir: str) -> dict:
+    from tasks.collect import collect_data
+
+    return {"run_dir": run_dir, "ref": collect_data(cfg.data, run_dir)}
+
+
+@task(name="clean-rows", persist_result=True, cache_key_fn=_data_cache_key("clean"))
+def _clean_rows(raw: dict, cfg: PipelineConfig, run_dir: str) -> dict:
+    from tasks.clean import clean_data
+
+    return {"run_dir": run_dir, "ref": clean_data(raw["path"], cfg.data, run_dir)}
+
+
+@task(name="run-expectations", persist_result=True, cache_key_fn=_data_cache_key("validate"))
+def _run_expectations(clean_ref: dict, cfg: PipelineConfig, run_dir: str) -> dict:
+    from tasks.validate import validate_data
+
+    return {"run_dir": run_dir, "ref": validate_data(clean_ref, cfg.data, run_dir)}
+
+
+def _run_cached(stage: str, work, run_dir: str, run_id: str, *args) -> dict:
+    """Run a data stage's cached task; a result reused from an earlier run gets its files copied here."""
+    from tasks.data_cache import adopt_result
+
+    out = work(*args, run_dir)
+    if out["run_dir"] == run_dir:
+        return out["ref"]
+    ref = adopt_result(out["ref"], stage, out["run_dir"], run_dir)
+    if ref is None:
+        get_run_logger().info("%s: the cached result's run folder %s is gone; running it again",
+                              stage, out["run_dir"])
+        return work.with_options(refresh_cache=True)(*args, run_dir)["ref"]
+    get_run_logger().info("%s: input unchanged, reused the result of %s", stage, out["run_dir"])
+    tracking.set_tags(run_id, {f"data_{stage}_reused_from": out["run_dir"]})
+    return ref
+
+
 @task(name="collect", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600,
       retry_condition_fn=_retry_on_transient)
 def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
-    """Read the source and snapshot it raw."""
-    from tasks.collect import collect_data
-
-    ref = collect_data(cfg.data, run_dir)
+    """Read the source and snapshot it raw (reused when the source is unchanged)."""
+    ref = _run_cached("collect", _read_source, run_dir, run_id, cfg)
     get_run_logger().info("collected %d rows from %s (digest %s)", ref["rows"], ref["source"], ref["digest"])
     tracking.log_params(run_id, {"data.raw_rows": ref["rows"], "data.raw_digest": ref["digest"]})
     return ref
@@ -46,10 +105,8 @@ def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
 @task(name="clean", timeout_seconds=3600)
 def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Clean, split, and quarantine; log the report and the quarantine file."""
-    from tasks.clean import clean_data
-
     try:
-        ref = clean_data(raw["path"], cfg.data, run_dir)
+        ref = _run_cached("clean", _clean_rows, run_dir, run_id, raw, cfg)
     finally:
         tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "cleaning_report.json", "data")
         tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "quarantine.parquet", "data")
@@ -68,11 +125,11 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
 @task(name="validate", timeout_seconds=3600)
 def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Great Expectations checks; critical failures stop the flow before training."""
-    from tasks.validate import DataValidationError, validate_data
+    from tasks.validate import DataValidationError
 
     folder = Path(run_dir) / "data" / "validation"
     try:
-        result = validate_data(clean_ref, cfg.data, run_dir)
+        result = _run_cached("validate", _run_expectations, run_dir, run_id, clean_ref, cfg)
     except DataValidationError as e:
         _log_validation(e.result, folder, cfg, run_id)
         raise
@@ -111,11 +168,17 @@ def _log_lineage(clean_ref: dict, run_id: str) -> None:
 @task(name="train", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600,
       retry_condition_fn=_retry_on_transient)
 def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
-    """Fine-tune; a retry resumes from the last checkpoint in the run folder."""
-    from tasks.train import train_model
+    """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
+    from tasks.search import tune_and_train
 
-    result = train_model(clean_ref, cfg, run_dir, run_id)
+    result = tune_and_train(clean_ref, cfg, run_dir, run_id)
     s = result["summary"]
+    if s["resumed_from"]:
+        get_run_logger().info("resumed from %s (step %d)", s["resumed_from"], s["resumed_at_step"])
+        tracking.set_tags(run_id, {"resumed_from": s["resumed_from"]})
+    if result.get("search"):
+        get_run_logger().info("search: best %s=%.4f with %s", result["search"]["metric"],
+                              result["search"]["best_value"], result["search"]["best_params"])
     get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s); best %s=%s",
                           s["global_step"], s["train_runtime_s"] or 0, s["train_samples_per_second"] or 0,
                           s["metric_for_best_model"], s["best_metric"])

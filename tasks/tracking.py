@@ -67,6 +67,20 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None
     return run.info.run_id
 
 
+def start_child_run(parent_run_id: str, run_name: str, tags: dict[str, str] | None = None) -> str:
+    """Open a run nested under `parent_run_id` (same experiment; the UI shows it under its parent)."""
+    c = client()
+    parent = c.get_run(parent_run_id)
+    run = c.create_run(parent.info.experiment_id, run_name=run_name,
+                       tags={"mlflow.parentRunId": parent_run_id, **(tags or {})})
+    return run.info.run_id
+
+
+def reopen_run(run_id: str) -> None:
+    """Mark a finished or failed run as running again, so a resumed flow keeps logging into it."""
+    client().update_run(run_id, status="RUNNING")
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status=status)
 
@@ -123,9 +137,39 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
     client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
 
+def run_ui_url(run_id: str) -> str | None:
+    """The run's page in the MLflow UI when tracking goes to a server; None for a local store."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    exp_id = client().get_run(run_id).info.experiment_id
+    return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+
+
 def run_url_hint(run_id: str) -> str:
     """The command that opens the MLflow UI on this store, and where the run is."""
     uri = tracking_uri()
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open run {run_id}"
     return f"{uri.rstrip('/')}/#/runs/{run_id}"
+
+
+def find_runs(experiment: str, filter_string: str = "", order_by: list[str] | None = None,
+              max_results: int = 1000) -> list:
+    """Runs of an experiment matching an MLflow filter (e.g. "tags.model_name = 'x'"); [] when it does not exist."""
+    c = client()
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return list(c.search_runs([exp.experiment_id], filter_string=filter_string, order_by=order_by,
+                              max_results=max_results))
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    return dict(client().get_run(run_id).data.params)
+
+
+def download_run_artifact(run_id: str, artifact_path: str, dst: str | Path) -> Path:
+    """Fetch one artifact (file or folder) of a run into `dst`; return its local path."""
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(client().download_artifacts(run_id, artifact_path, str(dst)))

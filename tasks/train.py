@@ -2,8 +2,12 @@
 
 `train_model` is the stage. It runs `fit` in this process, or launches the same
 `fit` under `torchrun` when `training.distributed.nproc_per_node > 1`
-(`python -m tasks.train SPEC.json` is the worker's entry point). Checkpoints go to
-`RUN/checkpoints`; a re-run of the same run folder resumes from the last one.
+(`python -m tasks.train SPEC.json` is the worker's entry point; gloo on CPU, one
+process per GPU; rank 0 alone logs and saves). Checkpoints go to `RUN/checkpoints`; a
+re-run of the same run folder (a Prefect retry, `fine_tune(resume_from=RUN)`, or a
+plain second call) resumes from the last complete one, and refuses when the data or
+the model changed. The loss is ours (tasks.losses), scaled so that gradient
+accumulation and DDP average over examples exactly as one large batch would.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from tasks.io import read_frame, write_json
 
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
+SPEC = "train_spec.json"
+# What a resumed run must share with the run that wrote the checkpoints.
+RESUME_MUST_MATCH = {
+    "data (content digest)": lambda spec: spec["data"].get("digest"),
+    "label set": lambda spec: spec["data"].get("labels"),
+    "model": lambda spec: (spec["config"]["model"], spec["config"]["data"]["task"]),
+}
 
 
 def pick_precision(mode: str, use_cpu: bool) -> dict[str, bool]:
@@ -85,6 +96,9 @@ def make_trainer_class():
     from tasks.losses import compute_loss
 
     class PipelineTrainer(Trainer):
+        # compute_loss below scales for gradient accumulation itself; the Trainer must not divide again.
+        loss_is_scaled_for_ga = True
+
         def __init__(self, *args, loss_spec: dict, optimizer_name: str, **kwargs):
             super().__init__(*args, **kwargs)
             self.loss_spec = loss_spec
@@ -93,8 +107,25 @@ def make_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
             outputs = model(**inputs)
-            loss = compute_loss(logits=outputs.logits, labels=labels, **self.loss_spec)
+            loss = self.scaled_loss(outputs.logits, labels, num_items_in_batch, model.training)
             return (loss, outputs) if return_outputs else loss
+
+        def scaled_loss(self, logits, labels, num_items_in_batch, training: bool):
+            """This micro-batch's share of the loss of its whole gradient-accumulation window.
+
+            Unweighted losses: the sum over this micro-batch divided by the scored items
+            (examples, or labelled tokens for NER) of the whole window, so the window's loss is
+            the exact mean over its items, however they spread over micro-batches. Weighted
+            losses (class weights, focal alpha) normalise by summed weights, which only this
+            micro-batch knows: its weighted mean divided by the number of micro-batches.
+            """
+            spec = self.loss_spec
+            weighted = spec["class_weights"] is not None or spec["alpha"] is not None
+            if training and num_items_in_batch is not None and not weighted:
+                total = compute_loss(logits=logits, labels=labels, reduction="sum", **spec)
+                return total / num_items_in_batch
+            loss = compute_loss(logits=logits, labels=labels, **spec)
+            return loss / self.current_gradient_accumulation_steps if training else loss
 
         def create_optimizer(self, model=None):
             if self.optimizer_name != "adam" or self.optimizer is not None:
@@ -130,6 +161,8 @@ def make_tracking_callback(run_id: str | None):
                 if k in ("epoch", "total_flos") or not isinstance(v, (int, float)):
                     continue
                 name = k if k.startswith("eval_") else f"train_{k}" if k in ("loss", "grad_norm") else k
+                if k == "train_loss":  # the closing log's mean over all steps; not one more step's loss
+                    name = "train_loss_mean"
                 renamed[name.replace("eval_", "val_", 1)] = v
             renamed["epoch"] = state.epoch or 0.0
             tracking.log_metrics(run_id, renamed, step=state.global_step)
@@ -152,38 +185,49 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint in `folder`, or None.
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    The Trainer writes trainer_state.json last, so a checkpoint without it was cut off by a
+    kill while saving; resuming from it would fail, so the one before it is used instead.
+    """
+    if not folder.is_dir():
+        return None
+    steps = [(int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(steps)[1]) if steps else None
 
 
-def fit(spec: dict) -> dict:
-    """Run the Trainer on one process (or one rank of torchrun); the worker side of `train_model`."""
+def check_resumable(run_dir: Path, spec: dict) -> None:
+    """Refuse to resume checkpoints made for other data or another model in the same run folder."""
+    previous_path = run_dir / SPEC
+    if not previous_path.exists() or last_checkpoint(run_dir / CHECKPOINTS) is None:
+        return
+    before, now = json.loads(previous_path.read_text()), spec
+    differ = [name for name, get in RESUME_MUST_MATCH.items() if get(before) != get(now)]
+    if differ:
+        raise ValueError(
+            f"cannot resume in {run_dir}: its checkpoints were trained with a different {', '.join(differ)}. "
+            f"Resume with the same data and model, or start a new run (or delete {run_dir / CHECKPOINTS})."
+        )
+
+
+def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = True):
+    """The Trainer's arguments from our config: schedule, precision, evaluation, checkpoints, DDP.
+
+    checkpoints=False (search trials): evaluate and track the best metric, but save nothing.
+    """
     import torch
-    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback
     from transformers import TrainingArguments
 
-    from tasks.encode import load_tokenizer, resolve_model_path
-    from tasks.losses import resolve_loss_name
-    from tasks.metrics import greater_is_better, make_trainer_compute_metrics
+    from tasks.metrics import greater_is_better
 
-    cfg = PipelineConfig.model_validate(spec["config"])
-    data, run_dir = spec["data"], Path(spec["run_dir"])
-    tc, task = cfg.training, cfg.data.task
-    labels = data["labels"]
-    torch.manual_seed(tc.seed)
-
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model.name), cfg.model.revision)
-    datasets = build_datasets(tokenizer, data, cfg)
-    model = build_model(cfg, labels)
-    if task == "ner":
-        collator = DataCollatorForTokenClassification(tokenizer)
-    else:
-        collator = DataCollatorWithPadding(tokenizer)
-
-    best_metric = tc.metric_for_best_model or default_best_metric(task)
+    tc = cfg.training
+    best_metric = tc.metric_for_best_model or default_best_metric(cfg.data.task)
     strategy = "steps" if tc.eval_steps else "epoch"
-    args = TrainingArguments(
+    # Under torchrun without GPUs, accelerate forms a gloo process group only when told "cpu";
+    # otherwise every rank silently trains alone (world size 1).
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
         per_device_train_batch_size=tc.train_batch_size,
         per_device_eval_batch_size=tc.eval_batch_size,
@@ -193,24 +237,25 @@ def fit(spec: dict) -> dict:
         weight_decay=tc.weight_decay,
         warmup_steps=tc.warmup_ratio,  # transformers 5: a float below 1 is a ratio of total steps
         lr_scheduler_type=tc.scheduler if tc.scheduler != "constant" else "constant_with_warmup",
-        optim="adamw_torch",
+        optim="adamw_torch",  # "adam" is built by PipelineTrainer.create_optimizer
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         max_grad_norm=tc.max_grad_norm,
         seed=tc.seed,
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
         length_column_name="length",
         eval_strategy=strategy,
-        save_strategy=strategy,
+        save_strategy=strategy if checkpoints else "no",
         eval_steps=tc.eval_steps,
         save_steps=tc.eval_steps,
         logging_steps=tc.logging_steps,
         save_total_limit=tc.save_total_limit,
-        load_best_model_at_end=True,
+        load_best_model_at_end=checkpoints,  # the best checkpoint is never rotated out
         metric_for_best_model=best_metric,
         greater_is_better=greater_is_better(best_metric),
         report_to="none",  # our callback logs into the flow's run; the built-in one would open its own
         disable_tqdm=True,
-        use_cpu=tc.use_cpu,
+        use_cpu=tc.use_cpu or cpu_ddp,
+        ddp_backend="gloo" if cpu_ddp else None,
         activation_checkpointing=tc.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available() and not tc.use_cpu,
         dataloader_num_workers=0,
@@ -219,55 +264,97 @@ def fit(spec: dict) -> dict:
         ddp_find_unused_parameters=False,
         **pick_precision(tc.mixed_precision, tc.use_cpu),
     )
-    train_ids = [] if task == "regression" else datasets["train"]["labels"]  # NER: nested, -100 skipped
-    loss_spec = {
+
+
+def loss_spec_for(cfg: PipelineConfig, labels: list[str] | None, train_label_ids) -> dict:
+    """Arguments of tasks.losses.compute_loss for this config (class weights resolved)."""
+    from tasks.losses import resolve_loss_name
+
+    tc, task = cfg.training, cfg.data.task
+    return {
         "task": task,
         "loss_name": resolve_loss_name(task, tc.loss),
-        "class_weights": None if task == "regression" else resolve_class_weights(cfg, train_ids, len(labels)),
+        "class_weights": None if task == "regression" else resolve_class_weights(cfg, train_label_ids, len(labels)),
         "gamma": tc.focal_gamma,
         "alpha": tc.focal_alpha,
     }
-    callbacks = [make_tracking_callback(spec.get("run_id"))]
+
+
+def build_trainer(cfg: PipelineConfig, data: dict, run_dir: Path, run_id: str | None = None,
+                  callbacks: list | None = None, checkpoints: bool = True):
+    """Model, encoded splits, collator, loss and callbacks assembled into a PipelineTrainer."""
+    import torch
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback
+
+    from tasks.encode import load_tokenizer, resolve_model_path
+    from tasks.metrics import make_trainer_compute_metrics
+
+    tc, task, labels = cfg.training, cfg.data.task, data["labels"]
+    torch.manual_seed(tc.seed)  # the new head's initial weights
+    tokenizer = load_tokenizer(resolve_model_path(cfg.model.name), cfg.model.revision)
+    datasets = build_datasets(tokenizer, data, cfg)
+    model = build_model(cfg, labels)
+    collator = DataCollatorForTokenClassification(tokenizer) if task == "ner" else DataCollatorWithPadding(tokenizer)
+    train_ids = [] if task == "regression" else datasets["train"]["labels"]  # NER: nested, -100 skipped
+    callbacks = [make_tracking_callback(run_id), *(callbacks or [])]
     if tc.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
-    trainer = make_trainer_class()(
-        model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
-        data_collator=collator, processing_class=tokenizer,
-        compute_metrics=make_trainer_compute_metrics(task, labels),
-        callbacks=callbacks, loss_spec=loss_spec, optimizer_name=tc.optimizer,
+    return make_trainer_class()(
+        model=model, args=training_arguments(cfg, run_dir, checkpoints), train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"], data_collator=collator, processing_class=tokenizer,
+        compute_metrics=make_trainer_compute_metrics(task, labels), callbacks=callbacks,
+        loss_spec=loss_spec_for(cfg, labels, train_ids), optimizer_name=tc.optimizer,
     )
+
+
+def fit(spec: dict, callbacks: list | None = None) -> dict:
+    """Run the Trainer on one process (or one rank of torchrun); the worker side of `train_model`.
+
+    `callbacks`: extra `TrainerCallback`s (in-process only), e.g. to stop early or watch steps.
+    """
+    cfg = PipelineConfig.model_validate(spec["config"])
+    data, run_dir = spec["data"], Path(spec["run_dir"])
+    trial = spec.get("trial", False)
+    trainer = build_trainer(cfg, data, run_dir, spec.get("run_id"), callbacks, checkpoints=not trial)
     resume = last_checkpoint(run_dir / CHECKPOINTS)
     result = trainer.train(resume_from_checkpoint=resume)
     summary = {
         "resumed_from": resume,
+        "resumed_at_step": int(Path(resume).name.split("-")[-1]) if resume else 0,
         "global_step": trainer.state.global_step,
         "train_loss": result.training_loss,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "train_samples_per_second": result.metrics.get("train_samples_per_second"),
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
-        "metric_for_best_model": best_metric,
+        "metric_for_best_model": trainer.args.metric_for_best_model,
         "world_size": trainer.args.world_size,
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():
-        model_dir = run_dir / MODEL
-        trainer.save_model(str(model_dir))  # the best checkpoint, loaded at the end
-        tokenizer.save_pretrained(str(model_dir))
-        write_json(model_dir / "finetune_flow.json", {
-            "task": task, "labels": labels, "max_length": cfg.model.max_length,
-            "base_model": cfg.model.name, "config_digest": cfg.digest(), "data_digest": data["digest"],
-        })
+        if not trial:
+            save_model_folder(trainer, cfg, data, run_dir / MODEL)
         write_json(run_dir / "train_summary.json", summary)
     return summary
+
+
+def save_model_folder(trainer, cfg: PipelineConfig, data: dict, model_dir: Path) -> None:
+    """The best model (loaded at the end of training), its tokenizer and our metadata file."""
+    trainer.save_model(str(model_dir))
+    trainer.processing_class.save_pretrained(str(model_dir))
+    write_json(model_dir / "finetune_flow.json", {
+        "task": cfg.data.task, "labels": data["labels"], "max_length": cfg.model.max_length,
+        "base_model": cfg.model.name, "config_digest": cfg.digest(), "data_digest": data["digest"],
+        "training": cfg.training.model_dump(mode="json"),  # the values used, after any search
+    })
 
 
 def launch_distributed(spec_path: Path, nproc: int) -> None:
     """Run `fit` under torchrun with N processes (gloo on CPU, nccl on GPUs)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
            "--standalone", "-m", "tasks.train", str(spec_path)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -276,18 +363,29 @@ def launch_distributed(spec_path: Path, nproc: int) -> None:
         )
 
 
-def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None) -> dict:
-    """Fine-tune on the clean splits; return the model folder and the training summary."""
+def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None,
+                callbacks: list | None = None, trial: bool = False) -> dict:
+    """Fine-tune on the clean splits; return the model folder and the training summary.
+
+    Re-running on the same `run_dir` resumes from its last complete checkpoint (same data and
+    model required). `callbacks` are extra TrainerCallbacks, for in-process training only.
+    trial=True (a search trial): only the best validation metric matters; no checkpoint and
+    no model folder are written, which saves the disk time of a few hundred MB per save.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"config": cfg.model_dump(mode="json"), "data": data, "run_dir": str(run_dir), "run_id": run_id}
+    spec = {"config": cfg.model_dump(mode="json"), "data": data, "run_dir": str(run_dir), "run_id": run_id,
+            "trial": trial}
+    check_resumable(run_dir, spec)
+    spec_path = Path(write_json(run_dir / SPEC, spec))
     nproc = cfg.training.distributed.nproc_per_node
     if nproc > 1:
-        spec_path = Path(write_json(run_dir / "train_spec.json", spec))
+        if callbacks:
+            raise ValueError("extra callbacks need in-process training; set training.distributed.nproc_per_node=1")
         launch_distributed(spec_path, nproc)
         summary = json.loads((run_dir / "train_summary.json").read_text())
     else:
-        summary = fit(spec)
+        summary = fit(spec, callbacks)
     summary.pop("log_history", None)
     return {"model_dir": str(run_dir / MODEL), "summary": summary}
 

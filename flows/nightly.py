@@ -1,0 +1,25 @@
+"""The nightly retrain: the fine-tune flow, then the promotion gate, as two subflows.
+
+Named `fine-tune` like the flow it wraps, so its deployment reads `fine-tune/nightly` next to
+`fine-tune/manual` in the Prefect UI; the run name says `nightly-<config>`.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.deploy import promote
+from flows.training import fine_tune
+from tasks.config import PipelineConfig
+
+
+@flow(name="fine-tune", flow_run_name="nightly-{config.name}", log_prints=True)
+def nightly(config: PipelineConfig = PipelineConfig()) -> dict:
+    """Retrain on today's data, then promote the new challenger only if it beats the champion."""
+    trained = fine_tune(config=config)
+    if not trained.get("registered"):
+        get_run_logger().warning("no model version was registered (export disabled?); nothing to promote")
+        return {"fine_tune": trained, "promotion": None}
+    # margin and held-out data: promote's defaults, i.e. the challenger's own config and test split.
+    decision = promote(model_name=config.registry.model_name)
+    return {"fine_tune": trained, "promotion": decision}

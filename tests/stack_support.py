@@ -1,0 +1,129 @@
+"""One real `ftflow up` per test session, shared by test_stack.py and test_browser.py, and the REST calls they make.
+
+The stack is the command itself, run as a subprocess on free loopback ports; it is stopped with
+SIGTERM by test_stack.py's last test (or at the end of the session when that did not run).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+UP_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 300
+
+_shared: dict = {}
+
+
+class UpProcess:
+    """`ftflow up` in a subprocess; its printed URLs; SIGTERM to stop it."""
+
+    def __init__(self, home: Path, config: Path):
+        # Poll often: a triggered run starts sooner. INFO logs: the serving log shows each stage and the shutdown.
+        env = dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO")
+        self.home = home
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "up", "--prefect-port", "0", "--mlflow-port", "0",
+             "--home", str(home), "--config", str(config)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        self._wait_up()
+        text = "\n".join(self.lines)
+        self.prefect_url = re.search(r"Prefect UI:\s+(\S+)", text).group(1)
+        self.mlflow_url = re.search(r"MLflow UI:\s+(\S+)", text).group(1)
+        self.prefect_api = f"{self.prefect_url}/api"
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def _wait_up(self) -> None:
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        while not any("stack is up" in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError("`ftflow up` did not come up:\n" + "\n".join(self.lines[-40:]))
+            time.sleep(0.3)
+
+    def descendants(self) -> list:
+        import psutil
+
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 90) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def log_tail(self, name: str, lines: int = 60) -> str:
+        path = self.home / "logs" / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def shared_up(request, tmp_path_factory) -> UpProcess:
+    """The session's stack, started on first use; stopped at session end if no test stopped it."""
+    if "up" not in _shared:
+        up = UpProcess(tmp_path_factory.mktemp("stack") / "ftflow", ROOT / "configs" / "quickstart.yaml")
+        _shared["up"] = up
+        request.config.add_cleanup(up.stop)
+    return _shared["up"]
+
+
+def shared_manual_run(up: UpProcess, tmp_path_factory) -> dict:
+    """One run of `fine-tune/manual` with a small config, triggered as the UI's Run button does; waited for."""
+    if "run" not in _shared:
+        from conftest import small_config
+
+        cfg = small_config(tmp_path_factory.mktemp("stackrun"), "name=stack-manual",
+                           "registry.model_name=stack-sentiment", "registry.experiment=stack-tests",
+                           "export.quantize=false")
+        dep = read_deployment(up.prefect_api, "fine-tune/manual")
+        t0 = time.monotonic()
+        flow_run = create_flow_run(up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
+        final = wait_flow_run(up.prefect_api, flow_run["id"], RUN_TIMEOUT_S)
+        _shared["run"] = {"config": cfg, "flow_run": final, "seconds": time.monotonic() - t0,
+                          "serve_log": up.log_tail("serve")}
+    return _shared["run"]
+
+
+def read_deployment(api: str, full_name: str) -> dict:
+    r = httpx.get(f"{api}/deployments/name/{full_name}", timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def create_flow_run(api: str, deployment_id: str, parameters: dict) -> dict | httpx.Response:
+    """POST /deployments/{id}/create_flow_run, the Prefect UI's Run button; the response when refused."""
+    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", timeout=30,
+                   json={"parameters": parameters, "state": {"type": "SCHEDULED", "message": "Run from the test"}})
+    return r.json() if r.status_code == 201 else r
+
+
+def wait_flow_run(api: str, flow_run_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        if run["state_type"] in TERMINAL or time.monotonic() > deadline:
+            return run
+        time.sleep(2)
+
+
+def read_artifacts(api: str, flow_run_id: str) -> list[dict]:
+    r = httpx.post(f"{api}/artifacts/filter", timeout=10,
+                   json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    r.raise_for_status()
+    return r.json()

@@ -1,0 +1,260 @@
+"""Training features on the real Trainer and the real offline MiniLM, a few steps each.
+
+Gradient accumulation, optimisers and schedules, early stopping, resume after an
+interruption, hyperparameter search with nested MLflow runs, and 2-process DDP (gloo).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import small_config
+
+pytestmark = pytest.mark.slow
+
+
+def prepare(cfg, folder: Path) -> dict:
+    """collect + clean through the plain functions; the clean reference train_model takes."""
+    from tasks.clean import clean_data
+    from tasks.collect import collect_data
+
+    raw = collect_data(cfg.data, folder)
+    return clean_data(raw["path"], cfg.data, folder)
+
+
+def tiny(tmp: Path, *overrides: str):
+    return small_config(tmp, "data.max_rows=240", "training.eval_batch_size=64", *overrides)
+
+
+@pytest.fixture(scope="module")
+def clean_ref(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("data")
+    return prepare(tiny(tmp), tmp / "prep")
+
+
+def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(step, value) of a key in the Trainer's log history, from the run folder's summary."""
+    history = json.loads((run_dir / "train_summary.json").read_text())["log_history"]
+    return [(h["step"], h[key]) for h in history if key in h]
+
+
+def test_gradient_accumulation_keeps_the_loss_scale(clean_ref, tmp_path):
+    """16 examples in one batch, or as 2 accumulated batches of 8: same loss and gradient scale."""
+    from tasks.train import train_model
+
+    fixed = ["training.max_steps=1", "training.logging_steps=1", "training.group_by_length=false"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    # trial=True: no checkpoint or model to write, only the logged history matters here.
+    train_model(clean_ref, tiny(tmp_path, *fixed, "training.train_batch_size=16"), one, trial=True)
+    train_model(clean_ref, tiny(tmp_path, *fixed, "training.train_batch_size=8",
+                                "training.gradient_accumulation_steps=2"), two, trial=True)
+    (_, loss_1), (_, loss_2) = logged(one, "loss")[0], logged(two, "loss")[0]
+    (_, norm_1), (_, norm_2) = logged(one, "grad_norm")[0], logged(two, "grad_norm")[0]
+    # Same 16 examples (random sampler, same seed); only dropout masks differ. Without the
+    # scaling, the accumulated loss and gradient would be twice as large.
+    assert abs(loss_1 - math.log(2)) < 0.2 and abs(loss_2 - loss_1) < 0.1
+    assert 0.75 < norm_2 / norm_1 < 1.33
+
+
+def test_sum_reduction_divided_by_item_count_is_the_mean():
+    import torch
+
+    from tasks.losses import compute_loss
+
+    logits, labels = torch.randn(2, 5, 3), torch.tensor([[0, 2, -100, 1, -100], [1, 1, 0, -100, -100]])
+    total = compute_loss("ner", "cross_entropy", logits, labels, reduction="sum")
+    assert (total / 6).item() == pytest.approx(compute_loss("ner", "auto", logits, labels).item(), rel=1e-6)
+    preds, targets = torch.randn(4, 1), torch.randn(4)
+    assert (compute_loss("regression", "mse", preds, targets, reduction="sum") / 4).item() == pytest.approx(
+        compute_loss("regression", "mse", preds, targets).item(), rel=1e-6)
+
+
+def test_search_space_is_validated_and_sampled_with_field_types():
+    import optuna
+
+    from tasks.config import ConfigError, load_config
+    from tasks.search import search_objective, suggest_values
+
+    with pytest.raises(ConfigError, match="not training fields.*learning_rate"):
+        load_config(None, ["search.space={lr: {low: 1.0e-5, high: 1.0e-4}}"])
+    with pytest.raises(ConfigError, match="either a non-empty `choices`"):
+        load_config(None, ["search.space={epochs: {low: 1, high: 3, choices: [1, 2]}}"])
+    cfg = load_config(None, ["search.space={learning_rate: {low: 1.0e-5, high: 1.0e-4, log: true}, "
+                             "train_batch_size: {low: 8, high: 32}, scheduler: {choices: [linear, cosine]}}"])
+    values = suggest_values(optuna.trial.FixedTrial(
+        {"learning_rate": 3e-5, "train_batch_size": 16, "scheduler": "cosine"}), cfg.search.space)
+    assert values == {"learning_rate": 3e-5, "train_batch_size": 16, "scheduler": "cosine"}
+    assert isinstance(values["train_batch_size"], int)
+    assert search_objective(cfg) == ("f1", "maximize")
+    assert search_objective(load_config(None, ["search.metric=loss"])) == ("loss", "minimize")
+
+
+def make_trainer(cfg, tmp: Path):
+    from transformers import AutoModelForSequenceClassification
+
+    from tasks.encode import resolve_model_path
+    from tasks.train import loss_spec_for, make_trainer_class, training_arguments
+
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"), num_labels=2)
+    # The arguments evaluate per epoch, which needs an eval set to exist; it is never used here.
+    return make_trainer_class()(model=model, args=training_arguments(cfg, tmp), eval_dataset=[{}],
+                                loss_spec=loss_spec_for(cfg, ["a", "b"], [0, 1]),
+                                optimizer_name=cfg.training.optimizer)
+
+
+def learning_rates(trainer, steps: int) -> list[float]:
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    return rates
+
+
+def test_optimizers_and_schedules_follow_the_config(tmp_path):
+    import torch
+
+    base = ["training.learning_rate=1e-4", "training.warmup_ratio=0.2", "training.weight_decay=0.01"]
+    adamw = make_trainer(tiny(tmp_path, *base), tmp_path)
+    lr = learning_rates(adamw, 10)
+    assert isinstance(adamw.optimizer, torch.optim.AdamW)
+    assert lr[:3] == pytest.approx([0.0, 5e-5, 1e-4]) and lr[-1] == pytest.approx(1e-4 / 8)  # warm-up, decay
+
+    adam = make_trainer(tiny(tmp_path, *base, "training.optimizer=adam", "training.scheduler=cosine"), tmp_path)
+    lr = learning_rates(adam, 10)
+    assert type(adam.optimizer) is torch.optim.Adam
+    assert not adam.optimizer.param_groups[0].get("decoupled_weight_decay", False)  # classic L2
+    assert {g["weight_decay"] for g in adam.optimizer.param_groups} == {0.01, 0.0}  # no decay on bias/LayerNorm
+    assert lr[2] == pytest.approx(1e-4) and lr[6] == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
+
+    constant = make_trainer(tiny(tmp_path, *base, "training.scheduler=constant"), tmp_path)
+    assert learning_rates(constant, 10)[2:] == pytest.approx([1e-4] * 8)
+
+
+def test_precision_is_full_on_cpu_and_args_carry_clipping():
+    from tasks.train import pick_precision, training_arguments
+
+    assert pick_precision("auto", use_cpu=False) == {"bf16": False, "fp16": False}  # no GPU here
+    assert pick_precision("bf16", use_cpu=True) == {"bf16": False, "fp16": False}
+    args = training_arguments(tiny(Path("/tmp"), "training.max_grad_norm=0.5",
+                                   "training.gradient_checkpointing=true"), Path("/tmp/unused"))
+    assert args.max_grad_norm == 0.5 and args.activation_checkpointing
+    assert args.train_sampling_strategy == "group_by_length" and not args.average_tokens_across_devices
+
+
+def test_early_stopping_stops_and_keeps_the_best_checkpoint(clean_ref, tmp_path):
+    from tasks.train import train_model
+
+    # A learning rate this small cannot change predictions: no evaluation improves on the first.
+    cfg = tiny(tmp_path, "training.learning_rate=1e-12", "training.max_steps=6", "training.eval_steps=1",
+               "training.early_stopping_patience=1", "training.metric_for_best_model=accuracy")
+    summary = train_model(clean_ref, cfg, tmp_path / "run")["summary"]
+    assert summary["global_step"] == 2  # evaluated at 1 (best) and 2 (no better): stopped, not 6
+    assert summary["best_checkpoint"].endswith("checkpoint-1") and Path(summary["best_checkpoint"]).is_dir()
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def interrupt_after_save(step: int):
+    """A callback that stops training like a killed process would, right after the checkpoint of `step`."""
+    from transformers import TrainerCallback
+
+    class InterruptAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= step:
+                raise Interrupted(f"interrupted after step {state.global_step}")
+
+    return InterruptAfterSave()
+
+
+def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
+    from tasks.train import train_model
+
+    run = tmp_path / "run"
+    cfg = tiny(tmp_path, "training.max_steps=4", "training.eval_steps=2", "training.logging_steps=1")
+    with pytest.raises(Interrupted):
+        train_model(clean_ref, cfg, run, callbacks=[interrupt_after_save(2)])
+    assert (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
+    assert not (run / "model").exists()
+
+    summary = train_model(clean_ref, cfg, run)["summary"]
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["resumed_at_step"] == 2
+    assert summary["global_step"] == 4
+    steps = [s for s, _ in logged(run, "loss")]
+    assert steps == [1, 2, 3, 4]  # history carried over, then steps 3 and 4 only: no restart from 0
+    assert (run / "model" / "model.safetensors").exists()
+
+    changed = {**clean_ref, "digest": "another-dataset"}
+    with pytest.raises(ValueError, match="different data"):
+        train_model(changed, cfg, run)
+
+
+def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path):
+    from tasks import tracking
+    from tasks.io import read_json
+    from tasks.search import tune_and_train
+
+    cfg = tiny(tmp_path, "training.max_steps=2", "search.trials=2",
+               "search.space={learning_rate: {low: 1.0e-5, high: 1.0e-4, log: true}, "
+               "train_batch_size: {choices: [8, 16]}}")
+    parent = tracking.start_run("tests-search", "search-parent")
+    result = tune_and_train(clean_ref, cfg, tmp_path / "run", parent)
+    found = result["search"]
+    assert found["metric"] == "f1" and found["direction"] == "maximize"
+    assert [t["state"] for t in found["trials"]] == ["COMPLETE", "COMPLETE"]
+
+    c = tracking.client()
+    children = c.search_runs([c.get_run(parent).info.experiment_id],
+                             filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.info.run_id for r in children} == {t["mlflow_run_id"] for t in found["trials"]}
+    assert all("val_f1" in r.data.metrics and "training.learning_rate" in r.data.params for r in children)
+
+    used = read_json(Path(result["model_dir"]) / "finetune_flow.json")["training"]
+    assert used["learning_rate"] == found["best_params"]["learning_rate"]
+    assert used["train_batch_size"] == found["best_params"]["train_batch_size"]
+    assert float(c.get_run(parent).data.params["search.best.learning_rate"]) == pytest.approx(used["learning_rate"])
+    assert not list((tmp_path / "run" / "search").glob("trial-*/checkpoints/checkpoint-*"))  # trials save no weights
+
+
+def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, tmp_path):
+    from tasks import tracking
+    from tasks.train import train_model
+
+    run_id = tracking.start_run("tests-ddp", "ddp")
+    cfg = tiny(tmp_path, "training.distributed.nproc_per_node=2", "training.max_steps=2",
+               "training.logging_steps=1", "training.train_batch_size=8")
+    summary = train_model(clean_ref, cfg, tmp_path / "run", run_id)["summary"]
+    assert summary["world_size"] == 2 and summary["global_step"] == 2
+    first_loss = logged(tmp_path / "run", "loss")[0][1]
+    # A fresh binary head starts near ln 2; a loss multiplied by the world size would be near 1.39.
+    assert abs(first_loss - math.log(2)) < 0.25
+    history = tracking.client().get_metric_history(run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2]  # rank 0 alone logged
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+def test_flow_rerun_with_resume_from_continues_the_same_run(flow_result):
+    """fine_tune(resume_from=RUN) reuses the run folder and MLflow run; training resumes, not restarts."""
+    from flows.training import fine_tune
+    from tasks import tracking
+
+    first = flow_result["result"]
+    run_dir = Path(first["run_dir"])
+    steps_before = json.loads((run_dir / "train_summary.json").read_text())["global_step"]
+    cfg = flow_result["config"].model_copy(update={"export": flow_result["config"].export.model_copy(
+        update={"enabled": False})})  # no second registry version: test_flow.py inspects the first
+    again = fine_tune(config=cfg, resume_from=str(run_dir))
+    assert again["run_id"] == first["run_id"] and again["run_dir"] == str(run_dir)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["resumed_at_step"] == steps_before == summary["global_step"]  # finished: nothing to redo
+    run = tracking.client().get_run(first["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from"].endswith(f"checkpoint-{steps_before}")
