@@ -237,7 +237,7 @@ def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = T
         weight_decay=tc.weight_decay,
         warmup_steps=tc.warmup_ratio,  # transformers 5: a float below 1 is a ratio of total steps
         lr_scheduler_type=tc.scheduler if tc.scheduler != "constant" else "constant_with_warmup",
-        optim="adamw_torch",  # "adam" is built by PipelineTrainer.create_optimizer
+        optim="adamw_torch_fused",  # fused: the single-tensor AdamW is ~3x slower on CPU; "adam" is built below
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         max_grad_norm=tc.max_grad_norm,
         seed=tc.seed,

@@ -12,6 +12,7 @@ _SESSION_TMP = Path(tempfile.mkdtemp(prefix="ftflow-tests-"))
 # Set before any test module imports prefect or mlflow: both read their settings at import.
 os.environ.update({
     "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     "HF_DATASETS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
