@@ -1,6 +1,6 @@
 """Evaluation metrics per task kind, computed through the `evaluate` API with our own modules.
 
-`evaluate.load("accuracy")` needs the hub, so the modules live in `tasks._metric_modules`;
+Hub metric scripts cannot be loaded offline, so our modules live in `tasks._metric_modules`;
 that import (evaluate -> transformers, ~5 s) happens on first use, keeping this module cheap.
 
 Keys returned by `compute_metrics_for` (all plain floats):

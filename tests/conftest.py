@@ -53,3 +53,21 @@ def flow_result(prefect_harness, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("flow")
     cfg = small_config(tmp, "registry.model_name=test-sentiment", "registry.experiment=tests")
     return {"config": cfg, "result": fine_tune(config=cfg)}
+
+
+@pytest.fixture(scope="session")
+def up(tmp_path_factory):
+    """One real `ftflow up` stack, shared by test_stack.py and test_browser.py; stopped at session end."""
+    import stack_support
+
+    stack = stack_support.UpProcess(tmp_path_factory.mktemp("stack") / "ftflow", ROOT / "configs" / "quickstart.yaml")
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def manual_run(up, tmp_path_factory):
+    """A `fine-tune/manual` run triggered through the Prefect API on the shared stack."""
+    import stack_support
+
+    return stack_support.trigger_manual_run(up, tmp_path_factory.mktemp("stackrun"))

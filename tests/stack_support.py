@@ -22,7 +22,6 @@ TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 UP_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 300
 
-_shared: dict = {}
 
 
 class UpProcess:
@@ -74,30 +73,18 @@ class UpProcess:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-def shared_up(request, tmp_path_factory) -> UpProcess:
-    """The session's stack, started on first use; stopped at session end if no test stopped it."""
-    if "up" not in _shared:
-        up = UpProcess(tmp_path_factory.mktemp("stack") / "ftflow", ROOT / "configs" / "quickstart.yaml")
-        _shared["up"] = up
-        request.config.add_cleanup(up.stop)
-    return _shared["up"]
-
-
-def shared_manual_run(up: UpProcess, tmp_path_factory) -> dict:
+def trigger_manual_run(up: UpProcess, tmp: Path) -> dict:
     """One run of `fine-tune/manual` with a small config, triggered as the UI's Run button does; waited for."""
-    if "run" not in _shared:
-        from conftest import small_config
+    from conftest import small_config
 
-        cfg = small_config(tmp_path_factory.mktemp("stackrun"), "name=stack-manual",
-                           "registry.model_name=stack-sentiment", "registry.experiment=stack-tests",
-                           "export.quantize=false")
-        dep = read_deployment(up.prefect_api, "fine-tune/manual")
-        t0 = time.monotonic()
-        flow_run = create_flow_run(up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
-        final = wait_flow_run(up.prefect_api, flow_run["id"], RUN_TIMEOUT_S)
-        _shared["run"] = {"config": cfg, "flow_run": final, "seconds": time.monotonic() - t0,
-                          "serve_log": up.log_tail("serve")}
-    return _shared["run"]
+    cfg = small_config(tmp, "name=stack-manual", "registry.model_name=stack-sentiment",
+                       "registry.experiment=stack-tests", "export.quantize=false")
+    dep = read_deployment(up.prefect_api, "fine-tune/manual")
+    t0 = time.monotonic()
+    flow_run = create_flow_run(up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
+    final = wait_flow_run(up.prefect_api, flow_run["id"], RUN_TIMEOUT_S)
+    return {"config": cfg, "flow_run": final, "seconds": time.monotonic() - t0,
+            "serve_log": up.log_tail("serve")}
 
 
 def read_deployment(api: str, full_name: str) -> dict:

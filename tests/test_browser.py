@@ -21,16 +21,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 RENDER_TIMEOUT_S = 60
 
 
-@pytest.fixture(scope="session")
-def up(request, tmp_path_factory):
-    return ss.shared_up(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def manual_run(up, tmp_path_factory):
-    return ss.shared_manual_run(up, tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     from selenium import webdriver

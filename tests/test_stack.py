@@ -12,16 +12,6 @@ import stack_support as ss
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def up(request, tmp_path_factory):
-    return ss.shared_up(request, tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def manual_run(up, tmp_path_factory):
-    return ss.shared_manual_run(up, tmp_path_factory)
-
-
 def load_prefect_yaml() -> dict:
     import yaml
 
