@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-EPILOG = "Examples:\n  ftflow run configs/quickstart.yaml\n  ftflow run configs/sentiment.yaml --set training.epochs=2"
+EPILOG = ("Examples:\n  ftflow run configs/quickstart.yaml\n  ftflow run configs/sentiment.yaml --set training.epochs=2\n"
+          "  ftflow run --resume-from runs/sentiment-20261129-020952-689d1553")
 
 
 def _prepare_env() -> None:
@@ -25,12 +26,17 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
+    if args.resume_from and args.config is None:  # resume with the config the run started with
+        args.config = os.path.join(args.resume_from, "config.yaml")
+        if not os.path.exists(args.config):
+            sys.exit(f"error: --resume-from '{args.resume_from}' is not a run folder (no config.yaml); "
+                     f"give a folder under runs/ written by an earlier `ftflow run`")
     cfg = _load(args)
     _prepare_env()
     from flows.training import fine_tune
 
     try:
-        result = fine_tune(config=cfg)
+        result = fine_tune(config=cfg, resume_from=args.resume_from)
     except ValueError as e:  # our errors speak to the user; the traceback is in the Prefect log above
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
@@ -65,8 +71,13 @@ def print_result(result: dict) -> None:
         p = result["parity"]
         print(f"ONNX parity:  {'passed' if p['passed'] else 'FAILED'} (max |Δlogit| {p['max_abs_diff']:.1e}); "
               f"serving {result['serving_file']}")
-    print("test metrics: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(result["metrics"].items())
+    metrics = result["metrics"]
+    print("test metrics: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(metrics.items())
                                        if isinstance(v, float) and k.count("_") <= 2 and "support" not in k))
+    intervals = [f"{k[5:-7]} [{v:.4f}, {metrics[k[:-3] + 'high']:.4f}]" for k, v in sorted(metrics.items())
+                 if k.endswith("_ci_low")]
+    if intervals:
+        print("95% bootstrap intervals (test rows resampled): " + ", ".join(intervals))
     print(f"MLflow UI:    {result['ui_hint']}")
 
 
@@ -82,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a config field, e.g. --set training.epochs=2 (repeatable)")
         return sp
 
-    with_config(sub.add_parser("run", help="run the fine-tune flow: data → train → evaluate → ONNX → registry"))\
-        .set_defaults(func=cmd_run)
+    run = with_config(sub.add_parser("run", help="run the fine-tune flow: data → train → evaluate → ONNX → registry"))
+    run.add_argument("--resume-from", metavar="RUN_DIR", default=None,
+                     help="continue an interrupted run from its last checkpoint, in the same MLflow run "
+                          "(uses RUN_DIR/config.yaml when no config is given)")
+    run.set_defaults(func=cmd_run)
     with_config(sub.add_parser("validate", help="run only the data stage (collect, clean, validate)"))\
         .set_defaults(func=cmd_validate)
     from flows.stack import add_up_command  # standard library only: --help stays fast

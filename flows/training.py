@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks import stages, tracking
-from tasks.config import PipelineConfig, flatten_config
+from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.io import read_json, write_json
 
 
@@ -33,16 +33,33 @@ def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
     return run_id, run_name, run_dir
 
 
-def reopen_run(run_folder: str) -> tuple[str, str, Path]:
+def reopen_run(run_folder: str, cfg: PipelineConfig) -> tuple[str, str, Path]:
     """Continue the MLflow run of an earlier run folder (resume); return (run id, run name, run folder)."""
     run_dir = Path(run_folder).resolve()
     if not (run_dir / "run.json").exists():
         raise ValueError(f"resume_from '{run_folder}' is not a run folder (no run.json); "
                          f"give a folder under run_dir written by an earlier fine-tune run")
+    check_resume_config(cfg, load_config(run_dir / "config.yaml"), run_dir)
     info = read_json(run_dir / "run.json")
     tracking.reopen_run(info["run_id"])
     tracking.set_tags(info["run_id"], {"resumed_by_prefect_flow_run_id": str(flow_run.get_id() or "")})
     return info["run_id"], info["run_name"], run_dir
+
+
+# A checkpoint only continues the same training: same rows, same model, same optimisation.
+RESUME_CONFIG_SECTIONS = ("data", "model", "training")
+
+
+def check_resume_config(cfg: PipelineConfig, saved: PipelineConfig, run_dir: Path) -> None:
+    """Refuse to resume with a config whose data, model or training differ from the saved one."""
+    now, before = flatten_config(cfg), flatten_config(saved)
+    changed = sorted(k for k in set(now) | set(before)
+                     if k.split(".")[0] in RESUME_CONFIG_SECTIONS and now.get(k) != before.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k)!r} in the run, {now.get(k)!r} now" for k in changed[:6])
+        raise ValueError(f"cannot resume {run_dir.name}: the config differs from the one it started with "
+                         f"({shown}). Resume with the run's own config ({run_dir / 'config.yaml'}; "
+                         f"`ftflow run --resume-from RUN` uses it when no config is given), or start a new run.")
 
 
 def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, dict, dict]:
@@ -61,7 +78,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
     """
     cfg = config
     tracking.configure()
-    run_id, run_name, run_dir = reopen_run(resume_from) if resume_from else open_run(cfg, "fine-tune")
+    run_id, run_name, run_dir = reopen_run(resume_from, cfg) if resume_from else open_run(cfg, "fine-tune")
     logger = get_run_logger()
     logger.info("MLflow run %s (%s); run folder %s", run_name, run_id, run_dir)
     try:

@@ -242,6 +242,7 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
 def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path,
                    source: str = "") -> dict:
     """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
+    from tasks.confidence import interval_metrics
     from tasks.predict import score_frame, torch_forward
 
     model, tokenizer, meta = load_trained(model_dir)
@@ -250,6 +251,8 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     scored = score_frame(torch_forward(model), tokenizer, test, task, labels, cfg.model.max_length,
                          cfg.training.eval_batch_size)
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
+    # Small test splits move a score by points; the interval says by how many.
+    metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
     out = Path(run_dir) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     pred = frame_of_predictions(test, scored, task, labels)

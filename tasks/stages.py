@@ -6,6 +6,8 @@ or MLflow; here each gets its retries, timeout, Prefect artifacts and run loggin
 
 from __future__ import annotations
 
+import functools
+import logging
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -29,6 +31,42 @@ def _retry_on_transient(task, task_run, state) -> bool:
 def _artifact_key(text: str) -> str:
     # Prefect keys: lowercase letters, numbers and dashes only.
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")[:100]
+
+
+class _ToRunLogger(logging.Handler):
+    """Re-emits our plain modules' log records through the Prefect run logger (UI and console)."""
+
+    def __init__(self, run_logger):
+        super().__init__(logging.INFO)
+        self.run_logger = run_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run_logger.log(record.levelno, record.getMessage())
+
+
+def logs_to_prefect(fn):
+    """Forward the `tasks.*` loggers to the run logger while `fn` runs, instead of patching print.
+
+    Used with log_prints=False on the stages that run third-party code: Prefect's print patch
+    forwards prints made while a library captures stdout (dill's bytecode listing when `datasets`
+    fingerprints a table), which spilled pages of disassembly into the run log.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        logger, handler = logging.getLogger("tasks"), _ToRunLogger(get_run_logger())
+        level, propagate = logger.level, logger.propagate
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # the run logger prints to the console already; the root would again
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+    return wrapper
 
 
 # --- the data stage, cached on content digests (keys in tasks/data_cache.py) -----------------------
@@ -166,7 +204,8 @@ def _log_lineage(clean_ref: dict, run_id: str) -> None:
 
 
 @task(name="train", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600,
-      retry_condition_fn=_retry_on_transient)
+      retry_condition_fn=_retry_on_transient, log_prints=False)
+@logs_to_prefect
 def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
     from tasks.search import tune_and_train
@@ -187,7 +226,8 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
     return result
 
 
-@task(name="evaluate", timeout_seconds=3600)
+@task(name="evaluate", timeout_seconds=3600, log_prints=False)
+@logs_to_prefect
 def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str,
              source: str = "") -> dict:
     """Score on test; log metrics, plots, errors and the model card."""
@@ -204,7 +244,8 @@ def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str,
     return result
 
 
-@task(name="export", timeout_seconds=3600)
+@task(name="export", timeout_seconds=3600, log_prints=False)
+@logs_to_prefect
 def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """ONNX fp32 + int8 with parity and the int8 gate."""
     from tasks.export import export_model

@@ -13,6 +13,7 @@ accumulation and DDP average over examples exactly as one large batch would.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from tasks.config import PipelineConfig
 from tasks.io import read_frame, write_json
 
+log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
 SPEC = "train_spec.json"
@@ -147,14 +149,18 @@ def make_trainer_class():
 
 
 def make_tracking_callback(run_id: str | None):
-    """A callback that logs the Trainer's history into our run (rank 0 only), never a run of its own."""
+    """A callback that logs the Trainer's history into our run and our logger (rank 0 only).
+
+    It replaces the Trainer's PrinterCallback: the history goes to the `tasks.train` logger (the
+    Prefect task forwards it to the run log), and into the flow's MLflow run, never one of its own.
+    """
     from transformers import TrainerCallback
 
     from tasks import tracking
 
     class TrackingCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not run_id or not state.is_world_process_zero or not logs:
+            if not state.is_world_process_zero or not logs:
                 return
             renamed = {}
             for k, v in logs.items():
@@ -165,7 +171,10 @@ def make_tracking_callback(run_id: str | None):
                     name = "train_loss_mean"
                 renamed[name.replace("eval_", "val_", 1)] = v
             renamed["epoch"] = state.epoch or 0.0
-            tracking.log_metrics(run_id, renamed, step=state.global_step)
+            log.info("step %d/%d %s", state.global_step, state.max_steps,
+                     " ".join(f"{k}={v:.4g}" for k, v in renamed.items()))
+            if run_id:
+                tracking.log_metrics(run_id, renamed, step=state.global_step)
 
     return TrackingCallback()
 
@@ -284,7 +293,8 @@ def build_trainer(cfg: PipelineConfig, data: dict, run_dir: Path, run_id: str | 
                   callbacks: list | None = None, checkpoints: bool = True):
     """Model, encoded splits, collator, loss and callbacks assembled into a PipelineTrainer."""
     import torch
-    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback
+    from transformers import (DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback,
+                              PrinterCallback)
 
     from tasks.encode import load_tokenizer, resolve_model_path
     from tasks.metrics import make_trainer_compute_metrics
@@ -299,12 +309,14 @@ def build_trainer(cfg: PipelineConfig, data: dict, run_dir: Path, run_id: str | 
     callbacks = [make_tracking_callback(run_id), *(callbacks or [])]
     if tc.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
-    return make_trainer_class()(
+    trainer = make_trainer_class()(
         model=model, args=training_arguments(cfg, run_dir, checkpoints), train_dataset=datasets["train"],
         eval_dataset=datasets["validation"], data_collator=collator, processing_class=tokenizer,
         compute_metrics=make_trainer_compute_metrics(task, labels), callbacks=callbacks,
         loss_spec=loss_spec_for(cfg, labels, train_ids), optimizer_name=tc.optimizer,
     )
+    trainer.remove_callback(PrinterCallback)  # the tracking callback logs the same history
+    return trainer
 
 
 def fit(spec: dict, callbacks: list | None = None) -> dict:
@@ -391,4 +403,5 @@ def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: st
 
 
 if __name__ == "__main__":  # torchrun worker: python -m tasks.train SPEC.json
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     fit(json.loads(Path(sys.argv[1]).read_text()))

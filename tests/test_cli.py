@@ -31,3 +31,9 @@ def test_bad_config_value_is_one_clear_error():
     assert proc.returncode != 0
     assert "training.epochs" in proc.stderr and "-1" in proc.stderr and "greater than 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_resume_from_a_folder_that_is_not_a_run_is_one_clear_error(tmp_path):
+    proc = run_cli("run", "--resume-from", str(tmp_path))
+    assert proc.returncode != 0 and "not a run folder" in proc.stderr and str(tmp_path) in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -82,3 +82,48 @@ def test_failed_parity_refuses_registration(flow_result):
            "report_path": "export_report.json"}
     with pytest.raises(RegistrationRefused, match="parity"):
         register_model(res["run_id"], bad, {"metrics": {}}, {}, flow_result["config"])
+
+
+def test_stage_logs_reach_the_run_log_without_library_stdout_noise(prefect_harness):
+    """Our modules' log lines reach the Prefect run log; a library's captured stdout does not.
+
+    `datasets` fingerprints a table with dill, which disassembles a function into a captured
+    stdout; Prefect's print patch used to forward that listing into the run log.
+    """
+    import logging
+    from uuid import UUID
+
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+    from prefect.runtime import flow_run
+
+    from tasks.stages import logs_to_prefect
+
+    @task(log_prints=False)
+    @logs_to_prefect
+    def stage():
+        from datasets import Dataset
+
+        Dataset.from_dict({"x": [1, 2, 3]})
+        logging.getLogger("tasks.train").info("step 1/1 loss=0.5")
+
+    @flow(log_prints=True)
+    def one_stage() -> str:
+        stage()
+        return str(flow_run.get_id())
+
+    prefect_logger = logging.getLogger("prefect")
+    level = prefect_logger.level
+    prefect_logger.setLevel(logging.INFO)  # the suite runs at WARNING
+    try:
+        run_id = one_stage()
+        APILogHandler().flush()
+    finally:
+        prefect_logger.setLevel(level)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])))
+    text = "\n".join(entry.message for entry in logs)
+    assert "step 1/1 loss=0.5" in text
+    assert "LOAD_GLOBAL" not in text and "RETURN_VALUE" not in text

@@ -59,6 +59,10 @@ def assert_evidence(evaluation: dict, exported: dict, task: str) -> None:
     assert f"for **{task}**" in card and "## Intended use" in card and "## Limitations" in card
     assert exported["parity"]["passed"], exported["parity"]
     assert exported["int8_gate"] is not None and exported["serving_file"] in ("model.onnx", "model.int8.onnx")
+    from tasks.metrics import primary_metric
+
+    m, key = evaluation["metrics"], f"test_{primary_metric(task)}"
+    assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"]  # the bootstrap interval brackets the score
 
 
 def test_pair_classification_end_to_end(tmp_path):

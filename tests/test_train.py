@@ -242,19 +242,29 @@ def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, t
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
 
-def test_flow_rerun_with_resume_from_continues_the_same_run(flow_result):
-    """fine_tune(resume_from=RUN) reuses the run folder and MLflow run; training resumes, not restarts."""
-    from flows.training import fine_tune
+def test_cli_resume_from_continues_the_same_run(flow_result, capsys):
+    """`ftflow run --resume-from RUN` reuses the run folder, its config and its MLflow run; it resumes, not restarts."""
+    from flows.cli import main
     from tasks import tracking
 
     first = flow_result["result"]
     run_dir = Path(first["run_dir"])
     steps_before = json.loads((run_dir / "train_summary.json").read_text())["global_step"]
-    cfg = flow_result["config"].model_copy(update={"export": flow_result["config"].export.model_copy(
-        update={"enabled": False})})  # no second registry version: test_flow.py inspects the first
-    again = fine_tune(config=cfg, resume_from=str(run_dir))
-    assert again["run_id"] == first["run_id"] and again["run_dir"] == str(run_dir)
+    # No config given: the run's own config.yaml. No second registry version: test_flow.py inspects the first.
+    assert main(["run", "--resume-from", str(run_dir), "--set", "export.enabled=false"]) == 0
+    assert first["run_id"] in capsys.readouterr().out
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["resumed_at_step"] == steps_before == summary["global_step"]  # finished: nothing to redo
     run = tracking.client().get_run(first["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from"].endswith(f"checkpoint-{steps_before}")
+
+
+def test_resume_with_a_different_training_config_is_refused(flow_result):
+    from flows.training import check_resume_config
+
+    run_dir = Path(flow_result["result"]["run_dir"])
+    cfg = flow_result["config"]
+    changed = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 1e-3})})
+    check_resume_config(cfg.model_copy(update={"export": cfg.export.model_copy(update={"enabled": False})}), cfg, run_dir)
+    with pytest.raises(ValueError, match=r"training.learning_rate.*--resume-from"):
+        check_resume_config(changed, cfg, run_dir)
