@@ -6,7 +6,6 @@ One MLflow run per flow run, opened here; every task logs into it by id.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -63,17 +62,6 @@ def check_resume_config(cfg: PipelineConfig, saved: PipelineConfig, run_dir: Pat
                          f"`ftflow run --resume-from RUN` uses it when no config is given), or start a new run.")
 
 
-@contextmanager
-def ended_run(run_id: str):
-    """End the MLflow run FINISHED, or FAILED on any error or interrupt (which still propagates)."""
-    try:
-        yield
-    except BaseException:
-        tracking.end_run(run_id, "FAILED")
-        raise
-    tracking.end_run(run_id, "FINISHED")
-
-
 def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, dict, dict]:
     raw = stages.collect(cfg, str(run_dir), run_id)
     clean_ref = stages.clean(raw, cfg, str(run_dir), run_id)
@@ -93,7 +81,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
     run_id, run_name, run_dir = reopen_run(resume_from, cfg) if resume_from else open_run(cfg, "fine-tune")
     logger = get_run_logger()
     logger.info("MLflow run %s (%s); run folder %s", run_name, run_id, run_dir)
-    with ended_run(run_id):
+    with tracking.ended_run(run_id):
         raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
         trained = stages.train(clean_ref, cfg, str(run_dir), run_id)
         evaluation = stages.evaluate(trained["model_dir"], clean_ref, cfg, str(run_dir), run_id, raw["source"])
@@ -118,7 +106,7 @@ def validate_only(config: PipelineConfig = PipelineConfig()) -> dict:
     cfg = config
     tracking.configure()
     run_id, run_name, run_dir = open_run(cfg, "validate-data")
-    with ended_run(run_id):
+    with tracking.ended_run(run_id):
         raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
     return {"run_id": run_id, "run_dir": str(run_dir), "rows": clean_ref["report"]["rows_out"],
             "quarantined": clean_ref["report"]["quarantined"], "validation": validation,

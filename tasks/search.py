@@ -76,7 +76,7 @@ def run_trial(trial, data: dict, cfg: PipelineConfig, run_dir: Path, parent_run_
     folder = run_dir / SEARCH / f"trial-{trial.number}"
     child = tracking.start_child_run(parent_run_id, f"trial-{trial.number}", {"optuna_trial": str(trial.number)}) \
         if parent_run_id else None
-    try:
+    with tracking.ended_run(child):
         if child:
             tracking.log_params(child, {f"training.{k}": v for k, v in values.items()})
         result = train_model(data, trial_cfg, folder, child, trial=True)
@@ -86,12 +86,6 @@ def run_trial(trial, data: dict, cfg: PipelineConfig, run_dir: Path, parent_run_
                              "set search.metric to a metric the task reports (e.g. f1, accuracy, pearson)")
         if child:
             tracking.log_metrics(child, {f"best_val_{metric}": value})
-    except BaseException:
-        if child:
-            tracking.end_run(child, "FAILED")
-        raise
-    if child:
-        tracking.end_run(child, "FINISHED")
     trial.set_user_attr("mlflow_run_id", child)
     return float(value)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,19 @@ def reopen_run(run_id: str) -> None:
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status=status)
+
+
+@contextmanager
+def ended_run(run_id: str | None):
+    """End the run FINISHED, or FAILED on any error or interrupt (which still propagates); None: no run."""
+    try:
+        yield
+    except BaseException:
+        if run_id:
+            end_run(run_id, "FAILED")
+        raise
+    if run_id:
+        end_run(run_id, "FINISHED")
 
 
 def log_params(run_id: str, params: dict[str, Any]) -> None:
