@@ -2,8 +2,9 @@
 
 A test split of a few hundred rows (57 spam messages in the SMS spam test split) moves F1 by
 several points from one sample of the data to the next; the interval says how much. Rows (NER:
-sentences) are resampled with replacement; each example is first reduced to counts (true
-positives, predictions, references) so a resample costs one weighted sum, not a metric call.
+sentences) are resampled with replacement; each example is first reduced to the sums a metric
+needs (true positives, predictions, references; for regression the moments of prediction and
+truth), so a resample costs one weighted sum, not a metric call.
 """
 
 from __future__ import annotations
@@ -50,6 +51,27 @@ def _classification_stat(metric: str, preds: list[int], refs: list[int], num_lab
     raise ValueError(f"no bootstrap interval for classification metric '{metric}'")
 
 
+def _regression_stat(metric: str, predictions: Sequence[Any], references: Sequence[Any]):
+    if metric not in ("pearson", "mse", "rmse", "mae"):
+        raise ValueError(f"no bootstrap interval for regression metric '{metric}'")
+    p, r = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
+    err = p - r
+    # Centred for the correlation, so variances from sums of squares lose no precision to a large mean.
+    p, r = p - p.mean(), r - r.mean()
+    per_row = np.stack([np.ones_like(p), p, r, p * p, r * r, p * r, err ** 2, np.abs(err)], axis=1)
+
+    def pearson(s):
+        n = s[:, 0]
+        cov = s[:, 5] / n - s[:, 1] * s[:, 2] / n ** 2
+        var_p, var_r = s[:, 3] / n - (s[:, 1] / n) ** 2, s[:, 4] / n - (s[:, 2] / n) ** 2
+        ok = (var_p > 0) & (var_r > 0)
+        return np.where(ok, cov / np.sqrt(np.where(ok, var_p * var_r, 1.0)), 0.0)  # constant: 0, as the metric
+
+    pick = {"pearson": pearson, "mse": lambda s: s[:, 6] / s[:, 0],
+            "rmse": lambda s: np.sqrt(s[:, 6] / s[:, 0]), "mae": lambda s: s[:, 7] / s[:, 0]}
+    return per_row, pick[metric]
+
+
 def _ner_stat(metric: str, preds: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]):
     from seqeval.metrics.sequence_labeling import get_entities
 
@@ -75,37 +97,23 @@ def bootstrap_interval(task: str, metric: str, predictions: Sequence[Any], refer
         raise ValueError("a bootstrap interval needs at least 2 examples")
     rng = np.random.default_rng(seed)
     if task == "regression":
-        if metric not in ("pearson", "mse", "rmse", "mae"):
-            raise ValueError(f"no bootstrap interval for regression metric '{metric}'")
-        p, r = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
-        values = []
-        for _ in range(resamples):
-            i = rng.integers(0, n, n)
-            if metric == "pearson":
-                a, b = p[i], r[i]
-                sa, sb = a.std(), b.std()
-                values.append(0.0 if sa == 0 or sb == 0 else float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)))
-            else:
-                err = ((p[i] - r[i]) ** 2).mean() if metric in ("mse", "rmse") else np.abs(p[i] - r[i]).mean()
-                values.append(float(np.sqrt(err) if metric == "rmse" else err))
-        scores = np.asarray(values)
+        per_row, stat = _regression_stat(metric, predictions, references)
+    elif task == "ner":
+        per_row, stat = _ner_stat(metric, predictions, references)
     else:
-        if task == "ner":
-            per_row, stat = _ner_stat(metric, predictions, references)
-        else:
-            per_row, stat = _classification_stat(metric, list(predictions), list(references), num_labels)
-        # A resample is how often each row is drawn; its counts are one weighted sum. Chunks bound
-        # the memory of the draw matrix (chunk x n); past POISSON_FROM rows the Poisson bootstrap
-        # (independent Poisson(1) draws) stands in for the multinomial, which is slow at that size.
-        chunk = max(1, min(resamples, 20_000_000 // (8 * n)))
+        per_row, stat = _classification_stat(metric, list(predictions), list(references), num_labels)
+    # A resample is how often each row is drawn; its counts are one weighted sum. Chunks bound
+    # the memory of the draw matrix (chunk x n); past POISSON_FROM rows the Poisson bootstrap
+    # (independent Poisson(1) draws) stands in for the multinomial, which is slow at that size.
+    chunk = max(1, min(resamples, 20_000_000 // (8 * n)))
 
-        def draw(size: int) -> np.ndarray:
-            if n > POISSON_FROM:
-                return rng.poisson(1.0, size=(size, n)).astype(float)
-            return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
+    def draw(size: int) -> np.ndarray:
+        if n > POISSON_FROM:
+            return rng.poisson(1.0, size=(size, n)).astype(float)
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
 
-        scores = np.concatenate([stat(draw(min(chunk, resamples - done)) @ per_row)
-                                 for done in range(0, resamples, chunk)])
+    scores = np.concatenate([stat(draw(min(chunk, resamples - done)) @ per_row)
+                             for done in range(0, resamples, chunk)])
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     return float(low), float(high)

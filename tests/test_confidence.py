@@ -48,6 +48,10 @@ def test_regression_and_ner_intervals():
     y = x + rng.normal(size=400)
     low, high = bootstrap_interval("regression", "pearson", y, x)
     assert low < float(np.corrcoef(x, y)[0, 1]) < high < 1.0
+    biased = y + 2.0  # errors are about the raw difference, bias included
+    for metric, value in (("rmse", np.sqrt(((biased - x) ** 2).mean())), ("mae", np.abs(biased - x).mean())):
+        low, high = bootstrap_interval("regression", metric, biased, x)
+        assert low < value < high
     refs = [["B-PER", "I-PER", "O"], ["O", "B-LOC"], ["B-ORG", "O", "B-PER"]] * 40
     preds = [["B-PER", "I-PER", "O"], ["O", "O"], ["B-ORG", "O", "B-LOC"]] * 40
     f1 = compute_metrics_for("ner", preds, refs)["f1"]
