@@ -165,7 +165,7 @@ def run_url_hint(run_id: str) -> str:
     uri = tracking_uri()
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open run {run_id}"
-    return f"{uri.rstrip('/')}/#/runs/{run_id}"
+    return run_ui_url(run_id) or f"{uri.rstrip('/')}/#/runs/{run_id}"
 
 
 def find_runs(experiment: str, filter_string: str = "", order_by: list[str] | None = None,
