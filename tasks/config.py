@@ -159,6 +159,9 @@ class TrainingConfig(_Section):
     )
     focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter")
     focal_alpha: list[float] | None = Field(None, description="focal loss per-class alpha")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="cross-entropy against (1 - e) one-hot + e uniform targets; 0 turns it off"
+    )
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
     seed: int = Field(42)
@@ -262,6 +265,9 @@ class PipelineConfig(_Section):
             raise ValueError("set training.focal_alpha or training.class_weights, not both (focal alpha is the weight)")
         if task == "regression" and (t.class_weights is not None or t.focal_alpha is not None):
             raise ValueError("training.class_weights / focal_alpha need a classification task, not regression")
+        if t.label_smoothing and (task == "regression" or t.loss == "focal"):
+            raise ValueError("training.label_smoothing applies to cross-entropy; "
+                             f"set it to 0 for {'regression' if task == 'regression' else 'the focal loss'}")
         return self
 
     @model_validator(mode="after")

@@ -114,6 +114,7 @@ def compute_loss(
     gamma: float = 2.0,
     alpha: torch.Tensor | Sequence[float] | None = None,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """The training loss of a batch for a task kind and training.loss (auto allowed).
 
@@ -122,10 +123,13 @@ def compute_loss(
     is refused because neither reading (multiply, or one wins) is obvious.
     reduction "sum" lets the caller divide by the scored items of a whole gradient-accumulation
     window (the Trainer's num_items_in_batch) instead of by this micro-batch's own count.
+    label_smoothing (cross-entropy only) mixes the one-hot target with a uniform one, as torch does.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction '{reduction}' is not one of mean, sum")
     loss_name = resolve_loss_name(task, loss_name)
+    if label_smoothing and loss_name != "cross_entropy":
+        raise ValueError(f"training.label_smoothing applies to cross_entropy, not {loss_name}; set it to 0")
     if isinstance(class_weights, str):
         raise ValueError(
             f"training.class_weights = '{class_weights}' must be resolved to numbers first "
@@ -142,7 +146,7 @@ def compute_loss(
         weight = _class_weight_tensor(class_weights, num_classes, logits.device)
         return F.cross_entropy(
             logits.reshape(-1, num_classes).float(), labels.reshape(-1).long(),
-            weight=weight, ignore_index=IGNORE_INDEX, reduction=reduction,
+            weight=weight, ignore_index=IGNORE_INDEX, reduction=reduction, label_smoothing=label_smoothing,
         )
     if class_weights is not None and alpha is not None:
         raise ValueError("focal loss takes training.class_weights or training.focal_alpha as alpha, not both")

@@ -286,6 +286,7 @@ def loss_spec_for(cfg: PipelineConfig, labels: list[str] | None, train_label_ids
         "class_weights": None if task == "regression" else resolve_class_weights(cfg, train_label_ids, len(labels)),
         "gamma": tc.focal_gamma,
         "alpha": tc.focal_alpha,
+        "label_smoothing": tc.label_smoothing,
     }
 
 

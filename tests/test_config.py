@@ -67,3 +67,6 @@ def test_loss_must_fit_task():
         load_config(None, ["training.loss=mse"])
     with pytest.raises(ConfigError, match="cross_entropy.*regression"):
         load_config(None, ["data.task=regression", "training.loss=cross_entropy"])
+    with pytest.raises(ConfigError, match="label_smoothing applies to cross-entropy; set it to 0 for the focal loss"):
+        load_config(None, ["training.loss=focal", "training.label_smoothing=0.1"])
+    assert load_config(None, ["training.label_smoothing=0.1"]).training.label_smoothing == 0.1

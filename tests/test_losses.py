@@ -125,3 +125,16 @@ def test_balanced_class_weights_for_ner_skip_ignored_and_absent_classes():
     assert balanced_class_weights(sentences, 3) == pytest.approx([5 / (3 * 3), 5 / (3 * 2), 1.0])
     with pytest.raises(ValueError, match="outside"):
         balanced_class_weights([0, 3], 3)
+
+
+def test_label_smoothing_matches_hand_computation():
+    row, target, eps = [2.0, -1.0, 0.5], 0, 0.1
+    log_p = [math.log(p) for p in softmax(row)]
+    # (1 - eps) on the true class plus eps spread evenly over all three classes.
+    expected = -((1 - eps) * log_p[target] + eps * sum(log_p) / 3)
+    got = compute_loss("classification", "cross_entropy", torch.tensor([row]), torch.tensor([target]),
+                       label_smoothing=eps)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert got.item() > compute_loss("classification", "auto", torch.tensor([row]), torch.tensor([target])).item()
+    with pytest.raises(ValueError, match="label_smoothing applies to cross_entropy, not focal"):
+        compute_loss("classification", "focal", torch.tensor([row]), torch.tensor([target]), label_smoothing=eps)
