@@ -218,15 +218,14 @@ def record_decision(d: dict, extra_tags: dict | None = None) -> str:
             "metric": d["metric"] or "", "eval_source": d["eval_source"] or "", **(extra_tags or {})}
     run_name = f"{d['model_name']}-{d['action']}-v{d['challenger_version']}-{d['decision'].replace(' ', '-')}"
     run_id = tracking.start_run(PROMOTIONS_EXPERIMENT, run_name, tags={k: str(v) for k, v in tags.items()})
-    try:
+    # A decision whose record could not be written ends FAILED, so the log never shows half a record as done.
+    with tracking.ended_run(run_id):
         tracking.log_params(run_id, {"margin": d["margin"], "metric": d["metric"], "eval_source": d["eval_source"],
                                      "eval_rows": d["eval_rows"]})
         tracking.log_metrics(run_id, {k: d[k] for k in ("challenger_score", "champion_score", "margin",
                                                         "eval_rows") if d.get(k) is not None}
                              | {"promoted": float(d["decision"] != "refused")})
         tracking.log_text(run_id, json.dumps(d, indent=2, default=str), "decision.json")
-    finally:
-        tracking.end_run(run_id)
     return run_id
 
 
