@@ -83,15 +83,19 @@ def hash_unit(keys: pd.Series, salt: int) -> np.ndarray:
     return hashed.astype(np.float64) / float(2**64)
 
 
-def assign_splits(df: pd.DataFrame, keys: pd.Series, cfg: DataConfig) -> pd.Series:
-    """Use the source's splits, or hash each row's text into train/validation/test."""
+def assign_splits(df: pd.DataFrame, keys: pd.Series, cfg: DataConfig, usable: np.ndarray | None = None) -> pd.Series:
+    """Use the source's splits, or hash each row's text into train/validation/test.
+
+    usable: rows still kept by the row rules. A source split with no usable row (GLUE's
+    unlabelled test split) counts as missing, so it is carved from train like an absent one.
+    """
     sp = cfg.splits
     u = hash_unit(keys, sp.seed)
     hashed = np.where(u < sp.test_fraction, "test",
                       np.where(u < sp.test_fraction + sp.validation_fraction, "validation", "train"))
     if "split" in df.columns and sp.use_source_splits:
         split = df["split"].astype(str)
-        present = set(split.unique())
+        present = set(split[usable].unique()) if usable is not None else set(split.unique())
         # A source with only some splits (e.g. train+test) gets the missing ones carved from train.
         from_train = split.eq("train")
         carved = pd.Series(hashed, index=df.index)
@@ -211,7 +215,7 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
 
     apply_row_rules(df, cfg, rules)
     keys = row_keys(df, task)
-    split = assign_splits(df, keys, cfg).to_numpy(dtype=object)
+    split = assign_splits(df, keys, cfg, rules.kept).to_numpy(dtype=object)
     df["split"] = split
     rules.remove(~np.isin(split, SPLITS), "unknown_split")
     sampled_out = select_sampled_out(keys, rules.kept, cfg)

@@ -109,3 +109,14 @@ def test_labels_outside_the_declared_set_are_quarantined_and_counted(tmp_path):
     q = pd.read_parquet(ref["quarantine"])
     assert set(q["reason"]) == {"unknown_label"} and set(q["label"]) == {"meh"} and len(q) == 100
     assert ref["labels"] == ["neg", "pos"]
+
+
+def test_unlabelled_source_split_is_carved_from_train():
+    # GLUE's test split has no labels: its rows are quarantined and a test split comes from train.
+    cfg = load_config(None, [])
+    raw = frame([f"t{i}" for i in range(340)], ["x", "y"] * 150 + ["x", "y"] * 10 + [None] * 20,
+                ["train"] * 300 + ["validation"] * 20 + ["test"] * 20)
+    splits, q, _ = clean_frame(raw, cfg.data)
+    assert set(q.loc[q["split"].eq("test"), "reason"]) == {"missing_label"} and len(q) == 20
+    assert len(splits["validation"]) == 20 and len(splits["test"]) > 10
+    assert set(splits["test"]["text"]) <= {f"t{i}" for i in range(300)}
