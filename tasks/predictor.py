@@ -83,6 +83,10 @@ class OnnxPredictor:
 
         if not texts:
             return []
+        if self.needs_pairs and pairs is None:
+            raise ValueError("this model classifies text pairs: give a second text (text_pair) with each text")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} second texts: give one second text per text")
         encs, feed = self._encode(texts, pairs if self.task != "ner" else None)
         logits = self._run(feed)
         if self.task == "ner":

@@ -64,13 +64,22 @@ def _pyfunc_class():
     return OnnxTextModel
 
 
-def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list, task: str) -> Path:
-    """Save the bundle as an MLflow pyfunc model (signature and input example included)."""
+def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list, task: str,
+                       example_pairs: list | None = None) -> Path:
+    """Save the bundle as an MLflow pyfunc model (signature and input example included).
+
+    Pair models get `text_pair` in the signature: MLflow drops input columns its schema lacks,
+    and a pair model fed one sentence would answer without a word of complaint.
+    """
     import mlflow.pyfunc
     import pandas as pd
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"text": [str(t) if task != "ner" else " ".join(t) for t in example_texts[:2]]})
+    if task == "pair_classification":
+        if not example_pairs:
+            raise ValueError("a pair_classification model needs example second texts (example_pairs) for its signature")
+        example["text_pair"] = [str(t) for t in example_pairs[:2]]
     out_example = pd.DataFrame({"label": ["x"] * len(example), "score": [0.5] * len(example)}) \
         if task in ("classification", "pair_classification") else None
     mlflow.pyfunc.save_model(
@@ -108,8 +117,9 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
     c = tracking.client()
     test = read_frame(data["splits"]["test"])
     examples = list(test["tokens"].head(2)) if cfg.data.task == "ner" else list(test["text"].head(2))
+    pairs = list(test["text_pair"].head(2)) if "text_pair" in test.columns else None
     with tempfile.TemporaryDirectory() as tmp:
-        local = save_serving_model(export["dir"], Path(tmp) / MODEL_ARTIFACT, examples, cfg.data.task)
+        local = save_serving_model(export["dir"], Path(tmp) / MODEL_ARTIFACT, examples, cfg.data.task, pairs)
         c.log_artifacts(run_id, str(local), MODEL_ARTIFACT)
     name = cfg.registry.model_name
     try:

@@ -140,14 +140,19 @@ def test_without_a_champion_the_service_is_alive_but_not_ready():
         assert r.status_code == 503 and "no model loaded" in r.json()["detail"]
 
 
-def test_pair_model_refuses_a_missing_pair(tmp_path, bundle_dir):
-    from deploy.service import create_app
-
-    # The same real ONNX graph declared as a pair model: BERT takes pairs (token_type_ids) natively.
+@pytest.fixture
+def pair_bundle(tmp_path, bundle_dir) -> Path:
+    """The same real ONNX graph declared as a pair model: BERT takes pairs (token_type_ids) natively."""
     pair_bundle = tmp_path / "pair"
     shutil.copytree(bundle_dir, pair_bundle)
     meta = json.loads((pair_bundle / "finetune_flow.json").read_text())
     (pair_bundle / "finetune_flow.json").write_text(json.dumps({**meta, "task": "pair_classification"}))
+    return pair_bundle
+
+
+def test_pair_model_refuses_a_missing_pair(pair_bundle):
+    from deploy.service import create_app
+
     with running(create_app(bundle_dir=str(pair_bundle))) as url:
         missing = httpx.post(f"{url}/predict", json={"texts": ["a cat sat", "a dog ran"]})
         assert missing.status_code == 422 and "classifies text pairs" in missing.json()["message"]
@@ -155,6 +160,26 @@ def test_pair_model_refuses_a_missing_pair(tmp_path, bundle_dir):
         assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1
         uneven = httpx.post(f"{url}/predict", json={"texts": ["a", "b"], "text_pairs": ["c"]})
         assert uneven.status_code == 422 and "one second text per text" in uneven.json()["message"]
+
+
+def test_pair_model_through_mlflow_pyfunc_reads_the_second_text(tmp_path, pair_bundle):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from tasks.predictor import OnnxPredictor
+    from tasks.register import save_serving_model
+
+    texts, pairs = ["a cat sat on the mat", "the film was long"], ["a cat was sitting", "a short and dull film"]
+    save_serving_model(pair_bundle, tmp_path / "pyfunc", texts, "pair_classification", pairs)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    assert model.metadata.get_input_schema().input_names() == ["text", "text_pair"]
+    out = model.predict(pd.DataFrame({"text": texts, "text_pair": pairs}))
+    direct = OnnxPredictor(pair_bundle).predict(texts, pairs)
+    assert out["score"].tolist() == pytest.approx([d["score"] for d in direct], abs=1e-6)
+    alone = OnnxPredictor(pair_bundle).predict(texts[:1], ["something else entirely"])
+    assert alone[0]["score"] != pytest.approx(direct[0]["score"], abs=1e-6)  # the second text counts
+    with pytest.raises(Exception, match="text_pair"):
+        model.predict(pd.DataFrame({"text": texts}))
 
 
 def test_bearer_token_from_the_environment(monkeypatch, bundle_dir):
