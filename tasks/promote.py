@@ -170,13 +170,29 @@ def promote_challenger(name: str, margin: float | None = None, eval_data: str | 
     return d
 
 
+def champion_chain(history: list[dict]) -> list[str]:
+    """The champions still standing behind each other, oldest first, from the log (oldest record first).
+
+    A promotion stacks its version; a move back to a version already on the stack (a rollback)
+    drops everything above it, so a version that was rolled away from is never rolled back to.
+    """
+    chain: list[str] = []
+    for r in history:
+        after = r["champion_after"]
+        if r["decision"] not in ("promoted", "rolled back") or not after:
+            continue
+        if after in chain:
+            del chain[chain.index(after) + 1:]
+        else:
+            chain.append(after)
+    return chain
+
+
 def previous_champion(name: str, current: str) -> str:
     """The champion before `current` in the promotion log, else the newest version below it."""
-    chain = [r["champion_after"] for r in promotion_history(name) if r["decision"] == "promoted"]
-    if current in chain:
-        i = len(chain) - 1 - chain[::-1].index(current)
-        if i > 0:
-            return chain[i - 1]
+    chain = champion_chain(promotion_history(name))
+    if len(chain) > 1 and chain[-1] == current:
+        return chain[-2]
     older = [v.version for v in register.list_versions(name) if int(v.version) < int(current)]
     if not older:
         raise ValueError(f"model '{name}': no version before the champion (version {current}) to roll back to; "

@@ -157,3 +157,17 @@ def test_gate_respects_direction_and_margin():
     assert beats(0.10, 0.20, 0.05, False) and not beats(0.18, 0.20, 0.05, False)  # errors: lower wins
     assert failed_checks({"parity_passed": "True", "data_validation_passed": "True"}) == []
     assert len(failed_checks({"parity_passed": "True"})) == 1  # a missing tag is not a pass
+
+
+def test_champion_chain_never_returns_to_a_version_rolled_away_from():
+    from tasks.promote import champion_chain
+
+    def rec(decision, after):
+        return {"decision": decision, "champion_after": after}
+
+    # v1 and v2 promoted, v2 rolled back to v1, v3 promoted: a rollback from v3 goes to v1, not v2.
+    log = [rec("promoted", "1"), rec("promoted", "2"), rec("rolled back", "1"), rec("refused", "1"),
+           rec("promoted", "3")]
+    assert champion_chain(log) == ["1", "3"]
+    assert champion_chain(log[:3]) == ["1"]  # nothing behind v1 any more
+    assert champion_chain(log + [rec("rolled back", "2")]) == ["1", "3", "2"]  # a move --to stacks
