@@ -212,7 +212,10 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
 
     result = tune_and_train(clean_ref, cfg, run_dir, run_id)
     s = result["summary"]
-    if s["resumed_from"]:
+    if s.get("reused"):
+        get_run_logger().info("training had already finished in %s; its model is reused", run_dir)
+        tracking.set_tags(run_id, {"training_reused": "true"})
+    elif s["resumed_from"]:
         get_run_logger().info("resumed from %s (step %d)", s["resumed_from"], s["resumed_at_step"])
         tracking.set_tags(run_id, {"resumed_from": s["resumed_from"]})
     if result.get("search"):

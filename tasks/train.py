@@ -12,6 +12,7 @@ accumulation and DDP average over examples exactly as one large batch would.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -41,7 +42,8 @@ def pick_precision(mode: str, use_cpu: bool) -> dict[str, bool]:
     if mode == "no" or use_cpu or not torch.cuda.is_available():
         return {"bf16": False, "fp16": False}
     if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Without including_emulation=False, pre-Ampere GPUs (T4, V100) report bf16 and run it emulated, slowly.
+        mode = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
 
 
@@ -69,9 +71,23 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
             kwargs["problem_type"] = "single_label_classification"
     cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
     try:
-        return cls.from_pretrained(path, **kwargs)
+        model = cls.from_pretrained(path, **kwargs)
     except OSError as e:
         raise ModelSourceError(f"cannot load model '{cfg.model.name}': {e}") from None
+    limit = position_limit(model.config)
+    if limit and cfg.model.max_length > limit:
+        # Caught here, not as an index error in a batch of long texts or in the ONNX parity check.
+        raise ValueError(f"model.max_length = {cfg.model.max_length} is more than model '{cfg.model.name}' takes "
+                         f"({limit} positions); set model.max_length to {limit} or less")
+    return model
+
+
+def position_limit(config) -> int | None:
+    """Longest input the model's position embeddings allow (RoBERTa-style models reserve two)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    return positions - (2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0)
 
 
 def build_datasets(tokenizer, data: dict, cfg: PipelineConfig) -> dict:
@@ -204,6 +220,26 @@ def last_checkpoint(folder: Path) -> str | None:
     steps = [(int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
              if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     return str(max(steps)[1]) if steps else None
+
+
+def spec_digest(spec: dict) -> str:
+    """Digest of what a training depends on (data, model, training settings), to recognise a finished one."""
+    used = {k: spec["config"][k] for k in ("data", "model", "training")}
+    blob = json.dumps({"config": used, "data": spec["data"]}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def finished_training(run_dir: Path, spec: dict) -> dict | None:
+    """The summary of a training that already finished in run_dir for this config and data, else None.
+
+    Resuming from its last checkpoint would not be a no-op: the Trainer clears an early stop
+    on resume and would train the epochs the stop had skipped.
+    """
+    summary_path, meta_path = run_dir / "train_summary.json", run_dir / MODEL / "finetune_flow.json"
+    if spec.get("trial") or not summary_path.is_file() or not meta_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    return summary if summary.get("spec_digest") == spec_digest(spec) else None
 
 
 def check_resumable(run_dir: Path, spec: dict) -> None:
@@ -342,6 +378,7 @@ def fit(spec: dict, callbacks: list | None = None) -> dict:
         "best_metric": trainer.state.best_metric,
         "metric_for_best_model": trainer.args.metric_for_best_model,
         "world_size": trainer.args.world_size,
+        "spec_digest": spec_digest(spec),
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():
@@ -389,6 +426,12 @@ def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: st
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = {"config": cfg.model_dump(mode="json"), "data": data, "run_dir": str(run_dir), "run_id": run_id,
             "trial": trial}
+    done = finished_training(run_dir, spec)
+    if done is not None:
+        log.info("training had already finished in %s for this config and data; its model is reused "
+                 "(delete %s to train again)", run_dir, run_dir / "train_summary.json")
+        done.pop("log_history", None)
+        return {"model_dir": str(run_dir / MODEL), "summary": {**done, "reused": True}}
     check_resumable(run_dir, spec)
     spec_path = Path(write_json(run_dir / SPEC, spec))
     nproc = cfg.training.distributed.nproc_per_node

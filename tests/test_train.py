@@ -147,6 +147,13 @@ def test_precision_is_full_on_cpu_and_args_carry_clipping():
     assert args.train_sampling_strategy == "group_by_length" and not args.average_tokens_across_devices
 
 
+def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):
+    from tasks.train import build_model
+
+    with pytest.raises(ValueError, match=r"model.max_length = 1024 .*\(512 positions\); set model.max_length to 512"):
+        build_model(tiny(tmp_path, "model.max_length=1024"), ["negative", "positive"])
+
+
 def test_early_stopping_stops_and_keeps_the_best_checkpoint(clean_ref, tmp_path):
     from tasks.train import train_model
 
@@ -191,6 +198,10 @@ def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
     steps = [s for s, _ in logged(run, "loss")]
     assert steps == [1, 2, 3, 4]  # history carried over, then steps 3 and 4 only: no restart from 0
     assert (run / "model" / "model.safetensors").exists()
+
+    # Finished: a further re-run (a flow resumed after a later stage failed) reuses the model, trains nothing.
+    again = train_model(clean_ref, cfg, run)["summary"]
+    assert again["reused"] and again["global_step"] == 4 and [s for s, _ in logged(run, "loss")] == steps
 
     changed = {**clean_ref, "digest": "another-dataset"}
     with pytest.raises(ValueError, match="different data"):
@@ -243,7 +254,7 @@ def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, t
 
 
 def test_cli_resume_from_continues_the_same_run(flow_result, capsys):
-    """`ftflow run --resume-from RUN` reuses the run folder, its config and its MLflow run; it resumes, not restarts."""
+    """`ftflow run --resume-from RUN` reuses the run folder, its config and its MLflow run; a finished training is not redone."""
     from flows.cli import main
     from tasks import tracking
 
@@ -254,9 +265,9 @@ def test_cli_resume_from_continues_the_same_run(flow_result, capsys):
     assert main(["run", "--resume-from", str(run_dir), "--set", "export.enabled=false"]) == 0
     assert first["run_id"] in capsys.readouterr().out
     summary = json.loads((run_dir / "train_summary.json").read_text())
-    assert summary["resumed_at_step"] == steps_before == summary["global_step"]  # finished: nothing to redo
+    assert summary["global_step"] == steps_before  # training had finished: its model is reused, nothing redone
     run = tracking.client().get_run(first["run_id"])
-    assert run.info.status == "FINISHED" and run.data.tags["resumed_from"].endswith(f"checkpoint-{steps_before}")
+    assert run.info.status == "FINISHED" and run.data.tags["training_reused"] == "true"
 
 
 def test_resume_with_a_different_training_config_is_refused(flow_result):
