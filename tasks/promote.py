@@ -59,7 +59,8 @@ def read_eval_frame(eval_data: str | None, challenger_run_id: str, workdir: Path
     return read_frame(local), f"runs:/{challenger_run_id}/{HELD_OUT_ARTIFACT}"
 
 
-def check_columns(df: pd.DataFrame, task: str, where: str) -> None:
+def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | None = None) -> None:
+    """Refuse an evaluation set without the task's columns, without rows, or with labels the model lacks."""
     need = {"ner": ["tokens", "tags"], "pair_classification": ["text", "text_pair", "label"]}.get(
         task, ["text", "label"])
     missing = [c for c in need if c not in df.columns]
@@ -68,6 +69,19 @@ def check_columns(df: pd.DataFrame, task: str, where: str) -> None:
                          f"{list(df.columns)}. Use the layout of a run's data/clean/test.parquet")
     if df.empty:
         raise ValueError(f"evaluation set {where} has no rows")
+    if task == "regression":
+        bad = df.loc[pd.to_numeric(df["label"], errors="coerce").isna(), "label"]
+        if len(bad):
+            raise ValueError(f"evaluation set {where}: {len(bad)} label(s) are not numbers (e.g. {bad.iloc[0]!r} "
+                             f"in row {bad.index[0]}); a regression model needs a numeric label in every row")
+        return
+    if labels is None:
+        return
+    seen = df["tags"].explode() if task == "ner" else df["label"]
+    unknown = sorted({str(v) for v in seen.dropna()} - set(labels)) + (["<empty>"] if seen.isna().any() else [])
+    if unknown:
+        raise ValueError(f"evaluation set {where} has label(s) {unknown[:10]} that the model does not know; its "
+                         f"labels are {labels}. Map the labels to these names (as in data/clean/test.parquet)")
 
 
 def score_bundle(bundle: Path, df: pd.DataFrame) -> dict:
@@ -153,7 +167,7 @@ def promote_challenger(name: str, margin: float | None = None, eval_data: str | 
                              f"registry.model_name is '{name}'")
         champion = load_candidate(name, register.CHAMPION, work)
         df, source = read_eval_frame(eval_data, challenger["run_id"], work)
-        check_columns(df, challenger["meta"]["task"], source)
+        check_columns(df, challenger["meta"]["task"], source, challenger["meta"]["labels"])
         margin = default_margin(challenger["run_id"]) if margin is None else float(margin)
         d = decide(name, challenger, champion, df, margin)
     before = champion["version"] if champion else None

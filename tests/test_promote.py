@@ -171,3 +171,21 @@ def test_champion_chain_never_returns_to_a_version_rolled_away_from():
     assert champion_chain(log) == ["1", "3"]
     assert champion_chain(log[:3]) == ["1"]  # nothing behind v1 any more
     assert champion_chain(log + [rec("rolled back", "2")]) == ["1", "3", "2"]  # a move --to stacks
+
+
+def test_eval_set_with_labels_the_model_lacks_is_refused_by_name():
+    import pandas as pd
+
+    from tasks.promote import check_columns
+
+    ints = pd.DataFrame({"text": ["good", "bad", "meh"], "label": [1, 0, None]})
+    with pytest.raises(ValueError, match=r"label\(s\) \['0.0', '1.0', '<empty>'\] that the model does not know; "
+                                         r"its labels are \['negative', 'positive'\]"):
+        check_columns(ints, "classification", "eval.csv", ["negative", "positive"])
+    check_columns(ints.assign(label=["positive", "negative", "positive"]), "classification", "eval.csv",
+                  ["negative", "positive"])
+    tags = pd.DataFrame({"tokens": [["Paris", "is"]], "tags": [["B-LOC", "B-TIME"]]})
+    with pytest.raises(ValueError, match=r"\['B-TIME'\]"):
+        check_columns(tags, "ner", "eval.parquet", ["O", "B-LOC", "I-LOC"])
+    with pytest.raises(ValueError, match="not numbers.*'n/a' in row 1"):
+        check_columns(pd.DataFrame({"text": ["a", "b"], "label": [1.5, "n/a"]}), "regression", "eval.csv")
