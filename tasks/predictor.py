@@ -6,11 +6,27 @@ Tokenisation uses the `tokenizers` library on the bundle's tokenizer.json direct
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from tasks.io import read_json
+
+
+# Words as NER training data cuts them (CoNLL, WNUT): a URL, an emoticon, a word with its inner
+# apostrophes, dots and hyphens ("don't", "e-mail"), a leading @, # or apostrophe ("'s"), or a run of
+# punctuation (",", "...", ":)").
+_WORD = re.compile(r"https?://\S+|[:;=]-?[()DPpO/|\[\]](?!\w)|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+")
+
+
+def split_words(text: str) -> list[tuple[int, int]]:
+    """Character spans of the words an NER model labels (one label per word, on its first sub-token).
+
+    BERT's own pre-tokenizer splits at every punctuation mark, so "@justinbieber" would become
+    two words and the second would be read at a position that training never labels.
+    """
+    return [m.span() for m in _WORD.finditer(text)]
 
 
 def load_tokenizer(bundle_dir: Path, max_length: int):
@@ -59,10 +75,16 @@ class OnnxPredictor:
     def needs_pairs(self) -> bool:
         return self.task == "pair_classification"
 
-    def _encode(self, texts: list[str], pairs: list[str] | None):
-        """Token encodings (truncated at max_length) and a padded int64 batch for the graph."""
-        inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
-        encs = self.tokenizer.encode_batch(inputs)
+    def _encode(self, texts: list[str], pairs: list[str] | None, words: list[list[tuple[int, int]]] | None = None):
+        """Token encodings (truncated at max_length) and a padded int64 batch for the graph.
+
+        words: each text's word spans (NER); the text is then encoded as those words.
+        """
+        if words is not None:
+            encs = self.tokenizer.encode_batch([[t[a:b] for a, b in spans] for t, spans in zip(texts, words)],
+                                               is_pretokenized=True)
+        else:
+            encs = self.tokenizer.encode_batch(list(zip(texts, pairs)) if pairs is not None else list(texts))
         width = max(len(e.ids) for e in encs)
         batch = {"input_ids": np.full((len(encs), width), self.pad_id, dtype=np.int64),
                  "attention_mask": np.zeros((len(encs), width), dtype=np.int64),
@@ -87,10 +109,13 @@ class OnnxPredictor:
             raise ValueError("this model classifies text pairs: give a second text (text_pair) with each text")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} second texts: give one second text per text")
-        encs, feed = self._encode(texts, pairs if self.task != "ner" else None)
-        logits = self._run(feed)
         if self.task == "ner":
-            return [self._entities(text, enc, row) for text, enc, row in zip(texts, encs, logits)]
+            words = [split_words(t) for t in texts]
+            encs, feed = self._encode(texts, None, words)
+            logits = self._run(feed)
+            return [self._entities(*args) for args in zip(texts, words, encs, logits)]
+        encs, feed = self._encode(texts, pairs)
+        logits = self._run(feed)
         out = []
         for row, enc in zip(logits, encs):
             cut = bool(enc.overflowing)  # truncation leaves the cut-off tokens here
@@ -103,32 +128,29 @@ class OnnxPredictor:
                             "scores": {name: float(v) for name, v in zip(self.labels, p)}, "truncated": cut})
         return out
 
-    def _entities(self, text: str, enc, token_logits: np.ndarray) -> dict:
-        """Entities with character spans, from BIO tags on the first sub-token of each word."""
+    def _entities(self, text: str, words: list[tuple[int, int]], enc, token_logits: np.ndarray) -> dict:
+        """Entities with character spans of whole words, from BIO tags on the first sub-token of each word."""
         from tasks.predict import softmax
 
         probs = softmax(token_logits[: len(enc.ids)])
         entities, current, previous = [], None, None
-        for t, (wid, (start, end)) in enumerate(zip(enc.word_ids, enc.offsets)):
+        for t, wid in enumerate(enc.word_ids):
             if wid is None or wid == previous:
-                if wid is not None and current is not None and current["word"] == wid:
-                    current["end"] = int(end)  # later sub-tokens extend the word
                 previous = wid
                 continue
             previous = wid
             k = int(probs[t].argmax())
             tag = self.labels[k]
+            start, end = words[wid]
             if tag.startswith("B-") or (tag.startswith("I-") and (current is None or current["type"] != tag[2:])):
-                current = {"type": tag[2:], "start": int(start), "end": int(end), "scores": [float(probs[t][k])],
-                           "word": wid}
+                current = {"type": tag[2:], "start": start, "end": end, "scores": [float(probs[t][k])]}
                 entities.append(current)
             elif tag.startswith("I-"):
-                current["end"], current["word"] = int(end), wid
+                current["end"] = end
                 current["scores"].append(float(probs[t][k]))
             else:
                 current = None
         for e in entities:
-            e.pop("word")
             e["text"] = text[e["start"]:e["end"]]
             e["score"] = float(np.mean(e.pop("scores")))
         return {"entities": entities, "truncated": bool(enc.overflowing)}
