@@ -187,6 +187,16 @@ def _split_of(path: Path) -> str | None:
     return None
 
 
+def file_splits(paths: list[Path]) -> list[str | None]:
+    """The split each file's name gives (train*, validation*/dev*, test*), when a train file is among them.
+
+    Without one the names are not splits: a lone `test_reviews.csv` is the user's whole data,
+    not a test split with nothing to train on.
+    """
+    named = [_split_of(p) for p in paths]
+    return named if "train" in named else [None] * len(paths)
+
+
 def source_files(src: SourceConfig) -> list[Path]:
     """The files a file or conll source reads: a folder's files, a glob's matches, or the one file."""
     target = Path(src.path)
@@ -205,9 +215,8 @@ def _read_files(src: SourceConfig) -> pd.DataFrame:
             "check data.source.path"
         )
     frames = []
-    for f in files:
+    for f, split in zip(files, file_splits(files)):
         df = read_table(f, src.format)
-        split = _split_of(f)
         if split:
             df["split"] = split
         frames.append(df)
@@ -317,10 +326,10 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
         if not paths or not paths[0].exists():
             raise DataSourceError(f"CoNLL file '{src.path}' does not exist; check data.source.path")
         frames = []
-        for p in paths:
+        for p, split in zip(paths, file_splits(paths)):
             df = read_conll(p)
-            if _split_of(p):
-                df["split"] = _split_of(p)
+            if split:
+                df["split"] = split
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
     return {"disk": _read_disk, "hub": _read_hub, "url": _read_url, "sql": _read_sql}[src.kind](src)

@@ -44,6 +44,16 @@ def test_folder_with_split_files(tmp_path):
     assert sorted(df["split"].unique()) == ["test", "train"]
 
 
+def test_a_lone_file_named_test_is_the_whole_data_not_a_test_split(tmp_path):
+    ROWS.to_csv(tmp_path / "test_reviews.csv", index=False)
+    df = read_source(cfg_for(kind="file", path=str(tmp_path / "test_reviews.csv")).data.source)
+    assert "split" not in df.columns and len(df) == 4  # hashed into train/validation/test later
+    (tmp_path / "dev").mkdir()
+    ROWS.to_csv(tmp_path / "dev" / "dev.csv", index=False)
+    ROWS.to_csv(tmp_path / "dev" / "test.csv", index=False)
+    assert "split" not in read_source(cfg_for(kind="file", path=str(tmp_path / "dev")).data.source).columns
+
+
 def test_saved_datasets_folder(tmp_path):
     from datasets import Dataset, DatasetDict
 
