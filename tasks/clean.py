@@ -166,6 +166,8 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
         rules.report["changed"][f"{col}_normalized"] = int(changed.sum())
         rules.remove((df[col].isna() | df[col].eq("")).to_numpy(dtype=bool), "empty_text")
         rules.remove(df[col].str.len().gt(cfg.clean.max_chars).fillna(False).to_numpy(dtype=bool), "too_long")
+    if "label_raw" in df.columns:  # a regression target that is not a number ("n/a", "3,5")
+        rules.remove(df["label_raw"].notna().to_numpy(), "invalid_label")
     rules.remove(df["label"].isna().to_numpy(), "missing_label")
     if cfg.task != "regression" and cfg.labels:
         rules.remove(~df["label"].isin(cfg.labels).to_numpy(), "unknown_label")
@@ -225,7 +227,7 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
     label_key = df["tags"].map(" ".join) if task == "ner" else df["label"].astype(str)
     apply_set_rules(keys, label_key, split, cfg, rules)
 
-    kept = df[rules.kept]
+    kept = df[rules.kept].drop(columns="label_raw", errors="ignore")
     splits = {name: kept[kept["split"].eq(name)].drop(columns="split").reset_index(drop=True) for name in SPLITS}
     if cfg.clean.augment and task in ("classification", "regression"):
         extra = augment_rows(splits["train"], cfg.clean.augment_copies, cfg.splits.seed)

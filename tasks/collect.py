@@ -358,14 +358,22 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
         out["tokens"] = out["tokens"].map(_as_list)
         out["tags"] = out["tags"].map(_as_list)
     elif cfg.task == "regression":
-        out["label"] = pd.to_numeric(out["label"], errors="coerce")
+        numeric = pd.to_numeric(out["label"], errors="coerce")
+        unreadable = numeric.isna() & out["label"].notna()
+        if unreadable.any():  # kept as read, so the quarantine shows "3,5" or "n/a", not an empty cell
+            out["label_raw"] = out["label"].astype(str).where(unreadable, None)
+        out["label"] = numeric
     else:
         out["label"] = labels_as_strings(out["label"])
     return out.reset_index(drop=True)
 
 
 def labels_as_strings(labels: pd.Series) -> pd.Series:
-    """Class labels as strings (1 -> "1"); missing stays missing."""
+    """Class labels as strings (1 -> "1", and 1.0 -> "1" from a float column); missing stays missing."""
+    if pd.api.types.is_float_dtype(labels):
+        present = labels.dropna()
+        if (present == present.round()).all():  # ints stored as floats (a column with gaps) name the class
+            labels = labels.astype("Int64")
     return labels.astype("str").where(labels.notna(), None)
 
 

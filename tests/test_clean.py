@@ -120,3 +120,26 @@ def test_unlabelled_source_split_is_carved_from_train():
     assert set(q.loc[q["split"].eq("test"), "reason"]) == {"missing_label"} and len(q) == 20
     assert len(splits["validation"]) == 20 and len(splits["test"]) > 10
     assert set(splits["test"]["text"]) <= {f"t{i}" for i in range(300)}
+
+
+def test_unreadable_regression_targets_are_quarantined_as_read(tmp_path):
+    from tasks.collect import collect_data
+
+    pd.DataFrame({"text": ["fine", "awful", "so-so", "meh"], "label": ["3.5", "n/a", "3,5", None]}).to_csv(
+        tmp_path / "scores.csv", index=False)
+    cfg = load_config(None, ["data.task=regression", "data.source.kind=file", f"data.source.path={tmp_path}/scores.csv",
+                             "data.splits.test_fraction=0", "data.splits.validation_fraction=0"])
+    raw = pd.read_parquet(collect_data(cfg.data, tmp_path / "run")["path"])
+    assert raw["label_raw"].tolist()[1:3] == ["n/a", "3,5"]  # the raw snapshot keeps what the file said
+    splits, q, _ = clean_frame(raw, cfg.data)
+    assert splits["train"]["label"].tolist() == [3.5] and "label_raw" not in splits["train"].columns
+    assert dict(zip(q["label_raw"].fillna("-"), q["reason"])) == {"n/a": "invalid_label", "3,5": "invalid_label",
+                                                                   "-": "missing_label"}
+
+
+def test_integer_class_labels_stored_as_floats_match_declared_labels():
+    from tasks.collect import labels_as_strings
+
+    out = labels_as_strings(pd.Series([0.0, 1.0, None]))
+    assert out.tolist()[:2] == ["0", "1"] and pd.isna(out.iloc[2])
+    assert labels_as_strings(pd.Series([0.5, 1.0])).tolist() == ["0.5", "1.0"]
