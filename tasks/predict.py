@@ -53,8 +53,11 @@ def encode_inputs(tokenizer, df: pd.DataFrame, task: str, max_length: int):
 
 
 def predict_logits(forward: Forward, tokenizer, df: pd.DataFrame, task: str, max_length: int,
-                   batch_size: int = 64) -> list[np.ndarray]:
-    """Logits per row: [num_labels] per text, or [num_words, num_labels] per NER sentence."""
+                   batch_size: int = 64, outside: int = 0) -> list[np.ndarray]:
+    """Logits per row: [num_labels] per text, or [num_words, num_labels] per NER sentence.
+
+    outside: the id of the NER "O" label, which words cut off by truncation are given.
+    """
     enc = encode_inputs(tokenizer, df, task, max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     lengths = np.array([len(ids) for ids in enc["input_ids"]])
@@ -67,11 +70,11 @@ def predict_logits(forward: Forward, tokenizer, df: pd.DataFrame, task: str, max
         for j, i in enumerate(idx):
             out[i] = logits[j, : lengths[i]] if task == "ner" else logits[j]
     if task == "ner":
-        out = [_word_logits(out[i], enc.word_ids(i), len(df["tokens"].iloc[i])) for i in range(len(df))]
+        out = [word_logits(out[i], enc.word_ids(i), len(df["tokens"].iloc[i]), outside) for i in range(len(df))]
     return out
 
 
-def _word_logits(token_logits: np.ndarray, word_ids: list, n_words: int) -> np.ndarray:
+def word_logits(token_logits: np.ndarray, word_ids: list, n_words: int, outside: int = 0) -> np.ndarray:
     """Each word's logits are its first sub-token's; words cut off by truncation get a zero row."""
     words = np.zeros((n_words, token_logits.shape[-1]), dtype=np.float32)
     seen = set()
@@ -80,7 +83,7 @@ def _word_logits(token_logits: np.ndarray, word_ids: list, n_words: int) -> np.n
             seen.add(wid)
             words[wid] = token_logits[t]
     if len(seen) < n_words:
-        words[sorted(set(range(n_words)) - seen), 0] = 1.0  # label 0 is "O" by construction
+        words[sorted(set(range(n_words)) - seen), outside] = 1.0
     return words
 
 
@@ -117,7 +120,8 @@ def score_frame(forward: Forward, tokenizer, df: pd.DataFrame, task: str, labels
     """Predict a labelled frame and compute the task's metrics."""
     from tasks.metrics import compute_metrics_for
 
-    logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size)
+    outside = labels.index("O") if task == "ner" and "O" in labels else 0  # declared labels may order it anywhere
+    logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside)
     preds, conf = decode(task, logits, labels)
     refs = references_of(df, task, labels)
     metrics = compute_metrics_for(task, preds, refs, labels)
