@@ -128,7 +128,14 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
         c.create_registered_model(name, description=f"finetune-flow {cfg.data.task} model ({cfg.name})")
     source = f"{c.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
     tags = model_tags(cfg, data, evaluation["metrics"], export, validation_ok)
-    version = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
+    # A retry (or a resumed run) after the version was made must not register the same model twice.
+    made = [v for v in c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'") if v.source == source]
+    if made:
+        version = made[0]
+        for key, value in tags.items():
+            c.set_model_version_tag(name, version.version, key, value)
+    else:
+        version = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
     c.set_registered_model_alias(name, CHALLENGER, version.version)
     return {"name": name, "version": str(version.version), "alias": CHALLENGER, "source": source,
             "model_uri": f"models:/{name}/{version.version}"}

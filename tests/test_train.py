@@ -261,13 +261,19 @@ def test_cli_resume_from_continues_the_same_run(flow_result, capsys):
     first = flow_result["result"]
     run_dir = Path(first["run_dir"])
     steps_before = json.loads((run_dir / "train_summary.json").read_text())["global_step"]
-    # No config given: the run's own config.yaml. No second registry version: test_flow.py inspects the first.
-    assert main(["run", "--resume-from", str(run_dir), "--set", "export.enabled=false"]) == 0
-    assert first["run_id"] in capsys.readouterr().out
+    reg = first["registered"]
+    versions_before = len(tracking.client().search_model_versions(f"name = '{reg['name']}'"))
+    # No config given: the run's own config.yaml.
+    assert main(["run", "--resume-from", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert first["run_id"] in out
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["global_step"] == steps_before  # training had finished: its model is reused, nothing redone
     run = tracking.client().get_run(first["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["training_reused"] == "true"
+    # The same run's model registers once: the resumed run finds its version instead of adding one.
+    assert f"registered:   {reg['name']} version {reg['version']} " in out
+    assert len(tracking.client().search_model_versions(f"name = '{reg['name']}'")) == versions_before
 
 
 def test_resume_with_a_different_training_config_is_refused(flow_result):
