@@ -19,7 +19,7 @@ def _prepare_env() -> None:
 
 def print_decision(d: dict) -> None:
     print(f"\n=== {d['action']}: {d['model_name']} version {d['challenger_version']} {d['decision'].upper()} ===")
-    if d.get("metric"):
+    if d.get("metric") and d.get("challenger_score") is not None:  # None: nothing was scored (already champion)
         champ = "-" if d["champion_score"] is None else f"{d['champion_score']:.4f}"
         print(f"{d['metric']}: challenger {d['challenger_score']:.4f}, champion {champ} "
               f"(margin {d['margin']:g}; scored on {d['eval_rows']} rows of {d['eval_source']})")

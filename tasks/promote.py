@@ -187,14 +187,18 @@ def promote_challenger(name: str, margin: float | None = None, eval_data: str | 
 def champion_chain(history: list[dict]) -> list[str]:
     """The champions still standing behind each other, oldest first, from the log (oldest record first).
 
-    A promotion stacks its version; a move back to a version already on the stack (a rollback)
-    drops everything above it, so a version that was rolled away from is never rolled back to.
+    A promotion stacks its version; a rollback to an older version drops the one it moved away
+    from, and a move to a version already on the stack drops everything above it, so a version
+    that was rolled back from is never rolled back to. A move --to a newer version (forward) stacks.
     """
     chain: list[str] = []
     for r in history:
         after = r["champion_after"]
         if r["decision"] not in ("promoted", "rolled back") or not after:
             continue
+        before = r.get("champion_before")
+        if r["decision"] == "rolled back" and before in chain and int(after) < int(before):
+            chain.remove(before)  # rolled back from (to an older version): never the way back
         if after in chain:
             del chain[chain.index(after) + 1:]
         else:

@@ -162,15 +162,18 @@ def test_gate_respects_direction_and_margin():
 def test_champion_chain_never_returns_to_a_version_rolled_away_from():
     from tasks.promote import champion_chain
 
-    def rec(decision, after):
-        return {"decision": decision, "champion_after": after}
+    def rec(decision, before, after):
+        return {"decision": decision, "champion_before": before, "champion_after": after}
 
     # v1 and v2 promoted, v2 rolled back to v1, v3 promoted: a rollback from v3 goes to v1, not v2.
-    log = [rec("promoted", "1"), rec("promoted", "2"), rec("rolled back", "1"), rec("refused", "1"),
-           rec("promoted", "3")]
+    log = [rec("promoted", None, "1"), rec("promoted", "1", "2"), rec("rolled back", "2", "1"),
+           rec("refused", "1", "1"), rec("promoted", "1", "3")]
     assert champion_chain(log) == ["1", "3"]
     assert champion_chain(log[:3]) == ["1"]  # nothing behind v1 any more
-    assert champion_chain(log + [rec("rolled back", "2")]) == ["1", "3", "2"]  # a move --to stacks
+    # v3 is bad: `rollback --to 2` (not on the stack); a plain rollback then goes to v1, never back to v3.
+    assert champion_chain(log + [rec("rolled back", "3", "2")]) == ["1", "2"]
+    # Forward again (`rollback --to 3` from v1 after rolling back to it): v1 stays behind v3.
+    assert champion_chain(log + [rec("rolled back", "3", "1"), rec("rolled back", "1", "3")]) == ["1", "3"]
 
 
 def test_eval_set_with_labels_the_model_lacks_is_refused_by_name():
@@ -189,3 +192,15 @@ def test_eval_set_with_labels_the_model_lacks_is_refused_by_name():
         check_columns(tags, "ner", "eval.parquet", ["O", "B-LOC", "I-LOC"])
     with pytest.raises(ValueError, match="not numbers.*'n/a' in row 1"):
         check_columns(pd.DataFrame({"text": ["a", "b"], "label": [1.5, "n/a"]}), "regression", "eval.csv")
+
+
+def test_promote_output_when_the_challenger_is_already_champion(capsys):
+    from flows.deploy_cli import print_decision
+
+    # What decide() returns when the challenger alias still points at the champion: nothing scored.
+    print_decision({"action": "promote", "model_name": "m", "challenger_version": "3", "decision": "refused",
+                    "metric": "f1", "challenger_score": None, "champion_score": None, "margin": 0.0,
+                    "eval_rows": 10, "eval_source": "x", "champion_before": "3", "champion_after": "3",
+                    "reason": "version 3 is already champion; train a new challenger first", "record_run_id": "r"})
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "already champion" in out and "f1:" not in out
