@@ -364,17 +364,23 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
             out["label_raw"] = out["label"].astype(str).where(unreadable, None)
         out["label"] = numeric
     else:
-        out["label"] = labels_as_strings(out["label"])
+        out["label"] = labels_as_strings(out["label"], cfg.labels)
     return out.reset_index(drop=True)
 
 
-def labels_as_strings(labels: pd.Series) -> pd.Series:
-    """Class labels as strings (1 -> "1", and 1.0 -> "1" from a float column); missing stays missing."""
-    if pd.api.types.is_float_dtype(labels):
+def labels_as_strings(labels: pd.Series, declared: list[str] | None = None) -> pd.Series:
+    """Class labels as strings (1 -> "1"); missing stays missing.
+
+    Integers stored as floats (a column with gaps) read "1.0"; when labels are declared as
+    ["0", "1"] and none reads like a declared one, they are taken as the integers they are.
+    """
+    text = labels.astype("str").where(labels.notna(), None)
+    if declared and pd.api.types.is_float_dtype(labels) and not set(text.dropna()) & set(declared):
         present = labels.dropna()
-        if (present == present.round()).all():  # ints stored as floats (a column with gaps) name the class
-            labels = labels.astype("Int64")
-    return labels.astype("str").where(labels.notna(), None)
+        if (present == present.round()).all():
+            whole = labels.astype("Int64")
+            text = whole.astype("str").where(whole.notna(), None)
+    return text
 
 
 def _as_list(value) -> list[str]:

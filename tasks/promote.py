@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks import register, tracking
+from tasks.collect import labels_as_strings
 from tasks.io import read_frame, read_json
 
 PROMOTIONS_EXPERIMENT = "promotions"
@@ -167,7 +168,10 @@ def promote_challenger(name: str, margin: float | None = None, eval_data: str | 
                              f"registry.model_name is '{name}'")
         champion = load_candidate(name, register.CHAMPION, work)
         df, source = read_eval_frame(eval_data, challenger["run_id"], work)
-        check_columns(df, challenger["meta"]["task"], source, challenger["meta"]["labels"])
+        task, labels = challenger["meta"]["task"], challenger["meta"]["labels"]
+        if task in ("classification", "pair_classification") and "label" in df.columns:
+            df["label"] = labels_as_strings(df["label"], labels)  # read like training data: 1.0 -> "1"
+        check_columns(df, task, source, labels)
         margin = default_margin(challenger["run_id"]) if margin is None else float(margin)
         d = decide(name, challenger, champion, df, margin)
     before = champion["version"] if champion else None

@@ -140,6 +140,9 @@ def test_unreadable_regression_targets_are_quarantined_as_read(tmp_path):
 def test_integer_class_labels_stored_as_floats_match_declared_labels():
     from tasks.collect import labels_as_strings
 
-    out = labels_as_strings(pd.Series([0.0, 1.0, None]))
+    out = labels_as_strings(pd.Series([0.0, 1.0, None]), declared=["0", "1"])
     assert out.tolist()[:2] == ["0", "1"] and pd.isna(out.iloc[2])
-    assert labels_as_strings(pd.Series([0.5, 1.0])).tolist() == ["0.5", "1.0"]
+    # Declared as read ("0.0"), or not declared: as before, so existing configs and champions keep their labels.
+    assert labels_as_strings(pd.Series([0.0, 1.0]), declared=["0.0", "1.0"]).tolist() == ["0.0", "1.0"]
+    assert labels_as_strings(pd.Series([0.0, 1.0])).tolist() == ["0.0", "1.0"]
+    assert labels_as_strings(pd.Series([0.5, 1.0]), declared=["0", "1"]).tolist() == ["0.5", "1.0"]
