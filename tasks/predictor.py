@@ -14,10 +14,12 @@ import numpy as np
 from tasks.io import read_json
 
 
-# Words as NER training data cuts them (CoNLL, WNUT): a URL, an emoticon, a word with its inner
-# apostrophes, dots and hyphens ("don't", "e-mail"), a leading @, # or apostrophe ("'s"), or a run of
+# Words as NER training data cuts them (CoNLL, WNUT): a URL (without trailing punctuation), an
+# emoticon, a dotted abbreviation with its final dot ("U.S."), a word with its inner apostrophes,
+# dots and hyphens ("don't", "e-mail") and a leading @, # or apostrophe ("'s"), or a run of
 # punctuation (",", "...", ":)").
-_WORD = re.compile(r"https?://\S+|[:;=]-?[()DPpO/|\[\]](?!\w)|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+")
+_WORD = re.compile(r"https?://\S+?(?=[.,;:!?)\]\"']*(?:\s|$))|[:;=]-?[()DPpO/|\[\]](?!\w)|\w(?:\.\w)+\."
+                   r"|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+")
 
 
 def split_words(text: str) -> list[tuple[int, int]]:

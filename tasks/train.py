@@ -83,9 +83,12 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
 
 
 def position_limit(config) -> int | None:
-    """Longest input the model's position embeddings allow (RoBERTa-style models reserve two)."""
+    """Longest input the model's position embeddings allow (RoBERTa-style models reserve two).
+
+    None when positions are relative only (DeBERTa v2/v3): those take longer inputs.
+    """
     positions = getattr(config, "max_position_embeddings", None)
-    if not positions:
+    if not positions or getattr(config, "position_biased_input", True) is False:
         return None
     return positions - (2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0)
 
@@ -339,8 +342,8 @@ def build_trainer(cfg: PipelineConfig, data: dict, run_dir: Path, run_id: str | 
     tc, task, labels = cfg.training, cfg.data.task, data["labels"]
     torch.manual_seed(tc.seed)  # the new head's initial weights
     tokenizer = load_tokenizer(resolve_model_path(cfg.model.name), cfg.model.revision)
+    model = build_model(cfg, labels)  # first: it refuses a max_length the model cannot take before any encoding
     datasets = build_datasets(tokenizer, data, cfg)
-    model = build_model(cfg, labels)
     collator = DataCollatorForTokenClassification(tokenizer) if task == "ner" else DataCollatorWithPadding(tokenizer)
     train_ids = [] if task == "regression" else datasets["train"]["labels"]  # NER: nested, -100 skipped
     callbacks = [make_tracking_callback(run_id), *(callbacks or [])]

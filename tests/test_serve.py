@@ -289,3 +289,6 @@ def test_serving_words_match_the_tokens_of_the_ner_training_data():
     kept = sum(t in {text[a:b] for a, b in split_words(text)} for tokens in sentences
                for text in [" ".join(tokens)] for t in tokens)
     assert kept / sum(map(len, sentences)) > 0.97  # 0.985 measured: the rest are odd tokens like "Park(ing"
+    text = "@NYC_fan: back in the U.S. today, see http://t.co/x1. Don't wait :)"
+    assert [text[a:b] for a, b in split_words(text)] == [
+        "@NYC_fan", ":", "back", "in", "the", "U.S.", "today", ",", "see", "http://t.co/x1", ".", "Don't", "wait", ":)"]

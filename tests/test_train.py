@@ -154,6 +154,17 @@ def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):
         build_model(tiny(tmp_path, "model.max_length=1024"), ["negative", "positive"])
 
 
+def test_position_limit_follows_the_architecture():
+    from types import SimpleNamespace as Config
+
+    from tasks.train import position_limit
+
+    assert position_limit(Config(max_position_embeddings=512, model_type="bert")) == 512
+    assert position_limit(Config(max_position_embeddings=514, model_type="roberta")) == 512
+    assert position_limit(Config(max_position_embeddings=512, model_type="deberta-v2",
+                                 position_biased_input=False)) is None  # relative positions only
+
+
 def test_early_stopping_stops_and_keeps_the_best_checkpoint(clean_ref, tmp_path):
     from tasks.train import train_model
 
