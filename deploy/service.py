@@ -24,6 +24,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from pydantic_core import PydanticCustomError
 log = logging.getLogger("ftflow.serve")
 
 DEFAULT_MAX_BATCH = 64
+MAX_RETRY_WAIT_S = 600  # longest wait before loading a failed version again
 DEFAULT_MAX_CHARS = 20_000
 DEFAULT_POLL_SECONDS = 10.0
 DEFAULT_THREADS = 1
@@ -100,6 +102,8 @@ class ModelHolder:
     settings: Settings
     current: Served | None = None
     last_error: str | None = None
+    # A version whose bundle failed to load is retried with backoff, not downloaded again every poll.
+    _failed: dict = field(default_factory=dict)  # version -> (failures, monotonic time of the next try)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ftflow-serve-")))
@@ -133,15 +137,24 @@ class ModelHolder:
             if self.current is not None and self.current.version == version:
                 self.last_error = None
                 return False
+            failures, next_try = self._failed.get(version, (0, 0.0))
+            if time.monotonic() < next_try:
+                return False  # last_error still says why this version is not served
             target = self._root / f"v{version}"
             folder = register.download_bundle(s.model_name, version, target)
             fresh = self.load_bundle(folder, version, mv.run_id, dict(mv.tags))
         except Exception as e:  # keep serving what we have; /ready and the log say what went wrong
             self.last_error = f"loading {s.model_name}@{s.alias} failed: {type(e).__name__}: {e}"
+            if target is not None:
+                failures += 1
+                wait = min(s.poll_seconds * 2 ** failures, MAX_RETRY_WAIT_S)
+                self._failed[version] = (failures, time.monotonic() + wait)
+                self.last_error += f" (next try in {wait:.0f} s)"
             log.warning(self.last_error)
             if target is not None and (self.current is None or self.current.folder != target):
                 shutil.rmtree(target, ignore_errors=True)  # a half download must not pass for a whole one
             return False
+        self._failed.pop(version, None)
         old, self.current = self.current, fresh  # the swap: one reference assignment
         self.last_error = None
         log.info("serving %s version %s%s", s.model_name, version, f" (was {old.version})" if old else "")
@@ -322,16 +335,19 @@ def create_app(model_name: str | None = None, bundle_dir: str | None = None, **s
         served = served_or_503()
         p = served.predictor
         texts, pairs = body.batch()
-        field_name = "texts" if body.texts is not None else "text"
+        batched = body.texts is not None
+        field_name = "texts" if batched else "text"
         if len(texts) > cfg.max_batch:
             raise InputRefused([field_name], f"batch of {len(texts)} texts is above the maximum of {cfg.max_batch} "
                                              f"(FTFLOW_MAX_BATCH); split it into smaller requests")
-        for i, t in enumerate(texts):
-            if len(t) > cfg.max_chars:
-                raise InputRefused([field_name, i] if body.texts is not None else [field_name],
-                                   f"text has {len(t)} characters, above the limit of {cfg.max_chars} "
-                                   f"(FTFLOW_MAX_CHARS); texts up to the limit are truncated at "
-                                   f"{p.max_length} tokens and flagged")
+        # Second texts too: the tokenizer reads a text whole before truncating it.
+        for name, values in ((field_name, texts), ("text_pairs" if batched else "text_pair", pairs or [])):
+            for i, t in enumerate(values):
+                if len(t) > cfg.max_chars:
+                    raise InputRefused([name, i] if batched else [name],
+                                       f"text has {len(t)} characters, above the limit of {cfg.max_chars} "
+                                       f"(FTFLOW_MAX_CHARS); texts up to the limit are truncated at "
+                                       f"{p.max_length} tokens and flagged")
         if p.needs_pairs and pairs is None:
             raise InputRefused(["text_pairs" if body.texts is not None else "text_pair"],
                                "this model classifies text pairs: send 'text_pair' with 'text' "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import signal
 import socket
@@ -19,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOME = ".ftflow"
 DEFAULT_PREFECT_PORT = 4200
@@ -219,7 +222,10 @@ def stop_service(svc: Service, grace: float = STOP_GRACE_S) -> None:
         svc.proc.wait(grace)
     except subprocess.TimeoutExpired:
         _signal_group(svc.proc.pid, signal.SIGKILL)
-        svc.proc.wait(5)
+        try:
+            svc.proc.wait(5)
+        except subprocess.TimeoutExpired:  # stuck in the kernel (D state): nothing more to send it
+            log.warning("%s (pid %d) did not exit after SIGKILL", svc.name, svc.proc.pid)
     # Descendants that moved to a session of their own (e.g. a flow run's process) are not in the group.
     alive = [p for p in tree if p.is_running()]
     for p in alive:
@@ -242,7 +248,7 @@ def _quietly(fn) -> None:
 
     try:
         fn()
-    except psutil.NoSuchProcess:
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone already, or not ours to signal
         pass
 
 
@@ -300,9 +306,12 @@ class Stack:
         return self
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Stop every child, serving process first."""
+        """Stop every child, serving process first; one that will not stop does not keep the others running."""
         for svc in self.services:
-            stop_service(svc, grace)
+            try:
+                stop_service(svc, grace)
+            except Exception as e:
+                log.warning("stopping %s failed: %s: %s", svc.name, type(e).__name__, e)
 
     def check(self) -> None:
         """Raise StackError if a child has died."""

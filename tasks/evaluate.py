@@ -245,7 +245,11 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     from tasks.confidence import interval_metrics
     from tasks.predict import score_frame, torch_forward
 
+    import torch
+
     model, tokenizer, meta = load_trained(model_dir)
+    if torch.cuda.is_available() and not cfg.training.use_cpu:
+        model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data["labels"]
     test = read_frame(data["splits"]["test"])
     scored = score_frame(torch_forward(model), tokenizer, test, task, labels, cfg.model.max_length,

@@ -143,10 +143,17 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
 
 def version_by_alias(name: str, alias: str):
     """The model version holding `alias`, or None (also when the model does not exist)."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return tracking.client().get_model_version_by_alias(name, alias)
-    except Exception:
-        return None
+    except MlflowException as e:
+        # Only "no such model / alias" means None; an unreachable or broken store must say so.
+        missing = e.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            e.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(e))
+        if missing:
+            return None
+        raise
 
 
 def get_version(name: str, version: str | int):

@@ -129,6 +129,32 @@ def test_bad_input_gets_422_with_a_clear_message(service, body, says):
     assert says in r.json()["message"], r.json()
 
 
+def test_a_version_that_fails_to_load_is_retried_with_backoff(good_version, monkeypatch):
+    from deploy.service import ModelHolder, Settings
+    from tasks import register, tracking
+
+    mv = tracking.client().create_model_version(NAME, source=good_version.source + "-gone", run_id=good_version.run_id)
+    register.set_alias(NAME, "broken", mv.version)
+    downloads = []
+    real = register.download_bundle
+    monkeypatch.setattr(register, "download_bundle", lambda *a: downloads.append(a) or real(*a))
+    holder = ModelHolder(Settings.from_env(model_name=NAME, alias="broken", poll_seconds=30))
+    try:
+        assert holder.refresh() is False and "next try in 60 s" in holder.last_error
+        assert holder.refresh() is False and len(downloads) == 1  # not downloaded again at the next poll
+    finally:
+        holder.stop()
+
+
+def test_registry_errors_are_not_reported_as_a_missing_champion(monkeypatch):
+    from tasks import register
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(Exception, match="127.0.0.1:9"):
+        register.version_by_alias(NAME, "champion")
+
+
 def test_without_a_champion_the_service_is_alive_but_not_ready():
     from deploy.service import create_app
 
@@ -153,7 +179,9 @@ def pair_bundle(tmp_path, bundle_dir) -> Path:
 def test_pair_model_refuses_a_missing_pair(pair_bundle):
     from deploy.service import create_app
 
-    with running(create_app(bundle_dir=str(pair_bundle))) as url:
+    with running(create_app(bundle_dir=str(pair_bundle), max_chars=50)) as url:
+        long_pair = httpx.post(f"{url}/predict", json={"texts": ["a"], "text_pairs": ["word " * 20]})
+        assert long_pair.status_code == 422 and "above the limit of 50" in long_pair.json()["message"]
         missing = httpx.post(f"{url}/predict", json={"texts": ["a cat sat", "a dog ran"]})
         assert missing.status_code == 422 and "classifies text pairs" in missing.json()["message"]
         ok = httpx.post(f"{url}/predict", json={"texts": ["a cat sat"], "text_pairs": ["a cat was sitting"]})
