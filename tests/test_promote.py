@@ -204,3 +204,21 @@ def test_promote_output_when_the_challenger_is_already_champion(capsys):
                     "reason": "version 3 is already champion; train a new challenger first", "record_run_id": "r"})
     out = capsys.readouterr().out
     assert "REFUSED" in out and "already champion" in out and "f1:" not in out
+
+
+def test_a_decision_whose_record_cannot_be_written_ends_failed(monkeypatch):
+    from tasks import tracking
+    from tasks.promote import PROMOTIONS_EXPERIMENT, record_decision
+
+    d = {"model_name": "record-fails", "action": "promote", "decision": "refused", "challenger_version": "1",
+         "champion_before": None, "champion_after": None, "reason": "test", "metric": "f1", "eval_source": "x",
+         "margin": 0.0, "eval_rows": 3, "challenger_score": 0.5, "champion_score": None}
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(tracking, "log_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        record_decision(d)
+    [run] = tracking.find_runs(PROMOTIONS_EXPERIMENT, "tags.model_name = 'record-fails'")
+    assert run.info.status == "FAILED"

@@ -136,6 +136,19 @@ def test_optimizers_and_schedules_follow_the_config(tmp_path):
     assert learning_rates(constant, 10)[2:] == pytest.approx([1e-4] * 8)
 
 
+def test_auto_precision_takes_bf16_only_where_the_gpu_runs_it_natively(monkeypatch):
+    import torch
+
+    from tasks.train import pick_precision
+
+    # No GPU here: the GPU is stood in for by its two answers. A T4 or V100 runs bf16 only emulated.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert pick_precision("auto", use_cpu=False) == {"bf16": False, "fp16": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100, H100
+    assert pick_precision("auto", use_cpu=False) == {"bf16": True, "fp16": False}
+
+
 def test_precision_is_full_on_cpu_and_args_carry_clipping():
     from tasks.train import pick_precision, training_arguments
 
@@ -175,6 +188,9 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(clean_ref, tmp_path)
     assert summary["global_step"] == 2  # evaluated at 1 (best) and 2 (no better): stopped, not 6
     assert summary["best_checkpoint"].endswith("checkpoint-1") and Path(summary["best_checkpoint"]).is_dir()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    # Re-run (a flow resumed after a later stage failed): the Trainer would clear the stop and go on to step 3.
+    again = train_model(clean_ref, cfg, tmp_path / "run")["summary"]
+    assert again["reused"] and again["global_step"] == 2
 
 
 class Interrupted(RuntimeError):
