@@ -103,11 +103,21 @@ def model_tags(cfg: PipelineConfig, data: dict, metrics: dict, export: dict, val
     return tags
 
 
+def log_serving_model(run_id: str, bundle_dir: str | Path, data: dict, cfg: PipelineConfig) -> None:
+    """The bundle as an MLflow pyfunc model in the run (input examples from the test split)."""
+    from tasks.io import read_frame
+
+    test = read_frame(data["splits"]["test"])
+    examples = list(test["tokens"].head(2)) if cfg.data.task == "ner" else list(test["text"].head(2))
+    pairs = list(test["text_pair"].head(2)) if "text_pair" in test.columns else None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = save_serving_model(bundle_dir, Path(tmp) / MODEL_ARTIFACT, examples, cfg.data.task, pairs)
+        tracking.client().log_artifacts(run_id, str(local), MODEL_ARTIFACT)
+
+
 def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg: PipelineConfig,
                    validation_ok: bool = True) -> dict:
     """Log the serving model to the run and register it as a new version with alias 'challenger'."""
-    from tasks.io import read_frame
-
     if not export["parity"]["passed"]:
         p = export["parity"]
         raise RegistrationRefused(
@@ -115,26 +125,22 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
             f"differs: {not p['argmax_equal']}); not registering. See {export['report_path']}."
         )
     c = tracking.client()
-    test = read_frame(data["splits"]["test"])
-    examples = list(test["tokens"].head(2)) if cfg.data.task == "ner" else list(test["text"].head(2))
-    pairs = list(test["text_pair"].head(2)) if "text_pair" in test.columns else None
-    with tempfile.TemporaryDirectory() as tmp:
-        local = save_serving_model(export["dir"], Path(tmp) / MODEL_ARTIFACT, examples, cfg.data.task, pairs)
-        c.log_artifacts(run_id, str(local), MODEL_ARTIFACT)
     name = cfg.registry.model_name
-    try:
-        c.get_registered_model(name)
-    except Exception:
-        c.create_registered_model(name, description=f"finetune-flow {cfg.data.task} model ({cfg.name})")
     source = f"{c.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
     tags = model_tags(cfg, data, evaluation["metrics"], export, validation_ok)
-    # A retry (or a resumed run) after the version was made must not register the same model twice.
+    # A retry (or a resumed run) after the version was made finds it: no second version of the same
+    # model, and the files a registered version (perhaps the champion) points at are not written again.
     made = [v for v in c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'") if v.source == source]
     if made:
         version = made[0]
         for key, value in tags.items():
             c.set_model_version_tag(name, version.version, key, value)
     else:
+        log_serving_model(run_id, export["dir"], data, cfg)
+        try:
+            c.get_registered_model(name)
+        except Exception:
+            c.create_registered_model(name, description=f"finetune-flow {cfg.data.task} model ({cfg.name})")
         version = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
     c.set_registered_model_alias(name, CHALLENGER, version.version)
     return {"name": name, "version": str(version.version), "alias": CHALLENGER, "source": source,
