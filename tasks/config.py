@@ -222,6 +222,10 @@ class SearchConfig(_Section):
     )
     trial_epochs: float | None = Field(None, gt=0, description="epochs per trial; default training.epochs")
     trial_max_rows: int | None = Field(None, gt=0, description="train rows per trial (a stable sample); default all")
+    prune: bool = Field(
+        True, description="stop a trial early when its validation score after an evaluation is below the median "
+                          "of earlier trials at the same evaluation (Optuna's median pruner; in-process trials)"
+    )
 
 
 class ExportConfig(_Section):

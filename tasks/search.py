@@ -2,9 +2,11 @@
 
 Each trial is a short training (`search.trial_epochs`, optionally on `search.trial_max_rows`
 train rows) in RUN/search/trial-N, logged as an MLflow run nested under the flow's run
-(tag mlflow.parentRunId). The study lives in RUN/search/optuna.db, so a re-run of the same
-run folder keeps its finished trials and runs only the missing ones. Trials save no
-checkpoints (only their score matters); the final training keeps its own.
+(tag mlflow.parentRunId). With `search.prune`, a trial whose validation score after an
+evaluation is below the median of earlier trials there stops (Optuna's median pruner). The
+study lives in RUN/search/optuna.db, so a re-run of the same run folder keeps its finished
+(and pruned) trials and runs only the missing ones. Trials save no checkpoints (only their
+score matters); the final training keeps its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tasks.config import PipelineConfig, SearchParam, TrainingConfig
 from tasks.io import read_frame, write_frames, write_json
 
 SEARCH = "search"
+PRUNE_AFTER_TRIALS = 2  # trials that always run to the end: the median needs something to stand on
 
 
 def search_objective(cfg: PipelineConfig) -> tuple[str, str]:
@@ -63,9 +66,44 @@ def trial_data(data: dict, cfg: PipelineConfig, folder: Path) -> dict:
             "digest": f"{data['digest']}-sample{limit}-seed{cfg.training.seed}"}
 
 
+def make_pruner(cfg: PipelineConfig):
+    """Optuna's median pruner once two trials have finished (none when search.prune is off)."""
+    import optuna
+
+    if not cfg.search.prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=0)
+
+
+def make_pruning_callback(trial, metric: str):
+    """A TrainerCallback that reports each validation score to Optuna and stops a trial it prunes.
+
+    Scores are reported by evaluation count, not global step: trials with another batch size
+    take other steps, and the median is taken over trials at the same step number.
+    """
+    import optuna
+    from transformers import TrainerCallback
+
+    class PruningCallback(TrainerCallback):
+        evaluations = 0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            value = (metrics or {}).get(f"eval_{metric}")
+            if value is None:
+                return
+            self.evaluations += 1
+            trial.report(float(value), self.evaluations)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"{metric}={value:.4f} after evaluation {self.evaluations}")
+
+    return PruningCallback()
+
+
 def run_trial(trial, data: dict, cfg: PipelineConfig, run_dir: Path, parent_run_id: str | None,
               metric: str) -> float:
     """Train one trial in its own folder, nested MLflow run; return its best validation metric."""
+    import optuna
+
     from tasks.train import train_model
 
     values = suggest_values(trial, cfg.search.space)
@@ -74,19 +112,31 @@ def run_trial(trial, data: dict, cfg: PipelineConfig, run_dir: Path, parent_run_
         overrides["epochs"] = cfg.search.trial_epochs
     trial_cfg = with_training_values(cfg, values, **overrides)
     folder = run_dir / SEARCH / f"trial-{trial.number}"
+    # Distributed trials run in torchrun's processes, which cannot report back between evaluations.
+    prune = cfg.search.prune and cfg.training.distributed.nproc_per_node == 1
     child = tracking.start_child_run(parent_run_id, f"trial-{trial.number}", {"optuna_trial": str(trial.number)}) \
         if parent_run_id else None
+    pruned = None
     with tracking.ended_run(child):
         if child:
             tracking.log_params(child, {f"training.{k}": v for k, v in values.items()})
-        result = train_model(data, trial_cfg, folder, child, trial=True)
-        value = result["summary"]["best_metric"]
-        if value is None:
-            raise ValueError(f"trial {trial.number} logged no validation '{metric}'; "
-                             "set search.metric to a metric the task reports (e.g. f1, accuracy, pearson)")
-        if child:
-            tracking.log_metrics(child, {f"best_val_{metric}": value})
+        try:
+            result = train_model(data, trial_cfg, folder, child, trial=True,
+                                 callbacks=[make_pruning_callback(trial, metric)] if prune else None)
+        except optuna.TrialPruned as e:  # a finished run (what it logged stands), tagged as pruned
+            pruned = e
+            if child:
+                tracking.set_tags(child, {"optuna_pruned": str(e)})
+        else:
+            value = result["summary"]["best_metric"]
+            if value is None:
+                raise ValueError(f"trial {trial.number} logged no validation '{metric}'; "
+                                 "set search.metric to a metric the task reports (e.g. f1, accuracy, pearson)")
+            if child:
+                tracking.log_metrics(child, {f"best_val_{metric}": value})
     trial.set_user_attr("mlflow_run_id", child)
+    if pruned is not None:
+        raise pruned
     return float(value)
 
 
@@ -102,9 +152,10 @@ def search_hyperparameters(data: dict, cfg: PipelineConfig, run_dir: str | Path,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name="search", storage=f"sqlite:///{folder / 'optuna.db'}", load_if_exists=True,
-        direction=direction, sampler=optuna.samplers.TPESampler(seed=cfg.training.seed),
+        direction=direction, sampler=optuna.samplers.TPESampler(seed=cfg.training.seed), pruner=make_pruner(cfg),
     )
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = [t for t in study.trials if t.state in finished]
     data_for_trials = trial_data(data, cfg, folder / "data")
     remaining = cfg.search.trials - len(done)
     if remaining > 0:

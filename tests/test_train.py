@@ -263,6 +263,45 @@ def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path
     assert not list((tmp_path / "run" / "search").glob("trial-*/checkpoints/checkpoint-*"))  # trials save no weights
 
 
+def test_pruning_stops_a_trial_below_the_median_of_earlier_ones():
+    import optuna
+
+    from tasks.config import load_config
+    from tasks.search import make_pruner, make_pruning_callback
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(load_config(None, [])))
+    for score in (0.80, 0.82):  # two finished trials: the median after the first evaluation is 0.81
+        t = study.ask()
+        t.report(score, 1)
+        study.tell(t, score)
+    good, bad = study.ask(), study.ask()
+    make_pruning_callback(good, "accuracy").on_evaluate(None, None, None, metrics={"eval_accuracy": 0.9})
+    with pytest.raises(optuna.TrialPruned, match=r"accuracy=0.7000 after evaluation 1"):
+        make_pruning_callback(bad, "accuracy").on_evaluate(None, None, None, metrics={"eval_accuracy": 0.7})
+    off = make_pruner(load_config(None, ["search.prune=false"]))
+    assert isinstance(off, optuna.pruners.NopPruner)
+
+
+def test_a_pruned_trial_stops_training_and_its_run_says_so(clean_ref, tmp_path):
+    import optuna
+
+    from tasks import tracking
+    from tasks.search import run_trial
+
+    class PruneAtOnce(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    trial = optuna.create_study(direction="maximize", pruner=PruneAtOnce()).ask()
+    cfg = tiny(tmp_path, "training.max_steps=4", "training.eval_steps=1", "search.trials=1")
+    parent = tracking.start_run("tests-search", "prune-parent")
+    with pytest.raises(optuna.TrialPruned, match="after evaluation 1"):
+        run_trial(trial, clean_ref, cfg, tmp_path / "run", parent, "f1")
+    child = tracking.client().get_run(trial.user_attrs["mlflow_run_id"])
+    assert child.info.status == "FINISHED" and "after evaluation 1" in child.data.tags["optuna_pruned"]
+    assert [m.step for m in tracking.client().get_metric_history(child.info.run_id, "val_f1")] == [1]  # stopped at 1
+
+
 def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, tmp_path):
     from tasks import tracking
     from tasks.train import train_model
