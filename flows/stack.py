@@ -95,7 +95,9 @@ def prefect_service(home: Path, host: str, port: int, root: Path) -> Service:
     # The UI's bundle asks for its API at PREFECT_UI_API_URL, which defaults to port 4200, not --port.
     env = _base_env() | {"PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_API_HOST": host,
                          "PREFECT_SERVER_API_PORT": str(port)}
-    env.setdefault("PREFECT_UI_API_URL", f"{url}/api")
+    # On every interface (0.0.0.0), a browser elsewhere needs a name it can reach; set PREFECT_UI_API_URL to override.
+    shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
+    env.setdefault("PREFECT_UI_API_URL", f"http://{shown}:{port}/api")
     # A client setting must not leak into the server (it would talk to itself through a stale URL).
     env.pop("PREFECT_API_URL", None)
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]

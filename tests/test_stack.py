@@ -53,6 +53,19 @@ def test_gpu_job_templates_define_every_variable_they_use():
         assert set(pools[pool]["job_variables"]) <= variables, (pool, set(pools[pool]["job_variables"]) - variables)
 
 
+def test_prefect_ui_is_told_a_reachable_api_address(tmp_path, monkeypatch):
+    import socket
+
+    from flows.stack import prefect_service
+
+    monkeypatch.delenv("PREFECT_UI_API_URL", raising=False)
+    local = prefect_service(tmp_path, "127.0.0.1", 4300, tmp_path)
+    assert local.env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4300/api"
+    # Listening on every interface: 0.0.0.0 is no address for a browser on another machine.
+    everywhere = prefect_service(tmp_path, "0.0.0.0", 4300, tmp_path)
+    assert everywhere.env["PREFECT_UI_API_URL"] == f"http://{socket.getfqdn()}:4300/api"
+
+
 def test_up_refuses_a_bad_config_before_starting_anything():
     import subprocess
     import sys
