@@ -40,9 +40,9 @@ from pydantic_core import PydanticCustomError
 log = logging.getLogger("ftflow.serve")
 
 DEFAULT_MAX_BATCH = 64
-MAX_RETRY_WAIT_S = 600  # longest wait before loading a failed version again
 DEFAULT_MAX_CHARS = 20_000
 DEFAULT_POLL_SECONDS = 10.0
+MAX_RETRY_WAIT_S = 600  # longest wait before loading a failed version again
 DEFAULT_THREADS = 1
 
 
