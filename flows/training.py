@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from tasks import stages, tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.io import read_json, write_json
+from tasks.train import TRAINING_SECTIONS
 
 
 def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
@@ -46,15 +47,14 @@ def reopen_run(run_folder: str, cfg: PipelineConfig) -> tuple[str, str, Path]:
     return info["run_id"], info["run_name"], run_dir
 
 
-# A checkpoint only continues the same training: same rows, same model, same optimisation.
-RESUME_CONFIG_SECTIONS = ("data", "model", "training")
-
-
 def check_resume_config(cfg: PipelineConfig, saved: PipelineConfig, run_dir: Path) -> None:
-    """Refuse to resume with a config whose data, model or training differ from the saved one."""
+    """Refuse to resume with a config whose data, model or training differ from the saved one.
+
+    A checkpoint only continues the same training: same rows, same model, same optimisation.
+    """
     now, before = flatten_config(cfg), flatten_config(saved)
     changed = sorted(k for k in set(now) | set(before)
-                     if k.split(".")[0] in RESUME_CONFIG_SECTIONS and now.get(k) != before.get(k))
+                     if k.split(".")[0] in TRAINING_SECTIONS and now.get(k) != before.get(k))
     if changed:
         shown = "; ".join(f"{k}: {before.get(k)!r} in the run, {now.get(k)!r} now" for k in changed[:6])
         raise ValueError(f"cannot resume {run_dir.name}: the config differs from the one it started with "

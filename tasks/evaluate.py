@@ -242,10 +242,10 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
 def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path,
                    source: str = "") -> dict:
     """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
+    import torch
+
     from tasks.confidence import interval_metrics
     from tasks.predict import score_frame, torch_forward
-
-    import torch
 
     model, tokenizer, meta = load_trained(model_dir)
     if torch.cuda.is_available() and not cfg.training.use_cpu:

@@ -75,7 +75,7 @@ def predict_logits(forward: Forward, tokenizer, df: pd.DataFrame, task: str, max
 
 
 def word_logits(token_logits: np.ndarray, word_ids: list, n_words: int, outside: int = 0) -> np.ndarray:
-    """Each word's logits are its first sub-token's; words cut off by truncation get a zero row."""
+    """Each word's logits are its first sub-token's; a word cut off by truncation gets a row picking `outside` ("O")."""
     words = np.zeros((n_words, token_logits.shape[-1]), dtype=np.float32)
     seen = set()
     for t, wid in enumerate(word_ids):

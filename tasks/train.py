@@ -24,6 +24,8 @@ from tasks.config import PipelineConfig
 from tasks.io import read_frame, write_json
 
 log = logging.getLogger(__name__)
+# The config sections a training depends on: a checkpoint or a finished model belongs to these values.
+TRAINING_SECTIONS = ("data", "model", "training")
 CHECKPOINTS = "checkpoints"
 MODEL = "model"
 SPEC = "train_spec.json"
@@ -227,7 +229,7 @@ def last_checkpoint(folder: Path) -> str | None:
 
 def spec_digest(spec: dict) -> str:
     """Digest of what a training depends on (data, model, training settings), to recognise a finished one."""
-    used = {k: spec["config"][k] for k in ("data", "model", "training")}
+    used = {k: spec["config"][k] for k in TRAINING_SECTIONS}
     blob = json.dumps({"config": used, "data": spec["data"]}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
