@@ -2,7 +2,8 @@
 
 Times `split_words` and one POST /predict through the real app (ASGI, ONNX Runtime, an NER bundle)
 on "http://" + "." * (n - 8) + "a" for n = 2,000 and 20,000 characters, with the splitter as it
-was and as it is, side by side in one run. Linear: 10x the text costs about 10x the time; quadratic: about 100x.
+was and as it is, side by side in one run. Linear: 10x the text costs about 10x the time;
+quadratic: about 100x.
 
     python bench/hostile_input.py                         # exports the packaged MiniLM as an NER bundle
     python bench/hostile_input.py --bundle runs/RUN/onnx  # an NER run's bundle
