@@ -76,7 +76,7 @@ def cmd_serve(args) -> int:
 
     try:
         serve(args.name, host=args.host, port=args.port, poll_seconds=args.poll_seconds, max_batch=args.max_batch,
-              threads=args.threads)
+              threads=args.threads, insecure=args.insecure)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -108,11 +108,14 @@ def add_deploy_commands(sub) -> None:
     sp = sub.add_parser(
         "serve", help="HTTP service answering with NAME@champion (ONNX Runtime; reloads when the alias moves)")
     sp.add_argument("name", help="registered model name")
-    sp.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all, which needs FTFLOW_API_TOKEN)")
     sp.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     sp.add_argument("--poll-seconds", type=float, default=None,
                     help="how often to check the champion alias (env FTFLOW_POLL_SECONDS, default 10; 0: never)")
     sp.add_argument("--max-batch", type=int, default=None, help="most texts per request (env FTFLOW_MAX_BATCH, 64)")
     sp.add_argument("--threads", type=int, default=None,
                     help="ONNX Runtime threads per request (env FTFLOW_ORT_THREADS, default 1)")
+    sp.add_argument("--insecure", action="store_true",
+                    help="listen beyond loopback without FTFLOW_API_TOKEN (when a gateway in front does the auth)")
     sp.set_defaults(func=cmd_serve)

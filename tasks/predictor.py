@@ -18,8 +18,12 @@ from tasks.io import read_json
 # emoticon, a dotted abbreviation with its final dot ("U.S."), a word with its inner apostrophes,
 # dots and hyphens ("don't", "e-mail") and a leading @, # or apostrophe ("'s"), or a run of
 # punctuation (",", "...", ":)").
-_WORD = re.compile(r"https?://\S+?(?=[.,;:!?)\]\"']*(?:\s|$))|[:;=]-?[()DPpO/|\[\]](?!\w)|\w(?:\.\w)+\."
+# Every alternative matches without backtracking over the text: a URL takes its whole run of
+# non-space characters and split_words gives the trailing punctuation back. (A lazy URL with a
+# lookahead for that punctuation was quadratic: "http://" + "." * 20000 + "a" took 6 s.)
+_WORD = re.compile(r"(?P<url>https?://)\S+|[:;=]-?[()DPpO/|\[\]](?!\w)|\w(?:\.\w)+\."
                    r"|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+")
+_URL_TAIL = ".,;:!?)]\"'"  # punctuation that ends the sentence, not the URL
 
 
 def split_words(text: str) -> list[tuple[int, int]]:
@@ -27,8 +31,17 @@ def split_words(text: str) -> list[tuple[int, int]]:
 
     BERT's own pre-tokenizer splits at every punctuation mark, so "@justinbieber" would become
     two words and the second would be read at a position that training never labels.
+    Linear in the text's length, whatever the text.
     """
-    return [m.span() for m in _WORD.finditer(text)]
+    spans, pos = [], 0
+    while (m := _WORD.search(text, pos)) is not None:
+        start, end = m.span()
+        if m.group("url") is not None:  # keep at least one character after "://"
+            body = m.end("url")
+            end = max(body + 1, body + len(text[body:end].rstrip(_URL_TAIL)))
+        spans.append((start, end))
+        pos = end
+    return spans
 
 
 def load_tokenizer(bundle_dir: Path, max_length: int):

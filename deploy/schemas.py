@@ -1,0 +1,104 @@
+"""The request schema: every rule a /predict body must keep, in one pydantic model per set of limits.
+
+The limits (FTFLOW_MAX_BATCH, FTFLOW_MAX_CHARS) are part of the schema, so they show in the OpenAPI
+document (maxItems, maxLength) and clients and fuzzers see them; `predict_request_model` builds the
+model for one deployment's limits.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+# What to do about a refusal, added to pydantic's own message.
+HINTS = {
+    "string_unicode": "it holds a lone surrogate (such as \\ud800), which is not Unicode text; send UTF-8 text",
+    "string_too_long": "longer texts are refused, not cut (the server's FTFLOW_MAX_CHARS); texts within it "
+                       "are truncated at the model's max_length tokens and flagged",
+    "too_long": "split the batch into smaller requests (the server's FTFLOW_MAX_BATCH)",
+}
+
+
+def _check_not_blank(text: str) -> str:
+    if not text.strip():
+        raise PydanticCustomError("blank_text", "is only whitespace; send text to classify")
+    return text
+
+
+class PredictRequestRules(BaseModel):
+    """The rules between fields; `predict_request_model` adds the fields with their limits."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": "a wonderful, moving film"}, {"texts": ["tedious and dull", "a delight"]},
+        {"text": "The cat sat.", "text_pair": "A cat was sitting."}]})
+
+    @model_validator(mode="after")
+    def _check_shape(self):
+        if (self.text is None) == (self.texts is None):
+            raise _refuse("send either 'text' (one string) or 'texts' (a list of strings), exactly one of them")
+        if self.text is not None and self.text_pairs is not None:
+            raise _refuse("with 'text' send 'text_pair' (one string), not 'text_pairs'")
+        if self.texts is not None and self.text_pair is not None:
+            raise _refuse("with 'texts' send 'text_pairs' (a list), not 'text_pair'")
+        if self.text_pairs is not None and len(self.text_pairs) != len(self.texts):
+            raise _refuse(f"'text_pairs' has {len(self.text_pairs)} entries but 'texts' has {len(self.texts)}; "
+                          f"give one second text per text")
+        return self
+
+    def batch(self) -> tuple[list[str], list[str] | None]:
+        """The texts and their second texts (None for single-text requests), as lists."""
+        texts = self.texts if self.texts is not None else [self.text]
+        pairs = self.text_pairs if self.text_pairs is not None else ([self.text_pair] if self.text_pair else None)
+        return texts, pairs
+
+    @property
+    def pair_field(self) -> str:
+        """The field that holds second texts in this request's shape."""
+        return "text_pairs" if self.texts is not None else "text_pair"
+
+
+def _refuse(msg: str) -> PydanticCustomError:
+    # A custom error type keeps the message as written (a ValueError gets "Value error, " in front).
+    return PydanticCustomError("invalid_request", msg)
+
+
+@functools.cache
+def predict_request_model(max_batch: int, max_chars: int) -> type[PredictRequestRules]:
+    """The /predict body model with these limits: one text (`text`) or a batch (`texts`), pairs optional."""
+    Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=max_chars),
+                     AfterValidator(_check_not_blank)]
+    Batch = Annotated[list[Text], Field(min_length=1, max_length=max_batch)]
+
+    class PredictRequest(PredictRequestRules):
+        """One text (`text`) or a batch (`texts`); pair models also take `text_pair` / `text_pairs`."""
+
+        text: Text | None = Field(None, description="one text")
+        texts: Batch | None = Field(None, description="a batch of texts")
+        text_pair: Text | None = Field(None, description="the second text, for a pair model with `text`")
+        text_pairs: Batch | None = Field(None, description="second texts, one per entry of `texts`")
+
+    return PredictRequest
+
+
+def parse_request(model: type[BaseModel], body: bytes) -> BaseModel:
+    """The body as `model`, or RequestValidationError with each error's place in the body."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a 5000-digit number, nested too deep
+        reason = "nested too deep" if isinstance(e, RecursionError) else str(e)
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+                                       "msg": f"the body is not a JSON object this service can read: {reason}"}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errors = []
+        for err in e.errors(include_url=False, include_input=False, include_context=False):
+            hint = HINTS.get(err["type"])
+            errors.append({"type": err["type"], "loc": ("body", *err["loc"]),
+                           "msg": f"{err['msg']}; {hint}" if hint else err["msg"]})
+        raise RequestValidationError(errors) from None

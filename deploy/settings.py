@@ -1,0 +1,65 @@
+"""The service's settings: typed, with defaults that work, read from FTFLOW_* environment variables."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Where each setting is read from; `Settings.from_env` arguments win over the environment.
+ENVIRONMENT = {
+    "api_token": "FTFLOW_API_TOKEN",
+    "max_batch": "FTFLOW_MAX_BATCH",
+    "max_chars": "FTFLOW_MAX_CHARS",
+    "max_body_bytes": "FTFLOW_MAX_BODY_BYTES",
+    "poll_seconds": "FTFLOW_POLL_SECONDS",
+    "threads": "FTFLOW_ORT_THREADS",
+}
+# A character sent as a JSON \uXXXX escape takes 6 bytes; a request holds texts and their pairs.
+BYTES_PER_CHAR = 6
+JSON_OVERHEAD_BYTES = 64 * 1024
+
+
+class Settings(BaseModel):
+    """What the service needs to run; `from_env` fills the gaps from the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    model_name: str | None = Field(None, description="registered model to serve at `alias`")
+    bundle_dir: str | None = Field(None, description="serve this local bundle (a run's onnx/ folder) instead")
+    alias: str = "champion"
+    api_token: str | None = Field(None, description="bearer token required on /predict and /model")
+    max_batch: int = Field(64, ge=1, description="most texts in one request")
+    max_chars: int = Field(20_000, ge=1, description="most characters in one text; longer is refused, not cut")
+    max_body_bytes: int | None = Field(
+        None, ge=1, description="largest request body; default: a full batch of the longest texts and pairs, "
+                                "every character escaped")
+    poll_seconds: float = Field(10.0, ge=0, description="how often the alias is checked (0: never)")
+    threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per request (1: requests run "
+                                              "side by side)")
+
+    @model_validator(mode="after")
+    def _fill_body_limit(self) -> "Settings":
+        if not (self.model_name or self.bundle_dir):
+            raise ValueError("give a registered model name (ftflow serve NAME) or a bundle folder to serve")
+        if self.max_body_bytes is None:
+            derived = 2 * self.max_batch * self.max_chars * BYTES_PER_CHAR + JSON_OVERHEAD_BYTES
+            object.__setattr__(self, "max_body_bytes", derived)  # frozen: set once, while validating
+        return self
+
+    @classmethod
+    def from_env(cls, **given) -> "Settings":
+        """Settings from the given values, then FTFLOW_* variables, then the defaults."""
+        values = {name: os.environ[var] for name, var in ENVIRONMENT.items() if os.environ.get(var)}
+        values.update({k: v for k, v in given.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise ValueError("; ".join(_describe(err, given) for err in e.errors())) from None
+
+
+def _describe(err: dict, given: dict) -> str:
+    name = str(err["loc"][0]) if err["loc"] else ""
+    if name in ENVIRONMENT and given.get(name) is None:
+        return f"environment variable {ENVIRONMENT[name]}={err['input']!r}: {err['msg']}"
+    return f"{name}: {err['msg']}" if name else err["msg"].removeprefix("Value error, ")
