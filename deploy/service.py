@@ -109,7 +109,7 @@ class ModelHolder:
     _root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ftflow-serve-")))
 
     def load_bundle(self, folder: Path, version: str, run_id: str | None, tags: dict) -> Served:
-        from tasks.predictor import OnnxPredictor
+        from tasks.inference.predictor import OnnxPredictor
 
         predictor = OnnxPredictor(folder, threads=self.settings.threads)
         predictor.predict(["warm-up"], ["warm-up"] if predictor.needs_pairs else None)  # first run allocates
