@@ -63,7 +63,8 @@ class OnnxPredictor:
             if words is None:
                 words = [[t[a:b] for a, b in split_words(t)] for t in texts or []]
             encodings = encode_rows(self.tokenizer, words=words)
-            logits = [word_logits(row, e.word_ids, len(w), outside_id(self.labels))
+            outside = outside_id(self.labels)
+            logits = [word_logits(row, e.word_ids, len(w), outside)
                       for row, e, w in zip(self.run_logits(encodings), encodings, words)]
         else:
             if texts is None:
