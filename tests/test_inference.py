@@ -119,6 +119,8 @@ def test_bucketed_batches_restore_order_and_answer_as_batch_one(bundle):
     assert [a["label"] for a in answers] == bucketed.answers()
     assert [a["score"] for a in answers] == pytest.approx(bucketed.probabilities.max(-1).tolist(), abs=1e-7)
     assert len(set(bucketed.answers())) == 2  # both labels occur: a label mix-up would show
+    with pytest.raises(ValueError, match=r"column\(s\) \['text'\]; this one lacks \['text'\]"):
+        single.predict_frame(pd.DataFrame({"sentence": RAW_TEXTS}))
 
 
 def test_core_normalises_like_the_clean_stage():
