@@ -58,7 +58,7 @@ def main() -> None:
     from fastapi.testclient import TestClient
     from test_split_words import QUADRATIC_WORD
 
-    import tasks.predictor as predictor
+    import tasks.inference.predictor as predictor
     from deploy.service import create_app
 
     splitters = {"before (quadratic)": lambda text: [m.span() for m in QUADRATIC_WORD.finditer(text)],
@@ -67,7 +67,7 @@ def main() -> None:
     rows = []
     with TestClient(create_app(bundle_dir=str(bundle), poll_seconds=0)) as client:
         for name, split in splitters.items():
-            predictor.split_words = split  # the predictor calls it through the module
+            predictor.split_words = split  # the predictor calls it through its module global
             for n in LENGTHS:
                 text = "http://" + "." * (n - 8) + "a"  # n characters in all
                 repeat = 1 if name.startswith("before") and n > 2_000 else 5  # the slow case once: ~5 s

@@ -64,15 +64,20 @@ def backends(run: Path, threads: int):
     import torch
 
     from tasks.evaluate import load_trained
-    from tasks.export import session
-    from tasks.predict import onnx_forward, torch_forward
+    from tasks.inference.session import create_session
+    from tasks.predict import torch_forward
+
+    def onnx_forward(path: Path):
+        sess = create_session(path, threads)
+        names = [i.name for i in sess.get_inputs()]
+        return lambda batch: sess.run(["logits"], {k: v for k, v in batch.items() if k in names})[0]
 
     torch.set_num_threads(threads)
     model, _, _ = load_trained(run / "model")
     yield "PyTorch fp32", torch_forward(model)
-    yield "ORT fp32", onnx_forward(session(run / "onnx" / "model.onnx", threads))
+    yield "ORT fp32", onnx_forward(run / "onnx" / "model.onnx")
     if (run / "onnx" / "model.int8.onnx").exists():
-        yield "ORT int8", onnx_forward(session(run / "onnx" / "model.int8.onnx", threads))
+        yield "ORT int8", onnx_forward(run / "onnx" / "model.int8.onnx")
 
 
 def main(argv: list[str] | None = None) -> None:

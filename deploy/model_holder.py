@@ -50,7 +50,7 @@ class ModelHolder:
 
     def load_bundle(self, folder: Path, version: str, run_id: str | None, tags: dict) -> Served:
         """The bundle in `folder` loaded and warmed up, ready to be swapped in."""
-        from tasks.predictor import OnnxPredictor
+        from tasks.inference.predictor import OnnxPredictor
 
         predictor = OnnxPredictor(folder, threads=self.settings.threads)
         predictor.predict(["warm-up"], ["warm-up"] if predictor.needs_pairs else None)  # first run allocates

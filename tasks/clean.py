@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import random
 import re
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tasks.config import DataConfig
+from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
 
 SPLITS = ("train", "validation", "test")
 ARROW_STRING = pd.StringDtype("pyarrow")
-# RE2 patterns (Arrow's regex engine), written for RE2: its `\s` is ASCII [\t\n\f\r ] only.
-# C0/C1 control characters except tab/newline/CR, which whitespace collapse handles; zero-width space; BOM.
-_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{200b}\x{feff}]"
-# Python's `\s` less the plain space: what collapses to one space.
-_SPACE_NOT_BLANK = (r"[\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
-                    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]")
 _BIO = re.compile(r"^(O|[BI]-.+)$")
 
 
@@ -41,28 +34,9 @@ def to_arrow_strings(s: pd.Series) -> pa.Array:
     return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
-def normalize_nfkc(arr: pa.Array) -> pa.Array:
-    """NFKC-normalise the strings that are not pure ASCII (ASCII is already NFKC)."""
-    # Not pc.utf8_normalize: pyarrow 25 returns decomposed text for NFKC ("é" -> "e" + U+0301).
-    non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
-    if not pc.any(non_ascii).as_py():
-        return arr
-    texts = pc.filter(arr, non_ascii).to_pylist()
-    normed = pa.array([unicodedata.normalize("NFKC", t) for t in texts], type=arr.type)
-    return pc.replace_with_mask(arr, non_ascii, normed)
-
-
 def normalize_text(s: pd.Series, cfg: DataConfig) -> pd.Series:
     """NFKC, control characters out, whitespace collapsed (as configured); Arrow strings out."""
-    # Arrow's RE2 kernels run in C++; the same rules through Python's `re` took ~13 s per million rows.
-    arr = to_arrow_strings(s)
-    if cfg.clean.normalize_unicode:
-        arr = normalize_nfkc(arr)
-    arr = pc.replace_substring_regex(arr, _CONTROL, "")
-    if cfg.clean.collapse_whitespace:
-        # Two rare-match passes instead of one `\s+`, which matches at every word gap (~10x slower).
-        arr = pc.replace_substring_regex(arr, _SPACE_NOT_BLANK, " ")
-        arr = pc.utf8_trim(pc.replace_substring_regex(arr, " {2,}", " "), " ")
+    arr = normalize_strings(to_arrow_strings(s), cfg.clean.normalize_unicode, cfg.clean.collapse_whitespace)
     return pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index, name=s.name)
 
 

@@ -235,7 +235,8 @@ class ExportConfig(_Section):
     opset: int = Field(17, ge=11)
     quantize: bool = Field(True, description="also write a dynamic int8 model")
     optimize: bool = Field(False, description="apply ONNX Runtime's transformer graph optimisation")
-    parity_atol: float = Field(1e-4, gt=0, description="largest allowed |logit difference| ONNX vs PyTorch")
+    parity_atol: float = Field(1e-4, gt=0, description="largest allowed probability (regression: value) difference, "
+                               "ONNX through the inference core vs PyTorch, on the test split")
     int8_max_metric_drop: float = Field(0.01, ge=0, description="int8 may lose at most this much of the metric")
 
 

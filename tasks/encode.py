@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 IGNORE_INDEX = -100  # the label id the loss ignores (padding, later sub-tokens)
@@ -102,19 +101,4 @@ def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | Non
     else:
         label2id = {name: i for i, name in enumerate(labels)}
         out["labels"] = [label2id[str(v)] for v in df["label"]]
-    return out
-
-
-def pad_batch(features: dict[str, list], pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Pad a batch of token lists to its own longest row (int64 arrays)."""
-    longest = max(len(ids) for ids in features["input_ids"])
-    out = {}
-    for key, rows in features.items():
-        if key == "labels" or not rows or not isinstance(rows[0], list):
-            continue
-        fill = pad_id if key == "input_ids" else 0
-        arr = np.full((len(rows), longest), fill, dtype=np.int64)
-        for i, r in enumerate(rows):
-            arr[i, : len(r)] = r
-        out[key] = arr
     return out

@@ -2,21 +2,34 @@
 
 Bundle (RUN/onnx): model.onnx (fp32, dynamic batch and sequence axes), model.int8.onnx
 (dynamic int8 quantisation), tokenizer files, finetune_flow.json (task, labels, max
-length) and export_report.json (parity, int8 gate, which file serves).
+length, text normalisation, which file serves) and export_report.json (parity, int8 gate).
+
+Both checks run end to end on the inference core, the path that serves: the test split's raw
+texts through normalisation, `tokenizers`, length buckets, ONNX Runtime and decoding.
+- parity: fp32 ONNX against the PyTorch model on the same texts: the same answer on every row
+  and probabilities (regression: values) within `export.parity_atol`.
+- int8 gate: int8 serves when it loses at most `export.int8_max_metric_drop` of the metric; the
+  report also gives the share of test rows whose answer int8 changes.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from tasks.config import PipelineConfig
+from tasks.inference.compare import compare_answers
+from tasks.inference.decode import Scores
+from tasks.inference.normalize import recorded_rules
 from tasks.io import read_frame, read_json, write_json
 
 FP32, INT8 = "model.onnx", "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# A regression answer "changes" under int8 when it moves by more than this share of the range of the
+# fp32 answers (a classification or NER answer changes when a label or tag does).
+REGRESSION_CHANGE = 0.01
 
 
 def export_onnx(model, tokenizer, path: Path, opset: int) -> list[str]:
@@ -38,38 +51,6 @@ def export_onnx(model, tokenizer, path: Path, opset: int) -> list[str]:
     return names
 
 
-def parity_batches(tokenizer, texts: list, max_length: int, task: str) -> list[dict[str, np.ndarray]]:
-    """Batches of shapes unlike the export sample: batch 1, 3, 8 at short, medium and full length."""
-    shapes = [(1, min(7, max_length)), (3, min(33, max_length)), (8, max_length)]
-    batches = []
-    for batch, length in shapes:
-        chunk = (texts * (batch // max(1, len(texts)) + 1))[:batch]
-        if task == "ner":
-            enc = tokenizer(chunk, is_split_into_words=True, truncation=True, max_length=length,
-                            padding="max_length", return_tensors="np")
-        elif isinstance(chunk[0], tuple):
-            enc = tokenizer([a for a, _ in chunk], [b for _, b in chunk], truncation=True, max_length=length,
-                            padding="max_length", return_tensors="np")
-        else:
-            enc = tokenizer(chunk, truncation=True, max_length=length, padding="max_length", return_tensors="np")
-        batches.append({k: enc[k].astype(np.int64) for k in INPUTS if k in enc})
-    return batches
-
-
-def check_parity(torch_fwd, onnx_fwd, batches, atol: float) -> dict:
-    """Largest |Δlogit| and argmax agreement between two backends on each batch."""
-    shapes, max_diff, same_argmax = [], 0.0, True
-    for b in batches:
-        a, o = torch_fwd(b), onnx_fwd(b)
-        diff = float(np.abs(a - o).max())
-        max_diff = max(max_diff, diff)
-        if a.shape[-1] > 1:
-            same_argmax &= bool((a.argmax(-1) == o.argmax(-1)).all())
-        shapes.append({"shape": list(b["input_ids"].shape), "max_abs_diff": diff})
-    return {"passed": bool(max_diff <= atol and same_argmax), "max_abs_diff": max_diff,
-            "argmax_equal": same_argmax, "atol": atol, "shapes": shapes}
-
-
 def quantize_int8(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -89,69 +70,84 @@ def optimize_graph(path: Path, model_config) -> None:
     opt.save_model_to_file(str(path))
 
 
-def session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def sample_inputs(df, task: str) -> list:
-    if task == "ner":
-        return list(df["tokens"].head(8))
-    if "text_pair" in df.columns:
-        return list(zip(df["text"].head(8), df["text_pair"].head(8)))
-    return list(df["text"].head(8))
+def check_parity(reference: Scores, onnx: Scores, atol: float) -> dict:
+    """fp32 ONNX through the core against the PyTorch model: the same answer on every row, probabilities within atol."""
+    found = compare_answers(reference, onnx, atol)
+    passed = found["changed_rows"] == 0 and found["max_abs_diff"] <= atol
+    return {"passed": bool(passed), "max_abs_diff": found["max_abs_diff"], "argmax_equal": found["changed_rows"] == 0,
+            "atol": atol, "rows": found["rows"], "changed_rows": found["changed_rows"],
+            "compared": "value" if reference.task == "regression" else "probability"}
 
 
-def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: float) -> dict:
-    """int8 serves only if it loses at most `max_drop` of the task metric."""
+def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: float, fp32: Scores,
+              int8: Scores) -> dict:
+    """int8 serves only if it loses at most `max_drop` of the task metric; says how many answers it changes."""
     from tasks.metrics import greater_is_better
 
     a, b = fp32_metrics[metric], int8_metrics[metric]
     loss = (a - b) if greater_is_better(metric) else (b - a)
     ok = loss <= max_drop
+    spread = float(np.ptp(fp32.predictions)) if fp32.task == "regression" and len(fp32) else 0.0
+    changed = compare_answers(fp32, int8, REGRESSION_CHANGE * spread)
     return {"metric": metric, "fp32": a, "int8": b, "loss": loss, "max_drop": max_drop, "passed": bool(ok),
+            "changed_rows": changed["changed_rows"], "changed_share": changed["changed_share"],
+            "rows": changed["rows"], "max_abs_diff": changed["max_abs_diff"],
             "why": None if ok else f"int8 loses {loss:.4f} {metric} (> {max_drop}); serving fp32"}
 
 
+def write_bundle_files(model_dir: Path, tokenizer, out: Path, cfg: PipelineConfig, serving_file: str) -> None:
+    """Tokenizer files and finetune_flow.json (with the clean stage's normalisation and the file that serves)."""
+    tokenizer.save_pretrained(str(out))
+    meta = read_json(Path(model_dir) / "finetune_flow.json")
+    meta.update(serving_file=serving_file, normalize=recorded_rules(cfg.data.clean))
+    write_json(out / "finetune_flow.json", meta)
+
+
+def raw_test_frame(test: pd.DataFrame, data: dict) -> tuple[pd.DataFrame, str]:
+    """The test rows with their texts as collected, before cleaning (when the run's raw snapshot is at hand).
+
+    The core must normalise them into what the clean stage gave the PyTorch model, or parity fails.
+    """
+    raw_path = Path(data["dir"]).parent / "raw" / "all.parquet"  # collect's snapshot beside data/clean
+    cols = [c for c in ("text", "text_pair") if c in test.columns]
+    if not cols or "raw_index" not in test.columns or not raw_path.exists():
+        return test, "clean"
+    raw = read_frame(raw_path).iloc[test["raw_index"].to_numpy()]
+    return test.assign(**{c: raw[c].to_numpy() for c in cols}), "raw"
+
+
 def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path) -> dict:
-    """Export fp32 (and int8) ONNX, check parity and the int8 gate, assemble the serving bundle."""
+    """Export fp32 (and int8) ONNX, check parity and the int8 gate on the core, assemble the serving bundle."""
     from tasks.evaluate import load_trained
+    from tasks.inference.predictor import OnnxPredictor
     from tasks.metrics import primary_metric
-    from tasks.predict import onnx_forward, score_frame, torch_forward
+    from tasks.predict import metrics_of, score_frame, torch_forward
 
     out = Path(run_dir) / "onnx"
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, meta = load_trained(model_dir)
-    task = cfg.data.task
+    model, tokenizer, _ = load_trained(model_dir)
+    task, batch = cfg.data.task, cfg.training.eval_batch_size
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
     if cfg.export.optimize:
         optimize_graph(out / FP32, model.config)
+    write_bundle_files(Path(model_dir), tokenizer, out, cfg, FP32)
     test = read_frame(data["splits"]["test"])
-    fp32 = session(out / FP32)
-    parity = check_parity(torch_forward(model), onnx_forward(fp32),
-                          parity_batches(tokenizer, sample_inputs(test, task), cfg.model.max_length, task),
-                          cfg.export.parity_atol)
+    reference = score_frame(torch_forward(model), tokenizer, test, task, data["labels"], cfg.model.max_length,
+                            batch)["scores"]
+    raw, texts = raw_test_frame(test, data)
+    fp32 = OnnxPredictor(out, model_file=FP32, batch_size=batch).predict_frame(raw)
+    parity = {**check_parity(reference, fp32, cfg.export.parity_atol), "texts": texts}
     report: dict = {"parity": parity, "serving_file": FP32, "int8": None}
     if cfg.export.quantize:
         quantize_int8(out / FP32, out / INT8)
-        metric = primary_metric(task)
-        scores = {name: score_frame(onnx_forward(session(out / f)), tokenizer, test, task, data["labels"],
-                                    cfg.model.max_length, cfg.training.eval_batch_size)["metrics"]
-                  for name, f in (("fp32", FP32), ("int8", INT8))}
-        report["int8"] = gate_int8(scores["fp32"], scores["int8"], metric, cfg.export.int8_max_metric_drop)
+        int8 = OnnxPredictor(out, model_file=INT8, batch_size=batch).predict_frame(raw)
+        scores = {"fp32": metrics_of(fp32, test), "int8": metrics_of(int8, test)}
+        report["int8"] = gate_int8(scores["fp32"], scores["int8"], primary_metric(task),
+                                   cfg.export.int8_max_metric_drop, fp32, int8)
         report["onnx_test_metrics"] = scores
         if report["int8"]["passed"]:
             report["serving_file"] = INT8
-    tokenizer.save_pretrained(str(out))
-    shutil.copy(Path(model_dir) / "finetune_flow.json", out / "finetune_flow.json")
-    bundle_meta = read_json(out / "finetune_flow.json")
-    bundle_meta["serving_file"] = report["serving_file"]
-    write_json(out / "finetune_flow.json", bundle_meta)
+            write_json(out / "finetune_flow.json", {**read_json(out / "finetune_flow.json"), "serving_file": INT8})
     write_json(out / "export_report.json", report)
     return {"dir": str(out), "fp32": str(out / FP32), "int8": str(out / INT8) if cfg.export.quantize else None,
             "parity": parity, "int8_gate": report["int8"], "serving_file": report["serving_file"],

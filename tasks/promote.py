@@ -86,16 +86,11 @@ def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | N
 
 
 def score_bundle(bundle: Path, df: pd.DataFrame) -> dict:
-    """The task metrics of a serving bundle (the ONNX file it serves) on a labelled frame."""
-    from transformers import AutoTokenizer
+    """The task metrics of a serving bundle (the ONNX file it serves) on a labelled frame, via the inference core."""
+    from tasks.inference.predictor import OnnxPredictor
+    from tasks.predict import metrics_of
 
-    from tasks.export import session
-    from tasks.predict import onnx_forward, score_frame
-
-    meta = read_json(bundle / "finetune_flow.json")
-    forward = onnx_forward(session(bundle / meta.get("serving_file", "model.onnx")))
-    tokenizer = AutoTokenizer.from_pretrained(str(bundle))
-    return score_frame(forward, tokenizer, df, meta["task"], meta["labels"], meta["max_length"])["metrics"]
+    return metrics_of(OnnxPredictor(bundle).predict_frame(df), df)
 
 
 def failed_checks(tags: dict) -> list[str]:

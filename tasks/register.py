@@ -35,33 +35,7 @@ def git_commit() -> str:
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
 
 
-def _pyfunc_class():
-    import mlflow.pyfunc
-
-    class OnnxTextModel(mlflow.pyfunc.PythonModel):
-        """pyfunc wrapper so `mlflow models serve -m models:/NAME@champion` answers too."""
-
-        def load_context(self, context):
-            from tasks.predictor import OnnxPredictor
-
-            self.predictor = OnnxPredictor(context.artifacts["bundle"])
-
-        def predict(self, context, model_input, params=None):
-            import json
-
-            import pandas as pd
-
-            if self.predictor.task == "ner":
-                texts = [" ".join(t) if not isinstance(t, str) else t for t in model_input["text"]]
-            else:
-                texts = [str(t) for t in model_input["text"]]
-            pairs = [str(t) for t in model_input["text_pair"]] if "text_pair" in model_input else None
-            answers = self.predictor.predict(texts, pairs)
-            # Nested answers (scores per label, NER entities) travel as JSON text in a flat frame.
-            return pd.DataFrame([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in a.items()}
-                                 for a in answers])
-
-    return OnnxTextModel
+PYFUNC_MODEL_FILE = Path(__file__).resolve().parent / "inference" / "pyfunc_model.py"
 
 
 def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list, task: str,
@@ -83,10 +57,11 @@ def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list
     out_example = pd.DataFrame({"label": ["x"] * len(example), "score": [0.5] * len(example)}) \
         if task in ("classification", "pair_classification") else None
     mlflow.pyfunc.save_model(
-        path=str(target), python_model=_pyfunc_class()(), artifacts={"bundle": str(bundle_dir)},
+        # Models-from-code: the model is this file, run at load time; loading a version unpickles nothing.
+        path=str(target), python_model=str(PYFUNC_MODEL_FILE), artifacts={"bundle": str(bundle_dir)},
         signature=infer_signature(example, out_example), input_example=example,
         # Explicit requirements: inferring them imports heavy libraries and needs the network.
-        pip_requirements=["mlflow", "onnxruntime", "tokenizers", "numpy", "pandas"],
+        pip_requirements=["mlflow", "onnxruntime", "tokenizers", "numpy", "pandas", "pyarrow"],
         code_paths=[str(Path(__file__).resolve().parent)],
     )
     return target
@@ -99,6 +74,9 @@ def model_tags(cfg: PipelineConfig, data: dict, metrics: dict, export: dict, val
         "parity_passed": export["parity"]["passed"], "parity_max_abs_diff": f"{export['parity']['max_abs_diff']:.2e}",
         "serving_file": export["serving_file"], "data_validation_passed": validation_ok,
     }
+    if export.get("int8_gate"):  # what quantisation costs: metric change and share of answers it changes
+        gate = export["int8_gate"]
+        tags.update(int8_metric_loss=f"{gate['loss']:.4f}", int8_changed_share=f"{gate['changed_share']:.4f}")
     tags.update({k: f"{v:.4f}" for k, v in metrics.items() if isinstance(v, float)})
     return tags
 

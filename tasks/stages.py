@@ -256,16 +256,19 @@ def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, r
     result = export_model(model_dir, clean_ref, cfg, run_dir)
     p = result["parity"]
     tracking.log_metrics(run_id, {"onnx_parity_max_abs_diff": p["max_abs_diff"],
+                                  "onnx_parity_changed_rows": p["changed_rows"],
                                   "onnx_parity_passed": float(p["passed"])})
     gate = result["int8_gate"]
     if gate:
-        tracking.log_metrics(run_id, {"onnx_int8_metric_loss": gate["loss"], "onnx_int8_used": float(gate["passed"])})
+        tracking.log_metrics(run_id, {"onnx_int8_metric_loss": gate["loss"], "onnx_int8_used": float(gate["passed"]),
+                                      "onnx_int8_changed_share": gate["changed_share"]})
         if gate["why"]:
             get_run_logger().warning(gate["why"])
     tracking.log_artifact(run_id, result["report_path"], "onnx")
     tracking.log_artifact(run_id, result["fp32"], "onnx")
-    get_run_logger().info("ONNX parity %s (max |Δlogit| %.2e); serving %s",
-                          "passed" if p["passed"] else "FAILED", p["max_abs_diff"], result["serving_file"])
+    get_run_logger().info("ONNX parity %s on %d test rows (%d answers differ, max |Δ%s| %.2e); serving %s",
+                          "passed" if p["passed"] else "FAILED", p["rows"], p["changed_rows"], p["compared"],
+                          p["max_abs_diff"], result["serving_file"])
     return result
 
 

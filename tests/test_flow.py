@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 
@@ -15,7 +14,8 @@ def test_flow_logs_run_with_metrics_and_config(flow_result):
     run = tracking.client().get_run(res["run_id"])
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    assert {"test_accuracy", "test_f1", "train_loss", "val_f1", "onnx_parity_max_abs_diff"} <= set(m)
+    assert {"test_accuracy", "test_f1", "train_loss", "val_f1", "onnx_parity_max_abs_diff",
+            "onnx_int8_changed_share"} <= set(m)
     assert 0.0 <= m["test_accuracy"] <= 1.0
     assert run.data.params["training.learning_rate"] == "0.0001"
     assert "Trainer" not in " ".join(run.data.params)  # curated params, not the Trainer dump
@@ -40,25 +40,37 @@ def test_model_version_is_challenger_with_tags(flow_result):
     reg = flow_result["result"]["registered"]
     mv = version_by_alias(reg["name"], "challenger")
     assert mv is not None and str(mv.version) == reg["version"] and mv.run_id == flow_result["result"]["run_id"]
-    for tag in ("data_digest", "config_digest", "git_commit", "test_accuracy", "parity_passed"):
+    for tag in ("data_digest", "config_digest", "git_commit", "test_accuracy", "parity_passed", "int8_changed_share",
+                "int8_metric_loss"):
         assert tag in mv.tags, tag
     assert mv.tags["parity_passed"] == "True"
     assert mv.tags["config_digest"] == flow_result["config"].digest()
 
 
 def test_onnx_agrees_with_pytorch(flow_result):
+    """The served path (raw texts through the inference core) against the trained PyTorch model, at batch 1 and 3."""
+    import pandas as pd
+
     from tasks.evaluate import load_trained
-    from tasks.export import session
-    from tasks.predict import onnx_forward, torch_forward
+    from tasks.export import check_parity
+    from tasks.inference.predictor import OnnxPredictor
+    from tasks.io import read_json
+    from tasks.predict import score_frame, torch_forward
 
     run_dir = Path(flow_result["result"]["run_dir"])
-    model, tok, _ = load_trained(run_dir / "model")
-    sess = session(run_dir / "onnx" / "model.onnx")
-    for texts in (["a fine film"], ["dull", "a long and winding story that never ends", "ok"]):
-        enc = tok(texts, padding=True, return_tensors="np")
-        batch = {k: v.astype(np.int64) for k, v in enc.items()}
-        a, b = torch_forward(model)(batch), onnx_forward(sess)(batch)
-        assert np.abs(a - b).max() <= 1e-4 and (a.argmax(-1) == b.argmax(-1)).all()
+    model, tok, meta = load_trained(run_dir / "model")
+    texts = ["a fine film", "dull", "a long and winding story that never ends", "ok", "A  FINE\u00a0film"]
+    df = pd.DataFrame({"text": texts, "label": [meta["labels"][0]] * len(texts)})
+    reference = score_frame(torch_forward(model), tok, df, "classification", meta["labels"], 32)["scores"]
+    for batch_size in (1, 3):
+        core = OnnxPredictor(run_dir / "onnx", model_file="model.onnx", batch_size=batch_size).predict_frame(df)
+        parity = check_parity(reference, core, 1e-4)
+        assert parity["passed"], parity
+    report = read_json(run_dir / "onnx" / "export_report.json")
+    test_rows = len(pd.read_parquet(run_dir / "data" / "clean" / "test.parquet"))
+    assert report["parity"]["rows"] == test_rows and report["parity"]["texts"] == "raw"
+    assert report["parity"]["changed_rows"] == 0 and report["parity"]["max_abs_diff"] <= 1e-4
+    assert 0.0 <= report["int8"]["changed_share"] <= 1.0 and report["int8"]["rows"] == test_rows
 
 
 def test_registered_model_loads_through_mlflow_pyfunc(flow_result):

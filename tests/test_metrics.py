@@ -162,7 +162,7 @@ def test_importing_metrics_does_not_import_evaluate():
 
 
 def test_words_cut_off_by_truncation_are_tagged_outside_wherever_o_is_declared():
-    from tasks.predict import word_logits
+    from tasks.inference.decode import word_logits
 
     token_logits = np.array([[0.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 0.0]])  # [CLS] word0 [SEP]
     words = word_logits(token_logits, [None, 0, None], n_words=3, outside=2)  # labels [B-LOC, I-LOC, O]

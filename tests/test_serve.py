@@ -196,7 +196,7 @@ def test_pair_model_through_mlflow_pyfunc_reads_the_second_text(tmp_path, pair_b
     import mlflow.pyfunc
     import pandas as pd
 
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
     from tasks.register import save_serving_model
 
     texts, pairs = ["a cat sat on the mat", "the film was long"], ["a cat was sitting", "a short and dull film"]
@@ -287,7 +287,7 @@ def test_ner_entities_carry_character_spans(tmp_path):
 
     from tasks.encode import resolve_model_path
     from tasks.export import export_onnx
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
 
     base = resolve_model_path("minilm")
     model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
@@ -313,7 +313,7 @@ def test_ner_entities_carry_character_spans(tmp_path):
 def test_serving_words_match_the_tokens_of_the_ner_training_data():
     from tasks.collect import read_source
     from tasks.config import SourceConfig
-    from tasks.predictor import split_words
+    from tasks.inference.tokenizer import split_words
 
     sentences = [list(tokens) for tokens in read_source(SourceConfig(kind="package", name="tweet_ner"))["tokens"]]
     kept = sum(t in {text[a:b] for a, b in split_words(text)} for tokens in sentences

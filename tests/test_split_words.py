@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.predictor import split_words
+from tasks.inference.tokenizer import split_words
 
 # The splitter as it was before it was made linear, kept as the reference for what words are:
 # a lazy URL with a lookahead for trailing punctuation (quadratic on "http://" + "." * n + "a").

@@ -59,6 +59,8 @@ def assert_evidence(evaluation: dict, exported: dict, task: str) -> None:
     assert f"for **{task}**" in card and "## Intended use" in card and "## Limitations" in card
     assert exported["parity"]["passed"], exported["parity"]
     assert exported["int8_gate"] is not None and exported["serving_file"] in ("model.onnx", "model.int8.onnx")
+    assert exported["parity"]["changed_rows"] == 0 and exported["parity"]["rows"] == exported["int8_gate"]["rows"] > 0
+    assert 0.0 <= exported["int8_gate"]["changed_share"] <= 1.0
     from tasks.metrics import primary_metric
 
     m, key = evaluation["metrics"], f"test_{primary_metric(task)}"
@@ -66,7 +68,7 @@ def assert_evidence(evaluation: dict, exported: dict, task: str) -> None:
 
 
 def test_pair_classification_end_to_end(tmp_path):
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
 
     path = write_pair_dataset(tmp_path)
     cfg = small_config(tmp_path, "data.source.kind=file", f"data.source.path={path}",
@@ -86,7 +88,7 @@ def test_pair_classification_end_to_end(tmp_path):
 
 
 def test_regression_end_to_end(tmp_path):
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
 
     cfg = small_config(tmp_path, "data.source.name=sentiment_scores", "data.task=regression",
                        "training.max_steps=6")
@@ -106,7 +108,7 @@ def test_regression_end_to_end(tmp_path):
 
 
 def test_ner_end_to_end(tmp_path):
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
 
     cfg = small_config(tmp_path, "data.source.name=tweet_ner", "data.task=ner", "data.max_rows=200",
                        "data.validation.min_class_share=0", "training.max_steps=6", "training.learning_rate=3e-4")

@@ -1,0 +1,100 @@
+"""Decoding logits into answers for every task kind: labels and probabilities, values, word tags, entities.
+
+The PyTorch scorer of evaluation decodes with these same functions, so both backends read logits alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A batch's answers in input order, as arrays: what gates compare and batch scorers write.
+
+    predictions: class ids (int array) for classification; values (float array) for regression;
+        one list of BIO tags per row (one tag per word) for NER.
+    probabilities: [rows, labels] float array; NER: one [words, labels] array per row; None for regression.
+    truncated: per row, whether the input was cut at max_length (None when the scorer does not know).
+    """
+
+    task: str
+    labels: list[str] | None
+    predictions: np.ndarray | list[list[str]]
+    probabilities: np.ndarray | list[np.ndarray] | None
+    truncated: np.ndarray | None = field(default=None)
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def confidence(self) -> list[float | None]:
+        """Per row: the top probability; NER: its mean over the words (1.0 without words); None for regression."""
+        if self.task == "regression":
+            return [None] * len(self)
+        if self.task == "ner":
+            return [float(p.max(-1).mean()) if len(p) else 1.0 for p in self.probabilities]
+        return [float(v) for v in self.probabilities.max(-1)] if len(self) else []
+
+    def answers(self) -> list:
+        """Per row: the label name, the value, or the word tags (the form a person reads)."""
+        if self.task in ("classification", "pair_classification"):
+            return [self.labels[int(k)] for k in self.predictions]
+        return [float(v) for v in self.predictions] if self.task == "regression" else list(self.predictions)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Probabilities along the last axis (shifted by the max, so large logits do not overflow)."""
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def outside_id(labels: list[str]) -> int:
+    """The id of the NER "O" label (declared label lists may put it anywhere), else 0."""
+    return labels.index("O") if "O" in labels else 0
+
+
+def word_logits(token_logits: np.ndarray, word_ids: list, n_words: int, outside: int = 0) -> np.ndarray:
+    """Each word's logits are its first sub-token's; a word cut off by truncation gets a row picking `outside` ("O")."""
+    words = np.zeros((n_words, token_logits.shape[-1]), dtype=np.float32)
+    seen = set()
+    for t, wid in enumerate(word_ids):
+        if wid is not None and wid not in seen:
+            seen.add(wid)
+            words[wid] = token_logits[t]
+    if len(seen) < n_words:
+        words[sorted(set(range(n_words)) - seen), outside] = 1.0
+    return words
+
+
+def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None) -> Scores:
+    """Scores from logits per row: [labels] per text, [1] per regression text, [words, labels] per NER row."""
+    if task == "regression":
+        values = np.array([float(np.ravel(row)[0]) for row in logits], dtype=np.float64)
+        return Scores(task, labels, values, None)
+    if task == "ner":
+        probs = [softmax(np.asarray(row, dtype=np.float32)) for row in logits]
+        return Scores(task, labels, [[labels[int(k)] for k in p.argmax(-1)] for p in probs], probs)
+    probs = softmax(np.stack(logits).astype(np.float32)) if logits else np.zeros((0, len(labels)), np.float32)
+    return Scores(task, labels, probs.argmax(-1).astype(np.int64), probs)
+
+
+def entities_of(text: str, spans: list[tuple[int, int]], tags: list[str], probs: np.ndarray) -> list[dict]:
+    """Entities with character spans of whole words, from one BIO tag per word; score = mean word probability."""
+    entities, current = [], None
+    for (start, end), tag, p in zip(spans, tags, probs):
+        score = float(p.max())
+        if tag.startswith("B-") or (tag.startswith("I-") and (current is None or current["type"] != tag[2:])):
+            current = {"type": tag[2:], "start": start, "end": end, "scores": [score]}
+            entities.append(current)
+        elif tag.startswith("I-"):
+            current["end"] = end
+            current["scores"].append(score)
+        else:
+            current = None
+    for e in entities:
+        e["text"] = text[e["start"]:e["end"]]
+        e["score"] = float(np.mean(e.pop("scores")))
+    return entities

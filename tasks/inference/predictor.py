@@ -1,0 +1,114 @@
+"""OnnxPredictor: a serving bundle answering raw texts through the inference core, without torch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from tasks.inference.batching import length_buckets, pad_rows
+from tasks.inference.decode import Scores, decode_logits, entities_of, outside_id, word_logits
+from tasks.inference.normalize import normalize_texts, rules_of_bundle
+from tasks.inference.session import create_session
+from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
+from tasks.io import read_json
+
+DEFAULT_BATCH_SIZE = 32  # rows per ONNX Runtime call; length buckets keep the padding small
+
+
+class OnnxPredictor:
+    """Loads a serving bundle (model.onnx or model.int8.onnx, tokenizer.json, finetune_flow.json)."""
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None, model_file: str | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE):
+        self.dir = Path(bundle_dir)
+        self.meta = read_json(self.dir / "finetune_flow.json")
+        self.task: str = self.meta["task"]
+        self.labels: list[str] | None = self.meta["labels"]
+        self.max_length: int = self.meta["max_length"]
+        self.model_file = model_file or self.meta.get("serving_file", "model.onnx")
+        self.batch_size = batch_size
+        self.normalize = rules_of_bundle(self.meta)
+        self.tokenizer = load_tokenizer(self.dir, self.max_length)
+        self.pad_id = pad_id_of(self.dir, self.tokenizer)
+        self.session = create_session(self.dir / self.model_file, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def needs_pairs(self) -> bool:
+        return self.task == "pair_classification"
+
+    def run_logits(self, encodings: list) -> list[np.ndarray]:
+        """Logits per row in input order ([labels] per text, [tokens, labels] per NER row), batched by length."""
+        lengths = [len(e.ids) for e in encodings]
+        out: list[np.ndarray] = [None] * len(encodings)  # type: ignore[list-item]
+        for idx in length_buckets(lengths, self.batch_size):
+            feed = pad_rows({"input_ids": [encodings[i].ids for i in idx],
+                             "attention_mask": [encodings[i].attention_mask for i in idx],
+                             "token_type_ids": [encodings[i].type_ids for i in idx]}, self.pad_id)
+            logits = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
+            for j, i in enumerate(idx):
+                out[i] = logits[j, : lengths[i]] if self.task == "ner" else logits[j]
+        return out
+
+    def score(self, texts: list[str] | None = None, pairs: list[str] | None = None,
+              words: list[list[str]] | None = None) -> Scores:
+        """Answers as arrays for raw texts (with second texts for pair models), or NER rows given as words.
+
+        Texts go through the clean stage's normalisation first (NER text is not normalised there,
+        nor here: entity spans index the caller's own text).
+        """
+        if self.task == "ner":
+            if words is None:
+                words = [[t[a:b] for a, b in split_words(t)] for t in texts or []]
+            encodings = encode_rows(self.tokenizer, words=words)
+            outside = outside_id(self.labels)
+            logits = [word_logits(row, e.word_ids, len(w), outside)
+                      for row, e, w in zip(self.run_logits(encodings), encodings, words)]
+        else:
+            if texts is None:
+                raise ValueError(f"a {self.task} model scores texts: give texts (words are for NER models)")
+            self.check_pairs(texts, pairs)
+            texts = normalize_texts(list(texts), **self.normalize)
+            pairs = normalize_texts(list(pairs), **self.normalize) if pairs is not None else None
+            encodings = encode_rows(self.tokenizer, texts, pairs)
+            logits = self.run_logits(encodings)
+        # Truncation leaves the cut-off tokens in `overflowing`.
+        return replace(decode_logits(self.task, logits, self.labels),
+                       truncated=np.array([bool(e.overflowing) for e in encodings], dtype=bool))
+
+    def check_pairs(self, texts: list[str], pairs: list[str] | None) -> None:
+        """Refuse a pair model without second texts, and second texts that do not pair up one to one."""
+        if self.needs_pairs and pairs is None:
+            raise ValueError("this model classifies text pairs: give a second text (text_pair) with each text")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} second texts: give one second text per text")
+
+    def predict_frame(self, df) -> Scores:
+        """Score a frame laid out like a clean split: `text` (and `text_pair`), or `tokens` for NER."""
+        need = ["tokens"] if self.task == "ner" else ["text", "text_pair"] if self.needs_pairs else ["text"]
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise ValueError(f"a {self.task} model scores frames with column(s) {need}; this one lacks {missing} "
+                             f"(it has {list(df.columns)})")
+        if self.task == "ner":
+            return self.score(words=[[str(w) for w in row] for row in df["tokens"]])
+        pairs = [str(t) for t in df["text_pair"]] if "text_pair" in df.columns else None
+        return self.score([str(t) for t in df["text"]], pairs)
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+        """Predict a batch; each answer says whether its input was truncated at max_length."""
+        if not texts:
+            return []
+        if self.task == "ner":
+            spans = [split_words(t) for t in texts]
+            s = self.score(words=[[t[a:b] for a, b in sp] for t, sp in zip(texts, spans)])
+            return [{"entities": entities_of(t, sp, tags, p), "truncated": bool(cut)}
+                    for t, sp, tags, p, cut in zip(texts, spans, s.predictions, s.probabilities, s.truncated)]
+        s = self.score(texts, pairs)
+        if self.task == "regression":
+            return [{"value": float(v), "truncated": bool(cut)} for v, cut in zip(s.predictions, s.truncated)]
+        return [{"label": self.labels[int(k)], "score": float(p[k]),
+                 "scores": {name: float(v) for name, v in zip(self.labels, p)}, "truncated": bool(cut)}
+                for k, p, cut in zip(s.predictions, s.probabilities, s.truncated)]
