@@ -180,19 +180,22 @@ def compare_windows(reference: pd.DataFrame, current: pd.DataFrame, vocabulary: 
     embed: texts -> embeddings (the packaged MiniLM by default).
     """
     raw: list[tuple[str, str, str, tuple[float, float]]] = []
-    ref_text, cur_text = reference["text"].astype(str), current["text"].astype(str)
-    ref_len, cur_len = word_counts(ref_text), word_counts(cur_text)
-    ref_oov, cur_oov = oov_rates(ref_text, vocabulary, lowercase), oov_rates(cur_text, vocabulary, lowercase)
-    raw.append(("length", "input", "ks", _ks(ref_len, cur_len)))
-    raw.append(("oov_rate", "input", "ks", _ks(ref_oov, cur_oov)))
-    rng = np.random.default_rng(seed)
-    ref_pick = rng.choice(len(ref_text), min(embedding_rows, len(ref_text)), replace=False)
-    cur_pick = rng.choice(len(cur_text), min(embedding_rows, len(cur_text)), replace=False)
-    x = embed([ref_text.iloc[i] for i in ref_pick])
-    y = embed([cur_text.iloc[i] for i in cur_pick])
-    raw.append(("embedding", "input", "mmd", mmd_test(x, y, permutations, seed)))
-    summaries = {"length_mean_reference": float(ref_len.mean()), "length_mean_current": float(cur_len.mean()),
-                 "oov_rate_reference": float(ref_oov.mean()), "oov_rate_current": float(cur_oov.mean())}
+    summaries: dict[str, float] = {}
+    ref_text = reference["text"].dropna().astype(str)
+    cur_text = current["text"].dropna().astype(str)  # texts are logged only with FTFLOW_LOG_TEXTS
+    if len(cur_text) >= 2 and len(ref_text) >= 2:
+        ref_len, cur_len = word_counts(ref_text), word_counts(cur_text)
+        ref_oov, cur_oov = oov_rates(ref_text, vocabulary, lowercase), oov_rates(cur_text, vocabulary, lowercase)
+        raw.append(("length", "input", "ks", _ks(ref_len, cur_len)))
+        raw.append(("oov_rate", "input", "ks", _ks(ref_oov, cur_oov)))
+        rng = np.random.default_rng(seed)
+        ref_pick = rng.choice(len(ref_text), min(embedding_rows, len(ref_text)), replace=False)
+        cur_pick = rng.choice(len(cur_text), min(embedding_rows, len(cur_text)), replace=False)
+        x = embed([ref_text.iloc[i] for i in ref_pick])
+        y = embed([cur_text.iloc[i] for i in cur_pick])
+        raw.append(("embedding", "input", "mmd", mmd_test(x, y, permutations, seed)))
+        summaries |= {"length_mean_reference": float(ref_len.mean()), "length_mean_current": float(cur_len.mean()),
+                      "oov_rate_reference": float(ref_oov.mean()), "oov_rate_current": float(cur_oov.mean())}
     if "prediction" in reference and "prediction" in current and current["prediction"].notna().any():
         if task == "regression":
             a, b = reference["prediction"].astype(float).to_numpy(), current["prediction"].astype(float).to_numpy()
@@ -205,6 +208,6 @@ def compare_windows(reference: pd.DataFrame, current: pd.DataFrame, vocabulary: 
         a, b = reference["confidence"].dropna().to_numpy(), current["confidence"].dropna().to_numpy()
         raw.append(("confidence", "confidence", "ks", _ks(a, b)))
         summaries |= {"confidence_mean_reference": float(a.mean()), "confidence_mean_current": float(b.mean())}
-    alpha = p_value / len(raw)
+    alpha = p_value / max(len(raw), 1)
     tests = [DriftTest(name, kind, method, stat, p, alpha) for name, kind, method, (stat, p) in raw]
     return DriftReport(len(reference), len(current), p_value, tests, summaries)
