@@ -14,7 +14,7 @@ import math
 import pandas as pd
 import pyarrow as pa
 
-from tasks.monitoring.prediction_log import (LOG_TEXTS_ENV, PREDICTIONS, PredictionLogger, find_rows, open_sink)
+from tasks.monitoring.prediction_log import LOG_TEXTS_ENV, PREDICTIONS, PredictionLogger, open_sink
 
 FEEDBACK = "feedback"
 FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()),
@@ -62,7 +62,7 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
     if logger is not None:
         logger.flush()
     ids = [str(item.get("request_id", "")) for item in items]
-    logged = find_rows(open_sink(PREDICTIONS, location=location), "request_id", set(ids)) \
+    logged = open_sink(PREDICTIONS, location=location).find("request_id", set(ids)) \
         .drop_duplicates("request_id").set_index("request_id")
     problems = []
     for i, (rid, item) in enumerate(zip(ids, items)):
@@ -95,7 +95,7 @@ def join_feedback(predictions: pd.DataFrame, location: str | None = None) -> pd.
 def feedback_rows(model_name: str | None = None, location: str | None = None) -> pd.DataFrame:
     """Training rows (text, text_pair, label) from logged texts with corrected labels."""
     fb = read_feedback(location)
-    logged = find_rows(open_sink(PREDICTIONS, location=location), "request_id", set(fb["request_id"]))
+    logged = open_sink(PREDICTIONS, location=location).find("request_id", set(fb["request_id"]))
     if model_name is not None:
         logged = logged[logged["model_name"] == model_name]
     rows = join_feedback(logged.drop_duplicates("request_id"), location)

@@ -112,12 +112,7 @@ class ParquetSink:
             pq.write_table(pa.Table.from_pandas(part, schema=self.schema, preserve_index=False), tmp)
             tmp.replace(folder / name)
 
-    def read(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pd.DataFrame:
-        """Rows with start <= time < end (all when None), oldest first."""
-        import pyarrow.parquet as pq
-
-        lo = _utc(start) if start is not None else None
-        hi = _utc(end) if end is not None else None
+    def _files(self, lo: pd.Timestamp | None = None, hi: pd.Timestamp | None = None) -> list[Path]:
         files = []
         for folder in sorted(self.root.glob("date=*")):
             day = folder.name[5:]
@@ -125,11 +120,27 @@ class ParquetSink:
             if (lo is not None and day < lo.strftime("%Y-%m-%d")) or (hi is not None and day > hi.strftime("%Y-%m-%d")):
                 continue
             files += sorted(folder.glob("part-*.parquet"))
+        return files
+
+    def read(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pd.DataFrame:
+        """Rows with start <= time < end (all when None), oldest first."""
+        lo = _utc(start) if start is not None else None
+        hi = _utc(end) if end is not None else None
+        return _window(self._scan(self._files(lo, hi)), lo, hi)
+
+    def find(self, column: str, values: Iterable[str]) -> pd.DataFrame:
+        """Rows whose `column` is one of `values` (the filter runs inside the Parquet scan)."""
+        import pyarrow.compute as pc
+
+        return self._scan(self._files(), pc.field(column).isin(pa.array(list(values), pa.string())))
+
+    def _scan(self, files: list[Path], where=None) -> pd.DataFrame:
+        import pyarrow.dataset as ds
+
         if not files:
-            return pd.DataFrame({f.name: pd.Series(dtype=f.type.to_pandas_dtype()) for f in self.schema}) \
-                .astype({"time": "datetime64[us, UTC]"})
-        df = pa.concat_tables([pq.read_table(f, schema=self.schema) for f in files]).to_pandas()
-        return _window(df, lo, hi)
+            return self.schema.empty_table().to_pandas()
+        return ds.dataset([str(f) for f in files], schema=self.schema, format="parquet") \
+            .to_table(filter=where).to_pandas()
 
 
 class SqlSink:
@@ -212,14 +223,6 @@ def open_sink(table: str = PREDICTIONS, schema: pa.Schema = PREDICTION_SCHEMA, l
     if is_database_url(where):
         return SqlSink(where, table, schema)
     return ParquetSink(Path(where) / table, schema)
-
-
-def find_rows(sink, column: str, values: Iterable[str]) -> pd.DataFrame:
-    """Rows of any sink whose `column` is one of `values` (a SQL query, or a scan of the Parquet days)."""
-    if isinstance(sink, SqlSink):
-        return sink.find(column, values)
-    df = sink.read()
-    return df[df[column].isin(set(values))]
 
 
 def read_predictions(start: dt.datetime | None = None, end: dt.datetime | None = None,
