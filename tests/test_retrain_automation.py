@@ -44,3 +44,19 @@ def test_retrain_trains_on_feedback_too(tmp_path):
     cfg = with_feedback(small_config(tmp_path, "registry.model_name=loop-model"))
     assert [(s.kind, s.model_name) for s in cfg.data.extra_sources] == [("feedback", "loop-model")]
     assert with_feedback(cfg) == cfg
+
+
+def test_up_creates_the_retrain_automation_for_its_served_deployment(up):
+    import httpx
+
+    from flows.stack import read_deployment
+
+    retrain_dep = read_deployment(up.prefect_api, RETRAIN_DEPLOYMENT)
+    monitor_dep = read_deployment(up.prefect_api, "monitor/daily")
+    assert retrain_dep and monitor_dep and monitor_dep["parameters"]["model_name"] == "quickstart-sentiment"
+    found = httpx.post(f"{up.prefect_api}/automations/filter", json={}, timeout=10).json()
+    mine = [a for a in found if a["name"] == "retrain-quickstart-sentiment-on-drift"]
+    assert len(mine) == 1 and mine[0]["enabled"]
+    assert mine[0]["trigger"]["expect"] == ["ftflow.monitor.retrain-requested"]
+    action = mine[0]["actions"][0]
+    assert action["type"] == "run-deployment" and action["deployment_id"] == retrain_dep["id"]
