@@ -102,14 +102,16 @@ class ParquetSink:
 
         if not rows:
             return
-        df = pd.DataFrame(rows, columns=self.schema.names)
-        df["time"] = pd.to_datetime(df["time"], utc=True)
-        for day, part in df.groupby(df["time"].dt.strftime("%Y-%m-%d"), sort=True):
+        by_day: dict[str, list[dict]] = {}
+        for r in rows:
+            when = _utc(r["time"]).to_pydatetime()
+            by_day.setdefault(f"{when:%Y-%m-%d}", []).append({**{k: r.get(k) for k in self.schema.names}, "time": when})
+        for day, part in sorted(by_day.items()):
             folder = self.root / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = folder / f".{name}.tmp"  # readers skip dot-files: a half-written file is never read
-            pq.write_table(pa.Table.from_pandas(part, schema=self.schema, preserve_index=False), tmp)
+            pq.write_table(pa.Table.from_pylist(part, schema=self.schema), tmp)
             tmp.replace(folder / name)
 
     def _files(self, lo: pd.Timestamp | None = None, hi: pd.Timestamp | None = None) -> list[Path]:
