@@ -278,6 +278,16 @@ class MonitoringConfig(_Section):
                                    "is found (the automation of `ftflow up` runs retrain/on-drift)")
     seed: int = Field(0, description="seed of the sampling and permutations")
 
+    @model_validator(mode="after")
+    def _check_permutations(self) -> "MonitoringConfig":
+        # The smallest permutation p-value is 1/(permutations+1); below the per-test threshold it never fires.
+        tests = 5  # length, oov_rate, embedding, prediction, confidence
+        needed = int(tests / self.p_value)
+        if self.permutations < needed:
+            raise ValueError(f"monitoring.permutations {self.permutations} is too few for p_value {self.p_value}: "
+                             f"the embedding test could never reach p < {self.p_value / tests:.3g}; use at least {needed}")
+        return self
+
 
 class PipelineConfig(_Section):
     """Everything one fine-tuning run needs."""

@@ -77,6 +77,9 @@ def monitor_model(model_name: str, settings: MonitoringConfig | None = None, now
     end = now or dt.datetime.now(dt.timezone.utc)
     start = end - dt.timedelta(hours=s.window_hours)
     window = read_predictions(start, end, model_name, location)
+    # Shadow (challenger) and canary rows answer the same or a diverted share of requests: the champion's
+    # rows alone are the traffic its data is compared with.
+    window = window[window["role"] == CHAMPION].reset_index(drop=True)
     if register.version_by_alias(model_name, CHAMPION) is None:
         raise ValueError(f"model '{model_name}' has no '{CHAMPION}' version to compare traffic with; promote one "
                          f"first (ftflow promote {model_name}) or check the name (MLflow UI, Models)")
