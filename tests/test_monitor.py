@@ -147,3 +147,12 @@ def test_retrain_trains_on_the_feedback_and_records_its_reason(traffic, prefect_
 def test_too_few_permutations_for_the_p_value_is_refused():
     with pytest.raises(ValueError, match="at least 100"):
         MonitoringConfig(p_value=0.05, permutations=50)
+
+
+def test_cli_monitor_speaks_clearly(prefect_harness, capsys):
+    from flows.cli import main
+
+    with pytest.raises(SystemExit, match="monitoring.p_value"):
+        main(["monitor", NAME, "--set", "p_value=2"])
+    assert main(["monitor", "no-such-model"]) == 1
+    assert "no 'champion' version" in capsys.readouterr().err
