@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-import pandas as pd
 import pytest
 
 from tasks.monitoring.feedback import FeedbackError, feedback_rows, read_feedback, record_feedback
