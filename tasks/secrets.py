@@ -61,7 +61,7 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 def literal_credentials(url: str) -> list[str]:
     """What in `url` is a literal credential (a password, a `token=` value), by name; [] when none."""
-    found = []
+    found: list[str] = []
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -78,11 +78,12 @@ def warn_literal_credentials(field: str, url: str) -> None:
     """One warning per field that holds a literal credential, naming where and showing only the masked form."""
     found = literal_credentials(url)
     if found:
-        name = re.sub(r"[^A-Z0-9]+", "_", field.upper()).strip("_")
+        what = "PASSWORD" if found[0].startswith("the password") else found[0].split("'")[1].upper()
+        name = re.sub(r"[^A-Z0-9]+", "_", f"{field.rsplit('.', 1)[-1]}_{what}".upper()).strip("_")
         warnings.warn(
             f"{field} holds a literal credential ({', '.join(found)}): {redact_url(url)}. It is written "
             f"everywhere masked as {MASK}, so a re-run from the saved config cannot open the source. "
-            f"Put the secret in an environment variable and write a reference instead, e.g. ${{{name}_TOKEN}}",
+            f"Put the secret in an environment variable and write a reference instead, e.g. ${{{name}}}",
             UserWarning, stacklevel=2,
         )
 

@@ -188,7 +188,7 @@ def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_
                            "registry.experiment=tests-secrets")
     validated = validate_only(config=cfg_sql)
     assert validated["rows"]["train"] > 0
-    APILogHandler.flush()  # the Prefect logs are in its database before it is searched
+    APILogHandler().flush()  # the Prefect logs are in its database before it is searched
 
     prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
     places = [Path(os.environ["FTFLOW_MLRUNS"]), tmp_path / "runs", prefect_db, Path(PREFECT_HOME.value()),
@@ -196,3 +196,5 @@ def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_
     needles = [TOKEN.encode(), PASSWORD.encode(), REF_TOKEN.encode()]
     assert sum(1 for p in places for f in p.rglob("*") if f.is_file()) > 50  # the search saw real stores
     assert _files_holding(places, needles) == []
+    # The search can see them: the parameters and the config are there, masked.
+    assert _files_holding([prefect_db], [b"token=***"]) and _files_holding([tmp_path / "runs"], [b"password=***"])
