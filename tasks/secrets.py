@@ -36,6 +36,11 @@ def _is_reference(value: str) -> bool:
     return bool(REFERENCE.fullmatch(value))
 
 
+def _is_literal(value: str | None) -> bool:
+    # Already masked (a config read back from a run folder) is no longer a credential to warn about.
+    return bool(value) and value != MASK and not _is_reference(value)
+
+
 def redact_url(url: str) -> str:
     """The URL with a literal password and credential-like query values masked; references kept."""
     def mask_query(m: re.Match) -> str:
@@ -67,10 +72,10 @@ def literal_credentials(url: str) -> list[str]:
         password = parts.password
     except ValueError:
         return found
-    if password and not _is_reference(password):
+    if _is_literal(password):
         found.append("the password of the user part")
     found += [f"query parameter '{k}'" for k, v in parse_qsl(parts.query, keep_blank_values=True)
-              if SECRET_PARAM.match(k) and v and not _is_reference(v)]
+              if SECRET_PARAM.match(k) and _is_literal(v)]
     return found
 
 

@@ -56,7 +56,9 @@ def test_reference_expands_only_in_memory_and_names_a_missing_variable(monkeypat
 
 
 def test_literal_credential_warns_once_and_every_dump_is_masked():
-    from tasks.config import flatten_config, load_config
+    import yaml
+
+    from tasks.config import PipelineConfig, flatten_config, load_config
 
     sha = "a" * 64
     with warnings.catch_warnings(record=True) as caught:
@@ -68,6 +70,10 @@ def test_literal_credential_warns_once_and_every_dump_is_masked():
     assert cfg.data.source.url.endswith(TOKEN)  # in memory the source still opens
     assert TOKEN not in cfg.to_yaml() and TOKEN not in str(flatten_config(cfg))
     assert "token=***" in cfg.to_yaml()
+    with warnings.catch_warnings(record=True) as caught:  # read back from the run folder: masked, no new warning
+        warnings.simplefilter("always")
+        again = PipelineConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
+    assert again.data.source.url.endswith("token=***") and not caught
 
 
 def test_config_errors_do_not_repeat_a_mistyped_secret():
