@@ -100,6 +100,17 @@ def test_sql_error_message_masks_the_password(tmp_path):
     assert PASSWORD not in str(err.value) and "reader:***@" in str(err.value)
 
 
+def test_run_summary_shows_the_tracking_uri_without_its_password(monkeypatch):
+    from flows.training import summary_markdown
+    from tasks import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ops:{PASSWORD}@mlflow.example.com")
+    shown = tracking.shown_tracking_uri()
+    assert shown == "https://ops:***@mlflow.example.com" and tracking.tracking_uri().endswith("example.com")
+    md = summary_markdown({"run_name": "r", "run_id": "1", "experiment": "e", "tracking_uri": shown, "metrics": {}})
+    assert PASSWORD not in md and "ops:***@" in md
+
+
 # --- names, pins and filters --------------------------------------------------------------------
 
 @pytest.mark.parametrize("field", ["name", "registry.model_name"])
