@@ -93,7 +93,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
               "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],
               "registered": registered, "parity": exported["parity"] if exported else None,
               "serving_file": exported["serving_file"] if exported else None,
-              "tracking_uri": tracking.tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
+              "tracking_uri": tracking.shown_tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
               "mlflow_url": tracking.run_ui_url(run_id)}
     create_markdown_artifact(summary_markdown(result), key="fine-tune-summary",
                              description=f"{cfg.name}: run summary")

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+
+from tasks.secrets import redact_text, redact_url, warn_literal_credentials
 
 TaskKind = Literal["classification", "pair_classification", "regression", "ner"]
 SourceKind = Literal["file", "disk", "hub", "package", "url", "sql", "conll", "feedback"]
 FileFormat = Literal["csv", "tsv", "jsonl", "json", "parquet"]
+# Names that become folder names, run names and MLflow names: nothing that could leave run_dir.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def check_name(value: str, field: str) -> str:
+    """`value` when it is a safe name (letters, digits, '.', '_', '-'; starts with a letter or digit)."""
+    if not NAME_PATTERN.fullmatch(value or ""):
+        raise ValueError(f"{field} {value!r} may hold only letters, digits, '.', '_' and '-' (starting with a "
+                         f"letter or digit, at most 128), so it cannot name a path outside run_dir; e.g. 'my-model.v2'")
+    return value
 
 
 class ConfigError(ValueError):
@@ -41,11 +55,13 @@ class SourceConfig(_Section):
     config: str | None = Field(None, description="hub dataset configuration, e.g. 'mrpc'")
     revision: str | None = Field(None, description="hub dataset revision (commit or tag) to pin")
     split: str | None = Field(None, description="only this split of the source (hub, disk); all when empty")
-    url: str | None = Field(None, description="HTTP(S) URL of a data file (url)")
-    sha256: str | None = Field(None, description="expected sha256 of the downloaded file (url); required there")
+    url: str | None = Field(
+        None, description="HTTP(S) URL of a data file (url); put secrets in ${ENV_NAME} references, e.g. ?token=${DATA_TOKEN}"
+    )
+    sha256: str | None = Field(None, description="expected sha256 (64 hex digits) of the downloaded file (url); required there")
     query: str | None = Field(None, description="SQL query returning one row per example (sql)")
     connection: str | None = Field(
-        None, description="SQLAlchemy URL (sql), e.g. sqlite:///data.db or postgresql://user@host/db"
+        None, description="SQLAlchemy URL (sql), e.g. sqlite:///data.db or postgresql://reader:${DB_PASSWORD}@host/db"
     )
     model_name: str | None = Field(
         None, description="feedback: only rows this registered model answered; every logged model when empty"
@@ -54,6 +70,26 @@ class SourceConfig(_Section):
         None, description="feedback: the prediction log (folder or SQLAlchemy URL); FTFLOW_PREDICTION_LOG or "
                           "<mlruns>/ when empty"
     )
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_sha256(cls, v: str | None) -> str | None:
+        if v is not None and not SHA256_PATTERN.fullmatch(v):
+            raise ValueError("must be 64 hex digits, as `sha256sum FILE` prints")
+        return v.lower() if v else v
+
+    @field_validator("url", "connection")
+    @classmethod
+    def _warn_literal_credentials(cls, v: str | None, info) -> str | None:
+        if v:
+            warn_literal_credentials(f"data.source.{info.field_name}", v)
+        return v
+
+    # Every written copy of the config (config.yaml, params, train_spec.json, Prefect parameters)
+    # is a dump: literal credentials are masked there; ${ENV} references stay as written.
+    @field_serializer("url", "connection")
+    def _mask_credentials(self, v: str | None) -> str | None:
+        return redact_url(v) if v else v
 
     @model_validator(mode="after")
     def _check_required(self) -> "SourceConfig":
@@ -257,9 +293,15 @@ class ExportConfig(_Section):
 class RegistryConfig(_Section):
     """Where runs and model versions go."""
 
-    model_name: str = Field("finetune-flow-quickstart", description="registered model name")
+    model_name: str = Field("finetune-flow-quickstart",
+                            description="registered model name (letters, digits, '.', '_', '-')")
     experiment: str = Field("finetune-flow", description="MLflow experiment of the training runs")
     promotion_margin: float = Field(0.0, ge=0, description="challenger must beat champion by this much")
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, v: str) -> str:
+        return check_name(v, "registry.model_name")
 
 
 class MonitoringConfig(_Section):
@@ -293,7 +335,8 @@ class MonitoringConfig(_Section):
 class PipelineConfig(_Section):
     """Everything one fine-tuning run needs."""
 
-    name: str = Field("quickstart", description="name of this configuration; used in run names")
+    name: str = Field("quickstart", description="name of this configuration; used in run names and run "
+                                                "folders (letters, digits, '.', '_', '-')")
     run_dir: str = Field("runs", description="folder holding one sub-folder per run")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -302,6 +345,11 @@ class PipelineConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return check_name(v, "name")
 
     @model_validator(mode="after")
     def _check_loss_fits_task(self) -> "PipelineConfig":
@@ -341,9 +389,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        shown = redact_text(repr(value)) if not isinstance(value, dict) else "{...}"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - {where}: unknown field (value {shown}); check the spelling")
+            # Its value is not repeated: a mistyped `pasword:` would print the password.
+            lines.append(f"  - {where}: unknown field; check the spelling")
         else:
             lines.append(f"  - {where} = {shown}: {e['msg']}")
     return "\n".join(lines)
