@@ -7,7 +7,7 @@ back (the order alternating between seeds), so both see the same machine load. P
 training examples per second of both (timed over the optimizer steps only), the ratio, and
 the test accuracy of both (the fp32 weights that bf16 training keeps, scored in fp32).
 
-    python bench/precision.py      # 5 seeds, all rows, 200 steps: ~25 min on 2 idle CPU cores
+    python bench/precision.py      # 5 seeds, all rows, 200 steps: ~15 min on 2 idle CPU cores
     python bench/precision.py --rows 2000 --steps 20 --seeds 42   # a quick look
 
 Goal (issue 15): bf16 at least 1.4x faster, mean test accuracy within 0.5 points of fp32.

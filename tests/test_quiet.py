@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -83,3 +84,38 @@ def test_quickstart_output_has_only_actionable_warnings_and_ends_with_the_summar
     assert step_lines and all(re.search(r"eta \d+:\d\d$", line) for line in step_lines)
     lines = [line for line in output.splitlines() if line.strip()]
     assert lines[-1].startswith("MLflow UI:") and any(line.startswith("test metrics:") for line in lines[-4:])
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal, to see what a person at one would see."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_replaces_the_step_lines_on_a_terminal_only(monkeypatch):
+    from tasks.progress import PROGRESS_RECORD, StepClock, format_eta, progress_bar
+
+    assert [format_eta(s) for s in (None, 5, 75, 3725)] == ["?", "0:05", "1:15", "1:02:05"]
+    assert StepClock(total=10, done=4).eta(4) is None  # nothing timed yet (a resumed run starts at 4)
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    handler = logging.StreamHandler(term)
+    logging.getLogger().addHandler(handler)
+    logger = logging.getLogger("tasks.test_progress")
+    try:
+        with progress_bar(4, "train") as bar:
+            logger.warning("step 2/4 train_loss=0.5 eta 0:01", extra={PROGRESS_RECORD: True})
+            logger.warning("step 4/4 val_accuracy=0.8")
+            bar.update(4)
+        logger.warning("evaluate: batch 1/2 eta 0:01", extra={PROGRESS_RECORD: True})  # no bar open: printed
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = term.getvalue()
+    assert "train: 100%" in out and "4/4" in out
+    assert "step 2/4" not in out  # the bar says it
+    assert "step 4/4 val_accuracy=0.8" in out and "evaluate: batch 1/2" in out
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # piped: no bar at all
+    with progress_bar(4, "train") as bar:
+        assert bar is None
