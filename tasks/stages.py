@@ -225,9 +225,10 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
     if result.get("search"):
         get_run_logger().info("search: best %s=%.4f with %s", result["search"]["metric"],
                               result["search"]["best_value"], result["search"]["best_params"])
-    get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s); best %s=%s",
+    get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s, %s); best %s=%s",
                           s["global_step"], s["train_runtime_s"] or 0, s["train_samples_per_second"] or 0,
-                          s["metric_for_best_model"], s["best_metric"])
+                          s.get("precision", "not recorded"), s["metric_for_best_model"], s["best_metric"])
+    tracking.set_tags(run_id, {"training_precision": s.get("precision", "not recorded")})
     tracking.log_metrics(run_id, {"train_runtime_s": s["train_runtime_s"] or 0,
                                   "train_samples_per_second": s["train_samples_per_second"] or 0})
     return result

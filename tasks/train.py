@@ -71,12 +71,14 @@ def pick_precision(mode: str, use_cpu: bool) -> dict[str, bool]:
     """
     import torch
 
-    off = {"bf16": False, "fp16": False}
     if mode in ("fp32", "no"):
-        return off
+        return {"bf16": False, "fp16": False}
     if use_cpu or not torch.cuda.is_available():
         if mode == "auto":
             mode = "bf16" if cpu_runs_bf16_natively() else "fp32"
+        elif mode == "fp16":
+            log.warning("training.mixed_precision=fp16 needs a GPU; training in fp32 on this CPU "
+                        "(bf16 or auto use the CPU's bf16 where it has it)")
         return {"bf16": mode == "bf16", "fp16": False}
     if mode == "auto":
         # Without including_emulation=False, pre-Ampere GPUs (T4, V100) report bf16 and run it emulated, slowly.
@@ -444,6 +446,7 @@ def fit(spec: dict, callbacks: list | None = None) -> dict:
         "best_metric": trainer.state.best_metric,
         "metric_for_best_model": trainer.args.metric_for_best_model,
         "world_size": trainer.args.world_size,
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",  # what auto chose
         "spec_digest": spec_digest(spec),
         "log_history": trainer.state.log_history,
     }

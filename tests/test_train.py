@@ -208,7 +208,7 @@ def test_bf16_training_keeps_fp32_weights_and_onnx_parity(clean_ref, tmp_path):
 
     cfg = tiny(tmp_path, "training.mixed_precision=bf16", "training.max_steps=3", "training.use_cpu=true")
     trained = train_model(clean_ref, cfg, tmp_path / "run", callbacks=[WatchMatmuls()])
-    assert torch.bfloat16 in seen  # autocast was on while training
+    assert torch.bfloat16 in seen and trained["summary"]["precision"] == "bf16"  # autocast was on while training
     with safe_open(Path(trained["model_dir"]) / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
     exported = export_model(trained["model_dir"], clean_ref, cfg, tmp_path / "run")
