@@ -120,7 +120,10 @@ def onnx_parity_on_cuda(run: dict, clean_ref: dict, folder: Path) -> dict:
         return {**result, "passed": False,
                 "why": "onnxruntime has no CUDAExecutionProvider here: pip install onnxruntime-gpu "
                        "(in place of onnxruntime) with the CUDA version of this driver"}
-    session = ort.InferenceSession(exported["fp32"], providers=[("CUDAExecutionProvider", {"use_tf32": 0})])
+    try:
+        session = ort.InferenceSession(exported["fp32"], providers=[("CUDAExecutionProvider", {"use_tf32": 0})])
+    except Exception as e:  # e.g. a cuDNN or CUDA library of another version than onnxruntime-gpu was built for
+        return {**result, "passed": False, "why": f"the CUDA execution provider did not start: {e}"}
     if session.get_providers()[0] != "CUDAExecutionProvider":
         return {**result, "passed": False, "why": f"the session fell back to {session.get_providers()}"}
     torch.backends.cuda.matmul.allow_tf32 = False  # the default; stated, since parity depends on it
