@@ -217,8 +217,10 @@ class TrainingConfig(_Section):
     seed: int = Field(42)
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     pad_to_max_length: bool = Field(False, description="pad every example to max_length (the old recipe)")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, else fp16; none on CPU"
+    mixed_precision: Literal["auto", "fp32", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where the device runs it natively (GPUs from Ampere on; CPUs "
+                            "with AMX-BF16 or AVX512-BF16), else fp16 on GPUs and fp32 on CPUs; fp32 (or no) "
+                            "turns it off. Weights stay fp32"
     )
     gradient_checkpointing: bool = Field(False)
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")

@@ -14,6 +14,7 @@ goes into the model folder, so it travels with the model. What "class" means per
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 from tasks.config import PipelineConfig
 from tasks.io import read_frame, read_json, write_json
 
+log = logging.getLogger(__name__)
 WORST_N = 50
 
 
@@ -246,14 +248,17 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
 
     from tasks.confidence import interval_metrics
     from tasks.predict import score_frame, torch_forward
+    from tasks.progress import counted_calls
 
     model, tokenizer, meta = load_trained(model_dir)
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data["labels"]
     test = read_frame(data["splits"]["test"])
-    scored = score_frame(torch_forward(model), tokenizer, test, task, labels, cfg.model.max_length,
-                         cfg.training.eval_batch_size)
+    batches = -(-len(test) // cfg.training.eval_batch_size)
+    with counted_calls(torch_forward(model), batches, "evaluate", log) as forward:
+        scored = score_frame(forward, tokenizer, test, task, labels, cfg.model.max_length,
+                             cfg.training.eval_batch_size)
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
