@@ -41,6 +41,10 @@ run: setup
 test: setup browser
 	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The unit layer only: no servers, no training; under a minute.
+test-fast: setup
+	$(OFFLINE) $(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
 # Re-resolve the ranges in pyproject.toml in a throw-away venv and pin what resolved.
 lock:
 	rm -rf .lock-venv && $(PY) -m venv .lock-venv

@@ -41,7 +41,7 @@ OVERLONG_ROWS = 20
 
 def load_snippets():
     """The packaged movie-review snippets and their labels (positive/negative)."""
-    from tasks.collect import read_source
+    from tasks.data.collect import read_source
     from tasks.config import SourceConfig
 
     df = read_source(SourceConfig(kind="package", name="rotten_tomatoes"))
@@ -119,14 +119,14 @@ def run_step_here(step: str, config: Path, run_dir: Path) -> dict:
     t0 = time.perf_counter()
     import pandas  # noqa: F401  the libraries every step needs, timed apart from the work
 
-    from tasks.clean import clean_data
-    from tasks.collect import collect_data
+    from tasks.data.clean import clean_data
+    from tasks.data.collect import collect_data
     from tasks.config import load_config
     from tasks.io import read_json, write_json
 
     if step == "validate":
         import great_expectations  # noqa: F401
-        from tasks.validate import validate_data
+        from tasks.data.validate import validate_data
     cfg = load_config(config, []).data
     refs = run_dir / "refs"
     t1, cpu1 = time.perf_counter(), time.process_time()

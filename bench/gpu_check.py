@@ -76,7 +76,7 @@ def make_gpu_step_timer(warmup: int):
 
 def train_variant(args, clean_ref: dict, folder: Path, precision: str) -> dict:
     """Train one precision on the GPU; return its speed, its settings as the Trainer saw them and the model folder."""
-    from tasks.train import train_model
+    from tasks.modelling.train import train_model
 
     cfg = build_config(args, folder, [f"training.mixed_precision={precision}"])
     timer = make_gpu_step_timer(WARMUP_STEPS)
@@ -90,7 +90,7 @@ def evaluate_on_gpu(run: dict, clean_ref: dict, folder: Path) -> dict:
     """Score the test split with `evaluate_model`; the peak GPU memory shows where it ran."""
     import torch
 
-    from tasks.evaluate import evaluate_model
+    from tasks.modelling.evaluate import evaluate_model
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -108,10 +108,10 @@ def onnx_parity_on_cuda(run: dict, clean_ref: dict, folder: Path) -> dict:
     import onnxruntime as ort
     import torch
 
-    from tasks.evaluate import load_trained
-    from tasks.export import check_parity, export_model, parity_batches, sample_inputs
+    from tasks.modelling.evaluate import load_trained
+    from tasks.modelling.export import check_parity, export_model, parity_batches, sample_inputs
     from tasks.io import read_frame
-    from tasks.predict import onnx_forward, torch_forward
+    from tasks.modelling.predict import onnx_forward, torch_forward
 
     cfg = run["cfg"]
     exported = export_model(run["model_dir"], clean_ref, cfg, folder)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tasks.quiet import silence_known_noise
-    from tasks.train import pick_precision
+    from tasks.modelling.train import pick_precision
 
     silence_known_noise(torch_stage=True)
     started = time.perf_counter()

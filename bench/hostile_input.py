@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 LENGTHS = (2_000, 20_000)
 
@@ -28,8 +28,8 @@ def export_ner_bundle(folder: Path) -> Path:
     """The packaged MiniLM with an (untrained) token-classification head, as a serving bundle."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from tasks.encode import resolve_model_path
-    from tasks.export import export_onnx
+    from tasks.modelling.encode import resolve_model_path
+    from tasks.modelling.export import export_onnx
 
     base = resolve_model_path("minilm")
     model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fastapi.testclient import TestClient
-    from test_split_words import QUADRATIC_WORD
+    from tests.unit.test_split_words import QUADRATIC_WORD
 
     import tasks.inference.predictor as predictor
     from deploy.service import create_app

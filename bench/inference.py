@@ -63,9 +63,9 @@ def backends(run: Path, threads: int):
     """(name, forward) for each backend, set to `threads` intra-op threads."""
     import torch
 
-    from tasks.evaluate import load_trained
+    from tasks.modelling.evaluate import load_trained
     from tasks.inference.session import create_session
-    from tasks.predict import torch_forward
+    from tasks.modelling.predict import torch_forward
 
     def onnx_forward(path: Path):
         sess = create_session(path, threads)
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoTokenizer
 
     from tasks.io import read_frame, read_json
-    from tasks.metrics import primary_metric
-    from tasks.predict import score_frame
+    from tasks.modelling.metrics import primary_metric
+    from tasks.modelling.predict import score_frame
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run", nargs="?", help="run folder (default: newest under ./runs with onnx/)")

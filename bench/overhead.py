@@ -45,8 +45,8 @@ def bench_config(workdir: Path, rows: int, epochs: float):
 
 def prepare(workdir: Path, rows: int, epochs: float) -> None:
     """Write the config and the cleaned splits the bare arm reads (untimed: the flow arm redoes it)."""
-    from tasks.clean import clean_data
-    from tasks.collect import collect_data
+    from tasks.data.clean import clean_data
+    from tasks.data.collect import collect_data
 
     cfg = bench_config(workdir, rows, epochs)
     (workdir / "config.json").write_text(cfg.model_dump_json())
@@ -89,7 +89,7 @@ def run_bare_arm(workdir: Path) -> dict:
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                               Trainer, TrainingArguments)
 
-    from tasks.encode import resolve_model_path
+    from tasks.modelling.encode import resolve_model_path
 
     cfg, data = load_workdir_config(workdir), json.loads((workdir / "data.json").read_text())
     tc, labels = cfg.training, data["labels"]
@@ -222,7 +222,7 @@ def main() -> int:
     prepare(workdir, args.rows, args.epochs)
     stack = None
     if not args.embedded:
-        from flows.stack import Stack
+        from flows.ops.stack import Stack
 
         stack = Stack(root=workdir, home=workdir / "stack", prefect_port=0, mlflow_port=0,
                       store=workdir / "mlruns", serve=False).start()

@@ -79,8 +79,8 @@ def build_config(args, run_dir: Path, extra: list[str]):
 
 
 def prepare_data(cfg, folder: Path) -> dict:
-    from tasks.clean import clean_data
-    from tasks.collect import collect_data
+    from tasks.data.clean import clean_data
+    from tasks.data.collect import collect_data
 
     raw = collect_data(cfg.data, folder)
     return clean_data(raw["path"], cfg.data, folder)
@@ -88,7 +88,7 @@ def prepare_data(cfg, folder: Path) -> dict:
 
 def mean_tokens(clean_ref: dict, max_length: int) -> float:
     """Average real (unpadded) tokens per training example."""
-    from tasks.encode import load_tokenizer, resolve_model_path
+    from tasks.modelling.encode import load_tokenizer, resolve_model_path
     from tasks.io import read_frame
 
     tokenizer = load_tokenizer(resolve_model_path("minilm"))
@@ -99,8 +99,8 @@ def mean_tokens(clean_ref: dict, max_length: int) -> float:
 
 def run_variant(args, clean_ref: dict, folder: Path, extra: list[str]) -> dict:
     """Train and test one variant; return its speed and accuracy."""
-    from tasks.evaluate import evaluate_model
-    from tasks.train import train_model
+    from tasks.modelling.evaluate import evaluate_model
+    from tasks.modelling.train import train_model
 
     cfg = build_config(args, folder, extra)
     timer = make_step_timer()

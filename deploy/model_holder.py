@@ -59,7 +59,7 @@ class ModelHolder:
 
     def refresh(self) -> bool:
         """Load the alias's version if it is not the one served; True when a new model went live."""
-        from tasks import register
+        from tasks.registry import register
 
         s = self.settings
         if s.bundle_dir:

@@ -12,7 +12,7 @@ Settings (environment; `create_app` arguments and command-line options win; depl
   FTFLOW_MAX_BODY_BYTES  largest request body (default: a full batch of the longest texts and pairs)
   FTFLOW_POLL_SECONDS    how often the champion alias is checked (default 10; 0 turns reload off)
   FTFLOW_ORT_THREADS     ONNX Runtime intra-op threads per request (default 1: requests run side by side)
-  MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/tracking.py)
+  MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/registry/tracking.py)
 """
 
 from __future__ import annotations

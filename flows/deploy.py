@@ -1,6 +1,6 @@
 """The deploy flows: `promote` (gated challenger → champion) and `rollback`.
 
-They only compose: the gate, the scoring and the records live in tasks/promote.py. Each decision
+They only compose: the gate, the scoring and the records live in tasks/registry/promote.py. Each decision
 is also shown as a Prefect markdown artifact; the serving process picks up a moved alias by itself.
 """
 
@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks import tracking
+from tasks.registry import tracking
 from tasks.config import check_name
 
 
@@ -20,7 +20,7 @@ def _artifact_key(name: str) -> str:
 
 
 def _publish(decision: dict) -> None:
-    from tasks.promote import decision_markdown
+    from tasks.registry.promote import decision_markdown
 
     create_markdown_artifact(decision_markdown(decision), key=_artifact_key(decision["model_name"]),
                              description=f"{decision['model_name']}: {decision['decision']}")
@@ -36,7 +36,7 @@ def promote(model_name: str, margin: float | None = None, eval_data: str | None 
     registry.promotion_margin. eval_data: a pinned evaluation set (parquet/csv/jsonl) instead of the
     challenger run's held-out split.
     """
-    from tasks.promote import promote_challenger
+    from tasks.registry.promote import promote_challenger
 
     check_name(model_name, "model_name")
     tracking.configure()
@@ -49,7 +49,7 @@ def promote(model_name: str, margin: float | None = None, eval_data: str | None 
 @flow(name="rollback", log_prints=True)
 def rollback(model_name: str, to_version: str | None = None) -> dict:
     """Move 'champion' back to the previous champion, or to `to_version`; recorded like a promotion."""
-    from tasks.promote import rollback_champion
+    from tasks.registry.promote import rollback_champion
 
     check_name(model_name, "model_name")
     tracking.configure()
@@ -61,6 +61,6 @@ def rollback(model_name: str, to_version: str | None = None) -> dict:
 
 def history(model_name: str) -> list[dict]:
     """The promotion log of a model (oldest first), read from the MLflow `promotions` experiment."""
-    from tasks.promote import promotion_history
+    from tasks.registry.promote import promotion_history
 
     return promotion_history(model_name)

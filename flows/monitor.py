@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks import tracking
+from tasks.registry import tracking
 from tasks.config import MonitoringConfig
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.nightly import nightly
-from tasks import tracking
+from tasks.registry import tracking
 from tasks.config import PipelineConfig, SourceConfig
 
 

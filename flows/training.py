@@ -12,10 +12,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks import quiet, stages, tracking
+from tasks import quiet, stages
+from tasks.registry import tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.io import read_json, write_json
-from tasks.train import TRAINING_SECTIONS
+from tasks.modelling.train import TRAINING_SECTIONS
 
 
 def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:

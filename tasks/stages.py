@@ -1,6 +1,6 @@
 """Each stage's plain function wrapped once as a Prefect task, with what it logs to MLflow.
 
-The plain functions (tasks/collect.py ... tasks/register.py) know nothing of Prefect
+The plain functions (tasks/data/collect.py ... tasks/registry/register.py) know nothing of Prefect
 or MLflow; here each gets its retries, timeout, Prefect artifacts and run logging.
 """
 
@@ -13,7 +13,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import quiet, tracking
+from tasks import quiet
+from tasks.registry import tracking
 from tasks.config import PipelineConfig
 from tasks.progress import PROGRESS_RECORD
 
@@ -72,7 +73,7 @@ def logs_to_prefect(fn):
     return wrapper
 
 
-# --- the data stage, cached on content digests (keys in tasks/data_cache.py) -----------------------
+# --- the data stage, cached on content digests (keys in tasks/data/cache.py) -----------------------
 # Each stage's work is a nested task whose result Prefect persists under the key; the outer task
 # logs to MLflow either way, so a run that reuses the data still records all of it.
 
@@ -80,7 +81,7 @@ def _data_cache_key(stage: str):
     """A Prefect cache_key_fn for one data stage: None (never cached) when the input is unknown."""
 
     def key(context, params: dict) -> str | None:
-        from tasks import data_cache
+        from tasks.data import cache as data_cache
 
         data = params["cfg"].data
         if stage == "collect":
@@ -97,28 +98,28 @@ def _data_cache_key(stage: str):
 
 @task(name="read-source", persist_result=True, cache_key_fn=_data_cache_key("collect"))
 def _read_source(cfg: PipelineConfig, run_dir: str) -> dict:
-    from tasks.collect import collect_data
+    from tasks.data.collect import collect_data
 
     return {"run_dir": run_dir, "ref": collect_data(cfg.data, run_dir)}
 
 
 @task(name="clean-rows", persist_result=True, cache_key_fn=_data_cache_key("clean"))
 def _clean_rows(raw: dict, cfg: PipelineConfig, run_dir: str) -> dict:
-    from tasks.clean import clean_data
+    from tasks.data.clean import clean_data
 
     return {"run_dir": run_dir, "ref": clean_data(raw["path"], cfg.data, run_dir)}
 
 
 @task(name="run-expectations", persist_result=True, cache_key_fn=_data_cache_key("validate"))
 def _run_expectations(clean_ref: dict, cfg: PipelineConfig, run_dir: str) -> dict:
-    from tasks.validate import validate_data
+    from tasks.data.validate import validate_data
 
     return {"run_dir": run_dir, "ref": validate_data(clean_ref, cfg.data, run_dir)}
 
 
 def _run_cached(stage: str, work, run_dir: str, run_id: str, *args) -> dict:
     """Run a data stage's cached task; a result reused from an earlier run gets its files copied here."""
-    from tasks.data_cache import adopt_result
+    from tasks.data.cache import adopt_result
 
     out = work(*args, run_dir)
     if out["run_dir"] == run_dir:
@@ -166,7 +167,7 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
 @task(name="validate", timeout_seconds=3600)
 def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Great Expectations checks; critical failures stop the flow before training."""
-    from tasks.validate import DataValidationError
+    from tasks.data.validate import DataValidationError
 
     folder = Path(run_dir) / "data" / "validation"
     try:
@@ -211,7 +212,7 @@ def _log_lineage(clean_ref: dict, run_id: str) -> None:
 @logs_to_prefect
 def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
-    from tasks.search import tune_and_train
+    from tasks.modelling.search import tune_and_train
 
     quiet.silence_known_noise(torch_stage=True)
     result = tune_and_train(clean_ref, cfg, run_dir, run_id)
@@ -239,7 +240,7 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
 def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str,
              source: str = "") -> dict:
     """Score on test; log metrics, plots, errors and the model card."""
-    from tasks.evaluate import evaluate_model
+    from tasks.modelling.evaluate import evaluate_model
 
     quiet.silence_known_noise(torch_stage=True)
     result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source)
@@ -257,7 +258,7 @@ def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str,
 @logs_to_prefect
 def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """ONNX fp32 + int8 with parity and the int8 gate."""
-    from tasks.export import export_model
+    from tasks.modelling.export import export_model
 
     quiet.silence_known_noise(torch_stage=True)
     result = export_model(model_dir, clean_ref, cfg, run_dir)
@@ -284,7 +285,7 @@ def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, r
 def register(run_id: str, export_ref: dict, evaluation: dict, clean_ref: dict, cfg: PipelineConfig,
              validation_ok: bool) -> dict:
     """New registry version with alias 'challenger'."""
-    from tasks.register import register_model
+    from tasks.registry.register import register_model
 
     quiet.silence_known_noise()
     result = register_model(run_id, export_ref, evaluation, clean_ref, cfg, validation_ok)

@@ -24,17 +24,7 @@ os.environ.update({
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def small_config(tmp: Path, *overrides: str):
-    """The quickstart, shrunk to train in seconds on 2 cores."""
-    from tasks.config import load_config
-
-    return load_config(ROOT / "configs" / "quickstart.yaml", [
-        "data.max_rows=360", "model.max_length=32", "training.epochs=1", "training.train_batch_size=16",
-        "training.logging_steps=5", f"run_dir={tmp / 'runs'}", "data.validation.min_rows=50", *overrides,
-    ])
+from tests.support import ROOT, small_config  # noqa: E402  (after the environment above is set)
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +48,7 @@ def flow_result(prefect_harness, tmp_path_factory):
 @pytest.fixture(scope="session")
 def up(tmp_path_factory):
     """One real `ftflow up` stack, shared by test_stack.py and test_browser.py; stopped at session end."""
-    import stack_support
+    from tests import stack_support
 
     stack = stack_support.UpProcess(tmp_path_factory.mktemp("stack") / "ftflow", ROOT / "configs" / "quickstart.yaml")
     yield stack
@@ -68,6 +58,6 @@ def up(tmp_path_factory):
 @pytest.fixture(scope="session")
 def manual_run(up, tmp_path_factory):
     """A `fine-tune/manual` run triggered through the Prefect API on the shared stack."""
-    import stack_support
+    from tests import stack_support
 
     return stack_support.trigger_manual_run(up, tmp_path_factory.mktemp("stackrun"))

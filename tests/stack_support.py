@@ -40,7 +40,7 @@ class UpProcess:
         env = dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO", **CREDENTIALS)
         self.home = home
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "up", "--prefect-port", "0", "--mlflow-port", "0",
+            [sys.executable, "-m", "flows.ops.cli", "up", "--prefect-port", "0", "--mlflow-port", "0",
              "--home", str(home), "--config", str(config)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
@@ -83,7 +83,7 @@ class UpProcess:
 
 def trigger_manual_run(up: UpProcess, tmp: Path) -> dict:
     """One run of `fine-tune/manual` with a small config, triggered as the UI's Run button does; waited for."""
-    from conftest import small_config
+    from tests.support import small_config
 
     cfg = small_config(tmp, "name=stack-manual", "registry.model_name=stack-sentiment",
                        "registry.experiment=stack-tests", "export.quantize=false")

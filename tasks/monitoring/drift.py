@@ -6,7 +6,7 @@ Prediction drift: class shares (chi-square, scipy) or the predicted value (KS); 
 The tests share one false-alarm budget: each is run at p_value / number_of_tests (Bonferroni), so a
 window from the reference distribution raises an alarm with probability at most p_value.
 
-Embeddings: the serving bundle's ONNX graph outputs only `logits` (tasks/export.py), so the
+Embeddings: the serving bundle's ONNX graph outputs only `logits` (tasks/modelling/export.py), so the
 embedding is the packaged all-MiniLM-L6-v2's mean-pooled last hidden state, the sentence embedding
 that model was trained to produce; it is the same for every champion, so windows compare across versions.
 
@@ -104,7 +104,7 @@ def _embedder():
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from tasks.encode import resolve_model_path
+    from tasks.modelling.encode import resolve_model_path
 
     path = resolve_model_path("minilm")
     return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval(), torch

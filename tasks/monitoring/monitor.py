@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks import tracking
+from tasks.registry import tracking
 from tasks.config import MonitoringConfig
 
 MONITORING_EXPERIMENT = "monitoring"
@@ -24,7 +24,7 @@ CHAMPION = "champion"
 def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.DataFrame:
     """The champion run's held-out split (a sample), scored by the champion: text, prediction, confidence."""
     from tasks.predictor import OnnxPredictor
-    from tasks.promote import HELD_OUT_ARTIFACT
+    from tasks.registry.promote import HELD_OUT_ARTIFACT
     from tasks.io import read_frame
 
     local = tracking.download_run_artifact(candidate["run_id"], HELD_OUT_ARTIFACT, workdir / "reference")
@@ -67,11 +67,11 @@ def monitor_model(model_name: str, settings: MonitoringConfig | None = None, now
 
     Returns the verdict: status, reasons, whether a retrain is asked for, the drift tests, feedback quality.
     """
-    from tasks import register
+    from tasks.registry import register
     from tasks.monitoring.drift import compare_windows, tokenizer_vocabulary
     from tasks.monitoring.prediction_log import read_predictions
     from tasks.monitoring.report import plot_distributions, report_markdown, write_html_report
-    from tasks.promote import load_candidate
+    from tasks.registry.promote import load_candidate
 
     s = settings or MonitoringConfig()
     end = now or dt.datetime.now(dt.timezone.utc)

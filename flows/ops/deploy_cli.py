@@ -1,0 +1,121 @@
+"""`ftflow promote | rollback | history | serve`: the deploy commands.
+
+Only the standard library is imported here; each command imports what it needs when it runs,
+so `ftflow --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _prepare_env() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bundles carry their tokenizer: nothing to fetch
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def print_decision(d: dict) -> None:
+    print(f"\n=== {d['action']}: {d['model_name']} version {d['challenger_version']} {d['decision'].upper()} ===")
+    if d.get("metric") and d.get("challenger_score") is not None:  # None: nothing was scored (already champion)
+        champ = "-" if d["champion_score"] is None else f"{d['champion_score']:.4f}"
+        print(f"{d['metric']}: challenger {d['challenger_score']:.4f}, champion {champ} "
+              f"(margin {d['margin']:g}; scored on {d['eval_rows']} rows of {d['eval_source']})")
+    print(f"champion:  {d['champion_before'] or '-'} -> {d['champion_after'] or '-'}")
+    print(f"why:       {d['reason']}")
+    print(f"recorded:  MLflow run {d['record_run_id']} in experiment 'promotions'")
+
+
+def cmd_promote(args) -> int:
+    _prepare_env()
+    from flows.deploy import promote
+
+    try:
+        d = promote(model_name=args.name, margin=args.margin, eval_data=args.eval_data)
+    except ValueError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    print_decision(d)
+    return 0 if d["decision"] == "promoted" else 3  # scripts can tell a refusal from a failure (1)
+
+
+def cmd_rollback(args) -> int:
+    _prepare_env()
+    from flows.deploy import rollback
+
+    try:
+        d = rollback(model_name=args.name, to_version=args.to)
+    except ValueError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    print_decision(d)
+    return 0
+
+
+def cmd_history(args) -> int:
+    _prepare_env()
+    from tasks.registry.promote import history_table, promotion_history
+    from tasks.registry.register import CHAMPION, version_by_alias
+
+    rows = promotion_history(args.name)
+    if not rows:
+        print(f"no promotion decisions recorded for '{args.name}' (experiment 'promotions'); "
+              f"run `ftflow promote {args.name}`")
+        return 0
+    print(history_table(rows))
+    champ = version_by_alias(args.name, CHAMPION)
+    print(f"\nchampion now: version {champ.version if champ else '-'}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    _prepare_env()
+    from deploy.service import serve
+
+    try:
+        serve(args.name, host=args.host, port=args.port, poll_seconds=args.poll_seconds, max_batch=args.max_batch,
+              threads=args.threads, insecure=args.insecure)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_deploy_commands(sub) -> None:
+    """Register the deploy commands on the CLI's sub-parsers."""
+    sp = sub.add_parser(
+        "promote", help="re-score challenger and champion on the same held-out data; move 'champion' if it wins")
+    sp.add_argument("name", help="registered model name (registry.model_name of the config)")
+    sp.add_argument("--margin", type=float, default=None,
+                    help="how much the challenger must beat the champion by on the primary metric; "
+                         "default: the challenger config's registry.promotion_margin")
+    sp.add_argument("--eval-data", default=None, metavar="PATH",
+                    help="pinned evaluation set (parquet/csv/jsonl, columns as a run's data/clean/test.parquet); "
+                         "default: the challenger run's held-out split")
+    sp.set_defaults(func=cmd_promote)
+
+    sp = sub.add_parser("rollback", help="move 'champion' back to an earlier version (recorded)")
+    sp.add_argument("name", help="registered model name")
+    sp.add_argument("--to", default=None, metavar="VERSION", help="version to serve; default: the previous champion")
+    sp.set_defaults(func=cmd_rollback)
+
+    sp = sub.add_parser("history", help="the promotion log of a model, as a table")
+    sp.add_argument("name", help="registered model name")
+    sp.set_defaults(func=cmd_history)
+
+    sp = sub.add_parser(
+        "serve", help="HTTP service answering with NAME@champion (ONNX Runtime; reloads when the alias moves)")
+    sp.add_argument("name", help="registered model name")
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all, which needs FTFLOW_API_TOKEN)")
+    sp.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    sp.add_argument("--poll-seconds", type=float, default=None,
+                    help="how often to check the champion alias (env FTFLOW_POLL_SECONDS, default 10; 0: never)")
+    sp.add_argument("--max-batch", type=int, default=None, help="most texts per request (env FTFLOW_MAX_BATCH, 64)")
+    sp.add_argument("--threads", type=int, default=None,
+                    help="ONNX Runtime threads per request (env FTFLOW_ORT_THREADS, default 1)")
+    sp.add_argument("--insecure", action="store_true",
+                    help="listen beyond loopback without FTFLOW_API_TOKEN (when a gateway in front does the auth)")
+    sp.set_defaults(func=cmd_serve)

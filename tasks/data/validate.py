@@ -1,0 +1,486 @@
+"""Validate: run the task's Great Expectations suite over the cleaned splits before training.
+
+The suites are reviewed JSON in `expectations/<task>.json` (GX 1.x suite format). Each
+expectation carries in its `meta`:
+
+- `severity`: "critical" (the run stops) or "warning" (reported; stops the run only when
+  `data.validation.fail_on_warning` is set);
+- `scope`: which frame it runs on (see `SCOPES`);
+- optional `sample_columns`: columns shown next to each offending row in reports;
+- optional `hint`: what the user can do about a failure.
+
+Values that come from the config are GX suite parameters, written `{"$PARAMETER": "name"}`
+in the JSON and filled at run time by `suite_parameters`: `max_chars`, `min_rows`,
+`min_class_share` (from `data.validation`) and `labels` (the label list resolved by the
+clean stage).
+
+Checks GX has no built-in for run on helper columns computed here (names start with `_`):
+`_in_train` (leakage), `_n_tokens`/`_n_tags` (NER lengths), `_bio_break` (NER tag order),
+`_text` (NER sentence), and on small label tables (class shares, NER tag sets).
+
+This is the only module that imports great_expectations; it is imported lazily (~3 s).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.data.clean import SPLITS, row_keys
+from tasks.config import DataConfig
+from tasks.io import read_frame, write_json
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+SEVERITIES = ("critical", "warning")
+# Which frames each scope runs on; frames are built by `build_frames`.
+SCOPES = {
+    "rows": SPLITS,                      # each split's rows, with helper columns
+    "train": ("train",),                 # dataset-level checks on train only
+    "all_rows": ("all_rows",),           # all splits concatenated: cross-split checks (leakage)
+    "train_labels": ("train_labels",),   # one row per class (or NER tag) of train
+    "all_labels": ("all_labels",),       # one row per (split, class or tag)
+}
+SAMPLE_LIMIT = 5
+MAX_SHOWN_CHARS = 120
+
+
+class DataValidationError(ValueError):
+    """Critical expectations failed (or warnings, with fail_on_warning); `result` holds the report dict."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+# --- the suite -------------------------------------------------------------------------------------
+
+def suite_path(task: str) -> Path:
+    return EXPECTATIONS_DIR / f"{task}.json"
+
+
+def load_suite(task: str) -> dict:
+    """Read `expectations/<task>.json` and check that each expectation has a severity and a scope."""
+    path = suite_path(task)
+    if not path.exists():
+        raise FileNotFoundError(f"no expectation suite for task '{task}' at {path}")
+    suite = json.loads(path.read_text())
+    for i, exp in enumerate(suite.get("expectations", [])):
+        meta = exp.get("meta") or {}
+        where = f"{path.name}: expectation #{i} ({exp.get('type')})"
+        if meta.get("severity") not in SEVERITIES:
+            raise ValueError(f"{where}: meta.severity must be one of {SEVERITIES}, got {meta.get('severity')!r}")
+        if meta.get("scope") not in SCOPES:
+            raise ValueError(f"{where}: meta.scope must be one of {sorted(SCOPES)}, got {meta.get('scope')!r}")
+    return suite
+
+
+def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
+    """Values for the suites' `{"$PARAMETER": name}` placeholders."""
+    v = cfg.validation
+    params: dict[str, Any] = {"max_chars": v.max_chars, "min_rows": v.min_rows, "min_class_share": v.min_class_share}
+    labels = clean.get("labels") or cfg.labels
+    if labels is not None:
+        params["labels"] = list(labels)
+    return params
+
+
+# --- frames and helper columns ---------------------------------------------------------------------
+
+def read_splits(clean: dict) -> dict[str, pd.DataFrame]:
+    return {name: read_frame(clean["splits"][name]) for name in SPLITS}
+
+
+def find_bio_break(tags) -> str | None:
+    """Describe the first I-X that follows neither B-X nor I-X; None when the order is valid."""
+    prev = "O"
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and (prev[:2] not in ("B-", "I-") or prev[2:] != tag[2:]):
+            return f"{tag} after {prev} at token {i}"
+        prev = tag
+    return None
+
+
+def as_list(value) -> list:
+    # A missing tokens/tags cell is reported by not-null checks; helpers treat it as empty.
+    return [] if value is None or (isinstance(value, float) and np.isnan(value)) else list(value)
+
+
+def add_helper_columns(df: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Add the `_`-prefixed columns the NER suite checks; other tasks need none per split."""
+    if task != "ner" or not {"tokens", "tags"} <= set(df.columns):
+        return df
+    df = df.copy()
+    tokens = df["tokens"].map(as_list)
+    tags = df["tags"].map(as_list)
+    df["_text"] = tokens.map(" ".join)
+    df["_n_tokens"] = tokens.map(len)
+    df["_n_tags"] = tags.map(len)
+    df["_bio_break"] = pd.Series([find_bio_break(t) for t in tags], index=df.index, dtype=object)
+    return df
+
+
+def text_hashes(df: pd.DataFrame, task: str) -> np.ndarray:
+    """64-bit hashes of each row's identity (the clean stage's definition) for leakage checks."""
+    keys = df["_text"] if task == "ner" else row_keys(df, task)
+    # isin on Arrow-backed strings walks Python objects (~9 s per 1M rows); on uint64 hashes it is
+    # a hash-table lookup. A false match needs a 64-bit collision (~1e-8 at a million rows).
+    # categorize=False: same hashes without factorising first, ~2x faster on unique texts.
+    return pd.util.hash_array(keys.astype(str).to_numpy(dtype=object), categorize=False)
+
+
+def build_all_rows(splits: dict[str, pd.DataFrame], task: str) -> pd.DataFrame:
+    """All splits in one frame with `split` and `_in_train` (text also present in train)."""
+    shown = {"ner": ["_text"], "pair_classification": ["text", "text_pair"]}.get(task, ["text"])
+    parts = []
+    try:
+        train_keys = text_hashes(splits["train"], task)
+        for name in SPLITS:
+            df = splits[name]
+            part = df[[c for c in ["raw_index", *shown] if c in df.columns]].copy()
+            part.insert(0, "split", name)
+            # pandas' isin hashes (O(n)); np.isin sorts, ~1.5 s per million rows.
+            part["_in_train"] = False if name == "train" else pd.Series(text_hashes(df, task)).isin(
+                train_keys).to_numpy()
+            parts.append(part)
+    except KeyError:
+        # A missing text column is reported by the per-split column checks; skip the leakage frame.
+        return pd.DataFrame({"split": pd.Series(dtype=str), "_in_train": pd.Series(dtype=bool)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def count_labels(df: pd.DataFrame, task: str) -> pd.Series:
+    """Occurrences of each class (rows) or NER tag (tokens) in one split."""
+    if task == "ner":
+        if "tags" not in df.columns:
+            return pd.Series(dtype="int64")
+        return pd.Series(chain.from_iterable(df["tags"].map(as_list)), dtype=object).value_counts()
+    if "label" not in df.columns:
+        return pd.Series(dtype="int64")
+    return df["label"].dropna().astype(str).value_counts()
+
+
+def build_label_table(counts: dict[str, pd.Series], task: str, labels: list[str] | None) -> pd.DataFrame:
+    """One row per (split, class or tag): rows and share of that split."""
+    name = "tag" if task == "ner" else "label"
+    rows = []
+    for split, vc in counts.items():
+        # Declared classes absent from a split get share 0, so the class-share check sees them.
+        keys = list(vc.index) + ([x for x in labels if x not in vc.index] if labels and task != "ner" else [])
+        total = int(vc.sum()) or 1
+        rows += [{"split": split, name: str(k), "rows": int(vc.get(k, 0)), "share": float(vc.get(k, 0)) / total}
+                 for k in keys]
+    return pd.DataFrame(rows, columns=["split", name, "rows", "share"])
+
+
+def build_frames(splits: dict[str, pd.DataFrame], task: str, labels: list[str] | None) -> dict[str, pd.DataFrame]:
+    """Every frame a scope can name: the splits, all rows, and the label tables."""
+    frames = {name: add_helper_columns(splits[name], task) for name in SPLITS}
+    frames["all_rows"] = build_all_rows(frames, task)
+    if task != "regression":
+        counts = {name: count_labels(frames[name], task) for name in SPLITS}
+        table = build_label_table(counts, task, labels)
+        frames["all_labels"] = table
+        frames["train_labels"] = table[table["split"].eq("train")].reset_index(drop=True)
+    return frames
+
+
+# --- the profile -----------------------------------------------------------------------------------
+
+def describe_lengths(lengths: pd.Series) -> dict:
+    """p50/p90/p99/max of a numeric series (None when empty)."""
+    lengths = lengths.dropna()
+    if lengths.empty:
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    q = lengths.quantile([0.5, 0.9, 0.99]).to_numpy()
+    return {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]), "max": int(lengths.max())}
+
+
+def profile_splits(frames: dict[str, pd.DataFrame], task: str) -> dict:
+    """Rows, label distribution and length percentiles per split.
+
+    `length_percentiles` are in characters (NER: the tokens joined by spaces); NER also gets
+    `token_count_percentiles`, pairs `text_pair_length_percentiles`.
+    """
+    profile: dict[str, Any] = {"task": task, "rows": {}, "labels": {}, "length_percentiles": {}}
+    for name in SPLITS:
+        df = frames[name]
+        profile["rows"][name] = len(df)
+        if task == "regression" and "label" in df.columns:
+            lab = pd.to_numeric(df["label"], errors="coerce")
+            profile["labels"][name] = {"mean": float(lab.mean()), "std": float(lab.std()), "min": float(lab.min()),
+                                       "p50": float(lab.median()), "max": float(lab.max())} if len(lab) else {}
+        else:
+            profile["labels"][name] = {str(k): int(v) for k, v in count_labels(df, task).items()}
+        text_col = "_text" if task == "ner" else "text"
+        if text_col in df.columns:
+            profile["length_percentiles"][name] = describe_lengths(df[text_col].str.len())
+        if "text_pair" in df.columns:
+            profile.setdefault("text_pair_length_percentiles", {})[name] = describe_lengths(df["text_pair"].str.len())
+        if "_n_tokens" in df.columns:
+            profile.setdefault("token_count_percentiles", {})[name] = describe_lengths(df["_n_tokens"])
+    return profile
+
+
+# --- running GX ------------------------------------------------------------------------------------
+
+def make_context(docs_dir: Path):
+    """An ephemeral GX context, no analytics or progress bars, with one local Data Docs site."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    skip_batch_fingerprints()
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,  # no network here; and no usage pings from a pipeline
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    context = gx.get_context(project_config=config, mode="ephemeral")
+    context.add_data_docs_site(
+        "local_site",
+        {"class_name": "SiteBuilder",
+         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}},
+    )
+    return context
+
+
+def skip_batch_fingerprints() -> None:
+    """Stop GX hashing every in-memory batch whole for a batch marker nobody reads (~1 s per million rows)."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    # GX skips the fingerprint for frames above HASH_THRESHOLD bytes; our lineage digest comes from
+    # the clean stage instead. Left alone if a GX release renames the setting.
+    if hasattr(pandas_execution_engine, "HASH_THRESHOLD"):
+        pandas_execution_engine.HASH_THRESHOLD = 0
+
+
+def group_by_frame(suite: dict) -> dict[str, list[tuple[int, dict]]]:
+    """(position in the suite, expectation) lists per frame name, in suite order."""
+    groups: dict[str, list[tuple[int, dict]]] = {}
+    for pos, exp in enumerate(suite["expectations"]):
+        for frame in SCOPES[exp["meta"]["scope"]]:
+            groups.setdefault(frame, []).append((pos, exp))
+    return groups
+
+
+def to_gx_expectation(exp: dict) -> dict:
+    # GX 1.x also has a native severity field; keep it in step with meta so Data Docs agree.
+    return {"type": exp["type"], "kwargs": exp["kwargs"], "meta": exp["meta"], "severity": exp["meta"]["severity"]}
+
+
+def run_frame(context, source, task: str, frame_name: str, frame: pd.DataFrame,
+              items: list[tuple[int, dict]], params: dict) -> list[dict]:
+    """Validate one frame against its expectations; return one summary row per expectation."""
+    import great_expectations as gx
+
+    batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe("whole")
+    suite = context.suites.add(gx.ExpectationSuite(
+        name=f"{task}.{frame_name}", expectations=[to_gx_expectation(e) for _, e in items]))
+    positions = {gx_exp.id: pos for gx_exp, (pos, _) in zip(suite.expectations, items)}
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{task}.{frame_name}", data=batch, suite=suite))
+    # SUMMARY keeps a few offending values and their index; COMPLETE would list every row.
+    result = definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=params,
+                            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_LIMIT})
+    rows = [summarize_result(r, frame_name, frame, positions.get(r.expectation_config.id, 0))
+            for r in result.results]
+    return sorted(rows, key=lambda r: r["position"])
+
+
+def describe_expectation(exp_type: str, kwargs: dict) -> str:
+    """`expect_x(column)`: the expectation's type and the columns it looks at."""
+    cols = kwargs.get("column") or kwargs.get("column_list") or [kwargs.get(k) for k in ("column_A", "column_B")
+                                                                  if kwargs.get(k)]
+    cols = ", ".join(cols) if isinstance(cols, list) else cols
+    return f"{exp_type}({cols})" if cols else exp_type
+
+
+def shorten(value):
+    """A JSON-friendly, bounded version of a cell value for reports."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, float):
+        return None if np.isnan(value) else round(value, 4)
+    if isinstance(value, (list, tuple)):
+        shown = [shorten(v) for v in value[:12]]
+        return shown + ["..."] if len(value) > 12 else shown
+    if isinstance(value, str) and len(value) > MAX_SHOWN_CHARS:
+        return value[:MAX_SHOWN_CHARS] + "..."
+    return value
+
+
+def describe_expected(kwargs: dict) -> str:
+    """The bounds or sets an expectation compares against, e.g. `min_value=2`."""
+    keys = ("min_value", "max_value", "value_set", "regex", "column_set", "type_list")
+    return ", ".join(f"{k}={shorten(kwargs[k])}" for k in keys if kwargs.get(k) is not None)
+
+
+def sample_rows(frame: pd.DataFrame, index_list: list, columns: list[str]) -> list[dict]:
+    """The offending rows GX pointed at, with their split, raw_index and the named columns."""
+    samples = []
+    shown = [c for c in ["split", "raw_index", *columns] if c in frame.columns]
+    for idx in index_list[:SAMPLE_LIMIT]:
+        if isinstance(idx, dict) or idx not in frame.index:
+            continue
+        row = frame.loc[idx]
+        samples.append({c: shorten(row[c]) for c in dict.fromkeys(shown)})
+    return samples
+
+
+def summarize_result(res, frame_name: str, frame: pd.DataFrame, position: int) -> dict:
+    """Flatten one GX ExpectationValidationResult into a summary row."""
+    conf = res.expectation_config
+    meta = dict(conf.meta or {})
+    kwargs = {k: v for k, v in conf.kwargs.items() if k != "batch_id"}
+    result = res.result or {}
+    exc = res.exception_info or {}
+    if not exc.get("raised_exception") and exc and "exception_message" not in exc:
+        # Metric errors arrive keyed by metric id; take the first message.
+        exc = next(iter(exc.values()), {})
+    unexpected = result.get("unexpected_count")
+    checked = [c for c in [kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B"),
+                           *(kwargs.get("column_list") or [])] if c]
+    samples: list = []
+    if exc.get("raised_exception"):
+        observed = "error: " + str(exc.get("exception_message")).removeprefix("Error: ")
+    elif "observed_value" in result:
+        observed = shorten(result["observed_value"])
+        missing = ((result.get("details") or {}).get("mismatched") or {}).get("missing")
+        if missing:
+            observed = f"missing columns {missing}"
+    elif unexpected is not None:
+        unit = "rows" if frame_name in SPLITS or frame_name == "all_rows" else "labels"
+        observed = f"{unexpected} of {result.get('element_count')} {unit} unexpected"
+    else:
+        observed = None
+    if not res.success and not exc.get("raised_exception"):
+        samples = sample_rows(frame, result.get("partial_unexpected_index_list") or [],
+                              checked + list(meta.get("sample_columns", [])))
+        if not samples and conf.type == "expect_column_unique_value_count_to_be_between" and checked:
+            # A single class: show what there is instead of offending rows.
+            vc = frame[checked[0]].astype(str).value_counts().head(SAMPLE_LIMIT)
+            samples = [{checked[0]: shorten(k), "rows": int(v)} for k, v in vc.items()]
+    return {
+        "split": frame_name,
+        "expectation": describe_expectation(conf.type, kwargs),
+        "severity": meta.get("severity", "critical"),
+        "success": bool(res.success),
+        "observed": observed,
+        "expected": describe_expected(kwargs),
+        "unexpected_count": unexpected,
+        "unexpected_percent": result.get("unexpected_percent"),
+        "samples": samples,
+        "kwargs": {k: shorten(v) for k, v in kwargs.items()},
+        "hint": meta.get("hint"),
+        "position": position,
+    }
+
+
+def run_suite(suite: dict, task: str, frames: dict[str, pd.DataFrame], params: dict, docs_dir: Path) -> list[dict]:
+    """Run every expectation on the frames its scope names; build Data Docs; return summary rows."""
+    context = make_context(docs_dir)
+    source = context.data_sources.add_pandas("cleaned")
+    rows: list[dict] = []
+    for frame_name, items in group_by_frame(suite).items():
+        if frame_name not in frames:
+            continue
+        rows += run_frame(context, source, task, frame_name, frames[frame_name], items, params)
+    context.build_data_docs()
+    order = {name: i for i, name in enumerate([*SPLITS, "all_rows", "train_labels", "all_labels"])}
+    rows.sort(key=lambda r: (order.get(r["split"], 99), r["position"]))
+    for r in rows:
+        del r["position"]
+    return rows
+
+
+# --- reports ---------------------------------------------------------------------------------------
+
+def md_cell(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def format_sample(sample: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in sample.items())
+
+
+def render_markdown(rows: list[dict], task: str, success: bool) -> str:
+    """The summary as a markdown table (for a Prefect artifact)."""
+    failed = [r for r in rows if not r["success"]]
+    lines = [
+        f"# Data validation: {task} — {'passed' if success else 'FAILED'}",
+        "",
+        f"{len(rows)} checks, {sum(r['severity'] == 'critical' for r in failed)} critical failures, "
+        f"{sum(r['severity'] == 'warning' for r in failed)} warnings.",
+        "",
+        "| split | expectation | severity | result | observed | expected | sample offending values |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    # Failures first: the artifact is read for what went wrong.
+    for r in sorted(rows, key=lambda r: r["success"]):
+        status = "pass" if r["success"] else ("**FAIL**" if r["severity"] == "critical" else "warn")
+        samples = "; ".join(format_sample(s) for s in r["samples"][:3])
+        lines.append(f"| {r['split']} | `{r['expectation']}` | {r['severity']} | {status} | "
+                     f"{md_cell(r['observed'])} | {md_cell(r['expected'])} | {md_cell(samples)} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_failures(failures: list[dict], task: str, summary_md: str, docs_index: str) -> str:
+    """A readable multi-line message naming each failed expectation, what was seen, and samples."""
+    lines = [f"data validation failed ({task} suite, {suite_path(task)}): {len(failures)} failed expectation(s)"]
+    for r in failures:
+        expected = f" (expected {r['expected']})" if r["expected"] else ""
+        lines.append(f"- [{r['severity']}] {r['split']}: {r['expectation']}: observed {r['observed']}{expected}")
+        for s in r["samples"][:SAMPLE_LIMIT]:
+            lines.append(f"    e.g. {format_sample(s)}")
+        if r.get("hint"):
+            lines.append(f"    fix: {r['hint']}")
+    lines.append(f"Full report: {summary_md} (Data Docs: {docs_index})")
+    return "\n".join(lines)
+
+
+def validate_data(clean: dict, cfg: DataConfig, run_dir: str | Path) -> dict:
+    """Run the task's expectation suite on the cleaned splits; write reports; raise on critical failures."""
+    out_dir = Path(run_dir) / "data" / "validation"
+    docs_dir = out_dir / "data_docs"
+    if docs_dir.exists():
+        shutil.rmtree(docs_dir)  # a rerun in the same run folder must not show stale pages
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    suite = load_suite(cfg.task)
+    params = suite_parameters(clean, cfg)
+    frames = build_frames(read_splits(clean), cfg.task, params.get("labels"))
+    profile = profile_splits(frames, cfg.task)
+    rows = run_suite(suite, cfg.task, frames, params, docs_dir)
+
+    critical = [r for r in rows if not r["success"] and r["severity"] == "critical"]
+    warnings = [r for r in rows if not r["success"] and r["severity"] == "warning"]
+    blocking = critical + (warnings if cfg.validation.fail_on_warning else [])
+    result = {
+        "success": not blocking,
+        "critical_failures": critical,
+        "warnings": warnings,
+        "summary_path": write_json(out_dir / "summary.json", rows),
+        "summary_md": str(out_dir / "summary.md"),
+        "data_docs_dir": str(docs_dir),
+        "data_docs_index": str(docs_dir / "index.html"),
+        "profile": profile,
+        "profile_path": write_json(out_dir / "profile.json", profile),
+    }
+    Path(result["summary_md"]).write_text(render_markdown(rows, cfg.task, result["success"]))
+    if blocking:
+        raise DataValidationError(
+            format_failures(blocking, cfg.task, result["summary_md"], result["data_docs_index"]), result)
+    return result

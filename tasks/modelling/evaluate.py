@@ -1,0 +1,279 @@
+"""Evaluate: score the trained model on the held-out test split and write the evidence.
+
+Writes, under RUN/evaluation, for every task kind: metrics.json, predictions.parquet,
+worst_errors.csv, per_class_report.csv and confusion_matrix.png; the model card (README.md)
+goes into the model folder, so it travels with the model. What "class" means per kind:
+
+- classification, pair_classification: the labels.
+- ner: entity types; the report is seqeval's entity-level scores per type, the confusion
+  matrix counts words by entity type (B-/I- merged, "O" included; first sub-token's tag).
+- regression: equal-width ranges of the target; the report gives count, MAE and mean
+  prediction per range, the matrix counts true range against predicted range. A
+  prediction-vs-truth scatter plot (prediction_scatter.png) comes with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import PipelineConfig
+from tasks.io import read_frame, read_json, write_json
+
+log = logging.getLogger(__name__)
+WORST_N = 50
+
+
+def load_trained(model_dir: str | Path):
+    """The fine-tuned model and tokenizer from a model folder."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+    meta = read_json(Path(model_dir) / "finetune_flow.json")
+    cls = AutoModelForTokenClassification if meta["task"] == "ner" else AutoModelForSequenceClassification
+    return cls.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), meta
+
+
+def frame_of_predictions(df: pd.DataFrame, scored: dict, task: str, labels: list[str] | None) -> pd.DataFrame:
+    """The test split with prediction, confidence and correctness per row."""
+    out = df.drop(columns=[c for c in ("raw_index",) if c in df.columns]).copy()
+    preds, refs = scored["predictions"], scored["references"]
+    if task == "regression":
+        out["prediction"] = preds
+        out["abs_error"] = np.abs(np.array(preds) - np.array(refs))
+    elif task == "ner":
+        out["prediction"] = preds
+        out["correct"] = [p == r for p, r in zip(preds, refs)]
+        out["confidence"] = scored["confidence"]
+        out["mistakes"] = [describe_tag_mistakes(t, r, p) for t, r, p in zip(df["tokens"], refs, preds)]
+    else:
+        out["prediction"] = [labels[p] for p in preds]
+        out["correct"] = [p == r for p, r in zip(preds, refs)]
+        out["confidence"] = scored["confidence"]
+    return out
+
+
+def describe_tag_mistakes(tokens: list[str], refs: list[str], preds: list[str]) -> str:
+    """The words tagged wrongly, as 'word: true->predicted', for reading the worst NER errors."""
+    return "; ".join(f"{w}: {r}->{p}" for w, r, p in zip(tokens, refs, preds) if r != p)
+
+
+def worst_errors(pred: pd.DataFrame, task: str, n: int = WORST_N) -> pd.DataFrame:
+    """The N most confident mistakes (largest errors for regression)."""
+    if task == "regression":
+        return pred.sort_values("abs_error", ascending=False).head(n)
+    wrong = pred[~pred["correct"]]
+    return wrong.sort_values("confidence", ascending=False).head(n)
+
+
+def per_class_report(metrics: dict, classes: list[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per label (classification) or entity type (NER)."""
+    from tasks.modelling.metrics import label_keys
+
+    rows = []
+    for name, key in zip(classes, label_keys(classes)):
+        rows.append({"class": name, **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
+                     "support": metrics.get(f"support_{key}")})
+    return pd.DataFrame(rows)
+
+
+def regression_ranges(refs: list[float], n: int = 5) -> np.ndarray:
+    """Edges of n equal-width ranges over the true values; range_ids puts values beyond them in the outer ranges."""
+    lo, hi = float(np.min(refs)), float(np.max(refs))
+    return np.linspace(lo, hi if hi > lo else lo + 1.0, n + 1)
+
+
+def range_names(edges: np.ndarray) -> list[str]:
+    return [f"[{a:.2g}, {b:.2g})" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def range_ids(values, edges: np.ndarray) -> list[int]:
+    """The range index of each value; values outside the edges go to the first or last range."""
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2).tolist()
+
+
+def per_range_report(refs: list[float], preds: list[float], edges: np.ndarray) -> pd.DataFrame:
+    """Count, MAE and mean prediction per range of the true value (regression's per-class report)."""
+    refs_a, preds_a = np.asarray(refs, dtype=float), np.asarray(preds, dtype=float)
+    ids = np.asarray(range_ids(refs_a, edges))
+    rows = []
+    for i, name in enumerate(range_names(edges)):
+        sel = ids == i
+        rows.append({"class": name, "support": int(sel.sum()),
+                     "mae": float(np.abs(preds_a[sel] - refs_a[sel]).mean()) if sel.any() else None,
+                     "mean_true": float(refs_a[sel].mean()) if sel.any() else None,
+                     "mean_prediction": float(preds_a[sel].mean()) if sel.any() else None})
+    return pd.DataFrame(rows)
+
+
+def entity_type_of(tag: str) -> str:
+    return tag[2:] if tag[:2] in ("B-", "I-", "E-", "S-", "L-", "U-") else tag
+
+
+def confusion_inputs(scored: dict, task: str, labels: list[str] | None) -> tuple[list[int], list[int], list[str]]:
+    """(true ids, predicted ids, class names) for the confusion matrix of any task kind."""
+    refs, preds = scored["references"], scored["predictions"]
+    if task == "regression":
+        edges = regression_ranges(refs)
+        return range_ids(refs, edges), range_ids(preds, edges), range_names(edges)
+    if task == "ner":
+        names = list(dict.fromkeys(entity_type_of(t) for t in labels))
+        index = {n: i for i, n in enumerate(names)}
+        flat_r = [index[entity_type_of(t)] for sent in refs for t in sent]
+        flat_p = [index[entity_type_of(t)] for sent in preds for t in sent]
+        return flat_r, flat_p, names
+    return list(refs), list(preds), list(labels)
+
+
+def plot_prediction_scatter(refs: list[float], preds: list[float], path: Path) -> str:
+    """Prediction against truth, with the diagonal a perfect model would sit on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(refs, preds, s=6, alpha=0.4)
+    lo, hi = min(min(refs), min(preds)), max(max(refs), max(preds))
+    ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], path: Path) -> str:
+    """A confusion matrix PNG (rows: truth, columns: prediction)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(labels)
+    cm = np.zeros((k, k), dtype=int)
+    for r, p in zip(refs, preds):
+        cm[r, p] += 1
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * k, 1.0 + 0.6 * k), dpi=120)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+INTENDED_USE = {
+    "classification": "Assigning one of the labels above to a short English text like the training data.",
+    "pair_classification": "Deciding the relation (one of the labels above) between two short English texts, "
+                           "such as whether they are paraphrases.",
+    "regression": "Scoring a short English text on the training data's numeric scale.",
+    "ner": "Tagging entity mentions (the types above) in short English texts like the training data, "
+           "word by word, with BIO tags.",
+}
+
+
+def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str) -> str:
+    """The model's README: data, metrics, hyperparameters, intended use, limitations."""
+    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
+                     if isinstance(v, float) and not k.startswith("support_"))
+    meta = read_json(Path(model_dir) / "finetune_flow.json")
+    # The values training used (a search may have changed them), else the config's.
+    hp = cfg.training.model_copy(update=meta.get("training") or {})
+    task = cfg.data.task
+    labels = data["labels"] if task != "ner" else sorted({entity_type_of(t) for t in data["labels"]} - {"O"})
+    card = f"""# {cfg.registry.model_name}
+
+Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
+
+## Data
+- Source: `{source}`; content digest `{data['digest']}`
+- Rows (train / validation / test): {data['report']['rows_out']}
+- Quarantined by cleaning: {data['report']['quarantined']} ({data['report']['removed']})
+- {"Target: a number" if task == "regression" else ("Entity types: " if task == "ner" else "Labels: ") + str(labels)}
+
+## Test metrics
+| metric | value |
+|---|---|
+{rows}
+
+## Hyperparameters
+learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
+epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
+optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
+{"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and task == "ner" else ""}; config digest `{cfg.digest()}`.
+
+## Intended use
+{INTENDED_USE[task]}
+
+## Limitations
+Scores hold for text like the test split only; longer inputs are truncated at {cfg.model.max_length} tokens;
+the model inherits the biases of its pretrained body and of the training data. Check the worst errors
+(`evaluation/worst_errors.csv` in the run) before relying on it.
+"""
+    path = Path(model_dir) / "README.md"
+    path.write_text(card)
+    return str(path)
+
+
+def write_class_report(scored: dict, task: str, labels: list[str] | None, path: Path) -> str:
+    """per_class_report.csv: per label, per entity type (NER) or per target range (regression)."""
+    if task == "regression":
+        refs = scored["references"]
+        report = per_range_report(refs, scored["predictions"], regression_ranges(refs))
+    elif task == "ner":
+        from tasks.modelling.metric_modules import entity_types
+
+        report = per_class_report(scored["metrics"], entity_types(labels))
+    else:
+        report = per_class_report(scored["metrics"], labels)
+    report.to_csv(path, index=False)
+    return str(path)
+
+
+def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path,
+                   source: str = "") -> dict:
+    """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
+    import torch
+
+    from tasks.modelling.confidence import interval_metrics
+    from tasks.modelling.predict import score_frame, torch_forward
+    from tasks.progress import counted_calls
+
+    model, tokenizer, meta = load_trained(model_dir)
+    if torch.cuda.is_available() and not cfg.training.use_cpu:
+        model.to("cuda")  # full precision still: the test metrics must match what was trained
+    task, labels = cfg.data.task, data["labels"]
+    test = read_frame(data["splits"]["test"])
+    batches = -(-len(test) // cfg.training.eval_batch_size)
+    with counted_calls(torch_forward(model), batches, "evaluate", log) as forward:
+        scored = score_frame(forward, tokenizer, test, task, labels, cfg.model.max_length,
+                             cfg.training.eval_batch_size)
+    metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
+    # Small test splits move a score by points; the interval says by how many.
+    metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
+    out = Path(run_dir) / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    pred = frame_of_predictions(test, scored, task, labels)
+    pred.to_parquet(out / "predictions.parquet", index=False)
+    worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
+    files = {"metrics": write_json(out / "metrics.json", metrics),
+             "predictions": str(out / "predictions.parquet"), "worst_errors": str(out / "worst_errors.csv")}
+    files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
+    refs, preds, classes = confusion_inputs(scored, task, labels)
+    files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
+    if task == "regression":
+        files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
+                                                              out / "prediction_scatter.png")
+    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source)
+    return {"metrics": metrics, "dir": str(out), "files": files}

@@ -1,0 +1,159 @@
+"""Our own `evaluate.Metric` subclasses; the hub's metric scripts cannot be fetched offline.
+
+Private: `tasks.modelling.metrics` imports this on first use because `evaluate` takes seconds to
+import (it pulls in transformers). Call sites go through `tasks.modelling.metrics`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import datasets
+import evaluate
+import numpy as np
+
+from tasks.modelling.metrics import label_keys
+
+# seqeval's tag prefixes (IOB1/IOB2/IOE/IOBES/BILOU); the rest of a tag is its entity type.
+_TAG_PREFIX = re.compile(r"^[BIESLU][-_]")
+_REPORT_AVERAGES = {"micro avg", "macro avg", "weighted avg"}
+
+
+def entity_types(tags: list[str]) -> list[str]:
+    """Entity types named by a BIO-style tag set, in first-seen order ('B-PER', 'I-PER' -> 'PER')."""
+    seen: dict[str, None] = {}
+    for tag in tags:
+        if tag != "O" and _TAG_PREFIX.match(tag):
+            seen.setdefault(tag[2:], None)
+    return list(seen)
+
+
+class ClassificationMetrics(evaluate.Metric):
+    """Accuracy, macro and per-class precision/recall/F1/support, MCC; `f1` is class-1 F1 when binary."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Single-label classification: accuracy, precision/recall/F1 (macro and per class), MCC.",
+            citation="",
+            inputs_description="predictions, references: class ids; label_names: names in id order (optional)",
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
+        )
+
+    def _compute(self, predictions, references, label_names=None):
+        from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
+
+        preds, refs = np.asarray(predictions), np.asarray(references)
+        num_labels = len(label_names) if label_names else max(int(preds.max()), int(refs.max()), 1) + 1
+        names = list(label_names) if label_names else [str(i) for i in range(num_labels)]
+        out_of_range = sorted({int(x) for x in np.concatenate([preds, refs]) if not 0 <= x < num_labels})
+        if out_of_range:
+            raise ValueError(f"class ids {out_of_range} are outside the {num_labels} declared labels {names}")
+
+        all_ids = list(range(num_labels))
+        p, r, f, support = precision_recall_fscore_support(
+            refs, preds, labels=all_ids, average=None, zero_division=0
+        )
+        # Macro over the classes that occur (sklearn's default): a class absent from a small
+        # validation set and never predicted has no defined F1 and should not count as 0.
+        present = sorted(set(refs.tolist()) | set(preds.tolist()))
+        result = {
+            "accuracy": accuracy_score(refs, preds),
+            "precision_macro": float(np.mean(p[present])),
+            "recall_macro": float(np.mean(r[present])),
+            "f1_macro": float(np.mean(f[present])),
+            "mcc": matthews_corrcoef(refs, preds),
+        }
+        result["f1"] = f[1] if num_labels == 2 else result["f1_macro"]
+        for i, key in enumerate(label_keys(names)):
+            result[f"precision_{key}"] = p[i]
+            result[f"recall_{key}"] = r[i]
+            result[f"f1_{key}"] = f[i]
+            result[f"support_{key}"] = support[i]
+        return {k: float(v) for k, v in result.items()}
+
+
+class RegressionMetrics(evaluate.Metric):
+    """Pearson and Spearman correlation, MSE, RMSE, MAE."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Regression: Pearson and Spearman correlation, mean squared / absolute error.",
+            citation="",
+            inputs_description="predictions, references: floats",
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        from scipy.stats import pearsonr, spearmanr
+
+        preds, refs = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
+        mse = float(np.mean((preds - refs) ** 2))
+        # A constant prediction (common early in training) has no defined correlation; NaN
+        # would poison best-model selection, so report 0: no linear association measured.
+        constant = len(preds) < 2 or np.ptp(preds) == 0 or np.ptp(refs) == 0
+        return {
+            "pearson": 0.0 if constant else float(pearsonr(preds, refs)[0]),
+            "spearman": 0.0 if constant else float(spearmanr(preds, refs)[0]),
+            "mse": mse,
+            "rmse": float(np.sqrt(mse)),
+            "mae": float(np.mean(np.abs(preds - refs))),
+        }
+
+
+class NerMetrics(evaluate.Metric):
+    """Entity-level precision/recall/F1 (seqeval, conlleval mode), per-type scores and support, token accuracy."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="NER: seqeval entity-level micro precision/recall/F1, per-type F1, token accuracy.",
+            citation="",
+            inputs_description="predictions, references: one list of tag strings per sentence; "
+            "label_names: the tag set, so every entity type gets a key even when absent (optional)",
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references, label_names=None):
+        from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+        preds, refs = [list(s) for s in predictions], [list(s) for s in references]
+        with warnings.catch_warnings():
+            # seqeval warns when there are no predicted or true entities; the score is then 0.
+            warnings.simplefilter("ignore")
+            result = {
+                "precision": precision_score(refs, preds),
+                "recall": recall_score(refs, preds),
+                "f1": f1_score(refs, preds),
+                "accuracy": accuracy_score(refs, preds),
+            }
+            report = classification_report(refs, preds, output_dict=True, zero_division=0)
+        types = entity_types(list(label_names)) if label_names else []
+        types += sorted(t for t in report if t not in types and t not in _REPORT_AVERAGES)
+        for entity_type, key in zip(types, label_keys(types)):
+            row = report.get(entity_type, {})
+            result[f"precision_{key}"] = row.get("precision", 0.0)
+            result[f"recall_{key}"] = row.get("recall", 0.0)
+            result[f"f1_{key}"] = row.get("f1-score", 0.0)
+            result[f"support_{key}"] = row.get("support", 0)
+        return {k: float(v) for k, v in result.items()}
+
+
+def build_metric(task: str) -> evaluate.Metric:
+    """A fresh in-memory metric module for a task kind."""
+    cls = {
+        "classification": ClassificationMetrics,
+        "pair_classification": ClassificationMetrics,
+        "regression": RegressionMetrics,
+        "ner": NerMetrics,
+    }[task]
+    # In memory: nothing to share across processes, and no arrow cache files to clean up.
+    return cls(keep_in_memory=True)

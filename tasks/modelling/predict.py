@@ -1,0 +1,93 @@
+"""Scoring a labelled frame: the trained PyTorch model's own predictions (evaluation, and the reference of
+the export parity check), and the task metrics of any scorer's answers.
+
+ONNX scoring is the inference core's (tasks/inference); this side batches and decodes with the core's
+functions, so both backends read logits alike.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
+from tasks.inference.decode import Scores, decode_logits, outside_id, word_logits
+
+Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def torch_forward(model) -> Forward:
+    """A forward callable for a PyTorch model (eval mode, no grad)."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+
+    def forward(batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+            return model(**inputs).logits.float().cpu().numpy()
+
+    return forward
+
+
+def encode_inputs(tokenizer, df: pd.DataFrame, task: str, max_length: int):
+    """Tokenise a frame for inference; returns the encoding (with word ids for NER)."""
+    if task == "ner":
+        return tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length)
+    pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
+    return tokenizer(list(df["text"]), pairs, truncation=True, max_length=max_length)
+
+
+def predict_logits(forward: Forward, tokenizer, df: pd.DataFrame, task: str, max_length: int,
+                   batch_size: int = 64, outside: int = 0) -> list[np.ndarray]:
+    """Logits per row: [num_labels] per text, or [num_words, num_labels] per NER sentence.
+
+    outside: the id of the NER "O" label, which words cut off by truncation are given.
+    """
+    enc = encode_inputs(tokenizer, df, task, max_length)
+    keys = [k for k in INPUT_NAMES if k in enc]
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    out: list[np.ndarray | None] = [None] * len(df)
+    for idx in length_buckets(lengths, batch_size):
+        logits = forward(pad_rows({k: [enc[k][i] for i in idx] for k in keys}, tokenizer.pad_token_id or 0))
+        for j, i in enumerate(idx):
+            out[i] = logits[j, : lengths[i]] if task == "ner" else logits[j]
+    if task == "ner":
+        out = [word_logits(out[i], enc.word_ids(i), len(df["tokens"].iloc[i]), outside) for i in range(len(df))]
+    return out
+
+
+def references_of(df: pd.DataFrame, task: str, labels: list[str] | None) -> list:
+    """Ground truth in the form the scorers predict (class ids, values, tag lists)."""
+    if task == "regression":
+        return [float(v) for v in df["label"]]
+    if task == "ner":
+        return [list(t) for t in df["tags"]]
+    label2id = {name: i for i, name in enumerate(labels)}
+    return [label2id[str(v)] for v in df["label"]]
+
+
+def as_list(scores: Scores) -> list:
+    """The predictions as plain Python values (ints, floats or tag lists) for metrics and frames."""
+    return scores.predictions.tolist() if isinstance(scores.predictions, np.ndarray) else list(scores.predictions)
+
+
+def metrics_of(scores: Scores, df: pd.DataFrame) -> dict:
+    """The task metrics of a scorer's answers on the labelled frame it scored."""
+    from tasks.modelling.metrics import compute_metrics_for
+
+    return compute_metrics_for(scores.task, as_list(scores), references_of(df, scores.task, scores.labels),
+                               scores.labels)
+
+
+def score_frame(forward: Forward, tokenizer, df: pd.DataFrame, task: str, labels: list[str] | None,
+                max_length: int, batch_size: int = 64) -> dict:
+    """Predict a labelled frame with a forward callable (the PyTorch model) and compute the task's metrics."""
+    outside = outside_id(labels) if task == "ner" else 0
+    logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside)
+    scores = decode_logits(task, logits, labels)
+    return {"metrics": metrics_of(scores, df), "predictions": as_list(scores), "confidence": scores.confidence(),
+            "references": references_of(df, task, labels), "scores": scores}

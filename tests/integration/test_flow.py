@@ -1,0 +1,141 @@
+"""The real fine_tune flow under Prefect's test harness with a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def test_flow_logs_run_with_metrics_and_config(flow_result):
+    from tasks.registry import tracking
+
+    res = flow_result["result"]
+    run = tracking.client().get_run(res["run_id"])
+    assert run.info.status == "FINISHED"
+    m = run.data.metrics
+    assert {"test_accuracy", "test_f1", "train_loss", "val_f1", "onnx_parity_max_abs_diff",
+            "onnx_int8_changed_share"} <= set(m)
+    assert 0.0 <= m["test_accuracy"] <= 1.0
+    assert run.data.params["training.learning_rate"] == "0.0001"
+    assert "Trainer" not in " ".join(run.data.params)  # curated params, not the Trainer dump
+    names = {a.path for a in tracking.client().list_artifacts(res["run_id"])}
+    assert {"config.yaml", "data", "evaluation", "onnx", "model"} <= names
+    history = tracking.client().get_metric_history(res["run_id"], "train_loss")
+    assert len(history) >= 2 and history[0].step < history[-1].step  # a history, not one value
+
+
+def test_only_one_mlflow_run_per_flow_run(flow_result):
+    from tasks.registry import tracking
+
+    c = tracking.client()
+    exp = c.get_experiment_by_name(flow_result["config"].registry.experiment)
+    runs = c.search_runs([exp.experiment_id])
+    assert len(runs) == 1  # the Trainer callback did not open a second run
+
+
+def test_model_version_is_challenger_with_tags(flow_result):
+    from tasks.registry.register import version_by_alias
+
+    reg = flow_result["result"]["registered"]
+    mv = version_by_alias(reg["name"], "challenger")
+    assert mv is not None and str(mv.version) == reg["version"] and mv.run_id == flow_result["result"]["run_id"]
+    for tag in ("data_digest", "config_digest", "git_commit", "test_accuracy", "parity_passed", "int8_changed_share",
+                "int8_metric_loss"):
+        assert tag in mv.tags, tag
+    assert mv.tags["parity_passed"] == "True"
+    assert mv.tags["config_digest"] == flow_result["config"].digest()
+
+
+def test_onnx_agrees_with_pytorch(flow_result):
+    """The served path (raw texts through the inference core) against the trained PyTorch model, at batch 1 and 3."""
+    import pandas as pd
+
+    from tasks.modelling.evaluate import load_trained
+    from tasks.modelling.export import check_parity
+    from tasks.inference.predictor import OnnxPredictor
+    from tasks.io import read_json
+    from tasks.modelling.predict import score_frame, torch_forward
+
+    run_dir = Path(flow_result["result"]["run_dir"])
+    model, tok, meta = load_trained(run_dir / "model")
+    texts = ["a fine film", "dull", "a long and winding story that never ends", "ok", "A  FINE\u00a0film"]
+    df = pd.DataFrame({"text": texts, "label": [meta["labels"][0]] * len(texts)})
+    reference = score_frame(torch_forward(model), tok, df, "classification", meta["labels"], 32)["scores"]
+    for batch_size in (1, 3):
+        core = OnnxPredictor(run_dir / "onnx", model_file="model.onnx", batch_size=batch_size).predict_frame(df)
+        parity = check_parity(reference, core, 1e-4)
+        assert parity["passed"], parity
+    report = read_json(run_dir / "onnx" / "export_report.json")
+    test_rows = len(pd.read_parquet(run_dir / "data" / "clean" / "test.parquet"))
+    assert report["parity"]["rows"] == test_rows and report["parity"]["texts"] == "raw"
+    assert report["parity"]["changed_rows"] == 0 and report["parity"]["max_abs_diff"] <= 1e-4
+    assert 0.0 <= report["int8"]["changed_share"] <= 1.0 and report["int8"]["rows"] == test_rows
+
+
+def test_registered_model_loads_through_mlflow_pyfunc(flow_result):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from tasks.registry import tracking
+
+    tracking.configure()
+    reg = flow_result["result"]["registered"]
+    model = mlflow.pyfunc.load_model(f"models:/{reg['name']}@challenger")
+    out = model.predict(pd.DataFrame({"text": ["a wonderful, moving film", "tedious and dull"]}))
+    assert list(out["label"].map(lambda v: v in ("positive", "negative"))) == [True, True]
+
+
+def test_failed_parity_refuses_registration(flow_result):
+    from tasks.registry.register import RegistrationRefused, register_model
+
+    res = flow_result["result"]
+    bad = {"parity": {"passed": False, "max_abs_diff": 0.5, "atol": 1e-4, "argmax_equal": False},
+           "report_path": "export_report.json"}
+    with pytest.raises(RegistrationRefused, match="parity"):
+        register_model(res["run_id"], bad, {"metrics": {}}, {}, flow_result["config"])
+
+
+def test_stage_logs_reach_the_run_log_without_library_stdout_noise(prefect_harness):
+    """Our modules' log lines reach the Prefect run log; a library's captured stdout does not.
+
+    `datasets` fingerprints a table with dill, which disassembles a function into a captured
+    stdout; Prefect's print patch used to forward that listing into the run log.
+    """
+    import logging
+    from uuid import UUID
+
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+    from prefect.runtime import flow_run
+
+    from tasks.stages import logs_to_prefect
+
+    @task(log_prints=False)
+    @logs_to_prefect
+    def stage():
+        from datasets import Dataset
+
+        Dataset.from_dict({"x": [1, 2, 3]})
+        logging.getLogger("tasks.modelling.train").info("step 1/1 loss=0.5")
+
+    @flow(log_prints=True)
+    def one_stage() -> str:
+        stage()
+        return str(flow_run.get_id())
+
+    prefect_logger = logging.getLogger("prefect")
+    level = prefect_logger.level
+    prefect_logger.setLevel(logging.INFO)  # the suite runs at WARNING
+    try:
+        run_id = one_stage()
+        APILogHandler().flush()
+    finally:
+        prefect_logger.setLevel(level)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(run_id)])))
+    text = "\n".join(entry.message for entry in logs)
+    assert "step 1/1 loss=0.5" in text
+    assert "LOAD_GLOBAL" not in text and "RETURN_VALUE" not in text

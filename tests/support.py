@@ -1,0 +1,20 @@
+"""What tests share besides fixtures: the repo root and the small quickstart config.
+
+Imported as `tests.support` everywhere (never `conftest`, which pytest imports under its own name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_config(tmp: Path, *overrides: str):
+    """The quickstart, shrunk to train in seconds on 2 cores."""
+    from tasks.config import load_config
+
+    return load_config(ROOT / "configs" / "quickstart.yaml", [
+        "data.max_rows=360", "model.max_length=32", "training.epochs=1", "training.train_batch_size=16",
+        "training.logging_steps=5", f"run_dir={tmp / 'runs'}", "data.validation.min_rows=50", *overrides,
+    ])

@@ -1,0 +1,178 @@
+"""Hostile input against the real service: uvicorn on loopback, a real exported NER bundle, ONNX Runtime.
+
+Nothing a client sends may stall the service or get a 5xx: schemathesis fuzzes every endpoint from the
+service's own OpenAPI document, with and without a token; the body cap, auth before parsing, invalid
+Unicode and the NER splitter's worst case are checked one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_serve import ROOT, running
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "fuzz-token"
+LIMITS = {"max_batch": 4, "max_chars": 200}  # small, so fuzzed requests cross them often
+FUZZ_REQUESTS = 300  # per run; two runs (without and with a token): 600 requests
+BODY_CAP = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def ner_bundle(tmp_path_factory) -> Path:
+    """The packaged MiniLM with a token-classification head, exported as a serving bundle (max_length 32)."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tasks.modelling.encode import resolve_model_path
+    from tasks.modelling.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("ner-bundle")
+    base = resolve_model_path("minilm")
+    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
+    tok = AutoTokenizer.from_pretrained(base)
+    export_onnx(model, tok, folder / "model.onnx", 17)
+    tok.save_pretrained(str(folder))
+    (folder / "finetune_flow.json").write_text(json.dumps(
+        {"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 32, "serving_file": "model.onnx"}))
+    return folder
+
+
+def _check_answer(response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text[:500])
+    if 400 <= response.status_code < 500:
+        assert response.headers["content-type"] == ["application/json"], response.text[:500]
+        body = response.json()
+        assert body["message"] and body["detail"], body
+        for item in body["detail"]:
+            assert item["loc"] and item["msg"], body
+        loc = body["detail"][0]["loc"]
+        where = str(loc[1]) if loc[0] == "body" and len(loc) > 1 else str(loc[-1])
+        quoted = [w for w in ("'text'", "'texts'", "'text_pair'", "'text_pairs'") if w in body["message"]]
+        assert where.lower() in body["message"].lower() or quoted, body  # the field (or header, or body) is named
+
+
+def _fuzz(url: str, token: str | None) -> dict:
+    """Send FUZZ_REQUESTS generated requests (schema-valid and schema-breaking) to every endpoint."""
+    import schemathesis
+    from schemathesis.generation.modes import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    cases = st.one_of(schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE))
+    seen = {"requests": 0, "5xx": 0, "by_status": {}, "by_operation": {}}
+
+    @settings(max_examples=FUZZ_REQUESTS, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=cases, send_token=st.sampled_from([True, True, True, False]))
+    def fuzz(case, send_token):
+        headers = {"Authorization": f"Bearer {token}"} if token and send_token else None
+        response = case.call(base_url=url, headers=headers, timeout=60)
+        seen["requests"] += 1
+        seen["5xx"] += response.status_code >= 500
+        seen["by_status"][response.status_code] = seen["by_status"].get(response.status_code, 0) + 1
+        seen["by_operation"][case.operation.label] = seen["by_operation"].get(case.operation.label, 0) + 1
+        _check_answer(response)
+        case.validate_response(response, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+
+    fuzz()
+    return seen
+
+
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["no-token", "token"])
+def test_fuzzed_requests_get_no_5xx_and_json_errors_naming_the_field(ner_bundle, token):
+    from deploy.service import create_app
+
+    with running(create_app(bundle_dir=str(ner_bundle), api_token=token, **LIMITS)) as url:
+        seen = _fuzz(url, token)
+    print(f"fuzz ({'token' if token else 'no token'}): {seen}")
+    assert seen["requests"] >= FUZZ_REQUESTS and seen["5xx"] == 0
+    assert set(seen["by_operation"]) == {"GET /health", "GET /ready", "GET /model", "POST /predict"}
+    assert seen["by_status"].get(200) and seen["by_status"].get(422)  # answered and refused, both reached
+    if token:
+        assert seen["by_status"].get(401)
+
+
+@pytest.fixture(scope="module")
+def guarded(ner_bundle):
+    """The NER service with a token, the default batch and text limits, and a 2 MB body cap."""
+    from deploy.service import create_app
+
+    with running(create_app(bundle_dir=str(ner_bundle), api_token=TOKEN, max_body_bytes=BODY_CAP)) as url:
+        with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+            yield client
+
+
+def test_a_full_batch_of_the_splitters_worst_case_leaves_the_service_answering(guarded):
+    texts = ["http://" + "." * 19_990 + "a"] * 64  # the quadratic splitter: ~5 s each, ~6 min for the batch
+    answer = {}
+    worker = threading.Thread(target=lambda: answer.update(r=guarded.post("/predict", json={"texts": texts})))
+    started = time.perf_counter()
+    worker.start()
+    health = []
+    while worker.is_alive() and time.perf_counter() - started < 120:
+        t0 = time.perf_counter()
+        assert guarded.get("/health").status_code == 200
+        health.append(time.perf_counter() - t0)
+        time.sleep(0.05)
+    worker.join(timeout=1)
+    elapsed = time.perf_counter() - started
+    assert answer["r"].status_code == 200 and len(answer["r"].json()["predictions"]) == 64
+    assert elapsed < 60, f"a batch of 64 hostile texts took {elapsed:.1f} s"  # 12 s measured on a busy machine
+    assert max(health, default=0) < 5, f"/health took up to {max(health):.1f} s while the batch ran"
+
+
+def test_a_body_above_the_cap_is_refused_before_it_is_read(guarded):
+    big = json.dumps({"texts": ["word " * 3_000] * 200}).encode()  # 3 MB
+    declared = guarded.post("/predict", content=big, headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["detail"][0]["loc"] == ["body"]
+    assert "FTFLOW_MAX_BODY_BYTES" in declared.json()["message"]
+    # Without Content-Length (chunked): refused when the stream crosses the cap, not after reading it all.
+    streamed = guarded.post("/predict", content=(big[i:i + 65_536] for i in range(0, len(big), 65_536)))
+    assert streamed.request.headers.get("transfer-encoding") == "chunked"
+    assert streamed.status_code == 413 and "goes past the limit" in streamed.json()["message"]
+
+
+def test_the_token_is_checked_before_the_body_is_parsed(guarded):
+    url = f"{guarded.base_url}/predict"
+    assert httpx.post(url, content=b"{not json").status_code == 401  # not 422: nobody parsed it
+    wrong = httpx.post(url, content=b"{not json", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["detail"][0]["loc"] == ["header", "authorization"]
+    assert guarded.post("/predict", content=b"{not json").status_code == 422  # with the token: parsed, refused
+
+
+@pytest.mark.parametrize("raw, loc, says", [
+    (b'{"texts": ["fine", "a \\ud800 lone surrogate"]}', ["body", "texts", 1], "lone surrogate"),
+    (b'{"text": "ab\xffc"}', ["body"], "not a JSON object this service can read"),
+    (b"[" * 100_000, ["body"], "nested too deep"),
+    (b'{"text": ' + b"9" * 5_000 + b"}", ["body"], "not a JSON object this service can read"),
+])
+def test_invalid_unicode_and_json_get_422_naming_the_place(guarded, raw, loc, says):
+    r = guarded.post("/predict", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text[:300]
+    assert r.json()["detail"][0]["loc"] == loc and says in r.json()["message"]
+
+
+def test_listening_beyond_loopback_needs_a_token_or_insecure(ner_bundle, caplog):
+    from deploy.service import check_exposure
+
+    check_exposure("127.0.0.1", None, insecure=False)
+    check_exposure("::1", None, insecure=False)
+    check_exposure("0.0.0.0", TOKEN, insecure=False)
+    with pytest.raises(ValueError, match="refusing to listen on 0.0.0.0 without FTFLOW_API_TOKEN"):
+        check_exposure("0.0.0.0", None, insecure=False)
+    check_exposure("0.0.0.0", None, insecure=True)
+    assert "WITHOUT a token (--insecure)" in caplog.text
+    env = {k: v for k, v in os.environ.items() if k != "FTFLOW_API_TOKEN"}
+    out = subprocess.run([sys.executable, "-m", "deploy.service", "--bundle", str(ner_bundle), "--host", "0.0.0.0"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "pass --insecure" in out.stderr, out.stderr[-2000:]
