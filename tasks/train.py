@@ -200,16 +200,38 @@ def make_tracking_callback(run_id: str | None):
     return TrackingCallback()
 
 
+AUTO_BALANCE_RATIO = 5  # class_weights auto: balance when the largest class has this many times the smallest's rows
+
+
+def needs_balancing(train_labels: list[int], num_labels: int) -> bool:
+    """True when the largest train class has at least AUTO_BALANCE_RATIO times the rows of the smallest."""
+    import numpy as np
+
+    ids = np.asarray(train_labels, dtype=np.int64).reshape(-1)
+    counts = np.bincount(ids[ids >= 0], minlength=num_labels)
+    return counts.max() >= AUTO_BALANCE_RATIO * max(counts.min(), 1)
+
+
 def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labels: int):
+    """Per-class loss weights in label order, or None.
+
+    auto: balanced for single-label classifiers whose classes are skewed 5:1 or more (a rare class
+    is otherwise never predicted); none for NER, where "O" outnumbers every entity tag by design,
+    and none when focal_alpha already weighs the classes.
+    """
     from tasks.losses import balanced_class_weights
 
     weights = cfg.training.class_weights
+    if weights == "auto":
+        skewed = cfg.data.task in ("classification", "pair_classification") and cfg.training.focal_alpha is None \
+            and needs_balancing(train_labels, num_labels)
+        weights = "balanced" if skewed else None
     if weights == "balanced":
         return balanced_class_weights(train_labels, num_labels)
     if weights is not None and len(weights) != num_labels:
         raise ValueError(
             f"training.class_weights has {len(weights)} values but the task has {num_labels} labels; "
-            "give one weight per label, in label order, or 'balanced'"
+            "give one weight per label, in label order, 'balanced' or 'auto'"
         )
     return weights
 

@@ -165,10 +165,11 @@ def test_undecodable_bytes(tmp_path):
         collect_data(cfg_for(kind="file", path=str(tmp_path / "d.csv")).data, tmp_path / "run")
 
 
-def test_ragged_csv(tmp_path):
+def test_ragged_csv_refused_with_its_line_when_asked(tmp_path):
     (tmp_path / "d.csv").write_text("sentence,verdict\ngood,pos\nbad,neg,extra,fields\n")
-    with pytest.raises(DataSourceError, match="malformed CSV"):
-        collect_data(cfg_for(kind="file", path=str(tmp_path / "d.csv")).data, tmp_path / "run")
+    cfg = cfg_for(kind="file", path=str(tmp_path / "d.csv"), on_bad_lines="error")
+    with pytest.raises(DataSourceError, match=r"d.csv:3: 4 fields, the header has 2.*on_bad_lines=quarantine"):
+        collect_data(cfg.data, tmp_path / "run")
     assert (tmp_path / "d.csv").read_text().count("\n") == 3  # the raw input is untouched
 
 
