@@ -100,7 +100,7 @@ class ValidationConfig(_Section):
 
     min_rows: int = Field(50, ge=1, description="minimum rows in train after cleaning")
     min_class_rows: int = Field(
-        10, ge=0, description="critical: every class (NER: entity tag) has at least this many train rows (tokens)"
+        10, ge=0, description="critical: every class has at least this many train rows (classification, pairs)"
     )
     warn_class_rows: int = Field(30, ge=0, description="warning: names each class with fewer train rows than this")
     max_chars: int = Field(10_000, gt=0, description="upper bound on text length in characters")

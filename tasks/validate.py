@@ -11,7 +11,7 @@ expectation carries in its `meta`:
 
 Values that come from the config are GX suite parameters, written `{"$PARAMETER": "name"}`
 in the JSON and filled at run time by `suite_parameters`: `max_chars`, `min_rows`,
-`min_class_share` (from `data.validation`) and `labels` (the label list resolved by the
+`min_class_rows`, `warn_class_rows` (from `data.validation`) and `labels` (the label list resolved by the
 clean stage).
 
 Checks GX has no built-in for run on helper columns computed here (names start with `_`):
@@ -83,7 +83,8 @@ def load_suite(task: str) -> dict:
 def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
     """Values for the suites' `{"$PARAMETER": name}` placeholders."""
     v = cfg.validation
-    params: dict[str, Any] = {"max_chars": v.max_chars, "min_rows": v.min_rows, "min_class_share": v.min_class_share}
+    params: dict[str, Any] = {"max_chars": v.max_chars, "min_rows": v.min_rows, "min_class_rows": v.min_class_rows,
+                              "warn_class_rows": v.warn_class_rows}
     labels = clean.get("labels") or cfg.labels
     if labels is not None:
         params["labels"] = list(labels)

@@ -109,7 +109,7 @@ def test_ner_end_to_end(tmp_path):
     from tasks.predictor import OnnxPredictor
 
     cfg = small_config(tmp_path, "data.source.name=tweet_ner", "data.task=ner", "data.max_rows=200",
-                       "data.validation.min_class_share=0", "training.max_steps=6", "training.learning_rate=3e-4")
+                       "data.validation.min_class_rows=0", "training.max_steps=6", "training.learning_rate=3e-4")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
     assert clean_ref["labels"][0] == "O" and "B-person" in clean_ref["labels"]
     assert {"test_precision", "test_recall", "test_f1", "test_accuracy", "test_f1_person"} <= set(evaluation["metrics"])
