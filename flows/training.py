@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from tasks import stages, tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
+from tasks.encode import check_model_source
 from tasks.io import read_json, write_json
 from tasks.train import TRAINING_SECTIONS
 
@@ -77,6 +78,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
     resumes from its last checkpoint (same data and model required).
     """
     cfg = config
+    check_model_source(cfg.model.name, cfg.model.revision)  # a model that cannot load fails before the data stage
     tracking.configure()
     run_id, run_name, run_dir = reopen_run(resume_from, cfg) if resume_from else open_run(cfg, "fine-tune")
     logger = get_run_logger()
