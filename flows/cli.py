@@ -128,6 +128,8 @@ def print_result(result: dict) -> None:
                  if k.endswith("_ci_low")]
     if intervals:
         print("95% bootstrap intervals (test rows resampled): " + ", ".join(intervals))
+    if result.get("weak_classes"):
+        print(f"WEAK CLASSES: {result['weak_classes']}")
     print(f"MLflow UI:    {result['ui_hint']}")
 
 

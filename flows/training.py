@@ -93,6 +93,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
             if exported else None
     result = {"run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
               "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],
+              "weak_classes": evaluation["weak_classes_text"],
               "registered": registered, "parity": exported["parity"] if exported else None,
               "serving_file": exported["serving_file"] if exported else None,
               "tracking_uri": tracking.tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
