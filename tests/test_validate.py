@@ -132,6 +132,7 @@ def test_class_rule_counts_rows_critical_below_10_and_names_each_class_below_30(
     assert [s["label"] for s in critical["samples"]] == ["odd"] and "data.label_map" in critical["hint"]
     [warning] = result["warnings"]
     assert sorted(s["label"] for s in warning["samples"]) == ["odd", "pos"]  # every class under 30 named
+    assert "classes: label='odd' (3 rows)" in str(err.value)
     # 3 rows of 63 is 4.8%: a share rule would have let it through; 20 rows is a warning only.
     train, validation, test = classification_frames(60, ["neg"] * 40 + ["pos"] * 20)
     clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
@@ -206,3 +207,13 @@ def test_pair_and_regression_suites(tmp_path):
     with pytest.raises(DataValidationError) as err:
         validate_data(clean, data_config("data.task=regression"), tmp_path / "reg")
     assert failed(err.value.result) == {("train", "expect_column_unique_value_count_to_be_between(label)")}
+
+
+def test_the_class_warning_names_every_small_class_not_five(tmp_path):
+    small = [f"c{i}" for i in range(8)] + ["neg", "pos"]  # validation and test hold neg and pos
+    train_labels = ["big"] * 100 + [c for c in small for _ in range(12)]
+    train, validation, test = classification_frames(len(train_labels), train_labels)
+    clean = write_clean(tmp_path, train, validation, test, ["big", *small])
+    result = validate_data(clean, data_config("data.validation.warn_class_rows=30"), tmp_path)
+    [warning] = result["warnings"]
+    assert sorted(s["label"] for s in warning["samples"]) == sorted(small)
