@@ -172,8 +172,14 @@ def detect_encoding(data: bytes) -> str:
         pass
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
-    return best.encoding if best else "utf-8"
+    results = from_bytes(data)
+    best = results.best()
+    if best is None:
+        return "utf-8"
+    # Short Western texts often tie between cp1250/cp1252/cp1257 (same chaos, same coherence) and the
+    # first listed wins; on a tie take cp1252, Windows' (and Excel's) Western default, by far the likeliest.
+    tied = [m for m in results if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    return "cp1252" if any("cp1252" in m.could_be_from_charset for m in tied) else best.encoding
 
 
 def decode_text(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
