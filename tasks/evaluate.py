@@ -99,7 +99,7 @@ def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list
     weak = []
     for i, (name, key) in enumerate(zip(classes, label_keys(classes))):
         f1, support = metrics.get(f"f1_{key}"), int(metrics.get(f"support_{key}") or 0)
-        never = predicted is not None and support > 0 and predicted[i] == 0
+        never = bool(predicted is not None and support > 0 and predicted[i] == 0)
         if support and (never or (f1 is not None and f1 < WEAK_F1)):
             weak.append({"class": name, "f1": float(f1 or 0.0), "support": support,
                          "predicted": None if predicted is None else int(predicted[i]), "never_predicted": never})

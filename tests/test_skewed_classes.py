@@ -62,3 +62,31 @@ def test_class_weights_auto_leaves_ner_regression_and_focal_alpha_alone():
     focal = load_config(None, ["training.loss=focal", "training.focal_alpha=[0.2, 0.8]"])
     assert resolve_class_weights(focal, [0] * 100 + [1], 2) is None
     assert load_config(None, ["data.task=regression", "training.loss=mse"]).training.class_weights == "auto"
+
+
+def test_a_briefly_trained_model_on_skewed_questions_names_its_weak_classes(tmp_path):
+    """Real weights, real TREC data: a few steps leave rare classes unpredicted, and every report says so."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tasks.evaluate import evaluate_model
+    from tasks.train import train_model
+    from tests.conftest import small_config
+    from tests.test_train import prepare
+
+    cfg = small_config(tmp_path, "data.source.name=trec_coarse", "data.labels=[ABBR, DESC, ENTY, HUM, LOC, NUM]",
+                       "data.max_rows=400", "training.max_steps=4")
+    clean_ref = prepare(cfg, tmp_path / "run")
+    trained = train_model(clean_ref, cfg, tmp_path / "run")
+    evaluation = evaluate_model(trained["model_dir"], clean_ref, cfg, tmp_path / "run", "test")
+    weak = evaluation["weak_classes"]
+    report = pd.read_csv(Path(evaluation["dir"]) / "per_class_report.csv").set_index("class")
+    predicted = pd.read_parquet(Path(evaluation["dir"]) / "predictions.parquet")["prediction"].value_counts()
+    expected = {c for c, row in report.iterrows()
+                if row["support"] > 0 and (row["f1"] < 0.5 or predicted.get(c, 0) == 0)}
+    assert expected and {w["class"] for w in weak} == expected  # 4 steps cannot learn 6 classes
+    assert json.loads(Path(evaluation["files"]["weak_classes"]).read_text()) == weak
+    card = Path(evaluation["files"]["model_card"]).read_text()
+    assert evaluation["weak_classes_text"] in card and f"'{weak[0]['class']}'" in card
