@@ -136,6 +136,9 @@ def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Read the source and snapshot it raw (reused when the source is unchanged)."""
     ref = _run_cached("collect", _read_source, run_dir, run_id, cfg)
     get_run_logger().info("collected %d rows from %s (digest %s)", ref["rows"], ref["source"], ref["digest"])
+    for f in ref.get("files", []):  # the encoding `auto` chose, and lines set aside, per file
+        get_run_logger().info("read %s: %d rows, encoding %s, %d unparseable line(s) quarantined",
+                              f["file"], f["rows"], f["encoding"], f["unparseable_lines"])
     tracking.log_params(run_id, {"data.raw_rows": ref["rows"], "data.raw_digest": ref["digest"]})
     return ref
 

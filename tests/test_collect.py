@@ -97,6 +97,15 @@ def test_packaged_datasets():
     assert (spam["label"] == "spam").sum() == 747  # the recovered collection, not the damaged 638
 
 
+def test_packaged_trec_questions_coarse_and_fine():
+    coarse = read_source(load_config(None, ["data.source.name=trec_coarse"]).data.source)
+    fine = read_source(load_config(None, ["data.source.name=trec_fine"]).data.source)
+    assert len(coarse) == len(fine) == 15_452 and coarse["text"].nunique() == 5_381
+    assert sorted(coarse["label"].unique()) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    assert fine["label"].nunique() == 50 and (fine["label"].str.split(":").str[0] == coarse["label"]).all()
+    assert coarse["text"].iloc[0] == "How did serfdom develop in and then leave Russia ?"
+
+
 def test_url_source_is_pinned_and_cached(tmp_path):
     served = tmp_path / "www"
     served.mkdir()
