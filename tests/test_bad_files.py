@@ -108,6 +108,7 @@ def test_jsonl_broken_line_is_quarantined_with_its_line_number(tmp_path):
     lines[2] = '{"text": "cut off mid-wri'
     lines[5] = '["an", "array"]'
     lines.insert(7, "")  # blank lines are not data, and not errors
+    lines[9] = json.dumps({"text": "a line\u2028separator inside", "label": "pos"}, ensure_ascii=False)
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
     raw, splits, quarantine, report = collect_and_clean(tmp_path / "d.jsonl", tmp_path)
     assert raw["unparseable_lines"] == 2 and raw["files"][0]["rows"] == 28
