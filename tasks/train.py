@@ -203,13 +203,13 @@ def make_tracking_callback(run_id: str | None):
 AUTO_BALANCE_RATIO = 5  # class_weights auto: balance when the largest class has this many times the smallest's rows
 
 
-def needs_balancing(train_labels: list[int], num_labels: int) -> bool:
-    """True when the largest train class has at least AUTO_BALANCE_RATIO times the rows of the smallest."""
+def class_skew(train_labels: list[int], num_labels: int) -> float:
+    """Rows of the largest train class per row of the smallest (a class without rows counts as one)."""
     import numpy as np
 
     ids = np.asarray(train_labels, dtype=np.int64).reshape(-1)
     counts = np.bincount(ids[ids >= 0], minlength=num_labels)
-    return counts.max() >= AUTO_BALANCE_RATIO * max(counts.min(), 1)
+    return float(counts.max() / max(counts.min(), 1))
 
 
 def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labels: int):
@@ -223,9 +223,12 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
 
     weights = cfg.training.class_weights
     if weights == "auto":
-        skewed = cfg.data.task in ("classification", "pair_classification") and cfg.training.focal_alpha is None \
-            and needs_balancing(train_labels, num_labels)
-        weights = "balanced" if skewed else None
+        skew = class_skew(train_labels, num_labels) \
+            if cfg.data.task in ("classification", "pair_classification") and cfg.training.focal_alpha is None else 0
+        weights = "balanced" if skew >= AUTO_BALANCE_RATIO else None
+        if weights:
+            log.info("class weights: balanced (training.class_weights auto: the largest train class has %.1fx "
+                     "the rows of the smallest)", skew)
     if weights == "balanced":
         return balanced_class_weights(train_labels, num_labels)
     if weights is not None and len(weights) != num_labels:
