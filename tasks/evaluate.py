@@ -106,7 +106,7 @@ def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list
     return sorted(weak, key=lambda w: (w["f1"], w["support"]))
 
 
-def describe_weak_classes(weak: list[dict], n_classes: int) -> str:
+def describe_weak_classes(weak: list[dict], n_classes: int, unit: str = "test rows") -> str:
     """The weak classes in plain words, with what to do about them; empty when there are none."""
     if not weak:
         return ""
@@ -114,7 +114,7 @@ def describe_weak_classes(weak: list[dict], n_classes: int) -> str:
     for w in weak:
         what = "is never predicted" if w["never_predicted"] else f"has F1 {w['f1']:.2f}"
         seen = f", predicted {w['predicted']} times" if w["predicted"] and not w["never_predicted"] else ""
-        parts.append(f"'{w['class']}' {what} ({w['support']} test rows{seen})")
+        parts.append(f"'{w['class']}' {what} ({w['support']} {unit}{seen})")
     return (f"{len(weak)} of {n_classes} classes are weak on test (F1 below {WEAK_F1} or never predicted): "
             + "; ".join(parts) + ". Add training examples of them, keep training.class_weights auto (or set "
             "'balanced'), choose the model by macro-F1, or merge them into a neighbour with data.label_map.")
@@ -127,7 +127,7 @@ def weak_classes_markdown(weak: list[dict], text: str) -> str:
     rows = [f"| {w['class']} | {w['f1']:.2f} | {w['support']} | "
             f"{'never' if w['never_predicted'] else w['predicted'] if w['predicted'] is not None else ''} |"
             for w in weak]
-    return "\n".join(["# Weak classes", "", text, "", "| class | test F1 | test rows | predicted |",
+    return "\n".join(["# Weak classes", "", text, "", "| class | test F1 | test support | predicted |",
                       "|---|---|---|---|", *rows]) + "\n"
 
 
@@ -330,7 +330,7 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
                                                               out / "prediction_scatter.png")
     weak = find_weak_classes(scored, task, labels)
     n_classes = len(classes) - (1 if task == "ner" else 0)  # NER's matrix has "O", which is no entity type
-    weak_text = describe_weak_classes(weak, n_classes)
+    weak_text = describe_weak_classes(weak, n_classes, "test mentions" if task == "ner" else "test rows")
     files["weak_classes"] = write_json(out / "weak_classes.json", weak)
     files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source, weak_text)
     return {"metrics": metrics, "dir": str(out), "files": files, "weak_classes": weak, "weak_classes_text": weak_text}
