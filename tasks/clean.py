@@ -44,8 +44,8 @@ def normalize_labels(labels: pd.Series, cfg: DataConfig, report: dict) -> pd.Ser
     """Class labels stripped of surrounding whitespace, renamed by data.label_map, one spelling per class.
 
     Spellings that differ only by case ("positive", "Positive") become the declared one when
-    data.labels lists exactly one of them; otherwise the run is refused, listing every spelling
-    with its count: guessing which is meant would silently merge or split classes.
+    data.labels lists exactly one of them; when it lists none, the run is refused, listing every
+    spelling with its count: guessing which is meant would silently merge or split classes.
     """
     present = labels.notna()
     text = labels.astype(object).where(present, None)
@@ -64,7 +64,7 @@ def normalize_labels(labels: pd.Series, cfg: DataConfig, report: dict) -> pd.Ser
         chosen = [v for v in group.index if v in declared]
         if len(group) > 1 and len(chosen) == 1:
             folded.update({v: chosen[0] for v in group.index if v != chosen[0]})
-        elif len(group) > 1:
+        elif len(group) > 1 and not chosen:  # two declared spellings are two classes, as declared
             clashes.append(group)
     if clashes:
         listed = "; ".join(", ".join(f"{v!r} ({n} rows)" for v, n in g.items()) for g in clashes)

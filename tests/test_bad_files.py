@@ -175,6 +175,13 @@ def test_case_variants_map_when_the_config_says_how(tmp_path, fix):
     assert report["changed"].get("label_mapped", 0) + report["changed"].get("label_case_folded", 0) == 2
 
 
+def test_case_variants_both_declared_stay_two_classes(tmp_path):
+    rows = [(t, "A" if i % 2 else "a") for i, (t, _) in enumerate(REVIEWS)]
+    (tmp_path / "d.csv").write_text(csv_text(rows))
+    _, splits, _, _ = collect_and_clean(tmp_path / "d.csv", tmp_path, "data.labels=[a, A]")
+    assert kept(splits)["label"].value_counts().to_dict() == {"A": 15, "a": 15}
+
+
 def test_integer_labels_read_as_floats_stay_integers(tmp_path):
     rows = [json.dumps({"text": t, "label": i % 2}) for i, (t, _) in enumerate(REVIEWS)]
     rows[4] = json.dumps({"text": "no label here"})  # one missing label: pandas reads the rest as 0.0 / 1.0
