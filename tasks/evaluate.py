@@ -245,6 +245,8 @@ def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: 
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
     labels = data["labels"] if task != "ner" else sorted({entity_type_of(t) for t in data["labels"]} - {"O"})
+    weak_section = "" if task == "regression" else (
+        f"## Weak classes\n{weak_text or f'None: every class has test F1 of at least {WEAK_F1} and is predicted.'}\n\n")
     card = f"""# {cfg.registry.model_name}
 
 Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
@@ -260,10 +262,7 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 |---|---|
 {rows}
 
-## Weak classes
-{weak_text or "None: every class has test F1 of at least " + str(WEAK_F1) + " and is predicted."}
-
-## Hyperparameters
+{weak_section}## Hyperparameters
 learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
 epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}

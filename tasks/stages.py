@@ -249,13 +249,15 @@ def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str,
             if isinstance(v, float) and "support" not in k]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
     get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows[:12]})
+    if cfg.data.task == "regression":
+        return result
     if result["weak_classes"]:
         get_run_logger().warning(result["weak_classes_text"])
     create_markdown_artifact(weak_classes_markdown(result["weak_classes"], result["weak_classes_text"]),
                              key=_artifact_key(f"{cfg.name}-weak-classes"),
                              description="classes with a low test F1 or never predicted")
+    tracking.log_metrics(run_id, {"test_weak_classes": len(result["weak_classes"])})
     return result
-
 
 
 @task(name="export", timeout_seconds=3600, log_prints=False)
