@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from tasks import quiet, stages
 from tasks.registry import tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
+from tasks.modelling.encode import check_model_source
 from tasks.io import read_json, write_json
 from tasks.modelling.train import TRAINING_SECTIONS
 
@@ -79,6 +80,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
     """
     cfg = config
     quiet.silence_known_noise()
+    check_model_source(cfg.model.name, cfg.model.revision)  # a model that cannot load fails before the data stage
     tracking.configure()
     run_id, run_name, run_dir = reopen_run(resume_from, cfg) if resume_from else open_run(cfg, "fine-tune")
     logger = get_run_logger()
@@ -93,6 +95,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
             if exported else None
     result = {"run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
               "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],
+              "weak_classes": evaluation["weak_classes_text"],
               "registered": registered, "parity": exported["parity"] if exported else None,
               "serving_file": exported["serving_file"] if exported else None,
               "tracking_uri": tracking.shown_tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),

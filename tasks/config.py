@@ -91,6 +91,15 @@ class SourceConfig(_Section):
     def _mask_credentials(self, v: str | None) -> str | None:
         return redact_url(v) if v else v
 
+    encoding: str = Field(
+        "utf-8", description="text encoding of csv/tsv/jsonl/json/conll files, e.g. cp1252; auto detects it "
+                             "(and reports what it chose); a byte-order mark always wins"
+    )
+    on_bad_lines: Literal["quarantine", "error"] = Field(
+        "quarantine", description="a JSONL line that is not JSON, or a CSV/TSV row with the wrong field count: "
+                                  "quarantine it with its line number and reason, or refuse the file"
+    )
+
     @model_validator(mode="after")
     def _check_required(self) -> "SourceConfig":
         needs = {
@@ -135,7 +144,10 @@ class ValidationConfig(_Section):
     """Data checks run by Great Expectations before training."""
 
     min_rows: int = Field(50, ge=1, description="minimum rows in train after cleaning")
-    min_class_share: float = Field(0.02, ge=0.0, lt=1.0, description="every class above this share of train")
+    min_class_rows: int = Field(
+        10, ge=0, description="critical: every class has at least this many train rows (classification, pairs)"
+    )
+    warn_class_rows: int = Field(30, ge=0, description="warning: names each class with fewer train rows than this")
     max_chars: int = Field(10_000, gt=0, description="upper bound on text length in characters")
     fail_on_warning: bool = Field(False, description="treat warning-level expectations as critical")
 
@@ -158,6 +170,9 @@ class DataConfig(_Section):
     tags_column: str = Field("tags", description="NER: column holding the list of BIO tags")
     labels: list[str] | None = Field(
         None, description="the declared label set, in id order; inferred from train when empty"
+    )
+    label_map: dict[str, str] | None = Field(
+        None, description="rename labels before anything else sees them, e.g. {Positive: positive, pos: positive}"
     )
     max_rows: int | None = Field(
         None, gt=0, description="use at most this many rows (a stable sample), for quick runs"
@@ -204,8 +219,9 @@ class TrainingConfig(_Section):
     loss: Literal["auto", "cross_entropy", "mse", "focal"] = Field(
         "auto", description="auto picks cross_entropy for classification/NER and mse for regression"
     )
-    class_weights: list[float] | Literal["balanced"] | None = Field(
-        None, description="cross-entropy/focal class weights, or 'balanced'"
+    class_weights: list[float] | Literal["auto", "balanced"] | None = Field(
+        "auto", description="cross-entropy/focal class weights, 'balanced', or auto: balanced when the largest "
+                            "train class has at least 5x the rows of the smallest, else none"
     )
     focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter")
     focal_alpha: list[float] | None = Field(None, description="focal loss per-class alpha")
@@ -224,7 +240,10 @@ class TrainingConfig(_Section):
     )
     gradient_checkpointing: bool = Field(False)
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
-    metric_for_best_model: str | None = Field(None, description="default: f1 (classification), pearson, f1 (ner)")
+    metric_for_best_model: str | None = Field(
+        None, description="default: f1 (classification: the positive class's F1 with two labels, macro-F1 with "
+                          "more), pearson (regression), f1 (ner)"
+    )
     logging_steps: int = Field(20, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps; per epoch when empty")
     save_total_limit: int = Field(2, ge=1)
@@ -359,9 +378,9 @@ class PipelineConfig(_Section):
         allowed = ["auto", "mse"] if task == "regression" else ["auto", "cross_entropy", "focal"]
         if t.loss not in allowed:
             raise ValueError(f"training.loss '{t.loss}' does not fit data.task '{task}'; allowed: {', '.join(allowed)}")
-        if t.focal_alpha is not None and t.class_weights is not None:
+        if t.focal_alpha is not None and t.class_weights not in (None, "auto"):
             raise ValueError("set training.focal_alpha or training.class_weights, not both (focal alpha is the weight)")
-        if task == "regression" and (t.class_weights is not None or t.focal_alpha is not None):
+        if task == "regression" and (t.class_weights not in (None, "auto") or t.focal_alpha is not None):
             raise ValueError("training.class_weights / focal_alpha need a classification task, not regression")
         if t.label_smoothing and (task == "regression" or t.loss == "focal"):
             raise ValueError("training.label_smoothing applies to cross-entropy; "

@@ -140,6 +140,9 @@ def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Read the source and snapshot it raw (reused when the source is unchanged)."""
     ref = _run_cached("collect", _read_source, run_dir, run_id, cfg)
     get_run_logger().info("collected %d rows from %s (digest %s)", ref["rows"], ref["source"], ref["digest"])
+    for f in ref.get("files", []):  # the encoding `auto` chose, and lines set aside, per file
+        get_run_logger().info("read %s: %d rows, encoding %s, %d unparseable line(s) quarantined",
+                              f["file"], f["rows"], f["encoding"], f["unparseable_lines"])
     tracking.log_params(run_id, {"data.raw_rows": ref["rows"], "data.raw_digest": ref["digest"]})
     return ref
 
@@ -167,7 +170,7 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
 @task(name="validate", timeout_seconds=3600)
 def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Great Expectations checks; critical failures stop the flow before training."""
-    from tasks.data.validate import DataValidationError
+    from tasks.data.validate import DataValidationError, describe_finding
 
     folder = Path(run_dir) / "data" / "validation"
     try:
@@ -177,6 +180,8 @@ def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) ->
         raise
     _log_validation(result, folder, cfg, run_id)
     _log_lineage(clean_ref, run_id)
+    for warning in result["warnings"]:  # not blocking, but the user should read them before the metrics
+        get_run_logger().warning("data validation warning:\n%s", "\n".join(describe_finding(warning)))
     return result
 
 
@@ -240,7 +245,7 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
 def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str,
              source: str = "") -> dict:
     """Score on test; log metrics, plots, errors and the model card."""
-    from tasks.modelling.evaluate import evaluate_model
+    from tasks.modelling.evaluate import evaluate_model, weak_classes_markdown
 
     quiet.silence_known_noise(torch_stage=True)
     result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source)
@@ -251,6 +256,14 @@ def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str,
             if isinstance(v, float) and "support" not in k]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
     get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows[:12]})
+    if cfg.data.task == "regression":
+        return result
+    if result["weak_classes"]:
+        get_run_logger().warning(result["weak_classes_text"])
+    create_markdown_artifact(weak_classes_markdown(result["weak_classes"], result["weak_classes_text"]),
+                             key=_artifact_key(f"{cfg.name}-weak-classes"),
+                             description="classes with a low test F1 or never predicted")
+    tracking.log_metrics(run_id, {"test_weak_classes": len(result["weak_classes"])})
     return result
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import time
 
 EPILOG = ("Examples:\n  ftflow run configs/quickstart.yaml\n  ftflow run configs/sentiment.yaml --set training.epochs=2\n"
           "  ftflow run --resume-from runs/sentiment-20261129-020952-689d1553")
@@ -25,6 +27,53 @@ def _load(args):
         sys.exit(f"error: {e}")
 
 
+class _ConsoleQuiet(logging.Filter):
+    """Keep errors off the console: the command prints one `error:` line, the log file has the tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR and not record.getMessage().startswith("Finished in state Failed")
+
+
+def log_to_file(command: str) -> str:
+    """Send every Prefect log record, tracebacks included, to a log file; errors leave the console. Its path."""
+    from prefect.logging.configuration import setup_logging
+
+    from tasks.data.collect import cache_dir
+
+    path = cache_dir() / "logs" / f"ftflow-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    setup_logging()  # Prefect's own handlers first, so the filter lands on them
+    for logger in (logging.getLogger(), logging.getLogger("uvicorn")):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.addFilter(_ConsoleQuiet())
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("prefect", "ftflow"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("ftflow").setLevel(logging.DEBUG)
+    return str(path)
+
+
+def report_failure(error: Exception, log_path: str) -> int:
+    """One clear error on the console; the traceback goes to the log file."""
+    logging.getLogger("ftflow").error("the command failed", exc_info=error)
+    # Our errors (ValueError and its kin) speak to the user; anything else also names its type.
+    text = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+    print(f"\nerror: {text}\nfull log (with the traceback): {log_path}", file=sys.stderr)
+    return 1
+
+
+def check_model(cfg) -> None:
+    """Refuse a model that cannot load before any data is read or a server started."""
+    from tasks.modelling.encode import ModelSourceError, check_model_source
+
+    try:
+        check_model_source(cfg.model.name, cfg.model.revision)
+    except ModelSourceError as e:
+        sys.exit(f"error: {e}")
+
+
 def cmd_run(args) -> int:
     if args.resume_from and args.config is None:  # resume with the config the run started with
         args.config = os.path.join(args.resume_from, "config.yaml")
@@ -32,14 +81,15 @@ def cmd_run(args) -> int:
             sys.exit(f"error: --resume-from '{args.resume_from}' is not a run folder (no config.yaml); "
                      f"give a folder under runs/ written by an earlier `ftflow run`")
     cfg = _load(args)
+    check_model(cfg)
     _prepare_env()
     from flows.training import fine_tune
 
+    log_path = log_to_file("run")
     try:
         result = fine_tune(config=cfg, resume_from=args.resume_from)
-    except ValueError as e:  # our errors speak to the user; the traceback is in the Prefect log above
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        return report_failure(e, log_path)
     print_result(result)
     return 0
 
@@ -49,11 +99,11 @@ def cmd_validate(args) -> int:
     _prepare_env()
     from flows.training import validate_only
 
+    log_path = log_to_file("validate")
     try:
         result = validate_only(config=cfg)
-    except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:
+        return report_failure(e, log_path)
     print(f"\ndata valid: rows per split {result['rows']}, quarantined {result['quarantined']}")
     print(f"report: {result['run_dir']}/data/validation/summary.md")
     print(f"MLflow UI: {result['ui_hint']}")
@@ -78,6 +128,8 @@ def print_result(result: dict) -> None:
                  if k.endswith("_ci_low")]
     if intervals:
         print("95% bootstrap intervals (test rows resampled): " + ", ".join(intervals))
+    if result.get("weak_classes"):
+        print(f"WEAK CLASSES: {result['weak_classes']}")
     print(f"MLflow UI:    {result['ui_hint']}")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from tasks.data.collect import LINE_CONTENT, PARSE_ERROR
 from tasks.config import DataConfig
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
@@ -26,6 +27,50 @@ _BIO = re.compile(r"^(O|[BI]-.+)$")
 
 class EmptyDatasetError(ValueError):
     """No usable rows remain; the message says which rules removed them."""
+
+
+class LabelSpellingError(ValueError):
+    """Labels that differ only by case; the message lists the spellings and how to map them."""
+
+
+def normalize_labels(labels: pd.Series, cfg: DataConfig, report: dict) -> pd.Series:
+    """Class labels stripped of surrounding whitespace, renamed by data.label_map, one spelling per class.
+
+    Spellings that differ only by case ("positive", "Positive") become the declared one when
+    data.labels lists exactly one of them; when it lists none, the run is refused, listing every
+    spelling with its count: guessing which is meant would silently merge or split classes.
+    """
+    present = labels.notna()
+    text = labels.astype(object).where(present, None)
+    stripped = text[present].astype(str).str.strip()
+    report["changed"]["label_whitespace_stripped"] = int((stripped != text[present]).sum())
+    text[present] = stripped
+    if cfg.label_map:
+        renamed = text[present].map(lambda v: cfg.label_map.get(v, v))
+        report["changed"]["label_mapped"] = int((renamed != text[present]).sum())
+        text[present] = renamed
+    counts = text[present].value_counts()
+    declared = set(cfg.labels or [])
+    folded: dict[str, str] = {}
+    clashes: list[pd.Series] = []
+    for _, group in counts.groupby(counts.index.str.casefold(), sort=False):
+        chosen = [v for v in group.index if v in declared]
+        if len(group) > 1 and len(chosen) == 1:
+            folded.update({v: chosen[0] for v in group.index if v != chosen[0]})
+        elif len(group) > 1 and not chosen:  # two declared spellings are two classes, as declared
+            clashes.append(group)
+    if clashes:
+        listed = "; ".join(", ".join(f"{v!r} ({n} rows)" for v, n in g.items()) for g in clashes)
+        common, rare = clashes[0].index[0], clashes[0].index[-1]
+        raise LabelSpellingError(
+            f"labels that differ only by case would become separate classes: {listed}. Say which spelling "
+            f"is meant with data.label_map (e.g. {{{rare!r}: {common!r}}}) or by listing it in data.labels, "
+            "or fix the data"
+        )
+    if folded:
+        report["changed"]["label_case_folded"] = int(text[present].isin(list(folded)).sum())
+        text[present] = text[present].replace(folded)
+    return text
 
 
 def to_arrow_strings(s: pd.Series) -> pa.Array:
@@ -126,6 +171,8 @@ class Rules:
 
 def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
     """Normalise texts in place; quarantine empty, over-long, unlabelled and malformed rows."""
+    if PARSE_ERROR in df.columns:  # lines the collect stage could not parse: quarantined first, with their line
+        rules.remove(df[PARSE_ERROR].notna().to_numpy(), "unparseable_line")
     if cfg.task == "ner":
         n_tokens = df["tokens"].map(len).to_numpy()
         rules.remove(n_tokens != df["tags"].map(len).to_numpy(), "tokens_tags_length_mismatch")
@@ -141,6 +188,8 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
         rules.report["changed"][f"{col}_normalized"] = int(changed.sum())
         rules.remove((df[col].isna() | df[col].eq("")).to_numpy(dtype=bool), "empty_text")
         rules.remove(df[col].str.len().gt(cfg.clean.max_chars).fillna(False).to_numpy(dtype=bool), "too_long")
+    if cfg.task != "regression":
+        df["label"] = normalize_labels(df["label"], cfg, rules.report)
     if "label_raw" in df.columns:  # a regression target that is not a number ("n/a", "3,5")
         rules.remove(df["label_raw"].notna().to_numpy(), "invalid_label")
     rules.remove(df["label"].isna().to_numpy(), "missing_label")
@@ -202,7 +251,7 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
     label_key = df["tags"].map(" ".join) if task == "ner" else df["label"].astype(str)
     apply_set_rules(keys, label_key, split, cfg, rules)
 
-    kept = df[rules.kept].drop(columns="label_raw", errors="ignore")
+    kept = df[rules.kept].drop(columns=["label_raw", PARSE_ERROR, LINE_CONTENT], errors="ignore")
     splits = {name: kept[kept["split"].eq(name)].drop(columns="split").reset_index(drop=True) for name in SPLITS}
     if cfg.clean.augment and task in ("classification", "regression"):
         extra = augment_rows(splits["train"], cfg.clean.augment_copies, cfg.splits.seed)

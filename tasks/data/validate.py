@@ -11,7 +11,7 @@ expectation carries in its `meta`:
 
 Values that come from the config are GX suite parameters, written `{"$PARAMETER": "name"}`
 in the JSON and filled at run time by `suite_parameters`: `max_chars`, `min_rows`,
-`min_class_share` (from `data.validation`) and `labels` (the label list resolved by the
+`min_class_rows`, `warn_class_rows` (from `data.validation`) and `labels` (the label list resolved by the
 clean stage).
 
 Checks GX has no built-in for run on helper columns computed here (names start with `_`):
@@ -47,6 +47,9 @@ SCOPES = {
     "all_labels": ("all_labels",),       # one row per (split, class or tag)
 }
 SAMPLE_LIMIT = 5
+# Label tables hold one row per class: a finding there names every offending class, not five.
+LABEL_FRAMES = ("train_labels", "all_labels")
+LABEL_SAMPLE_LIMIT = 200
 MAX_SHOWN_CHARS = 120
 
 
@@ -83,7 +86,8 @@ def load_suite(task: str) -> dict:
 def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
     """Values for the suites' `{"$PARAMETER": name}` placeholders."""
     v = cfg.validation
-    params: dict[str, Any] = {"max_chars": v.max_chars, "min_rows": v.min_rows, "min_class_share": v.min_class_share}
+    params: dict[str, Any] = {"max_chars": v.max_chars, "min_rows": v.min_rows, "min_class_rows": v.min_class_rows,
+                              "warn_class_rows": v.warn_class_rows}
     labels = clean.get("labels") or cfg.labels
     if labels is not None:
         params["labels"] = list(labels)
@@ -290,8 +294,9 @@ def run_frame(context, source, task: str, frame_name: str, frame: pd.DataFrame,
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{task}.{frame_name}", data=batch, suite=suite))
     # SUMMARY keeps a few offending values and their index; COMPLETE would list every row.
+    limit = LABEL_SAMPLE_LIMIT if frame_name in LABEL_FRAMES else SAMPLE_LIMIT
     result = definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=params,
-                            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_LIMIT})
+                            result_format={"result_format": "SUMMARY", "partial_unexpected_count": limit})
     rows = [summarize_result(r, frame_name, frame, positions.get(r.expectation_config.id, 0))
             for r in result.results]
     return sorted(rows, key=lambda r: r["position"])
@@ -327,11 +332,11 @@ def describe_expected(kwargs: dict) -> str:
     return ", ".join(f"{k}={shorten(kwargs[k])}" for k in keys if kwargs.get(k) is not None)
 
 
-def sample_rows(frame: pd.DataFrame, index_list: list, columns: list[str]) -> list[dict]:
+def sample_rows(frame: pd.DataFrame, index_list: list, columns: list[str], limit: int = SAMPLE_LIMIT) -> list[dict]:
     """The offending rows GX pointed at, with their split, raw_index and the named columns."""
     samples = []
     shown = [c for c in ["split", "raw_index", *columns] if c in frame.columns]
-    for idx in index_list[:SAMPLE_LIMIT]:
+    for idx in index_list[:limit]:
         if isinstance(idx, dict) or idx not in frame.index:
             continue
         row = frame.loc[idx]
@@ -367,7 +372,8 @@ def summarize_result(res, frame_name: str, frame: pd.DataFrame, position: int) -
         observed = None
     if not res.success and not exc.get("raised_exception"):
         samples = sample_rows(frame, result.get("partial_unexpected_index_list") or [],
-                              checked + list(meta.get("sample_columns", [])))
+                              checked + list(meta.get("sample_columns", [])),
+                              LABEL_SAMPLE_LIMIT if frame_name in LABEL_FRAMES else SAMPLE_LIMIT)
         if not samples and conf.type == "expect_column_unique_value_count_to_be_between" and checked:
             # A single class: show what there is instead of offending rows.
             vc = frame[checked[0]].astype(str).value_counts().head(SAMPLE_LIMIT)
@@ -437,16 +443,26 @@ def render_markdown(rows: list[dict], task: str, success: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def describe_finding(r: dict) -> list[str]:
+    """A failed expectation as lines: what was seen, the offending rows (every class, on label tables), the fix."""
+    expected = f" (expected {r['expected']})" if r["expected"] else ""
+    lines = [f"- [{r['severity']}] {r['split']}: {r['expectation']}: observed {r['observed']}{expected}"]
+    if r["split"] in LABEL_FRAMES and r["samples"]:
+        named = [", ".join(f"{k}={v!r}" for k, v in s.items() if k in ("label", "tag")) + f" ({s.get('rows')} rows)"
+                 for s in r["samples"]]
+        lines.append(f"    classes: {', '.join(named)}")
+    else:
+        lines += [f"    e.g. {format_sample(s)}" for s in r["samples"][:SAMPLE_LIMIT]]
+    if r.get("hint"):
+        lines.append(f"    fix: {r['hint']}")
+    return lines
+
+
 def format_failures(failures: list[dict], task: str, summary_md: str, docs_index: str) -> str:
     """A readable multi-line message naming each failed expectation, what was seen, and samples."""
     lines = [f"data validation failed ({task} suite, {suite_path(task)}): {len(failures)} failed expectation(s)"]
     for r in failures:
-        expected = f" (expected {r['expected']})" if r["expected"] else ""
-        lines.append(f"- [{r['severity']}] {r['split']}: {r['expectation']}: observed {r['observed']}{expected}")
-        for s in r["samples"][:SAMPLE_LIMIT]:
-            lines.append(f"    e.g. {format_sample(s)}")
-        if r.get("hint"):
-            lines.append(f"    fix: {r['hint']}")
+        lines += describe_finding(r)
     lines.append(f"Full report: {summary_md} (Data Docs: {docs_index})")
     return "\n".join(lines)
 

@@ -35,8 +35,41 @@ def resolve_model_path(name: str) -> str:
             raise ModelSourceError(f"model folder '{name}' has no config.json; it must be a saved HF checkpoint")
         return str(path)
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
-        raise ModelSourceError(f"model folder '{name}' does not exist; check model.name")
+        raise ModelSourceError(f"model folder '{name}' does not exist (working directory {os.getcwd()}); "
+                               "check model.name")
     return name  # a hub id such as bert-base-uncased; needs the network or a warm HF cache
+
+
+def check_model_source(name: str, revision: str | None = None) -> str:
+    """Where the model will load from; refuse now, before any data is read, when it cannot load.
+
+    'minilm' needs its package, a local folder its config.json; a hub id must be in the local
+    Hugging Face cache or, with the hub reachable, exist there (at `revision`).
+    """
+    path = resolve_model_path(name)
+    if Path(path).exists():
+        return path
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+        return name
+    where = f"no folder '{name}' here (working directory {os.getcwd()}) and no hub model '{name}'"
+    if constants.HF_HUB_OFFLINE:
+        raise ModelSourceError(
+            f"model.name: {where} in the Hugging Face cache ({constants.HF_HUB_CACHE}), and the hub is off "
+            "(HF_HUB_OFFLINE=1). Point model.name at a local folder, use minilm (the packaged offline model), "
+            f"or fetch it where the hub is reachable (`hf download {name}`)"
+        )
+    try:
+        HfApi().model_info(name, revision=revision, timeout=15)
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        raise ModelSourceError(f"model.name: {where} on the hub ({type(e).__name__}); check the spelling, "
+                               "model.revision, and HF_TOKEN for private models") from None
+    except Exception as e:  # network errors come in many types; all mean the hub cannot be asked
+        raise ModelSourceError(f"model.name: {where} in the local cache, and the hub cannot be reached to find it "
+                               f"({type(e).__name__}: {e}); use a local folder or minilm offline") from None
+    return name
 
 
 def load_tokenizer(path: str, revision: str | None = None):

@@ -25,6 +25,7 @@ from tasks.io import read_frame, read_json, write_json
 
 log = logging.getLogger(__name__)
 WORST_N = 50
+WEAK_F1 = 0.5  # a class scoring below this on test is reported as weak
 
 
 def load_trained(model_dir: str | Path):
@@ -77,6 +78,59 @@ def per_class_report(metrics: dict, classes: list[str]) -> pd.DataFrame:
         rows.append({"class": name, **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
                      "support": metrics.get(f"support_{key}")})
     return pd.DataFrame(rows)
+
+
+def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list[dict]:
+    """Classes (NER: entity types) with test F1 below WEAK_F1 or never predicted, weakest first.
+
+    A high accuracy hides them: on skewed data a model can score 0.95 while never predicting
+    the rarest class.
+    """
+    from tasks.modelling.metrics import label_keys
+
+    if task == "regression":
+        return []
+    metrics = scored["metrics"]
+    if task == "ner":
+        from tasks.modelling.metric_modules import entity_types
+
+        classes, predicted = entity_types(labels), None
+    else:
+        classes = labels
+        predicted = np.bincount(np.asarray(scored["predictions"], dtype=np.int64), minlength=len(labels))
+    weak = []
+    for i, (name, key) in enumerate(zip(classes, label_keys(classes))):
+        f1, support = metrics.get(f"f1_{key}"), int(metrics.get(f"support_{key}") or 0)
+        never = bool(predicted is not None and support > 0 and predicted[i] == 0)
+        if support and (never or (f1 is not None and f1 < WEAK_F1)):
+            weak.append({"class": name, "f1": float(f1 or 0.0), "support": support,
+                         "predicted": None if predicted is None else int(predicted[i]), "never_predicted": never})
+    return sorted(weak, key=lambda w: (w["f1"], w["support"]))
+
+
+def describe_weak_classes(weak: list[dict], n_classes: int, unit: str = "test rows") -> str:
+    """The weak classes in plain words, with what to do about them; empty when there are none."""
+    if not weak:
+        return ""
+    parts = []
+    for w in weak:
+        what = "is never predicted" if w["never_predicted"] else f"has F1 {w['f1']:.2f}"
+        seen = f", predicted {w['predicted']} times" if w["predicted"] and not w["never_predicted"] else ""
+        parts.append(f"'{w['class']}' {what} ({w['support']} {unit}{seen})")
+    return (f"{len(weak)} of {n_classes} classes are weak on test (F1 below {WEAK_F1} or never predicted): "
+            + "; ".join(parts) + ". Add training examples of them, keep training.class_weights auto (or set "
+            "'balanced'), choose the model by macro-F1, or merge them into a neighbour with data.label_map.")
+
+
+def weak_classes_markdown(weak: list[dict], text: str) -> str:
+    """The weak-class report as a Prefect artifact: the sentence, then one row per class."""
+    if not weak:
+        return f"# Weak classes\n\nNone: every class has test F1 of at least {WEAK_F1} and is predicted.\n"
+    rows = [f"| {w['class']} | {w['f1']:.2f} | {w['support']} | "
+            f"{'never' if w['never_predicted'] else w['predicted'] if w['predicted'] is not None else ''} |"
+            for w in weak]
+    return "\n".join(["# Weak classes", "", text, "", "| class | test F1 | test support | predicted |",
+                      "|---|---|---|---|", *rows]) + "\n"
 
 
 def regression_ranges(refs: list[float], n: int = 5) -> np.ndarray:
@@ -183,7 +237,8 @@ INTENDED_USE = {
 }
 
 
-def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str) -> str:
+def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str,
+                     weak_text: str = "") -> str:
     """The model's README: data, metrics, hyperparameters, intended use, limitations."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
                      if isinstance(v, float) and not k.startswith("support_"))
@@ -192,6 +247,8 @@ def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: 
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
     labels = data["labels"] if task != "ner" else sorted({entity_type_of(t) for t in data["labels"]} - {"O"})
+    weak_section = "" if task == "regression" else (
+        f"## Weak classes\n{weak_text or f'None: every class has test F1 of at least {WEAK_F1} and is predicted.'}\n\n")
     card = f"""# {cfg.registry.model_name}
 
 Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
@@ -207,7 +264,7 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 |---|---|
 {rows}
 
-## Hyperparameters
+{weak_section}## Hyperparameters
 learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
 epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
@@ -275,5 +332,9 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     if task == "regression":
         files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
                                                               out / "prediction_scatter.png")
-    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source)
-    return {"metrics": metrics, "dir": str(out), "files": files}
+    weak = find_weak_classes(scored, task, labels)
+    n_classes = len(classes) - (1 if task == "ner" else 0)  # NER's matrix has "O", which is no entity type
+    weak_text = describe_weak_classes(weak, n_classes, "test mentions" if task == "ner" else "test rows")
+    files["weak_classes"] = write_json(out / "weak_classes.json", weak)
+    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source, weak_text)
+    return {"metrics": metrics, "dir": str(out), "files": files, "weak_classes": weak, "weak_classes_text": weak_text}

@@ -260,16 +260,41 @@ def make_tracking_callback(run_id: str | None):
     return TrackingCallback()
 
 
+AUTO_BALANCE_RATIO = 5  # class_weights auto: balance when the largest class has this many times the smallest's rows
+
+
+def class_skew(train_labels: list[int], num_labels: int) -> float:
+    """Rows of the largest train class per row of the smallest (a class without rows counts as one)."""
+    import numpy as np
+
+    ids = np.asarray(train_labels, dtype=np.int64).reshape(-1)
+    counts = np.bincount(ids[ids >= 0], minlength=num_labels)
+    return float(counts.max() / max(counts.min(), 1))
+
+
 def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labels: int):
+    """Per-class loss weights in label order, or None.
+
+    auto: balanced for single-label classifiers whose classes are skewed 5:1 or more (a rare class
+    is otherwise never predicted); none for NER, where "O" outnumbers every entity tag by design,
+    and none when focal_alpha already weighs the classes.
+    """
     from tasks.modelling.losses import balanced_class_weights
 
     weights = cfg.training.class_weights
+    if weights == "auto":
+        skew = class_skew(train_labels, num_labels) \
+            if cfg.data.task in ("classification", "pair_classification") and cfg.training.focal_alpha is None else 0
+        weights = "balanced" if skew >= AUTO_BALANCE_RATIO else None
+        if weights:
+            log.info("class weights: balanced (training.class_weights auto: the largest train class has %.1fx "
+                     "the rows of the smallest)", skew)
     if weights == "balanced":
         return balanced_class_weights(train_labels, num_labels)
     if weights is not None and len(weights) != num_labels:
         raise ValueError(
             f"training.class_weights has {len(weights)} values but the task has {num_labels} labels; "
-            "give one weight per label, in label order, or 'balanced'"
+            "give one weight per label, in label order, 'balanced' or 'auto'"
         )
     return weights
 

@@ -139,3 +139,19 @@ def test_stage_logs_reach_the_run_log_without_library_stdout_noise(prefect_harne
     text = "\n".join(entry.message for entry in logs)
     assert "step 1/1 loss=0.5" in text
     assert "LOAD_GLOBAL" not in text and "RETURN_VALUE" not in text
+
+
+def test_weak_class_report_is_a_prefect_artifact_and_in_the_cli_summary(flow_result, capsys):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.ops.cli import print_result
+
+    cfg, res = flow_result["config"], flow_result["result"]
+    key = f"{cfg.name}-weak-classes"
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))[:1]
+    assert artifact.data.startswith("# Weak classes")
+    assert (res["weak_classes"] or "None: every class") in artifact.data
+    print_result({**res, "weak_classes": "1 of 2 classes are weak on test: 'positive' is never predicted"})
+    assert "WEAK CLASSES: 1 of 2 classes are weak on test: 'positive' is never predicted" in capsys.readouterr().out

@@ -57,6 +57,7 @@ def assert_evidence(evaluation: dict, exported: dict, task: str) -> None:
     assert (folder / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     card = Path(evaluation["files"]["model_card"]).read_text()
     assert f"for **{task}**" in card and "## Intended use" in card and "## Limitations" in card
+    assert ("## Weak classes" in card) == (task != "regression") and (folder / "weak_classes.json").is_file()
     assert exported["parity"]["passed"], exported["parity"]
     assert exported["int8_gate"] is not None and exported["serving_file"] in ("model.onnx", "model.int8.onnx")
     assert exported["parity"]["changed_rows"] == 0 and exported["parity"]["rows"] == exported["int8_gate"]["rows"] > 0
@@ -111,13 +112,16 @@ def test_ner_end_to_end(tmp_path):
     from tasks.inference.predictor import OnnxPredictor
 
     cfg = small_config(tmp_path, "data.source.name=tweet_ner", "data.task=ner", "data.max_rows=200",
-                       "data.validation.min_class_share=0", "training.max_steps=6", "training.learning_rate=3e-4")
+                       "training.max_steps=6", "training.learning_rate=3e-4")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
     assert clean_ref["labels"][0] == "O" and "B-person" in clean_ref["labels"]
     assert {"test_precision", "test_recall", "test_f1", "test_accuracy", "test_f1_person"} <= set(evaluation["metrics"])
     assert_evidence(evaluation, exported, "ner")
     report = pd.read_csv(Path(evaluation["dir"]) / "per_class_report.csv")
     assert "person" in set(report["class"]) and {"precision", "recall", "f1", "support"} <= set(report.columns)
+    f1 = report.set_index("class")["f1"]  # weak entity types: those below 0.5 with test mentions
+    expected = {c for c, row in report.set_index("class").iterrows() if row["support"] > 0 and f1[c] < 0.5}
+    assert {w["class"] for w in evaluation["weak_classes"]} == expected
     predictions = pd.read_parquet(Path(evaluation["dir"]) / "predictions.parquet")
     assert all(len(p) == len(t) for p, t in zip(predictions["prediction"], predictions["tokens"]))
     worst = pd.read_csv(Path(evaluation["dir"]) / "worst_errors.csv")

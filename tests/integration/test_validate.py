@@ -18,7 +18,9 @@ TASKS = ("classification", "pair_classification", "regression", "ner")
 
 
 def data_config(*overrides: str):
-    return load_config(None, ["data.validation.min_rows=5", *overrides]).data
+    # Tiny frames: the class-size rules are tested on their own below.
+    small = ["data.validation.min_rows=5", "data.validation.min_class_rows=2", "data.validation.warn_class_rows=2"]
+    return load_config(None, [*small, *overrides]).data
 
 
 def write_clean(run_dir: Path, train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame,
@@ -118,13 +120,23 @@ def test_labels_outside_the_declared_set_fail(tmp_path):
     assert "raw_index=1001, label='maybe'" in str(err.value)
 
 
-def test_rare_class_below_min_share_fails(tmp_path):
-    train, validation, test = classification_frames(train_labels=["neg"] * 19 + ["pos"])
-    clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
+def test_class_rule_counts_rows_critical_below_10_and_names_each_class_below_30(tmp_path):
+    train, validation, test = classification_frames(63, ["neg"] * 40 + ["pos"] * 20 + ["odd"] * 3)
+    clean = write_clean(tmp_path, train, validation, test, ["neg", "pos", "odd"])
+    defaults = ("data.validation.min_class_rows=10", "data.validation.warn_class_rows=30")
     with pytest.raises(DataValidationError) as err:
-        validate_data(clean, data_config("data.validation.min_class_share=0.1"), tmp_path)
-    assert failed(err.value.result) == {("train_labels", "expect_column_values_to_be_between(share)")}
-    assert "label='pos', rows=1" in str(err.value)
+        validate_data(clean, data_config(*defaults), tmp_path)
+    result = err.value.result
+    [critical] = result["critical_failures"]
+    assert critical["expectation"] == "expect_column_values_to_be_between(rows)"
+    assert [s["label"] for s in critical["samples"]] == ["odd"] and "data.label_map" in critical["hint"]
+    [warning] = result["warnings"]
+    assert sorted(s["label"] for s in warning["samples"]) == ["odd", "pos"]  # every class under 30 named
+    assert "classes: label='odd' (3 rows)" in str(err.value)
+    # 3 rows of 63 is 4.8%: a share rule would have let it through; 20 rows is a warning only.
+    train, validation, test = classification_frames(60, ["neg"] * 40 + ["pos"] * 20)
+    clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
+    assert validate_data(clean, data_config(*defaults), tmp_path)["success"]
 
 
 def test_leakage_between_splits_is_detected(tmp_path):
@@ -195,3 +207,13 @@ def test_pair_and_regression_suites(tmp_path):
     with pytest.raises(DataValidationError) as err:
         validate_data(clean, data_config("data.task=regression"), tmp_path / "reg")
     assert failed(err.value.result) == {("train", "expect_column_unique_value_count_to_be_between(label)")}
+
+
+def test_the_class_warning_names_every_small_class_not_five(tmp_path):
+    small = [f"c{i}" for i in range(8)] + ["neg", "pos"]  # validation and test hold neg and pos
+    train_labels = ["big"] * 100 + [c for c in small for _ in range(12)]
+    train, validation, test = classification_frames(len(train_labels), train_labels)
+    clean = write_clean(tmp_path, train, validation, test, ["big", *small])
+    result = validate_data(clean, data_config("data.validation.warn_class_rows=30"), tmp_path)
+    [warning] = result["warnings"]
+    assert sorted(s["label"] for s in warning["samples"]) == sorted(small)

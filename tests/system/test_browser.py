@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import stack_support as ss
+from tests import stack_support as ss
 
 pytestmark = pytest.mark.slow
 # ENVIRONMENT.md: without the background-networking flags Chromium floods the closed network.

@@ -138,11 +138,15 @@ def test_unreadable_regression_targets_are_quarantined_as_read(tmp_path):
 
 
 def test_integer_class_labels_stored_as_floats_match_declared_labels():
+def test_number_labels_are_one_class_whatever_their_spelling():
     from tasks.data.collect import labels_as_strings
 
     out = labels_as_strings(pd.Series([0.0, 1.0, None]), declared=["0", "1"])
     assert out.tolist()[:2] == ["0", "1"] and pd.isna(out.iloc[2])
-    # Declared as read ("0.0"), or not declared: as before, so existing configs and champions keep their labels.
+    # A declared spelling is kept as written, so a config that lists "0.0" keeps its labels.
     assert labels_as_strings(pd.Series([0.0, 1.0]), declared=["0.0", "1.0"]).tolist() == ["0.0", "1.0"]
-    assert labels_as_strings(pd.Series([0.0, 1.0])).tolist() == ["0.0", "1.0"]
-    assert labels_as_strings(pd.Series([0.5, 1.0]), declared=["0", "1"]).tolist() == ["0.5", "1.0"]
+    # Undeclared: 1, 1.0 and "1.0" are one class "1" (a JSONL with one missing label reads floats).
+    assert labels_as_strings(pd.Series([0.0, 1.0])).tolist() == ["0", "1"]
+    assert labels_as_strings(pd.Series(["1", "1.0", " 2 "])).tolist() == ["1", "1", "2"]
+    assert labels_as_strings(pd.Series([0.5, 1.0]), declared=["0", "1"]).tolist() == ["0.5", "1"]
+    assert labels_as_strings(pd.Series(["pos", "1"])).tolist() == ["pos", "1"]  # words stay words

@@ -97,6 +97,15 @@ def test_packaged_datasets():
     assert (spam["label"] == "spam").sum() == 747  # the recovered collection, not the damaged 638
 
 
+def test_packaged_trec_questions_coarse_and_fine():
+    coarse = read_source(load_config(None, ["data.source.name=trec_coarse"]).data.source)
+    fine = read_source(load_config(None, ["data.source.name=trec_fine"]).data.source)
+    assert len(coarse) == len(fine) == 15_452 and coarse["text"].nunique() == 5_381
+    assert sorted(coarse["label"].unique()) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    assert fine["label"].nunique() == 50 and (fine["label"].str.split(":").str[0] == coarse["label"]).all()
+    assert coarse["text"].iloc[0] == "How did serfdom develop in and then leave Russia ?"
+
+
 def test_url_source_is_pinned_and_cached(tmp_path):
     served = tmp_path / "www"
     served.mkdir()
@@ -165,10 +174,11 @@ def test_undecodable_bytes(tmp_path):
         collect_data(cfg_for(kind="file", path=str(tmp_path / "d.csv")).data, tmp_path / "run")
 
 
-def test_ragged_csv(tmp_path):
+def test_ragged_csv_refused_with_its_line_when_asked(tmp_path):
     (tmp_path / "d.csv").write_text("sentence,verdict\ngood,pos\nbad,neg,extra,fields\n")
-    with pytest.raises(DataSourceError, match="malformed CSV"):
-        collect_data(cfg_for(kind="file", path=str(tmp_path / "d.csv")).data, tmp_path / "run")
+    cfg = cfg_for(kind="file", path=str(tmp_path / "d.csv"), on_bad_lines="error")
+    with pytest.raises(DataSourceError, match=r"d.csv:3: 4 fields, the header has 2.*on_bad_lines=quarantine"):
+        collect_data(cfg.data, tmp_path / "run")
     assert (tmp_path / "d.csv").read_text().count("\n") == 3  # the raw input is untouched
 
 
