@@ -137,7 +137,6 @@ def test_unreadable_regression_targets_are_quarantined_as_read(tmp_path):
                                                                    "-": "missing_label"}
 
 
-def test_integer_class_labels_stored_as_floats_match_declared_labels():
 def test_number_labels_are_one_class_whatever_their_spelling():
     from tasks.data.collect import labels_as_strings
 
