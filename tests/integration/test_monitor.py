@@ -37,7 +37,7 @@ def champion(flow_result, tmp_path_factory):
 def log_traffic(champion: dict, texts: list[str], when: dt.datetime) -> list[dict]:
     """Serve `texts` with the champion's ONNX bundle and log each answer, as the service does."""
     from tasks.monitoring.prediction_log import PredictionLogger, prediction_record
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
 
     predictor = OnnxPredictor(champion["bundle"])
     records = [prediction_record(answer, text, NAME, champion["version"], latency_ms=3.0,

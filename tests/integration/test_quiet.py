@@ -29,11 +29,14 @@ def load_report(model_dir) -> str:
     handler = logging.Handler()
     handler.emit = records.append
     logger = logging.getLogger("transformers.modeling_utils")
+    # The raw report: an earlier flow in this session may have installed tasks.quiet's filter here.
+    saved_filters, logger.filters = logger.filters, []
     logger.addHandler(handler)
     try:
         AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     finally:
         logger.removeHandler(handler)
+        logger.filters = saved_filters
     return "\n".join(r.getMessage() for r in records if "LOAD REPORT" in r.getMessage())
 
 

@@ -49,12 +49,12 @@ def test_retrain_trains_on_feedback_too(tmp_path):
 def test_up_creates_the_retrain_automation_for_its_served_deployment(up):
     import httpx
 
-    from flows.ops.stack import read_deployment
+    from tests.stack_support import AUTH, read_deployment
 
     retrain_dep = read_deployment(up.prefect_api, RETRAIN_DEPLOYMENT)
     monitor_dep = read_deployment(up.prefect_api, "monitor/daily")
     assert retrain_dep and monitor_dep and monitor_dep["parameters"]["model_name"] == "quickstart-sentiment"
-    found = httpx.post(f"{up.prefect_api}/automations/filter", json={}, timeout=10).json()
+    found = httpx.post(f"{up.prefect_api}/automations/filter", json={}, timeout=10, auth=AUTH).json()
     mine = [a for a in found if a["name"] == "retrain-quickstart-sentiment-on-drift"]
     assert len(mine) == 1 and mine[0]["enabled"]
     assert mine[0]["trigger"]["expect"] == ["ftflow.monitor.retrain-requested"]
