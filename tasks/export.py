@@ -7,13 +7,12 @@ length) and export_report.json (parity, int8 gate, which file serves).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from tasks.config import PipelineConfig
-from tasks.io import read_frame, read_json, write_json
+from tasks.io import atomic_path, read_frame, read_json, write_json
 
 FP32, INT8 = "model.onnx", "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -119,13 +118,26 @@ def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: flo
 
 
 def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path) -> dict:
-    """Export fp32 (and int8) ONNX, check parity and the int8 gate, assemble the serving bundle."""
+    """Export fp32 (and int8) ONNX, check parity and the int8 gate, assemble the serving bundle.
+
+    The bundle is built in a temporary folder and moved into place whole: a kill or a full disk
+    mid-export leaves the previous bundle (or none), never a folder with half its files.
+    """
+    final = Path(run_dir) / "onnx"
+    with atomic_path(final) as out:
+        out.mkdir(parents=True)
+        report, parity = build_bundle(model_dir, data, cfg, out)
+    return {"dir": str(final), "fp32": str(final / FP32), "int8": str(final / INT8) if cfg.export.quantize else None,
+            "parity": parity, "int8_gate": report["int8"], "serving_file": report["serving_file"],
+            "report_path": str(final / "export_report.json")}
+
+
+def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Path) -> tuple[dict, dict]:
+    """Write the serving bundle into `out`; return the export report and the parity result."""
     from tasks.evaluate import load_trained
     from tasks.metrics import primary_metric
     from tasks.predict import onnx_forward, score_frame, torch_forward
 
-    out = Path(run_dir) / "onnx"
-    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer, meta = load_trained(model_dir)
     task = cfg.data.task
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
@@ -148,11 +160,8 @@ def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir
         if report["int8"]["passed"]:
             report["serving_file"] = INT8
     tokenizer.save_pretrained(str(out))
-    shutil.copy(Path(model_dir) / "finetune_flow.json", out / "finetune_flow.json")
-    bundle_meta = read_json(out / "finetune_flow.json")
+    bundle_meta = read_json(Path(model_dir) / "finetune_flow.json")
     bundle_meta["serving_file"] = report["serving_file"]
     write_json(out / "finetune_flow.json", bundle_meta)
     write_json(out / "export_report.json", report)
-    return {"dir": str(out), "fp32": str(out / FP32), "int8": str(out / INT8) if cfg.export.quantize else None,
-            "parity": parity, "int8_gate": report["int8"], "serving_file": report["serving_file"],
-            "report_path": str(out / "export_report.json")}
+    return report, parity

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_STORE_DIR = "mlruns"
+_READY_STORES: set[str] = set()  # SQLite stores this process has seen created
 
 
 def store_dir() -> Path:
@@ -33,13 +34,34 @@ def tracking_uri() -> str:
 
 
 def configure() -> str:
-    """Point MLflow at the configured store; return the URI."""
+    """Point MLflow at the configured store (created first when it is a new SQLite file); return the URI."""
     import mlflow
 
     uri = tracking_uri()
+    if uri.startswith("sqlite:///") and uri not in _READY_STORES:
+        create_sqlite_store(uri)
+        _READY_STORES.add(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def create_sqlite_store(uri: str) -> None:
+    """Create a SQLite store's schema once, under a file lock beside the database.
+
+    MLflow creates the tables of a new SQLite store in whichever process opens it first, without
+    a lock: two runs started together on a fresh checkout both try, and one fails with "table ...
+    already exists". Here the second waits for the first and then finds the tables made.
+    """
+    import fcntl
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        SqlAlchemyStore(uri, default_artifact_root=(db.parent / "artifacts").as_uri()).engine.dispose()
 
 
 def client():
@@ -51,6 +73,8 @@ def client():
 
 def ensure_experiment(name: str) -> str:
     """Experiment id for `name`, created with artifacts under the store folder when local."""
+    from mlflow.exceptions import MlflowException
+
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
@@ -58,7 +82,13 @@ def ensure_experiment(name: str) -> str:
     location = None
     if tracking_uri().startswith("sqlite:") and "MLFLOW_TRACKING_URI" not in os.environ:
         location = (store_dir() / "artifacts").as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another run created it a moment ago
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> str:
