@@ -33,10 +33,12 @@ def cmd_run(args) -> int:
                      f"give a folder under runs/ written by an earlier `ftflow run`")
     cfg = _load(args)
     _prepare_env()
+    from flows.temporary_server import prefect_api
     from flows.training import fine_tune
 
     try:
-        result = fine_tune(config=cfg, resume_from=args.resume_from)
+        with prefect_api():  # a temporary server here dies with this process, even on kill -9
+            result = fine_tune(config=cfg, resume_from=args.resume_from)
     except ValueError as e:  # our errors speak to the user; the traceback is in the Prefect log above
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
@@ -47,10 +49,12 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     cfg = _load(args)
     _prepare_env()
+    from flows.temporary_server import prefect_api
     from flows.training import validate_only
 
     try:
-        result = validate_only(config=cfg)
+        with prefect_api():
+            result = validate_only(config=cfg)
     except ValueError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
