@@ -391,3 +391,45 @@ def test_unfinished_records_are_read_by_where_the_alias_is():
     # killed after the alias moved, nothing recorded since: the champion is its target now
     assert champion_chain(resolve_unfinished(log[:2], "2")) == ["1", "2"]
     assert champion_chain(resolve_unfinished(log[:2], "1")) == ["1"]
+
+
+def test_rollback_to_a_bundle_that_cannot_serve_is_refused(txn, flow_result, tmp_path):
+    import mlflow.artifacts
+
+    from tasks import register, tracking
+    from tasks.io import read_json
+    from tasks.promote import champion_version, promotion_history, rollback_champion
+
+    good = register.get_version(flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"])
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=good.source, dst_path=str(tmp_path)))
+    bundle = next(p.parent for p in local.rglob("finetune_flow.json"))
+    serving = bundle / read_json(bundle / "finetune_flow.json")["serving_file"]
+    serving.write_bytes(serving.read_bytes()[:4096])  # cut off, as by a full disk on upload
+    tracking.client().log_artifacts(good.run_id, str(local), "model-cut-off")
+    source = f"{tracking.client().get_run(good.run_id).info.artifact_uri}/model-cut-off"
+    broken = tracking.client().create_model_version(TXN, source=source, run_id=good.run_id, tags=good.tags).version
+    before, records = champion_version(TXN), len(promotion_history(TXN))
+    with pytest.raises(ValueError, match=f"version {broken} cannot serve .*the champion stays version {before}"):
+        rollback_champion(TXN, to_version=str(broken))
+    assert champion_version(TXN) == before and len(promotion_history(TXN)) == records
+
+
+def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
+    import socket
+    import subprocess
+
+    from tasks import tracking
+    from tasks.promote import LOCK_SUFFIX, PromotionBusy, promotion_lock
+
+    name = "test-promote-lock"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    c = tracking.client()
+    c.create_registered_model(name + LOCK_SUFFIX, tags={"action": "promote version 9", "pid": str(dead.pid),
+                                                       "host": socket.gethostname(), "since": "earlier"})
+    with promotion_lock(name, "promote version 10"):  # the holder is gone: its lock is cleared
+        assert c.get_registered_model(name + LOCK_SUFFIX).tags["action"] == "promote version 10"
+        with pytest.raises(PromotionBusy, match=r"in progress \(promote version 10, pid \d+ .*--break-lock"):
+            with promotion_lock(name, "rollback"):
+                pass
+    assert not [m for m in c.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")]  # released
