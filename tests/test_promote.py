@@ -433,3 +433,23 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
             with promotion_lock(name, "rollback"):
                 pass
     assert not [m for m in c.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")]  # released
+
+
+def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
+    from tasks import promote as p
+    from tasks import register
+
+    v1, v2, v3 = txn["v"][:3]
+    assert p.champion_version(TXN) == v1  # where the transaction fixture left it
+    real_decide = p.decide
+
+    def someone_moves_the_alias(*args, **kwargs):  # e.g. a user in the MLflow UI, around the lock
+        d = real_decide(*args, **kwargs)
+        register.set_alias(TXN, register.CHAMPION, v2)
+        return d
+
+    monkeypatch.setattr(p, "decide", someone_moves_the_alias)
+    d = p.promote_challenger(TXN, version=v3, margin=0.0)
+    assert d["decision"] == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" \
+        in d["reason"]
+    assert p.champion_version(TXN) == v2 and d["champion_before"] == d["champion_after"] == v2
