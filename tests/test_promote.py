@@ -453,3 +453,28 @@ def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
     assert d["decision"] == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" \
         in d["reason"]
     assert p.champion_version(TXN) == v2 and d["champion_before"] == d["champion_after"] == v2
+
+
+def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_result, tmp_path, monkeypatch):
+    import flows.nightly
+    from tasks import register, tracking
+
+    name = "test-nightly"
+    good = register.get_version(flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"])
+    real_fine_tune = flows.nightly.fine_tune
+    other: dict = {}
+
+    def another_run_registers_too(config):  # a second run registers between this run's training and its promotion
+        trained = real_fine_tune(config=config)
+        mv = tracking.client().create_model_version(name, source=good.source, run_id=good.run_id, tags=good.tags)
+        register.set_alias(name, register.CHALLENGER, mv.version)
+        other["version"] = str(mv.version)
+        return trained
+
+    monkeypatch.setattr(flows.nightly, "fine_tune", another_run_registers_too)
+    cfg = small_config(tmp_path, f"registry.model_name={name}", "registry.experiment=tests-nightly",
+                       "training.max_steps=2", "export.quantize=false")
+    result = flows.nightly.nightly(config=cfg)
+    own = result["fine_tune"]["registered"]["version"]
+    assert own != other["version"] == str(register.version_by_alias(name, register.CHALLENGER).version)
+    assert result["promotion"]["challenger_version"] == own
