@@ -83,7 +83,11 @@ def stop_server(proc: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str | None]:
     """Run the block against the configured Prefect API, else a temporary server that dies with this process."""
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        get_current_settings,
+        temporary_settings,
+    )
 
     settings = get_current_settings()
     if settings.api.url:  # a server or Cloud is configured (env, profile, test harness)

@@ -138,7 +138,7 @@ def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Pa
     from tasks.metrics import primary_metric
     from tasks.predict import onnx_forward, score_frame, torch_forward
 
-    model, tokenizer, meta = load_trained(model_dir)
+    model, tokenizer, _ = load_trained(model_dir)
     task = cfg.data.task
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
     if cfg.export.optimize:

@@ -81,8 +81,7 @@ def locked_folder(folder: str | Path, what: str = "a flow") -> Iterator[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock_path = folder / LOCK_FILE
-    fh = open(lock_path, "a+")
-    try:
+    with open(lock_path, "a+") as fh:  # closing releases the lock
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,8 +94,6 @@ def locked_folder(folder: str | Path, what: str = "a flow") -> Iterator[Path]:
         fh.write(f"{what} (pid {os.getpid()} on {socket.gethostname()})")
         fh.flush()
         yield folder
-    finally:
-        fh.close()  # closing releases the lock
 
 
 def write_frames(frames: dict[str, pd.DataFrame], folder: str | Path) -> dict[str, str]:

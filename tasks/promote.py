@@ -401,7 +401,7 @@ def rollback_champion(name: str, to_version: str | None = None, extra_tags: dict
         with tempfile.TemporaryDirectory(prefix="ftflow-rollback-") as tmp:
             try:
                 check_bundle_answers(register.download_bundle(name, target, Path(tmp) / f"v{target}"))
-            except Exception as e:
+            except Exception as e:  # whatever stops it from answering refuses the rollback
                 raise ValueError(f"model '{name}' version {target} cannot serve ({type(e).__name__}: {e}); the "
                                  f"champion stays version {current}. Roll back to another version with "
                                  f"--to VERSION") from e

@@ -22,10 +22,9 @@ def test_a_write_that_fails_midway_keeps_the_old_file(tmp_path):
 
     path = tmp_path / "train_summary.json"
     write_json(path, {"global_step": 10})
-    with pytest.raises(OSError, match="No space left"):
-        with atomic_path(path) as tmp:
-            tmp.write_text('{"global_step": 2')  # half a file, then the disk is full
-            raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match="No space left"), atomic_path(path) as tmp:
+        tmp.write_text('{"global_step": 2')  # half a file, then the disk is full
+        raise OSError(28, "No space left on device")
     assert read_json(path) == {"global_step": 10}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train_summary.json"]  # no temporary left
 
@@ -36,11 +35,10 @@ def test_a_folder_is_replaced_whole(tmp_path):
     bundle = tmp_path / "onnx"
     bundle.mkdir()
     (bundle / "model.onnx").write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(bundle) as tmp:
-            tmp.mkdir()
-            (tmp / "model.onnx").write_text("new, half")
-            raise RuntimeError("killed while exporting")
+    with pytest.raises(RuntimeError), atomic_path(bundle) as tmp:
+        tmp.mkdir()
+        (tmp / "model.onnx").write_text("new, half")
+        raise RuntimeError("killed while exporting")
     assert (bundle / "model.onnx").read_text() == "old"
     with atomic_path(bundle) as tmp:
         tmp.mkdir()
@@ -78,9 +76,9 @@ def test_a_second_resume_of_a_run_folder_is_refused_by_name(flow_result):
 
     result = flow_result["result"]
     status = tracking.client().get_run(result["run_id"]).info.status
-    with locked_folder(result["run_dir"], "fine-tune flow run first-resume (pid 1)"):
-        with pytest.raises(FolderBusy, match=r"in use by fine-tune flow run first-resume \(pid 1\)"):
-            fine_tune(config=flow_result["config"], resume_from=result["run_dir"])
+    with locked_folder(result["run_dir"], "fine-tune flow run first-resume (pid 1)"), \
+            pytest.raises(FolderBusy, match=r"in use by fine-tune flow run first-resume \(pid 1\)"):
+        fine_tune(config=flow_result["config"], resume_from=result["run_dir"])
     assert tracking.client().get_run(result["run_id"]).info.status == status  # the MLflow run was not touched
 
 
@@ -130,7 +128,7 @@ def test_a_killed_cli_leaves_no_prefect_server(tmp_path):
         assert servers, "the CLI started no Prefect server (or finished before one was seen)"
         os.kill(cli.pid, signal.SIGKILL)
         cli.wait()
-        gone, alive = psutil.wait_procs(servers, timeout=20)
+        _, alive = psutil.wait_procs(servers, timeout=20)
         assert not alive, f"Prefect server {[p.pid for p in alive]} outlived its killed CLI"
     finally:
         if cli.poll() is None:

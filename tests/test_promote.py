@@ -43,13 +43,12 @@ def _prefect_artifact(key: str):
 
 @pytest.fixture(scope="module")
 def ladder(prefect_harness, flow_result, tmp_path_factory):
-    from flows.deploy import promote, rollback
-    from tasks import register
-    from tasks.promote import promote_challenger, rollback_champion
-
     import pandas as pd
 
+    from flows.deploy import promote, rollback
+    from tasks import register
     from tasks.io import read_frame
+    from tasks.promote import promote_challenger, rollback_champion
 
     tmp = tmp_path_factory.mktemp("weak")
     # The good run's clean rows with 20 texts repeated: duplicate texts are a warning-level
@@ -355,7 +354,7 @@ def test_two_promotions_started_together_move_the_alias_once(txn):
 def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_right(txn):
     from tasks import tracking
 
-    v1, v2, v3, v4, _ = txn["v"]
+    _, v2, v3, v4, _ = txn["v"]
     last = txn["history_after_failure"][-1]
     assert (last["version"], last["state"], last["decision"]) == (v4, "aborted", "not applied")
     assert last["champion_before"] == last["champion_after"] == v3 and "did not complete" in last["reason"]
@@ -429,9 +428,9 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
                                                        "host": socket.gethostname(), "since": "earlier"})
     with promotion_lock(name, "promote version 10"):  # the holder is gone: its lock is cleared
         assert c.get_registered_model(name + LOCK_SUFFIX).tags["action"] == "promote version 10"
-        with pytest.raises(PromotionBusy, match=r"in progress \(promote version 10, pid \d+ .*--break-lock"):
-            with promotion_lock(name, "rollback"):
-                pass
+        with pytest.raises(PromotionBusy, match=r"in progress \(promote version 10, pid \d+ .*--break-lock"), \
+                promotion_lock(name, "rollback"):
+            pass
     assert not [m for m in c.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")]  # released
 
 
