@@ -178,7 +178,23 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
         warnings.simplefilter("ignore", UserWarning)
         ds = mlflow.data.from_pandas(df.head(1000), source=source, name=name, digest=digest)
         entity = ds._to_mlflow_entity()
-    client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+    for attempt in range(3):
+        try:
+            client().log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as e:
+            # MLflow looks the dataset up, then inserts it: two runs logging the same split at once
+            # both insert, and the second hits the unique key. Again, it finds the row made.
+            if attempt == 2 or not lost_an_insert_race(e):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def lost_an_insert_race(error: Exception) -> bool:
+    """True when the store refused a write because another process inserted the same row a moment before."""
+    text = f"{error} {error.__cause__!r}"
+    return any(s in text for s in ("IntegrityError", "UNIQUE constraint", "duplicate key"))
 
 
 def run_ui_url(run_id: str) -> str | None:
