@@ -29,32 +29,39 @@ def _publish(decision: dict) -> None:
 
 
 @flow(name="promote", log_prints=True)
-def promote(model_name: str, margin: float | None = None, eval_data: str | None = None) -> dict:
-    """Re-score challenger and champion on the same held-out data; move 'champion' if the challenger wins.
+def promote(model_name: str, version: str | None = None, margin: float | None = None, eval_data: str | None = None,
+            allow_data_warnings: bool | None = None, break_lock: bool = False) -> dict:
+    """Re-score a version and the champion on the same held-out data; move 'champion' if the version wins.
 
+    version: the model version to promote; default the one holding 'challenger' now (read once).
     margin: how much better the challenger must be on the primary metric; default the challenger's
     registry.promotion_margin. eval_data: a pinned evaluation set (parquet/csv/jsonl) instead of the
-    challenger run's held-out split.
+    challenger run's held-out split. allow_data_warnings: promote a version whose data passed only
+    with warnings; default the challenger's registry.promote_with_data_warnings. break_lock: clear
+    the lock of a promotion whose process is gone. One promotion per model at a time: a second one
+    is refused (PromotionBusy).
     """
     from tasks.registry.promote import promote_challenger
 
     check_name(model_name, "model_name")
     tracking.configure()
     decision = promote_challenger(model_name, margin, eval_data,
-                                  extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")})
+                                  extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
+                                  version=version, allow_data_warnings=allow_data_warnings, break_lock=break_lock)
     _publish(decision)
     return decision
 
 
 @flow(name="rollback", log_prints=True)
-def rollback(model_name: str, to_version: str | None = None) -> dict:
-    """Move 'champion' back to the previous champion, or to `to_version`; recorded like a promotion."""
+def rollback(model_name: str, to_version: str | None = None, break_lock: bool = False) -> dict:
+    """Move 'champion' back to the previous champion, or to `to_version`, once its bundle answers; recorded."""
     from tasks.registry.promote import rollback_champion
 
     check_name(model_name, "model_name")
     tracking.configure()
     decision = rollback_champion(model_name, to_version,
-                                 extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")})
+                                 extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
+                                 break_lock=break_lock)
     _publish(decision)
     return decision
 

@@ -20,6 +20,7 @@ def nightly(config: PipelineConfig = PipelineConfig()) -> dict:
     if not trained.get("registered"):
         get_run_logger().warning("no model version was registered (export disabled?); nothing to promote")
         return {"fine_tune": trained, "promotion": None}
-    # margin and held-out data: promote's defaults, i.e. the challenger's own config and test split.
-    decision = promote(model_name=config.registry.model_name)
+    # The version this run registered, never whatever holds 'challenger' by now (another run's, perhaps);
+    # margin and held-out data: promote's defaults, i.e. this version's own config and test split.
+    decision = promote(model_name=config.registry.model_name, version=trained["registered"]["version"])
     return {"fine_tune": trained, "promotion": decision}

@@ -16,7 +16,7 @@ from tasks import quiet, stages
 from tasks.registry import tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.modelling.encode import check_model_source
-from tasks.io import read_json, write_json
+from tasks.io import locked_folder, read_json, write_json, write_text
 from tasks.modelling.train import TRAINING_SECTIONS
 
 
@@ -29,19 +29,24 @@ def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
     })
     run_dir = Path(cfg.run_dir).resolve() / f"{run_name}-{run_id[:8]}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    write_text(run_dir / "config.yaml", cfg.to_yaml())
     write_json(run_dir / "run.json", {"run_id": run_id, "run_name": run_name, "experiment": cfg.registry.experiment})
     tracking.log_params(run_id, flatten_config(cfg))
     tracking.log_artifact(run_id, run_dir / "config.yaml")
     return run_id, run_name, run_dir
 
 
-def reopen_run(run_folder: str, cfg: PipelineConfig) -> tuple[str, str, Path]:
-    """Continue the MLflow run of an earlier run folder (resume); return (run id, run name, run folder)."""
+def find_run_folder(run_folder: str) -> Path:
+    """The run folder to resume, refused when it is not one."""
     run_dir = Path(run_folder).resolve()
     if not (run_dir / "run.json").exists():
         raise ValueError(f"resume_from '{run_folder}' is not a run folder (no run.json); "
                          f"give a folder under run_dir written by an earlier fine-tune run")
+    return run_dir
+
+
+def reopen_run(run_dir: Path, cfg: PipelineConfig) -> tuple[str, str, Path]:
+    """Continue the MLflow run of an earlier run folder (resume); return (run id, run name, run folder)."""
     check_resume_config(cfg, load_config(run_dir / "config.yaml"), run_dir)
     info = read_json(run_dir / "run.json")
     tracking.reopen_run(info["run_id"])
@@ -82,7 +87,17 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
     quiet.silence_known_noise()
     check_model_source(cfg.model.name, cfg.model.revision)  # a model that cannot load fails before the data stage
     tracking.configure()
-    run_id, run_name, run_dir = reopen_run(resume_from, cfg) if resume_from else open_run(cfg, "fine-tune")
+    holder = f"fine-tune flow run {flow_run.get_name() or ''}".rstrip()
+    if resume_from:  # locked before the MLflow run is touched: a second resume changes nothing
+        with locked_folder(find_run_folder(resume_from), holder) as run_dir:
+            return run_fine_tune(cfg, *reopen_run(run_dir, cfg))
+    run_id, run_name, run_dir = open_run(cfg, "fine-tune")
+    with locked_folder(run_dir, holder):
+        return run_fine_tune(cfg, run_id, run_name, run_dir)
+
+
+def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path) -> dict:
+    """The stages of `fine_tune` in an open MLflow run and a locked run folder."""
     logger = get_run_logger()
     logger.info("MLflow run %s (%s); run folder %s", run_name, run_id, run_dir)
     with tracking.ended_run(run_id):
@@ -91,7 +106,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
         evaluation = stages.evaluate(trained["model_dir"], clean_ref, cfg, str(run_dir), run_id, raw["source"])
         exported = stages.export(trained["model_dir"], clean_ref, cfg, str(run_dir), run_id) \
             if cfg.export.enabled else None
-        registered = stages.register(run_id, exported, evaluation, clean_ref, cfg, validation["success"]) \
+        registered = stages.register(run_id, exported, evaluation, clean_ref, cfg, validation) \
             if exported else None
     result = {"run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
               "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],

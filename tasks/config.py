@@ -318,6 +318,8 @@ class RegistryConfig(_Section):
                             description="registered model name (letters, digits, '.', '_', '-')")
     experiment: str = Field("finetune-flow", description="MLflow experiment of the training runs")
     promotion_margin: float = Field(0.0, ge=0, description="challenger must beat champion by this much")
+    promote_with_data_warnings: bool = Field(
+        False, description="promote a version whose data passed validation only with warnings (default: refuse)")
 
     @field_validator("model_name")
     @classmethod

@@ -296,12 +296,12 @@ def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, r
 @task(name="register", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=900,
       retry_condition_fn=_retry_on_transient)
 def register(run_id: str, export_ref: dict, evaluation: dict, clean_ref: dict, cfg: PipelineConfig,
-             validation_ok: bool) -> dict:
+             validation: dict | None) -> dict:
     """New registry version with alias 'challenger'."""
     from tasks.registry.register import register_model
 
     quiet.silence_known_noise()
-    result = register_model(run_id, export_ref, evaluation, clean_ref, cfg, validation_ok)
+    result = register_model(run_id, export_ref, evaluation, clean_ref, cfg, validation)
     tracking.set_tags(run_id, {"registered_model": result["name"], "registered_version": result["version"]})
     get_run_logger().info("registered %s version %s as '%s'", result["name"], result["version"], result["alias"])
     return result

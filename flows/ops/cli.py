@@ -83,11 +83,13 @@ def cmd_run(args) -> int:
     cfg = _load(args)
     check_model(cfg)
     _prepare_env()
+    from flows.ops.temporary_server import prefect_api
     from flows.training import fine_tune
 
     log_path = log_to_file("run")
     try:
-        result = fine_tune(config=cfg, resume_from=args.resume_from)
+        with prefect_api():  # a temporary server here dies with this process, even on kill -9
+            result = fine_tune(config=cfg, resume_from=args.resume_from)
     except Exception as e:
         return report_failure(e, log_path)
     print_result(result)
@@ -97,11 +99,13 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     cfg = _load(args)
     _prepare_env()
+    from flows.ops.temporary_server import prefect_api
     from flows.training import validate_only
 
     log_path = log_to_file("validate")
     try:
-        result = validate_only(config=cfg)
+        with prefect_api():
+            result = validate_only(config=cfg)
     except Exception as e:
         return report_failure(e, log_path)
     print(f"\ndata valid: rows per split {result['rows']}, quarantined {result['quarantined']}")

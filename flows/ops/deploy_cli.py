@@ -28,12 +28,22 @@ def print_decision(d: dict) -> None:
     print(f"recorded:  MLflow run {d['record_run_id']} in experiment 'promotions'")
 
 
+BUSY_EXIT = 4  # another promotion or rollback of the model holds the lock; nothing was changed
+
+
 def cmd_promote(args) -> int:
     _prepare_env()
     from flows.deploy import promote
+    from flows.ops.temporary_server import prefect_api
+    from tasks.registry.promote import PromotionBusy
 
     try:
-        d = promote(model_name=args.name, margin=args.margin, eval_data=args.eval_data)
+        with prefect_api():  # a temporary server here dies with this process, even on kill -9
+            d = promote(model_name=args.name, version=args.version, margin=args.margin, eval_data=args.eval_data,
+                        allow_data_warnings=args.allow_data_warnings, break_lock=args.break_lock)
+    except PromotionBusy as e:
+        print(f"\nrefused: {e}", file=sys.stderr)
+        return BUSY_EXIT
     except ValueError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
@@ -44,9 +54,15 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     _prepare_env()
     from flows.deploy import rollback
+    from flows.ops.temporary_server import prefect_api
+    from tasks.registry.promote import PromotionBusy
 
     try:
-        d = rollback(model_name=args.name, to_version=args.to)
+        with prefect_api():
+            d = rollback(model_name=args.name, to_version=args.to, break_lock=args.break_lock)
+    except PromotionBusy as e:
+        print(f"\nrefused: {e}", file=sys.stderr)
+        return BUSY_EXIT
     except ValueError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
@@ -88,6 +104,14 @@ def add_deploy_commands(sub) -> None:
     sp = sub.add_parser(
         "promote", help="re-score challenger and champion on the same held-out data; move 'champion' if it wins")
     sp.add_argument("name", help="registered model name (registry.model_name of the config)")
+    sp.add_argument("--version", default=None, metavar="VERSION",
+                    help="model version to promote; default: the version holding 'challenger' now")
+    sp.add_argument("--allow-data-warnings", action="store_true", default=None,
+                    help="promote even if the version's data passed validation only with warnings; "
+                         "default: the challenger config's registry.promote_with_data_warnings")
+    sp.add_argument("--break-lock", action="store_true",
+                    help="clear the lock of an earlier promotion or rollback of NAME whose process is gone "
+                         "(exit 4 says another one holds it)")
     sp.add_argument("--margin", type=float, default=None,
                     help="how much the challenger must beat the champion by on the primary metric; "
                          "default: the challenger config's registry.promotion_margin")
@@ -99,6 +123,8 @@ def add_deploy_commands(sub) -> None:
     sp = sub.add_parser("rollback", help="move 'champion' back to an earlier version (recorded)")
     sp.add_argument("name", help="registered model name")
     sp.add_argument("--to", default=None, metavar="VERSION", help="version to serve; default: the previous champion")
+    sp.add_argument("--break-lock", action="store_true",
+                    help="clear the lock of an earlier promotion or rollback of NAME whose process is gone")
     sp.set_defaults(func=cmd_rollback)
 
     sp = sub.add_parser("history", help="the promotion log of a model, as a table")

@@ -34,7 +34,7 @@ import pandas as pd
 
 from tasks.data.clean import SPLITS, row_keys
 from tasks.config import DataConfig
-from tasks.io import read_frame, write_json
+from tasks.io import read_frame, write_json, write_text
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SEVERITIES = ("critical", "warning")
@@ -486,6 +486,9 @@ def validate_data(clean: dict, cfg: DataConfig, run_dir: str | Path) -> dict:
     blocking = critical + (warnings if cfg.validation.fail_on_warning else [])
     result = {
         "success": not blocking,
+        # What a returned (non-raising) result can say: clean, or passed with warnings (and how many).
+        "status": "warnings" if warnings else "passed",
+        "warning_count": len(warnings),
         "critical_failures": critical,
         "warnings": warnings,
         "summary_path": write_json(out_dir / "summary.json", rows),
@@ -495,7 +498,7 @@ def validate_data(clean: dict, cfg: DataConfig, run_dir: str | Path) -> dict:
         "profile": profile,
         "profile_path": write_json(out_dir / "profile.json", profile),
     }
-    Path(result["summary_md"]).write_text(render_markdown(rows, cfg.task, result["success"]))
+    write_text(result["summary_md"], render_markdown(rows, cfg.task, result["success"]))
     if blocking:
         raise DataValidationError(
             format_failures(blocking, cfg.task, result["summary_md"], result["data_docs_index"]), result)

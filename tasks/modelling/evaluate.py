@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
-from tasks.io import read_frame, read_json, write_json
+from tasks.io import read_frame, read_json, write_json, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 WORST_N = 50
@@ -278,9 +278,7 @@ Scores hold for text like the test split only; longer inputs are truncated at {c
 the model inherits the biases of its pretrained body and of the training data. Check the worst errors
 (`evaluation/worst_errors.csv` in the run) before relying on it.
 """
-    path = Path(model_dir) / "README.md"
-    path.write_text(card)
-    return str(path)
+    return write_text(Path(model_dir) / "README.md", card)
 
 
 def write_class_report(scored: dict, task: str, labels: list[str] | None, path: Path) -> str:
@@ -322,7 +320,7 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     out = Path(run_dir) / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     pred = frame_of_predictions(test, scored, task, labels)
-    pred.to_parquet(out / "predictions.parquet", index=False)
+    write_parquet(pred, out / "predictions.parquet")
     worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
     files = {"metrics": write_json(out / "metrics.json", metrics),
              "predictions": str(out / "predictions.parquet"), "worst_errors": str(out / "worst_errors.csv")}

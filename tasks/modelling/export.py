@@ -23,7 +23,7 @@ from tasks.config import PipelineConfig
 from tasks.inference.compare import compare_answers
 from tasks.inference.decode import Scores
 from tasks.inference.normalize import recorded_rules
-from tasks.io import read_frame, read_json, write_json
+from tasks.io import atomic_path, read_frame, read_json, write_json
 
 FP32, INT8 = "model.onnx", "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -117,14 +117,27 @@ def raw_test_frame(test: pd.DataFrame, data: dict) -> tuple[pd.DataFrame, str]:
 
 
 def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path) -> dict:
-    """Export fp32 (and int8) ONNX, check parity and the int8 gate on the core, assemble the serving bundle."""
-    from tasks.modelling.evaluate import load_trained
+    """Export fp32 (and int8) ONNX, check parity and the int8 gate on the core, assemble the serving bundle.
+
+    The bundle is built in a temporary folder and moved into place whole: a kill or a full disk
+    mid-export leaves the previous bundle (or none), never a folder with half its files.
+    """
+    final = Path(run_dir) / "onnx"
+    with atomic_path(final) as out:
+        out.mkdir(parents=True)
+        report = build_bundle(model_dir, data, cfg, out)
+    return {"dir": str(final), "fp32": str(final / FP32), "int8": str(final / INT8) if cfg.export.quantize else None,
+            "parity": report["parity"], "int8_gate": report["int8"], "serving_file": report["serving_file"],
+            "report_path": str(final / "export_report.json")}
+
+
+def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Path) -> dict:
+    """Write the serving bundle into `out` and check it on the core; return the export report."""
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.modelling.evaluate import load_trained
     from tasks.modelling.metrics import primary_metric
     from tasks.modelling.predict import metrics_of, score_frame, torch_forward
 
-    out = Path(run_dir) / "onnx"
-    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer, _ = load_trained(model_dir)
     task, batch = cfg.data.task, cfg.training.eval_batch_size
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
@@ -149,6 +162,4 @@ def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir
             report["serving_file"] = INT8
             write_json(out / "finetune_flow.json", {**read_json(out / "finetune_flow.json"), "serving_file": INT8})
     write_json(out / "export_report.json", report)
-    return {"dir": str(out), "fp32": str(out / FP32), "int8": str(out / INT8) if cfg.export.quantize else None,
-            "parity": parity, "int8_gate": report["int8"], "serving_file": report["serving_file"],
-            "report_path": str(out / "export_report.json")}
+    return report

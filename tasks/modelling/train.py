@@ -299,17 +299,34 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
     return weights
 
 
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete checkpoint in `folder`, or None.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
-    The Trainer writes trainer_state.json last, so a checkpoint without it was cut off by a
-    kill while saving; resuming from it would fail, so the one before it is used instead.
+
+def checkpoint_complete(folder: Path) -> bool:
+    """True when a checkpoint's trainer_state.json parses and its weights are there.
+
+    A kill or a full disk while saving leaves a checkpoint without its state file, with a
+    truncated one, or with the state but no weights; resuming from any of them would fail.
     """
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "global_step" in state and any(
+        (folder / f).is_file() and (folder / f).stat().st_size > 0 for f in WEIGHT_FILES)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint in `folder` (an incomplete newer one is passed over), or None."""
     if not folder.is_dir():
         return None
-    steps = [(int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(steps)[1]) if steps else None
+    steps = sorted(((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
+                    if p.name.split("-")[-1].isdigit()), reverse=True)
+    for step, path in steps:
+        if checkpoint_complete(path):
+            return str(path)
+        log.warning("checkpoint %s is incomplete (cut off while saving?); using the one before it", path)
+    return None
 
 
 def spec_digest(spec: dict) -> str:

@@ -16,6 +16,10 @@ from tasks.io import read_json
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 MODEL_ARTIFACT = "model"
+# Version tags of the data validation: "passed" or "warnings" (with the count); absent when the
+# version was registered without a validation result.
+DATA_VALIDATION_TAG, DATA_WARNINGS_TAG = "data_validation", "data_validation_warnings"
+PARITY_TAG = "parity_passed"
 
 
 class RegistrationRefused(ValueError):
@@ -67,12 +71,22 @@ def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list
     return target
 
 
-def model_tags(cfg: PipelineConfig, data: dict, metrics: dict, export: dict, validation_ok: bool) -> dict:
+def validation_tags(validation: dict | None) -> dict:
+    """The data-validation tags of a version: passed, or warnings with their count; none without a result."""
+    if validation is None:
+        return {}
+    count = validation.get("warning_count", len(validation.get("warnings") or []))  # older cached results
+    if count:
+        return {DATA_VALIDATION_TAG: "warnings", DATA_WARNINGS_TAG: str(count)}
+    return {DATA_VALIDATION_TAG: "passed"}
+
+
+def model_tags(cfg: PipelineConfig, data: dict, metrics: dict, export: dict, validation: dict | None) -> dict:
     tags = {
         "task": cfg.data.task, "config_name": cfg.name, "config_digest": cfg.digest(),
         "data_digest": data["digest"], "git_commit": git_commit(), "base_model": cfg.model.name,
-        "parity_passed": export["parity"]["passed"], "parity_max_abs_diff": f"{export['parity']['max_abs_diff']:.2e}",
-        "serving_file": export["serving_file"], "data_validation_passed": validation_ok,
+        PARITY_TAG: export["parity"]["passed"], "parity_max_abs_diff": f"{export['parity']['max_abs_diff']:.2e}",
+        "serving_file": export["serving_file"], **validation_tags(validation),
     }
     if export.get("int8_gate"):  # what quantisation costs: metric change and share of answers it changes
         gate = export["int8_gate"]
@@ -94,7 +108,7 @@ def log_serving_model(run_id: str, bundle_dir: str | Path, data: dict, cfg: Pipe
 
 
 def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg: PipelineConfig,
-                   validation_ok: bool = True) -> dict:
+                   validation: dict | None = None) -> dict:
     """Log the serving model to the run and register it as a new version with alias 'challenger'."""
     if not export["parity"]["passed"]:
         p = export["parity"]
@@ -105,7 +119,7 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
     c = tracking.client()
     name = cfg.registry.model_name
     source = f"{c.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-    tags = model_tags(cfg, data, evaluation["metrics"], export, validation_ok)
+    tags = model_tags(cfg, data, evaluation["metrics"], export, validation)
     # A retry (or a resumed run) after the version was made finds it: no second version of the same
     # model, and the files a registered version (perhaps the champion) points at are not written again.
     made = [v for v in c.search_model_versions(f"name = {tracking.filter_value(name)} and run_id = {tracking.filter_value(run_id)}") if v.source == source]
@@ -115,14 +129,28 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
             c.set_model_version_tag(name, version.version, key, value)
     else:
         log_serving_model(run_id, export["dir"], data, cfg)
-        try:
-            c.get_registered_model(name)
-        except Exception:
-            c.create_registered_model(name, description=f"finetune-flow {cfg.data.task} model ({cfg.name})")
+        ensure_registered_model(name, f"finetune-flow {cfg.data.task} model ({cfg.name})")
         version = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
     c.set_registered_model_alias(name, CHALLENGER, version.version)
     return {"name": name, "version": str(version.version), "alias": CHALLENGER, "source": source,
             "model_uri": f"models:/{name}/{version.version}"}
+
+
+def ensure_registered_model(name: str, description: str) -> None:
+    """Create the registered model unless it exists (also when another run creates it at the same moment)."""
+    from mlflow.exceptions import MlflowException
+
+    c = tracking.client()
+    try:
+        c.get_registered_model(name)
+        return
+    except MlflowException:
+        pass
+    try:
+        c.create_registered_model(name, description=description)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def version_by_alias(name: str, alias: str):

@@ -17,6 +17,7 @@ from typing import Any
 from tasks.secrets import redact_text, redact_url
 
 DEFAULT_STORE_DIR = "mlruns"
+_READY_STORES: set[str] = set()  # SQLite stores this process has seen created
 
 
 def store_dir() -> Path:
@@ -40,13 +41,34 @@ def shown_tracking_uri() -> str:
 
 
 def configure() -> str:
-    """Point MLflow at the configured store; return the URI."""
+    """Point MLflow at the configured store (created first when it is a new SQLite file); return the URI."""
     import mlflow
 
     uri = tracking_uri()
+    if uri.startswith("sqlite:///") and uri not in _READY_STORES:
+        create_sqlite_store(uri)
+        _READY_STORES.add(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def create_sqlite_store(uri: str) -> None:
+    """Create a SQLite store's schema once, under a file lock beside the database.
+
+    MLflow creates the tables of a new SQLite store in whichever process opens it first, without
+    a lock: two runs started together on a fresh checkout both try, and one fails with "table ...
+    already exists". Here the second waits for the first and then finds the tables made.
+    """
+    import fcntl
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        SqlAlchemyStore(uri, default_artifact_root=(db.parent / "artifacts").as_uri()).engine.dispose()
 
 
 def client():
@@ -58,6 +80,8 @@ def client():
 
 def ensure_experiment(name: str) -> str:
     """Experiment id for `name`, created with artifacts under the store folder when local."""
+    from mlflow.exceptions import MlflowException
+
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
@@ -65,7 +89,13 @@ def ensure_experiment(name: str) -> str:
     location = None
     if tracking_uri().startswith("sqlite:") and "MLFLOW_TRACKING_URI" not in os.environ:
         location = (store_dir() / "artifacts").as_uri()
-    return c.create_experiment(name, artifact_location=location)
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another run created it a moment ago
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> str:
@@ -156,7 +186,23 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
         warnings.simplefilter("ignore", UserWarning)
         ds = mlflow.data.from_pandas(df.head(1000), source=redact_text(source), name=name, digest=digest)
         entity = ds._to_mlflow_entity()
-    client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+    for attempt in range(3):
+        try:
+            client().log_inputs(run_id, datasets=inputs)
+            return
+        except Exception as e:
+            # MLflow looks the dataset up, then inserts it: two runs logging the same split at once
+            # both insert, and the second hits the unique key. Again, it finds the row made.
+            if attempt == 2 or not lost_an_insert_race(e):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def lost_an_insert_race(error: Exception) -> bool:
+    """True when the store refused a write because another process inserted the same row a moment before."""
+    text = f"{error} {error.__cause__!r}"
+    return any(s in text for s in ("IntegrityError", "UNIQUE constraint", "duplicate key"))
 
 
 def run_ui_url(run_id: str) -> str | None:

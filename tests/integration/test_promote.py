@@ -1,14 +1,18 @@
 """The gated promotion and rollback on a real MLflow registry (the temporary SQLite store of conftest).
 
 One ladder of decisions runs once per module, in order, on registered model `test-promote`:
-v1 a deliberately bad model (trained to answer "negative") -> first champion; v2 the good model of
-`flow_result` -> promoted; v3 the weak model again -> refused; v4 the good model with a failed
-parity tag -> refused; v5 the good model with failed data validation, on a pinned evaluation
-set -> refused; then rollback to the previous champion and forward again with --to.
+v1 a deliberately bad model (trained to answer "negative") on data with duplicate texts (a real
+data-validation warning) -> refused while warnings are not allowed, then first champion under its
+config's registry.promote_with_data_warnings=true; v2 the good model of `flow_result` -> promoted;
+v3 the weak model again -> refused; v4 the good model with a failed parity tag -> refused; v5 the
+weak model's version on a pinned evaluation set with warnings not allowed -> refused; then rollback
+to the previous champion and forward again with --to.
 Versions 2-5 reuse logged model artifacts (a new version of the same run's model), not new trainings.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -39,23 +43,36 @@ def _prefect_artifact(key: str):
 
 @pytest.fixture(scope="module")
 def ladder(prefect_harness, flow_result, tmp_path_factory):
+    import pandas as pd
+
     from flows.deploy import promote, rollback
     from tasks.registry import register
+    from tasks.io import read_frame
     from tasks.registry.promote import promote_challenger, rollback_champion
 
     tmp = tmp_path_factory.mktemp("weak")
+    # The good run's clean rows with 20 texts repeated: duplicate texts are a warning-level
+    # expectation, so this real run's data passes validation only with a warning.
+    clean = Path(flow_result["result"]["run_dir"]) / "data" / "clean"
+    rows = pd.concat([read_frame(clean / f"{s}.parquet")[["text", "label"]] for s in ("train", "validation", "test")])
+    csv = tmp / "reviews-with-duplicates.csv"
+    pd.concat([rows, rows.head(20)]).to_csv(csv, index=False)
     # A clearly worse model: a few steps with absurd class weights teach it to answer "negative" to
     # nearly everything, so its F1 (of "positive") sits far below the real model's. No int8: shorter.
     weak_cfg = small_config(tmp, f"registry.model_name={NAME}", "registry.experiment=tests-promote",
                             "training.max_steps=3", "training.learning_rate=5e-4",
-                            "training.class_weights=[20.0, 0.05]", "export.quantize=false")
+                            "training.class_weights=[20.0, 0.05]", "export.quantize=false",
+                            "data.source.kind=file", f"data.source.path={csv}", "data.max_rows=null",
+                            "data.labels=[negative, positive]", "data.clean.drop_duplicates=false",
+                            "registry.promote_with_data_warnings=true")
     from flows.training import fine_tune
 
     weak = fine_tune(config=weak_cfg)
     good_reg = flow_result["result"]["registered"]
     good_mv = register.get_version(good_reg["name"], good_reg["version"])
     weak_mv = register.get_version(NAME, weak["registered"]["version"])
-    steps = {"weak_version": str(weak_mv.version)}
+    steps = {"weak_version": str(weak_mv.version), "weak_tags": dict(weak_mv.tags)}
+    steps["warned"] = promote_challenger(NAME, allow_data_warnings=False)
     steps["first"] = promote(model_name=NAME)
     steps["good_version"] = _new_version(good_mv)
     steps["better"] = promote(model_name=NAME)
@@ -64,13 +81,21 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
     _new_version(good_mv, parity_passed=False)
     steps["parity"] = promote_challenger(NAME, margin=0.0)
     pinned = flow_result["result"]["run_dir"] + "/data/clean/test.parquet"
-    _new_version(good_mv, data_validation_passed=False)
-    steps["data"] = promote_challenger(NAME, margin=0.0, eval_data=pinned)
+    _new_version(weak_mv)
+    steps["data"] = promote_challenger(NAME, margin=0.0, eval_data=pinned, allow_data_warnings=False)
     steps["champion_before_rollback"] = str(register.version_by_alias(NAME, register.CHAMPION).version)
     steps["rollback"] = rollback(model_name=NAME)
     steps["champion_after_rollback"] = str(register.version_by_alias(NAME, register.CHAMPION).version)
     steps["forward"] = rollback_champion(NAME, to_version=steps["good_version"])
     return steps
+
+
+def test_data_warnings_refuse_unless_the_config_allows_them(ladder):
+    tags = ladder["weak_tags"]
+    assert tags["data_validation"] == "warnings" and int(tags["data_validation_warnings"]) >= 1
+    d = ladder["warned"]  # no champion yet: the warning is the only reason to refuse
+    assert d["decision"] == "refused" and d["champion_after"] is None
+    assert d["reason"].startswith("data validation passed only with ") and "promote_with_data_warnings" in d["reason"]
 
 
 def test_first_version_becomes_champion_when_checks_pass(ladder):
@@ -104,9 +129,9 @@ def test_failed_parity_is_refused_even_when_scores_tie(ladder):
     assert d["champion_after"] == ladder["good_version"]
 
 
-def test_failed_data_validation_is_refused_on_a_pinned_eval_set(ladder):
+def test_data_warnings_are_refused_on_a_pinned_eval_set(ladder):
     d = ladder["data"]
-    assert d["decision"] == "refused" and "data validation did not pass" in d["reason"]
+    assert d["decision"] == "refused" and "data validation passed only with" in d["reason"]
     assert d["eval_source"].endswith("data/clean/test.parquet")
     assert ladder["champion_before_rollback"] == ladder["good_version"]
 
@@ -125,9 +150,10 @@ def test_history_lists_every_decision_in_order(ladder):
     from tasks.registry.promote import history_table
 
     rows = history(NAME)
-    assert [r["decision"] for r in rows] == ["promoted", "promoted", "refused", "refused", "refused",
+    assert [r["decision"] for r in rows] == ["refused", "promoted", "promoted", "refused", "refused", "refused",
                                              "rolled back", "rolled back"]
-    assert rows[1]["champion_score"] == pytest.approx(ladder["better"]["champion_score"])
+    assert {r["state"] for r in rows} == {"final"}
+    assert rows[2]["champion_score"] == pytest.approx(ladder["better"]["champion_score"])
     assert all(r["reason"] for r in rows)
     table = history_table(rows)
     assert "ONNX parity check did not pass" in table and len(table.splitlines()) == 2 + len(rows)
@@ -155,8 +181,10 @@ def test_gate_respects_direction_and_margin():
 
     assert beats(0.80, 0.78, 0.02, True) and not beats(0.79, 0.78, 0.02, True)
     assert beats(0.10, 0.20, 0.05, False) and not beats(0.18, 0.20, 0.05, False)  # errors: lower wins
-    assert failed_checks({"parity_passed": "True", "data_validation_passed": "True"}) == []
+    assert failed_checks({"parity_passed": "True", "data_validation": "passed"}) == []
     assert len(failed_checks({"parity_passed": "True"})) == 1  # a missing tag is not a pass
+    warned = {"parity_passed": "True", "data_validation": "warnings", "data_validation_warnings": "2"}
+    assert "only with 2 warning(s)" in failed_checks(warned)[0] and failed_checks(warned, True) == []
 
 
 def test_champion_chain_never_returns_to_a_version_rolled_away_from():
@@ -222,3 +250,230 @@ def test_a_decision_whose_record_cannot_be_written_ends_failed(monkeypatch):
         record_decision(d)
     [run] = tracking.find_runs(PROMOTIONS_EXPERIMENT, "tags.model_name = 'record-fails'")
     assert run.info.status == "FAILED"
+
+
+TXN = "test-promote-txn"
+
+
+def start_together(commands: list[list[str]], tmp: Path, env: dict | None = None, timeout: float = 600) -> list:
+    """Run `ftflow` commands in separate processes released at the same instant; return (exit code, output)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.support import ROOT
+
+    go = tmp / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "start_together.py"), str(go), *cmd], env=env,
+                              cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd in commands]
+    deadline = time.monotonic() + 180
+    while len(list(tmp.glob("go.ready-*"))) < len(procs) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
+        time.sleep(0.1)
+    go.touch()
+    return [(p.wait(timeout=timeout), p.communicate()[0]) for p in procs]
+
+
+@pytest.fixture(scope="module")
+def txn(prefect_harness, flow_result, tmp_path_factory):
+    """Promotions as transactions, in order, on copies of the good model under TXN.
+
+    v1, v2 promoted; v3 promoted by two `ftflow promote` processes started together; v4's promotion
+    fails between its record and the alias move; v5's process dies after the alias moved, before
+    its record is finalised.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks import promote as p
+    from tasks.registry import register, tracking
+
+    good = flow_result["result"]["registered"]
+    mv = register.get_version(good["name"], good["version"])
+    register.ensure_registered_model(TXN, "transaction tests")
+    v = [str(tracking.client().create_model_version(TXN, source=mv.source, run_id=mv.run_id, tags=mv.tags).version)
+         for _ in range(5)]
+    steps: dict = {"v": v}
+    for version in v[:2]:
+        assert p.promote_challenger(TXN, version=version, margin=0.0)["decision"] == "promoted"
+    steps["together"] = start_together([["promote", TXN, "--version", v[2], "--margin", "0"]] * 2,
+                                       tmp_path_factory.mktemp("together"), {"PREFECT_API_URL": PREFECT_API_URL.value()})
+    steps["champion_after_together"] = p.champion_version(TXN)
+
+    real_set_alias = register.set_alias
+
+    def registry_fails(name, alias, version):
+        if alias == register.CHAMPION:
+            raise ConnectionError("the registry went away")
+        return real_set_alias(name, alias, version)
+
+    register.set_alias = registry_fails
+    try:
+        with pytest.raises(ConnectionError):
+            p.promote_challenger(TXN, version=v[3], margin=0.0)
+    finally:
+        register.set_alias = real_set_alias
+    steps["history_after_failure"] = p.promotion_history(TXN)
+    steps["champion_after_failure"] = p.champion_version(TXN)
+    steps["rollback_target_after_failure"] = p.previous_champion(TXN, steps["champion_after_failure"])
+
+    class Killed(BaseException):
+        """What a kill -9 leaves: nothing after this point runs, the record stays pending."""
+
+    real_finalise = p.finalise_decision
+
+    def killed(run_id):
+        raise Killed()
+
+    p.finalise_decision = killed
+    try:
+        with pytest.raises(Killed):
+            p.promote_challenger(TXN, version=v[4], margin=0.0)
+    finally:
+        p.finalise_decision = real_finalise
+    steps["history_after_kill"] = p.promotion_history(TXN)
+    steps["rollback_target_after_kill"] = p.previous_champion(TXN, p.champion_version(TXN))
+    steps["after_kill"] = p.promote_challenger(TXN, version=v[0], margin=0.0)  # the lock was released
+    return steps
+
+
+def test_two_promotions_started_together_move_the_alias_once(txn):
+    from tasks.registry.promote import promotion_history
+
+    (code_a, out_a), (code_b, out_b) = txn["together"]
+    assert sorted([code_a, code_b]) == [0, 4], (out_a[-2000:], out_b[-2000:])
+    refused = out_a if code_a == 4 else out_b
+    assert "another promotion or rollback is in progress (promote version" in refused
+    assert txn["champion_after_together"] == txn["v"][2]
+    moves = [r for r in promotion_history(TXN) if r["version"] == txn["v"][2]]
+    assert [(r["decision"], r["state"]) for r in moves] == [("promoted", "final")]
+
+
+def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_right(txn):
+    from tasks.registry import tracking
+
+    _, v2, v3, v4, _ = txn["v"]
+    last = txn["history_after_failure"][-1]
+    assert (last["version"], last["state"], last["decision"]) == (v4, "aborted", "not applied")
+    assert last["champion_before"] == last["champion_after"] == v3 and "did not complete" in last["reason"]
+    assert tracking.client().get_run(last["run_id"]).info.status == "FAILED"
+    assert txn["champion_after_failure"] == v3
+    assert txn["rollback_target_after_failure"] == v2
+
+
+def test_a_record_left_pending_after_the_alias_moved_reads_as_promoted(txn):
+    from tasks.registry import tracking
+
+    v3, v5 = txn["v"][2], txn["v"][4]
+    last = txn["history_after_kill"][-1]
+    assert (last["version"], last["state"], last["decision"], last["champion_after"]) == (v5, "pending", "promoted", v5)
+    assert "record not finalised" in last["reason"]
+    assert tracking.client().get_run(last["run_id"]).info.status == "RUNNING"
+    assert txn["rollback_target_after_kill"] == v3
+    # The lock was released and the next promotion reads the champion the alias shows (v1 is the same model: a tie)
+    assert (txn["after_kill"]["decision"], txn["after_kill"]["champion_before"]) == ("promoted", v5)
+
+
+def test_unfinished_records_are_read_by_where_the_alias_is():
+    from tasks.registry.promote import champion_chain, resolve_unfinished
+
+    def rec(state, before, after, decision="promoted"):
+        return {"state": state, "decision": decision, "champion_before": before, "champion_after": after,
+                "reason": "r"}
+
+    # killed before the alias moved: the next decision still found v1 as champion
+    log = [rec("final", None, "1"), rec("pending", "1", "2"), rec("final", "1", "1", "refused")]
+    assert [r["decision"] for r in resolve_unfinished(log, "1")] == ["promoted", "not applied", "refused"]
+    assert champion_chain(resolve_unfinished(log, "1")) == ["1"]
+    # killed after the alias moved, nothing recorded since: the champion is its target now
+    assert champion_chain(resolve_unfinished(log[:2], "2")) == ["1", "2"]
+    assert champion_chain(resolve_unfinished(log[:2], "1")) == ["1"]
+
+
+def test_rollback_to_a_bundle_that_cannot_serve_is_refused(txn, flow_result, tmp_path):
+    import mlflow.artifacts
+
+    from tasks.registry import register, tracking
+    from tasks.io import read_json
+    from tasks.registry.promote import champion_version, promotion_history, rollback_champion
+
+    good = register.get_version(flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"])
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=good.source, dst_path=str(tmp_path)))
+    bundle = next(p.parent for p in local.rglob("finetune_flow.json"))
+    serving = bundle / read_json(bundle / "finetune_flow.json")["serving_file"]
+    serving.write_bytes(serving.read_bytes()[:4096])  # cut off, as by a full disk on upload
+    tracking.client().log_artifacts(good.run_id, str(local), "model-cut-off")
+    source = f"{tracking.client().get_run(good.run_id).info.artifact_uri}/model-cut-off"
+    broken = tracking.client().create_model_version(TXN, source=source, run_id=good.run_id, tags=good.tags).version
+    before, records = champion_version(TXN), len(promotion_history(TXN))
+    with pytest.raises(ValueError, match=f"version {broken} cannot serve .*the champion stays version {before}"):
+        rollback_champion(TXN, to_version=str(broken))
+    assert champion_version(TXN) == before and len(promotion_history(TXN)) == records
+
+
+def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
+    import socket
+    import subprocess
+
+    from tasks.registry import tracking
+    from tasks.registry.promote import LOCK_SUFFIX, PromotionBusy, promotion_lock
+
+    name = "test-promote-lock"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    c = tracking.client()
+    c.create_registered_model(name + LOCK_SUFFIX, tags={"action": "promote version 9", "pid": str(dead.pid),
+                                                       "host": socket.gethostname(), "since": "earlier"})
+    with promotion_lock(name, "promote version 10"):  # the holder is gone: its lock is cleared
+        assert c.get_registered_model(name + LOCK_SUFFIX).tags["action"] == "promote version 10"
+        with pytest.raises(PromotionBusy, match=r"in progress \(promote version 10, pid \d+ .*--break-lock"), \
+                promotion_lock(name, "rollback"):
+            pass
+    assert not [m for m in c.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")]  # released
+
+
+def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
+    from tasks import promote as p
+    from tasks.registry import register
+
+    v1, v2, v3 = txn["v"][:3]
+    assert p.champion_version(TXN) == v1  # where the transaction fixture left it
+    real_decide = p.decide
+
+    def someone_moves_the_alias(*args, **kwargs):  # e.g. a user in the MLflow UI, around the lock
+        d = real_decide(*args, **kwargs)
+        register.set_alias(TXN, register.CHAMPION, v2)
+        return d
+
+    monkeypatch.setattr(p, "decide", someone_moves_the_alias)
+    d = p.promote_challenger(TXN, version=v3, margin=0.0)
+    assert d["decision"] == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" \
+        in d["reason"]
+    assert p.champion_version(TXN) == v2 and d["champion_before"] == d["champion_after"] == v2
+
+
+def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_result, tmp_path, monkeypatch):
+    import flows.nightly
+    from tasks.registry import register, tracking
+
+    name = "test-nightly"
+    good = register.get_version(flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"])
+    real_fine_tune = flows.nightly.fine_tune
+    other: dict = {}
+
+    def another_run_registers_too(config):  # a second run registers between this run's training and its promotion
+        trained = real_fine_tune(config=config)
+        mv = tracking.client().create_model_version(name, source=good.source, run_id=good.run_id, tags=good.tags)
+        register.set_alias(name, register.CHALLENGER, mv.version)
+        other["version"] = str(mv.version)
+        return trained
+
+    monkeypatch.setattr(flows.nightly, "fine_tune", another_run_registers_too)
+    cfg = small_config(tmp_path, f"registry.model_name={name}", "registry.experiment=tests-nightly",
+                       "training.max_steps=2", "export.quantize=false")
+    result = flows.nightly.nightly(config=cfg)
+    own = result["fine_tune"]["registered"]["version"]
+    assert own != other["version"] == str(register.version_by_alias(name, register.CHALLENGER).version)
+    assert result["promotion"]["challenger_version"] == own
