@@ -4,6 +4,11 @@ Writes, under RUN/evaluation, for every task kind: metrics.json, predictions.par
 worst_errors.csv, per_class_report.csv and confusion_matrix.png; the model card (README.md)
 goes into the model folder, so it travels with the model. What "class" means per kind:
 
+Classifiers (single texts and pairs) are first calibrated on the validation split (tasks/calibration.py):
+the temperature and any decision threshold go into the model folder's finetune_flow.json ("decision"),
+which export copies into the serving bundle; the test split is then scored with them applied, as
+every scorer applies them, and reliability_diagram.png shows the test split before and after.
+
 - classification, pair_classification: the labels.
 - ner: entity types; the report is seqeval's entity-level scores per type, the confusion
   matrix counts words by entity type (B-/I- merged, "O" included; first sub-token's tag).
@@ -20,9 +25,11 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
+from tasks.inference.decode import Decision
 from tasks.io import read_frame, read_json, write_json
 
 WORST_N = 50
+CALIBRATED_TASKS = ("classification", "pair_classification")
 
 
 def load_trained(model_dir: str | Path):
@@ -181,8 +188,32 @@ INTENDED_USE = {
 }
 
 
-def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str) -> str:
-    """The model's README: data, metrics, hyperparameters, intended use, limitations."""
+def decision_card(record: dict | None, metrics: dict) -> str:
+    """The model card's section on calibration and the decision threshold (empty for regression and NER).
+
+    metrics: the evaluation's metrics, with the test split's test_ece_before / test_ece_after.
+    """
+    from tasks.calibration import describe_rule
+
+    if record is None:
+        return ""
+    v = record["validation"]
+    lines = ["## Calibration and decision",
+             f"- Temperature {record['temperature']:.4f} ({record['calibration']}; fitted on {v['rows']} validation "
+             f"rows): served probabilities are softmax(logits / {record['temperature']:.4f})",
+             f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
+             f"{v['ece_after']:.4f}; test {metrics['test_ece_before']:.4f} / {metrics['test_ece_after']:.4f}",
+             f"- Threshold: {describe_rule(record)}"]
+    if record["threshold"] is not None:
+        lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "
+                     f"{record['threshold']:.6g}; on validation precision {v['precision']:.4f}, recall "
+                     f"{v['recall']:.4f}{'' if v['target_met'] else ' (target NOT reached)'}")
+    return "\n".join(lines) + "\n\n"
+
+
+def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str,
+                     decision: dict | None = None, run_metrics: dict | None = None) -> str:
+    """The model's README: data, metrics, calibration and threshold, hyperparameters, intended use, limitations."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
                      if isinstance(v, float) and not k.startswith("support_"))
     meta = read_json(Path(model_dir) / "finetune_flow.json")
@@ -205,7 +236,7 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 |---|---|
 {rows}
 
-## Hyperparameters
+{decision_card(decision, run_metrics or {})}## Hyperparameters
 learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
 epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
@@ -247,13 +278,16 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     from tasks.confidence import interval_metrics
     from tasks.predict import score_frame, torch_forward
 
-    model, tokenizer, meta = load_trained(model_dir)
+    model, tokenizer, _ = load_trained(model_dir)
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data["labels"]
+    forward = torch_forward(model)
+    record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if task in CALIBRATED_TASKS else None
     test = read_frame(data["splits"]["test"])
-    scored = score_frame(torch_forward(model), tokenizer, test, task, labels, cfg.model.max_length,
-                         cfg.training.eval_batch_size)
+    decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
+    scored = score_frame(forward, tokenizer, test, task, labels, cfg.model.max_length,
+                         cfg.training.eval_batch_size, decision)
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
@@ -270,5 +304,51 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     if task == "regression":
         files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
                                                               out / "prediction_scatter.png")
-    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source)
-    return {"metrics": metrics, "dir": str(out), "files": files}
+    if record is not None:
+        metrics.update(calibration_metrics(record, scored))
+        files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
+    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source, record, metrics)
+    return {"metrics": metrics, "dir": str(out), "files": files, "decision": record}
+
+
+def calibrate_model(forward, tokenizer, model_dir: Path, data: dict, cfg: PipelineConfig) -> dict:
+    """Fit temperature and threshold on the validation split; record them in the model folder's meta."""
+    from tasks.calibration import fit_decision
+    from tasks.predict import predict_logits, references_of
+
+    validation = read_frame(data["splits"]["validation"])
+    logits = predict_logits(forward, tokenizer, validation, cfg.data.task, cfg.model.max_length,
+                            cfg.training.eval_batch_size)
+    record = fit_decision(cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task,
+                                                                                    data["labels"])), data["labels"])
+    # The model folder carries its decision rule: export copies this file into the serving bundle.
+    meta_path = model_dir / "finetune_flow.json"
+    write_json(meta_path, {**read_json(meta_path), "decision": record})
+    return record
+
+
+def calibration_metrics(record: dict, scored: dict) -> dict:
+    """Temperature, threshold and ECE/NLL before and after, on validation (fitted) and test (held out)."""
+    from tasks.calibration import calibrated_probabilities, expected_calibration_error, negative_log_likelihood
+
+    logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
+    t, v = record["temperature"], record["validation"]
+    out = {"calibration_temperature": t,
+           "test_ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
+           "test_ece_after": expected_calibration_error(calibrated_probabilities(logits, t), refs),
+           "test_nll_before": negative_log_likelihood(logits, refs),
+           "test_nll_after": negative_log_likelihood(logits, refs, t),
+           **{f"validation_{k}": float(v[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after")}}
+    if record["threshold"] is not None:
+        out["decision_threshold"] = float(record["threshold"])
+        out.update({f"validation_threshold_{k}": float(v[k]) for k in ("precision", "recall", "f1", "target_met")})
+    return out
+
+
+def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
+    """The test split's reliability diagram before and after temperature scaling."""
+    from tasks.calibration import calibrated_probabilities, plot_reliability_diagram
+
+    logits, refs, t = np.stack(scored["logits"]), np.asarray(scored["references"]), record["temperature"]
+    return plot_reliability_diagram({"test, uncalibrated": (calibrated_probabilities(logits, 1.0), refs),
+                                     f"test, T = {t:.3f}": (calibrated_probabilities(logits, t), refs)}, path)
