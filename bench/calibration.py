@@ -8,8 +8,8 @@ of an earlier run in --work. Printed per data set: the temperature, ECE (15 bins
 validation (where it was fitted) and on test (held out), and whether test ECE after is at most half of
 before (the goal); for spam, the threshold and the precision / recall of spam on test.
 
-    python bench/calibration.py                      # the presets as they are (3 epochs, all rows): ~1.5 h on 2 cores
-    python bench/calibration.py --max-rows 1500 --epochs 1 --max-length 64   # the short form, ~6 min
+    python bench/calibration.py                      # the presets as they are (all rows, their epochs)
+    python bench/calibration.py --max-rows 1500 --epochs 1 --max-length 64   # the short form, ~4 min
     python bench/calibration.py --work /tmp/calib    # keep the runs; a second call reuses their models
 
 A model trained on 1,500 rows for one epoch is less sure of itself than a fully trained one, so the

@@ -199,8 +199,9 @@ def decision_card(record: dict | None, metrics: dict) -> str:
         return ""
     v = record["validation"]
     lines = ["## Calibration and decision",
-             f"- Temperature {record['temperature']:.4f} ({record['calibration']}; fitted on {v['rows']} validation "
-             f"rows): served probabilities are softmax(logits / {record['temperature']:.4f})",
+             f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
+             f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
+             else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
              f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
              f"{v['ece_after']:.4f}; test {metrics['test_ece_before']:.4f} / {metrics['test_ece_after']:.4f}",
              f"- Threshold: {describe_rule(record)}"]
