@@ -55,6 +55,7 @@ def measure(args, name: str, work: Path) -> dict:
     from tasks.clean import clean_data
     from tasks.collect import collect_data
     from tasks.evaluate import evaluate_model
+    from tasks.io import read_json
     from tasks.train import train_model
 
     folder = work / name
@@ -64,7 +65,7 @@ def measure(args, name: str, work: Path) -> dict:
     clean_ref = clean_data(raw["path"], cfg.data, folder)
     trained = train_model(clean_ref, cfg, folder)  # a finished training in the folder is reused, not repeated
     evaluation = evaluate_model(trained["model_dir"], clean_ref, cfg, folder)
-    m, d = evaluation["metrics"], evaluation["decision"]
+    m, d = evaluation["metrics"], read_json(Path(trained["model_dir"]) / "finetune_flow.json")["decision"]
     row = {"data": name, "rows": clean_ref["report"]["rows_out"], "temperature": d["temperature"],
            "validation_ece_before": m["validation_ece_before"], "validation_ece_after": m["validation_ece_after"],
            "test_ece_before": m["test_ece_before"], "test_ece_after": m["test_ece_after"],

@@ -29,7 +29,6 @@ from tasks.inference.decode import Decision
 from tasks.io import read_frame, read_json, write_json
 
 WORST_N = 50
-CALIBRATED_TASKS = ("classification", "pair_classification")
 
 
 def load_trained(model_dir: str | Path):
@@ -188,22 +187,19 @@ INTENDED_USE = {
 }
 
 
-def decision_card(record: dict | None, metrics: dict) -> str:
-    """The model card's section on calibration and the decision threshold (empty for regression and NER).
-
-    metrics: the evaluation's metrics, with the test split's test_ece_before / test_ece_after.
-    """
+def decision_card(record: dict | None) -> str:
+    """The model card's section on calibration and the decision threshold (empty for regression and NER)."""
     from tasks.calibration import describe_rule
 
     if record is None:
         return ""
-    v = record["validation"]
+    v, t = record["validation"], record["test"]
     lines = ["## Calibration and decision",
              f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
              f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
              else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
              f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
-             f"{v['ece_after']:.4f}; test {metrics['test_ece_before']:.4f} / {metrics['test_ece_after']:.4f}",
+             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}",
              f"- Threshold: {describe_rule(record)}"]
     if record["threshold"] is not None:
         lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "
@@ -212,9 +208,8 @@ def decision_card(record: dict | None, metrics: dict) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str,
-                     decision: dict | None = None, run_metrics: dict | None = None) -> str:
-    """The model's README: data, metrics, calibration and threshold, hyperparameters, intended use, limitations."""
+def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str) -> str:
+    """The model's README: data, metrics, hyperparameters, intended use, limitations."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
                      if isinstance(v, float) and not k.startswith("support_"))
     meta = read_json(Path(model_dir) / "finetune_flow.json")
@@ -237,13 +232,13 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 |---|---|
 {rows}
 
-{decision_card(decision, run_metrics or {})}## Hyperparameters
+## Hyperparameters
 learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
 epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
 {"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and task == "ner" else ""}; config digest `{cfg.digest()}`.
 
-## Intended use
+{decision_card(meta.get("decision"))}## Intended use
 {INTENDED_USE[task]}
 
 ## Limitations
@@ -277,6 +272,7 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     import torch
 
     from tasks.confidence import interval_metrics
+    from tasks.calibration import CALIBRATED_TASKS
     from tasks.predict import score_frame, torch_forward
 
     model, tokenizer, _ = load_trained(model_dir)
@@ -302,14 +298,14 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
     refs, preds, classes = confusion_inputs(scored, task, labels)
     files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
+    if record is not None:  # the model card reads the test figures from the model folder's meta
+        metrics.update(record_test_calibration(record, scored, Path(model_dir)))
+        files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
     if task == "regression":
         files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
                                                               out / "prediction_scatter.png")
-    if record is not None:
-        metrics.update(calibration_metrics(record, scored))
-        files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
-    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source, record, metrics)
-    return {"metrics": metrics, "dir": str(out), "files": files, "decision": record}
+    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source)
+    return {"metrics": metrics, "dir": str(out), "files": files}
 
 
 def calibrate_model(forward, tokenizer, model_dir: Path, data: dict, cfg: PipelineConfig) -> dict:
@@ -328,17 +324,21 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: dict, cfg: Pipeli
     return record
 
 
-def calibration_metrics(record: dict, scored: dict) -> dict:
-    """Temperature, threshold and ECE/NLL before and after, on validation (fitted) and test (held out)."""
+def record_test_calibration(record: dict, scored: dict, model_dir: Path) -> dict:
+    """The run's calibration metrics (validation: fitted; test: held out); test ECE goes into the model's meta too."""
     from tasks.calibration import calibrated_probabilities, expected_calibration_error, negative_log_likelihood
 
     logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
     t, v = record["temperature"], record["validation"]
+    record["test"] = {"rows": int(len(refs)),
+                      "ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
+                      "ece_after": expected_calibration_error(calibrated_probabilities(logits, t), refs),
+                      "nll_before": negative_log_likelihood(logits, refs),
+                      "nll_after": negative_log_likelihood(logits, refs, t)}
+    meta_path = model_dir / "finetune_flow.json"
+    write_json(meta_path, {**read_json(meta_path), "decision": record})
     out = {"calibration_temperature": t,
-           "test_ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
-           "test_ece_after": expected_calibration_error(calibrated_probabilities(logits, t), refs),
-           "test_nll_before": negative_log_likelihood(logits, refs),
-           "test_nll_after": negative_log_likelihood(logits, refs, t),
+           **{f"test_{k}": float(x) for k, x in record["test"].items() if k != "rows"},
            **{f"validation_{k}": float(v[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after")}}
     if record["threshold"] is not None:
         out["decision_threshold"] = float(record["threshold"])

@@ -233,22 +233,22 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
 @logs_to_prefect
 def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str,
              source: str = "") -> dict:
-    """Calibrate on validation, score on test; log metrics, plots (reliability diagram too), errors and the model card."""
+    """Score on test; log metrics, plots, errors and the model card."""
     from tasks.evaluate import evaluate_model
 
     result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source)
     tracking.log_metrics(run_id, result["metrics"])
     tracking.log_artifact(run_id, result["dir"], "evaluation")
     tracking.log_artifact(run_id, result["files"]["model_card"], "model_card")
+    m = result["metrics"]
+    if "calibration_temperature" in m:  # classifiers: fitted on validation, applied by every scorer
+        get_run_logger().info("calibration: temperature %.4f, test ECE %.4f -> %.4f; threshold %s",
+                              m["calibration_temperature"], m["test_ece_before"], m["test_ece_after"],
+                              m.get("decision_threshold", "none"))
     rows = [{"metric": k, "value": round(v, 4)} for k, v in sorted(result["metrics"].items())
             if isinstance(v, float) and "support" not in k]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
     get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows[:12]})
-    d, m = result.get("decision"), result["metrics"]
-    if d:
-        get_run_logger().info("calibration: temperature %.4f, test ECE %.4f -> %.4f; threshold %s", d["temperature"],
-                              m["test_ece_before"], m["test_ece_after"],
-                              "none" if d["threshold"] is None else f"{d['threshold']:.4g} on '{d['positive_label']}'")
     return result
 
 
