@@ -187,27 +187,6 @@ INTENDED_USE = {
 }
 
 
-def decision_card(record: dict | None) -> str:
-    """The model card's section on calibration and the decision threshold (empty for regression and NER)."""
-    from tasks.calibration import describe_rule
-
-    if record is None:
-        return ""
-    v, t = record["validation"], record["test"]
-    lines = ["## Calibration and decision",
-             f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
-             f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
-             else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
-             f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
-             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}",
-             f"- Threshold: {describe_rule(record)}"]
-    if record["threshold"] is not None:
-        lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "
-                     f"{record['threshold']:.6g}; on validation precision {v['precision']:.4f}, recall "
-                     f"{v['recall']:.4f}{'' if v['target_met'] else ' (target NOT reached)'}")
-    return "\n".join(lines) + "\n\n"
-
-
 def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str) -> str:
     """The model's README: data, metrics, hyperparameters, intended use, limitations."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
@@ -266,46 +245,25 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
     return str(path)
 
 
-def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path,
-                   source: str = "") -> dict:
-    """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
-    import torch
+def decision_card(record: dict | None) -> str:
+    """The model card's section on calibration and the decision threshold (empty for regression and NER)."""
+    from tasks.calibration import describe_rule
 
-    from tasks.confidence import interval_metrics
-    from tasks.calibration import CALIBRATED_TASKS
-    from tasks.predict import score_frame, torch_forward
-
-    model, tokenizer, _ = load_trained(model_dir)
-    if torch.cuda.is_available() and not cfg.training.use_cpu:
-        model.to("cuda")  # full precision still: the test metrics must match what was trained
-    task, labels = cfg.data.task, data["labels"]
-    forward = torch_forward(model)
-    record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if task in CALIBRATED_TASKS else None
-    test = read_frame(data["splits"]["test"])
-    decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
-    scored = score_frame(forward, tokenizer, test, task, labels, cfg.model.max_length,
-                         cfg.training.eval_batch_size, decision)
-    metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
-    # Small test splits move a score by points; the interval says by how many.
-    metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
-    out = Path(run_dir) / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
-    pred = frame_of_predictions(test, scored, task, labels)
-    pred.to_parquet(out / "predictions.parquet", index=False)
-    worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
-    files = {"metrics": write_json(out / "metrics.json", metrics),
-             "predictions": str(out / "predictions.parquet"), "worst_errors": str(out / "worst_errors.csv")}
-    files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
-    refs, preds, classes = confusion_inputs(scored, task, labels)
-    files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
-    if record is not None:  # the model card reads the test figures from the model folder's meta
-        metrics.update(record_test_calibration(record, scored, Path(model_dir)))
-        files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
-    if task == "regression":
-        files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
-                                                              out / "prediction_scatter.png")
-    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source)
-    return {"metrics": metrics, "dir": str(out), "files": files}
+    if record is None:
+        return ""
+    v, t = record["validation"], record["test"]
+    lines = ["## Calibration and decision",
+             f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
+             f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
+             else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
+             f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
+             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}",
+             f"- Threshold: {describe_rule(record)}"]
+    if record["threshold"] is not None:
+        lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "
+                     f"{record['threshold']:.6g}; on validation precision {v['precision']:.4f}, recall "
+                     f"{v['recall']:.4f}{'' if v['target_met'] else ' (target NOT reached)'}")
+    return "\n".join(lines) + "\n\n"
 
 
 def calibrate_model(forward, tokenizer, model_dir: Path, data: dict, cfg: PipelineConfig) -> dict:
@@ -353,3 +311,45 @@ def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
     logits, refs, t = np.stack(scored["logits"]), np.asarray(scored["references"]), record["temperature"]
     return plot_reliability_diagram({"test, uncalibrated": (calibrated_probabilities(logits, 1.0), refs),
                                      f"test, T = {t:.3f}": (calibrated_probabilities(logits, t), refs)}, path)
+
+
+def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path,
+                   source: str = "") -> dict:
+    """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
+    import torch
+
+    from tasks.confidence import interval_metrics
+    from tasks.calibration import CALIBRATED_TASKS
+    from tasks.predict import score_frame, torch_forward
+
+    model, tokenizer, _ = load_trained(model_dir)
+    if torch.cuda.is_available() and not cfg.training.use_cpu:
+        model.to("cuda")  # full precision still: the test metrics must match what was trained
+    task, labels = cfg.data.task, data["labels"]
+    forward = torch_forward(model)
+    record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if task in CALIBRATED_TASKS else None
+    test = read_frame(data["splits"]["test"])
+    decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
+    scored = score_frame(forward, tokenizer, test, task, labels, cfg.model.max_length,
+                         cfg.training.eval_batch_size, decision)
+    metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
+    # Small test splits move a score by points; the interval says by how many.
+    metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
+    out = Path(run_dir) / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    pred = frame_of_predictions(test, scored, task, labels)
+    pred.to_parquet(out / "predictions.parquet", index=False)
+    worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
+    files = {"metrics": write_json(out / "metrics.json", metrics),
+             "predictions": str(out / "predictions.parquet"), "worst_errors": str(out / "worst_errors.csv")}
+    files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
+    refs, preds, classes = confusion_inputs(scored, task, labels)
+    files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
+    if record is not None:  # the model card reads the test figures from the model folder's meta
+        metrics.update(record_test_calibration(record, scored, Path(model_dir)))
+        files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
+    if task == "regression":
+        files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
+                                                              out / "prediction_scatter.png")
+    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source)
+    return {"metrics": metrics, "dir": str(out), "files": files}
