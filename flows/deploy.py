@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks import tracking
+from tasks.config import check_name
 
 
 def _artifact_key(name: str) -> str:
@@ -37,6 +38,7 @@ def promote(model_name: str, margin: float | None = None, eval_data: str | None 
     """
     from tasks.promote import promote_challenger
 
+    check_name(model_name, "model_name")
     tracking.configure()
     decision = promote_challenger(model_name, margin, eval_data,
                                   extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")})
@@ -49,6 +51,7 @@ def rollback(model_name: str, to_version: str | None = None) -> dict:
     """Move 'champion' back to the previous champion, or to `to_version`; recorded like a promotion."""
     from tasks.promote import rollback_champion
 
+    check_name(model_name, "model_name")
     tracking.configure()
     decision = rollback_champion(model_name, to_version,
                                  extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")})

@@ -5,14 +5,22 @@ Each child runs in its own session (process group) so a Ctrl-C in the terminal r
 schedules while the Prefect API is still there), then the servers. Stopping signals each group
 by PID and then anything the child spawned that outlived it; nothing is left running.
 Only the standard library is imported at module level: `ftflow --help` stays fast.
+
+Authentication: with credentials in the clients' own variables (PREFECT_API_AUTH_STRING,
+MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD) both servers require them: Prefect's basic
+auth (PREFECT_SERVER_API_AUTH_STRING) and MLflow's `basic-auth` app, whose admin is created from
+them. Every child inherits them, so the served deployments, their flow runs, the CLI and the
+serving process pass them. A host other than loopback is refused without them.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -32,6 +40,60 @@ STOP_GRACE_S = 20.0
 
 class StackError(RuntimeError):
     """A part of the stack could not start; the message says which, why and where its log is."""
+
+
+# MLflow's old shipped admin password and other guessable ones: a server on the network refuses them.
+WEAK_PASSWORDS = {"password1234", "password", "admin", "changeme"}
+MIN_PASSWORD_CHARS = 12
+CREDENTIAL_VARS = ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+HOW_TO_SET = ("export PREFECT_API_AUTH_STRING='admin:<password>' MLFLOW_TRACKING_USERNAME=admin "
+              "MLFLOW_TRACKING_PASSWORD='<password>'")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The stack's login: Prefect's basic-auth user:password and the MLflow admin."""
+
+    prefect_user: str
+    prefect_password: str = field(repr=False)
+    mlflow_user: str
+    mlflow_password: str = field(repr=False)
+
+    @property
+    def prefect_auth_string(self) -> str:
+        return f"{self.prefect_user}:{self.prefect_password}"
+
+
+def read_credentials(env: dict[str, str] | None = None) -> Credentials | None:
+    """The credentials from the clients' variables; None when none is set; an error naming what is missing or weak."""
+    env = os.environ if env is None else env
+    present = [v for v in CREDENTIAL_VARS if env.get(v)]
+    if not present:
+        return None
+    missing = [v for v in CREDENTIAL_VARS if v not in present]
+    if missing:
+        raise ValueError(f"credentials are half set: {', '.join(missing)} missing (set all three: {HOW_TO_SET})")
+    user, sep, password = env["PREFECT_API_AUTH_STRING"].partition(":")
+    if not sep or not user or not password:
+        raise ValueError("PREFECT_API_AUTH_STRING must be 'user:password' (Prefect's basic-auth string)")
+    creds = Credentials(user, password, env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    for var, pw in (("PREFECT_API_AUTH_STRING", creds.prefect_password),
+                    ("MLFLOW_TRACKING_PASSWORD", creds.mlflow_password)):
+        if len(pw) < MIN_PASSWORD_CHARS or pw.lower() in WEAK_PASSWORDS:
+            raise ValueError(f"the password in {var} is too weak: use at least {MIN_PASSWORD_CHARS} characters "
+                             f"and not a default such as 'password1234' (e.g. `python -c 'import secrets; "
+                             f"print(secrets.token_urlsafe(18))'`)")
+    return creds
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it resolves for others too
+        return False
 
 
 @dataclass
@@ -89,8 +151,8 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def prefect_service(home: Path, host: str, port: int, root: Path) -> Service:
-    """`prefect server start` with its SQLite database under `home`/prefect."""
+def prefect_service(home: Path, host: str, port: int, root: Path, creds: Credentials | None = None) -> Service:
+    """`prefect server start` with its SQLite database under `home`/prefect; basic auth when `creds` are given."""
     url = f"http://{host}:{port}"
     # The UI's bundle asks for its API at PREFECT_UI_API_URL, which defaults to port 4200, not --port.
     env = _base_env() | {"PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_API_HOST": host,
@@ -100,17 +162,22 @@ def prefect_service(home: Path, host: str, port: int, root: Path) -> Service:
     env.setdefault("PREFECT_UI_API_URL", f"http://{shown}:{port}/api")
     # A client setting must not leak into the server (it would talk to itself through a stale URL).
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_SERVER_API_AUTH_STRING", None)  # only the credentials checked above turn auth on
+    if creds:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = creds.prefect_auth_string
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     return Service("prefect", argv, env, f"{url}/api/health", home / "logs" / "prefect.log", root)
 
 
-def mlflow_service(store: Path, host: str, port: int, root: Path, home: Path) -> Service:
+def mlflow_service(store: Path, host: str, port: int, root: Path, home: Path,
+                   creds: Credentials | None = None) -> Service:
     """`mlflow server` on the project's store: the same SQLite file and artifact folder as direct runs.
 
     `--default-artifact-root` is a file URI, so experiments made through the server keep their
     artifacts where direct SQLite runs find them (an `mlflow-artifacts:/` root would need the
     server to read them back); `--artifacts-destination` points at the same folder for clients
-    that upload through the server's proxy.
+    that upload through the server's proxy. With `creds` the server runs MLflow's `basic-auth`
+    app: its user database under `home`, its admin made from the credentials (never a default).
     """
     artifacts = (store / "artifacts").resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -122,7 +189,37 @@ def mlflow_service(store: Path, host: str, port: int, root: Path, home: Path) ->
             "--backend-store-uri", f"sqlite:///{(store / 'mlflow.db').resolve()}",
             "--default-artifact-root", artifacts.as_uri(), "--artifacts-destination", str(artifacts),
             "--host", host, "--port", str(port), "--workers", "1"]
+    if creds:
+        argv += ["--app-name", "basic-auth"]
+        env |= mlflow_auth_env(home, creds)
     return Service("mlflow", argv, env, f"{url}/health", home / "logs" / "mlflow.log", root)
+
+
+def mlflow_auth_env(home: Path, creds: Credentials) -> dict[str, str]:
+    """The environment of MLflow's basic-auth app: a config file without secrets, the admin from `creds`."""
+    ini = home / "mlflow-auth.ini"
+    ini.parent.mkdir(parents=True, exist_ok=True)
+    # The password stays in the environment: nothing on disk holds it but MLflow's salted hash.
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{(home / 'mlflow-auth.db').resolve()}\n"
+                   f"admin_username = {creds.mlflow_user}\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": creds.mlflow_user,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_password,
+            # Signs the UI's CSRF tokens; one per start is enough for one server.
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+            or secrets.token_hex(32)}
+
+
+def check_mlflow_login(svc: Service, url: str, creds: Credentials, home: Path) -> None:
+    """Fail with the fix when the MLflow server refuses the admin (its user database has another password)."""
+    r = http_get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10,
+                 auth=(creds.mlflow_user, creds.mlflow_password))
+    if r is None or r.status_code != 200:
+        raise StackError(
+            f"the MLflow server refuses user '{creds.mlflow_user}' with MLFLOW_TRACKING_PASSWORD "
+            f"(HTTP {getattr(r, 'status_code', 'no answer')}): its user database {home / 'mlflow-auth.db'} was "
+            f"made with another password. Use that password, change it through MLflow's update-password API, "
+            f"or delete the file to start a new user database; see {svc.log_path}")
 
 
 def serve_service(prefect_api: str, mlflow_uri: str, home: Path, root: Path, config: str | None = None,
@@ -152,12 +249,12 @@ def start_service(svc: Service) -> None:
                                     preexec_fn=_die_with_parent)
 
 
-def http_get(url: str, timeout: float = 2.0):
+def http_get(url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None):
     """GET that returns the response, or None when nothing answers yet."""
     import httpx
 
     try:
-        return httpx.get(url, timeout=timeout)
+        return httpx.get(url, timeout=timeout, auth=auth)
     except httpx.HTTPError:
         return None
 
@@ -185,21 +282,21 @@ def ensure_alive(svc: Service) -> None:
                          f"{svc.log_tail()}")
 
 
-def read_deployment(prefect_api: str, full_name: str) -> dict | None:
+def read_deployment(prefect_api: str, full_name: str, auth: tuple[str, str] | None = None) -> dict | None:
     """A deployment by 'flow/deployment' name through the REST API, or None."""
-    r = http_get(f"{prefect_api}/deployments/name/{full_name}")
+    r = http_get(f"{prefect_api}/deployments/name/{full_name}", auth=auth)
     return r.json() if r is not None and r.status_code == 200 else None
 
 
 def wait_served(svc: Service, prefect_api: str, names: list[str], since: dt.datetime,
-                timeout: float = START_TIMEOUT_S) -> None:
+                timeout: float = START_TIMEOUT_S, auth: tuple[str, str] | None = None) -> None:
     """Block until the serving process has registered every deployment and polled for their runs."""
     deadline = time.monotonic() + timeout
     pending = list(names)
     while pending:
         ensure_alive(svc)
         for name in list(pending):
-            dep = read_deployment(prefect_api, name)
+            dep = read_deployment(prefect_api, name, auth)
             polled = dep and dep.get("last_polled")
             if polled and dt.datetime.fromisoformat(polled.replace("Z", "+00:00")) >= since:
                 pending.remove(name)
@@ -260,7 +357,8 @@ class Stack:
     def __init__(self, root: Path | str = ".", home: Path | str | None = None, host: str = "127.0.0.1",
                  prefect_port: int = DEFAULT_PREFECT_PORT, mlflow_port: int = DEFAULT_MLFLOW_PORT,
                  store: Path | str | None = None, config: str | None = None, timezone: str | None = None,
-                 serve: bool = True, serve_env: dict[str, str] | None = None):
+                 serve: bool = True, serve_env: dict[str, str] | None = None,
+                 credentials: Credentials | None = None):
         from tasks.tracking import store_dir
 
         self.root = Path(root).resolve()
@@ -268,6 +366,7 @@ class Stack:
         self.store = Path(store).resolve() if store else store_dir()
         self.host, self.config, self.timezone = host, config, timezone
         self.serve, self.serve_env = serve, serve_env or {}
+        self.credentials = credentials
         self.prefect_port = pick_port(host, prefect_port, "--prefect-port")
         self.mlflow_port = pick_port(host, mlflow_port, "--mlflow-port")
         self.services: list[Service] = []
@@ -284,24 +383,34 @@ class Stack:
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
 
+    @property
+    def prefect_auth(self) -> tuple[str, str] | None:
+        c = self.credentials
+        return (c.prefect_user, c.prefect_password) if c else None
+
     def start(self, timeout: float = START_TIMEOUT_S) -> "Stack":
         """Start the servers side by side, wait for health, then serve the deployments and wait for that."""
         from flows.deployments import DEPLOYMENT_NAMES
 
-        servers = [prefect_service(self.home, self.host, self.prefect_port, self.root),
-                   mlflow_service(self.store, self.host, self.mlflow_port, self.root, self.home)]
+        servers = [prefect_service(self.home, self.host, self.prefect_port, self.root, self.credentials),
+                   mlflow_service(self.store, self.host, self.mlflow_port, self.root, self.home, self.credentials)]
         try:
             for svc in servers:
                 start_service(svc)
                 self.services.append(svc)
             wait_healthy(servers, timeout)
+            if self.credentials:
+                check_mlflow_login(servers[1], self.mlflow_url, self.credentials, self.home)
             if self.serve:
                 svc = serve_service(self.prefect_api, self.mlflow_url, self.home, self.root, self.config,
                                     self.timezone, self.serve_env)
                 since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
                 start_service(svc)
                 self.services.insert(0, svc)  # first to stop: it pauses schedules through a live API
-                wait_served(svc, self.prefect_api, DEPLOYMENT_NAMES, since, timeout)
+                wait_served(svc, self.prefect_api, DEPLOYMENT_NAMES, since, timeout, self.prefect_auth)
+                from flows.automations import create_stack_automation
+
+                create_stack_automation(self.prefect_api, self.config)
         except BaseException:
             self.stop()
             raise
@@ -327,6 +436,11 @@ class Stack:
             from flows.deployments import DEPLOYMENT_NAMES
 
             lines.append(f"deployments:  {', '.join(DEPLOYMENT_NAMES)}  (run them from the Prefect UI)")
+        if self.credentials:
+            lines.append(f"login:        Prefect '{self.credentials.prefect_user}' (the UI asks for user:password), "
+                         f"MLflow '{self.credentials.mlflow_user}'; clients pass {', '.join(CREDENTIAL_VARS)}")
+        else:
+            lines.append("login:        none (loopback only; set credentials to require a login)")
         lines += [f"logs:         {self.home / 'logs'}",
                   f"clients:      export PREFECT_API_URL={self.prefect_api} MLFLOW_TRACKING_URI={self.mlflow_url}"]
         return "\n".join(lines)
@@ -357,6 +471,11 @@ def check_up_args(args) -> None:
 
     if args.config:
         load_config(args.config)
+    creds = read_credentials()
+    if creds is None and not is_loopback(args.host):
+        raise ValueError(f"--host {args.host} opens both servers to every machine that reaches this one, and "
+                         f"anyone could run flows that read files on this host or move the champion; set "
+                         f"credentials first and both servers require them: {HOW_TO_SET}")
     try:
         zoneinfo.ZoneInfo(args.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -376,7 +495,7 @@ def cmd_up(args) -> int:
     try:
         stack = Stack(home=args.home, host=args.host, prefect_port=args.prefect_port,
                       mlflow_port=args.mlflow_port, config=args.config, timezone=args.timezone,
-                      serve=not args.no_serve)
+                      serve=not args.no_serve, credentials=read_credentials())
         print(f"starting Prefect server, MLflow server{' and the deployments' if stack.serve else ''} ...",
               flush=True)
         stack.start()
@@ -411,7 +530,10 @@ def add_up_command(sub) -> None:
                     help="YAML config whose values are the deployments' default parameters (the Prefect UI's form); "
                     "the project's configs/quickstart.yaml when omitted")
     sp.add_argument("--timezone", default="UTC", help="IANA time zone of the nightly 02:00 run, e.g. Europe/Berlin")
-    sp.add_argument("--host", default="127.0.0.1", help="interface the servers listen on")
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="interface the servers listen on; any but loopback needs credentials "
+                         "(PREFECT_API_AUTH_STRING=user:password, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), "
+                         "which both servers then require")
     sp.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT, help="Prefect port; 0 picks a free one")
     sp.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT, help="MLflow port; 0 picks a free one")
     sp.add_argument("--home", default=DEFAULT_HOME, help="folder for the Prefect database and the logs")

@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks import stages, tracking
+from tasks import quiet, stages, tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.io import read_json, write_json
 from tasks.train import TRAINING_SECTIONS
@@ -77,6 +77,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
     resumes from its last checkpoint (same data and model required).
     """
     cfg = config
+    quiet.silence_known_noise()
     tracking.configure()
     run_id, run_name, run_dir = reopen_run(resume_from, cfg) if resume_from else open_run(cfg, "fine-tune")
     logger = get_run_logger()
@@ -93,7 +94,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
               "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],
               "registered": registered, "parity": exported["parity"] if exported else None,
               "serving_file": exported["serving_file"] if exported else None,
-              "tracking_uri": tracking.tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
+              "tracking_uri": tracking.shown_tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
               "mlflow_url": tracking.run_ui_url(run_id)}
     create_markdown_artifact(summary_markdown(result), key="fine-tune-summary",
                              description=f"{cfg.name}: run summary")
@@ -104,6 +105,7 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
 def validate_only(config: PipelineConfig = PipelineConfig()) -> dict:
     """Only the data stage (collect, clean, validate), for data owners."""
     cfg = config
+    quiet.silence_known_noise()
     tracking.configure()
     run_id, run_name, run_dir = open_run(cfg, "validate-data")
     with tracking.ended_run(run_id):

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import DataConfig, SourceConfig
+from tasks.config import NAME_PATTERN, DataConfig, SourceConfig
 from tasks.io import digest_frames, write_frames
+from tasks.secrets import expand_references, redact_text, redact_url
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                  "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
@@ -275,37 +276,58 @@ def cache_dir() -> Path:
 
 
 def _read_url(src: SourceConfig) -> pd.DataFrame:
+    url, secrets = expand_references(src.url, "data.source.url")
+    shown = describe_source(src)
     name = src.url.rsplit("/", 1)[-1].split("?")[0] or "download"
-    target = cache_dir() / "downloads" / src.sha256.lower() / name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with urllib.request.urlopen(src.url, timeout=60) as resp:
-                data = resp.read()
-        except OSError as e:
-            raise DataSourceError(f"cannot download {src.url}: {e}; check the URL and the network") from None
-        got = hashlib.sha256(data).hexdigest()
-        if got != src.sha256.lower():
-            raise DataSourceError(
-                f"download {src.url} has sha256 {got}, expected {src.sha256}; the file changed "
-                "upstream: check it and pin the new sha256 in data.source.sha256"
-            )
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+    if not NAME_PATTERN.fullmatch(name):  # the file name comes from the URL: keep it inside the cache
+        name = "download"
+    target = cache_dir() / "downloads" / src.sha256 / name
+    # A cached copy is trusted only while it still hashes to the pin: caches get edited and truncated.
+    if target.exists() and _sha256_file(target) == src.sha256:
+        return read_table(target, src.format)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            data = resp.read()
+    except (OSError, ValueError) as e:  # the error text may repeat the expanded URL: masked
+        raise DataSourceError(
+            f"cannot download {shown}: {redact_text(str(e), secrets)}; check the URL and the network"
+        ) from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != src.sha256:
+        raise DataSourceError(
+            f"download {shown} has sha256 {got}, expected {src.sha256}; the file changed "
+            "upstream: check it and pin the new sha256 in data.source.sha256"
+        )
+    tmp = target.with_suffix(target.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
     return read_table(target, src.format)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _read_sql(src: SourceConfig) -> pd.DataFrame:
     import sqlalchemy
 
+    connection, secrets = expand_references(src.connection, "data.source.connection")
     try:
-        engine = sqlalchemy.create_engine(src.connection)
-        with engine.connect() as conn:
-            return pd.read_sql(sqlalchemy.text(src.query), conn)
-    except Exception as e:
+        engine = sqlalchemy.create_engine(connection)
+        try:
+            with engine.connect() as conn:
+                return pd.read_sql(sqlalchemy.text(src.query), conn)
+        finally:
+            engine.dispose()
+    except Exception as e:  # driver messages may repeat the URL or password: masked
         raise DataSourceError(
-            f"SQL source {src.connection!r} failed: {type(e).__name__}: {str(e).splitlines()[0]}; "
+            f"SQL source {describe_source(src)} failed: {type(e).__name__}: "
+            f"{redact_text(str(e).splitlines()[0] if str(e) else '', secrets)}; "
             "check data.source.connection, that the server is reachable, and data.source.query"
         ) from None
 
@@ -332,6 +354,10 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
                 df["split"] = split
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
+    if src.kind == "feedback":
+        from tasks.monitoring.feedback import feedback_rows
+
+        return feedback_rows(src.model_name, src.log_location)
     return {"disk": _read_disk, "hub": _read_hub, "url": _read_url, "sql": _read_sql}[src.kind](src)
 
 
@@ -393,19 +419,28 @@ def _as_list(value) -> list[str]:
 
 
 def describe_source(src: SourceConfig) -> str:
-    """One line naming the source, for lineage."""
+    """One line naming the source, for lineage: ${ENV} references as written, literal credentials masked."""
     return {
         "package": f"package:{src.name}", "file": f"file:{src.path}", "disk": f"disk:{src.path}",
         "conll": f"conll:{src.path}", "hub": f"hub:{src.name}/{src.config or ''}@{src.revision or 'main'}",
-        "url": f"url:{src.url}#sha256={src.sha256}", "sql": f"sql:{src.connection}",
+        "url": f"url:{redact_url(src.url or '')}#sha256={src.sha256}",
+        "sql": f"sql:{redact_url(src.connection or '')}",
+        "feedback": f"feedback:{src.model_name or '*'}@{redact_url(src.log_location or 'prediction-log')}",
     }[src.kind]
+
+
+def read_mapped(src: SourceConfig, cfg: DataConfig) -> pd.DataFrame:
+    """One source read and mapped to canonical columns; feedback rows already come as text/label."""
+    if src.kind == "feedback":
+        cfg = cfg.model_copy(update={"text_column": "text", "label_column": "label",
+                                     "text_pair_column": "text_pair" if cfg.text_pair_column else None})
+    return map_columns(read_source(src), cfg, describe_source(src))
 
 
 def collect_data(cfg: DataConfig, run_dir: str | Path) -> dict:
     """Read the source, map its columns, and snapshot it as parquet under `run_dir/data/raw`."""
-    origin = describe_source(cfg.source)
-    df = read_source(cfg.source)
-    df = map_columns(df, cfg, origin)
+    origin = " + ".join(describe_source(s) for s in [cfg.source, *cfg.extra_sources])
+    df = pd.concat([read_mapped(s, cfg) for s in [cfg.source, *cfg.extra_sources]], ignore_index=True)
     if df.empty:
         raise DataSourceError(f"the source {origin} holds no rows; point data.source at a non-empty dataset")
     if "split" in df.columns and cfg.source.split:

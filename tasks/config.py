@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+
+from tasks.secrets import redact_text, redact_url, warn_literal_credentials
 
 TaskKind = Literal["classification", "pair_classification", "regression", "ner"]
-SourceKind = Literal["file", "disk", "hub", "package", "url", "sql", "conll"]
+SourceKind = Literal["file", "disk", "hub", "package", "url", "sql", "conll", "feedback"]
 FileFormat = Literal["csv", "tsv", "jsonl", "json", "parquet"]
+# Names that become folder names, run names and MLflow names: nothing that could leave run_dir.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def check_name(value: str, field: str) -> str:
+    """`value` when it is a safe name (letters, digits, '.', '_', '-'; starts with a letter or digit)."""
+    if not NAME_PATTERN.fullmatch(value or ""):
+        raise ValueError(f"{field} {value!r} may hold only letters, digits, '.', '_' and '-' (starting with a "
+                         f"letter or digit, at most 128), so it cannot name a path outside run_dir; e.g. 'my-model.v2'")
+    return value
 
 
 class ConfigError(ValueError):
@@ -31,7 +45,7 @@ class _Section(BaseModel):
 class SourceConfig(_Section):
     """Where the labelled data comes from."""
 
-    kind: SourceKind = Field("package", description="file | disk | hub | package | url | sql | conll")
+    kind: SourceKind = Field("package", description="file | disk | hub | package | url | sql | conll | feedback")
     path: str | None = Field(None, description="file or folder (file, disk, conll); a file or glob of files")
     format: FileFormat | None = Field(None, description="file format; inferred from the extension when empty")
     name: str | None = Field(
@@ -41,12 +55,41 @@ class SourceConfig(_Section):
     config: str | None = Field(None, description="hub dataset configuration, e.g. 'mrpc'")
     revision: str | None = Field(None, description="hub dataset revision (commit or tag) to pin")
     split: str | None = Field(None, description="only this split of the source (hub, disk); all when empty")
-    url: str | None = Field(None, description="HTTP(S) URL of a data file (url)")
-    sha256: str | None = Field(None, description="expected sha256 of the downloaded file (url); required there")
+    url: str | None = Field(
+        None, description="HTTP(S) URL of a data file (url); put secrets in ${ENV_NAME} references, e.g. ?token=${DATA_TOKEN}"
+    )
+    sha256: str | None = Field(None, description="expected sha256 (64 hex digits) of the downloaded file (url); required there")
     query: str | None = Field(None, description="SQL query returning one row per example (sql)")
     connection: str | None = Field(
-        None, description="SQLAlchemy URL (sql), e.g. sqlite:///data.db or postgresql://user@host/db"
+        None, description="SQLAlchemy URL (sql), e.g. sqlite:///data.db or postgresql://reader:${DB_PASSWORD}@host/db"
     )
+    model_name: str | None = Field(
+        None, description="feedback: only rows this registered model answered; every logged model when empty"
+    )
+    log_location: str | None = Field(
+        None, description="feedback: the prediction log (folder or SQLAlchemy URL); FTFLOW_PREDICTION_LOG or "
+                          "<mlruns>/ when empty"
+    )
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_sha256(cls, v: str | None) -> str | None:
+        if v is not None and not SHA256_PATTERN.fullmatch(v):
+            raise ValueError("must be 64 hex digits, as `sha256sum FILE` prints")
+        return v.lower() if v else v
+
+    @field_validator("url", "connection")
+    @classmethod
+    def _warn_literal_credentials(cls, v: str | None, info) -> str | None:
+        if v:
+            warn_literal_credentials(f"data.source.{info.field_name}", v)
+        return v
+
+    # Every written copy of the config (config.yaml, params, train_spec.json, Prefect parameters)
+    # is a dump: literal credentials are masked there; ${ENV} references stay as written.
+    @field_serializer("url", "connection")
+    def _mask_credentials(self, v: str | None) -> str | None:
+        return redact_url(v) if v else v
 
     @model_validator(mode="after")
     def _check_required(self) -> "SourceConfig":
@@ -58,6 +101,7 @@ class SourceConfig(_Section):
             "package": ["name"],
             "url": ["url", "sha256"],
             "sql": ["query", "connection"],
+            "feedback": [],
         }[self.kind]
         missing = [f for f in needs if not getattr(self, f)]
         if missing:
@@ -100,6 +144,12 @@ class DataConfig(_Section):
     """The labelled data: source, columns, task kind, splits and rules."""
 
     source: SourceConfig = Field(default_factory=SourceConfig)
+    extra_sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="more sources appended to `source`, e.g. [{kind: feedback}] for the corrected labels of "
+                    "served predictions; same columns as `source` (feedback rows come as text/label), same "
+                    "cleaning and stable hash splits",
+    )
     task: TaskKind = Field("classification", description="classification | pair_classification | regression | ner")
     text_column: str = Field("text", description="column holding the text (the first text for pairs)")
     text_pair_column: str | None = Field(None, description="column holding the second text (pairs)")
@@ -167,8 +217,10 @@ class TrainingConfig(_Section):
     seed: int = Field(42)
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     pad_to_max_length: bool = Field(False, description="pad every example to max_length (the old recipe)")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, else fp16; none on CPU"
+    mixed_precision: Literal["auto", "fp32", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where the device runs it natively (GPUs from Ampere on; CPUs "
+                            "with AMX-BF16 or AVX512-BF16), else fp16 on GPUs and fp32 on CPUs; fp32 (or no) "
+                            "turns it off. Weights stay fp32"
     )
     gradient_checkpointing: bool = Field(False)
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
@@ -271,15 +323,50 @@ class DecisionConfig(_Section):
 class RegistryConfig(_Section):
     """Where runs and model versions go."""
 
-    model_name: str = Field("finetune-flow-quickstart", description="registered model name")
+    model_name: str = Field("finetune-flow-quickstart",
+                            description="registered model name (letters, digits, '.', '_', '-')")
     experiment: str = Field("finetune-flow", description="MLflow experiment of the training runs")
     promotion_margin: float = Field(0.0, ge=0, description="challenger must beat champion by this much")
+
+    @field_validator("model_name")
+    @classmethod
+    def _check_model_name(cls, v: str) -> str:
+        return check_name(v, "registry.model_name")
+
+
+class MonitoringConfig(_Section):
+    """The monitor flow: which logged traffic it compares with the champion's data, and when it asks for a retrain."""
+
+    window_hours: float = Field(24.0, gt=0, description="compare the predictions logged in the last N hours")
+    min_rows: int = Field(200, ge=10, description="fewer logged rows than this in the window: no drift verdict")
+    p_value: float = Field(0.05, gt=0, lt=1, description="family-wise false-alarm rate of the drift tests "
+                           "(Bonferroni-split across them)")
+    reference_rows: int = Field(1000, ge=50, description="rows of the champion's held-out data used as reference")
+    embedding_rows: int = Field(500, ge=50, description="rows per side embedded for the MMD test")
+    permutations: int = Field(200, ge=20, description="permutations of the MMD p-value")
+    min_feedback_rows: int = Field(30, ge=1, description="feedback rows needed before its accuracy counts")
+    min_feedback_accuracy: float = Field(0.7, ge=0, le=1, description="accuracy on rows with feedback below "
+                                         "this asks for a retrain (classification)")
+    retrain_on_drift: bool = Field(True, description="emit the retrain event when drift or low feedback accuracy "
+                                   "is found (the automation of `ftflow up` runs retrain/on-drift)")
+    seed: int = Field(0, description="seed of the sampling and permutations")
+
+    @model_validator(mode="after")
+    def _check_permutations(self) -> "MonitoringConfig":
+        # The smallest permutation p-value is 1/(permutations+1); below the per-test threshold it never fires.
+        tests = 5  # length, oov_rate, embedding, prediction, confidence
+        needed = int(tests / self.p_value)
+        if self.permutations < needed:
+            raise ValueError(f"monitoring.permutations {self.permutations} is too few for p_value {self.p_value}: "
+                             f"the embedding test could never reach p < {self.p_value / tests:.3g}; use at least {needed}")
+        return self
 
 
 class PipelineConfig(_Section):
     """Everything one fine-tuning run needs."""
 
-    name: str = Field("quickstart", description="name of this configuration; used in run names")
+    name: str = Field("quickstart", description="name of this configuration; used in run names and run "
+                                                "folders (letters, digits, '.', '_', '-')")
     run_dir: str = Field("runs", description="folder holding one sub-folder per run")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -288,6 +375,12 @@ class PipelineConfig(_Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        return check_name(v, "name")
 
     @model_validator(mode="after")
     def _check_loss_fits_task(self) -> "PipelineConfig":
@@ -334,9 +427,10 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         value = e.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        shown = redact_text(repr(value)) if not isinstance(value, dict) else "{...}"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  - {where}: unknown field (value {shown}); check the spelling")
+            # Its value is not repeated: a mistyped `pasword:` would print the password.
+            lines.append(f"  - {where}: unknown field; check the spelling")
         else:
             lines.append(f"  - {where} = {shown}: {e['msg']}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ every scorer applies them, and reliability_diagram.png shows the test split befo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from tasks.config import PipelineConfig
 from tasks.inference.decode import Decision
 from tasks.io import read_frame, read_json, write_json
 
+log = logging.getLogger(__name__)
 WORST_N = 50
 
 
@@ -318,9 +320,10 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
     import torch
 
-    from tasks.confidence import interval_metrics
     from tasks.calibration import CALIBRATED_TASKS
+    from tasks.confidence import interval_metrics
     from tasks.predict import score_frame, torch_forward
+    from tasks.progress import counted_calls
 
     model, tokenizer, _ = load_trained(model_dir)
     if torch.cuda.is_available() and not cfg.training.use_cpu:
@@ -330,8 +333,10 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if task in CALIBRATED_TASKS else None
     test = read_frame(data["splits"]["test"])
     decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
-    scored = score_frame(forward, tokenizer, test, task, labels, cfg.model.max_length,
-                         cfg.training.eval_batch_size, decision)
+    batches = -(-len(test) // cfg.training.eval_batch_size)
+    with counted_calls(forward, batches, "evaluate", log) as counted:
+        scored = score_frame(counted, tokenizer, test, task, labels, cfg.model.max_length,
+                             cfg.training.eval_batch_size, decision)
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})

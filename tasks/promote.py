@@ -264,7 +264,7 @@ def record_decision(d: dict, extra_tags: dict | None = None) -> str:
 
 def promotion_history(name: str) -> list[dict]:
     """The promotion log of a model, oldest first: one row per promotion decision or rollback."""
-    runs = tracking.find_runs(PROMOTIONS_EXPERIMENT, f"tags.model_name = '{name}'",
+    runs = tracking.find_runs(PROMOTIONS_EXPERIMENT, f"tags.model_name = {tracking.filter_value(name)}",
                               order_by=["attributes.start_time ASC"])
     rows = []
     for r in runs:

@@ -108,7 +108,7 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
     tags = model_tags(cfg, data, evaluation["metrics"], export, validation_ok)
     # A retry (or a resumed run) after the version was made finds it: no second version of the same
     # model, and the files a registered version (perhaps the champion) points at are not written again.
-    made = [v for v in c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'") if v.source == source]
+    made = [v for v in c.search_model_versions(f"name = {tracking.filter_value(name)} and run_id = {tracking.filter_value(run_id)}") if v.source == source]
     if made:
         version = made[0]
         for key, value in tags.items():
@@ -154,7 +154,7 @@ def get_version(name: str, version: str | int):
 
 def list_versions(name: str) -> list:
     """Every version of a registered model, oldest first; empty when the model does not exist."""
-    found = tracking.client().search_model_versions(f"name = '{name}'")
+    found = tracking.client().search_model_versions(f"name = {tracking.filter_value(name)}")
     return sorted(found, key=lambda v: int(v.version))
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import tracking
+from tasks import quiet, tracking
 from tasks.config import PipelineConfig
+from tasks.progress import PROGRESS_RECORD
 
 
 def _retry_on_transient(task, task_run, state) -> bool:
@@ -41,7 +42,9 @@ class _ToRunLogger(logging.Handler):
         self.run_logger = run_logger
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.run_logger.log(record.levelno, record.getMessage())
+        # Progress lines keep their mark: the console skips them while a progress bar shows the same.
+        self.run_logger.log(record.levelno, record.getMessage(),
+                            extra={PROGRESS_RECORD: getattr(record, PROGRESS_RECORD, False)})
 
 
 def logs_to_prefect(fn):
@@ -81,7 +84,7 @@ def _data_cache_key(stage: str):
 
         data = params["cfg"].data
         if stage == "collect":
-            upstream = data_cache.source_fingerprint(data.source)
+            upstream = data_cache.sources_fingerprint(data)
         elif stage == "clean":
             upstream = params["raw"]["digest"]
         else:
@@ -210,6 +213,7 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
     """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
     from tasks.search import tune_and_train
 
+    quiet.silence_known_noise(torch_stage=True)
     result = tune_and_train(clean_ref, cfg, run_dir, run_id)
     s = result["summary"]
     if s.get("reused"):
@@ -221,9 +225,10 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
     if result.get("search"):
         get_run_logger().info("search: best %s=%.4f with %s", result["search"]["metric"],
                               result["search"]["best_value"], result["search"]["best_params"])
-    get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s); best %s=%s",
+    get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s, %s); best %s=%s",
                           s["global_step"], s["train_runtime_s"] or 0, s["train_samples_per_second"] or 0,
-                          s["metric_for_best_model"], s["best_metric"])
+                          s.get("precision", "not recorded"), s["metric_for_best_model"], s["best_metric"])
+    tracking.set_tags(run_id, {"training_precision": s.get("precision", "not recorded")})
     tracking.log_metrics(run_id, {"train_runtime_s": s["train_runtime_s"] or 0,
                                   "train_samples_per_second": s["train_samples_per_second"] or 0})
     return result
@@ -236,6 +241,7 @@ def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str,
     """Score on test; log metrics, plots, errors and the model card."""
     from tasks.evaluate import evaluate_model
 
+    quiet.silence_known_noise(torch_stage=True)
     result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source)
     tracking.log_metrics(run_id, result["metrics"])
     tracking.log_artifact(run_id, result["dir"], "evaluation")
@@ -258,6 +264,7 @@ def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, r
     """ONNX fp32 + int8 with parity and the int8 gate."""
     from tasks.export import export_model
 
+    quiet.silence_known_noise(torch_stage=True)
     result = export_model(model_dir, clean_ref, cfg, run_dir)
     p = result["parity"]
     tracking.log_metrics(run_id, {"onnx_parity_max_abs_diff": p["max_abs_diff"],
@@ -284,6 +291,7 @@ def register(run_id: str, export_ref: dict, evaluation: dict, clean_ref: dict, c
     """New registry version with alias 'challenger'."""
     from tasks.register import register_model
 
+    quiet.silence_known_noise()
     result = register_model(run_id, export_ref, evaluation, clean_ref, cfg, validation_ok)
     tracking.set_tags(run_id, {"registered_model": result["name"], "registered_version": result["version"]})
     get_run_logger().info("registered %s version %s as '%s'", result["name"], result["version"], result["alias"])

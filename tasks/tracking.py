@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.secrets import redact_text, redact_url
+
 DEFAULT_STORE_DIR = "mlruns"
 
 
@@ -30,6 +32,11 @@ def tracking_uri() -> str:
     folder = store_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def shown_tracking_uri() -> str:
+    """The tracking URI as it may be printed or stored: a password in it masked."""
+    return redact_url(tracking_uri())
 
 
 def configure() -> str:
@@ -102,7 +109,8 @@ def ended_run(run_id: str | None):
 def log_params(run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, "None" if v is None else str(v)[:6000]) for k, v in params.items()]
+    # Masked here as well as in the config dump: params are the first place a leaked URL is read.
+    items = [Param(k, "None" if v is None else redact_text(str(v))[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         client().log_batch(run_id, params=items[i:i + 100])
 
@@ -120,7 +128,7 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None)
 def set_tags(run_id: str, tags: dict[str, Any]) -> None:
     c = client()
     for k, v in tags.items():
-        c.set_tag(run_id, k, str(v))
+        c.set_tag(run_id, k, redact_text(str(v)))
 
 
 def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
@@ -146,14 +154,14 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
 
     with warnings.catch_warnings():  # its hint about integer columns is for model signatures, not inputs
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df.head(1000), source=source, name=name, digest=digest)
+        ds = mlflow.data.from_pandas(df.head(1000), source=redact_text(source), name=name, digest=digest)
         entity = ds._to_mlflow_entity()
     client().log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
 
 
 def run_ui_url(run_id: str) -> str | None:
     """The run's page in the MLflow UI when tracking goes to a server; None for a local store."""
-    uri = tracking_uri()
+    uri = shown_tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return None
     exp_id = client().get_run(run_id).info.experiment_id
@@ -162,10 +170,23 @@ def run_ui_url(run_id: str) -> str | None:
 
 def run_url_hint(run_id: str) -> str:
     """The command that opens the MLflow UI on this store, and where the run is."""
-    uri = tracking_uri()
+    uri = shown_tracking_uri()
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open run {run_id}"
     return run_ui_url(run_id) or f"{uri.rstrip('/')}/#/runs/{run_id}"
+
+
+def filter_value(value: str) -> str:
+    """`value` quoted for an MLflow filter string, so a name cannot change the filter's meaning."""
+    # MLflow's filter parser has no escape inside quotes: pick the quote the value lacks.
+    value = str(value)
+    if "\\" not in value:
+        if "'" not in value:
+            return f"'{value}'"
+        if '"' not in value:
+            return f'"{value}"'
+    raise ValueError(f"{value!r} cannot be used in an MLflow search: it holds a backslash or both quote kinds; "
+                     f"names may hold only letters, digits, '.', '_' and '-'")
 
 
 def find_runs(experiment: str, filter_string: str = "", order_by: list[str] | None = None,

@@ -37,12 +37,49 @@ RESUME_MUST_MATCH = {
 }
 
 
-def pick_precision(mode: str, use_cpu: bool) -> dict[str, bool]:
-    """bf16 on GPUs that support it, else fp16; full precision on CPU."""
+# CPU features that run bf16 matrix products natively (Intel AMX, AVX512-BF16); without them
+# autocast emulates bf16 and trains slower than fp32.
+NATIVE_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags: torch's own capability check, else /proc/cpuinfo; empty when unknown."""
     import torch
 
-    if mode == "no" or use_cpu or not torch.cuda.is_available():
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is not None:
+        return {name for name, value in get_capabilities().items() if value is True}
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def cpu_runs_bf16_natively(flags: set[str] | None = None) -> bool:
+    """True when this CPU has AMX-BF16 or AVX512-BF16 (bf16 autocast is then faster than fp32)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in NATIVE_CPU_BF16_FLAGS)
+
+
+def pick_precision(mode: str, use_cpu: bool) -> dict[str, bool]:
+    """The Trainer's precision flags: bf16 autocast where the device runs it natively, else fp16 (GPUs) or fp32.
+
+    auto: on GPUs bf16 where native, else fp16; on CPUs bf16 with AMX-BF16 or AVX512-BF16, else
+    fp32. fp32 (or no) turns mixed precision off; bf16 and fp16 force it (fp16 on GPUs only: on
+    CPUs it has no native kernels and no loss scaler). The weights stay fp32 either way.
+    """
+    import torch
+
+    if mode in ("fp32", "no"):
         return {"bf16": False, "fp16": False}
+    if use_cpu or not torch.cuda.is_available():
+        if mode == "auto":
+            mode = "bf16" if cpu_runs_bf16_natively() else "fp32"
+        elif mode == "fp16":
+            log.warning("training.mixed_precision=fp16 needs a GPU; training in fp32 on this CPU "
+                        "(bf16 or auto use the CPU's bf16 where it has it)")
+        return {"bf16": mode == "bf16", "fp16": False}
     if mode == "auto":
         # Without including_emulation=False, pre-Ampere GPUs (T4, V100) report bf16 and run it emulated, slowly.
         mode = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
@@ -170,16 +207,34 @@ def make_trainer_class():
 
 
 def make_tracking_callback(run_id: str | None):
-    """A callback that logs the Trainer's history into our run and our logger (rank 0 only).
+    """A callback that logs the Trainer's history into our run and our logger (rank 0 only), with an ETA.
 
     It replaces the Trainer's PrinterCallback: the history goes to the `tasks.train` logger (the
     Prefect task forwards it to the run log), and into the flow's MLflow run, never one of its own.
+    In an interactive terminal it also draws a progress bar (step, loss, ETA); the console then
+    skips the step lines the bar repeats (tasks/progress.py).
     """
+    from contextlib import ExitStack
+
     from transformers import TrainerCallback
 
     from tasks import tracking
+    from tasks.progress import PROGRESS_RECORD, StepClock, format_eta, progress_bar
 
     class TrackingCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.clock, self.bar, self.open = StepClock(state.max_steps, state.global_step), None, ExitStack()
+            if state.is_world_process_zero:
+                self.bar = self.open.enter_context(progress_bar(state.max_steps, "train", state.global_step))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.open.close()
+            self.bar = None
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
@@ -192,8 +247,13 @@ def make_tracking_callback(run_id: str | None):
                     name = "train_loss_mean"
                 renamed[name.replace("eval_", "val_", 1)] = v
             renamed["epoch"] = state.epoch or 0.0
-            log.info("step %d/%d %s", state.global_step, state.max_steps,
-                     " ".join(f"{k}={v:.4g}" for k, v in renamed.items()))
+            step_line = "train_loss" in renamed
+            eta = f" eta {format_eta(self.clock.eta(state.global_step))}" if step_line else ""
+            if step_line and self.bar is not None:
+                self.bar.set_postfix_str(f"loss={renamed['train_loss']:.4f}", refresh=False)
+            log.info("step %d/%d %s%s", state.global_step, state.max_steps,
+                     " ".join(f"{k}={v:.4g}" for k, v in renamed.items()), eta,
+                     extra={PROGRESS_RECORD: step_line})
             if run_id:
                 tracking.log_metrics(run_id, renamed, step=state.global_step)
 
@@ -277,6 +337,9 @@ def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = T
     # Under torchrun without GPUs, accelerate forms a gloo process group only when told "cpu";
     # otherwise every rank silently trains alone (world size 1).
     cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    precision = pick_precision(tc.mixed_precision, tc.use_cpu)
+    # The Trainer refuses bf16 without a GPU unless told the device is the CPU (autocast on CPU).
+    cpu_bf16 = precision["bf16"] and (tc.use_cpu or not torch.cuda.is_available())
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
         per_device_train_batch_size=tc.train_batch_size,
@@ -304,7 +367,7 @@ def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = T
         greater_is_better=greater_is_better(best_metric),
         report_to="none",  # our callback logs into the flow's run; the built-in one would open its own
         disable_tqdm=True,
-        use_cpu=tc.use_cpu or cpu_ddp,
+        use_cpu=tc.use_cpu or cpu_ddp or cpu_bf16,
         ddp_backend="gloo" if cpu_ddp else None,
         activation_checkpointing=tc.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available() and not tc.use_cpu,
@@ -312,7 +375,7 @@ def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = T
         # Per-rank mean loss; averaging token counts across devices scales the loss by world size.
         average_tokens_across_devices=False,
         ddp_find_unused_parameters=False,
-        **pick_precision(tc.mixed_precision, tc.use_cpu),
+        **precision,
     )
 
 
@@ -383,6 +446,7 @@ def fit(spec: dict, callbacks: list | None = None) -> dict:
         "best_metric": trainer.state.best_metric,
         "metric_for_best_model": trainer.args.metric_for_best_model,
         "world_size": trainer.args.world_size,
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",  # what auto chose
         "spec_digest": spec_digest(spec),
         "log_history": trainer.state.log_history,
     }
@@ -452,5 +516,8 @@ def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: st
 
 
 if __name__ == "__main__":  # torchrun worker: python -m tasks.train SPEC.json
+    from tasks.quiet import silence_known_noise
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    silence_known_noise(torch_stage=True)
     fit(json.loads(Path(sys.argv[1]).read_text()))

@@ -1,13 +1,15 @@
 """One real `ftflow up` per test session, shared by test_stack.py and test_browser.py, and the REST calls they make.
 
-The stack is the command itself, run as a subprocess on free loopback ports; it is stopped with
-SIGTERM by test_stack.py's last test (or at the end of the session when that did not run).
+The stack is the command itself, run as a subprocess on free loopback ports, with credentials: both
+servers require them, and every REST call here passes them. It is stopped with SIGTERM by
+test_stack.py's last test (or at the end of the session when that did not run).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 UP_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 300
-
+USER = "ftflow-test"
+PASSWORD = secrets.token_urlsafe(18)
+AUTH = (USER, PASSWORD)  # Prefect's basic auth string is USER:PASSWORD, and the MLflow admin is USER
+CREDENTIALS = {"PREFECT_API_AUTH_STRING": f"{USER}:{PASSWORD}", "MLFLOW_TRACKING_USERNAME": USER,
+               "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+# MlflowClient reads its login from the environment at each request; local stores ignore it.
+os.environ.update({k: v for k, v in CREDENTIALS.items() if k.startswith("MLFLOW_")})
 
 
 class UpProcess:
@@ -29,7 +37,7 @@ class UpProcess:
 
     def __init__(self, home: Path, config: Path):
         # Poll often: a triggered run starts sooner. INFO logs: the serving log shows each stage and the shutdown.
-        env = dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO")
+        env = dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO", **CREDENTIALS)
         self.home = home
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "up", "--prefect-port", "0", "--mlflow-port", "0",
@@ -88,14 +96,14 @@ def trigger_manual_run(up: UpProcess, tmp: Path) -> dict:
 
 
 def read_deployment(api: str, full_name: str) -> dict:
-    r = httpx.get(f"{api}/deployments/name/{full_name}", timeout=10)
+    r = httpx.get(f"{api}/deployments/name/{full_name}", timeout=10, auth=AUTH)
     r.raise_for_status()
     return r.json()
 
 
 def create_flow_run(api: str, deployment_id: str, parameters: dict) -> dict | httpx.Response:
     """POST /deployments/{id}/create_flow_run, the Prefect UI's Run button; the response when refused."""
-    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", timeout=30,
+    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", timeout=30, auth=AUTH,
                    json={"parameters": parameters, "state": {"type": "SCHEDULED", "message": "Run from the test"}})
     return r.json() if r.status_code == 201 else r
 
@@ -103,14 +111,14 @@ def create_flow_run(api: str, deployment_id: str, parameters: dict) -> dict | ht
 def wait_flow_run(api: str, flow_run_id: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10, auth=AUTH).json()
         if run["state_type"] in TERMINAL or time.monotonic() > deadline:
             return run
         time.sleep(2)
 
 
 def read_artifacts(api: str, flow_run_id: str) -> list[dict]:
-    r = httpx.post(f"{api}/artifacts/filter", timeout=10,
+    r = httpx.post(f"{api}/artifacts/filter", timeout=10, auth=AUTH,
                    json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
     r.raise_for_status()
     return r.json()

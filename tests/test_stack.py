@@ -76,6 +76,51 @@ def test_up_refuses_a_bad_config_before_starting_anything():
     assert "Traceback" not in proc.stderr and "starting" not in proc.stdout
 
 
+def test_up_refuses_a_network_host_without_credentials_before_starting_anything():
+    import os
+    import subprocess
+    import sys
+
+    from flows.stack import CREDENTIAL_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "up", "--host", "0.0.0.0"], cwd=ss.ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--host 0.0.0.0" in proc.stderr and "PREFECT_API_AUTH_STRING" in proc.stderr
+    assert "starting" not in proc.stdout
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"PREFECT_API_AUTH_STRING": "a:abcdefghijklmn"}, "MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD missing"),
+    ({**ss.CREDENTIALS, "PREFECT_API_AUTH_STRING": "no-colon-here-at-all"}, "must be 'user:password'"),
+    ({**ss.CREDENTIALS, "MLFLOW_TRACKING_PASSWORD": "password1234"}, "MLFLOW_TRACKING_PASSWORD is too weak"),
+])
+def test_credentials_must_be_complete_and_strong(env, problem):
+    from flows.stack import read_credentials
+
+    with pytest.raises(ValueError, match=problem):
+        read_credentials(env)
+    assert read_credentials({}) is None
+    assert read_credentials(ss.CREDENTIALS).prefect_auth_string == ss.CREDENTIALS["PREFECT_API_AUTH_STRING"]
+
+
+def test_without_credentials_both_servers_answer_401(up):
+    import httpx
+
+    dep = ss.read_deployment(up.prefect_api, "fine-tune/manual")  # with them: 200
+    for auth in (None, (ss.USER, "wrong-password-123")):
+        assert httpx.get(f"{up.prefect_api}/deployments/name/fine-tune/manual", auth=auth).status_code == 401
+        run = httpx.post(f"{up.prefect_api}/deployments/{dep['id']}/create_flow_run", auth=auth, json={})
+        assert run.status_code == 401  # nobody can start a flow that reads files on this host
+        search = httpx.get(f"{up.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", auth=auth)
+        assert search.status_code == 401
+        upload = httpx.put(f"{up.mlflow_url}/api/2.0/mlflow-artifacts/artifacts/1/x/model.onnx", auth=auth,
+                           content=b"not a model")
+        assert upload.status_code == 401  # nor write over a version's files through the artifact proxy
+    assert httpx.get(f"{up.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", auth=ss.AUTH).status_code == 200
+    assert "login:        Prefect 'ftflow-test'" in "\n".join(up.lines) and ss.PASSWORD not in "\n".join(up.lines)
+
+
 def test_deployments_are_served_with_the_nightly_schedule_active(up):
     from flows.deployments import DEPLOYMENT_NAMES, NIGHTLY_CRON
 
@@ -152,9 +197,9 @@ def test_nightly_deployment_retrains_then_runs_the_promotion_gate(up, manual_run
     fr = ss.wait_flow_run(up.prefect_api, fr["id"], ss.RUN_TIMEOUT_S)
     assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{up.log_tail('serve')}"
     assert fr["name"] == "nightly-stack-manual"
-    children = httpx.post(f"{up.prefect_api}/flow_runs/filter", timeout=10, json={
+    children = httpx.post(f"{up.prefect_api}/flow_runs/filter", timeout=10, auth=ss.AUTH, json={
         "flow_runs": {"parent_flow_run_id": {"any_": [fr["id"]]}}}).json()
-    flows = {httpx.get(f"{up.prefect_api}/flows/{c['flow_id']}", timeout=10).json()["name"]: c["state_type"]
+    flows = {httpx.get(f"{up.prefect_api}/flows/{c['flow_id']}", timeout=10, auth=ss.AUTH).json()["name"]: c["state_type"]
              for c in children}
     assert flows == {"fine-tune": "COMPLETED", "promote": "COMPLETED"}
     c = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url)

@@ -149,15 +149,70 @@ def test_auto_precision_takes_bf16_only_where_the_gpu_runs_it_natively(monkeypat
     assert pick_precision("auto", use_cpu=False) == {"bf16": True, "fp16": False}
 
 
-def test_precision_is_full_on_cpu_and_args_carry_clipping():
-    from tasks.train import pick_precision, training_arguments
+def cpuinfo_flags() -> set[str]:
+    """The CPU flags as Linux lists them: a reference independent of torch's own check."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU flags from")
+    return next((set(line.split(":", 1)[1].split()) for line in info.read_text().splitlines()
+                 if line.startswith("flags")), set())
 
-    assert pick_precision("auto", use_cpu=False) == {"bf16": False, "fp16": False}  # no GPU here
-    assert pick_precision("bf16", use_cpu=True) == {"bf16": False, "fp16": False}
-    args = training_arguments(tiny(Path("/tmp"), "training.max_grad_norm=0.5",
+
+def test_auto_precision_on_cpu_follows_the_cpu_flags():
+    """auto on CPU: bf16 autocast where the CPU lists AMX-BF16 or AVX512-BF16, fp32 elsewhere; fp32 turns it off."""
+    from tasks.train import cpu_runs_bf16_natively, pick_precision, training_arguments
+
+    native = bool({"amx_bf16", "avx512_bf16"} & cpuinfo_flags())
+    assert cpu_runs_bf16_natively() == native
+    # use_cpu: the CPU's answer, also on a machine with a GPU.
+    assert pick_precision("auto", use_cpu=True) == {"bf16": native, "fp16": False}
+    off = {"bf16": False, "fp16": False}
+    assert pick_precision("fp32", use_cpu=True) == pick_precision("no", use_cpu=True) == off
+    assert pick_precision("fp16", use_cpu=True) == off  # no fp16 kernels nor loss scaler on CPU
+    assert pick_precision("bf16", use_cpu=True) == {"bf16": True, "fp16": False}  # forced: emulated if need be
+    args = training_arguments(tiny(Path("/tmp"), "training.use_cpu=true", "training.max_grad_norm=0.5",
                                    "training.gradient_checkpointing=true"), Path("/tmp/unused"))
+    assert args.bf16 == native and not args.fp16 and args.use_cpu
     assert args.max_grad_norm == 0.5 and args.activation_checkpointing
     assert args.train_sampling_strategy == "group_by_length" and not args.average_tokens_across_devices
+
+
+def test_cpu_bf16_check_reads_torch_then_the_cpu_flags(monkeypatch):
+    import torch
+
+    from tasks.train import cpu_flags, cpu_runs_bf16_natively, pick_precision
+
+    assert not cpu_runs_bf16_natively({"avx2", "avx512f", "avx512_vnni"})  # Cascade Lake, Zen 3: fp32
+    assert cpu_runs_bf16_natively({"avx512f", "avx512_bf16"}) and cpu_runs_bf16_natively({"amx_bf16"})
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, "amx_bf16": False})
+    assert pick_precision("auto", use_cpu=True) == {"bf16": False, "fp16": False}
+    monkeypatch.delattr(torch.cpu, "get_capabilities")  # an older torch: /proc/cpuinfo answers
+    assert cpu_flags() == (cpuinfo_flags() if Path("/proc/cpuinfo").is_file() else set())
+
+
+def test_bf16_training_keeps_fp32_weights_and_onnx_parity(clean_ref, tmp_path):
+    """bf16 autocast runs the matrix products in bf16, but the saved weights are fp32 and the ONNX graph matches them."""
+    import torch
+    from safetensors import safe_open
+    from transformers import TrainerCallback
+
+    from tasks.export import export_model
+    from tasks.train import train_model
+
+    seen: set = set()
+
+    class WatchMatmuls(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            first = model.bert.encoder.layer[0].attention.self.query
+            first.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+
+    cfg = tiny(tmp_path, "training.mixed_precision=bf16", "training.max_steps=3", "training.use_cpu=true")
+    trained = train_model(clean_ref, cfg, tmp_path / "run", callbacks=[WatchMatmuls()])
+    assert torch.bfloat16 in seen and trained["summary"]["precision"] == "bf16"  # autocast was on while training
+    with safe_open(Path(trained["model_dir"]) / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+    exported = export_model(trained["model_dir"], clean_ref, cfg, tmp_path / "run")
+    assert exported["parity"]["passed"] and exported["parity"]["max_abs_diff"] < 1e-4
 
 
 def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):

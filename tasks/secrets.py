@@ -1,0 +1,114 @@
+"""Secrets by reference: `${ENV_NAME}` in a config value, expanded only in memory when a source opens.
+
+Everything the pipeline writes or shows (params, tags, run-folder files, artifacts, the model
+card, logs, Prefect parameters, error messages, summaries) goes through `redact_text`, which keeps
+references as they are and masks literal credentials: the password of a URL's user part
+(`postgresql://reader:***@db/x`) and the values of credential-like query parameters
+(`?token=***`). One module, so every writer masks the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from urllib.parse import parse_qsl, urlsplit
+
+MASK = "***"
+REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Query parameter names that carry credentials (AWS/Azure/GCS signed URLs, API keys, tokens).
+SECRET_PARAM = re.compile(
+    r"(?i)^(x-amz-security-token|x-amz-signature|x-amz-credential|x-goog-signature|x-goog-credential|"
+    r".*(token|password|passwd|pwd|secret|key|sig|signature|credential|auth|session).*)$"
+)
+# A URL anywhere in a string: scheme://… up to whitespace or a closing quote.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+# user:password@ right after the scheme (the password may itself be a ${REF}).
+_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@:]*):(?P<pw>[^/?#@]*)@")
+_QUERY_PAIR = re.compile(r"(?P<sep>[?&;])(?P<key>[^=&;#]+)=(?P<value>[^&;#]*)")
+
+
+class SecretReferenceError(ValueError):
+    """A `${NAME}` reference names an environment variable that is not set."""
+
+
+def _is_reference(value: str) -> bool:
+    return bool(REFERENCE.fullmatch(value))
+
+
+def _is_literal(value: str | None) -> bool:
+    # Already masked (a config read back from a run folder) is no longer a credential to warn about.
+    return bool(value) and value != MASK and not _is_reference(value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with a literal password and credential-like query values masked; references kept."""
+    def mask_query(m: re.Match) -> str:
+        key, value = m["key"], m["value"]
+        if SECRET_PARAM.match(key) and value and not _is_reference(value):
+            return f"{m['sep']}{key}={MASK}"
+        return m.group(0)
+
+    def mask_userinfo(m: re.Match) -> str:
+        pw = m["pw"]
+        return m.group(0) if not pw or _is_reference(pw) else f"{m['head']}:{MASK}@"
+
+    url = _USERINFO.sub(mask_userinfo, url, count=1)
+    return _QUERY_PAIR.sub(mask_query, url)
+
+
+def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with every URL's literal credentials masked and each value in `secrets` replaced by ***."""
+    for value in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+
+
+def literal_credentials(url: str) -> list[str]:
+    """What in `url` is a literal credential (a password, a `token=` value), by name; [] when none."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return found
+    if _is_literal(password):
+        found.append("the password of the user part")
+    found += [f"query parameter '{k}'" for k, v in parse_qsl(parts.query, keep_blank_values=True)
+              if SECRET_PARAM.match(k) and _is_literal(v)]
+    return found
+
+
+def warn_literal_credentials(field: str, url: str) -> None:
+    """One warning per field that holds a literal credential, naming where and showing only the masked form."""
+    found = literal_credentials(url)
+    if found:
+        what = "PASSWORD" if found[0].startswith("the password") else found[0].split("'")[1].upper()
+        name = re.sub(r"[^A-Z0-9]+", "_", f"{field.rsplit('.', 1)[-1]}_{what}".upper()).strip("_")
+        warnings.warn(
+            f"{field} holds a literal credential ({', '.join(found)}): {redact_url(url)}. It is written "
+            f"everywhere masked as {MASK}, so a re-run from the saved config cannot open the source. "
+            f"Put the secret in an environment variable and write a reference instead, e.g. ${{{name}}}",
+            UserWarning, stacklevel=2,
+        )
+
+
+def expand_references(value: str, field: str) -> tuple[str, tuple[str, ...]]:
+    """(value with each `${NAME}` replaced by the environment's value, the values substituted).
+
+    Call only where the source opens; pass the substituted values to `redact_text` for any
+    error built from the expanded string. A missing variable is an error naming it (not a value).
+    """
+    used: list[str] = []
+
+    def substitute(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise SecretReferenceError(
+                f"{field} refers to ${{{name}}}, but the environment variable {name} is not set; "
+                f"export it in the shell (or the worker's environment) that runs the flow"
+            )
+        used.append(os.environ[name])
+        return os.environ[name]
+
+    return REFERENCE.sub(substitute, value), tuple(used)

@@ -1,0 +1,217 @@
+"""Secrets by reference, masked literals, safe names and filters; a real flow run searched for canaries."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import sqlite3
+import threading
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import small_config
+
+TOKEN = "CANARYtok3n9d1e"
+PASSWORD = "CANARYpassw0rd7c2"
+REF_TOKEN = "CANARYrefval5b8a"
+
+
+# --- redaction and references --------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://reader:hunter2@db/x", "postgresql://reader:***@db/x"),
+    ("postgresql://reader:${DB_PASSWORD}@db/x", "postgresql://reader:${DB_PASSWORD}@db/x"),
+    ("postgresql://reader@db/x", "postgresql://reader@db/x"),
+    ("https://h/f.csv?token=abc&page=2&X-Amz-Signature=ff&api_key=k",
+     "https://h/f.csv?token=***&page=2&X-Amz-Signature=***&api_key=***"),
+    ("https://h/f.csv?sig=${SIG}&se=2027", "https://h/f.csv?sig=${SIG}&se=2027"),
+])
+def test_redact_url_masks_literals_and_keeps_references(url, shown):
+    from tasks.secrets import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_redact_text_masks_urls_inside_messages_and_known_values():
+    from tasks.secrets import redact_text
+
+    msg = "cannot open 'mysql://u:pw123@h:3306/d' nor https://x/y?password=zz (secret s3cretvalue)"
+    assert redact_text(msg, ("s3cretvalue",)) == \
+        "cannot open 'mysql://u:***@h:3306/d' nor https://x/y?password=*** (secret ***)"
+
+
+def test_reference_expands_only_in_memory_and_names_a_missing_variable(monkeypatch):
+    from tasks.secrets import SecretReferenceError, expand_references
+
+    monkeypatch.setenv("FTFLOW_T_PW", "pw-value")
+    assert expand_references("pg://u:${FTFLOW_T_PW}@h/d", "f") == ("pg://u:pw-value@h/d", ("pw-value",))
+    monkeypatch.delenv("FTFLOW_T_PW")
+    with pytest.raises(SecretReferenceError, match=r"data.source.connection refers to \$\{FTFLOW_T_PW\}.*not set"):
+        expand_references("pg://u:${FTFLOW_T_PW}@h/d", "data.source.connection")
+
+
+def test_literal_credential_warns_once_and_every_dump_is_masked():
+    import yaml
+
+    from tasks.config import PipelineConfig, flatten_config, load_config
+
+    sha = "a" * 64
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = load_config(None, ["data.source.kind=url", f"data.source.url=http://h/d.csv?token={TOKEN}",
+                                 f"data.source.sha256={sha}"])
+    shown = [str(w.message) for w in caught if "literal credential" in str(w.message)]
+    assert len(shown) == 1 and "${" in shown[0] and TOKEN not in shown[0]
+    assert cfg.data.source.url.endswith(TOKEN)  # in memory the source still opens
+    assert TOKEN not in cfg.to_yaml() and TOKEN not in str(flatten_config(cfg))
+    assert "token=***" in cfg.to_yaml()
+    with warnings.catch_warnings(record=True) as caught:  # read back from the run folder: masked, no new warning
+        warnings.simplefilter("always")
+        again = PipelineConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
+    assert again.data.source.url.endswith("token=***") and not caught
+
+
+def test_config_errors_do_not_repeat_a_mistyped_secret():
+    from tasks.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"data.source.pasword={PASSWORD}"])
+    assert "data.source.pasword: unknown field" in str(err.value) and PASSWORD not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.source.kind=sql", "data.source.query=1",
+                           f"data.source.connection=[postgresql://u:{PASSWORD}@h/d]"])
+    assert PASSWORD not in str(err.value) and "u:***@h" in str(err.value)
+
+
+def test_sql_error_message_masks_the_password(tmp_path):
+    from tasks.collect import DataSourceError, read_source
+    from tasks.config import SourceConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        src = SourceConfig(kind="sql", query="SELECT 1", connection=f"sqlite://reader:{PASSWORD}@/{tmp_path}/x.db")
+    with pytest.raises(DataSourceError) as err:
+        read_source(src)
+    assert PASSWORD not in str(err.value) and "reader:***@" in str(err.value)
+
+
+def test_run_summary_shows_the_tracking_uri_without_its_password(monkeypatch):
+    from flows.training import summary_markdown
+    from tasks import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ops:{PASSWORD}@mlflow.example.com")
+    shown = tracking.shown_tracking_uri()
+    assert shown == "https://ops:***@mlflow.example.com" and tracking.tracking_uri().endswith("example.com")
+    md = summary_markdown({"run_name": "r", "run_id": "1", "experiment": "e", "tracking_uri": shown, "metrics": {}})
+    assert PASSWORD not in md and "ops:***@" in md
+
+
+# --- names, pins and filters --------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["name", "registry.model_name"])
+@pytest.mark.parametrize("bad", ["../../x", "a/b", "..", ".hidden", "x y", "n'; drop"])
+def test_names_that_could_leave_run_dir_are_refused(field, bad):
+    from tasks.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="letters, digits"):
+        load_config(None, [f"{field}={bad}"])
+
+
+def test_sha256_must_be_64_hex_digits():
+    from tasks.config import ConfigError, load_config
+
+    base = ["data.source.kind=url", "data.source.url=http://h/d.csv"]
+    with pytest.raises(ConfigError, match="64 hex digits"):
+        load_config(None, [*base, "data.source.sha256=abc"])
+    assert load_config(None, [*base, f"data.source.sha256={'AB' * 32}"]).data.source.sha256 == "ab" * 32
+
+
+def test_cached_download_is_rehashed_before_use(tmp_path, monkeypatch, csv_server):
+    from tasks.collect import cache_dir, read_source
+    from tasks.config import SourceConfig
+
+    url, sha, _ = csv_server
+    src = SourceConfig(kind="url", url=url, sha256=sha)
+    first = read_source(src)
+    cached = next((cache_dir() / "downloads" / sha).iterdir())
+    cached.write_text("text,label\ntampered,positive\n")
+    assert read_source(src).equals(first)  # the tampered copy was not used: downloaded again
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+
+
+def test_mlflow_filter_values_cannot_change_the_filter():
+    from tasks import tracking
+
+    assert tracking.filter_value("m-1") == "'m-1'"
+    assert tracking.filter_value("it's") == '"it\'s"'
+    with pytest.raises(ValueError, match="cannot be used in an MLflow search"):
+        tracking.filter_value("a' or name != '\"")
+
+
+# --- a real flow run, then every byte searched -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def csv_server(tmp_path_factory):
+    """A loopback HTTP server serving a small labelled CSV; (url with a canary token, sha256, folder)."""
+    from tasks.collect import _read_rotten_tomatoes
+
+    folder = tmp_path_factory.mktemp("served")
+    _read_rotten_tomatoes().head(360).to_csv(folder / "reviews.csv", index=False)
+    sha = hashlib.sha256((folder / "reviews.csv").read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/reviews.csv?token={TOKEN}", sha, folder
+    server.shutdown()
+    server.server_close()
+
+
+def _files_holding(roots: list[Path], needles: list[bytes]) -> list[str]:
+    hits = []
+    for root in roots:
+        for path in [root] if root.is_file() else root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                hits += [f"{path}: {n.decode()}" for n in needles if n in data]
+    return hits
+
+
+def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_server, tmp_path, monkeypatch):
+    from prefect.logging.handlers import APILogHandler
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, PREFECT_HOME
+
+    from flows.training import fine_tune, validate_only
+
+    url, sha, folder = csv_server
+    # A URL source: one literal token (masked) and one by reference (expanded in memory only).
+    monkeypatch.setenv("FTFLOW_TEST_SIG", REF_TOKEN)
+    cfg = small_config(tmp_path, "data.source.kind=url", f"data.source.url={url}&sig=${{FTFLOW_TEST_SIG}}",
+                       f"data.source.sha256={sha}", "data.max_rows=300", "registry.model_name=test-secrets",
+                       "registry.experiment=tests-secrets", "export.quantize=false")
+    result = fine_tune(config=cfg)
+    assert result["registered"] and (Path(result["run_dir"]) / "model" / "README.md").exists()
+    # A SQL source whose URL carries a literal password (SQLite ignores the unknown URI parameter).
+    db = folder / "reviews.db"
+    with sqlite3.connect(db) as conn:
+        pd.read_csv(folder / "reviews.csv").to_sql("reviews", conn, index=False)
+    cfg_sql = small_config(tmp_path, "data.source.kind=sql", "data.source.query=SELECT text, label FROM reviews",
+                           f"data.source.connection=sqlite:///file:{db}?uri=true&mode=ro&password={PASSWORD}",
+                           "registry.experiment=tests-secrets")
+    validated = validate_only(config=cfg_sql)
+    assert validated["rows"]["train"] > 0
+    APILogHandler().flush()  # the Prefect logs are in its database before it is searched
+
+    prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
+    places = [Path(os.environ["FTFLOW_MLRUNS"]), tmp_path / "runs", prefect_db, Path(PREFECT_HOME.value()),
+              Path(os.environ["FTFLOW_CACHE"])]
+    needles = [TOKEN.encode(), PASSWORD.encode(), REF_TOKEN.encode()]
+    assert sum(1 for p in places for f in p.rglob("*") if f.is_file()) > 50  # the search saw real stores
+    assert _files_holding(places, needles) == []
+    # The search can see them: the parameters and the config are there, masked.
+    assert _files_holding([prefect_db], [b"token=***"]) and _files_holding([tmp_path / "runs"], [b"password=***"])
