@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_serializer, field_validator, model_validator
 
 from tasks.secrets import redact_text, redact_url, warn_literal_credentials
 
@@ -305,6 +305,23 @@ class MinPrecisionTarget(_Section):
     label: str = Field(description="the positive label, e.g. spam")
 
 
+def _threshold_form(value: Any) -> str | None:
+    """Which form of decision.threshold a value is (None: none of them, so the error lists the forms)."""
+    if isinstance(value, (MaxF1Target, MinPrecisionTarget)):
+        return type(value).__name__
+    if isinstance(value, dict):
+        return "MinPrecisionTarget" if "min_precision" in value else "MaxF1Target" if "max_f1" in value else None
+    return "number" if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+
+
+ThresholdRule = Annotated[
+    Annotated[Annotated[float, Field(gt=0, lt=1)], Tag("number")]
+    | Annotated[MaxF1Target, Tag("MaxF1Target")] | Annotated[MinPrecisionTarget, Tag("MinPrecisionTarget")],
+    Discriminator(_threshold_form, custom_error_type="threshold_form", custom_error_message=(
+        "give a number between 0 and 1, {max_f1: LABEL} or {min_precision: P, label: LABEL}")),
+]
+
+
 class DecisionConfig(_Section):
     """How a classifier's logits become answers: calibration and, for binary classifiers, the threshold.
 
@@ -315,7 +332,7 @@ class DecisionConfig(_Section):
     calibration: Literal["temperature", "none"] = Field(
         "temperature", description="temperature: fit one temperature on validation (NLL), so served "
                                    "probabilities are calibrated; none: plain softmax")
-    threshold: Annotated[float, Field(gt=0, lt=1)] | MaxF1Target | MinPrecisionTarget | None = Field(
+    threshold: ThresholdRule | None = Field(
         None, description="binary classifiers: null (argmax), a number (the second label is positive when its "
                           "probability >= it), {max_f1: LABEL} or {min_precision: 0.99, label: LABEL}")
 

@@ -120,6 +120,10 @@ def test_decision_config_errors_name_the_field_and_the_fix():
 
     with pytest.raises(ConfigError, match="decision.threshold applies to binary classifiers"):
         load_config(None, ["data.task=regression", "decision.threshold=0.5"])
+    with pytest.raises(ConfigError, match=r"decision.threshold = \{...\}: give a number between 0 and 1, \{max_f1"):
+        load_config(None, ["decision.threshold={max_f: spam}"])
+    with pytest.raises(ConfigError, match="decision.threshold.MinPrecisionTarget.label = .*Field required"):
+        load_config(None, ["decision.threshold={min_precision: 0.99}"])
     logits, refs = overconfident_set(200, 3)
     with pytest.raises(ValueError, match="needs a binary classifier; this one has 3 labels"):
         fit_decision(DecisionConfig(threshold={"max_f1": "a"}), logits, refs, ["a", "b", "c"])
