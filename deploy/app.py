@@ -67,6 +67,16 @@ async def predict_request(request: Request, _: Annotated[None, Depends(require_t
     return parse_request(model, body)
 
 
+def decision_fields(record: dict | None) -> dict:
+    """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen."""
+    from tasks.calibration import describe_rule
+
+    if record is None:  # regression, NER, or a bundle from before calibration
+        return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}
+    return {"temperature": record["temperature"], "threshold": record["threshold"],
+            "positive_label": record["positive_label"], "threshold_rule": describe_rule(record)}
+
+
 probes = APIRouter()
 api = APIRouter(dependencies=[Depends(require_token)], responses=error_responses(401, 413, 422, 503))
 
@@ -85,7 +95,7 @@ async def ready(request: Request):
     return {"ready": True, "version": served.version, "last_reload_error": holder.last_error}
 
 
-@api.get("/model", summary="the model served: name, version, task, labels, test metrics, temperature, threshold")
+@api.get("/model", summary="the model served: name, version, task, labels, test metrics")
 def model_info(served: Annotated[Served, Depends(served_model)],
                settings: Annotated[Settings, Depends(get_settings)]) -> dict:
     p = served.predictor
@@ -98,19 +108,10 @@ def model_info(served: Annotated[Served, Depends(served_model)],
                 pass
     return {"name": settings.model_name, "alias": settings.alias if settings.model_name else None,
             "version": served.version, "run_id": served.run_id, "task": p.task, "labels": p.labels,
+            **decision_fields(p.meta.get("decision")),
             "max_length": p.max_length, "serving_file": p.model_file, "takes_pairs": p.needs_pairs,
             "metrics": metrics, "loaded_at": served.loaded_at, "max_batch": settings.max_batch,
-            "max_chars": settings.max_chars, **decision_fields(p.meta.get("decision"))}
-
-
-def decision_fields(record: dict | None) -> dict:
-    """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen."""
-    from tasks.calibration import describe_rule
-
-    if record is None:  # regression, NER, or a bundle from before calibration
-        return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}
-    return {"temperature": record["temperature"], "threshold": record["threshold"],
-            "positive_label": record["positive_label"], "threshold_rule": describe_rule(record)}
+            "max_chars": settings.max_chars}
 
 
 @api.post("/predict", summary="predict one text or a batch (pairs for pair models; entities for NER)",
