@@ -58,15 +58,6 @@ def served_model(request: Request) -> Served:
     return served
 
 
-async def predict_request(request: Request, _: Annotated[None, Depends(require_token)]) -> PredictRequestRules:
-    """The /predict body, read under the body cap only after the token passed, then validated."""
-    body = await request.body()
-    model = request.app.state.request_model
-    if len(body) > INLINE_PARSE_BYTES:
-        return await run_in_threadpool(parse_request, model, body)
-    return parse_request(model, body)
-
-
 def decision_fields(record: dict | None) -> dict:
     """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen."""
     from tasks.calibration import describe_rule
@@ -75,6 +66,15 @@ def decision_fields(record: dict | None) -> dict:
         return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}
     return {"temperature": record["temperature"], "threshold": record["threshold"],
             "positive_label": record["positive_label"], "threshold_rule": describe_rule(record)}
+
+
+async def predict_request(request: Request, _: Annotated[None, Depends(require_token)]) -> PredictRequestRules:
+    """The /predict body, read under the body cap only after the token passed, then validated."""
+    body = await request.body()
+    model = request.app.state.request_model
+    if len(body) > INLINE_PARSE_BYTES:
+        return await run_in_threadpool(parse_request, model, body)
+    return parse_request(model, body)
 
 
 probes = APIRouter()
