@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
-from tasks.inference.decode import Decision
 from tasks.io import read_frame, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -322,6 +321,7 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
 
     from tasks.calibration import CALIBRATED_TASKS
     from tasks.confidence import interval_metrics
+    from tasks.inference.decode import Decision
     from tasks.predict import score_frame, torch_forward
     from tasks.progress import counted_calls
 
