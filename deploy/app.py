@@ -58,6 +58,16 @@ def served_model(request: Request) -> Served:
     return served
 
 
+def decision_fields(record: dict | None) -> dict:
+    """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen."""
+    from tasks.modelling.calibration import describe_rule
+
+    if record is None:  # regression, NER, or a bundle from before calibration
+        return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}
+    return {"temperature": record["temperature"], "threshold": record["threshold"],
+            "positive_label": record["positive_label"], "threshold_rule": describe_rule(record)}
+
+
 async def predict_request(request: Request, _: Annotated[None, Depends(require_token)]) -> PredictRequestRules:
     """The /predict body, read under the body cap only after the token passed, then validated."""
     body = await request.body()
@@ -98,6 +108,7 @@ def model_info(served: Annotated[Served, Depends(served_model)],
                 pass
     return {"name": settings.model_name, "alias": settings.alias if settings.model_name else None,
             "version": served.version, "run_id": served.run_id, "task": p.task, "labels": p.labels,
+            **decision_fields(p.meta.get("decision")),
             "max_length": p.max_length, "serving_file": p.model_file, "takes_pairs": p.needs_pairs,
             "metrics": metrics, "loaded_at": served.loaded_at, "max_batch": settings.max_batch,
             "max_chars": settings.max_chars}

@@ -10,10 +10,10 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_serializer, field_validator, model_validator
 
 from tasks.secrets import redact_text, redact_url, warn_literal_credentials
 
@@ -311,6 +311,51 @@ class ExportConfig(_Section):
     int8_max_metric_drop: float = Field(0.01, ge=0, description="int8 may lose at most this much of the metric")
 
 
+class MaxF1Target(_Section):
+    """Threshold target: the one that maximises this label's F1 on validation."""
+
+    max_f1: str = Field(description="the positive label, e.g. spam")
+
+
+class MinPrecisionTarget(_Section):
+    """Threshold target: the lowest threshold (most recall) whose precision of `label` on validation is >= this."""
+
+    min_precision: float = Field(gt=0, le=1, description="the precision to reach, e.g. 0.99")
+    label: str = Field(description="the positive label, e.g. spam")
+
+
+def _threshold_form(value: Any) -> str | None:
+    """Which form of decision.threshold a value is (None: none of them, so the error lists the forms)."""
+    if isinstance(value, (MaxF1Target, MinPrecisionTarget)):
+        return type(value).__name__
+    if isinstance(value, dict):
+        return "MinPrecisionTarget" if "min_precision" in value else "MaxF1Target" if "max_f1" in value else None
+    return "number" if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+
+
+ThresholdRule = Annotated[
+    Annotated[Annotated[float, Field(gt=0, lt=1)], Tag("number")]
+    | Annotated[MaxF1Target, Tag("MaxF1Target")] | Annotated[MinPrecisionTarget, Tag("MinPrecisionTarget")],
+    Discriminator(_threshold_form, custom_error_type="threshold_form", custom_error_message=(
+        "give a number between 0 and 1, {max_f1: LABEL} or {min_precision: P, label: LABEL}")),
+]
+
+
+class DecisionConfig(_Section):
+    """How a classifier's logits become answers: calibration and, for binary classifiers, the threshold.
+
+    Both are fitted on the validation split after training, travel in the serving bundle and are
+    applied by every scorer (evaluation, export parity, promotion, batch scoring, the service).
+    """
+
+    calibration: Literal["temperature", "none"] = Field(
+        "temperature", description="temperature: fit one temperature on validation (NLL), so served "
+                                   "probabilities are calibrated; none: plain softmax")
+    threshold: ThresholdRule | None = Field(
+        None, description="binary classifiers: null (argmax), a number (the second label is positive when its "
+                          "probability >= it), {max_f1: LABEL} or {min_precision: 0.99, label: LABEL}")
+
+
 class RegistryConfig(_Section):
     """Where runs and model versions go."""
 
@@ -366,6 +411,7 @@ class PipelineConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
@@ -387,6 +433,13 @@ class PipelineConfig(_Section):
         if t.label_smoothing and (task == "regression" or t.loss == "focal"):
             raise ValueError("training.label_smoothing applies to cross-entropy; "
                              f"set it to 0 for {'regression' if task == 'regression' else 'the focal loss'}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_threshold_fits_task(self) -> "PipelineConfig":
+        if self.decision.threshold is not None and self.data.task not in ("classification", "pair_classification"):
+            raise ValueError(f"decision.threshold applies to binary classifiers, not data.task '{self.data.task}'; "
+                             "set it to null")
         return self
 
     @model_validator(mode="after")

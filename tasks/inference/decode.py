@@ -1,6 +1,8 @@
 """Decoding logits into answers for every task kind: labels and probabilities, values, word tags, entities.
 
 The PyTorch scorer of evaluation decodes with these same functions, so both backends read logits alike.
+A model's decision rule (its fitted temperature and, for binary classifiers, its chosen threshold)
+travels in the bundle meta and is applied here, so every scorer answers with the same rule.
 """
 
 from __future__ import annotations
@@ -8,6 +10,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How class logits become an answer: probabilities = softmax(logits / temperature); for binary
+    classifiers with a threshold, the answer is the `positive` class when its probability >= threshold."""
+
+    temperature: float = 1.0
+    threshold: float | None = None
+    positive: int | None = None
+
+    @classmethod
+    def of_meta(cls, meta: dict) -> "Decision":
+        """The rule a model folder's or bundle's finetune_flow.json records (none recorded: plain softmax, argmax)."""
+        d = meta.get("decision") or {}
+        label = d.get("positive_label")
+        return cls(float(d.get("temperature", 1.0)), d.get("threshold"),
+                   meta["labels"].index(label) if label is not None else None)
+
+
+PLAIN = Decision()
 
 
 @dataclass(frozen=True)
@@ -35,7 +58,8 @@ class Scores:
             return [None] * len(self)
         if self.task == "ner":
             return [float(p.max(-1).mean()) if len(p) else 1.0 for p in self.probabilities]
-        return [float(v) for v in self.probabilities.max(-1)] if len(self) else []
+        # The chosen label's probability: under a threshold it need not be the largest.
+        return self.probabilities[np.arange(len(self)), self.predictions].astype(float).tolist()
 
     def answers(self) -> list:
         """Per row: the label name, the value, or the word tags (the form a person reads)."""
@@ -69,16 +93,30 @@ def word_logits(token_logits: np.ndarray, word_ids: list, n_words: int, outside:
     return words
 
 
-def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None) -> Scores:
-    """Scores from logits per row: [labels] per text, [1] per regression text, [words, labels] per NER row."""
+def decide(probs: np.ndarray, decision: Decision) -> np.ndarray:
+    """Class ids from calibrated probabilities: the positive class at or above the threshold, else argmax."""
+    if decision.threshold is None:
+        return probs.argmax(-1).astype(np.int64)
+    return np.where(probs[:, decision.positive] >= decision.threshold, decision.positive,
+                    1 - decision.positive).astype(np.int64)
+
+
+def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None,
+                  decision: Decision = PLAIN) -> Scores:
+    """Scores from logits per row: [labels] per text, [1] per regression text, [words, labels] per NER row.
+
+    decision: the temperature and threshold of classification models (NER and regression ignore it).
+    """
     if task == "regression":
         values = np.array([float(np.ravel(row)[0]) for row in logits], dtype=np.float64)
         return Scores(task, labels, values, None)
     if task == "ner":
         probs = [softmax(np.asarray(row, dtype=np.float32)) for row in logits]
         return Scores(task, labels, [[labels[int(k)] for k in p.argmax(-1)] for p in probs], probs)
-    probs = softmax(np.stack(logits).astype(np.float32)) if logits else np.zeros((0, len(labels)), np.float32)
-    return Scores(task, labels, probs.argmax(-1).astype(np.int64), probs)
+    if not logits:
+        return Scores(task, labels, np.zeros(0, np.int64), np.zeros((0, len(labels)), np.float32))
+    probs = softmax(np.stack(logits).astype(np.float32) / np.float32(decision.temperature))
+    return Scores(task, labels, decide(probs, decision), probs)
 
 
 def entities_of(text: str, spans: list[tuple[int, int]], tags: list[str], probs: np.ndarray) -> list[dict]:

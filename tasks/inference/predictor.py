@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.inference.batching import length_buckets, pad_rows
-from tasks.inference.decode import Scores, decode_logits, entities_of, outside_id, word_logits
+from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, outside_id, word_logits
 from tasks.inference.normalize import normalize_texts, rules_of_bundle
 from tasks.inference.session import create_session
 from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
@@ -26,6 +26,7 @@ class OnnxPredictor:
         self.meta = read_json(self.dir / "finetune_flow.json")
         self.task: str = self.meta["task"]
         self.labels: list[str] | None = self.meta["labels"]
+        self.decision = Decision.of_meta(self.meta)
         self.max_length: int = self.meta["max_length"]
         self.model_file = model_file or self.meta.get("serving_file", "model.onnx")
         self.batch_size = batch_size
@@ -75,7 +76,7 @@ class OnnxPredictor:
             encodings = encode_rows(self.tokenizer, texts, pairs)
             logits = self.run_logits(encodings)
         # Truncation leaves the cut-off tokens in `overflowing`.
-        return replace(decode_logits(self.task, logits, self.labels),
+        return replace(decode_logits(self.task, logits, self.labels, self.decision),
                        truncated=np.array([bool(e.overflowing) for e in encodings], dtype=bool))
 
     def check_pairs(self, texts: list[str], pairs: list[str] | None) -> None:

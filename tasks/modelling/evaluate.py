@@ -4,6 +4,11 @@ Writes, under RUN/evaluation, for every task kind: metrics.json, predictions.par
 worst_errors.csv, per_class_report.csv and confusion_matrix.png; the model card (README.md)
 goes into the model folder, so it travels with the model. What "class" means per kind:
 
+Classifiers (single texts and pairs) are first calibrated on the validation split (tasks/modelling/calibration.py):
+the temperature and any decision threshold go into the model folder's finetune_flow.json ("decision"),
+which export copies into the serving bundle; the test split is then scored with them applied, as
+every scorer applies them, and reliability_diagram.png shows the test split before and after.
+
 - classification, pair_classification: the labels.
 - ner: entity types; the report is seqeval's entity-level scores per type, the confusion
   matrix counts words by entity type (B-/I- merged, "O" included; first sub-token's tag).
@@ -270,7 +275,7 @@ epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, s
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
 {"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and task == "ner" else ""}; config digest `{cfg.digest()}`.
 
-## Intended use
+{decision_card(meta.get("decision"))}## Intended use
 {INTENDED_USE[task]}
 
 ## Limitations
@@ -296,24 +301,97 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
     return str(path)
 
 
+def decision_card(record: dict | None) -> str:
+    """The model card's section on calibration and the decision threshold (empty for regression and NER)."""
+    from tasks.modelling.calibration import describe_rule
+
+    if record is None:
+        return ""
+    v, t = record["validation"], record["test"]
+    lines = ["## Calibration and decision",
+             f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
+             f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
+             else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
+             f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
+             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}",
+             f"- Threshold: {describe_rule(record)}"]
+    if record["threshold"] is not None:
+        lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "
+                     f"{record['threshold']:.6g}; on validation precision {v['precision']:.4f}, recall "
+                     f"{v['recall']:.4f}{'' if v['target_met'] else ' (target NOT reached)'}")
+    return "\n".join(lines) + "\n\n"
+
+
+def calibrate_model(forward, tokenizer, model_dir: Path, data: dict, cfg: PipelineConfig) -> dict:
+    """Fit temperature and threshold on the validation split; record them in the model folder's meta."""
+    from tasks.modelling.calibration import fit_decision
+    from tasks.modelling.predict import predict_logits, references_of
+
+    validation = read_frame(data["splits"]["validation"])
+    logits = predict_logits(forward, tokenizer, validation, cfg.data.task, cfg.model.max_length,
+                            cfg.training.eval_batch_size)
+    record = fit_decision(cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task,
+                                                                                    data["labels"])), data["labels"])
+    # The model folder carries its decision rule: export copies this file into the serving bundle.
+    meta_path = model_dir / "finetune_flow.json"
+    write_json(meta_path, {**read_json(meta_path), "decision": record})
+    return record
+
+
+def record_test_calibration(record: dict, scored: dict, model_dir: Path) -> dict:
+    """The run's calibration metrics (validation: fitted; test: held out); test ECE goes into the model's meta too."""
+    from tasks.modelling.calibration import calibrated_probabilities, expected_calibration_error, negative_log_likelihood
+
+    logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
+    t, v = record["temperature"], record["validation"]
+    record["test"] = {"rows": int(len(refs)),
+                      "ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
+                      "ece_after": expected_calibration_error(calibrated_probabilities(logits, t), refs),
+                      "nll_before": negative_log_likelihood(logits, refs),
+                      "nll_after": negative_log_likelihood(logits, refs, t)}
+    meta_path = model_dir / "finetune_flow.json"
+    write_json(meta_path, {**read_json(meta_path), "decision": record})
+    out = {"calibration_temperature": t,
+           **{f"test_{k}": float(x) for k, x in record["test"].items() if k != "rows"},
+           **{f"validation_{k}": float(v[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after")}}
+    if record["threshold"] is not None:
+        out["decision_threshold"] = float(record["threshold"])
+        out.update({f"validation_threshold_{k}": float(v[k]) for k in ("precision", "recall", "f1", "target_met")})
+    return out
+
+
+def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
+    """The test split's reliability diagram before and after temperature scaling."""
+    from tasks.modelling.calibration import calibrated_probabilities, plot_reliability_diagram
+
+    logits, refs, t = np.stack(scored["logits"]), np.asarray(scored["references"]), record["temperature"]
+    return plot_reliability_diagram({"test, uncalibrated": (calibrated_probabilities(logits, 1.0), refs),
+                                     f"test, T = {t:.3f}": (calibrated_probabilities(logits, t), refs)}, path)
+
+
 def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path,
                    source: str = "") -> dict:
     """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
     import torch
 
+    from tasks.modelling.calibration import CALIBRATED_TASKS
     from tasks.modelling.confidence import interval_metrics
+    from tasks.inference.decode import Decision
     from tasks.modelling.predict import score_frame, torch_forward
     from tasks.progress import counted_calls
 
-    model, tokenizer, meta = load_trained(model_dir)
+    model, tokenizer, _ = load_trained(model_dir)
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data["labels"]
+    forward = torch_forward(model)
+    record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if task in CALIBRATED_TASKS else None
     test = read_frame(data["splits"]["test"])
+    decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
     batches = -(-len(test) // cfg.training.eval_batch_size)
-    with counted_calls(torch_forward(model), batches, "evaluate", log) as forward:
-        scored = score_frame(forward, tokenizer, test, task, labels, cfg.model.max_length,
-                             cfg.training.eval_batch_size)
+    with counted_calls(forward, batches, "evaluate", log) as counted:
+        scored = score_frame(counted, tokenizer, test, task, labels, cfg.model.max_length,
+                             cfg.training.eval_batch_size, decision)
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
@@ -327,6 +405,9 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
     refs, preds, classes = confusion_inputs(scored, task, labels)
     files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
+    if record is not None:  # the model card reads the test figures from the model folder's meta
+        metrics.update(record_test_calibration(record, scored, Path(model_dir)))
+        files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
     if task == "regression":
         files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
                                                               out / "prediction_scatter.png")

@@ -7,7 +7,8 @@ length, text normalisation, which file serves) and export_report.json (parity, i
 Both checks run end to end on the inference core, the path that serves: the test split's raw
 texts through normalisation, `tokenizers`, length buckets, ONNX Runtime and decoding.
 - parity: fp32 ONNX against the PyTorch model on the same texts: the same answer on every row
-  and probabilities (regression: values) within `export.parity_atol`.
+  and probabilities (regression: values) within `export.parity_atol`. Like is compared with like:
+  both sides apply the model's recorded decision rule (temperature and threshold, from evaluation).
 - int8 gate: int8 serves when it loses at most `export.int8_max_metric_drop` of the metric; the
   report also gives the share of test rows whose answer int8 changes.
 """
@@ -21,7 +22,7 @@ import pandas as pd
 
 from tasks.config import PipelineConfig
 from tasks.inference.compare import compare_answers
-from tasks.inference.decode import Scores
+from tasks.inference.decode import Decision, Scores
 from tasks.inference.normalize import recorded_rules
 from tasks.io import atomic_path, read_frame, read_json, write_json
 
@@ -145,11 +146,13 @@ def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Pa
         optimize_graph(out / FP32, model.config)
     write_bundle_files(Path(model_dir), tokenizer, out, cfg, FP32)
     test = read_frame(data["splits"]["test"])
+    decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
     reference = score_frame(torch_forward(model), tokenizer, test, task, data["labels"], cfg.model.max_length,
-                            batch)["scores"]
+                            batch, decision)["scores"]
     raw, texts = raw_test_frame(test, data)
     fp32 = OnnxPredictor(out, model_file=FP32, batch_size=batch).predict_frame(raw)
-    parity = {**check_parity(reference, fp32, cfg.export.parity_atol), "texts": texts}
+    parity = {**check_parity(reference, fp32, cfg.export.parity_atol), "texts": texts,
+              "temperature": decision.temperature, "threshold": decision.threshold}
     report: dict = {"parity": parity, "serving_file": FP32, "int8": None}
     if cfg.export.quantize:
         quantize_int8(out / FP32, out / INT8)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
-from tasks.inference.decode import Scores, decode_logits, outside_id, word_logits
+from tasks.inference.decode import PLAIN, Decision, Scores, decode_logits, outside_id, word_logits
 
 Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -84,10 +84,14 @@ def metrics_of(scores: Scores, df: pd.DataFrame) -> dict:
 
 
 def score_frame(forward: Forward, tokenizer, df: pd.DataFrame, task: str, labels: list[str] | None,
-                max_length: int, batch_size: int = 64) -> dict:
-    """Predict a labelled frame with a forward callable (the PyTorch model) and compute the task's metrics."""
+                max_length: int, batch_size: int = 64, decision: Decision = PLAIN) -> dict:
+    """Predict a labelled frame with a forward callable (the PyTorch model) and compute the task's metrics.
+
+    decision: the model's temperature and threshold (Decision.of_meta of its finetune_flow.json), applied
+    as the core applies them; the raw logits come back too, for calibration.
+    """
     outside = outside_id(labels) if task == "ner" else 0
     logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside)
-    scores = decode_logits(task, logits, labels)
+    scores = decode_logits(task, logits, labels, decision)
     return {"metrics": metrics_of(scores, df), "predictions": as_list(scores), "confidence": scores.confidence(),
-            "references": references_of(df, task, labels), "scores": scores}
+            "references": references_of(df, task, labels), "scores": scores, "logits": logits}

@@ -21,6 +21,10 @@ def test_flow_logs_run_with_metrics_and_config(flow_result):
     assert "Trainer" not in " ".join(run.data.params)  # curated params, not the Trainer dump
     names = {a.path for a in tracking.client().list_artifacts(res["run_id"])}
     assert {"config.yaml", "data", "evaluation", "onnx", "model"} <= names
+    assert {"calibration_temperature", "validation_ece_before", "validation_ece_after", "test_ece_before",
+            "test_ece_after"} <= set(m)
+    evaluation = {a.path for a in tracking.client().list_artifacts(res["run_id"], "evaluation")}
+    assert "evaluation/reliability_diagram.png" in evaluation
     history = tracking.client().get_metric_history(res["run_id"], "train_loss")
     assert len(history) >= 2 and history[0].step < history[-1].step  # a history, not one value
 
@@ -53,6 +57,7 @@ def test_onnx_agrees_with_pytorch(flow_result):
 
     from tasks.modelling.evaluate import load_trained
     from tasks.modelling.export import check_parity
+    from tasks.inference.decode import Decision
     from tasks.inference.predictor import OnnxPredictor
     from tasks.io import read_json
     from tasks.modelling.predict import score_frame, torch_forward
@@ -61,7 +66,10 @@ def test_onnx_agrees_with_pytorch(flow_result):
     model, tok, meta = load_trained(run_dir / "model")
     texts = ["a fine film", "dull", "a long and winding story that never ends", "ok", "A  FINE\u00a0film"]
     df = pd.DataFrame({"text": texts, "label": [meta["labels"][0]] * len(texts)})
-    reference = score_frame(torch_forward(model), tok, df, "classification", meta["labels"], 32)["scores"]
+    # Like with like: the torch side applies the temperature (and threshold) the bundle carries.
+    reference = score_frame(torch_forward(model), tok, df, "classification", meta["labels"], 32,
+                            decision=Decision.of_meta(meta))["scores"]
+    assert meta["decision"]["temperature"] > 0  # evaluation recorded it in the model folder
     for batch_size in (1, 3):
         core = OnnxPredictor(run_dir / "onnx", model_file="model.onnx", batch_size=batch_size).predict_frame(df)
         parity = check_parity(reference, core, 1e-4)

@@ -1,0 +1,214 @@
+"""Calibration and decision thresholds, fitted on the validation split after training.
+
+- Temperature scaling (Guo et al., 2017): one scalar T > 0 divides the logits; T is the minimiser of
+  the validation negative log-likelihood. It changes no argmax, only how sure the answers say they are.
+- Expected calibration error: 15 equal-width confidence bins, ECE = sum_b |B_b|/n * |acc(B_b) - conf(B_b)|,
+  where confidence is the top probability and accuracy that of the argmax.
+- Thresholds for binary classifiers: a number as given, or chosen on validation for a target
+  ({max_f1: LABEL} or {min_precision: P, label: LABEL}); the positive class is answered when its
+  calibrated probability is at or above the threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.inference.decode import softmax
+
+log = logging.getLogger(__name__)
+
+CALIBRATED_TASKS = ("classification", "pair_classification")
+ECE_BINS = 15
+# log T is searched in [log 0.05, log 20]: beyond, a model is degenerate rather than mis-calibrated.
+LOG_T_BOUNDS = (float(np.log(0.05)), float(np.log(20.0)))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean NLL of the true class under softmax(logits / temperature)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising the NLL of `labels` (class ids) under softmax(logits / T)."""
+    from scipy.optimize import minimize_scalar
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return 1.0
+    # NLL is smooth and unimodal in log T; a bounded scalar search needs no gradient or start point.
+    found = minimize_scalar(lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
+                            bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
+    return float(np.exp(found.x))
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> dict:
+    """Per equal-width confidence bin ((k-1)/M, k/M]: rows, mean confidence and accuracy of the argmax."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    # ceil(conf * M) - 1 puts a confidence of exactly k/M into bin k-1, as the right-closed bins say.
+    which = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(which, confidence, n_bins) / count
+        acc = np.bincount(which, correct.astype(float), n_bins) / count
+    return {"count": count, "confidence": conf, "accuracy": acc}
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """ECE over n_bins equal-width bins of the top probability (0 for no rows)."""
+    bins = reliability_bins(probs, labels, n_bins)
+    n = bins["count"].sum()
+    if n == 0:
+        return 0.0
+    used = bins["count"] > 0
+    gaps = np.abs(bins["accuracy"][used] - bins["confidence"][used])
+    return float((bins["count"][used] / n * gaps).sum())
+
+
+def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
+                             n_bins: int = ECE_BINS) -> str:
+    """One panel per curve name (e.g. before / after): accuracy per confidence bin against the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4.2), dpi=120, squeeze=False)
+    edges = np.linspace(0, 1, n_bins + 1)
+    for ax, (name, (probs, labels)) in zip(axes[0], curves.items()):
+        bins = reliability_bins(probs, labels, n_bins)
+        used = bins["count"] > 0
+        ax.bar(edges[:-1][used], bins["accuracy"][used], width=1 / n_bins, align="edge", edgecolor="black",
+               color="tab:blue", label="accuracy")
+        ax.bar(edges[:-1][used], (bins["confidence"] - bins["accuracy"])[used], bottom=bins["accuracy"][used],
+               width=1 / n_bins, align="edge", color="tab:red", alpha=0.3, label="gap to confidence")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+               title=f"{name}: ECE {expected_calibration_error(probs, labels, n_bins):.4f}")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A threshold on the positive class's probability and what it achieved on the rows it was chosen on."""
+
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    met: bool  # whether the target was reached (always True for max_f1 and a given number)
+
+
+def operating_points(scores: np.ndarray, positive: np.ndarray) -> dict[str, np.ndarray]:
+    """Every distinct threshold (a score that occurs), with precision, recall and F1 of `score >= threshold`."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each run of equal scores
+    tp = np.cumsum(y)[last].astype(float)
+    fp = (last + 1) - tp
+    total = max(int(positive.sum()), 1)
+    precision, recall = tp / (tp + fp), tp / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"threshold": s[last], "precision": precision, "recall": recall, "f1": f1}
+
+
+def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: dict) -> ThresholdChoice:
+    """The threshold for {max_f1: LABEL} or {min_precision: P, label: LABEL} on these rows.
+
+    scores: the positive class's probability per row; positive: whether each row is truly positive.
+    max_f1 takes the best F1; min_precision the most recall among thresholds with precision >= P,
+    and when none reaches P, the most precise threshold, with a warning saying what it achieved.
+    """
+    pts = operating_points(scores, positive)
+    if not len(pts["threshold"]):
+        raise ValueError("cannot choose a threshold on an empty validation split; give data.splits."
+                         "validation_fraction > 0 or a fixed decision.threshold")
+    if "max_f1" in target:
+        i, met = int(np.argmax(pts["f1"])), True
+    else:
+        goal = float(target["min_precision"])
+        ok = np.flatnonzero(pts["precision"] >= goal)
+        met = bool(len(ok))
+        # Recall grows as the threshold falls: the last qualifying point has the most.
+        i = int(ok[-1]) if met else int(np.lexsort((pts["recall"], pts["precision"]))[-1])
+        if not met:
+            log.warning("decision.threshold: no threshold reaches precision %.4f of '%s' on validation; the most "
+                        "precise one (%.4f) reaches precision %.4f at recall %.4f. Lower min_precision or give "
+                        "more validation rows.", goal, target["label"], pts["threshold"][i], pts["precision"][i],
+                        pts["recall"][i])
+    return ThresholdChoice(float(pts["threshold"][i]), float(pts["precision"][i]), float(pts["recall"][i]),
+                           float(pts["f1"][i]), met)
+
+
+def measure_threshold(scores: np.ndarray, positive: np.ndarray, threshold: float) -> ThresholdChoice:
+    """Precision, recall and F1 of `score >= threshold` (a threshold given as a number)."""
+    pred, positive = np.asarray(scores) >= threshold, np.asarray(positive, dtype=bool)
+    tp = float((pred & positive).sum())
+    precision = tp / pred.sum() if pred.any() else 0.0
+    recall = tp / positive.sum() if positive.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    return ThresholdChoice(float(threshold), precision, recall, f1, True)
+
+
+def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / temperature), in the core's float32 arithmetic."""
+    return softmax(np.asarray(logits, dtype=np.float32) / np.float32(temperature))
+
+
+def fit_decision(cfg, logits: np.ndarray, refs: np.ndarray, labels: list[str]) -> dict:
+    """The decision record (finetune_flow.json's "decision") fitted on validation logits and class ids.
+
+    cfg: the pipeline's DecisionConfig. The record holds the temperature, the threshold with its
+    positive label and rule, and what both achieved on validation.
+    """
+    logits, refs = np.asarray(logits, dtype=np.float64), np.asarray(refs, dtype=np.int64)
+    temperature = fit_temperature(logits, refs) if cfg.calibration == "temperature" else 1.0
+    before, after = calibrated_probabilities(logits, 1.0), calibrated_probabilities(logits, temperature)
+    fitted = {"rows": int(len(refs)),
+              "ece_before": expected_calibration_error(before, refs), "ece_after": expected_calibration_error(after, refs),
+              "nll_before": negative_log_likelihood(logits, refs), "nll_after": negative_log_likelihood(logits, refs,
+                                                                                                   temperature)}
+    record = {"calibration": cfg.calibration, "temperature": temperature, "threshold": None, "positive_label": None,
+              "rule": None, "validation": fitted}
+    if cfg.threshold is None:
+        return record
+    rule = cfg.threshold if isinstance(cfg.threshold, float) else cfg.threshold.model_dump()
+    positive_label = labels[1] if isinstance(rule, float) else rule.get("max_f1", rule.get("label"))
+    if len(labels) != 2:
+        raise ValueError(f"decision.threshold needs a binary classifier; this one has {len(labels)} labels "
+                         f"({labels}). Set decision.threshold to null.")
+    if positive_label not in labels:
+        raise ValueError(f"decision.threshold names label '{positive_label}', which the model does not have; "
+                         f"its labels are {labels}")
+    pos = labels.index(positive_label)
+    scores, positive = after[:, pos], refs == pos
+    choice = measure_threshold(scores, positive, rule) if isinstance(rule, float) else \
+        choose_threshold(scores, positive, rule)
+    fitted.update(precision=choice.precision, recall=choice.recall, f1=choice.f1, target_met=choice.met)
+    record.update(threshold=choice.threshold, positive_label=positive_label, rule=rule)
+    return record
+
+
+def describe_rule(record: dict) -> str:
+    """How the threshold was set, in words, for the model card and /model."""
+    rule = record.get("rule")
+    if rule is None:
+        return "none (the most probable label)"
+    if isinstance(rule, float):
+        return f"fixed at {rule}"
+    if "max_f1" in rule:
+        return f"the best F1 of '{rule['max_f1']}' on validation"
+    return f"the most recall at precision >= {rule['min_precision']} of '{rule['label']}' on validation"
