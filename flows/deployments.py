@@ -18,7 +18,7 @@ DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
 NIGHTLY_CRON = "0 2 * * *"
 # 'flow/deployment', as the Prefect UI and `prefect deployment run` name them.
 DEPLOYMENT_NAMES = ["fine-tune/nightly", "fine-tune/manual", "promote/manual", "rollback/manual",
-                    "validate-data/manual"]
+                    "validate-data/manual", "score/manual"]
 
 
 def build_deployments(config_path: str | Path | None = None, timezone: str | None = None) -> list:
@@ -28,6 +28,7 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
 
     from flows.deploy import promote, rollback
     from flows.nightly import nightly
+    from flows.score import score
     from flows.training import fine_tune, validate_only
     from tasks.config import load_config
 
@@ -44,6 +45,8 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
         promote.to_deployment("manual", parameters=model_defaults(cfg), **common),
         rollback.to_deployment("manual", parameters=model_defaults(cfg), **common),
         validate_only.to_deployment("manual", parameters=defaults, **common),
+        # The input and output paths are asked for at each run (Custom run in the UI).
+        score.to_deployment("manual", parameters={"model": cfg.registry.model_name}, **common),
     ]
 
 
