@@ -30,18 +30,24 @@ def score_shard(model, bundle_dir: str, texts: list[str], pairs: list[str] | Non
 
 
 def dask_runner(dask_address: str | None, workers: int | None):
-    """prefect-dask's task runner: the cluster at `dask_address`, else a local one with a process per core."""
+    """prefect-dask's task runner: the cluster at `dask_address`, else a local one with a process per core.
+
+    An existing cluster's workers report to the Prefect API their own PREFECT_API_URL names.
+    """
+    from prefect.client.orchestration import get_client
     from prefect_dask import DaskTaskRunner
 
     if dask_address:
         return DaskTaskRunner(address=dask_address)
+    with get_client(sync_client=True) as client:
+        api_url = client.api_url  # the temporary server's when none is configured: no second one per worker
     n = workers or os.cpu_count() or 1
     # One single-threaded process per core: ONNX Runtime and the tokenizer each get a core of their own.
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                                         "dashboard_address": None})
+                                         "env": {"PREFECT_API_URL": str(api_url)}})
 
 
-@flow(name="score", log_prints=True)
+@flow(name="score")
 def score(model: str, input: str, output: str, query: str | None = None, text_column: str = "text",
           text_pair_column: str | None = None, label_column: str | None = None,
           batch_size: int = DEFAULT_BATCH_SIZE, shard_rows: int = DEFAULT_SHARD_ROWS,

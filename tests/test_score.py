@@ -99,7 +99,7 @@ def test_scoring_run_records_input_digest_and_model_version(model, scored):
 
 
 def test_cli_scores_a_sql_query_on_an_existing_dask_cluster(model, tmp_path, capsys):
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster
 
     from flows.cli import main
 
@@ -111,8 +111,11 @@ def test_cli_scores_a_sql_query_on_an_existing_dask_cluster(model, tmp_path, cap
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         code = main(["score", f"{model['name']}/{model['version']}", "--input", f"sqlite:///{db}",
                      "--query", "SELECT body FROM reviews", "--text-column", "body", "--output", str(out),
-                     "--dask-address", cluster.scheduler_address])
+                     "--dask-address", cluster.scheduler_address, "--batch-size", "4", "--shard-rows", "4"])
+        with Client(cluster) as client:  # 5 shards ran on the one worker: it loaded the bundle once
+            loaded = client.run(lambda: [key[:2] for key in __import__("tasks.score").score._PREDICTORS])
     assert code == 0, capsys.readouterr().err
+    assert list(loaded.values()) == [[(model["name"], model["version"])]]
     got = pd.read_parquet(out)
     assert list(got["body"]) == list(rows["text"]) and "probabilities" in got.columns
     assert f"version {model['version']}" in capsys.readouterr().out
