@@ -42,9 +42,9 @@ def dask_runner(dask_address: str | None, workers: int | None):
     with get_client(sync_client=True) as client:
         api_url = client.api_url  # the temporary server's when none is configured: no second one per worker
     n = workers or os.cpu_count() or 1
-    # One single-threaded process per core: ONNX Runtime and the tokenizer each get a core of their own.
-    return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                                         "env": {"PREFECT_API_URL": str(api_url)}})
+    # One single-threaded process per core: ONNX Runtime and the tokenizer stay on the worker's own core.
+    env = {"PREFECT_API_URL": str(api_url), "TOKENIZERS_PARALLELISM": "false"}
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "env": env})
 
 
 @flow(name="score")
@@ -64,11 +64,12 @@ def score(model: str, input: str, output: str, query: str | None = None, text_co
 
     log = get_run_logger()
     tracking.configure()
+    planning = time.perf_counter()
     plan = prepare_scoring(model, input_source(input, query), text_column, text_pair_column, label_column,
                            batch_size, shard_rows)
     engine = dask_address or f"local:{workers or os.cpu_count()}"
-    log.info("scoring %d rows of %s with %s in %d shards on Dask (%s)", len(plan.texts), plan.origin,
-             plan.model.label, len(plan.shards), engine)
+    log.info("scoring %d rows of %s with %s in %d shards on Dask (%s); input read and checked in %.1f s",
+             len(plan.texts), plan.origin, plan.model.label, len(plan.shards), engine, time.perf_counter() - planning)
     run_id = open_scoring_run(plan, output, engine, {"prefect_flow_run_id": str(flow_run.get_id() or "")})
     with tracking.ended_run(run_id):
         start = time.perf_counter()
