@@ -39,12 +39,14 @@ def add_score_command(sub) -> None:
     sp.add_argument("--input", required=True, metavar="PATH|URL",
                     help="CSV, TSV, JSONL, JSON or Parquet file, a glob or a folder of them; or a SQLAlchemy URL "
                          "(sqlite:///d.db, postgresql://...) with --query")
-    sp.add_argument("--query", default=None, metavar="SQL", help="SQL query giving the rows to score (with a URL --input)")
+    sp.add_argument("--query", default=None, metavar="SQL",
+                    help="SQL query giving the rows to score (with a URL --input)")
     sp.add_argument("--output", required=True, metavar="PATH.parquet",
                     help="where to write the input columns plus prediction, confidence, probabilities, truncated, "
                          "model_version (written atomically)")
     sp.add_argument("--text-column", default="text", help="column holding the text (default: text)")
-    sp.add_argument("--text-pair-column", default=None, help="column holding the second text (pair models)")
+    sp.add_argument("--text-pair-column", default=None,
+                    help="column holding the second text (pair models; default: text_pair when present)")
     sp.add_argument("--label-column", default=None,
                     help="also score the predictions against these labels (default: 'label' when present)")
     sp.add_argument("--batch-size", type=int, default=None,

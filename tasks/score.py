@@ -121,7 +121,8 @@ def input_source(input: str, query: str | None = None, format: str | None = None
                                   f"not {input!r}")
         return SourceConfig(kind="sql", connection=input, query=query)
     if "://" in input:
-        raise ScoreInputError(f"input {input!r} looks like a database URL: give the rows to score with --query 'SELECT ...'")
+        raise ScoreInputError(f"input {input!r} looks like a database URL: give the rows to score with "
+                              f"--query 'SELECT ...'")
     return SourceConfig(kind="file", path=input, format=format)
 
 
@@ -233,6 +234,8 @@ def prepare_scoring(model_ref: str, src: SourceConfig, text_column: str = "text"
     task, labels = meta["task"], meta["labels"]
     if task == "ner":
         label_column = None  # NER answers are entity spans; word tags are scored by the training flow
+    if task == "pair_classification" and text_pair_column is None and "text_pair" in df.columns:
+        text_pair_column = "text_pair"  # a run's own data/clean/*.parquet names it so
     check_columns(df, task, labels, origin, text_column, text_pair_column if task == "pair_classification" else None,
                   label_column)
     texts = texts_of(df, text_column)
