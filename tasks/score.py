@@ -198,7 +198,11 @@ def check_columns(df: pd.DataFrame, task: str, labels: list[str] | None, origin:
             view["label"] = labels_as_strings(view["label"], labels)
         if text_pair_column:
             view["text_pair"] = df[text_pair_column]
-        check_labels(view, task, origin, labels)
+        try:
+            check_labels(view, task, origin, labels)
+        except ValueError as e:
+            raise ScoreInputError(f"{e}; the labels are only compared with the predictions: drop or rename "
+                                  f"the column '{label_column}' to score without them") from None
 
 
 def texts_of(df: pd.DataFrame, column: str) -> list[str]:

@@ -122,7 +122,7 @@ def test_cli_scores_a_sql_query_on_an_existing_dask_cluster(model, tmp_path, cap
 
 
 @pytest.mark.parametrize("case", ["missing_column", "empty_file", "unknown_model", "unknown_alias",
-                                  "unknown_version"])
+                                  "unknown_version", "blank_text", "unknown_label"])
 def test_bad_input_is_one_clear_error_before_any_worker_starts(case, model, tmp_path, monkeypatch):
     import flows.score
     from tasks.score import ScoreInputError
@@ -134,12 +134,18 @@ def test_bad_input_is_one_clear_error_before_any_worker_starts(case, model, tmp_
     test.to_parquet(good)
     empty = tmp_path / "empty.csv"
     empty.write_text("text\n")
+    blank = tmp_path / "blank.csv"
+    blank.write_text('text\ngood film\n"  "\n')
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"text": "good film", "label": "positive"}\n{"text": "meh", "label": "meh"}\n')
     ref, path, column, message = {
         "missing_column": (model["ref"], good, "review", r"column\(s\) \['review'\] not found .* columns present"),
         "empty_file": (model["ref"], empty, "text", "holds no rows"),
         "unknown_model": ("no-such-model", good, "text", "no registered model 'no-such-model'.*registered models"),
         "unknown_alias": (f"{model['name']}@gold", good, "text", "has no alias 'gold' \\(aliases: challenger"),
         "unknown_version": (f"{model['name']}/999", good, "text", "has no version 999"),
+        "blank_text": (model["ref"], blank, "text", r"1 row\(s\) .* have no text in column 'text' \(rows \[1\]"),
+        "unknown_label": (model["ref"], odd, "text", r"label\(s\) \['meh'\] that the model does not know"),
     }[case]
     with pytest.raises(ScoreInputError, match=message):
         flows.score.score(model=ref, input=str(path), output=str(tmp_path / "o.parquet"), text_column=column)
