@@ -19,7 +19,7 @@ NIGHTLY_CRON = "0 2 * * *"
 MONITOR_CRON = "0 6 * * *"  # after the night's retrain and a morning's traffic
 # 'flow/deployment', as the Prefect UI and `prefect deployment run` name them.
 DEPLOYMENT_NAMES = ["fine-tune/nightly", "fine-tune/manual", "promote/manual", "rollback/manual",
-                    "validate-data/manual", "monitor/daily", "retrain/on-drift"]
+                    "validate-data/manual", "monitor/daily", "retrain/on-drift", "score/manual"]
 
 
 def build_deployments(config_path: str | Path | None = None, timezone: str | None = None) -> list:
@@ -31,6 +31,7 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
     from flows.monitor import monitor
     from flows.retrain import retrain
     from flows.nightly import nightly
+    from flows.score import score
     from flows.training import fine_tune, validate_only
     from tasks.config import load_config
 
@@ -55,6 +56,8 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
         retrain.to_deployment("on-drift", parameters={**defaults, "reason": "manual"},
                               description="Run by the retrain-on-drift automation: fine-tune including feedback, "
                               "then the promotion gate; `reason` is the monitor's finding.", **common),
+        # The input and output paths are asked for at each run (Custom run in the UI).
+        score.to_deployment("manual", parameters={"model": cfg.registry.model_name}, **common),
     ]
 
 

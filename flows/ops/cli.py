@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.ops.monitor_cli import add_monitor_command  # standard library only, likewise
 
     add_monitor_command(sub)
+
+    from flows.ops.score_cli import add_score_command  # standard library only, likewise
+
+    add_score_command(sub)
     return p
 
 

@@ -236,3 +236,21 @@ def download_bundle(name: str, version: str, dst: str | Path, serving_only: bool
         if fname not in skip and not (dst / fname).exists():
             mlflow.artifacts.download_artifacts(artifact_uri=f"{where}/{fname}", dst_path=str(dst))
     return dst
+
+
+def model_aliases(name: str) -> dict[str, str] | None:
+    """A registered model's aliases ({alias: version}), or None when no model has that name."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = tracking.client().get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def registered_names(limit: int = 20) -> list[str]:
+    """Names of registered models (at most `limit`), for errors that say what exists."""
+    return sorted(m.name for m in tracking.client().search_registered_models(max_results=limit))

@@ -184,7 +184,7 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
 
     with warnings.catch_warnings():  # its hint about integer columns is for model signatures, not inputs
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df.head(1000), source=redact_text(source), name=name, digest=digest)
+        ds = mlflow.data.from_pandas(df.head(1000), source=dataset_source(redact_text(source)), name=name, digest=digest)
         entity = ds._to_mlflow_entity()
     inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
     for attempt in range(3):
@@ -203,6 +203,18 @@ def lost_an_insert_race(error: Exception) -> bool:
     """True when the store refused a write because another process inserted the same row a moment before."""
     text = f"{error} {error.__cause__!r}"
     return any(s in text for s in ("IntegrityError", "UNIQUE constraint", "duplicate key"))
+
+
+def dataset_source(source: str):
+    """A source MLflow can file: a path or URL as itself; anything else (an SQL connection) by name in tags."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return resolve_dataset_source(source)
+    except MlflowException:  # MLflow resolves paths and URLs only
+        return CodeDatasetSource(tags={"source": source})
 
 
 def run_ui_url(run_id: str) -> str | None:
