@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.deploy_cli import add_deploy_commands  # standard library only, likewise
 
     add_deploy_commands(sub)
+    from flows.monitor_cli import add_monitor_command  # standard library only, likewise
+
+    add_monitor_command(sub)
     return p
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
 NIGHTLY_CRON = "0 2 * * *"
+MONITOR_CRON = "0 6 * * *"  # after the night's retrain and a morning's traffic
 # 'flow/deployment', as the Prefect UI and `prefect deployment run` name them.
 DEPLOYMENT_NAMES = ["fine-tune/nightly", "fine-tune/manual", "promote/manual", "rollback/manual",
-                    "validate-data/manual"]
+                    "validate-data/manual", "monitor/daily", "retrain/on-drift"]
 
 
 def build_deployments(config_path: str | Path | None = None, timezone: str | None = None) -> list:
@@ -27,6 +28,8 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
     from prefect.deployments.runner import EntrypointType
 
     from flows.deploy import promote, rollback
+    from flows.monitor import monitor
+    from flows.retrain import retrain
     from flows.nightly import nightly
     from flows.training import fine_tune, validate_only
     from tasks.config import load_config
@@ -44,6 +47,14 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
         promote.to_deployment("manual", parameters=model_defaults(cfg), **common),
         rollback.to_deployment("manual", parameters=model_defaults(cfg), **common),
         validate_only.to_deployment("manual", parameters=defaults, **common),
+        monitor.to_deployment("daily", schedules=[CronSchedule(cron=MONITOR_CRON, timezone=timezone)],
+                              parameters={**model_defaults(cfg), "monitoring": cfg.monitoring.model_dump(mode="json")},
+                              description="Every day: drift and feedback accuracy of the served champion; asks "
+                              "for a retrain (event ftflow.monitor.retrain-requested) when they pass their thresholds.",
+                              **common),
+        retrain.to_deployment("on-drift", parameters={**defaults, "reason": "manual"},
+                              description="Run by the retrain-on-drift automation: fine-tune including feedback, "
+                              "then the promotion gate; `reason` is the monitor's finding.", **common),
     ]
 
 

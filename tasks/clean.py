@@ -68,7 +68,8 @@ def assign_splits(df: pd.DataFrame, keys: pd.Series, cfg: DataConfig, usable: np
     hashed = np.where(u < sp.test_fraction, "test",
                       np.where(u < sp.test_fraction + sp.validation_fraction, "validation", "train"))
     if "split" in df.columns and sp.use_source_splits:
-        split = df["split"].astype(str)
+        # Rows without a source split (feedback appended to a split source) take their hashed split.
+        split = df["split"].where(df["split"].notna(), pd.Series(hashed, index=df.index)).astype(str)
         present = set(split[usable].unique()) if usable is not None else set(split.unique())
         # A source with only some splits (e.g. train+test) gets the missing ones carved from train.
         from_train = split.eq("train")

@@ -332,6 +332,10 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
                 df["split"] = split
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
+    if src.kind == "feedback":
+        from tasks.monitoring.feedback import feedback_rows
+
+        return feedback_rows(src.model_name, src.log_location)
     return {"disk": _read_disk, "hub": _read_hub, "url": _read_url, "sql": _read_sql}[src.kind](src)
 
 
@@ -398,14 +402,22 @@ def describe_source(src: SourceConfig) -> str:
         "package": f"package:{src.name}", "file": f"file:{src.path}", "disk": f"disk:{src.path}",
         "conll": f"conll:{src.path}", "hub": f"hub:{src.name}/{src.config or ''}@{src.revision or 'main'}",
         "url": f"url:{src.url}#sha256={src.sha256}", "sql": f"sql:{src.connection}",
+        "feedback": f"feedback:{src.model_name or '*'}@{src.log_location or 'prediction-log'}",
     }[src.kind]
+
+
+def read_mapped(src: SourceConfig, cfg: DataConfig) -> pd.DataFrame:
+    """One source read and mapped to canonical columns; feedback rows already come as text/label."""
+    if src.kind == "feedback":
+        cfg = cfg.model_copy(update={"text_column": "text", "label_column": "label",
+                                     "text_pair_column": "text_pair" if cfg.text_pair_column else None})
+    return map_columns(read_source(src), cfg, describe_source(src))
 
 
 def collect_data(cfg: DataConfig, run_dir: str | Path) -> dict:
     """Read the source, map its columns, and snapshot it as parquet under `run_dir/data/raw`."""
-    origin = describe_source(cfg.source)
-    df = read_source(cfg.source)
-    df = map_columns(df, cfg, origin)
+    origin = " + ".join(describe_source(s) for s in [cfg.source, *cfg.extra_sources])
+    df = pd.concat([read_mapped(s, cfg) for s in [cfg.source, *cfg.extra_sources]], ignore_index=True)
     if df.empty:
         raise DataSourceError(f"the source {origin} holds no rows; point data.source at a non-empty dataset")
     if "split" in df.columns and cfg.source.split:

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 TaskKind = Literal["classification", "pair_classification", "regression", "ner"]
-SourceKind = Literal["file", "disk", "hub", "package", "url", "sql", "conll"]
+SourceKind = Literal["file", "disk", "hub", "package", "url", "sql", "conll", "feedback"]
 FileFormat = Literal["csv", "tsv", "jsonl", "json", "parquet"]
 
 
@@ -31,7 +31,7 @@ class _Section(BaseModel):
 class SourceConfig(_Section):
     """Where the labelled data comes from."""
 
-    kind: SourceKind = Field("package", description="file | disk | hub | package | url | sql | conll")
+    kind: SourceKind = Field("package", description="file | disk | hub | package | url | sql | conll | feedback")
     path: str | None = Field(None, description="file or folder (file, disk, conll); a file or glob of files")
     format: FileFormat | None = Field(None, description="file format; inferred from the extension when empty")
     name: str | None = Field(
@@ -47,6 +47,13 @@ class SourceConfig(_Section):
     connection: str | None = Field(
         None, description="SQLAlchemy URL (sql), e.g. sqlite:///data.db or postgresql://user@host/db"
     )
+    model_name: str | None = Field(
+        None, description="feedback: only rows this registered model answered; every logged model when empty"
+    )
+    log_location: str | None = Field(
+        None, description="feedback: the prediction log (folder or SQLAlchemy URL); FTFLOW_PREDICTION_LOG or "
+                          "<mlruns>/ when empty"
+    )
 
     @model_validator(mode="after")
     def _check_required(self) -> "SourceConfig":
@@ -58,6 +65,7 @@ class SourceConfig(_Section):
             "package": ["name"],
             "url": ["url", "sha256"],
             "sql": ["query", "connection"],
+            "feedback": [],
         }[self.kind]
         missing = [f for f in needs if not getattr(self, f)]
         if missing:
@@ -100,6 +108,12 @@ class DataConfig(_Section):
     """The labelled data: source, columns, task kind, splits and rules."""
 
     source: SourceConfig = Field(default_factory=SourceConfig)
+    extra_sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="more sources appended to `source`, e.g. [{kind: feedback}] for the corrected labels of "
+                    "served predictions; same columns as `source` (feedback rows come as text/label), same "
+                    "cleaning and stable hash splits",
+    )
     task: TaskKind = Field("classification", description="classification | pair_classification | regression | ner")
     text_column: str = Field("text", description="column holding the text (the first text for pairs)")
     text_pair_column: str | None = Field(None, description="column holding the second text (pairs)")
@@ -248,6 +262,34 @@ class RegistryConfig(_Section):
     promotion_margin: float = Field(0.0, ge=0, description="challenger must beat champion by this much")
 
 
+class MonitoringConfig(_Section):
+    """The monitor flow: which logged traffic it compares with the champion's data, and when it asks for a retrain."""
+
+    window_hours: float = Field(24.0, gt=0, description="compare the predictions logged in the last N hours")
+    min_rows: int = Field(200, ge=10, description="fewer logged rows than this in the window: no drift verdict")
+    p_value: float = Field(0.05, gt=0, lt=1, description="family-wise false-alarm rate of the drift tests "
+                           "(Bonferroni-split across them)")
+    reference_rows: int = Field(1000, ge=50, description="rows of the champion's held-out data used as reference")
+    embedding_rows: int = Field(500, ge=50, description="rows per side embedded for the MMD test")
+    permutations: int = Field(200, ge=20, description="permutations of the MMD p-value")
+    min_feedback_rows: int = Field(30, ge=1, description="feedback rows needed before its accuracy counts")
+    min_feedback_accuracy: float = Field(0.7, ge=0, le=1, description="accuracy on rows with feedback below "
+                                         "this asks for a retrain (classification)")
+    retrain_on_drift: bool = Field(True, description="emit the retrain event when drift or low feedback accuracy "
+                                   "is found (the automation of `ftflow up` runs retrain/on-drift)")
+    seed: int = Field(0, description="seed of the sampling and permutations")
+
+    @model_validator(mode="after")
+    def _check_permutations(self) -> "MonitoringConfig":
+        # The smallest permutation p-value is 1/(permutations+1); below the per-test threshold it never fires.
+        tests = 5  # length, oov_rate, embedding, prediction, confidence
+        needed = int(tests / self.p_value)
+        if self.permutations < needed:
+            raise ValueError(f"monitoring.permutations {self.permutations} is too few for p_value {self.p_value}: "
+                             f"the embedding test could never reach p < {self.p_value / tests:.3g}; use at least {needed}")
+        return self
+
+
 class PipelineConfig(_Section):
     """Everything one fine-tuning run needs."""
 
@@ -259,6 +301,7 @@ class PipelineConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")
     def _check_loss_fits_task(self) -> "PipelineConfig":

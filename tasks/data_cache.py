@@ -77,6 +77,12 @@ def source_fingerprint(src: SourceConfig) -> str | None:
     return None
 
 
+def sources_fingerprint(data: DataConfig) -> str | None:
+    """The fingerprint of `source` and every extra source; None when any one is unknown (feedback grows)."""
+    prints = [source_fingerprint(s) for s in [data.source, *data.extra_sources]]
+    return None if None in prints else "+".join(prints)
+
+
 def suite_digest(task: str) -> str:
     from tasks.validate import suite_path
 

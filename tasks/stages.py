@@ -81,7 +81,7 @@ def _data_cache_key(stage: str):
 
         data = params["cfg"].data
         if stage == "collect":
-            upstream = data_cache.source_fingerprint(data.source)
+            upstream = data_cache.sources_fingerprint(data)
         elif stage == "clean":
             upstream = params["raw"]["digest"]
         else:

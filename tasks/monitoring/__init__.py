@@ -1,0 +1,1 @@
+"""Closing the loop: the prediction log, feedback, drift statistics and the monitor."""

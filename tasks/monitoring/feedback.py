@@ -1,0 +1,108 @@
+"""Feedback: corrected labels for logged predictions, stored beside the prediction log.
+
+The service calls `record_feedback([{request_id, label}, ...])`; a `FeedbackError` (unknown request
+id, a label the answering model does not know) is its 422. `feedback_rows()` joins the stored
+labels with the logged texts: the `feedback` data source trains on them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import pandas as pd
+import pyarrow as pa
+
+from tasks.monitoring.prediction_log import LOG_TEXTS_ENV, PREDICTIONS, PredictionLogger, open_sink
+
+FEEDBACK = "feedback"
+FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()),
+                             ("time", pa.timestamp("us", tz="UTC"))])
+
+
+class FeedbackError(ValueError):
+    """Feedback that cannot be stored; `problems` lists each refused item (index, request_id, error)."""
+
+    def __init__(self, problems: list[dict]):
+        self.problems = problems
+        shown = "; ".join(f"item {p['index']} ({p['request_id']}): {p['error']}" for p in problems[:5])
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        super().__init__(f"feedback refused, nothing stored: {shown}{more}")
+
+
+def allowed_labels(prediction: pd.Series) -> list[str] | None:
+    """The labels the model that answered knows (the keys of its logged probabilities); None: a number."""
+    if isinstance(prediction.get("probabilities"), str):
+        return list(json.loads(prediction["probabilities"]))
+    return None
+
+
+def check_label(label, prediction: pd.Series) -> str | None:
+    """Why `label` does not fit the logged answer, or None when it does."""
+    if isinstance(prediction.get("entities"), str):
+        return "feedback on entity answers (NER) is not supported; correct the training data instead"
+    labels = allowed_labels(prediction)
+    if labels is not None:
+        if str(label) not in labels:
+            return f"label {label!r} is not one the model knows: {', '.join(labels)}"
+        return None
+    try:
+        value = float(label)
+    except (TypeError, ValueError):
+        return f"label {label!r} is not a number, and this model answers with a value"
+    return None if math.isfinite(value) else f"label {label!r} is not a finite number"
+
+
+def record_feedback(items: list[dict], logger: PredictionLogger | None = None, location: str | None = None) -> int:
+    """Validate and store corrected labels [{request_id, label}]; all or nothing. Returns how many were stored.
+
+    logger: the service's logger, flushed first so that a prediction answered a moment ago is found.
+    """
+    if logger is not None:
+        logger.flush()
+    ids = [str(item.get("request_id", "")) for item in items]
+    logged = open_sink(PREDICTIONS, location=location).find("request_id", set(ids)) \
+        .drop_duplicates("request_id").set_index("request_id")
+    problems = []
+    for i, (rid, item) in enumerate(zip(ids, items)):
+        if rid not in logged.index:
+            problems.append({"index": i, "request_id": rid, "error": "unknown request id (no logged prediction)"})
+            continue
+        why = check_label(item.get("label"), logged.loc[rid])
+        if why:
+            problems.append({"index": i, "request_id": rid, "error": why})
+    if problems:
+        raise FeedbackError(problems)
+    now = dt.datetime.now(dt.timezone.utc)
+    open_sink(FEEDBACK, FEEDBACK_SCHEMA, location).write(
+        [{"request_id": rid, "label": str(item["label"]), "time": now} for rid, item in zip(ids, items)])
+    return len(items)
+
+
+def read_feedback(location: str | None = None) -> pd.DataFrame:
+    """The latest corrected label per request id (request_id, label, time)."""
+    df = open_sink(FEEDBACK, FEEDBACK_SCHEMA, location).read()
+    return df.sort_values("time", kind="stable").drop_duplicates("request_id", keep="last").reset_index(drop=True)
+
+
+def join_feedback(predictions: pd.DataFrame, location: str | None = None) -> pd.DataFrame:
+    """Logged predictions that have feedback, with the corrected label in `label`."""
+    fb = read_feedback(location)[["request_id", "label"]]
+    return predictions.merge(fb, on="request_id", how="inner")
+
+
+def feedback_rows(model_name: str | None = None, location: str | None = None) -> pd.DataFrame:
+    """Training rows (text, text_pair, label) from logged texts with corrected labels."""
+    fb = read_feedback(location)
+    logged = open_sink(PREDICTIONS, location=location).find("request_id", set(fb["request_id"]))
+    if model_name is not None:
+        logged = logged[logged["model_name"] == model_name]
+    rows = join_feedback(logged.drop_duplicates("request_id"), location)
+    without_text = rows["text"].isna()
+    if without_text.any() and without_text.all():
+        raise ValueError(f"{len(rows)} feedback rows, but the prediction log holds only text hashes; start the "
+                         f"service with {LOG_TEXTS_ENV}=1 so that corrected texts can be trained on")
+    rows = rows[~without_text]
+    cols = ["text", "label"] + (["text_pair"] if rows["text_pair"].notna().any() else [])
+    return rows[cols].reset_index(drop=True)

@@ -1,0 +1,134 @@
+"""One monitor run: a window of logged traffic against the champion's held-out data, recorded in MLflow.
+
+Plain function; flows/monitor.py wraps it as the `monitor` flow, publishes the Prefect artifact and
+emits the retrain event when `retrain` is true.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks import tracking
+from tasks.config import MonitoringConfig
+
+MONITORING_EXPERIMENT = "monitoring"
+CHAMPION = "champion"
+
+
+def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.DataFrame:
+    """The champion run's held-out split (a sample), scored by the champion: text, prediction, confidence."""
+    from tasks.predictor import OnnxPredictor
+    from tasks.promote import HELD_OUT_ARTIFACT
+    from tasks.io import read_frame
+
+    local = tracking.download_run_artifact(candidate["run_id"], HELD_OUT_ARTIFACT, workdir / "reference")
+    df = read_frame(local)
+    if len(df) > rows:
+        df = df.sample(rows, random_state=seed)
+    task = candidate["meta"]["task"]
+    if task == "ner":  # no per-text label to compare; the words are still the input
+        return pd.DataFrame({"text": [" ".join(t) for t in df["tokens"]]})
+    predictor = OnnxPredictor(candidate["bundle"])
+    texts = df["text"].astype(str).tolist()
+    pairs = df["text_pair"].astype(str).tolist() if "text_pair" in df else None
+    answers = []
+    for i in range(0, len(texts), 64):
+        answers += predictor.predict(texts[i:i + 64], pairs[i:i + 64] if pairs else None)
+    if task == "regression":
+        return pd.DataFrame({"text": texts, "prediction": [a["value"] for a in answers], "confidence": np.nan})
+    return pd.DataFrame({"text": texts, "prediction": [a["label"] for a in answers],
+                         "confidence": [a["score"] for a in answers]})
+
+
+def feedback_quality(window: pd.DataFrame, task: str, location: str | None = None) -> dict:
+    """Accuracy (classification) or MAE (regression) of the logged predictions that have corrected labels."""
+    from tasks.monitoring.feedback import join_feedback
+
+    rows = join_feedback(window, location)
+    out: dict = {"rows": int(len(rows)), "accuracy": None, "mae": None}
+    if rows.empty:
+        return out
+    if task == "regression":
+        out["mae"] = float(np.mean(np.abs(rows["prediction"].astype(float) - rows["label"].astype(float))))
+    else:
+        out["accuracy"] = float((rows["prediction"].astype(str) == rows["label"].astype(str)).mean())
+    return out
+
+
+def monitor_model(model_name: str, settings: MonitoringConfig | None = None, now: dt.datetime | None = None,
+                  location: str | None = None, extra_tags: dict | None = None) -> dict:
+    """Compare the last `window_hours` of `model_name`'s logged traffic with its champion's data; log an MLflow run.
+
+    Returns the verdict: status, reasons, whether a retrain is asked for, the drift tests, feedback quality.
+    """
+    from tasks import register
+    from tasks.monitoring.drift import compare_windows, tokenizer_vocabulary
+    from tasks.monitoring.prediction_log import read_predictions
+    from tasks.monitoring.report import plot_distributions, report_markdown, write_html_report
+    from tasks.promote import load_candidate
+
+    s = settings or MonitoringConfig()
+    end = now or dt.datetime.now(dt.timezone.utc)
+    start = end - dt.timedelta(hours=s.window_hours)
+    window = read_predictions(start, end, model_name, location)
+    # Shadow (challenger) and canary rows answer the same or a diverted share of requests: the champion's
+    # rows alone are the traffic its data is compared with.
+    window = window[window["role"] == CHAMPION].reset_index(drop=True)
+    if register.version_by_alias(model_name, CHAMPION) is None:
+        raise ValueError(f"model '{model_name}' has no '{CHAMPION}' version to compare traffic with; promote one "
+                         f"first (ftflow promote {model_name}) or check the name (MLflow UI, Models)")
+    with tempfile.TemporaryDirectory(prefix="ftflow-monitor-") as tmp:
+        workdir = Path(tmp)
+        champion = load_candidate(model_name, CHAMPION, workdir)
+        task = champion["meta"]["task"]
+        result = {"model_name": model_name, "champion_version": champion["version"],
+                  "window_start": start.isoformat(), "window_end": end.isoformat(), "rows": int(len(window)),
+                  "experiment": MONITORING_EXPERIMENT, "drift": None, "reasons": [], "retrain": False}
+        drift = None
+        reference = None
+        if len(window) >= s.min_rows:
+            reference = load_reference(champion, workdir, s.reference_rows, s.seed)
+            current = window[["text", "prediction", "confidence"]]
+            if task == "ner":
+                current = current.drop(columns=["prediction", "confidence"])
+            vocabulary, lowercase = tokenizer_vocabulary(champion["bundle"])
+            drift = compare_windows(reference, current, vocabulary, lowercase, s.p_value, s.embedding_rows,
+                                    s.permutations, s.seed, task)
+            result["drift"] = drift.as_dict()
+            result["reasons"] += drift.reasons
+        feedback = feedback_quality(window, task, location)
+        result["feedback"] = feedback
+        if (feedback["accuracy"] is not None and feedback["rows"] >= s.min_feedback_rows
+                and feedback["accuracy"] < s.min_feedback_accuracy):
+            result["reasons"].append(f"feedback accuracy {feedback['accuracy']:.3f} < {s.min_feedback_accuracy} "
+                                     f"on {feedback['rows']} rows")
+        result["status"] = ("not_enough_data" if drift is None and not result["reasons"]
+                            else "retrain_needed" if result["reasons"] else "ok")
+        result["retrain"] = bool(result["reasons"]) and s.retrain_on_drift
+
+        run_id = tracking.start_run(MONITORING_EXPERIMENT, f"monitor-{model_name}-{end:%Y%m%d-%H%M%S}", tags={
+            "model_name": model_name, "champion_version": champion["version"], "status": result["status"],
+            "retrain_requested": str(result["retrain"]).lower(), **(extra_tags or {})})
+        result["run_id"] = run_id
+        with tracking.ended_run(run_id):
+            tracking.log_params(run_id, {f"monitoring.{k}": v for k, v in s.model_dump().items()}
+                                | {"window_start": result["window_start"], "window_end": result["window_end"]})
+            metrics = {"rows_window": float(len(window)), "retrain_requested": float(result["retrain"]),
+                       "feedback_rows": float(feedback["rows"])}
+            metrics |= {f"feedback_{k}": v for k, v in feedback.items() if k != "rows" and v is not None}
+            metrics |= drift.metrics() if drift else {}
+            tracking.log_metrics(run_id, metrics)
+            out = workdir / "monitor"
+            out.mkdir()
+            plot = plot_distributions(reference, window, out / "distributions.png") if reference is not None else None
+            write_html_report(result, drift, plot, out / "report.html")
+            (out / "monitor.json").write_text(json.dumps(result, indent=2, default=str))
+            (out / "report.md").write_text(report_markdown(result))
+            tracking.log_artifact(run_id, out)
+    return result
