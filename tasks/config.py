@@ -260,6 +260,8 @@ class RegistryConfig(_Section):
     model_name: str = Field("finetune-flow-quickstart", description="registered model name")
     experiment: str = Field("finetune-flow", description="MLflow experiment of the training runs")
     promotion_margin: float = Field(0.0, ge=0, description="challenger must beat champion by this much")
+    min_shadow_answers: int = Field(0, ge=0, description="promote only after the challenger answered this many "
+                                    "real requests in shadow (FTFLOW_SHADOW=challenger); 0: no minimum")
 
 
 class MonitoringConfig(_Section):

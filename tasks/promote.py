@@ -23,6 +23,7 @@ import pandas as pd
 from tasks import register, tracking
 from tasks.collect import labels_as_strings
 from tasks.io import read_frame, read_json
+from tasks.monitoring.shadow import apply_shadow_gate
 
 PROMOTIONS_EXPERIMENT = "promotions"
 HELD_OUT_ARTIFACT = "data/test.parquet"
@@ -169,6 +170,7 @@ def promote_challenger(name: str, margin: float | None = None, eval_data: str | 
         check_columns(df, task, source, labels)
         margin = default_margin(challenger["run_id"]) if margin is None else float(margin)
         d = decide(name, challenger, champion, df, margin)
+        apply_shadow_gate(d, name, champion, challenger)  # registry.min_shadow_answers; the shadow report
     before = champion["version"] if champion else None
     if d["promoted"]:
         register.set_alias(name, register.CHAMPION, challenger["version"])

@@ -96,7 +96,7 @@ def test_fuzzed_requests_get_no_5xx_and_json_errors_naming_the_field(ner_bundle,
         seen = _fuzz(url, token)
     print(f"fuzz ({'token' if token else 'no token'}): {seen}")
     assert seen["requests"] >= FUZZ_REQUESTS and seen["5xx"] == 0
-    assert set(seen["by_operation"]) == {"GET /health", "GET /ready", "GET /model", "POST /predict"}
+    assert set(seen["by_operation"]) == {"GET /health", "GET /ready", "GET /model", "POST /predict", "POST /feedback"}
     assert seen["by_status"].get(200) and seen["by_status"].get(422)  # answered and refused, both reached
     if token:
         assert seen["by_status"].get(401)
