@@ -139,7 +139,7 @@ def main() -> int:
     vocab, lowercase = tokenizer_vocabulary(folder)
     predictor = None
     if args.bundle:
-        from tasks.predictor import OnnxPredictor
+        from tasks.inference.predictor import OnnxPredictor
 
         predictor = OnnxPredictor(args.bundle)
     embed = cached_embedder()

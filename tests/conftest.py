@@ -55,6 +55,21 @@ def flow_result(prefect_harness, tmp_path_factory):
     return {"config": cfg, "result": fine_tune(config=cfg)}
 
 
+def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
+    """The session's trained model registered as `name` and promoted through the real gate; its candidate dict."""
+    from tasks import register, tracking
+    from tasks.promote import load_candidate, promote_challenger
+
+    trained = flow_result["result"]["registered"]
+    c = tracking.client()
+    c.create_registered_model(name)
+    version = c.create_model_version(name, source=trained["source"], run_id=flow_result["result"]["run_id"],
+                                     tags=dict(register.get_version(trained["name"], trained["version"]).tags))
+    register.set_alias(name, register.CHALLENGER, version.version)
+    assert promote_challenger(name)["promoted"]
+    return load_candidate(name, register.CHAMPION, workdir)
+
+
 @pytest.fixture(scope="session")
 def up(tmp_path_factory):
     """One real `ftflow up` stack, shared by test_stack.py and test_browser.py; stopped at session end."""

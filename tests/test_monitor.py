@@ -21,23 +21,15 @@ SETTINGS = MonitoringConfig(window_hours=24, min_rows=100, reference_rows=500, e
 @pytest.fixture(scope="module")
 def champion(flow_result, tmp_path_factory):
     """The session's trained model registered under its own name and promoted through the real gate."""
-    from tasks import register, tracking
-    from tasks.promote import load_candidate, promote_challenger
+    from tests.conftest import promoted_copy
 
-    trained = flow_result["result"]["registered"]
-    c = tracking.client()
-    c.create_registered_model(NAME)
-    version = c.create_model_version(NAME, source=trained["source"], run_id=flow_result["result"]["run_id"],
-                                     tags=dict(register.get_version(trained["name"], trained["version"]).tags))
-    register.set_alias(NAME, register.CHALLENGER, version.version)
-    assert promote_challenger(NAME)["promoted"]
-    return load_candidate(NAME, register.CHAMPION, tmp_path_factory.mktemp("champion"))
+    return promoted_copy(flow_result, NAME, tmp_path_factory.mktemp("champion"))
 
 
 def log_traffic(champion: dict, texts: list[str], when: dt.datetime) -> list[dict]:
     """Serve `texts` with the champion's ONNX bundle and log each answer, as the service does."""
     from tasks.monitoring.prediction_log import PredictionLogger, prediction_record
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
 
     predictor = OnnxPredictor(champion["bundle"])
     records = [prediction_record(answer, text, NAME, champion["version"], latency_ms=3.0,

@@ -10,6 +10,7 @@ import os
 import time
 
 import httpx
+import pandas as pd
 import pytest
 
 from tests.test_serve import _free_port, running  # noqa: F401  (uvicorn in a thread, as test_serve runs it)
@@ -71,7 +72,7 @@ def test_every_answer_is_logged_with_its_request_id_and_the_log_is_drained_at_sh
     row = rows[rows["request_id"] == "client-42.a"].iloc[0]
     answer = own.json()["predictions"][0]
     assert (row["role"], row["model_version"], row["prediction"]) == ("champion", versions["champion"], answer["label"])
-    assert row["text"] is None and row["text_hash"] == text_hash("dull") and row["latency_ms"] > 0
+    assert pd.isna(row["text"]) and row["text_hash"] == text_hash("dull") and row["latency_ms"] > 0
     assert row["confidence"] == pytest.approx(answer["score"])
 
 

@@ -23,7 +23,7 @@ CHAMPION = "champion"
 
 def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.DataFrame:
     """The champion run's held-out split (a sample), scored by the champion: text, prediction, confidence."""
-    from tasks.predictor import OnnxPredictor
+    from tasks.inference.predictor import OnnxPredictor
     from tasks.promote import HELD_OUT_ARTIFACT
     from tasks.io import read_frame
 
