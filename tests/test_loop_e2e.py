@@ -101,8 +101,8 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     result = run_flow(retrain, flow_run=run, parameters=run.parameters)  # what a worker would run
     raw = pd.read_parquet(Path(result["fine_tune"]["run_dir"]) / "data" / "raw" / "all.parquet")
     assert set(test_split["text"].head(20)) <= set(raw["text"])  # the feedback rows are training data
-    new = result["fine_tune"]["registered"]["version"]
-    assert register.version_by_alias(NAME, "challenger").version == new
+    new = str(result["fine_tune"]["registered"]["version"])
+    assert str(register.version_by_alias(NAME, "challenger").version) == new
     refused = result["promotion"]
     assert refused["decision"] == "refused" and f"only 0 shadow answers of version {new}" in refused["reason"]
 
@@ -112,11 +112,11 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
         client.post("/feedback", json={"items": [{"request_id": a["request_id"], "label": label}
                                                  for a, label in zip(again, truth)]})
     shadow_rows = read_predictions(model_name=NAME).query("role == 'challenger'")
-    assert set(shadow_rows["model_version"]) == {str(new)} and len(shadow_rows) == MIN_SHADOW + 4
+    assert set(shadow_rows["model_version"]) == {new} and len(shadow_rows) == MIN_SHADOW + 4
 
     decision = promote_challenger(NAME)
     shadow = decision["shadow"]
-    assert (shadow["champion_version"], shadow["challenger_version"]) == (champion["version"], str(new))
+    assert (shadow["champion_version"], shadow["challenger_version"]) == (str(champion["version"]), new)
     assert shadow["answers"] == MIN_SHADOW + 4 and 0 <= shadow["agreement"] <= 1 and shadow["feedback_rows"] == 20
     assert shadow["champion_accuracy"] is not None and shadow["challenger_accuracy"] is not None
     assert "min_shadow_answers" not in decision["reason"]  # enough shadow answers: only the scores decide
