@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per request in the service")
     ap.add_argument("--log", choices=("both", "on", "off"), default="both",
                     help="prediction log: both (side by side, alternating rounds), on, or off")
-    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds per service with --log both")
+    ap.add_argument("--rounds", type=int, default=16, help="alternating rounds per service with --log both "
+                    "(short rounds follow the load of a shared machine more closely)")
     args = ap.parse_args(argv)
     if not args.model and not args.bundle:
         args.bundle = newest_bundle(ROOT / "runs")
