@@ -12,8 +12,8 @@ import json
 from typing import Annotated
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, StringConstraints,
-                      ValidationError, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
+                      StringConstraints, ValidationError, model_validator)
 from pydantic_core import PydanticCustomError
 
 from tasks.monitoring.prediction_log import REQUEST_ID_MAX, REQUEST_ID_PATTERN

@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.test_serve import _free_port, running  # noqa: F401  (uvicorn in a thread, as test_serve runs it)
+from tests.test_serve import running  # uvicorn in a thread, as test_serve runs it
 
 NAME = "loop-serve"
 pytestmark = pytest.mark.slow
@@ -82,7 +82,8 @@ def test_feedback_is_stored_one_or_many_and_wrong_items_are_422_naming_them(vers
 
     monkeypatch.setenv("FTFLOW_LOG_TEXTS", "1")
     with running(create_app(NAME, poll_seconds=0)) as url, httpx.Client(base_url=url, timeout=30) as client:
-        ids = [p["request_id"] for p in client.post("/predict", json={"texts": ["dull", "great"]}).json()["predictions"]]
+        answered = client.post("/predict", json={"texts": ["dull", "great"]}).json()["predictions"]
+        ids = [p["request_id"] for p in answered]
         single = client.post("/predict", json={"text": "fine"}).json()["request_id"]
         # Asked right after the answer: the feedback flushes the log first, so the id is found.
         assert client.post("/feedback", json={"request_id": single, "label": "positive"}).json() == {"stored": 1}
@@ -99,7 +100,8 @@ def test_feedback_is_stored_one_or_many_and_wrong_items_are_422_naming_them(vers
         both = client.post("/feedback", json={"items": [{"request_id": i, "label": "negative"} for i in ids]})
         assert both.json() == {"stored": 2}
     stored = read_feedback().set_index("request_id")["label"]
-    assert stored.to_dict() == {single: "positive", ids[0]: "negative", ids[1]: "negative"}  # the refusals stored nothing
+    # The refused requests stored nothing.
+    assert stored.to_dict() == {single: "positive", ids[0]: "negative", ids[1]: "negative"}
 
 
 def test_shadow_answers_every_request_off_the_path_and_both_answers_are_logged(versions):
