@@ -5,10 +5,16 @@ then sends single-text POST /predict requests from N concurrent clients (keep-al
 http.client connections in threads) until the request count or the time limit is reached. Prints p50, p99,
 requests per second and errors. Goal: zero errors, p50 under 20 ms.
 
+The prediction log is measured side by side (`--log both`, the default): two services, one with
+FTFLOW_LOG_PREDICTIONS=0 and one logging to a fresh folder, take the load in alternating rounds so
+that both see the same machine. After the logging service's clean shutdown every answered request
+must be in its log. Goal: p50 at most 10% slower with the log, zero errors, zero lost log rows.
+
     python bench/serve.py                          # bundle of the newest run under ./runs (make run)
     python bench/serve.py --bundle runs/RUN/onnx   # a given bundle folder
     python bench/serve.py --model NAME             # NAME@champion from the registry (FTFLOW_MLRUNS, ...)
     python bench/serve.py --requests 500 --concurrency 4
+    python bench/serve.py --log off                # one service, no prediction log
 
 The clients run on the same cores as the server: on a 2-core machine they take a share of the
 CPU, so the figures are a lower bound of what the service does alone.
@@ -66,10 +72,14 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def start_service(args, port: int) -> subprocess.Popen:
+def start_service(args, port: int, log_dir: Path | None = None) -> subprocess.Popen:
+    """The service in a child process; it logs its predictions to `log_dir` (None: no prediction log)."""
     cmd = [sys.executable, "-m", "deploy.service", "--port", str(port)]
     cmd += ["--bundle", str(args.bundle)] if args.bundle else [args.model]
-    env = {**os.environ, "FTFLOW_ORT_THREADS": str(args.threads), "FTFLOW_POLL_SECONDS": "0"}
+    env = {**os.environ, "FTFLOW_ORT_THREADS": str(args.threads), "FTFLOW_POLL_SECONDS": "0",
+           "FTFLOW_LOG_PREDICTIONS": "1" if log_dir else "0"}
+    if log_dir:
+        env["FTFLOW_PREDICTION_LOG"] = str(log_dir)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -138,56 +148,108 @@ def run_load(url: str, texts: list[str], total: int, concurrency: int, time_limi
     return {"sent": issued[0], "ok": len(latencies), "errors": errors, "wall": wall, "latencies": latencies}
 
 
+def stop_service(proc: subprocess.Popen) -> None:
+    """SIGTERM, as an orchestrator stops it: uvicorn shuts down cleanly and the prediction log is drained."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def logged_rows(log_dir: Path) -> int:
+    from tasks.monitoring.prediction_log import read_predictions
+
+    return len(read_predictions(location=str(log_dir)))
+
+
 def main(argv: list[str] | None = None) -> None:
+    import tempfile
+
     import numpy as np
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", type=Path, help="serving bundle folder (a run's onnx/)")
     ap.add_argument("--model", help="registered model name: serve NAME@champion from the registry")
-    ap.add_argument("--requests", type=int, default=2000, help="requests in all")
+    ap.add_argument("--requests", type=int, default=2000, help="requests in all, per service")
     ap.add_argument("--concurrency", type=int, default=8, help="clients sending at the same time")
-    ap.add_argument("--time-limit", type=float, default=300, help="stop sending after this many seconds")
+    ap.add_argument("--time-limit", type=float, default=300, help="stop sending after this many seconds per service")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per request in the service")
+    ap.add_argument("--log", choices=("both", "on", "off"), default="both",
+                    help="prediction log: both (side by side, alternating rounds), on, or off")
+    ap.add_argument("--rounds", type=int, default=16, help="alternating rounds per service with --log both "
+                    "(short rounds follow the load of a shared machine more closely)")
     args = ap.parse_args(argv)
     if not args.model and not args.bundle:
         args.bundle = newest_bundle(ROOT / "runs")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start_service(args, port)
+    variants = {"both": ["off", "on"], "on": ["on"], "off": ["off"]}[args.log]
+    rounds = args.rounds if len(variants) > 1 else 1
+    work = Path(tempfile.mkdtemp(prefix="ftflow-bench-serve-"))
+    procs, urls, logs = {}, {}, {}
+    results = {v: {"sent": 0, "ok": 0, "errors": [], "wall": 0.0, "latencies": []} for v in variants}
+    cpu = {v: 0.0 for v in variants}
     try:
-        wait_ready(proc, url)
+        for v in variants:
+            port = free_port()
+            urls[v] = f"http://127.0.0.1:{port}"
+            logs[v] = work / f"log-{v}" if v == "on" else None
+            procs[v] = start_service(args, port, logs[v])
+        for v in variants:
+            wait_ready(procs[v], urls[v])
         import httpx
 
-        info = httpx.get(f"{url}/model", timeout=10).json()
+        info = httpx.get(f"{urls[variants[0]]}/model", timeout=10).json()
         texts = sample_texts(args.bundle)
-        run_load(url, texts, 50, args.concurrency, 60)  # warm-up: connections, thread pool, allocator
-        cpu0 = cpu_seconds(proc.pid)
-        res = run_load(url, texts, args.requests, args.concurrency, args.time_limit)
-        cpu1 = cpu_seconds(proc.pid)
+        warm = {v: run_load(urls[v], texts, 50, args.concurrency, 60) for v in variants}  # connections, pools
+        for _ in range(rounds):
+            for v in variants:  # alternating: both services see the same machine, load drift cancels out
+                cpu0 = cpu_seconds(procs[v].pid)
+                res = run_load(urls[v], texts, args.requests // rounds, args.concurrency, args.time_limit / rounds)
+                cpu1 = cpu_seconds(procs[v].pid)
+                if cpu0 is not None and cpu1 is not None:
+                    cpu[v] += cpu1 - cpu0
+                for k in ("sent", "ok", "wall"):
+                    results[v][k] += res[k]
+                results[v]["errors"] += res["errors"]
+                results[v]["latencies"] += res["latencies"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    lat = np.array(res["latencies"]) * 1000
+        for proc in procs.values():
+            stop_service(proc)
     print(f"service: {args.bundle or args.model} (version {info['version']}, {info['serving_file']}, "
           f"{args.threads} ORT thread(s) per request); cores {os.cpu_count()}, load average "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"load: {res['sent']} single-text requests, {args.concurrency} concurrent, {res['wall']:.1f} s")
-    print(f"\n{'requests':>9}{'ok':>7}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-    pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
-    print(f"{res['sent']:>9}{res['ok']:>7}{len(res['errors']):>8}{res['ok'] / res['wall']:>9.1f}"
-          f"{pct(50):>9.2f}{pct(90):>9.2f}{pct(99):>9.2f}{(lat.max() if len(lat) else float('nan')):>9.2f}")
-    if cpu0 is not None and cpu1 is not None and res["sent"]:
-        # CPU per request does not depend on what else runs on the machine, unlike the latencies.
-        print(f"service CPU: {1000 * (cpu1 - cpu0) / res['sent']:.2f} ms per request "
-              f"({(cpu1 - cpu0) / res['wall']:.2f} cores busy on average)")
-    if res["errors"]:
-        print("first errors:", *res["errors"][:5], sep="\n  ")
-    goal = not res["errors"] and len(lat) and pct(50) < 20
+    print(f"load: single-text requests, {args.concurrency} concurrent clients, {rounds} alternating round(s)")
+    print(f"\n{'log':>5}{'requests':>9}{'ok':>7}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+          f"{'max ms':>9}{'CPU ms/req':>12}{'logged':>8}{'lost':>6}")
+    p50 = {}
+    lost_total = 0
+    for v in variants:
+        res = results[v]
+        lat = np.array(res["latencies"]) * 1000
+        pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
+        p50[v] = pct(50)
+        logged = lost = ""
+        if logs[v] is not None:
+            answered = res["ok"] + warm[v]["ok"]
+            rows = logged_rows(logs[v])
+            lost_total += answered - rows
+            logged, lost = rows, answered - rows
+        cpu_ms = 1000 * cpu[v] / res["sent"] if res["sent"] else float("nan")
+        print(f"{v:>5}{res['sent']:>9}{res['ok']:>7}{len(res['errors']):>8}{res['ok'] / res['wall']:>9.1f}"
+              f"{pct(50):>9.2f}{pct(90):>9.2f}{pct(99):>9.2f}{(lat.max() if len(lat) else float('nan')):>9.2f}"
+              f"{cpu_ms:>12.2f}{logged:>8}{lost:>6}")
+        if res["errors"]:
+            print("  first errors:", *res["errors"][:5], sep="\n    ")
+    errors = sum(len(results[v]["errors"]) for v in variants)
+    goal = not errors and all(p50[v] < 20 for v in variants)
     print(f"\ngoal (zero errors, p50 < 20 ms): {'met' if goal else 'NOT met'}")
+    if len(variants) > 1:
+        slower = p50["on"] / p50["off"] - 1
+        met = not errors and slower <= 0.10 and lost_total == 0
+        print(f"prediction log: p50 {100 * slower:+.1f}% with the log, {lost_total} log rows lost; goal (p50 at most "
+              f"10% slower, zero errors, zero lost rows): {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""The HTTP API: probes, /model and /predict, with auth and the body cap before any body is parsed.
+"""The HTTP API: probes, /model, /predict and /feedback, with auth and the body cap before any body is parsed.
 
 Routes live at module level; what differs between deployments sits in app state: `settings`,
-`holder` (the served model) and `request_model` (the /predict schema with this deployment's limits).
+`holder` (the served model), `request_model` (the /predict schema with this deployment's limits),
+`logger` (the prediction log, or None), `second` (the shadow/canary alias's holder, or None) and
+`shadow` (its worker, when FTFLOW_SHADOW is set); deploy/traffic.py says what happens to an answer.
 A request's order: body cap on Content-Length (BodyLimit) -> bearer token -> body read under the cap
 -> JSON -> request model (every input rule) -> the model's own rule (pairs or not) -> prediction.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -23,11 +27,14 @@ from starlette.exceptions import HTTPException
 from deploy.body_limit import BodyLimit
 from deploy.errors import ServiceError, error_response, error_responses
 from deploy.model_holder import ModelHolder, Served
-from deploy.schemas import PredictRequestRules, parse_request, predict_request_model
+from deploy.schemas import FeedbackRequest, PredictRequestRules, parse_request, predict_request_model
 from deploy.settings import Settings
+from deploy.traffic import ShadowJob, ShadowRunner, log_answers, request_id_from, routes_to_canary, text_ids
 
+log = logging.getLogger("ftflow.serve")
 INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed off the event loop, so probes keep answering
 REQUEST_SCHEMA = "PredictRequest"
+FEEDBACK_SCHEMA = "FeedbackRequest"
 
 bearer = HTTPBearer(auto_error=False, description="FTFLOW_API_TOKEN, when the service was started with one")
 
@@ -77,6 +84,11 @@ async def predict_request(request: Request, _: Annotated[None, Depends(require_t
     return parse_request(model, body)
 
 
+async def feedback_request(request: Request, _: Annotated[None, Depends(require_token)]) -> FeedbackRequest:
+    """The /feedback body, read under the body cap only after the token passed, then validated."""
+    return parse_request(FeedbackRequest, await request.body())
+
+
 probes = APIRouter()
 api = APIRouter(dependencies=[Depends(require_token)], responses=error_responses(401, 413, 422, 503))
 
@@ -95,8 +107,8 @@ async def ready(request: Request):
     return {"ready": True, "version": served.version, "last_reload_error": holder.last_error}
 
 
-@api.get("/model", summary="the model served: name, version, task, labels, test metrics")
-def model_info(served: Annotated[Served, Depends(served_model)],
+@api.get("/model", summary="the model served: name, version, task, labels, test metrics; log, shadow, canary")
+def model_info(request: Request, served: Annotated[Served, Depends(served_model)],
                settings: Annotated[Settings, Depends(get_settings)]) -> dict:
     p = served.predictor
     metrics = {}
@@ -111,17 +123,40 @@ def model_info(served: Annotated[Served, Depends(served_model)],
             **decision_fields(p.meta.get("decision")),
             "max_length": p.max_length, "serving_file": p.model_file, "takes_pairs": p.needs_pairs,
             "metrics": metrics, "loaded_at": served.loaded_at, "max_batch": settings.max_batch,
-            "max_chars": settings.max_chars}
+            "max_chars": settings.max_chars, **traffic_state(request.app, served)}
+
+
+def traffic_state(app: FastAPI, served: Served) -> dict:
+    """The prediction log, shadow and canary as /model shows them."""
+    s: Settings = app.state.settings
+    logger, second, shadow = app.state.logger, app.state.second, app.state.shadow
+    out = {"prediction_log": {"enabled": logger is not None, **(vars(logger.stats()) if logger else {})}}
+    if second is not None:
+        other = second.current
+        model = {"alias": s.second_alias, "version": other.version if other else None,
+                 "same_as_served": bool(other) and other.version == served.version, "last_error": second.last_error}
+        out["shadow"] = {"enabled": bool(s.shadow), **(model if s.shadow else {}), **(shadow.stats() if shadow else {})}
+        out["canary"] = {"percent": s.canary_percent, **(model if s.canary_percent else {})}
+    else:
+        out["shadow"], out["canary"] = {"enabled": False}, {"percent": 0.0}
+    return out
 
 
 @api.post("/predict", summary="predict one text or a batch (pairs for pair models; entities for NER)",
           openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
               "schema": {"$ref": f"#/components/schemas/{REQUEST_SCHEMA}"}}}}})
-def predict(body: Annotated[PredictRequestRules, Depends(predict_request)],
+def predict(request: Request, body: Annotated[PredictRequestRules, Depends(predict_request)],
             served: Annotated[Served, Depends(served_model)],
             settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
     # A plain `def`: FastAPI runs it in its thread pool; ONNX Runtime releases the GIL meanwhile.
-    p = served.predictor
+    state = request.app.state
+    rid = request_id_from(request.headers.get("x-request-id"))
+    answering, role = served, "champion"
+    if settings.canary_percent and routes_to_canary(rid, settings.canary_percent):
+        canary = state.second.current
+        if canary is not None and canary.version != served.version:  # none loaded yet: the champion answers
+            answering, role = canary, "canary"
+    p = answering.predictor
     texts, pairs = body.batch()
     if p.needs_pairs and pairs is None:
         raise ServiceError(422, ["body", body.pair_field], "this model classifies text pairs: send 'text_pair' "
@@ -129,9 +164,38 @@ def predict(body: Annotated[PredictRequestRules, Depends(predict_request)],
     if not p.needs_pairs and pairs is not None:
         raise ServiceError(422, ["body", body.pair_field],
                            f"this {p.task} model takes single texts; leave out 'text_pair(s)'", "pair_refused")
+    t = time.perf_counter()
     predictions = p.predict(texts, pairs)
-    return JSONResponse({"model": {"name": settings.model_name, "version": served.version},
-                         "predictions": predictions}, headers={"X-Model-Version": served.version})
+    latency_ms = (time.perf_counter() - t) * 1000
+    ids = text_ids(rid, len(texts), batch=body.texts is not None)
+    if state.logger is not None:
+        log_answers(state.logger, ids, predictions, texts, pairs, settings.model_name or "local",
+                    answering.version, role, latency_ms)
+    if state.shadow is not None and role == "champion":
+        state.shadow.submit(ShadowJob(ids, texts, pairs, served.version))
+    for item_id, answer in zip(ids, predictions):
+        answer["request_id"] = item_id
+    return JSONResponse({"request_id": rid, "model": {"name": settings.model_name, "version": answering.version,
+                                                      "role": role}, "predictions": predictions},
+                        headers={"X-Model-Version": answering.version, "X-Request-ID": rid})
+
+
+@api.post("/feedback", summary="store corrected labels for answers of /predict (one, or a batch in 'items')",
+          openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+              "schema": {"$ref": f"#/components/schemas/{FEEDBACK_SCHEMA}"}}}}})
+def feedback(request: Request, body: Annotated[FeedbackRequest, Depends(feedback_request)]) -> dict:
+    # A plain `def`: storing reads the log (the writer is flushed first so a fresh answer is found).
+    from tasks.monitoring.feedback import FeedbackError, record_feedback
+
+    try:
+        stored = record_feedback(body.as_items(), logger=request.app.state.logger)
+    except FeedbackError as e:
+        hint = "" if request.app.state.logger else " (this service does not log predictions: FTFLOW_LOG_PREDICTIONS=0)"
+        raise ServiceError.of(422, [{
+            "type": "feedback_refused", "msg": f"{p['request_id']}: {p['error']}{hint}",
+            "loc": ["body", *(["items", p["index"]] if body.items is not None else []), p["field"]]}
+            for p in e.problems])
+    return {"stored": stored}
 
 
 async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -151,8 +215,27 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    from tasks.monitoring.prediction_log import PredictionLogger
+
+    s: Settings = app.state.settings
     app.state.holder.start()
+    app.state.logger = PredictionLogger(max_queue=s.log_queue) if s.log_predictions else None
+    app.state.second = app.state.shadow = None
+    if s.second_alias:
+        app.state.second = ModelHolder(s.model_copy(update={"alias": s.second_alias}))
+        app.state.second.start()
+        if s.shadow:
+            app.state.shadow = ShadowRunner(app.state.second, app.state.logger, s.model_name, s.shadow_queue)
     yield
+    # Shadow answers first (they log too), then the log is drained: a clean shutdown loses no row.
+    if app.state.shadow is not None:
+        app.state.shadow.close()
+    if app.state.logger is not None:
+        stats = app.state.logger.close()
+        if stats.dropped or stats.failed_writes or stats.queued:
+            log.warning("prediction log at shutdown: %s", stats)
+    if app.state.second is not None:
+        app.state.second.stop()
     app.state.holder.stop()
 
 
@@ -166,6 +249,9 @@ def _openapi(app: FastAPI) -> dict:
         components = doc.setdefault("components", {}).setdefault("schemas", {})
         components.update(schema.pop("$defs", {}))
         components[REQUEST_SCHEMA] = schema
+        feedback = FeedbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(feedback.pop("$defs", {}))
+        components[FEEDBACK_SCHEMA] = feedback
         if app.state.settings.api_token is None:  # no token to send: the document must not ask for one
             doc["components"].pop("securitySchemes", None)
             for operation in (op for path in doc["paths"].values() for op in path.values()):
@@ -184,6 +270,7 @@ def create_app(model_name: str | None = None, bundle_dir: str | None = None, **s
     app.state.settings = cfg
     app.state.holder = ModelHolder(cfg)
     app.state.request_model = predict_request_model(cfg.max_batch, cfg.max_chars)
+    app.state.logger = app.state.second = app.state.shadow = None  # set at start-up (_lifespan)
     app.include_router(probes)
     app.include_router(api)
     app.add_exception_handler(ServiceError, _service_error)

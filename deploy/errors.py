@@ -29,6 +29,14 @@ class ServiceError(Exception):
         self.status, self.headers = status, headers
         self.errors = [{"type": kind, "loc": loc, "msg": msg}]
 
+    @classmethod
+    def of(cls, status: int, errors: list[dict]) -> "ServiceError":
+        """A refusal with several problems (dicts with type, loc, msg)."""
+        first = errors[0]
+        error = cls(status, first["loc"], first["msg"], first["type"])
+        error.errors = errors
+        return error
+
 
 def describe(errors: list[dict]) -> str:
     """The errors in one line: 'texts[1]: Input should be a valid string; ...' (body fields without 'body')."""

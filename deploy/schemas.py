@@ -12,8 +12,11 @@ import json
 from typing import Annotated
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
+                      StringConstraints, ValidationError, model_validator)
 from pydantic_core import PydanticCustomError
+
+from tasks.monitoring.prediction_log import REQUEST_ID_MAX, REQUEST_ID_PATTERN
 
 # What to do about a refusal, added to pydantic's own message.
 HINTS = {
@@ -21,6 +24,7 @@ HINTS = {
     "string_too_long": "longer texts are refused, not cut (the server's FTFLOW_MAX_CHARS); texts within it "
                        "are truncated at the model's max_length tokens and flagged",
     "too_long": "split the batch into smaller requests (the server's FTFLOW_MAX_BATCH)",
+    "model_type": "send a JSON object with the fields the request body's schema names",
 }
 
 
@@ -102,3 +106,47 @@ def parse_request(model: type[BaseModel], body: bytes) -> BaseModel:
             errors.append({"type": err["type"], "loc": ("body", *err["loc"]),
                            "msg": f"{err['msg']}; {hint}" if hint else err["msg"]})
         raise RequestValidationError(errors) from None
+
+
+MAX_FEEDBACK_ITEMS = 1000
+RequestId = Annotated[str, StringConstraints(strict=True, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN),
+                      Field(description="the id /predict answered with (each text of a batch has its own)")]
+# A class name for classification, a number for regression; the model's own labels are checked when stored.
+Label = Annotated[StrictStr | StrictInt | StrictFloat, Field(description="the correct label (or value)")]
+
+
+class FeedbackItem(BaseModel):
+    """One corrected answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: RequestId
+    label: Label
+
+
+class FeedbackRequest(BaseModel):
+    """One correction (`request_id`, `label`) or a batch of them (`items`); stored all or nothing."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e", "label": "positive"},
+        {"items": [{"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e-0", "label": "negative"},
+                   {"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e-1", "label": "positive"}]}]})
+
+    request_id: RequestId | None = None
+    label: Label | None = None
+    items: Annotated[list[FeedbackItem], Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)] | None = None
+
+    @model_validator(mode="after")
+    def _check_shape(self):
+        single = self.request_id is not None or self.label is not None
+        if single == (self.items is not None):
+            raise _refuse("send either 'request_id' with 'label' (one correction) or 'items' (a list of them)")
+        if single and (self.request_id is None or self.label is None):
+            raise _refuse("send 'request_id' and 'label' together")
+        return self
+
+    def as_items(self) -> list[dict]:
+        """The corrections as [{request_id, label}]."""
+        if self.items is not None:
+            return [item.model_dump() for item in self.items]
+        return [{"request_id": self.request_id, "label": self.label}]

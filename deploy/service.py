@@ -12,6 +12,12 @@ Settings (environment; `create_app` arguments and command-line options win; depl
   FTFLOW_MAX_BODY_BYTES  largest request body (default: a full batch of the longest texts and pairs)
   FTFLOW_POLL_SECONDS    how often the champion alias is checked (default 10; 0 turns reload off)
   FTFLOW_ORT_THREADS     ONNX Runtime intra-op threads per request (default 1: requests run side by side)
+  FTFLOW_LOG_PREDICTIONS every answer into the prediction log (default 1; 0 turns it off); where:
+                         FTFLOW_PREDICTION_LOG; raw texts only with FTFLOW_LOG_TEXTS=1
+  FTFLOW_LOG_QUEUE       log rows held in memory before the oldest are dropped (default 10000)
+  FTFLOW_SHADOW          an alias (e.g. challenger) answering every request too, off the request's path
+  FTFLOW_CANARY_PERCENT  share of requests (sticky per request id) the second alias answers instead
+  FTFLOW_SHADOW_QUEUE    requests waiting for the shadow model before the oldest are dropped (default 1000)
   MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/registry/tracking.py)
 """
 

@@ -14,6 +14,11 @@ ENVIRONMENT = {
     "max_body_bytes": "FTFLOW_MAX_BODY_BYTES",
     "poll_seconds": "FTFLOW_POLL_SECONDS",
     "threads": "FTFLOW_ORT_THREADS",
+    "log_predictions": "FTFLOW_LOG_PREDICTIONS",
+    "log_queue": "FTFLOW_LOG_QUEUE",
+    "shadow": "FTFLOW_SHADOW",
+    "canary_percent": "FTFLOW_CANARY_PERCENT",
+    "shadow_queue": "FTFLOW_SHADOW_QUEUE",
 }
 # A character sent as a JSON \uXXXX escape takes 6 bytes; a request holds texts and their pairs.
 BYTES_PER_CHAR = 6
@@ -37,15 +42,38 @@ class Settings(BaseModel):
     poll_seconds: float = Field(10.0, ge=0, description="how often the alias is checked (0: never)")
     threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per request (1: requests run "
                                               "side by side)")
+    log_predictions: bool = Field(True, description="record every answer in the prediction log (where: "
+                                                    "FTFLOW_PREDICTION_LOG; texts only with FTFLOW_LOG_TEXTS=1)")
+    log_queue: int = Field(10_000, ge=1, description="log rows held in memory; when full the oldest are "
+                                                     "dropped and counted, a request never waits")
+    shadow: str | None = Field(None, description="alias of a second model (e.g. challenger) that answers every "
+                                                 "request too, off the request's path; both answers are logged")
+    canary_percent: float = Field(0.0, ge=0, le=100, description="share of requests (by a stable hash of the "
+                                  "request id) answered by the second model instead (alias: shadow, else challenger)")
+    shadow_queue: int = Field(1_000, ge=1, description="requests waiting for the shadow model; when full the "
+                                                       "oldest are dropped and counted")
 
     @model_validator(mode="after")
     def _fill_body_limit(self) -> "Settings":
         if not (self.model_name or self.bundle_dir):
             raise ValueError("give a registered model name (ftflow serve NAME) or a bundle folder to serve")
+        if (self.shadow or self.canary_percent) and not self.model_name:
+            raise ValueError("shadow and canary serve a second alias of a registered model: serve NAME from the "
+                             "registry (not a bundle folder), or unset FTFLOW_SHADOW and FTFLOW_CANARY_PERCENT")
+        if self.shadow == self.alias:
+            raise ValueError(f"FTFLOW_SHADOW={self.shadow!r} is the served alias itself; shadow another alias, "
+                             f"e.g. challenger")
         if self.max_body_bytes is None:
             derived = 2 * self.max_batch * self.max_chars * BYTES_PER_CHAR + JSON_OVERHEAD_BYTES
             object.__setattr__(self, "max_body_bytes", derived)  # frozen: set once, while validating
         return self
+
+    @property
+    def second_alias(self) -> str | None:
+        """The alias answering beside the served one (shadow or canary), or None when neither is on."""
+        if self.shadow:
+            return self.shadow
+        return "challenger" if self.canary_percent else None
 
     @classmethod
     def from_env(cls, **given) -> "Settings":

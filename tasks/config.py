@@ -371,6 +371,9 @@ class RegistryConfig(_Section):
     def _check_model_name(cls, v: str) -> str:
         return check_name(v, "registry.model_name")
 
+    min_shadow_answers: int = Field(0, ge=0, description="promote only after the challenger answered this many "
+                                    "real requests in shadow (FTFLOW_SHADOW=challenger); 0: no minimum")
+
 
 class MonitoringConfig(_Section):
     """The monitor flow: which logged traffic it compares with the champion's data, and when it asks for a retrain."""

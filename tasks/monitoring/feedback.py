@@ -22,7 +22,7 @@ FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string())
 
 
 class FeedbackError(ValueError):
-    """Feedback that cannot be stored; `problems` lists each refused item (index, request_id, error)."""
+    """Feedback that cannot be stored; `problems` lists each refused item (index, request_id, field, error)."""
 
     def __init__(self, problems: list[dict]):
         self.problems = problems
@@ -62,16 +62,19 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
     if logger is not None:
         logger.flush()
     ids = [str(item.get("request_id", "")) for item in items]
-    logged = open_sink(PREDICTIONS, location=location).find("request_id", set(ids)) \
+    # A shadowed request has a challenger row too: check the label against the answer that was served.
+    logged = open_sink(PREDICTIONS, location=location).find("request_id", set(ids))
+    logged = logged.sort_values("role", key=lambda role: role == "challenger", kind="stable") \
         .drop_duplicates("request_id").set_index("request_id")
     problems = []
     for i, (rid, item) in enumerate(zip(ids, items)):
         if rid not in logged.index:
-            problems.append({"index": i, "request_id": rid, "error": "unknown request id (no logged prediction)"})
+            problems.append({"index": i, "request_id": rid, "field": "request_id",
+                             "error": "unknown request id (no logged prediction)"})
             continue
         why = check_label(item.get("label"), logged.loc[rid])
         if why:
-            problems.append({"index": i, "request_id": rid, "error": why})
+            problems.append({"index": i, "request_id": rid, "field": "label", "error": why})
     if problems:
         raise FeedbackError(problems)
     now = dt.datetime.now(dt.timezone.utc)

@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -32,6 +33,11 @@ LOG_ENV = "FTFLOW_PREDICTION_LOG"
 LOG_TEXTS_ENV = "FTFLOW_LOG_TEXTS"
 PREDICTIONS = "predictions"
 ROLES = ("champion", "challenger", "canary")
+# A request id: what new_request_id() makes, or a client's own (X-Request-ID); a batch's texts get
+# "<id>-<index>" (item_request_id), so a logged id is at most a little longer than a client's.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+CLIENT_REQUEST_ID_MAX = 64
+REQUEST_ID_MAX = 80
 
 PREDICTION_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("time", pa.timestamp("us", tz="UTC")), ("model_name", pa.string()),
@@ -52,6 +58,16 @@ def text_hash(text: str) -> str:
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+def is_request_id(value: str | None, max_length: int = CLIENT_REQUEST_ID_MAX) -> bool:
+    """Whether `value` may serve as a request id (letters, digits and ._:- ; at most `max_length`)."""
+    return bool(value) and len(value) <= max_length and re.match(REQUEST_ID_PATTERN, value) is not None
+
+
+def item_request_id(request_id: str, index: int, batch: bool) -> str:
+    """The id of one text of a request: the request's own for a single text, "<id>-<index>" in a batch."""
+    return f"{request_id}-{index}" if batch else request_id
 
 
 def prediction_record(answer: dict, text: str, model_name: str, model_version: str, latency_ms: float,

@@ -33,6 +33,7 @@ import pandas as pd
 from tasks.registry import register, tracking
 from tasks.data.collect import labels_as_strings
 from tasks.io import read_frame, read_json
+from tasks.monitoring.shadow import apply_shadow_gate
 
 PROMOTIONS_EXPERIMENT = "promotions"
 HELD_OUT_ARTIFACT = "data/test.parquet"
@@ -305,6 +306,7 @@ def promote_challenger(name: str, margin: float | None = None, eval_data: str | 
             if allow_data_warnings is None:
                 allow_data_warnings = default_allow_data_warnings(challenger["run_id"])
             d = decide(name, challenger, champion, df, margin, allow_data_warnings)
+            apply_shadow_gate(d, name, champion, challenger)  # registry.min_shadow_answers; the shadow report
         before = champion["version"] if champion else None
         d.update(model_name=name, action="promote", challenger_version=version, champion_before=before,
                  eval_source=source, eval_rows=len(df), time=now_iso(),

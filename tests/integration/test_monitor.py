@@ -21,17 +21,9 @@ SETTINGS = MonitoringConfig(window_hours=24, min_rows=100, reference_rows=500, e
 @pytest.fixture(scope="module")
 def champion(flow_result, tmp_path_factory):
     """The session's trained model registered under its own name and promoted through the real gate."""
-    from tasks.registry import register, tracking
-    from tasks.registry.promote import load_candidate, promote_challenger
+    from tests.support import promoted_copy
 
-    trained = flow_result["result"]["registered"]
-    c = tracking.client()
-    c.create_registered_model(NAME)
-    version = c.create_model_version(NAME, source=trained["source"], run_id=flow_result["result"]["run_id"],
-                                     tags=dict(register.get_version(trained["name"], trained["version"]).tags))
-    register.set_alias(NAME, register.CHALLENGER, version.version)
-    assert promote_challenger(NAME)["promoted"]
-    return load_candidate(NAME, register.CHAMPION, tmp_path_factory.mktemp("champion"))
+    return promoted_copy(flow_result, NAME, tmp_path_factory.mktemp("champion"))
 
 
 def log_traffic(champion: dict, texts: list[str], when: dt.datetime) -> list[dict]:

@@ -58,7 +58,8 @@ def _check_answer(response) -> None:
             assert item["loc"] and item["msg"], body
         loc = body["detail"][0]["loc"]
         where = str(loc[1]) if loc[0] == "body" and len(loc) > 1 else str(loc[-1])
-        quoted = [w for w in ("'text'", "'texts'", "'text_pair'", "'text_pairs'") if w in body["message"]]
+        quoted = [w for w in ("'text'", "'texts'", "'text_pair'", "'text_pairs'", "'request_id'", "'label'", "'items'")
+                  if w in body["message"]]
         assert where.lower() in body["message"].lower() or quoted, body  # the field (or header, or body) is named
 
 
@@ -96,7 +97,7 @@ def test_fuzzed_requests_get_no_5xx_and_json_errors_naming_the_field(ner_bundle,
         seen = _fuzz(url, token)
     print(f"fuzz ({'token' if token else 'no token'}): {seen}")
     assert seen["requests"] >= FUZZ_REQUESTS and seen["5xx"] == 0
-    assert set(seen["by_operation"]) == {"GET /health", "GET /ready", "GET /model", "POST /predict"}
+    assert set(seen["by_operation"]) == {"GET /health", "GET /ready", "GET /model", "POST /predict", "POST /feedback"}
     assert seen["by_status"].get(200) and seen["by_status"].get(422)  # answered and refused, both reached
     if token:
         assert seen["by_status"].get(401)
