@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.test_serve import running  # uvicorn in a thread, as test_serve runs it
+from tests.integration.test_serve import running  # uvicorn in a thread, as test_serve runs it
 
 NAME = "loop-serve"
 pytestmark = pytest.mark.slow

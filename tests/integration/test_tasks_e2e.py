@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.support import small_config
-from tests.test_train import prepare
+from tests.integration.test_train import prepare
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ import pytest
 from tasks.data.collect import read_source
 from tasks.config import MonitoringConfig, SourceConfig
 from tests.support import promoted_copy, small_config
-from tests.test_retrain_automation import wait_for_runs
-from tests.test_serve import running
+from tests.system.test_retrain_automation import wait_for_runs
+from tests.integration.test_serve import running
 
 NAME = "e2e-loop"
 UTC = dt.timezone.utc
