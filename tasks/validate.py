@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.clean import SPLITS, row_keys
-from tasks.config import DataConfig
+from tasks.config import DataConfig, char_cap
 from tasks.io import read_frame, write_json
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "expectations"
@@ -83,7 +83,7 @@ def load_suite(task: str) -> dict:
 def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
     """Values for the suites' `{"$PARAMETER": name}` placeholders."""
     v = cfg.validation
-    params: dict[str, Any] = {"max_chars": v.max_chars, "min_rows": v.min_rows, "min_class_share": v.min_class_share}
+    params: dict[str, Any] = {"max_chars": char_cap(v.max_chars, cfg.task), "min_rows": v.min_rows, "min_class_share": v.min_class_share}
     labels = clean.get("labels") or cfg.labels
     if labels is not None:
         params["labels"] = list(labels)

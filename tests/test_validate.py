@@ -195,3 +195,12 @@ def test_pair_and_regression_suites(tmp_path):
     with pytest.raises(DataValidationError) as err:
         validate_data(clean, data_config("data.task=regression"), tmp_path / "reg")
     assert failed(err.value.result) == {("train", "expect_column_unique_value_count_to_be_between(label)")}
+
+
+def test_long_texts_pass_classification_by_default_and_fail_a_configured_cap(tmp_path):
+    train, validation, test = classification_frames()
+    test.loc[0, "text"] = "long " * 4_000  # 20,000 characters: a long document, not bad data
+    clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
+    assert validate_data(clean, data_config(), tmp_path)["success"]
+    with pytest.raises(DataValidationError, match="expect_column_value_lengths_to_be_between"):
+        validate_data(clean, data_config("data.validation.max_chars=10000"), tmp_path)
