@@ -121,15 +121,12 @@ def test_chunked_run_end_to_end_on_speeches(tmp_path):
     assert meta["long_text"] == {"mode": "chunk", "stride": 8, "aggregate": "mean"}
     assert "windows of 32 tokens sharing 8" in Path(evaluation["files"]["model_card"]).read_text()
 
-    # By hand: every window of one speech through the serving file's ONNX session, logits averaged.
+    # By hand: every window of one speech through the serving file (the core's batches), logits averaged.
     speech = test["text"].iloc[0][:6000]
     predictor = OnnxPredictor(exported["dir"])
     windows, _ = windows_of([load_tokenizer(Path(exported["dir"]), 32, 8).encode(speech)])
     assert len(windows) > 5
-    by_hand = np.mean([predictor.session.run(["logits"], {
-        k: np.array([v]) for k, v in (("input_ids", w.ids), ("attention_mask", w.attention_mask),
-                                      ("token_type_ids", w.type_ids)) if k in predictor.input_names})[0][0]
-        for w in windows], axis=0)
+    by_hand = np.mean(predictor.run_logits(windows), axis=0)
     with running(create_app(bundle_dir=exported["dir"])) as url:
         [answer] = httpx.post(f"{url}/predict", json={"text": speech}, timeout=60).json()["predictions"]
     expected = softmax(by_hand)
