@@ -114,6 +114,9 @@ def test_chunked_run_end_to_end_on_speeches(tmp_path):
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
     test = read_frame(clean_ref["splits"]["test"])
     assert len(test) >= 2 and test["text"].str.len().min() > 200  # whole speeches, none quarantined
+    history = read_json(tmp_path / "run" / "train_summary.json")["log_history"]
+    [val] = [h for h in history if "eval_loss" in h]  # validation metrics count documents, not windows
+    assert val["eval_support_democrat"] + val["eval_support_republican"] == clean_ref["report"]["rows_out"]["validation"]
     predictions = pd.read_parquet(Path(evaluation["dir"]) / "predictions.parquet")
     assert len(predictions) == len(test)  # one answer per document, not per window
     assert exported["parity"]["passed"] and exported["parity"]["rows"] == len(test), exported["parity"]
