@@ -17,6 +17,7 @@ import pytest
 from tasks.config import ConfigError, load_config
 from tasks.inference.windows import LongText, aggregate_windows, long_text_of, windows_of
 from tests.conftest import small_config
+from tests.test_inference import bundle, torch_model  # noqa: F401  (fixtures: an untrained head, exported)
 
 LONG = " ".join(f"sentence {i} says something rather different about topic{i % 7}." for i in range(60))
 
@@ -84,6 +85,34 @@ def test_config_defaults_and_refusals():
         load_config(None, ["model.long_text=chunk", "data.task=pair_classification", "data.text_pair_column=b"])
     with pytest.raises(ConfigError, match="more than half of model.max_length"):
         load_config(None, ["model.long_text=chunk", "model.max_length=64", "model.stride=40"])
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "max"])
+def test_core_and_torch_aggregate_the_same_windows(torch_model, bundle, tmp_path, aggregate):
+    """Export parity on long documents, for both aggregations: the core's windows and PyTorch's agree."""
+    import json
+    import shutil
+
+    from tasks.export import check_parity
+    from tasks.inference.predictor import OnnxPredictor
+    from tasks.predict import score_frame, torch_forward
+
+    chunked = tmp_path / "bundle"
+    shutil.copytree(bundle, chunked)
+    meta = json.loads((chunked / "finetune_flow.json").read_text())
+    meta["long_text"] = {"mode": "chunk", "stride": 8, "aggregate": aggregate}
+    (chunked / "finetune_flow.json").write_text(json.dumps(meta))
+    texts = [LONG, "short and sweet", LONG[:400], " ".join(reversed(LONG.split()))]
+    core = OnnxPredictor(chunked, model_file="model.onnx").predict_frame(pd.DataFrame({"text": texts}))
+    model, tok = torch_model
+    df = pd.DataFrame({"text": texts, "label": ["negative"] * len(texts)})
+    reference = score_frame(torch_forward(model), tok, df, "classification", meta["labels"], 32, 4,
+                            LongText("chunk", 8, aggregate))["scores"]
+    assert check_parity(reference, core, 1e-4)["passed"]
+    assert not core.truncated.any()  # every window read
+    truncating = OnnxPredictor(bundle, model_file="model.onnx").predict_frame(pd.DataFrame({"text": texts}))
+    assert truncating.truncated.tolist() == [True, False, True, True]  # a bundle without the record truncates
+    assert np.abs(truncating.probabilities - core.probabilities)[[0, 2, 3]].max() > 1e-3  # and answers otherwise
 
 
 def test_convention_speeches_are_packaged():
