@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from tasks.config import PipelineConfig
-from tasks.inference.windows import long_text_of, recorded_long_text
+from tasks.inference.windows import aggregate_windows, long_text_of, recorded_long_text
 from tasks.io import read_frame, write_json
 
 log = logging.getLogger(__name__)
@@ -384,8 +384,6 @@ def per_document(compute_metrics, documents: list[int], how: str):
     """Validation metrics on documents: window logits aggregated per document (as evaluation and serving do)."""
     import numpy as np
     from transformers import EvalPrediction
-
-    from tasks.inference.windows import aggregate_windows
 
     documents = np.asarray(documents)
     n_docs = int(documents.max()) + 1 if len(documents) else 0

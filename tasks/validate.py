@@ -83,7 +83,8 @@ def load_suite(task: str) -> dict:
 def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
     """Values for the suites' `{"$PARAMETER": name}` placeholders."""
     v = cfg.validation
-    params: dict[str, Any] = {"max_chars": char_cap(v.max_chars, cfg.task), "min_rows": v.min_rows, "min_class_share": v.min_class_share}
+    params: dict[str, Any] = {"max_chars": char_cap(v.max_chars, cfg.task), "min_rows": v.min_rows,
+                              "min_class_share": v.min_class_share}
     labels = clean.get("labels") or cfg.labels
     if labels is not None:
         params["labels"] = list(labels)

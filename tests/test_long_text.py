@@ -145,7 +145,8 @@ def test_chunked_run_end_to_end_on_speeches(tmp_path):
     assert len(test) >= 2 and test["text"].str.len().min() > 200  # whole speeches, none quarantined
     history = read_json(tmp_path / "run" / "train_summary.json")["log_history"]
     [val] = [h for h in history if "eval_loss" in h]  # validation metrics count documents, not windows
-    assert val["eval_support_democrat"] + val["eval_support_republican"] == clean_ref["report"]["rows_out"]["validation"]
+    documents = clean_ref["report"]["rows_out"]["validation"]
+    assert val["eval_support_democrat"] + val["eval_support_republican"] == documents
     predictions = pd.read_parquet(Path(evaluation["dir"]) / "predictions.parquet")
     assert len(predictions) == len(test)  # one answer per document, not per window
     assert exported["parity"]["passed"] and exported["parity"]["rows"] == len(test), exported["parity"]
