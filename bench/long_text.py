@@ -9,8 +9,9 @@ maximum (`max`, no retraining: aggregation happens after the model). Printed per
 accuracy (with its 95% bootstrap interval), F1 of the republican class, MCC, training windows,
 training and scoring wall time.
 
-    python bench/long_text.py                       # max_length 128, stride 32, 3 epochs: ~10 min on 2 idle cores
+    python bench/long_text.py     # max_length 128, stride 32, 3 epochs: 25 min on 2 cores shared at load ~10
     python bench/long_text.py --epochs 1 --max-length 64   # a quick look
+    python bench/long_text.py --only truncate --epochs 12  # truncation given about chunk's optimizer steps
 
 The test split holds ~47 speeches: one speech moves accuracy by ~2 points, so read the
 interval before the difference.
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=None, help="model.stride (default: the config's)")
     parser.add_argument("--epochs", type=float, default=None, help="training.epochs (default: the config's)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", choices=["truncate", "chunk"], default=None,
+                        help="run one reading only (e.g. truncate with more epochs, to match chunk's steps)")
     args = parser.parse_args()
 
     from tasks.clean import clean_data
@@ -70,6 +73,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-long-text-"))
     chunk_cfg = load_config(args.config, [*sets, "model.long_text=chunk"])
     variants = {"truncate": load_config(args.config, [*sets, "model.long_text=truncate"]), "chunk": chunk_cfg}
+    variants = {k: v for k, v in variants.items() if args.only in (None, k)}
     raw = collect_data(chunk_cfg.data, tmp / "data")
     clean = clean_data(raw["path"], chunk_cfg.data, tmp / "data")
     print(f"speeches: {clean['report']['rows_out']} (train/validation/test), quarantined "
