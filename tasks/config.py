@@ -33,6 +33,11 @@ def check_name(value: str, field: str) -> str:
     return value
 
 
+# Tasks whose long texts the model reads whole (model.long_text) or cuts: no character cap by default.
+UNCAPPED_TASKS = ("classification", "regression")
+DEFAULT_MAX_CHARS = 10_000  # the cap of pair classification and NER, whose texts are short by nature
+
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field, the value and what is allowed."""
 
@@ -135,7 +140,9 @@ class CleanConfig(_Section):
     drop_duplicates: bool = Field(True, description="drop exact duplicate (text, label) rows")
     drop_conflicts: bool = Field(True, description="drop texts that appear with different labels")
     drop_leakage: bool = Field(True, description="drop validation/test rows whose text is also in train")
-    max_chars: int = Field(10_000, gt=0, description="texts longer than this (in characters) are quarantined")
+    max_chars: int | None = Field(
+        None, gt=0, description="texts longer than this (in characters) are quarantined; empty: no cap for "
+                                "classification and regression, 10,000 for pair classification and NER")
     augment: bool = Field(False, description="EDA-style augmentation (random swap, deletion) of train")
     augment_copies: int = Field(1, ge=1, le=8, description="augmented copies per training row")
 
@@ -148,8 +155,17 @@ class ValidationConfig(_Section):
         10, ge=0, description="critical: every class has at least this many train rows (classification, pairs)"
     )
     warn_class_rows: int = Field(30, ge=0, description="warning: names each class with fewer train rows than this")
-    max_chars: int = Field(10_000, gt=0, description="upper bound on text length in characters")
+    max_chars: int | None = Field(
+        None, gt=0, description="upper bound on text length in characters; empty: none for classification and "
+                                "regression, 10,000 for pair classification and NER")
     fail_on_warning: bool = Field(False, description="treat warning-level expectations as critical")
+
+
+def char_cap(max_chars: int | None, task: str) -> int | None:
+    """The character cap in force: the configured one, else none for classification/regression, else 10,000."""
+    if max_chars is not None:
+        return max_chars
+    return None if task in UNCAPPED_TASKS else DEFAULT_MAX_CHARS
 
 
 class DataConfig(_Section):
@@ -198,6 +214,25 @@ class ModelConfig(_Section):
     revision: str | None = Field(None, description="hub revision to pin")
     max_length: int = Field(128, ge=8, le=4096, description="longest tokenised input; longer is truncated")
     label_all_subtokens: bool = Field(False, description="NER: label every sub-token, not only the first")
+    long_text: Literal["truncate", "chunk"] = Field(
+        "truncate", description="texts longer than max_length tokens: truncate (read the start only) or chunk "
+                                "(windows of max_length tokens; a document's answer aggregates its windows' logits)")
+    stride: int | None = Field(
+        None, ge=0, description="chunk: tokens shared by consecutive windows; empty: max_length // 4")
+    aggregate: Literal["mean", "max"] = Field("mean", description="chunk: a document's logits are the mean or "
+                                                                   "the max of its windows' logits")
+
+    def window_stride(self) -> int:
+        """The overlap of consecutive windows in tokens (the configured stride, else max_length // 4)."""
+        return self.max_length // 4 if self.stride is None else self.stride
+
+    @model_validator(mode="after")
+    def _check_stride(self) -> "ModelConfig":
+        if self.window_stride() > self.max_length // 2:
+            raise ValueError(f"model.stride = {self.stride} is more than half of model.max_length "
+                             f"({self.max_length}); windows would mostly repeat each other: use at most "
+                             f"{self.max_length // 2}")
+        return self
 
 
 class DistributedConfig(_Section):
@@ -443,6 +478,13 @@ class PipelineConfig(_Section):
         if self.decision.threshold is not None and self.data.task not in ("classification", "pair_classification"):
             raise ValueError(f"decision.threshold applies to binary classifiers, not data.task '{self.data.task}'; "
                              "set it to null")
+        return self
+
+    @model_validator(mode="after")
+    def _check_long_text_fits_task(self) -> "PipelineConfig":
+        if self.model.long_text == "chunk" and self.data.task not in UNCAPPED_TASKS:
+            raise ValueError(f"model.long_text 'chunk' reads long documents for classification and regression, "
+                             f"not {self.data.task}; set model.long_text to truncate")
         return self
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tasks.data.collect import LINE_CONTENT, PARSE_ERROR
-from tasks.config import DataConfig
+from tasks.config import DataConfig, char_cap
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
 
@@ -187,7 +187,9 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
         changed = (before.astype(ARROW_STRING) != df[col]).fillna(True).to_numpy(dtype=bool) & rules.kept
         rules.report["changed"][f"{col}_normalized"] = int(changed.sum())
         rules.remove((df[col].isna() | df[col].eq("")).to_numpy(dtype=bool), "empty_text")
-        rules.remove(df[col].str.len().gt(cfg.clean.max_chars).fillna(False).to_numpy(dtype=bool), "too_long")
+        cap = char_cap(cfg.clean.max_chars, cfg.task)
+        if cap is not None:
+            rules.remove(df[col].str.len().gt(cap).fillna(False).to_numpy(dtype=bool), "too_long")
     if cfg.task != "regression":
         df["label"] = normalize_labels(df["label"], cfg, rules.report)
     if "label_raw" in df.columns:  # a regression target that is not a number ("n/a", "3,5")

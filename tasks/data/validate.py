@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.data.clean import SPLITS, row_keys
-from tasks.config import DataConfig
+from tasks.config import DataConfig, char_cap
 from tasks.io import read_frame, write_json, write_text
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
@@ -86,8 +86,8 @@ def load_suite(task: str) -> dict:
 def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
     """Values for the suites' `{"$PARAMETER": name}` placeholders."""
     v = cfg.validation
-    params: dict[str, Any] = {"max_chars": v.max_chars, "min_rows": v.min_rows, "min_class_rows": v.min_class_rows,
-                              "warn_class_rows": v.warn_class_rows}
+    params: dict[str, Any] = {"max_chars": char_cap(v.max_chars, cfg.task), "min_rows": v.min_rows,
+                              "min_class_rows": v.min_class_rows, "warn_class_rows": v.warn_class_rows}
     labels = clean.get("labels") or cfg.labels
     if labels is not None:
         params["labels"] = list(labels)

@@ -12,6 +12,7 @@ from tasks.inference.decode import Decision, Scores, decode_logits, entities_of,
 from tasks.inference.normalize import normalize_texts, rules_of_bundle
 from tasks.inference.session import create_session
 from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
+from tasks.inference.windows import aggregate_windows, long_text_of_bundle, windows_of
 from tasks.io import read_json
 
 DEFAULT_BATCH_SIZE = 32  # rows per ONNX Runtime call; length buckets keep the padding small
@@ -31,7 +32,8 @@ class OnnxPredictor:
         self.model_file = model_file or self.meta.get("serving_file", "model.onnx")
         self.batch_size = batch_size
         self.normalize = rules_of_bundle(self.meta)
-        self.tokenizer = load_tokenizer(self.dir, self.max_length)
+        self.long_text = long_text_of_bundle(self.meta)
+        self.tokenizer = load_tokenizer(self.dir, self.max_length, self.long_text.stride)
         self.pad_id = pad_id_of(self.dir, self.tokenizer)
         self.session = create_session(self.dir / self.model_file, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -74,6 +76,12 @@ class OnnxPredictor:
             texts = normalize_texts(list(texts), **self.normalize)
             pairs = normalize_texts(list(pairs), **self.normalize) if pairs is not None else None
             encodings = encode_rows(self.tokenizer, texts, pairs)
+            if self.long_text.chunks:  # every window read, the document's logits aggregated: nothing cut
+                windows, doc_ids = windows_of(encodings)
+                logits = aggregate_windows(self.run_logits(windows), doc_ids, len(encodings),
+                                           self.long_text.aggregate)
+                return replace(decode_logits(self.task, logits, self.labels),
+                               truncated=np.zeros(len(encodings), dtype=bool))
             logits = self.run_logits(encodings)
         # Truncation leaves the cut-off tokens in `overflowing`.
         return replace(decode_logits(self.task, logits, self.labels, self.decision),

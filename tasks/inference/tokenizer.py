@@ -38,8 +38,12 @@ def split_words(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def load_tokenizer(bundle_dir: Path, max_length: int):
-    """The bundle's fast tokenizer, truncating at max_length and never padding (batches pad themselves)."""
+def load_tokenizer(bundle_dir: Path, max_length: int, stride: int = 0):
+    """The bundle's fast tokenizer, truncating at max_length and never padding (batches pad themselves).
+
+    What truncation cuts off is kept in each encoding's `overflowing`, as windows sharing `stride`
+    tokens with the one before (tasks.inference.windows reads them when the model chunks).
+    """
     from tokenizers import Tokenizer
 
     path = bundle_dir / "tokenizer.json"
@@ -49,7 +53,7 @@ def load_tokenizer(bundle_dir: Path, max_length: int):
     tok = Tokenizer.from_file(str(path))
     # Set once here and never again: a tokenizer shared by request threads must not be reconfigured.
     tok.no_padding()
-    tok.enable_truncation(max_length, strategy="longest_first")
+    tok.enable_truncation(max_length, stride=stride, strategy="longest_first")
     return tok
 
 

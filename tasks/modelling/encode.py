@@ -84,10 +84,15 @@ def load_tokenizer(path: str, revision: str | None = None):
 
 
 def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
-                 pad_to_max_length: bool = False) -> dict[str, list]:
-    """Tokenise texts (and pairs); no padding unless asked: the collator pads per batch."""
+                 pad_to_max_length: bool = False, stride: int | None = None) -> dict[str, list]:
+    """Tokenise texts (and pairs); no padding unless asked: the collator pads per batch.
+
+    With a `stride`, a long text gives every window of max_length tokens (consecutive ones sharing
+    `stride` tokens), and `overflow_to_sample_mapping` names each window's text.
+    """
+    windows = {} if stride is None else {"stride": stride, "return_overflowing_tokens": True}
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length,
-                    padding="max_length" if pad_to_max_length else False)
+                    padding="max_length" if pad_to_max_length else False, **windows)
     return {k: enc[k] for k in enc.keys()}
 
 
@@ -113,8 +118,13 @@ def align_word_labels(word_ids: list[int | None], word_labels: list[int], all_su
 
 
 def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | None, max_length: int,
-                 pad_to_max_length: bool = False, label_all_subtokens: bool = False) -> dict[str, list]:
-    """Encode a clean split into model inputs with a `labels` column."""
+                 pad_to_max_length: bool = False, label_all_subtokens: bool = False,
+                 stride: int | None = None) -> dict[str, list]:
+    """Encode a clean split into model inputs with a `labels` column.
+
+    stride (texts only): chunk long texts into windows that share `stride` tokens; each window
+    carries its document's label, and `document` holds the row it came from.
+    """
     if task == "ner":
         label2id = {name: i for i, name in enumerate(labels)}
         enc = tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length,
@@ -128,10 +138,15 @@ def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | Non
         ]
         return out
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
-    out = encode_texts(tokenizer, list(df["text"]), pairs, max_length, pad_to_max_length)
+    out = encode_texts(tokenizer, list(df["text"]), pairs, max_length, pad_to_max_length, stride)
     if task == "regression":
-        out["labels"] = [float(v) for v in df["label"]]
+        targets = [float(v) for v in df["label"]]
     else:
         label2id = {name: i for i, name in enumerate(labels)}
-        out["labels"] = [label2id[str(v)] for v in df["label"]]
+        targets = [label2id[str(v)] for v in df["label"]]
+    if stride is None:
+        out["labels"] = targets
+        return out
+    out["document"] = out.pop("overflow_to_sample_mapping")
+    out["labels"] = [targets[d] for d in out["document"]]
     return out

@@ -242,6 +242,15 @@ INTENDED_USE = {
 }
 
 
+def long_text_note(cfg: PipelineConfig) -> str:
+    """How the model reads inputs longer than max_length, for the model card."""
+    m = cfg.model
+    if m.long_text == "chunk":
+        return (f"longer inputs are read in windows of {m.max_length} tokens sharing {m.window_stride()}, "
+                f"their logits aggregated by {m.aggregate}")
+    return f"longer inputs are truncated at {m.max_length} tokens"
+
+
 def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str,
                      weak_text: str = "") -> str:
     """The model's README: data, metrics, hyperparameters, intended use, limitations."""
@@ -279,7 +288,7 @@ optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.
 {INTENDED_USE[task]}
 
 ## Limitations
-Scores hold for text like the test split only; longer inputs are truncated at {cfg.model.max_length} tokens;
+Scores hold for text like the test split only; {long_text_note(cfg)};
 the model inherits the biases of its pretrained body and of the training data. Check the worst errors
 (`evaluation/worst_errors.csv` in the run) before relying on it.
 """
@@ -324,16 +333,17 @@ def decision_card(record: dict | None) -> str:
 
 def calibrate_model(forward, tokenizer, model_dir: Path, data: dict, cfg: PipelineConfig) -> dict:
     """Fit temperature and threshold on the validation split; record them in the model folder's meta."""
+    from tasks.inference.windows import long_text_of_bundle
     from tasks.modelling.calibration import fit_decision
     from tasks.modelling.predict import predict_logits, references_of
 
     validation = read_frame(data["splits"]["validation"])
+    meta_path = model_dir / "finetune_flow.json"
     logits = predict_logits(forward, tokenizer, validation, cfg.data.task, cfg.model.max_length,
-                            cfg.training.eval_batch_size)
+                            cfg.training.eval_batch_size, long_text=long_text_of_bundle(read_json(meta_path)))
     record = fit_decision(cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task,
                                                                                     data["labels"])), data["labels"])
     # The model folder carries its decision rule: export copies this file into the serving bundle.
-    meta_path = model_dir / "finetune_flow.json"
     write_json(meta_path, {**read_json(meta_path), "decision": record})
     return record
 
@@ -374,13 +384,14 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
     import torch
 
+    from tasks.inference.decode import Decision
+    from tasks.inference.windows import long_text_of_bundle
     from tasks.modelling.calibration import CALIBRATED_TASKS
     from tasks.modelling.confidence import interval_metrics
-    from tasks.inference.decode import Decision
     from tasks.modelling.predict import score_frame, torch_forward
     from tasks.progress import counted_calls
 
-    model, tokenizer, _ = load_trained(model_dir)
+    model, tokenizer, meta = load_trained(model_dir)
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data["labels"]
@@ -391,7 +402,7 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     batches = -(-len(test) // cfg.training.eval_batch_size)
     with counted_calls(forward, batches, "evaluate", log) as counted:
         scored = score_frame(counted, tokenizer, test, task, labels, cfg.model.max_length,
-                             cfg.training.eval_batch_size, decision)
+                             cfg.training.eval_batch_size, decision, long_text_of_bundle(meta))
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})

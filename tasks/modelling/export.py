@@ -2,7 +2,7 @@
 
 Bundle (RUN/onnx): model.onnx (fp32, dynamic batch and sequence axes), model.int8.onnx
 (dynamic int8 quantisation), tokenizer files, finetune_flow.json (task, labels, max
-length, text normalisation, which file serves) and export_report.json (parity, int8 gate).
+length, long-text reading, text normalisation, which file serves) and export_report.json (parity, int8 gate).
 
 Both checks run end to end on the inference core, the path that serves: the test split's raw
 texts through normalisation, `tokenizers`, length buckets, ONNX Runtime and decoding.
@@ -135,11 +135,12 @@ def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir
 def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Path) -> dict:
     """Write the serving bundle into `out` and check it on the core; return the export report."""
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.inference.windows import long_text_of_bundle
     from tasks.modelling.evaluate import load_trained
     from tasks.modelling.metrics import primary_metric
     from tasks.modelling.predict import metrics_of, score_frame, torch_forward
 
-    model, tokenizer, _ = load_trained(model_dir)
+    model, tokenizer, meta = load_trained(model_dir)
     task, batch = cfg.data.task, cfg.training.eval_batch_size
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
     if cfg.export.optimize:
@@ -148,7 +149,7 @@ def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Pa
     test = read_frame(data["splits"]["test"])
     decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
     reference = score_frame(torch_forward(model), tokenizer, test, task, data["labels"], cfg.model.max_length,
-                            batch, decision)["scores"]
+                            batch, decision, long_text_of_bundle(meta))["scores"]
     raw, texts = raw_test_frame(test, data)
     fp32 = OnnxPredictor(out, model_file=FP32, batch_size=batch).predict_frame(raw)
     parity = {**check_parity(reference, fp32, cfg.export.parity_atol), "texts": texts,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
 from tasks.inference.decode import PLAIN, Decision, Scores, decode_logits, outside_id, word_logits
+from tasks.inference.windows import LongText, aggregate_windows
 
 Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -33,30 +34,37 @@ def torch_forward(model) -> Forward:
     return forward
 
 
-def encode_inputs(tokenizer, df: pd.DataFrame, task: str, max_length: int):
-    """Tokenise a frame for inference; returns the encoding (with word ids for NER)."""
+def encode_inputs(tokenizer, df: pd.DataFrame, task: str, max_length: int, long_text: LongText = LongText()):
+    """Tokenise a frame for inference; returns the encoding (with word ids for NER; windows when chunking,
+    with `overflow_to_sample_mapping` naming each window's row)."""
     if task == "ner":
         return tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length)
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
+    if long_text.chunks:
+        return tokenizer(list(df["text"]), pairs, truncation=True, max_length=max_length, stride=long_text.stride,
+                         return_overflowing_tokens=True)
     return tokenizer(list(df["text"]), pairs, truncation=True, max_length=max_length)
 
 
 def predict_logits(forward: Forward, tokenizer, df: pd.DataFrame, task: str, max_length: int,
-                   batch_size: int = 64, outside: int = 0) -> list[np.ndarray]:
+                   batch_size: int = 64, outside: int = 0, long_text: LongText = LongText()) -> list[np.ndarray]:
     """Logits per row: [num_labels] per text, or [num_words, num_labels] per NER sentence.
 
     outside: the id of the NER "O" label, which words cut off by truncation are given.
+    long_text: chunking reads every window of a long text and aggregates their logits per row.
     """
-    enc = encode_inputs(tokenizer, df, task, max_length)
+    enc = encode_inputs(tokenizer, df, task, max_length, long_text)
     keys = [k for k in INPUT_NAMES if k in enc]
     lengths = [len(ids) for ids in enc["input_ids"]]
-    out: list[np.ndarray | None] = [None] * len(df)
+    out: list[np.ndarray | None] = [None] * len(lengths)
     for idx in length_buckets(lengths, batch_size):
         logits = forward(pad_rows({k: [enc[k][i] for i in idx] for k in keys}, tokenizer.pad_token_id or 0))
         for j, i in enumerate(idx):
             out[i] = logits[j, : lengths[i]] if task == "ner" else logits[j]
     if task == "ner":
         out = [word_logits(out[i], enc.word_ids(i), len(df["tokens"].iloc[i]), outside) for i in range(len(df))]
+    elif long_text.chunks:
+        out = aggregate_windows(out, enc["overflow_to_sample_mapping"], len(df), long_text.aggregate)
     return out
 
 
@@ -84,14 +92,16 @@ def metrics_of(scores: Scores, df: pd.DataFrame) -> dict:
 
 
 def score_frame(forward: Forward, tokenizer, df: pd.DataFrame, task: str, labels: list[str] | None,
-                max_length: int, batch_size: int = 64, decision: Decision = PLAIN) -> dict:
+                max_length: int, batch_size: int = 64, decision: Decision = PLAIN,
+                long_text: LongText = LongText()) -> dict:
     """Predict a labelled frame with a forward callable (the PyTorch model) and compute the task's metrics.
 
     decision: the model's temperature and threshold (Decision.of_meta of its finetune_flow.json), applied
-    as the core applies them; the raw logits come back too, for calibration.
+    as the core applies them; the raw logits come back too, for calibration. long_text: how the model
+    reads documents longer than max_length (one aggregated answer per document in chunk mode).
     """
     outside = outside_id(labels) if task == "ner" else 0
-    logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside)
+    logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside, long_text)
     scores = decode_logits(task, logits, labels, decision)
     return {"metrics": metrics_of(scores, df), "predictions": as_list(scores), "confidence": scores.confidence(),
             "references": references_of(df, task, labels), "scores": scores, "logits": logits}

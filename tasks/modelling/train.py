@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from tasks.config import PipelineConfig
+from tasks.inference.windows import aggregate_windows, long_text_of, recorded_long_text
 from tasks.io import read_frame, write_json
 
 log = logging.getLogger(__name__)
@@ -133,16 +134,21 @@ def position_limit(config) -> int | None:
 
 
 def build_datasets(tokenizer, data: dict, cfg: PipelineConfig) -> dict:
-    """Encode the clean splits into `datasets.Dataset`s with a length column for grouping."""
+    """Encode the clean splits into `datasets.Dataset`s with a length column for grouping.
+
+    With model.long_text chunk, rows are windows with a `document` column (their row in the split).
+    """
     from datasets import Dataset
 
     from tasks.modelling.encode import encode_frame
 
+    long_text = long_text_of(cfg.model)
     out = {}
     for split in ("train", "validation"):
         df = read_frame(data["splits"][split])
         enc = encode_frame(tokenizer, df, cfg.data.task, data["labels"], cfg.model.max_length,
-                           cfg.training.pad_to_max_length, cfg.model.label_all_subtokens)
+                           cfg.training.pad_to_max_length, cfg.model.label_all_subtokens,
+                           long_text.stride if long_text.chunks else None)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         out[split] = Dataset.from_dict(enc)
     return out
@@ -159,10 +165,17 @@ def make_trainer_class():
         # compute_loss below scales for gradient accumulation itself; the Trainer must not divide again.
         loss_is_scaled_for_ga = True
 
-        def __init__(self, *args, loss_spec: dict, optimizer_name: str, **kwargs):
+        def __init__(self, *args, loss_spec: dict, optimizer_name: str, keep_eval_order: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             self.loss_spec = loss_spec
             self.optimizer_name = optimizer_name
+            self.keep_eval_order = keep_eval_order
+
+        def _get_eval_sampler(self, eval_dataset):
+            # group_by_length also reorders evaluation; windows are aggregated per document by position.
+            if self.keep_eval_order:  # DDP (None): each rank's batches, gathered back in order
+                return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+            return super()._get_eval_sampler(eval_dataset)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
@@ -453,17 +466,40 @@ def build_trainer(cfg: PipelineConfig, data: dict, run_dir: Path, run_id: str | 
     datasets = build_datasets(tokenizer, data, cfg)
     collator = DataCollatorForTokenClassification(tokenizer) if task == "ner" else DataCollatorWithPadding(tokenizer)
     train_ids = [] if task == "regression" else datasets["train"]["labels"]  # NER: nested, -100 skipped
+    compute_metrics = make_trainer_compute_metrics(task, labels)
+    documents = list(datasets["validation"]["document"]) if "document" in datasets["validation"].column_names \
+        else None
+    if documents is not None:
+        compute_metrics = per_document(compute_metrics, documents, cfg.model.aggregate)
     callbacks = [make_tracking_callback(run_id), *(callbacks or [])]
     if tc.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
     trainer = make_trainer_class()(
         model=model, args=training_arguments(cfg, run_dir, checkpoints), train_dataset=datasets["train"],
         eval_dataset=datasets["validation"], data_collator=collator, processing_class=tokenizer,
-        compute_metrics=make_trainer_compute_metrics(task, labels), callbacks=callbacks,
+        compute_metrics=compute_metrics, callbacks=callbacks,
         loss_spec=loss_spec_for(cfg, labels, train_ids), optimizer_name=tc.optimizer,
+        keep_eval_order=documents is not None,
     )
     trainer.remove_callback(PrinterCallback)  # the tracking callback logs the same history
     return trainer
+
+
+def per_document(compute_metrics, documents: list[int], how: str):
+    """Validation metrics on documents: window logits aggregated per document (as evaluation and serving do)."""
+    import numpy as np
+    from transformers import EvalPrediction
+
+    documents = np.asarray(documents)
+    n_docs = int(documents.max()) + 1 if len(documents) else 0
+    first = np.unique(documents, return_index=True)[1]  # a document's windows all carry its label
+
+    def compute(eval_pred) -> dict[str, float]:
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        docs = np.stack(aggregate_windows(list(logits), documents, n_docs, how))
+        return compute_metrics(EvalPrediction(predictions=docs, label_ids=np.asarray(eval_pred.label_ids)[first]))
+
+    return compute
 
 
 def fit(spec: dict, callbacks: list | None = None) -> dict:
@@ -506,6 +542,7 @@ def save_model_folder(trainer, cfg: PipelineConfig, data: dict, model_dir: Path)
     write_json(model_dir / "finetune_flow.json", {
         "task": cfg.data.task, "labels": data["labels"], "max_length": cfg.model.max_length,
         "base_model": cfg.model.name, "config_digest": cfg.digest(), "data_digest": data["digest"],
+        "long_text": recorded_long_text(cfg.model),
         "training": cfg.training.model_dump(mode="json"),  # the values used, after any search
     })
 

@@ -217,3 +217,12 @@ def test_the_class_warning_names_every_small_class_not_five(tmp_path):
     result = validate_data(clean, data_config("data.validation.warn_class_rows=30"), tmp_path)
     [warning] = result["warnings"]
     assert sorted(s["label"] for s in warning["samples"]) == sorted(small)
+
+
+def test_long_texts_pass_classification_by_default_and_fail_a_configured_cap(tmp_path):
+    train, validation, test = classification_frames()
+    test.loc[0, "text"] = "long " * 4_000  # 20,000 characters: a long document, not bad data
+    clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
+    assert validate_data(clean, data_config(), tmp_path)["success"]
+    with pytest.raises(DataValidationError, match="expect_column_value_lengths_to_be_between"):
+        validate_data(clean, data_config("data.validation.max_chars=10000"), tmp_path)

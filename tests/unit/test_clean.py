@@ -83,11 +83,27 @@ def test_empty_after_cleaning_keeps_quarantine(tmp_path):
     assert len(q) == 3 and set(q["reason"]) == {"empty_text"}
 
 
-def test_ten_megabyte_single_line_is_quarantined_not_trained(tmp_path):
-    cfg = load_config(None, [])
+def test_ten_megabyte_single_line_is_quarantined_under_a_configured_cap(tmp_path):
+    cfg = load_config(None, ["data.clean.max_chars=10000"])
     raw = frame(["y" * 10_000_000] + [f"fine text {i}" for i in range(200)], ["a"] + ["a", "b"] * 100)
     splits, q, _ = clean_frame(raw, cfg.data)
     assert q["reason"].tolist() == ["too_long"] and sum(len(s) for s in splits.values()) == 200
+
+
+@pytest.mark.parametrize("task,quarantined", [("classification", []), ("regression", []),
+                                              ("pair_classification", ["too_long"])])
+def test_long_texts_are_kept_by_default_for_classification_and_regression(task, quarantined):
+    # Long documents are the test set the user gave: the model truncates or chunks them (model.long_text).
+    sets = [f"data.task={task}"] + (["data.text_pair_column=text_pair"] if task == "pair_classification" else [])
+    cfg = load_config(None, sets)
+    n = 60
+    raw = frame(["long " * 4_000] + [f"fine text {i}" for i in range(n - 1)],
+                ([0.5, 2.0] if task == "regression" else ["a", "b"]) * (n // 2))
+    if task == "pair_classification":
+        raw["text_pair"] = [f"second {i}" for i in range(n)]
+    splits, q, _ = clean_frame(raw, cfg.data)
+    assert q["reason"].tolist() == quarantined
+    assert sum(len(s) for s in splits.values()) == n - len(quarantined)
 
 
 def test_normalisation_composes_and_collapses_every_unicode_space():

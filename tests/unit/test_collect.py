@@ -191,6 +191,7 @@ def test_ten_megabyte_single_line_is_read_then_quarantined_as_too_long(tmp_path)
     rows.to_csv(csv, index=False)
     before = hashlib.sha256(csv.read_bytes()).hexdigest()
     cfg = cfg_for(kind="file", path=str(csv))
+    cfg.data.clean.max_chars = 10_000  # classification has no cap by default; a user sets one like this
     raw = collect_data(cfg.data, tmp_path / "run")
     assert raw["rows"] == 200
     ref = clean_data(raw["path"], cfg.data, tmp_path / "run")
