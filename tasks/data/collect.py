@@ -16,11 +16,11 @@ import os
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from tasks.config import NAME_PATTERN, DataConfig, SourceConfig
 from tasks.io import digest_frames, write_frames
+from tasks.labels import labels_as_strings
 from tasks.secrets import expand_references, redact_text, redact_url
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
@@ -543,25 +543,6 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
     else:
         out["label"] = labels_as_strings(out["label"], cfg.labels)
     return out.reset_index(drop=True)
-
-
-def labels_as_strings(labels: pd.Series, declared: list[str] | None = None) -> pd.Series:
-    """Class labels as strings; a column of numbers is one class per number whatever its spelling.
-
-    1, 1.0 and "1.0" all read "1" (a JSONL with one missing label stores the others as floats),
-    0.5 reads "0.5"; a spelling listed in `declared` is kept as it is. Missing stays missing.
-    """
-    text = labels.astype("str").where(labels.notna(), None)
-    present = text.dropna()
-    numbers = pd.to_numeric(present.str.strip(), errors="coerce")
-    if present.empty or numbers.isna().any() or pd.api.types.is_bool_dtype(labels):
-        return text  # not a numeric column: words stay as written
-    whole = numbers == numbers.round()
-    canonical = numbers.astype(object).where(~whole, numbers.where(whole, 0).astype("int64"))
-    canonical = canonical.map(lambda v: str(v) if isinstance(v, (int, np.integer)) else repr(float(v)))
-    out = text.copy()
-    out[present.index] = canonical.where(~present.isin(declared or []), present)
-    return out
 
 
 def _as_list(value) -> list[str]:

@@ -35,6 +35,7 @@ import pandas as pd
 from tasks.data.clean import SPLITS, row_keys
 from tasks.config import DataConfig
 from tasks.io import read_frame, write_json, write_text
+from tasks.labels import find_bio_break
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SEVERITIES = ("critical", "warning")
@@ -98,16 +99,6 @@ def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
 
 def read_splits(clean: dict) -> dict[str, pd.DataFrame]:
     return {name: read_frame(clean["splits"][name]) for name in SPLITS}
-
-
-def find_bio_break(tags) -> str | None:
-    """Describe the first I-X that follows neither B-X nor I-X; None when the order is valid."""
-    prev = "O"
-    for i, tag in enumerate(tags):
-        if tag.startswith("I-") and (prev[:2] not in ("B-", "I-") or prev[2:] != tag[2:]):
-            return f"{tag} after {prev} at token {i}"
-        prev = tag
-    return None
 
 
 def as_list(value) -> list:

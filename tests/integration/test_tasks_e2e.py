@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.support import small_config
-from tests.test_train import prepare
+from tests.integration.test_train import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,8 @@ def test_ner_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("all_subtokens", [False, True])
 def test_ner_labels_first_or_all_subtokens(all_subtokens):
-    from tasks.modelling.encode import IGNORE_INDEX, encode_frame, load_tokenizer, resolve_model_path
+    from tasks.labels import IGNORE_INDEX
+    from tasks.modelling.encode import encode_frame, load_tokenizer, resolve_model_path
 
     tokenizer = load_tokenizer(resolve_model_path("minilm"))
     df = pd.DataFrame({"tokens": [["Schwarzenegger", "visited", "Tbilisi"]], "tags": [["B-person", "O", "B-geo-loc"]]})

@@ -144,7 +144,7 @@ def test_bundle_carries_temperature_and_threshold_that_every_scorer_applies(tmp_
     from tasks.io import read_frame, read_json
     from tasks.modelling.predict import predict_logits, torch_forward
     from tests.support import small_config
-    from tests.test_tasks_e2e import run_pipeline
+    from tests.integration.test_tasks_e2e import run_pipeline
 
     cfg = small_config(tmp_path, "data.labels=[negative, positive]", "export.quantize=false",
                        "decision.threshold={max_f1: positive}")
