@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tasks.data.collect import LINE_CONTENT, PARSE_ERROR
+from tasks.data.readers import LINE_CONTENT, PARSE_ERROR
 from tasks.config import DataConfig
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json

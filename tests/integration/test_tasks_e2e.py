@@ -23,7 +23,7 @@ EVIDENCE = ("metrics.json", "predictions.parquet", "worst_errors.csv", "per_clas
 
 def write_pair_dataset(folder: Path, n: int = 240) -> Path:
     """Sentence pairs from real reviews: label 'same' when both have the same sentiment, else 'different'."""
-    from tasks.data.collect import read_source
+    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
 
     reviews = read_source(SourceConfig(kind="package", name="rotten_tomatoes")).head(2 * n)
