@@ -2,7 +2,8 @@
 
 Canonical columns: `text`, optional `text_pair`, `label` (string class or float
 target); for NER `tokens` and `tags` (lists of strings). A split column names the
-source's own split when it has one.
+source's own split when it has one. Where the data lives is read by tasks/data/sources.py, one
+file's format and encoding by tasks/data/readers.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Tokenisation and label alignment shared by training, evaluation, export and serving.
+"""The model source, its tokenizer, and clean splits encoded with aligned labels for training.
 
-Torch-free on purpose: the serving image runs ONNX Runtime with the tokenizer only.
+Scoring and serving tokenise through the inference core (tasks/inference/tokenizer.py). Torch-free
+on purpose: the CLI and the flows import it at start-up to check the model source.
 """
 
 from __future__ import annotations
