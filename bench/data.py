@@ -41,7 +41,7 @@ OVERLONG_ROWS = 20
 
 def load_snippets():
     """The packaged movie-review snippets and their labels (positive/negative)."""
-    from tasks.data.collect import read_source
+    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
 
     df = read_source(SourceConfig(kind="package", name="rotten_tomatoes"))

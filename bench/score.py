@@ -40,7 +40,7 @@ def packaged_texts(n: int, seed: int = 0) -> list[str]:
     """n short texts from every packaged dataset, shuffled, cycled when n exceeds what they hold."""
     import random
 
-    from tasks.data.collect import PACKAGED, read_source
+    from tasks.data.sources import PACKAGED, read_source
     from tasks.config import SourceConfig
 
     texts: list[str] = []

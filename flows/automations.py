@@ -51,15 +51,3 @@ def ensure_retrain_automation(model_name: str, deployment_name: str = RETRAIN_DE
         for old in client.read_automations_by_name(automation_name(model_name)):
             client.delete_automation(old.id)  # one per model: a restarted stack replaces, never duplicates
         return str(client.create_automation(retrain_automation(model_name, deployment.id)))
-
-
-def create_stack_automation(prefect_api: str, config_path: str | None = None) -> str:
-    """`ftflow up`'s retrain automation for the config's registered model, on the stack's Prefect API."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.deployments import DEFAULT_CONFIG
-    from tasks.config import load_config
-
-    model_name = load_config(config_path or DEFAULT_CONFIG).registry.model_name
-    with temporary_settings({PREFECT_API_URL: prefect_api}):
-        return ensure_retrain_automation(model_name)

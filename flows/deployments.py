@@ -73,6 +73,18 @@ def serve_deployments(config_path: str | Path | None = None, timezone: str | Non
     serve(*build_deployments(config_path, timezone), pause_on_shutdown=True)
 
 
+def create_stack_automation(prefect_api: str, config_path: str | None = None) -> str:
+    """`ftflow up`'s retrain automation for the config's registered model, on the stack's Prefect API."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.automations import ensure_retrain_automation
+    from tasks.config import load_config
+
+    model_name = load_config(config_path or DEFAULT_CONFIG).registry.model_name
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        return ensure_retrain_automation(model_name)
+
+
 def exit_with_parent(grace_s: float = 15.0) -> None:
     """Exit (and end our flow runs) once the parent is gone, e.g. `ftflow up` killed with SIGKILL.
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_serializer, field_validator, model_validator
 
+from tasks.labels import allowed_losses
 from tasks.secrets import redact_text, redact_url, warn_literal_credentials
 
 TaskKind = Literal["classification", "pair_classification", "regression", "ner"]
@@ -461,7 +462,7 @@ class PipelineConfig(_Section):
     @model_validator(mode="after")
     def _check_loss_fits_task(self) -> "PipelineConfig":
         t, task = self.training, self.data.task
-        allowed = ["auto", "mse"] if task == "regression" else ["auto", "cross_entropy", "focal"]
+        allowed = allowed_losses(task)
         if t.loss not in allowed:
             raise ValueError(f"training.loss '{t.loss}' does not fit data.task '{task}'; allowed: {', '.join(allowed)}")
         if t.focal_alpha is not None and t.class_weights not in (None, "auto"):

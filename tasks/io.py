@@ -131,19 +131,6 @@ def digest_frames(frames: dict[str, pd.DataFrame]) -> str:
     return h.hexdigest()[:16]
 
 
-def digest_path(path: str | Path) -> str:
-    """sha256 of a file, or of every file under a folder (names and bytes)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def write_json(path: str | Path, obj) -> str:
     """Write `obj` as indented JSON, atomically; return the path."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str))

@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 from tasks.registry import register, tracking
-from tasks.data.collect import DataSourceError, cache_dir, describe_source, labels_as_strings, read_source
+from tasks.data.readers import DataSourceError
+from tasks.data.sources import cache_dir, describe_source, read_source
 from tasks.config import SourceConfig, TrainingConfig
 from tasks.io import digest_frames, read_json
+from tasks.labels import labels_as_strings
 
 SCORING_EXPERIMENT = "scoring"
 # The export gate's batch size: scoring a labelled test split at it reproduces the gate's metric.

@@ -1,7 +1,10 @@
 """Each stage's plain function wrapped once as a Prefect task, with what it logs to MLflow.
 
-The plain functions (tasks/data/collect.py ... tasks/registry/register.py) know nothing of Prefect
-or MLflow; here each gets its retries, timeout, Prefect artifacts and run logging.
+The plain functions (tasks/data/collect.py ... tasks/registry/register.py) know nothing of Prefect,
+and the data, evaluation and export stages nothing of MLflow; here each gets its retries, timeout,
+Prefect artifacts and the run logging of what it returned. Three log on their own, through
+tasks/registry/tracking.py, because what they log exists only while they run: train (metrics at
+each logging step), search (one child run per trial) and register (the model version and its tags).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def log_to_file(command: str) -> str:
     """Send every Prefect log record, tracebacks included, to a log file; errors leave the console. Its path."""
     from prefect.logging.configuration import setup_logging
 
-    from tasks.data.collect import cache_dir
+    from tasks.data.sources import cache_dir
 
     path = cache_dir() / "logs" / f"ftflow-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -408,7 +408,7 @@ class Stack:
                 start_service(svc)
                 self.services.insert(0, svc)  # first to stop: it pauses schedules through a live API
                 wait_served(svc, self.prefect_api, DEPLOYMENT_NAMES, since, timeout, self.prefect_auth)
-                from flows.automations import create_stack_automation
+                from flows.deployments import create_stack_automation
 
                 create_stack_automation(self.prefect_api, self.config)
         except BaseException:

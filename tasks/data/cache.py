@@ -26,7 +26,8 @@ from tasks.config import DataConfig, SourceConfig
 
 TASKS_DIR = Path(__file__).resolve().parents[1]
 # The code whose change must invalidate a cached data stage.
-CODE_FILES = ("data/collect.py", "data/clean.py", "data/validate.py", "data/cache.py", "io.py", "config.py", "secrets.py",
+CODE_FILES = ("data/collect.py", "data/readers.py", "data/sources.py", "data/clean.py", "data/validate.py",
+              "data/gx_suite.py", "data/cache.py", "io.py", "config.py", "secrets.py", "labels.py",
               "inference/normalize.py")
 # The sub-folder of `run_dir/data` each stage writes.
 STAGE_FOLDERS = {"collect": "raw", "clean": "clean", "validate": "validation"}
@@ -58,7 +59,7 @@ def digest_files(paths: list[Path]) -> str:
 
 def source_fingerprint(src: SourceConfig) -> str | None:
     """What identifies the source's content, or None when only reading it would tell."""
-    from tasks.data.collect import PACKAGE_FILES, source_files
+    from tasks.data.sources import PACKAGE_FILES, source_files
 
     try:
         if src.kind in ("file", "conll"):

@@ -8,21 +8,20 @@ counted in the report.
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tasks.data.collect import LINE_CONTENT, PARSE_ERROR
+from tasks.data.readers import LINE_CONTENT, PARSE_ERROR
 from tasks.config import DataConfig, char_cap
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
+from tasks.labels import entity_types, is_bio_tag, tag_set
 
 SPLITS = ("train", "validation", "test")
 ARROW_STRING = pd.StringDtype("pyarrow")
-_BIO = re.compile(r"^(O|[BI]-.+)$")
 
 
 class EmptyDatasetError(ValueError):
@@ -177,7 +176,7 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
         n_tokens = df["tokens"].map(len).to_numpy()
         rules.remove(n_tokens != df["tags"].map(len).to_numpy(), "tokens_tags_length_mismatch")
         rules.remove(n_tokens == 0, "empty_text")
-        rules.remove(df["tags"].map(lambda tags: not all(_BIO.match(t) for t in tags)), "invalid_bio_tag")
+        rules.remove(df["tags"].map(lambda tags: not all(is_bio_tag(t) for t in tags)), "invalid_bio_tag")
         return
     for col in ("text", "text_pair"):
         if col not in df.columns:
@@ -277,8 +276,7 @@ def resolve_labels(splits: dict[str, pd.DataFrame], cfg: DataConfig) -> list[str
         return list(cfg.labels)
     if cfg.task == "ner":
         tags = {t for frame in splits.values() for tags in frame["tags"] for t in tags}
-        entity_types = sorted({t[2:] for t in tags if t != "O"})
-        return ["O"] + [f"{p}-{e}" for e in entity_types for p in ("B", "I")]
+        return tag_set(entity_types(tags))
     return sorted(pd.concat([frame["label"] for frame in splits.values()]).astype(str).unique())
 
 

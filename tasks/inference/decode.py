@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tasks.labels import INSIDE, entity_type, opens_entity
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -75,11 +77,6 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def outside_id(labels: list[str]) -> int:
-    """The id of the NER "O" label (declared label lists may put it anywhere), else 0."""
-    return labels.index("O") if "O" in labels else 0
-
-
 def word_logits(token_logits: np.ndarray, word_ids: list, n_words: int, outside: int = 0) -> np.ndarray:
     """Each word's logits are its first sub-token's; a word cut off by truncation gets a row picking `outside` ("O")."""
     words = np.zeros((n_words, token_logits.shape[-1]), dtype=np.float32)
@@ -124,10 +121,10 @@ def entities_of(text: str, spans: list[tuple[int, int]], tags: list[str], probs:
     entities, current = [], None
     for (start, end), tag, p in zip(spans, tags, probs):
         score = float(p.max())
-        if tag.startswith("B-") or (tag.startswith("I-") and (current is None or current["type"] != tag[2:])):
-            current = {"type": tag[2:], "start": start, "end": end, "scores": [score]}
+        if opens_entity(tag, current and current["type"]):
+            current = {"type": entity_type(tag), "start": start, "end": end, "scores": [score]}
             entities.append(current)
-        elif tag.startswith("I-"):
+        elif tag.startswith(INSIDE):
             current["end"] = end
             current["scores"].append(score)
         else:

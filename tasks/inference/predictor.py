@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from tasks.inference.batching import length_buckets, pad_rows
-from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, outside_id, word_logits
+from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, word_logits
 from tasks.inference.normalize import normalize_texts, rules_of_bundle
 from tasks.inference.session import create_session
 from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
 from tasks.inference.windows import aggregate_windows, long_text_of_bundle, windows_of
 from tasks.io import read_json
+from tasks.labels import outside_id
 
 DEFAULT_BATCH_SIZE = 32  # rows per ONNX Runtime call; length buckets keep the padding small
 

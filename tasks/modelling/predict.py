@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
-from tasks.inference.decode import PLAIN, Decision, Scores, decode_logits, outside_id, word_logits
+from tasks.inference.decode import PLAIN, Decision, Scores, decode_logits, word_logits
 from tasks.inference.windows import LongText, aggregate_windows
+from tasks.labels import outside_id
 
 Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
 

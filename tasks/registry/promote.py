@@ -31,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.registry import register, tracking
-from tasks.data.collect import labels_as_strings
 from tasks.io import read_frame, read_json
+from tasks.labels import labels_as_strings
 from tasks.monitoring.shadow import apply_shadow_gate
 
 PROMOTIONS_EXPERIMENT = "promotions"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data.collect import read_source
+from tasks.data.sources import read_source
 from tasks.config import MonitoringConfig, SourceConfig
 
 NAME = "monitor-sentiment"

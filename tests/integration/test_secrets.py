@@ -89,7 +89,8 @@ def test_config_errors_do_not_repeat_a_mistyped_secret():
 
 
 def test_sql_error_message_masks_the_password(tmp_path):
-    from tasks.data.collect import DataSourceError, read_source
+    from tasks.data.readers import DataSourceError
+    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
 
     with warnings.catch_warnings():
@@ -132,7 +133,7 @@ def test_sha256_must_be_64_hex_digits():
 
 
 def test_cached_download_is_rehashed_before_use(tmp_path, monkeypatch, csv_server):
-    from tasks.data.collect import cache_dir, read_source
+    from tasks.data.sources import cache_dir, read_source
     from tasks.config import SourceConfig
 
     url, sha, _ = csv_server
@@ -158,7 +159,7 @@ def test_mlflow_filter_values_cannot_change_the_filter():
 @pytest.fixture(scope="module")
 def csv_server(tmp_path_factory):
     """A loopback HTTP server serving a small labelled CSV; (url with a canary token, sha256, folder)."""
-    from tasks.data.collect import _read_rotten_tomatoes
+    from tasks.data.sources import _read_rotten_tomatoes
 
     folder = tmp_path_factory.mktemp("served")
     _read_rotten_tomatoes().head(360).to_csv(folder / "reviews.csv", index=False)

@@ -311,7 +311,7 @@ def test_ner_entities_carry_character_spans(tmp_path):
 
 
 def test_serving_words_match_the_tokens_of_the_ner_training_data():
-    from tasks.data.collect import read_source
+    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
     from tasks.inference.tokenizer import split_words
 

@@ -23,7 +23,7 @@ EVIDENCE = ("metrics.json", "predictions.parquet", "worst_errors.csv", "per_clas
 
 def write_pair_dataset(folder: Path, n: int = 240) -> Path:
     """Sentence pairs from real reviews: label 'same' when both have the same sentiment, else 'different'."""
-    from tasks.data.collect import read_source
+    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
 
     reviews = read_source(SourceConfig(kind="package", name="rotten_tomatoes")).head(2 * n)
@@ -133,7 +133,8 @@ def test_ner_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("all_subtokens", [False, True])
 def test_ner_labels_first_or_all_subtokens(all_subtokens):
-    from tasks.modelling.encode import IGNORE_INDEX, encode_frame, load_tokenizer, resolve_model_path
+    from tasks.labels import IGNORE_INDEX
+    from tasks.modelling.encode import encode_frame, load_tokenizer, resolve_model_path
 
     tokenizer = load_tokenizer(resolve_model_path("minilm"))
     df = pd.DataFrame({"tokens": [["Schwarzenegger", "visited", "Tbilisi"]], "tags": [["B-person", "O", "B-geo-loc"]]})

@@ -12,7 +12,9 @@ from tasks.data.clean import clean_data
 from tasks.data.collect import collect_data
 from tasks.config import load_config
 from tasks.io import write_frames
-from tasks.data.validate import SCOPES, DataValidationError, find_bio_break, load_suite, validate_data
+from tasks.data.gx_suite import SCOPES
+from tasks.data.validate import DataValidationError, load_suite, validate_data
+from tasks.labels import find_bio_break
 
 TASKS = ("classification", "pair_classification", "regression", "ner")
 

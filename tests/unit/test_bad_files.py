@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from tasks.data.clean import LabelSpellingError, clean_frame
-from tasks.data.collect import DataSourceError, collect_data, read_source
+from tasks.data.collect import collect_data
+from tasks.data.readers import DataSourceError
+from tasks.data.sources import read_source
 from tasks.config import load_config
 
 REVIEWS = [(f"review number {i} of the film", "pos" if i % 2 else "neg") for i in range(30)]

@@ -154,7 +154,7 @@ def test_unreadable_regression_targets_are_quarantined_as_read(tmp_path):
 
 
 def test_number_labels_are_one_class_whatever_their_spelling():
-    from tasks.data.collect import labels_as_strings
+    from tasks.labels import labels_as_strings
 
     out = labels_as_strings(pd.Series([0.0, 1.0, None]), declared=["0", "1"])
     assert out.tolist()[:2] == ["0", "1"] and pd.isna(out.iloc[2])

@@ -11,7 +11,9 @@ from functools import partial
 import pandas as pd
 import pytest
 
-from tasks.data.collect import DataSourceError, collect_data, read_source
+from tasks.data.collect import collect_data
+from tasks.data.readers import DataSourceError
+from tasks.data.sources import read_source
 from tasks.config import load_config
 
 ROWS = pd.DataFrame({"sentence": ["good film", "bad film", "great plot", "dull plot"],

@@ -12,10 +12,10 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef, precision_score, recall_score
 from transformers import EvalPrediction
 
+from tasks.labels import label_keys
 from tasks.modelling.metrics import (
     compute_metrics_for,
     greater_is_better,
-    label_keys,
     make_trainer_compute_metrics,
     primary_metric,
 )

@@ -1,0 +1,132 @@
+"""Label and tag rules, in one place: BIO tags, the ignore index, label spellings, losses per task.
+
+Every stage reads labels through these rules (clean quarantines by them, validation checks
+them, training encodes them, metrics and the inference core decode them), so a tag or a label
+means the same thing from the raw snapshot to the served answer. Torch-free and pandas-free at
+import: the config models and the inference core import it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# --- NER tags: IOB2 ("B-PER", "I-PER", "O"), the scheme clean enforces and training encodes ---------
+OUTSIDE = "O"
+BEGIN = "B-"
+INSIDE = "I-"
+_BIO_TAG = re.compile(r"^(O|[BI]-.+)$")
+
+# The label id the loss and the metrics skip: padding, special tokens and later sub-tokens.
+# -100 is torch's cross-entropy default, which the Hugging Face collators pad labels with.
+IGNORE_INDEX = -100
+
+# Which training.loss each task kind allows; "auto" picks the first real one (see losses.py).
+LOSSES_FOR_TASK: dict[str, tuple[str, ...]] = {
+    "classification": ("auto", "cross_entropy", "focal"),
+    "pair_classification": ("auto", "cross_entropy", "focal"),
+    "ner": ("auto", "cross_entropy", "focal"),
+    "regression": ("auto", "mse"),
+}
+
+_RESERVED_SUFFIXES = {"macro", "micro", "weighted"}
+
+
+def is_bio_tag(tag: str) -> bool:
+    """True for "O" and for B-TYPE / I-TYPE tags; anything else is quarantined by clean."""
+    return bool(_BIO_TAG.match(tag))
+
+
+def entity_type(tag: str) -> str:
+    """The entity type a tag names ('B-PER', 'I-PER' -> 'PER'); "O" and unprefixed tags stay as they are."""
+    return tag[len(BEGIN):] if tag.startswith((BEGIN, INSIDE)) else tag
+
+
+def entity_types(tags: Iterable[str]) -> list[str]:
+    """Entity types named by the B-/I- tags of a tag set, in first-seen order ("O" names none)."""
+    return list(dict.fromkeys(entity_type(tag) for tag in tags if tag.startswith((BEGIN, INSIDE))))
+
+
+def tag_set(entity_type_names: Iterable[str]) -> list[str]:
+    """The tag list in id order for entity types: "O", then B- and I- of each type, types sorted."""
+    return [OUTSIDE] + [prefix + name for name in sorted(set(entity_type_names)) for prefix in (BEGIN, INSIDE)]
+
+
+def inside_tag(tag: str) -> str | None:
+    """The I- tag continuing a B- tag ('B-PER' -> 'I-PER'); None for any other tag."""
+    return INSIDE + entity_type(tag) if tag.startswith(BEGIN) else None
+
+
+def opens_entity(tag: str, current_type: str | None) -> bool:
+    """Whether a tag starts a new entity: a B- tag, or an I- tag not continuing `current_type`.
+
+    An I- tag after "O" or after another type opens an entity, as conlleval and seqeval's
+    default mode count it, so decoding and the metrics agree on what an entity is.
+    """
+    return tag.startswith(BEGIN) or (tag.startswith(INSIDE) and current_type != entity_type(tag))
+
+
+def find_bio_break(tags: Sequence[str]) -> str | None:
+    """Describe the first I-X that follows neither B-X nor I-X; None when the order is valid."""
+    prev = OUTSIDE
+    for i, tag in enumerate(tags):
+        if tag.startswith(INSIDE) and (not prev.startswith((BEGIN, INSIDE)) or entity_type(prev) != entity_type(tag)):
+            return f"{tag} after {prev} at token {i}"
+        prev = tag
+    return None
+
+
+def outside_id(labels: Sequence[str]) -> int:
+    """The id of the NER "O" label (declared label lists may put it anywhere), else 0."""
+    return list(labels).index(OUTSIDE) if OUTSIDE in labels else 0
+
+
+# --- class labels -------------------------------------------------------------------------------------
+
+def labels_as_strings(labels: pd.Series, declared: list[str] | None = None) -> pd.Series:
+    """Class labels as strings; a column of numbers is one class per number whatever its spelling.
+
+    1, 1.0 and "1.0" all read "1" (a JSONL with one missing label stores the others as floats),
+    0.5 reads "0.5"; a spelling listed in `declared` is kept as it is. Missing stays missing.
+    """
+    import numpy as np
+    import pandas as pd
+
+    text = labels.astype("str").where(labels.notna(), None)
+    present = text.dropna()
+    numbers = pd.to_numeric(present.str.strip(), errors="coerce")
+    if present.empty or numbers.isna().any() or pd.api.types.is_bool_dtype(labels):
+        return text  # not a numeric column: words stay as written
+    whole = numbers == numbers.round()
+    canonical = numbers.astype(object).where(~whole, numbers.where(whole, 0).astype("int64"))
+    canonical = canonical.map(lambda v: str(v) if isinstance(v, (int, np.integer)) else repr(float(v)))
+    out = text.copy()
+    out[present.index] = canonical.where(~present.isin(declared or []), present)
+    return out
+
+
+def label_keys(label_names: Sequence[str]) -> list[str]:
+    """The `<label>` part of per-class metric keys, in id order (e.g. `f1_<label>`).
+
+    Characters outside [A-Za-z0-9_.-] become `_` (MLflow refuses some in metric names); a
+    label called macro/micro/weighted, or two labels that sanitise alike, get `_<id>` appended
+    so they never overwrite `f1_macro` or each other.
+    """
+    keys = [re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "label" for name in label_names]
+    return [
+        f"{key}_{i}" if key.lower() in _RESERVED_SUFFIXES or keys.count(key) > 1 else key
+        for i, key in enumerate(keys)
+    ]
+
+
+# --- losses -------------------------------------------------------------------------------------------
+
+def allowed_losses(task: str) -> tuple[str, ...]:
+    """The training.loss values a task kind allows; refuses an unknown task kind."""
+    if task not in LOSSES_FOR_TASK:
+        raise ValueError(f"unknown task '{task}'; allowed: {', '.join(LOSSES_FOR_TASK)}")
+    return LOSSES_FOR_TASK[task]
