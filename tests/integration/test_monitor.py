@@ -22,7 +22,8 @@ SETTINGS = MonitoringConfig(window_hours=24, min_rows=100, reference_rows=500, e
 def champion(flow_result, tmp_path_factory):
     """The session's trained model registered under its own name and promoted through the real gate."""
     from tasks.registry import register, tracking
-    from tasks.registry.promote import load_candidate, promote_challenger
+    from tasks.registry.holdout import load_candidate
+    from tasks.registry.promote import promote_challenger
 
     trained = flow_result["result"]["registered"]
     c = tracking.client()
@@ -30,7 +31,7 @@ def champion(flow_result, tmp_path_factory):
     version = c.create_model_version(NAME, source=trained["source"], run_id=flow_result["result"]["run_id"],
                                      tags=dict(register.get_version(trained["name"], trained["version"]).tags))
     register.set_alias(NAME, register.CHALLENGER, version.version)
-    assert promote_challenger(NAME)["promoted"]
+    assert promote_challenger(NAME).promoted
     return load_candidate(NAME, register.CHAMPION, tmp_path_factory.mktemp("champion"))
 
 
@@ -138,7 +139,7 @@ def test_retrain_trains_on_the_feedback_and_records_its_reason(traffic, prefect_
     raw = pd.read_parquet(Path(result["fine_tune"]["run_dir"]) / "data" / "raw" / "all.parquet")
     fed_back = feedback_rows(NAME)["text"]
     assert len(fed_back) == 40 and set(fed_back) <= set(raw["text"])
-    assert result["promotion"]["decision"] in ("promoted", "refused")  # the gate ran on the new challenger
+    assert result["promotion"].decision in ("promoted", "refused")  # the gate ran on the new challenger
 
 
 def test_too_few_permutations_for_the_p_value_is_refused():
