@@ -26,8 +26,8 @@ from tasks.config import DataConfig, SourceConfig
 
 TASKS_DIR = Path(__file__).resolve().parents[1]
 # The code whose change must invalidate a cached data stage.
-CODE_FILES = ("data/collect.py", "data/clean.py", "data/validate.py", "data/cache.py", "io.py", "config.py", "secrets.py",
-              "inference/normalize.py")
+CODE_FILES = ("data/collect.py", "data/clean.py", "data/validate.py", "data/cache.py", "io.py", "config/base.py",
+              "config/sources.py", "config/data.py", "secrets.py", "inference/normalize.py")
 # The sub-folder of `run_dir/data` each stage writes.
 STAGE_FOLDERS = {"collect": "raw", "clean": "clean", "validate": "validation"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
