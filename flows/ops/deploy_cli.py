@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.registry.decision import PromotionDecision
 
 
 def _prepare_env() -> None:
@@ -17,7 +21,7 @@ def _prepare_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def print_decision(d) -> None:
+def print_decision(d: PromotionDecision) -> None:
     """Print a PromotionDecision as `ftflow promote` and `ftflow rollback` show it."""
     from tasks.registry.decision_text import decision_lines
 
