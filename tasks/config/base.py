@@ -23,5 +23,7 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
+    """The base of every config section: strict about keys, validated on assignment."""
+
     # Unknown keys are typos far more often than intent: refuse them.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)

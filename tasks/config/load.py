@@ -12,6 +12,7 @@ from tasks.config.base import ConfigError
 from tasks.config.pipeline import PipelineConfig
 from tasks.secrets import redact_text
 
+
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for e in err.errors():

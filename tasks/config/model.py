@@ -8,6 +8,7 @@ from pydantic import Discriminator, Field, Tag
 
 from tasks.config.base import Section
 
+
 class ModelConfig(Section):
     """The pretrained checkpoint to fine-tune."""
 

@@ -1,10 +1,13 @@
-"""After training: where versions go and how they are promoted (`registry`), how the champion is watched (`monitoring`)."""
+"""After training: where versions go and how they are promoted (`registry`), how the champion is watched
+(`monitoring`).
+"""
 
 from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import Section, check_name
+
 
 class RegistryConfig(Section):
     """Where runs and model versions go."""

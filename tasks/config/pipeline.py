@@ -18,6 +18,7 @@ from tasks.config.model import DecisionConfig, ExportConfig, ModelConfig
 from tasks.config.operations import MonitoringConfig, RegistryConfig
 from tasks.config.training import SearchConfig, TrainingConfig
 
+
 class PipelineConfig(Section):
     """Everything one fine-tuning run needs."""
 

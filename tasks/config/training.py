@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from tasks.config.base import Section
 
+
 class DistributedConfig(Section):
     nproc_per_node: int = Field(1, ge=1, description="processes for data-parallel training (torchrun)")
 
