@@ -1,7 +1,8 @@
 """The deploy flows: `promote` (gated challenger → champion) and `rollback`.
 
-They only compose: the gate, the scoring and the records live in tasks/registry/promote.py. Each decision
-is also shown as a Prefect markdown artifact; the serving process picks up a moved alias by itself.
+They only compose: the gate lives in tasks/registry/promote.py, the rollback in rollback.py, the decision
+records in decision.py. Each decision is also shown as a Prefect markdown artifact; the serving process
+picks up a moved alias by itself.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks.registry import tracking
 from tasks.config import check_name
+from tasks.registry import tracking
+from tasks.registry.decision import PromotionDecision
 
 
 def _artifact_key(name: str) -> str:
@@ -19,18 +21,18 @@ def _artifact_key(name: str) -> str:
     return "promotion-" + "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-")[:80]
 
 
-def _publish(decision: dict) -> None:
-    from tasks.registry.promote import decision_markdown
+def _publish(decision: PromotionDecision) -> None:
+    from tasks.registry.decision_text import decision_markdown
 
-    create_markdown_artifact(decision_markdown(decision), key=_artifact_key(decision["model_name"]),
-                             description=f"{decision['model_name']}: {decision['decision']}")
-    get_run_logger().info("%s: version %s %s: %s", decision["model_name"], decision["challenger_version"],
-                          decision["decision"], decision["reason"])
+    create_markdown_artifact(decision_markdown(decision), key=_artifact_key(decision.model_name),
+                             description=f"{decision.model_name}: {decision.decision}")
+    get_run_logger().info("%s: version %s %s: %s", decision.model_name, decision.challenger_version,
+                          decision.decision, decision.reason)
 
 
 @flow(name="promote", log_prints=True)
 def promote(model_name: str, version: str | None = None, margin: float | None = None, eval_data: str | None = None,
-            allow_data_warnings: bool | None = None, break_lock: bool = False) -> dict:
+            allow_data_warnings: bool | None = None, break_lock: bool = False) -> PromotionDecision:
     """Re-score a version and the champion on the same held-out data; move 'champion' if the version wins.
 
     version: the model version to promote; default the one holding 'challenger' now (read once).
@@ -53,9 +55,9 @@ def promote(model_name: str, version: str | None = None, margin: float | None = 
 
 
 @flow(name="rollback", log_prints=True)
-def rollback(model_name: str, to_version: str | None = None, break_lock: bool = False) -> dict:
+def rollback(model_name: str, to_version: str | None = None, break_lock: bool = False) -> PromotionDecision:
     """Move 'champion' back to the previous champion, or to `to_version`, once its bundle answers; recorded."""
-    from tasks.registry.promote import rollback_champion
+    from tasks.registry.rollback import rollback_champion
 
     check_name(model_name, "model_name")
     tracking.configure()
@@ -66,8 +68,8 @@ def rollback(model_name: str, to_version: str | None = None, break_lock: bool = 
     return decision
 
 
-def history(model_name: str) -> list[dict]:
+def history(model_name: str) -> list[PromotionDecision]:
     """The promotion log of a model (oldest first), read from the MLflow `promotions` experiment."""
-    from tasks.registry.promote import promotion_history
+    from tasks.registry.decision import promotion_history
 
     return promotion_history(model_name)

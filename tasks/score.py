@@ -193,7 +193,7 @@ def check_columns(df: pd.DataFrame, task: str, labels: list[str] | None, origin:
             raise ScoreInputError(f"{int(blank.sum())} row(s) of {origin} have no text in column '{col}' (rows {rows}"
                                   f"{'...' if blank.sum() > 5 else ''}); drop or fill them before scoring")
     if label_column:
-        from tasks.registry.promote import check_columns as check_labels
+        from tasks.registry.holdout import check_columns as check_labels
 
         view = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
         if task in ("classification", "pair_classification"):

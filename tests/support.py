@@ -23,7 +23,8 @@ def small_config(tmp: Path, *overrides: str):
 def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
     """The session's trained model registered as `name` and promoted through the real gate; its candidate dict."""
     from tasks.registry import register, tracking
-    from tasks.registry.promote import load_candidate, promote_challenger
+    from tasks.registry.holdout import load_candidate
+    from tasks.registry.promote import promote_challenger
 
     trained = flow_result["result"]["registered"]
     c = tracking.client()
@@ -31,5 +32,5 @@ def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
     version = c.create_model_version(name, source=trained["source"], run_id=flow_result["result"]["run_id"],
                                      tags=dict(register.get_version(trained["name"], trained["version"]).tags))
     register.set_alias(name, register.CHALLENGER, version.version)
-    assert promote_challenger(name)["promoted"]
+    assert promote_challenger(name).promoted
     return load_candidate(name, register.CHAMPION, workdir)

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     with_config(sub.add_parser("validate", help="run only the data stage (collect, clean, validate)"))\
         .set_defaults(func=cmd_validate)
-    from flows.ops.stack import add_up_command  # standard library only: --help stays fast
+    from flows.ops.up_cli import add_up_command  # standard library only: --help stays fast
 
     add_up_command(sub)
     from flows.ops.deploy_cli import add_deploy_commands  # standard library only, likewise

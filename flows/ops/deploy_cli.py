@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.registry.decision import PromotionDecision
 
 
 def _prepare_env() -> None:
@@ -17,15 +21,11 @@ def _prepare_env() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def print_decision(d: dict) -> None:
-    print(f"\n=== {d['action']}: {d['model_name']} version {d['challenger_version']} {d['decision'].upper()} ===")
-    if d.get("metric") and d.get("challenger_score") is not None:  # None: nothing was scored (already champion)
-        champ = "-" if d["champion_score"] is None else f"{d['champion_score']:.4f}"
-        print(f"{d['metric']}: challenger {d['challenger_score']:.4f}, champion {champ} "
-              f"(margin {d['margin']:g}; scored on {d['eval_rows']} rows of {d['eval_source']})")
-    print(f"champion:  {d['champion_before'] or '-'} -> {d['champion_after'] or '-'}")
-    print(f"why:       {d['reason']}")
-    print(f"recorded:  MLflow run {d['record_run_id']} in experiment 'promotions'")
+def print_decision(d: PromotionDecision) -> None:
+    """Print a PromotionDecision as `ftflow promote` and `ftflow rollback` show it."""
+    from tasks.registry.decision_text import decision_lines
+
+    print("\n" + "\n".join(decision_lines(d)))
 
 
 BUSY_EXIT = 4  # another promotion or rollback of the model holds the lock; nothing was changed
@@ -35,7 +35,7 @@ def cmd_promote(args) -> int:
     _prepare_env()
     from flows.deploy import promote
     from flows.ops.temporary_server import prefect_api
-    from tasks.registry.promote import PromotionBusy
+    from tasks.registry.lock import PromotionBusy
 
     try:
         with prefect_api():  # a temporary server here dies with this process, even on kill -9
@@ -48,14 +48,14 @@ def cmd_promote(args) -> int:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
     print_decision(d)
-    return 0 if d["decision"] == "promoted" else 3  # scripts can tell a refusal from a failure (1)
+    return 0 if d.promoted else 3  # scripts can tell a refusal from a failure (1)
 
 
 def cmd_rollback(args) -> int:
     _prepare_env()
     from flows.deploy import rollback
     from flows.ops.temporary_server import prefect_api
-    from tasks.registry.promote import PromotionBusy
+    from tasks.registry.lock import PromotionBusy
 
     try:
         with prefect_api():
@@ -72,7 +72,8 @@ def cmd_rollback(args) -> int:
 
 def cmd_history(args) -> int:
     _prepare_env()
-    from tasks.registry.promote import history_table, promotion_history
+    from tasks.registry.decision import promotion_history
+    from tasks.registry.decision_text import history_table
     from tasks.registry.register import CHAMPION, version_by_alias
 
     rows = promotion_history(args.name)

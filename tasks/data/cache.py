@@ -27,8 +27,8 @@ from tasks.config import DataConfig, SourceConfig
 TASKS_DIR = Path(__file__).resolve().parents[1]
 # The code whose change must invalidate a cached data stage.
 CODE_FILES = ("data/collect.py", "data/readers.py", "data/sources.py", "data/clean.py", "data/validate.py",
-              "data/gx_suite.py", "data/cache.py", "io.py", "config.py", "secrets.py", "labels.py",
-              "inference/normalize.py")
+              "data/gx_suite.py", "data/cache.py", "io.py", "config/base.py", "config/sources.py", "config/data.py",
+              "secrets.py", "labels.py", "inference/normalize.py")
 # The sub-folder of `run_dir/data` each stage writes.
 STAGE_FOLDERS = {"collect": "raw", "clean": "clean", "validate": "validation"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")

@@ -24,7 +24,7 @@ CHAMPION = "champion"
 def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.DataFrame:
     """The champion run's held-out split (a sample), scored by the champion: text, prediction, confidence."""
     from tasks.inference.predictor import OnnxPredictor
-    from tasks.registry.promote import HELD_OUT_ARTIFACT
+    from tasks.registry.holdout import HELD_OUT_ARTIFACT
     from tasks.io import read_frame
 
     local = tracking.download_run_artifact(candidate["run_id"], HELD_OUT_ARTIFACT, workdir / "reference")
@@ -71,7 +71,7 @@ def monitor_model(model_name: str, settings: MonitoringConfig | None = None, now
     from tasks.monitoring.drift import compare_windows, tokenizer_vocabulary
     from tasks.monitoring.prediction_log import read_predictions
     from tasks.monitoring.report import plot_distributions, report_markdown, write_html_report
-    from tasks.registry.promote import load_candidate
+    from tasks.registry.holdout import load_candidate
 
     s = settings or MonitoringConfig()
     end = now or dt.datetime.now(dt.timezone.utc)

@@ -2,7 +2,7 @@
 
 A service started with FTFLOW_SHADOW=challenger logs every request twice under one request id: the
 champion's answer (role champion) and the challenger's (role challenger). `shadow_report` pairs them;
-`apply_shadow_gate` lets the promotion refuse a challenger with fewer than
+`check_shadow` lets the promotion refuse a challenger with fewer than
 `registry.min_shadow_answers` such pairs and puts the report into the decision.
 """
 
@@ -76,25 +76,27 @@ def min_shadow_answers(challenger_run_id: str) -> int:
         return 0
 
 
-def apply_shadow_gate(decision: dict, name: str, champion: dict | None, challenger: dict) -> None:
-    """Add the shadow report to a promotion decision; refuse when fewer shadow answers than the config asks."""
+@dataclass(frozen=True)
+class ShadowGate:
+    """What real traffic says about a promotion: the shadow report, and a refusal when too few answers."""
+
+    report: dict | None = None  # ShadowReport's fields
+    refusal: str | None = None  # why the gate refuses (too few shadow answers, an unreadable log)
+    note: str | None = None  # the report's one-line summary, for the decision's reason
+
+
+def check_shadow(name: str, champion: dict | None, challenger: dict) -> ShadowGate:
+    """The shadow report of `challenger` beside `champion`; a refusal when fewer answers than the config asks."""
     needed = min_shadow_answers(challenger["run_id"])
     if champion is None or champion["version"] == challenger["version"]:
-        return  # nothing served to shadow yet, or nothing to compare
+        return ShadowGate()  # nothing served to shadow yet, or nothing to compare
     try:
         report = shadow_report(name, champion["version"], challenger["version"])
     except Exception as e:  # an unreadable log blocks only a gate that needs it
-        if not needed:
-            return
-        report, why = None, f"the prediction log could not be read ({type(e).__name__}: {e})"
-    else:
-        decision["shadow"] = asdict(report)
-        why = None if report.answers >= needed else (
+        return ShadowGate(refusal=f"the prediction log could not be read ({type(e).__name__}: {e})" if needed else None)
+    if report.answers < needed:
+        return ShadowGate(asdict(report), refusal=(
             f"only {report.answers} shadow answers of version {challenger['version']} beside champion "
             f"{champion['version']}, registry.min_shadow_answers is {needed}: serve with FTFLOW_SHADOW=challenger "
-            f"until the challenger has answered enough real requests")
-    if why:
-        decision["promoted"] = False
-        decision["reason"] = f"{decision['reason']}; {why}"
-    elif report.answers:
-        decision["reason"] += f"; shadow: {report.summary()}"
+            f"until the challenger has answered enough real requests"))
+    return ShadowGate(asdict(report), note=f"shadow: {report.summary()}" if report.answers else None)

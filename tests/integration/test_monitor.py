@@ -130,7 +130,7 @@ def test_retrain_trains_on_the_feedback_and_records_its_reason(traffic, prefect_
     raw = pd.read_parquet(Path(result["fine_tune"]["run_dir"]) / "data" / "raw" / "all.parquet")
     fed_back = feedback_rows(NAME)["text"]
     assert len(fed_back) == 40 and set(fed_back) <= set(raw["text"])
-    assert result["promotion"]["decision"] in ("promoted", "refused")  # the gate ran on the new challenger
+    assert result["promotion"].decision in ("promoted", "refused")  # the gate ran on the new challenger
 
 
 def test_too_few_permutations_for_the_p_value_is_refused():

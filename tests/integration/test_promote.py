@@ -48,7 +48,8 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
     from flows.deploy import promote, rollback
     from tasks.registry import register
     from tasks.io import read_frame
-    from tasks.registry.promote import promote_challenger, rollback_champion
+    from tasks.registry.promote import promote_challenger
+    from tasks.registry.rollback import rollback_champion
 
     tmp = tmp_path_factory.mktemp("weak")
     # The good run's clean rows with 20 texts repeated: duplicate texts are a warning-level
@@ -94,67 +95,67 @@ def test_data_warnings_refuse_unless_the_config_allows_them(ladder):
     tags = ladder["weak_tags"]
     assert tags["data_validation"] == "warnings" and int(tags["data_validation_warnings"]) >= 1
     d = ladder["warned"]  # no champion yet: the warning is the only reason to refuse
-    assert d["decision"] == "refused" and d["champion_after"] is None
-    assert d["reason"].startswith("data validation passed only with ") and "promote_with_data_warnings" in d["reason"]
+    assert d.decision == "refused" and d.champion_after is None
+    assert d.reason.startswith("data validation passed only with ") and "promote_with_data_warnings" in d.reason
 
 
 def test_first_version_becomes_champion_when_checks_pass(ladder):
     d = ladder["first"]
-    assert d["decision"] == "promoted" and d["champion_before"] is None
-    assert d["champion_after"] == ladder["weak_version"]
-    assert d["challenger_score"] is not None and d["champion_score"] is None
+    assert d.decision == "promoted" and d.champion_before is None
+    assert d.champion_after == ladder["weak_version"]
+    assert d.challenger_score is not None and d.champion_score is None
 
 
 def test_better_challenger_is_promoted_on_the_same_data(ladder):
     d = ladder["better"]
-    assert d["decision"] == "promoted", d["reason"]
-    assert d["champion_before"] == ladder["weak_version"] and d["champion_after"] == ladder["good_version"]
-    assert d["challenger_score"] > d["champion_score"]
-    assert d["eval_source"].endswith("data/test.parquet") and d["eval_rows"] > 0
+    assert d.decision == "promoted", d.reason
+    assert d.champion_before == ladder["weak_version"] and d.champion_after == ladder["good_version"]
+    assert d.challenger_score > d.champion_score
+    assert d.eval_source.endswith("data/test.parquet") and d.eval_rows > 0
 
 
 def test_worse_challenger_is_refused_and_champion_unchanged(ladder):
     d = ladder["worse"]
-    assert d["decision"] == "refused"
-    assert d["challenger_score"] < d["champion_score"]
-    assert d["champion_after"] == d["champion_before"] == ladder["good_version"]
-    assert "does not beat champion" in d["reason"]
+    assert d.decision == "refused"
+    assert d.challenger_score < d.champion_score
+    assert d.champion_after == d.champion_before == ladder["good_version"]
+    assert "does not beat champion" in d.reason
 
 
 def test_failed_parity_is_refused_even_when_scores_tie(ladder):
     d = ladder["parity"]
-    assert d["decision"] == "refused"
-    assert d["challenger_score"] == pytest.approx(d["champion_score"])  # same model: the tags alone refuse it
-    assert "ONNX parity check did not pass" in d["reason"]
-    assert d["champion_after"] == ladder["good_version"]
+    assert d.decision == "refused"
+    assert d.challenger_score == pytest.approx(d.champion_score)  # same model: the tags alone refuse it
+    assert "ONNX parity check did not pass" in d.reason
+    assert d.champion_after == ladder["good_version"]
 
 
 def test_data_warnings_are_refused_on_a_pinned_eval_set(ladder):
     d = ladder["data"]
-    assert d["decision"] == "refused" and "data validation passed only with" in d["reason"]
-    assert d["eval_source"].endswith("data/clean/test.parquet")
+    assert d.decision == "refused" and "data validation passed only with" in d.reason
+    assert d.eval_source.endswith("data/clean/test.parquet")
     assert ladder["champion_before_rollback"] == ladder["good_version"]
 
 
 def test_rollback_returns_to_previous_champion_and_forward_again(ladder):
     d = ladder["rollback"]
-    assert d["decision"] == "rolled back"
-    assert (d["champion_before"], d["champion_after"]) == (ladder["good_version"], ladder["weak_version"])
+    assert d.decision == "rolled back"
+    assert (d.champion_before, d.champion_after) == (ladder["good_version"], ladder["weak_version"])
     assert ladder["champion_after_rollback"] == ladder["weak_version"]
     fwd = ladder["forward"]
-    assert (fwd["champion_before"], fwd["champion_after"]) == (ladder["weak_version"], ladder["good_version"])
+    assert (fwd.champion_before, fwd.champion_after) == (ladder["weak_version"], ladder["good_version"])
 
 
 def test_history_lists_every_decision_in_order(ladder):
     from flows.deploy import history
-    from tasks.registry.promote import history_table
+    from tasks.registry.decision_text import history_table
 
     rows = history(NAME)
-    assert [r["decision"] for r in rows] == ["refused", "promoted", "promoted", "refused", "refused", "refused",
+    assert [r.decision for r in rows] == ["refused", "promoted", "promoted", "refused", "refused", "refused",
                                              "rolled back", "rolled back"]
-    assert {r["state"] for r in rows} == {"final"}
-    assert rows[2]["champion_score"] == pytest.approx(ladder["better"]["champion_score"])
-    assert all(r["reason"] for r in rows)
+    assert {r.state for r in rows} == {"final"}
+    assert rows[2].champion_score == pytest.approx(ladder["better"].champion_score)
+    assert all(r.reason for r in rows)
     table = history_table(rows)
     assert "ONNX parity check did not pass" in table and len(table.splitlines()) == 2 + len(rows)
 
@@ -162,7 +163,7 @@ def test_history_lists_every_decision_in_order(ladder):
 def test_decisions_are_mlflow_runs_and_prefect_artifacts(ladder):
     from tasks.registry import tracking
 
-    run = tracking.client().get_run(ladder["better"]["record_run_id"])
+    run = tracking.client().get_run(ladder["better"].record_run_id)
     assert run.data.tags["decision"] == "promoted" and run.data.tags["model_name"] == NAME
     assert {"challenger_score", "champion_score", "margin"} <= set(run.data.metrics)
     assert run.data.tags["prefect_flow_run_id"]  # made by the flow, so it carries the flow run
@@ -188,10 +189,11 @@ def test_gate_respects_direction_and_margin():
 
 
 def test_champion_chain_never_returns_to_a_version_rolled_away_from():
-    from tasks.registry.promote import champion_chain
+    from tasks.registry.decision import PromotionDecision
+    from tasks.registry.rollback import champion_chain
 
     def rec(decision, before, after):
-        return {"decision": decision, "champion_before": before, "champion_after": after}
+        return PromotionDecision("m", "promote", decision, after or "", before, after, "r", "t")
 
     # v1 and v2 promoted, v2 rolled back to v1, v3 promoted: a rollback from v3 goes to v1, not v2.
     log = [rec("promoted", None, "1"), rec("promoted", "1", "2"), rec("rolled back", "2", "1"),
@@ -207,7 +209,7 @@ def test_champion_chain_never_returns_to_a_version_rolled_away_from():
 def test_eval_set_with_labels_the_model_lacks_is_refused_by_name():
     import pandas as pd
 
-    from tasks.registry.promote import check_columns
+    from tasks.registry.holdout import check_columns
 
     ints = pd.DataFrame({"text": ["good", "bad", "meh"], "label": [1, 0, None]})
     with pytest.raises(ValueError, match=r"label\(s\) \['0.0', '1.0', '<empty>'\] that the model does not know; "
@@ -224,23 +226,24 @@ def test_eval_set_with_labels_the_model_lacks_is_refused_by_name():
 
 def test_promote_output_when_the_challenger_is_already_champion(capsys):
     from flows.ops.deploy_cli import print_decision
+    from tasks.registry.decision import PromotionDecision
 
     # What decide() returns when the challenger alias still points at the champion: nothing scored.
-    print_decision({"action": "promote", "model_name": "m", "challenger_version": "3", "decision": "refused",
-                    "metric": "f1", "challenger_score": None, "champion_score": None, "margin": 0.0,
-                    "eval_rows": 10, "eval_source": "x", "champion_before": "3", "champion_after": "3",
-                    "reason": "version 3 is already champion; train a new challenger first", "record_run_id": "r"})
+    print_decision(PromotionDecision(
+        model_name="m", action="promote", decision="refused", challenger_version="3", champion_before="3",
+        champion_after="3", reason="version 3 is already champion; train a new challenger first", time="t",
+        metric="f1", margin=0.0, eval_rows=10, eval_source="x", record_run_id="r"))
     out = capsys.readouterr().out
     assert "REFUSED" in out and "already champion" in out and "f1:" not in out
 
 
 def test_a_decision_whose_record_cannot_be_written_ends_failed(monkeypatch):
     from tasks.registry import tracking
-    from tasks.registry.promote import PROMOTIONS_EXPERIMENT, record_decision
+    from tasks.registry.decision import PROMOTIONS_EXPERIMENT, PromotionDecision, record_decision
 
-    d = {"model_name": "record-fails", "action": "promote", "decision": "refused", "challenger_version": "1",
-         "champion_before": None, "champion_after": None, "reason": "test", "metric": "f1", "eval_source": "x",
-         "margin": 0.0, "eval_rows": 3, "challenger_score": 0.5, "champion_score": None}
+    d = PromotionDecision(model_name="record-fails", action="promote", decision="refused", challenger_version="1",
+                          champion_before=None, champion_after=None, reason="test", time="t", metric="f1",
+                          eval_source="x", margin=0.0, eval_rows=3, challenger_score=0.5)
 
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
@@ -287,8 +290,8 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     """
     from prefect.settings import PREFECT_API_URL
 
-    from tasks import promote as p
-    from tasks.registry import register, tracking
+    from tasks.registry import decision, register, rollback, tracking
+    from tasks.registry import promote as p
 
     good = flow_result["result"]["registered"]
     mv = register.get_version(good["name"], good["version"])
@@ -297,10 +300,10 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
          for _ in range(5)]
     steps: dict = {"v": v}
     for version in v[:2]:
-        assert p.promote_challenger(TXN, version=version, margin=0.0)["decision"] == "promoted"
+        assert p.promote_challenger(TXN, version=version, margin=0.0).decision == "promoted"
     steps["together"] = start_together([["promote", TXN, "--version", v[2], "--margin", "0"]] * 2,
                                        tmp_path_factory.mktemp("together"), {"PREFECT_API_URL": PREFECT_API_URL.value()})
-    steps["champion_after_together"] = p.champion_version(TXN)
+    steps["champion_after_together"] = decision.champion_version(TXN)
 
     real_set_alias = register.set_alias
 
@@ -315,9 +318,9 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
             p.promote_challenger(TXN, version=v[3], margin=0.0)
     finally:
         register.set_alias = real_set_alias
-    steps["history_after_failure"] = p.promotion_history(TXN)
-    steps["champion_after_failure"] = p.champion_version(TXN)
-    steps["rollback_target_after_failure"] = p.previous_champion(TXN, steps["champion_after_failure"])
+    steps["history_after_failure"] = decision.promotion_history(TXN)
+    steps["champion_after_failure"] = decision.champion_version(TXN)
+    steps["rollback_target_after_failure"] = rollback.previous_champion(TXN, steps["champion_after_failure"])
 
     class Killed(BaseException):
         """What a kill -9 leaves: nothing after this point runs, the record stays pending."""
@@ -333,22 +336,22 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
             p.promote_challenger(TXN, version=v[4], margin=0.0)
     finally:
         p.finalise_decision = real_finalise
-    steps["history_after_kill"] = p.promotion_history(TXN)
-    steps["rollback_target_after_kill"] = p.previous_champion(TXN, p.champion_version(TXN))
+    steps["history_after_kill"] = decision.promotion_history(TXN)
+    steps["rollback_target_after_kill"] = rollback.previous_champion(TXN, decision.champion_version(TXN))
     steps["after_kill"] = p.promote_challenger(TXN, version=v[0], margin=0.0)  # the lock was released
     return steps
 
 
 def test_two_promotions_started_together_move_the_alias_once(txn):
-    from tasks.registry.promote import promotion_history
+    from tasks.registry.decision import promotion_history
 
     (code_a, out_a), (code_b, out_b) = txn["together"]
     assert sorted([code_a, code_b]) == [0, 4], (out_a[-2000:], out_b[-2000:])
     refused = out_a if code_a == 4 else out_b
     assert "another promotion or rollback is in progress (promote version" in refused
     assert txn["champion_after_together"] == txn["v"][2]
-    moves = [r for r in promotion_history(TXN) if r["version"] == txn["v"][2]]
-    assert [(r["decision"], r["state"]) for r in moves] == [("promoted", "final")]
+    moves = [r for r in promotion_history(TXN) if r.challenger_version == txn["v"][2]]
+    assert [(r.decision, r.state) for r in moves] == [("promoted", "final")]
 
 
 def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_right(txn):
@@ -356,9 +359,9 @@ def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_r
 
     _, v2, v3, v4, _ = txn["v"]
     last = txn["history_after_failure"][-1]
-    assert (last["version"], last["state"], last["decision"]) == (v4, "aborted", "not applied")
-    assert last["champion_before"] == last["champion_after"] == v3 and "did not complete" in last["reason"]
-    assert tracking.client().get_run(last["run_id"]).info.status == "FAILED"
+    assert (last.challenger_version, last.state, last.decision) == (v4, "aborted", "not applied")
+    assert last.champion_before == last.champion_after == v3 and "did not complete" in last.reason
+    assert tracking.client().get_run(last.record_run_id).info.status == "FAILED"
     assert txn["champion_after_failure"] == v3
     assert txn["rollback_target_after_failure"] == v2
 
@@ -368,24 +371,24 @@ def test_a_record_left_pending_after_the_alias_moved_reads_as_promoted(txn):
 
     v3, v5 = txn["v"][2], txn["v"][4]
     last = txn["history_after_kill"][-1]
-    assert (last["version"], last["state"], last["decision"], last["champion_after"]) == (v5, "pending", "promoted", v5)
-    assert "record not finalised" in last["reason"]
-    assert tracking.client().get_run(last["run_id"]).info.status == "RUNNING"
+    assert (last.challenger_version, last.state, last.decision, last.champion_after) == (v5, "pending", "promoted", v5)
+    assert "record not finalised" in last.reason
+    assert tracking.client().get_run(last.record_run_id).info.status == "RUNNING"
     assert txn["rollback_target_after_kill"] == v3
     # The lock was released and the next promotion reads the champion the alias shows (v1 is the same model: a tie)
-    assert (txn["after_kill"]["decision"], txn["after_kill"]["champion_before"]) == ("promoted", v5)
+    assert (txn["after_kill"].decision, txn["after_kill"].champion_before) == ("promoted", v5)
 
 
 def test_unfinished_records_are_read_by_where_the_alias_is():
-    from tasks.registry.promote import champion_chain, resolve_unfinished
+    from tasks.registry.decision import PromotionDecision, resolve_unfinished
+    from tasks.registry.rollback import champion_chain
 
     def rec(state, before, after, decision="promoted"):
-        return {"state": state, "decision": decision, "champion_before": before, "champion_after": after,
-                "reason": "r"}
+        return PromotionDecision("m", "promote", decision, after or "", before, after, "r", "t", state=state)
 
     # killed before the alias moved: the next decision still found v1 as champion
     log = [rec("final", None, "1"), rec("pending", "1", "2"), rec("final", "1", "1", "refused")]
-    assert [r["decision"] for r in resolve_unfinished(log, "1")] == ["promoted", "not applied", "refused"]
+    assert [r.decision for r in resolve_unfinished(log, "1")] == ["promoted", "not applied", "refused"]
     assert champion_chain(resolve_unfinished(log, "1")) == ["1"]
     # killed after the alias moved, nothing recorded since: the champion is its target now
     assert champion_chain(resolve_unfinished(log[:2], "2")) == ["1", "2"]
@@ -397,7 +400,8 @@ def test_rollback_to_a_bundle_that_cannot_serve_is_refused(txn, flow_result, tmp
 
     from tasks.registry import register, tracking
     from tasks.io import read_json
-    from tasks.registry.promote import champion_version, promotion_history, rollback_champion
+    from tasks.registry.decision import champion_version, promotion_history
+    from tasks.registry.rollback import rollback_champion
 
     good = register.get_version(flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"])
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=good.source, dst_path=str(tmp_path)))
@@ -418,7 +422,7 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
     import subprocess
 
     from tasks.registry import tracking
-    from tasks.registry.promote import LOCK_SUFFIX, PromotionBusy, promotion_lock
+    from tasks.registry.lock import LOCK_SUFFIX, PromotionBusy, promotion_lock
 
     name = "test-promote-lock"
     dead = subprocess.Popen(["true"])
@@ -435,11 +439,11 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
 
 
 def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
-    from tasks import promote as p
-    from tasks.registry import register
+    from tasks.registry import decision, register
+    from tasks.registry import promote as p
 
     v1, v2, v3 = txn["v"][:3]
-    assert p.champion_version(TXN) == v1  # where the transaction fixture left it
+    assert decision.champion_version(TXN) == v1  # where the transaction fixture left it
     real_decide = p.decide
 
     def someone_moves_the_alias(*args, **kwargs):  # e.g. a user in the MLflow UI, around the lock
@@ -449,9 +453,9 @@ def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
 
     monkeypatch.setattr(p, "decide", someone_moves_the_alias)
     d = p.promote_challenger(TXN, version=v3, margin=0.0)
-    assert d["decision"] == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" \
-        in d["reason"]
-    assert p.champion_version(TXN) == v2 and d["champion_before"] == d["champion_after"] == v2
+    assert d.decision == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" \
+        in d.reason
+    assert decision.champion_version(TXN) == v2 and d.champion_before == d.champion_after == v2
 
 
 def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_result, tmp_path, monkeypatch):
@@ -476,4 +480,4 @@ def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_r
     result = flows.nightly.nightly(config=cfg)
     own = result["fine_tune"]["registered"]["version"]
     assert own != other["version"] == str(register.version_by_alias(name, register.CHALLENGER).version)
-    assert result["promotion"]["challenger_version"] == own
+    assert result["promotion"].challenger_version == own

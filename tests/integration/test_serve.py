@@ -248,7 +248,7 @@ def test_hot_reload_while_serving_fails_no_request(service, champion, good_versi
         time.sleep(0.5)
         new = _register_copy(good_version, "challenger")
         decision = promote_challenger(NAME, margin=0.0)  # the same model scores a tie: promoted
-        assert decision["decision"] == "promoted", decision["reason"]
+        assert decision.decision == "promoted", decision.reason
         deadline = time.monotonic() + 30
         while service.get("/ready").json()["version"] != new and time.monotonic() < deadline:
             time.sleep(0.1)

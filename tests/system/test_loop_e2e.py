@@ -104,7 +104,7 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     new = str(result["fine_tune"]["registered"]["version"])
     assert str(register.version_by_alias(NAME, "challenger").version) == new
     refused = result["promotion"]
-    assert refused["decision"] == "refused" and f"only 0 shadow answers of version {new}" in refused["reason"]
+    assert refused.decision == "refused" and f"only 0 shadow answers of version {new}" in refused.reason
 
     with running(create_app(NAME, poll_seconds=0, shadow="challenger")) as url, \
             httpx.Client(base_url=url, timeout=60) as client:
@@ -115,8 +115,8 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     assert set(shadow_rows["model_version"]) == {new} and len(shadow_rows) == MIN_SHADOW + 4
 
     decision = promote_challenger(NAME)
-    shadow = decision["shadow"]
+    shadow = decision.shadow
     assert (shadow["champion_version"], shadow["challenger_version"]) == (str(champion["version"]), new)
     assert shadow["answers"] == MIN_SHADOW + 4 and 0 <= shadow["agreement"] <= 1 and shadow["feedback_rows"] == 20
     assert shadow["champion_accuracy"] is not None and shadow["challenger_accuracy"] is not None
-    assert "min_shadow_answers" not in decision["reason"]  # enough shadow answers: only the scores decide
+    assert "min_shadow_answers" not in decision.reason  # enough shadow answers: only the scores decide

@@ -211,7 +211,7 @@ def test_nightly_deployment_retrains_then_runs_the_promotion_gate(up, manual_run
 
 
 def test_sigterm_stops_every_process_the_stack_started(up):
-    from flows.ops.stack import port_in_use
+    from flows.ops.supervisor import port_in_use
 
     ports = [int(u.rsplit(":", 1)[1]) for u in (up.prefect_url, up.mlflow_url)]
     assert_stops_cleanly(up)

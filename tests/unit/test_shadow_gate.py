@@ -54,19 +54,18 @@ def test_shadow_report_pairs_answers_and_scores_both_on_feedback(shadowed_log):
 @pytest.mark.parametrize("needed, promoted", [(0, True), (5, True), (6, False)])
 def test_the_gate_refuses_too_few_shadow_answers(shadowed_log, needed, promoted):
     from tasks.registry import tracking
-    from tasks.monitoring.shadow import apply_shadow_gate
+    from tasks.monitoring.shadow import check_shadow
 
     run_id = tracking.start_run("tests-shadow", "challenger-run")
     tracking.log_params(run_id, {"registry.min_shadow_answers": needed})
     tracking.end_run(run_id)
-    d = {"promoted": True, "reason": "f1 0.9 >= 0.8 + margin 0"}
-    apply_shadow_gate(d, "m", {"version": "1"}, {"version": "2", "run_id": run_id})
-    assert d["promoted"] is promoted and d["shadow"]["answers"] == 5 and d["shadow"]["agreement"] == 0.6
+    gate = check_shadow("m", {"version": "1"}, {"version": "2", "run_id": run_id})
+    assert (gate.refusal is None) is promoted and gate.report["answers"] == 5 and gate.report["agreement"] == 0.6
     if promoted:
-        assert d["reason"].endswith("shadow: 5 shadow answers, agreement 0.600, accuracy on 4 with feedback: "
-                                    "champion 0.500, challenger 1.000")
+        assert gate.note == ("shadow: 5 shadow answers, agreement 0.600, accuracy on 4 with feedback: "
+                             "champion 0.500, challenger 1.000")
     else:
-        assert "only 5 shadow answers of version 2" in d["reason"] and "min_shadow_answers is 6" in d["reason"]
+        assert "only 5 shadow answers of version 2" in gate.refusal and "min_shadow_answers is 6" in gate.refusal
 
 
 def test_canary_share_follows_the_percent_and_is_stable():

@@ -1,0 +1,104 @@
+"""`ftflow up`: the stack in the foreground until Ctrl-C, SIGTERM or a closed terminal stops it.
+
+Only the standard library is imported at module level: `ftflow --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from flows.ops.stack import (DEFAULT_HOME, DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, HOW_TO_SET, Stack,
+                             is_loopback, read_credentials)
+from flows.ops.supervisor import StackError
+
+
+class _Stop(Exception):
+    """Ctrl-C, SIGTERM or a closed terminal, turned into an exception so the clean-up runs."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop()
+
+
+def check_up_args(args) -> None:
+    """Refuse a bad config or time zone here, before any server starts."""
+    import zoneinfo
+
+    from tasks.config import load_config
+
+    if args.config:
+        load_config(args.config)
+    creds = read_credentials()
+    if creds is None and not is_loopback(args.host):
+        raise ValueError(f"--host {args.host} opens both servers to every machine that reaches this one, and "
+                         f"anyone could run flows that read files on this host or move the champion; set "
+                         f"credentials first and both servers require them: {HOW_TO_SET}")
+    try:
+        zoneinfo.ZoneInfo(args.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"--timezone '{args.timezone}' is not an IANA time zone; e.g. UTC, Europe/Berlin") from None
+
+
+def cmd_up(args) -> int:
+    """Run the stack in the foreground until Ctrl-C or SIGTERM."""
+    try:
+        check_up_args(args)
+    except ValueError as e:  # ConfigError included: one clear message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # Set explicitly: a shell that starts us in the background would otherwise leave SIGINT ignored.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    try:
+        stack = Stack(home=args.home, host=args.host, prefect_port=args.prefect_port,
+                      mlflow_port=args.mlflow_port, config=args.config, timezone=args.timezone,
+                      serve=not args.no_serve, credentials=read_credentials())
+        print(f"starting Prefect server, MLflow server{' and the deployments' if stack.serve else ''} ...",
+              flush=True)
+        stack.start()
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except _Stop:
+        return 130
+    print("\n=== finetune-flow stack is up ===\n" + stack.describe() + "\n\nCtrl-C stops everything.", flush=True)
+    try:
+        while True:
+            stack.check()
+            time.sleep(1.0)
+    except StackError as e:
+        print(f"error: {e}\nstopping the rest of the stack", file=sys.stderr)
+        return 1
+    except _Stop:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut the clean-up short (it is bounded)
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+        print("stopped: every process the stack started has exited.", flush=True)
+
+
+def add_up_command(sub) -> None:
+    """Register `ftflow up` on the CLI's sub-parsers."""
+    sp = sub.add_parser("up", help="start the Prefect UI, the MLflow UI and the served deployments; Ctrl-C stops all",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sp.add_argument("--config", default=None,
+                    help="YAML config whose values are the deployments' default parameters (the Prefect UI's form); "
+                    "the project's configs/quickstart.yaml when omitted")
+    sp.add_argument("--timezone", default="UTC", help="IANA time zone of the nightly 02:00 run, e.g. Europe/Berlin")
+    sp.add_argument("--host", default="127.0.0.1",
+                    help="interface the servers listen on; any but loopback needs credentials "
+                         "(PREFECT_API_AUTH_STRING=user:password, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), "
+                         "which both servers then require")
+    sp.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT, help="Prefect port; 0 picks a free one")
+    sp.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT, help="MLflow port; 0 picks a free one")
+    sp.add_argument("--home", default=DEFAULT_HOME, help="folder for the Prefect database and the logs")
+    sp.add_argument("--no-serve", action="store_true", help="start only the two servers, not the deployments")
+    sp.set_defaults(func=cmd_up)

@@ -1,0 +1,108 @@
+"""Training hyperparameters (`training`) and the hyperparameter search over them (`search`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from tasks.config.base import Section
+
+
+class DistributedConfig(Section):
+    nproc_per_node: int = Field(1, ge=1, description="processes for data-parallel training (torchrun)")
+
+
+class TrainingConfig(Section):
+    """Hyperparameters; the defaults suit the offline MiniLM on a few CPU cores."""
+
+    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
+    train_batch_size: int = Field(32, ge=1, description="examples per device per step")
+    eval_batch_size: int = Field(64, ge=1, description="examples per device at evaluation")
+    epochs: float = Field(3.0, gt=0, description="passes over train")
+    max_steps: int = Field(-1, description="stop after this many steps; -1 to use epochs")
+    weight_decay: float = Field(0.01, ge=0, description="decoupled weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps for linear warm-up")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="learning-rate schedule")
+    optimizer: Literal["adamw", "adam"] = Field("adamw", description="adamw (default) or adam")
+    loss: Literal["auto", "cross_entropy", "mse", "focal"] = Field(
+        "auto", description="auto picks cross_entropy for classification/NER and mse for regression"
+    )
+    class_weights: list[float] | Literal["auto", "balanced"] | None = Field(
+        "auto", description="cross-entropy/focal class weights, 'balanced', or auto: balanced when the largest "
+                            "train class has at least 5x the rows of the smallest, else none"
+    )
+    focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter")
+    focal_alpha: list[float] | None = Field(None, description="focal loss per-class alpha")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="cross-entropy against (1 - e) one-hot + e uniform targets; 0 turns it off"
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
+    seed: int = Field(42)
+    group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
+    pad_to_max_length: bool = Field(False, description="pad every example to max_length (the old recipe)")
+    mixed_precision: Literal["auto", "fp32", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where the device runs it natively (GPUs from Ampere on; CPUs "
+                            "with AMX-BF16 or AVX512-BF16), else fp16 on GPUs and fp32 on CPUs; fp32 (or no) "
+                            "turns it off. Weights stay fp32"
+    )
+    gradient_checkpointing: bool = Field(False)
+    early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+    metric_for_best_model: str | None = Field(
+        None, description="default: f1 (classification: the positive class's F1 with two labels, macro-F1 with "
+                          "more), pearson (regression), f1 (ner)"
+    )
+    logging_steps: int = Field(20, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps; per epoch when empty")
+    save_total_limit: int = Field(2, ge=1)
+    use_cpu: bool = Field(False, description="train on CPU even when a GPU is present")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+
+class SearchParam(Section):
+    """One dimension of the search space: a range (low, high, optional log scale) or a list of choices."""
+
+    low: float | None = Field(None, description="lower bound (inclusive)")
+    high: float | None = Field(None, description="upper bound (inclusive)")
+    log: bool = Field(False, description="sample the range on a log scale (learning rates)")
+    choices: list[Any] | None = Field(None, description="sample one of these values instead of a range")
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> "SearchParam":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("give either a non-empty `choices` list or `low` and `high`, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both `low` and `high` (or give `choices`)")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low}")
+        return self
+
+
+def _default_space() -> dict[str, SearchParam]:
+    return {"learning_rate": SearchParam(low=2e-5, high=2e-4, log=True),
+            "warmup_ratio": SearchParam(choices=[0.0, 0.1])}
+
+
+class SearchConfig(Section):
+    """Hyperparameter search with Optuna before the final training; off while `trials` is 0."""
+
+    trials: int = Field(0, ge=0, description="Optuna trials, each a nested MLflow run; 0 turns the search off")
+    space: dict[str, SearchParam] = Field(
+        default_factory=_default_space,
+        description="training field -> {low, high, log} or {choices}; e.g. learning_rate: {low: 1e-5, high: 1e-4, log: true}",
+    )
+    metric: str | None = Field(None, description="validation metric to optimise; default training.metric_for_best_model")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="default: minimize for losses and errors (loss, mse, rmse, mae), else maximize"
+    )
+    trial_epochs: float | None = Field(None, gt=0, description="epochs per trial; default training.epochs")
+    trial_max_rows: int | None = Field(None, gt=0, description="train rows per trial (a stable sample); default all")
+    prune: bool = Field(
+        True, description="stop a trial early when its validation score after an evaluation is below the median "
+                          "of earlier trials at the same evaluation (Optuna's median pruner; in-process trials)"
+    )
