@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tasks.quiet import silence_known_noise
-    from tasks.modelling.train import pick_precision
+    from tasks.modelling.precision import pick_precision
 
     silence_known_noise(torch_stage=True)
     started = time.perf_counter()

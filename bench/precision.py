@@ -34,7 +34,7 @@ def device_note() -> str:
     """Where the training runs and whether it runs bf16 natively there."""
     import torch
 
-    from tasks.modelling.train import cpu_runs_bf16_natively
+    from tasks.modelling.precision import cpu_runs_bf16_natively
 
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}"

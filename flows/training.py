@@ -17,7 +17,7 @@ from tasks.registry import tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.modelling.encode import check_model_source
 from tasks.io import locked_folder, read_json, write_json, write_text
-from tasks.modelling.train import TRAINING_SECTIONS
+from tasks.modelling.checkpoints import TRAINING_SECTIONS
 
 
 def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:

@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 from tasks.config import load_config
 from tasks.modelling.evaluate import describe_weak_classes, find_weak_classes, weak_classes_markdown
 from tasks.modelling.metrics import compute_metrics_for
-from tasks.modelling.train import resolve_class_weights
+from tasks.modelling.trainer import resolve_class_weights
 
 LABELS = ["business", "sports", "tech", "rare"]
 

@@ -97,7 +97,7 @@ def make_trainer(cfg, tmp: Path):
     from transformers import AutoModelForSequenceClassification
 
     from tasks.modelling.encode import resolve_model_path
-    from tasks.modelling.train import loss_spec_for, make_trainer_class, training_arguments
+    from tasks.modelling.trainer import loss_spec_for, make_trainer_class, training_arguments
 
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"), num_labels=2)
     # The arguments evaluate per epoch, which needs an eval set to exist; it is never used here.
@@ -139,7 +139,7 @@ def test_optimizers_and_schedules_follow_the_config(tmp_path):
 def test_auto_precision_takes_bf16_only_where_the_gpu_runs_it_natively(monkeypatch):
     import torch
 
-    from tasks.modelling.train import pick_precision
+    from tasks.modelling.precision import pick_precision
 
     # No GPU here: the GPU is stood in for by its two answers. A T4 or V100 runs bf16 only emulated.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -160,7 +160,8 @@ def cpuinfo_flags() -> set[str]:
 
 def test_auto_precision_on_cpu_follows_the_cpu_flags():
     """auto on CPU: bf16 autocast where the CPU lists AMX-BF16 or AVX512-BF16, fp32 elsewhere; fp32 turns it off."""
-    from tasks.modelling.train import cpu_runs_bf16_natively, pick_precision, training_arguments
+    from tasks.modelling.precision import cpu_runs_bf16_natively, pick_precision
+    from tasks.modelling.trainer import training_arguments
 
     native = bool({"amx_bf16", "avx512_bf16"} & cpuinfo_flags())
     assert cpu_runs_bf16_natively() == native
@@ -180,7 +181,7 @@ def test_auto_precision_on_cpu_follows_the_cpu_flags():
 def test_cpu_bf16_check_reads_torch_then_the_cpu_flags(monkeypatch):
     import torch
 
-    from tasks.modelling.train import cpu_flags, cpu_runs_bf16_natively, pick_precision
+    from tasks.modelling.precision import cpu_flags, cpu_runs_bf16_natively, pick_precision
 
     assert not cpu_runs_bf16_natively({"avx2", "avx512f", "avx512_vnni"})  # Cascade Lake, Zen 3: fp32
     assert cpu_runs_bf16_natively({"avx512f", "avx512_bf16"}) and cpu_runs_bf16_natively({"amx_bf16"})
@@ -216,7 +217,7 @@ def test_bf16_training_keeps_fp32_weights_and_onnx_parity(clean_ref, tmp_path):
 
 
 def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):
-    from tasks.modelling.train import build_model
+    from tasks.modelling.model import build_model
 
     with pytest.raises(ValueError, match=r"model.max_length = 1024 .*\(512 positions\); set model.max_length to 512"):
         build_model(tiny(tmp_path, "model.max_length=1024"), ["negative", "positive"])
@@ -225,7 +226,7 @@ def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):
 def test_position_limit_follows_the_architecture():
     from types import SimpleNamespace as Config
 
-    from tasks.modelling.train import position_limit
+    from tasks.modelling.model import position_limit
 
     assert position_limit(Config(max_position_embeddings=512, model_type="bert")) == 512
     assert position_limit(Config(max_position_embeddings=514, model_type="roberta")) == 512
