@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     spread = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
 
     print(f"\nprecision benchmark: MiniLM, rotten_tomatoes ({args.rows or 'all'} rows, "
-          f"{clean_ref['report']['rows_out']['train']} train, {clean_ref['report']['rows_out']['test']} test), "
+          f"{clean_ref.report['rows_out']['train']} train, {clean_ref.report['rows_out']['test']} test), "
           f"{args.steps} steps x batch {args.batch}, max_length {args.max_length} "
           f"(mean {tokens:.1f} tokens), fused AdamW, seeds {args.seeds}")
     print(f"device: {device_note()}\n")

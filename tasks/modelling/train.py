@@ -17,6 +17,7 @@ digests), distributed.py (the torchrun launch). This module builds and runs them
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -30,11 +31,12 @@ from tasks.modelling.checkpoints import (CHECKPOINTS, MODEL, SPEC, check_resumab
 from tasks.modelling.distributed import launch_distributed
 from tasks.modelling.model import build_model
 from tasks.modelling.trainer import loss_spec_for, make_trainer_class, training_arguments
+from tasks.results import CleanResult, TrainResult
 
 log = logging.getLogger(__name__)
 
 
-def build_datasets(tokenizer, data: dict, cfg: PipelineConfig) -> dict:
+def build_datasets(tokenizer, data: CleanResult, cfg: PipelineConfig) -> dict:
     """Encode the clean splits into `datasets.Dataset`s with a length column for grouping."""
     from datasets import Dataset
 
@@ -42,14 +44,15 @@ def build_datasets(tokenizer, data: dict, cfg: PipelineConfig) -> dict:
 
     out = {}
     for split in ("train", "validation"):
-        df = read_frame(data["splits"][split])
-        enc = encode_frame(tokenizer, df, cfg.data.task, data["labels"], cfg.model.max_length,
+        df = read_frame(data.splits[split])
+        enc = encode_frame(tokenizer, df, cfg.data.task, data.labels, cfg.model.max_length,
                            cfg.training.pad_to_max_length, cfg.model.label_all_subtokens)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         out[split] = Dataset.from_dict(enc)
     return out
 
-def build_trainer(cfg: PipelineConfig, data: dict, run_dir: Path, run_id: str | None = None,
+
+def build_trainer(cfg: PipelineConfig, data: CleanResult, run_dir: Path, run_id: str | None = None,
                   callbacks: list | None = None, checkpoints: bool = True):
     """Model, encoded splits, collator, loss and callbacks assembled into a PipelineTrainer."""
     import torch
@@ -59,7 +62,7 @@ def build_trainer(cfg: PipelineConfig, data: dict, run_dir: Path, run_id: str | 
     from tasks.modelling.encode import load_tokenizer, resolve_model_path
     from tasks.modelling.metrics import make_trainer_compute_metrics
 
-    tc, task, labels = cfg.training, cfg.data.task, data["labels"]
+    tc, task, labels = cfg.training, cfg.data.task, data.labels
     torch.manual_seed(tc.seed)  # the new head's initial weights
     tokenizer = load_tokenizer(resolve_model_path(cfg.model.name), cfg.model.revision)
     model = build_model(cfg, labels)  # first: it refuses a max_length the model cannot take before any encoding
@@ -85,7 +88,7 @@ def fit(spec: dict, callbacks: list | None = None) -> dict:
     `callbacks`: extra `TrainerCallback`s (in-process only), e.g. to stop early or watch steps.
     """
     cfg = PipelineConfig.model_validate(spec["config"])
-    data, run_dir = spec["data"], Path(spec["run_dir"])
+    data, run_dir = CleanResult(**spec["data"]), Path(spec["run_dir"])
     trial = spec.get("trial", False)
     trainer = build_trainer(cfg, data, run_dir, spec.get("run_id"), callbacks, checkpoints=not trial)
     resume = last_checkpoint(run_dir / CHECKPOINTS)
@@ -112,18 +115,19 @@ def fit(spec: dict, callbacks: list | None = None) -> dict:
     return summary
 
 
-def save_model_folder(trainer, cfg: PipelineConfig, data: dict, model_dir: Path) -> None:
+def save_model_folder(trainer, cfg: PipelineConfig, data: CleanResult, model_dir: Path) -> None:
     """The best model (loaded at the end of training), its tokenizer and our metadata file."""
     trainer.save_model(str(model_dir))
     trainer.processing_class.save_pretrained(str(model_dir))
     write_json(model_dir / "finetune_flow.json", {
-        "task": cfg.data.task, "labels": data["labels"], "max_length": cfg.model.max_length,
-        "base_model": cfg.model.name, "config_digest": cfg.digest(), "data_digest": data["digest"],
+        "task": cfg.data.task, "labels": data.labels, "max_length": cfg.model.max_length,
+        "base_model": cfg.model.name, "config_digest": cfg.digest(), "data_digest": data.digest,
         "training": cfg.training.model_dump(mode="json"),  # the values used, after any search
     })
 
-def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None,
-                callbacks: list | None = None, trial: bool = False) -> dict:
+
+def train_model(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None,
+                callbacks: list | None = None, trial: bool = False) -> TrainResult:
     """Fine-tune on the clean splits; return the model folder and the training summary.
 
     Re-running on the same `run_dir` resumes from its last complete checkpoint (same data and
@@ -133,14 +137,15 @@ def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: st
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"config": cfg.model_dump(mode="json"), "data": data, "run_dir": str(run_dir), "run_id": run_id,
-            "trial": trial}
+    # train_spec.json: the torchrun workers read it, and a resume compares it with the new run's.
+    spec = {"config": cfg.model_dump(mode="json"), "data": dataclasses.asdict(data), "run_dir": str(run_dir),
+            "run_id": run_id, "trial": trial}
     done = finished_training(run_dir, spec)
     if done is not None:
         log.info("training had already finished in %s for this config and data; its model is reused "
                  "(delete %s to train again)", run_dir, run_dir / "train_summary.json")
         done.pop("log_history", None)
-        return {"model_dir": str(run_dir / MODEL), "summary": {**done, "reused": True}}
+        return TrainResult(model_dir=str(run_dir / MODEL), summary={**done, "reused": True})
     check_resumable(run_dir, spec)
     spec_path = Path(write_json(run_dir / SPEC, spec))
     nproc = cfg.training.distributed.nproc_per_node
@@ -152,7 +157,7 @@ def train_model(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: st
     else:
         summary = fit(spec, callbacks)
     summary.pop("log_history", None)
-    return {"model_dir": str(run_dir / MODEL), "summary": summary}
+    return TrainResult(model_dir=str(run_dir / MODEL), summary=summary)
 
 
 if __name__ == "__main__":  # torchrun worker: python -m tasks.modelling.train SPEC.json

@@ -6,18 +6,20 @@ interruption, hyperparameter search with nested MLflow runs, and 2-process DDP (
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from tasks.results import CleanResult
 from tests.support import small_config
 
 pytestmark = pytest.mark.slow
 
 
-def prepare(cfg, folder: Path) -> dict:
+def prepare(cfg, folder: Path) -> CleanResult:
     """collect + clean through the plain functions; the clean reference train_model takes."""
     from tasks.data.clean import clean_data
     from tasks.data.collect import collect_data
@@ -209,11 +211,11 @@ def test_bf16_training_keeps_fp32_weights_and_onnx_parity(clean_ref, tmp_path):
 
     cfg = tiny(tmp_path, "training.mixed_precision=bf16", "training.max_steps=3", "training.use_cpu=true")
     trained = train_model(clean_ref, cfg, tmp_path / "run", callbacks=[WatchMatmuls()])
-    assert torch.bfloat16 in seen and trained["summary"]["precision"] == "bf16"  # autocast was on while training
-    with safe_open(Path(trained["model_dir"]) / "model.safetensors", "pt") as f:
+    assert torch.bfloat16 in seen and trained.summary["precision"] == "bf16"  # autocast was on while training
+    with safe_open(Path(trained.model_dir) / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
-    exported = export_model(trained["model_dir"], clean_ref, cfg, tmp_path / "run")
-    assert exported["parity"]["passed"] and exported["parity"]["max_abs_diff"] < 1e-4
+    exported = export_model(trained.model_dir, clean_ref, cfg, tmp_path / "run")
+    assert exported.parity["passed"] and exported.parity["max_abs_diff"] < 1e-4
 
 
 def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):
@@ -240,12 +242,12 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(clean_ref, tmp_path)
     # A learning rate this small cannot change predictions: no evaluation improves on the first.
     cfg = tiny(tmp_path, "training.learning_rate=1e-12", "training.max_steps=6", "training.eval_steps=1",
                "training.early_stopping_patience=1", "training.metric_for_best_model=accuracy")
-    summary = train_model(clean_ref, cfg, tmp_path / "run")["summary"]
+    summary = train_model(clean_ref, cfg, tmp_path / "run").summary
     assert summary["global_step"] == 2  # evaluated at 1 (best) and 2 (no better): stopped, not 6
     assert summary["best_checkpoint"].endswith("checkpoint-1") and Path(summary["best_checkpoint"]).is_dir()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     # Re-run (a flow resumed after a later stage failed): the Trainer would clear the stop and go on to step 3.
-    again = train_model(clean_ref, cfg, tmp_path / "run")["summary"]
+    again = train_model(clean_ref, cfg, tmp_path / "run").summary
     assert again["reused"] and again["global_step"] == 2
 
 
@@ -275,7 +277,7 @@ def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
     assert (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
     assert not (run / "model").exists()
 
-    summary = train_model(clean_ref, cfg, run)["summary"]
+    summary = train_model(clean_ref, cfg, run).summary
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["resumed_at_step"] == 2
     assert summary["global_step"] == 4
     steps = [s for s, _ in logged(run, "loss")]
@@ -283,10 +285,10 @@ def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
     assert (run / "model" / "model.safetensors").exists()
 
     # Finished: a further re-run (a flow resumed after a later stage failed) reuses the model, trains nothing.
-    again = train_model(clean_ref, cfg, run)["summary"]
+    again = train_model(clean_ref, cfg, run).summary
     assert again["reused"] and again["global_step"] == 4 and [s for s, _ in logged(run, "loss")] == steps
 
-    changed = {**clean_ref, "digest": "another-dataset"}
+    changed = dataclasses.replace(clean_ref, digest="another-dataset")
     with pytest.raises(ValueError, match="different data"):
         train_model(changed, cfg, run)
 
@@ -301,7 +303,7 @@ def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path
                "train_batch_size: {choices: [8, 16]}}")
     parent = tracking.start_run("tests-search", "search-parent")
     result = tune_and_train(clean_ref, cfg, tmp_path / "run", parent)
-    found = result["search"]
+    found = result.search
     assert found["metric"] == "f1" and found["direction"] == "maximize"
     assert [t["state"] for t in found["trials"]] == ["COMPLETE", "COMPLETE"]
 
@@ -312,7 +314,7 @@ def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path
     assert {r.info.run_id for r in children} == {t["mlflow_run_id"] for t in found["trials"]}
     assert all("val_f1" in r.data.metrics and "training.learning_rate" in r.data.params for r in children)
 
-    used = read_json(Path(result["model_dir"]) / "finetune_flow.json")["training"]
+    used = read_json(Path(result.model_dir) / "finetune_flow.json")["training"]
     assert used["learning_rate"] == found["best_params"]["learning_rate"]
     assert used["train_batch_size"] == found["best_params"]["train_batch_size"]
     assert float(c.get_run(parent).data.params["search.best.learning_rate"]) == pytest.approx(used["learning_rate"])
@@ -365,7 +367,7 @@ def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, t
     run_id = tracking.start_run("tests-ddp", "ddp")
     cfg = tiny(tmp_path, "training.distributed.nproc_per_node=2", "training.max_steps=2",
                "training.logging_steps=1", "training.train_batch_size=8")
-    summary = train_model(clean_ref, cfg, tmp_path / "run", run_id)["summary"]
+    summary = train_model(clean_ref, cfg, tmp_path / "run", run_id).summary
     assert summary["world_size"] == 2 and summary["global_step"] == 2
     first_loss = logged(tmp_path / "run", "loss")[0][1]
     # A fresh binary head starts near ln 2; a loss multiplied by the world size would be near 1.39.

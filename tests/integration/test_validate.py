@@ -74,7 +74,7 @@ def test_packaged_classification_passes_and_writes_reports(tmp_path):
     result = validate_data(clean, cfg, tmp_path)
     assert result["success"] and not result["critical_failures"]
     profile = result["profile"]
-    assert profile["rows"] == clean["report"]["rows_out"]
+    assert profile["rows"] == clean.report["rows_out"]
     assert set(profile["labels"]["train"]) == {"ham", "spam"}
     assert set(profile["length_percentiles"]["train"]) == {"p50", "p90", "p99", "max"}
     assert json.loads(Path(result["profile_path"]).read_text()) == json.loads(json.dumps(profile))
