@@ -18,6 +18,7 @@ def default_best_metric(task: str) -> str:
 
     return primary_metric(task)
 
+
 def make_trainer_class():
     """A Trainer whose loss and optimiser follow the config (built lazily: transformers is heavy)."""
     import torch
@@ -75,6 +76,7 @@ def make_trainer_class():
 
     return PipelineTrainer
 
+
 AUTO_BALANCE_RATIO = 5  # class_weights auto: balance when the largest class has this many times the smallest's rows
 
 
@@ -112,6 +114,7 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
             "give one weight per label, in label order, 'balanced' or 'auto'"
         )
     return weights
+
 
 def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = True):
     """The Trainer's arguments from our config: schedule, precision, evaluation, checkpoints, DDP.

@@ -12,6 +12,7 @@ from tasks.data.clean import clean_data
 from tasks.data.collect import collect_data
 from tasks.config import load_config
 from tasks.io import write_frames
+from tasks.results import CleanResult
 from tasks.data.validate import SCOPES, DataValidationError, find_bio_break, load_suite, validate_data
 
 TASKS = ("classification", "pair_classification", "regression", "ner")
@@ -24,13 +25,15 @@ def data_config(*overrides: str):
 
 
 def write_clean(run_dir: Path, train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame,
-                labels: list[str] | None) -> dict:
+                labels: list[str] | None) -> CleanResult:
     """Parquet files shaped like clean_data's output, for cases the clean stage would never produce."""
     frames = {"train": train, "validation": validation, "test": test}
     for df, start in zip(frames.values(), (0, 1000, 2000)):
         df["raw_index"] = range(start, start + len(df))
-    paths = write_frames(frames, run_dir / "data" / "clean")
-    return {"dir": str(run_dir / "data" / "clean"), "splits": paths, "labels": labels}
+    folder = run_dir / "data" / "clean"
+    paths = write_frames(frames, folder)
+    return CleanResult(dir=str(folder), splits=paths, quarantine=str(folder / "quarantine.parquet"), labels=labels,
+                       report={}, report_path=str(folder / "cleaning_report.json"), digest="hand-written")
 
 
 def texts(n: int, prefix: str) -> list[str]:
