@@ -64,12 +64,12 @@ def measure(args, name: str, work: Path) -> dict:
     raw = collect_data(cfg.data, folder)
     clean_ref = clean_data(raw["path"], cfg.data, folder)
     trained = train_model(clean_ref, cfg, folder)  # a finished training in the folder is reused, not repeated
-    evaluation = evaluate_model(trained["model_dir"], clean_ref, cfg, folder)
-    m, d = evaluation["metrics"], read_json(Path(trained["model_dir"]) / "finetune_flow.json")["decision"]
-    row = {"data": name, "rows": clean_ref["report"]["rows_out"], "temperature": d["temperature"],
+    evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, folder)
+    m, d = evaluation.metrics, read_json(Path(trained.model_dir) / "finetune_flow.json")["decision"]
+    row = {"data": name, "rows": clean_ref.report["rows_out"], "temperature": d["temperature"],
            "validation_ece_before": m["validation_ece_before"], "validation_ece_after": m["validation_ece_after"],
            "test_ece_before": m["test_ece_before"], "test_ece_after": m["test_ece_after"],
-           "test_accuracy": m["test_accuracy"], "reused": bool(trained["summary"].get("reused"))}
+           "test_accuracy": m["test_accuracy"], "reused": bool(trained.summary.get("reused"))}
     row["goal_met"] = row["test_ece_after"] <= row["test_ece_before"] / 2
     if d["threshold"] is not None:
         row.update(threshold=d["threshold"], target_met_on_validation=d["validation"]["target_met"],

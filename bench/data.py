@@ -17,6 +17,7 @@ library imports of each child are shown apart. Goal (issue 3): the whole stage o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -123,6 +124,7 @@ def run_step_here(step: str, config: Path, run_dir: Path) -> dict:
     from tasks.data.collect import collect_data
     from tasks.config import load_config
     from tasks.io import read_json, write_json
+    from tasks.results import CleanResult
 
     if step == "validate":
         import great_expectations  # noqa: F401
@@ -138,11 +140,11 @@ def run_step_here(step: str, config: Path, run_dir: Path) -> dict:
         ref = clean_data(raw["path"], cfg, run_dir)
         rows = raw["rows"]
     else:
-        clean = read_json(refs / "clean.json")
+        clean = CleanResult(**read_json(refs / "clean.json"))
         ref = validate_data(clean, cfg, run_dir)
-        rows = sum(clean["report"]["rows_out"].values())
+        rows = sum(clean.report["rows_out"].values())
     seconds, cpu = time.perf_counter() - t1, time.process_time() - cpu1
-    write_json(refs / f"{step}.json", ref)
+    write_json(refs / f"{step}.json", dataclasses.asdict(ref) if step == "clean" else ref)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return {"step": step, "seconds": seconds, "cpu_s": cpu, "import_s": t1 - t0, "rows": rows,
             "peak_mb": peak_kb / 1024}

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.padding import ROOT, build_config, prepare_data  # noqa: E402
+from tasks.results import CleanResult  # noqa: E402
 
 WARMUP_STEPS = 10  # CUDA context, cuBLAS handles and kernel selection happen in the first steps
 BUDGET_S = 300
@@ -74,7 +75,7 @@ def make_gpu_step_timer(warmup: int):
     return GpuStepTimer()
 
 
-def train_variant(args, clean_ref: dict, folder: Path, precision: str) -> dict:
+def train_variant(args, clean_ref: CleanResult, folder: Path, precision: str) -> dict:
     """Train one precision on the GPU; return its speed, its settings as the Trainer saw them and the model folder."""
     from tasks.modelling.train import train_model
 
@@ -82,11 +83,11 @@ def train_variant(args, clean_ref: dict, folder: Path, precision: str) -> dict:
     timer = make_gpu_step_timer(WARMUP_STEPS)
     trained = train_model(clean_ref, cfg, folder, callbacks=[timer])
     return {"precision": precision, "examples_per_s": timer.examples_per_s(args.batch),
-            "timed_steps": timer.steps, "train_loss": trained["summary"]["train_loss"],
-            "model_dir": trained["model_dir"], "cfg": cfg}
+            "timed_steps": timer.steps, "train_loss": trained.summary["train_loss"],
+            "model_dir": trained.model_dir, "cfg": cfg}
 
 
-def evaluate_on_gpu(run: dict, clean_ref: dict, folder: Path) -> dict:
+def evaluate_on_gpu(run: dict, clean_ref: CleanResult, folder: Path) -> dict:
     """Score the test split with `evaluate_model`; the peak GPU memory shows where it ran."""
     import torch
 
@@ -99,11 +100,11 @@ def evaluate_on_gpu(run: dict, clean_ref: dict, folder: Path) -> dict:
     evaluation = evaluate_model(run["model_dir"], clean_ref, run["cfg"], folder)
     seconds = time.perf_counter() - start
     used = torch.cuda.max_memory_allocated() - before
-    return {"test_accuracy": evaluation["metrics"]["test_accuracy"], "seconds": seconds,
+    return {"test_accuracy": evaluation.metrics["test_accuracy"], "seconds": seconds,
             "gpu_memory_used_mib": used / 2**20, "on_gpu": used > 0}
 
 
-def onnx_parity_on_cuda(run: dict, clean_ref: dict, folder: Path) -> dict:
+def onnx_parity_on_cuda(run: dict, clean_ref: CleanResult, folder: Path) -> dict:
     """Export as the pipeline does, then compare the fp32 graph on the CUDA execution provider with PyTorch on the GPU."""
     import onnxruntime as ort
     import torch
@@ -115,13 +116,13 @@ def onnx_parity_on_cuda(run: dict, clean_ref: dict, folder: Path) -> dict:
 
     cfg = run["cfg"]
     exported = export_model(run["model_dir"], clean_ref, cfg, folder)
-    result = {"cpu_parity": exported["parity"], "providers_available": ort.get_available_providers()}
+    result = {"cpu_parity": exported.parity, "providers_available": ort.get_available_providers()}
     if "CUDAExecutionProvider" not in result["providers_available"]:
         return {**result, "passed": False,
                 "why": "onnxruntime has no CUDAExecutionProvider here: pip install onnxruntime-gpu "
                        "(in place of onnxruntime) with the CUDA version of this driver"}
     try:
-        session = ort.InferenceSession(exported["fp32"], providers=[("CUDAExecutionProvider", {"use_tf32": 0})])
+        session = ort.InferenceSession(exported.fp32, providers=[("CUDAExecutionProvider", {"use_tf32": 0})])
     except Exception as e:  # e.g. a cuDNN or CUDA library of another version than onnxruntime-gpu was built for
         return {**result, "passed": False, "why": f"the CUDA execution provider did not start: {e}"}
     if session.get_providers()[0] != "CUDAExecutionProvider":
@@ -129,10 +130,10 @@ def onnx_parity_on_cuda(run: dict, clean_ref: dict, folder: Path) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False  # the default; stated, since parity depends on it
     model, tokenizer, _ = load_trained(run["model_dir"])
     model.to("cuda")
-    test = read_frame(clean_ref["splits"]["test"])
+    test = read_frame(clean_ref.splits["test"])
     batches = parity_batches(tokenizer, sample_inputs(test, cfg.data.task), cfg.model.max_length, cfg.data.task)
     parity = check_parity(torch_forward(model), onnx_forward(session), batches, cfg.export.parity_atol)
-    return {**result, "cuda_parity": parity, "passed": bool(parity["passed"] and exported["parity"]["passed"]),
+    return {**result, "cuda_parity": parity, "passed": bool(parity["passed"] and exported.parity["passed"]),
             "why": None if parity["passed"] else f"max |Δlogit| {parity['max_abs_diff']:.2e} > {parity['atol']}"}
 
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tasks.quiet import silence_known_noise
-    from tasks.modelling.train import pick_precision
+    from tasks.modelling.precision import pick_precision
 
     silence_known_noise(torch_stage=True)
     started = time.perf_counter()

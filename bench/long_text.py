@@ -41,12 +41,12 @@ def score_test(model_dir: str, clean: dict, cfg, long_text) -> tuple[dict, float
     from tasks.modelling.predict import score_frame, torch_forward
 
     model, tokenizer, _ = load_trained(model_dir)
-    test = read_frame(clean["splits"]["test"])
+    test = read_frame(clean.splits["test"])
     start = time.perf_counter()
-    scored = score_frame(torch_forward(model), tokenizer, test, cfg.data.task, clean["labels"],
+    scored = score_frame(torch_forward(model), tokenizer, test, cfg.data.task, clean.labels,
                          cfg.model.max_length, cfg.training.eval_batch_size, long_text=long_text)
     seconds = time.perf_counter() - start
-    return {**scored["metrics"], **interval_metrics(cfg.data.task, scored, clean["labels"]), "docs": len(test)}, seconds
+    return {**scored["metrics"], **interval_metrics(cfg.data.task, scored, clean.labels), "docs": len(test)}, seconds
 
 
 def main() -> None:
@@ -76,8 +76,8 @@ def main() -> None:
     variants = {k: v for k, v in variants.items() if args.only in (None, k)}
     raw = collect_data(chunk_cfg.data, tmp / "data")
     clean = clean_data(raw["path"], chunk_cfg.data, tmp / "data")
-    print(f"speeches: {clean['report']['rows_out']} (train/validation/test), quarantined "
-          f"{clean['report']['quarantined']}; max_length {chunk_cfg.model.max_length}, stride "
+    print(f"speeches: {clean.report['rows_out']} (train/validation/test), quarantined "
+          f"{clean.report['quarantined']}; max_length {chunk_cfg.model.max_length}, stride "
           f"{chunk_cfg.model.window_stride()}, epochs {chunk_cfg.training.epochs}, seed {args.seed}\n")
     rows = []
     for name, cfg in variants.items():
@@ -89,8 +89,8 @@ def main() -> None:
         if how.chunks:
             readings.append(("chunk, max (same model)", LongText("chunk", how.stride, "max")))
         for label, reading in readings:
-            metrics, score_s = score_test(trained["model_dir"], clean, cfg, reading)
-            rows.append((label, metrics, trained["summary"]["global_step"] * cfg.training.train_batch_size,
+            metrics, score_s = score_test(trained.model_dir, clean, cfg, reading)
+            rows.append((label, metrics, trained.summary["global_step"] * cfg.training.train_batch_size,
                          train_s, score_s))
     print(f"{'reading':26} {'accuracy [95% CI]':>24} {'F1 rep.':>8} {'MCC':>6} {'windows seen':>12} "
           f"{'train s':>8} {'score s':>8}")

@@ -19,6 +19,7 @@ Goal: flow wall ≤ 1.15 × bare wall + 15 s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -52,7 +53,7 @@ def prepare(workdir: Path, rows: int, epochs: float) -> None:
     (workdir / "config.json").write_text(cfg.model_dump_json())
     data_dir = workdir / "prepared"
     ref = clean_data(collect_data(cfg.data, data_dir)["path"], cfg.data, data_dir)
-    (workdir / "data.json").write_text(json.dumps(ref, default=str))
+    (workdir / "data.json").write_text(json.dumps(dataclasses.asdict(ref), default=str))
 
 
 def load_workdir_config(workdir: Path):
@@ -90,9 +91,10 @@ def run_bare_arm(workdir: Path) -> dict:
                               Trainer, TrainingArguments)
 
     from tasks.modelling.encode import resolve_model_path
+    from tasks.results import CleanResult
 
-    cfg, data = load_workdir_config(workdir), json.loads((workdir / "data.json").read_text())
-    tc, labels = cfg.training, data["labels"]
+    cfg, data = load_workdir_config(workdir), CleanResult(**json.loads((workdir / "data.json").read_text()))
+    tc, labels = cfg.training, data.labels
     path = resolve_model_path(cfg.model.name)
     tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(tc.seed)
@@ -100,7 +102,7 @@ def run_bare_arm(workdir: Path) -> dict:
         path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
 
     def encode(split: str) -> Dataset:
-        df = pd.read_parquet(data["splits"][split])
+        df = pd.read_parquet(data.splits[split])
         enc = dict(tok(list(df["text"]), truncation=True, max_length=cfg.model.max_length))
         enc["labels"] = [labels.index(str(v)) for v in df["label"]]
         enc["length"] = [len(ids) for ids in enc["input_ids"]]

@@ -34,6 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from tasks.results import CleanResult  # noqa: E402
+
 # The first two are the comparison; the third separates what padding and grouping each do.
 VARIANTS = {
     "default (dynamic padding + length grouping)": [],
@@ -78,7 +80,7 @@ def build_config(args, run_dir: Path, extra: list[str]):
     ])
 
 
-def prepare_data(cfg, folder: Path) -> dict:
+def prepare_data(cfg, folder: Path) -> CleanResult:
     from tasks.data.clean import clean_data
     from tasks.data.collect import collect_data
 
@@ -86,18 +88,18 @@ def prepare_data(cfg, folder: Path) -> dict:
     return clean_data(raw["path"], cfg.data, folder)
 
 
-def mean_tokens(clean_ref: dict, max_length: int) -> float:
+def mean_tokens(clean_ref: CleanResult, max_length: int) -> float:
     """Average real (unpadded) tokens per training example."""
     from tasks.modelling.encode import load_tokenizer, resolve_model_path
     from tasks.io import read_frame
 
     tokenizer = load_tokenizer(resolve_model_path("minilm"))
-    texts = list(read_frame(clean_ref["splits"]["train"])["text"])
+    texts = list(read_frame(clean_ref.splits["train"])["text"])
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
     return sum(lengths) / len(lengths)
 
 
-def run_variant(args, clean_ref: dict, folder: Path, extra: list[str]) -> dict:
+def run_variant(args, clean_ref: CleanResult, folder: Path, extra: list[str]) -> dict:
     """Train and test one variant; return its speed and accuracy."""
     from tasks.modelling.evaluate import evaluate_model
     from tasks.modelling.train import train_model
@@ -105,10 +107,10 @@ def run_variant(args, clean_ref: dict, folder: Path, extra: list[str]) -> dict:
     cfg = build_config(args, folder, extra)
     timer = make_step_timer()
     trained = train_model(clean_ref, cfg, folder, callbacks=[timer])
-    evaluation = evaluate_model(trained["model_dir"], clean_ref, cfg, folder)
+    evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, folder)
     examples = timer.steps * args.batch
     return {"steps": timer.steps, "train_seconds": timer.seconds(), "examples_per_s": examples / timer.seconds(),
-            "test_accuracy": evaluation["metrics"]["test_accuracy"], "train_loss": trained["summary"]["train_loss"]}
+            "test_accuracy": evaluation.metrics["test_accuracy"], "train_loss": trained.summary["train_loss"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [a["examples_per_s"] / b["examples_per_s"] for a, b in zip(runs[default_name], runs[original_name])]
     gap = (default["test_accuracy"] - original["test_accuracy"]) * 100
     print(f"\npadding benchmark: MiniLM, rotten_tomatoes ({args.rows or 'all'} rows, "
-          f"{clean_ref['report']['rows_out']['train']} train, {clean_ref['report']['rows_out']['test']} test), "
+          f"{clean_ref.report['rows_out']['train']} train, {clean_ref.report['rows_out']['test']} test), "
           f"{args.steps} steps x batch {args.batch}, seeds {args.seeds}, torch threads {_threads()}")
     print(f"mean tokens per training example: {tokens:.1f} (the original recipe pads each to {args.max_length})\n")
     print(f"{'variant':<52} {'seed':>5} {'examples/s':>10} {'train s':>8} {'test acc':>9}")

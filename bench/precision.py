@@ -34,7 +34,7 @@ def device_note() -> str:
     """Where the training runs and whether it runs bf16 natively there."""
     import torch
 
-    from tasks.modelling.train import cpu_runs_bf16_natively
+    from tasks.modelling.precision import cpu_runs_bf16_natively
 
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}"
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     spread = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
 
     print(f"\nprecision benchmark: MiniLM, rotten_tomatoes ({args.rows or 'all'} rows, "
-          f"{clean_ref['report']['rows_out']['train']} train, {clean_ref['report']['rows_out']['test']} test), "
+          f"{clean_ref.report['rows_out']['train']} train, {clean_ref.report['rows_out']['test']} test), "
           f"{args.steps} steps x batch {args.batch}, max_length {args.max_length} "
           f"(mean {tokens:.1f} tokens), fused AdamW, seeds {args.seeds}")
     print(f"device: {device_note()}\n")

@@ -17,7 +17,8 @@ from tasks.registry import tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.modelling.encode import check_model_source
 from tasks.io import locked_folder, read_json, write_json, write_text
-from tasks.modelling.train import TRAINING_SECTIONS
+from tasks.modelling.checkpoints import TRAINING_SECTIONS
+from tasks.results import CleanResult
 
 
 def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
@@ -69,7 +70,7 @@ def check_resume_config(cfg: PipelineConfig, saved: PipelineConfig, run_dir: Pat
                          f"`ftflow run --resume-from RUN` uses it when no config is given), or start a new run.")
 
 
-def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, dict, dict]:
+def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, CleanResult, dict]:
     raw = stages.collect(cfg, str(run_dir), run_id)
     clean_ref = stages.clean(raw, cfg, str(run_dir), run_id)
     validation = stages.validate(clean_ref, cfg, str(run_dir), run_id)
@@ -103,16 +104,16 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
     with tracking.ended_run(run_id):
         raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
         trained = stages.train(clean_ref, cfg, str(run_dir), run_id)
-        evaluation = stages.evaluate(trained["model_dir"], clean_ref, cfg, str(run_dir), run_id, raw["source"])
-        exported = stages.export(trained["model_dir"], clean_ref, cfg, str(run_dir), run_id) \
+        evaluation = stages.evaluate(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, raw["source"])
+        exported = stages.export(trained.model_dir, clean_ref, cfg, str(run_dir), run_id) \
             if cfg.export.enabled else None
         registered = stages.register(run_id, exported, evaluation, clean_ref, cfg, validation) \
             if exported else None
     result = {"run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
-              "experiment": cfg.registry.experiment, "metrics": evaluation["metrics"],
-              "weak_classes": evaluation["weak_classes_text"],
-              "registered": registered, "parity": exported["parity"] if exported else None,
-              "serving_file": exported["serving_file"] if exported else None,
+              "experiment": cfg.registry.experiment, "metrics": evaluation.metrics,
+              "weak_classes": evaluation.weak_classes_text,
+              "registered": registered, "parity": exported.parity if exported else None,
+              "serving_file": exported.serving_file if exported else None,
               "tracking_uri": tracking.shown_tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
               "mlflow_url": tracking.run_ui_url(run_id)}
     create_markdown_artifact(summary_markdown(result), key="fine-tune-summary",
@@ -129,8 +130,8 @@ def validate_only(config: PipelineConfig = PipelineConfig()) -> dict:
     run_id, run_name, run_dir = open_run(cfg, "validate-data")
     with tracking.ended_run(run_id):
         raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
-    return {"run_id": run_id, "run_dir": str(run_dir), "rows": clean_ref["report"]["rows_out"],
-            "quarantined": clean_ref["report"]["quarantined"], "validation": validation,
+    return {"run_id": run_id, "run_dir": str(run_dir), "rows": clean_ref.report["rows_out"],
+            "quarantined": clean_ref.report["quarantined"], "validation": validation,
             "ui_hint": tracking.run_url_hint(run_id)}
 
 

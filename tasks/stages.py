@@ -20,6 +20,7 @@ from tasks import quiet
 from tasks.registry import tracking
 from tasks.config import PipelineConfig
 from tasks.progress import PROGRESS_RECORD
+from tasks.results import CleanResult, EvaluationResult, ExportResult, TrainResult
 
 
 def _retry_on_transient(task, task_run, state) -> bool:
@@ -93,7 +94,7 @@ def _data_cache_key(stage: str):
             upstream = params["raw"]["digest"]
         else:
             ref = params["clean_ref"]
-            upstream = f"{ref['digest']}:{ref.get('labels')}:{data_cache.suite_digest(data.task)}"
+            upstream = f"{ref.digest}:{ref.labels}:{data_cache.suite_digest(data.task)}"
         return data_cache.stage_key(stage, upstream, data)
 
     return key
@@ -114,13 +115,13 @@ def _clean_rows(raw: dict, cfg: PipelineConfig, run_dir: str) -> dict:
 
 
 @task(name="run-expectations", persist_result=True, cache_key_fn=_data_cache_key("validate"))
-def _run_expectations(clean_ref: dict, cfg: PipelineConfig, run_dir: str) -> dict:
+def _run_expectations(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str) -> dict:
     from tasks.data.validate import validate_data
 
     return {"run_dir": run_dir, "ref": validate_data(clean_ref, cfg.data, run_dir)}
 
 
-def _run_cached(stage: str, work, run_dir: str, run_id: str, *args) -> dict:
+def _run_cached(stage: str, work, run_dir: str, run_id: str, *args):
     """Run a data stage's cached task; a result reused from an earlier run gets its files copied here."""
     from tasks.data.cache import adopt_result
 
@@ -151,27 +152,27 @@ def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
 
 
 @task(name="clean", timeout_seconds=3600)
-def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> CleanResult:
     """Clean, split, and quarantine; log the report and the quarantine file."""
     try:
         ref = _run_cached("clean", _clean_rows, run_dir, run_id, raw, cfg)
     finally:
         tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "cleaning_report.json", "data")
         tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "quarantine.parquet", "data")
-    report = ref["report"]
+    report = ref.report
     get_run_logger().info("clean: %s rows per split, %d quarantined %s", report["rows_out"],
                           report["quarantined"], {k: v for k, v in report["removed"].items() if v})
     tracking.log_metrics(run_id, {f"data_rows_{k}": v for k, v in report["rows_out"].items()}
                          | {"data_quarantined": report["quarantined"]})
-    tracking.set_tags(run_id, {"data_digest": ref["digest"], "data_source": raw["source"]})
-    tracking.log_artifact(run_id, Path(ref["dir"]) / "labels.json", "data")
+    tracking.set_tags(run_id, {"data_digest": ref.digest, "data_source": raw["source"]})
+    tracking.log_artifact(run_id, Path(ref.dir) / "labels.json", "data")
     # The held-out split travels with the run: promotion re-scores models on it from the registry alone.
-    tracking.log_artifact(run_id, ref["splits"]["test"], "data")
+    tracking.log_artifact(run_id, ref.splits["test"], "data")
     return ref
 
 
 @task(name="validate", timeout_seconds=3600)
-def validate(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+def validate(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Great Expectations checks; critical failures stop the flow before training."""
     from tasks.data.validate import DataValidationError, describe_finding
 
@@ -206,34 +207,34 @@ def _log_validation(result: dict, folder: Path, cfg: PipelineConfig, run_id: str
     tracking.log_metrics(run_id, flat)
 
 
-def _log_lineage(clean_ref: dict, run_id: str) -> None:
+def _log_lineage(clean_ref: CleanResult, run_id: str) -> None:
     from tasks.io import read_frame
 
-    for split, path in clean_ref["splits"].items():
+    for split, path in clean_ref.splits.items():
         df = read_frame(path)
-        tracking.log_dataset_input(run_id, df, name=split, source=path, digest=clean_ref["digest"],
+        tracking.log_dataset_input(run_id, df, name=split, source=path, digest=clean_ref.digest,
                                    context="training" if split == "train" else split)
 
 
 @task(name="train", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600,
       retry_condition_fn=_retry_on_transient, log_prints=False)
 @logs_to_prefect
-def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> TrainResult:
     """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
     from tasks.modelling.search import tune_and_train
 
     quiet.silence_known_noise(torch_stage=True)
     result = tune_and_train(clean_ref, cfg, run_dir, run_id)
-    s = result["summary"]
+    s = result.summary
     if s.get("reused"):
         get_run_logger().info("training had already finished in %s; its model is reused", run_dir)
         tracking.set_tags(run_id, {"training_reused": "true"})
     elif s["resumed_from"]:
         get_run_logger().info("resumed from %s (step %d)", s["resumed_from"], s["resumed_at_step"])
         tracking.set_tags(run_id, {"resumed_from": s["resumed_from"]})
-    if result.get("search"):
-        get_run_logger().info("search: best %s=%.4f with %s", result["search"]["metric"],
-                              result["search"]["best_value"], result["search"]["best_params"])
+    if result.search:
+        get_run_logger().info("search: best %s=%.4f with %s", result.search["metric"],
+                              result.search["best_value"], result.search["best_params"])
     get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s, %s); best %s=%s",
                           s["global_step"], s["train_runtime_s"] or 0, s["train_samples_per_second"] or 0,
                           s.get("precision", "not recorded"), s["metric_for_best_model"], s["best_metric"])
@@ -245,66 +246,66 @@ def train(clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> di
 
 @task(name="evaluate", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
-def evaluate(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str,
-             source: str = "") -> dict:
+def evaluate(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str,
+             source: str = "") -> EvaluationResult:
     """Score on test; log metrics, plots, errors and the model card."""
     from tasks.modelling.evaluate import evaluate_model, weak_classes_markdown
 
     quiet.silence_known_noise(torch_stage=True)
     result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source)
-    tracking.log_metrics(run_id, result["metrics"])
-    tracking.log_artifact(run_id, result["dir"], "evaluation")
-    tracking.log_artifact(run_id, result["files"]["model_card"], "model_card")
-    m = result["metrics"]
+    tracking.log_metrics(run_id, result.metrics)
+    tracking.log_artifact(run_id, result.dir, "evaluation")
+    tracking.log_artifact(run_id, result.files["model_card"], "model_card")
+    m = result.metrics
     if "calibration_temperature" in m:  # classifiers: fitted on validation, applied by every scorer
         get_run_logger().info("calibration: temperature %.4f, test ECE %.4f -> %.4f; threshold %s",
                               m["calibration_temperature"], m["test_ece_before"], m["test_ece_after"],
                               m.get("decision_threshold", "none"))
-    rows = [{"metric": k, "value": round(v, 4)} for k, v in sorted(result["metrics"].items())
+    rows = [{"metric": k, "value": round(v, 4)} for k, v in sorted(result.metrics.items())
             if isinstance(v, float) and "support" not in k]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
     get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows[:12]})
     if cfg.data.task == "regression":
         return result
-    if result["weak_classes"]:
-        get_run_logger().warning(result["weak_classes_text"])
-    create_markdown_artifact(weak_classes_markdown(result["weak_classes"], result["weak_classes_text"]),
+    if result.weak_classes:
+        get_run_logger().warning(result.weak_classes_text)
+    create_markdown_artifact(weak_classes_markdown(result.weak_classes, result.weak_classes_text),
                              key=_artifact_key(f"{cfg.name}-weak-classes"),
                              description="classes with a low test F1 or never predicted")
-    tracking.log_metrics(run_id, {"test_weak_classes": len(result["weak_classes"])})
+    tracking.log_metrics(run_id, {"test_weak_classes": len(result.weak_classes)})
     return result
 
 
 @task(name="export", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
-def export(model_dir: str, clean_ref: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+def export(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> ExportResult:
     """ONNX fp32 + int8 with parity and the int8 gate."""
     from tasks.modelling.export import export_model
 
     quiet.silence_known_noise(torch_stage=True)
     result = export_model(model_dir, clean_ref, cfg, run_dir)
-    p = result["parity"]
+    p = result.parity
     tracking.log_metrics(run_id, {"onnx_parity_max_abs_diff": p["max_abs_diff"],
                                   "onnx_parity_changed_rows": p["changed_rows"],
                                   "onnx_parity_passed": float(p["passed"])})
-    gate = result["int8_gate"]
+    gate = result.int8_gate
     if gate:
         tracking.log_metrics(run_id, {"onnx_int8_metric_loss": gate["loss"], "onnx_int8_used": float(gate["passed"]),
                                       "onnx_int8_changed_share": gate["changed_share"]})
         if gate["why"]:
             get_run_logger().warning(gate["why"])
-    tracking.log_artifact(run_id, result["report_path"], "onnx")
-    tracking.log_artifact(run_id, result["fp32"], "onnx")
+    tracking.log_artifact(run_id, result.report_path, "onnx")
+    tracking.log_artifact(run_id, result.fp32, "onnx")
     get_run_logger().info("ONNX parity %s on %d test rows (%d answers differ, max |Δ%s| %.2e); serving %s",
                           "passed" if p["passed"] else "FAILED", p["rows"], p["changed_rows"], p["compared"],
-                          p["max_abs_diff"], result["serving_file"])
+                          p["max_abs_diff"], result.serving_file)
     return result
 
 
 @task(name="register", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=900,
       retry_condition_fn=_retry_on_transient)
-def register(run_id: str, export_ref: dict, evaluation: dict, clean_ref: dict, cfg: PipelineConfig,
-             validation: dict | None) -> dict:
+def register(run_id: str, export_ref: ExportResult, evaluation: EvaluationResult, clean_ref: CleanResult,
+             cfg: PipelineConfig, validation: dict | None) -> dict:
     """New registry version with alias 'challenger'."""
     from tasks.registry.register import register_model
 

@@ -13,6 +13,7 @@ get no key for collect: it always runs, and clean is still reused when the rows 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.metadata
@@ -28,7 +29,7 @@ TASKS_DIR = Path(__file__).resolve().parents[1]
 # The code whose change must invalidate a cached data stage.
 CODE_FILES = ("data/collect.py", "data/readers.py", "data/sources.py", "data/clean.py", "data/validate.py",
               "data/gx_suite.py", "data/cache.py", "io.py", "config/base.py", "config/sources.py", "config/data.py",
-              "secrets.py", "labels.py", "inference/normalize.py")
+              "secrets.py", "labels.py", "inference/normalize.py", "results.py")
 # The sub-folder of `run_dir/data` each stage writes.
 STAGE_FOLDERS = {"collect": "raw", "clean": "clean", "validate": "validation"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -102,6 +103,9 @@ def stage_key(stage: str, upstream: str | None, data: DataConfig) -> str | None:
 
 def relocate(value, old: str, new: str):
     """Every string path under `old` inside a (nested) result, rewritten to lie under `new`."""
+    if dataclasses.is_dataclass(value):  # a stage's typed result (tasks/results.py): a copy with the new paths
+        return dataclasses.replace(value, **{f.name: relocate(getattr(value, f.name), old, new)
+                                             for f in dataclasses.fields(value)})
     if isinstance(value, dict):
         return {k: relocate(v, old, new) for k, v in value.items()}
     if isinstance(value, list):
@@ -113,6 +117,8 @@ def relocate(value, old: str, new: str):
 
 def paths_in(value, root: str) -> list[str]:
     """The string paths under `root` that a (nested) result names."""
+    if dataclasses.is_dataclass(value):
+        return [p for f in dataclasses.fields(value) for p in paths_in(getattr(value, f.name), root)]
     if isinstance(value, dict):
         return [p for v in value.values() for p in paths_in(v, root)]
     if isinstance(value, list):
@@ -120,7 +126,7 @@ def paths_in(value, root: str) -> list[str]:
     return [value] if isinstance(value, str) and value.startswith(root + os.sep) else []
 
 
-def adopt_result(ref: dict, stage: str, from_dir: str | Path, to_dir: str | Path) -> dict | None:
+def adopt_result(ref, stage: str, from_dir: str | Path, to_dir: str | Path):
     """Copy a stage's files from an earlier run folder into this one and point the result at them.
 
     Returns None when the earlier files are gone (the caller runs the stage again). Copies, not

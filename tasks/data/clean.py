@@ -19,6 +19,7 @@ from tasks.config import DataConfig, char_cap
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
 from tasks.labels import entity_types, is_bio_tag, tag_set
+from tasks.results import CleanResult
 
 SPLITS = ("train", "validation", "test")
 ARROW_STRING = pd.StringDtype("pyarrow")
@@ -280,7 +281,7 @@ def resolve_labels(splits: dict[str, pd.DataFrame], cfg: DataConfig) -> list[str
     return sorted(pd.concat([frame["label"] for frame in splits.values()]).astype(str).unique())
 
 
-def clean_data(raw_path: str, cfg: DataConfig, run_dir: str | Path) -> dict:
+def clean_data(raw_path: str, cfg: DataConfig, run_dir: str | Path) -> CleanResult:
     """Clean the raw snapshot into train/validation/test parquet files plus quarantine and report."""
     raw = read_frame(raw_path)
     splits, quarantine, report = clean_frame(raw, cfg)
@@ -303,6 +304,5 @@ def clean_data(raw_path: str, cfg: DataConfig, run_dir: str | Path) -> dict:
     labels = resolve_labels(splits, cfg)
     paths = write_frames(splits, out_dir)
     write_json(out_dir / "labels.json", labels)
-    return {"dir": str(out_dir), "splits": paths, "quarantine": q_path, "labels": labels,
-            "report": report, "report_path": str(out_dir / "cleaning_report.json"),
-            "digest": digest_frames(splits)}
+    return CleanResult(dir=str(out_dir), splits=paths, quarantine=q_path, labels=labels, report=report,
+                       report_path=str(out_dir / "cleaning_report.json"), digest=digest_frames(splits))

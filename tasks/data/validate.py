@@ -37,6 +37,7 @@ from tasks.data.gx_suite import LABEL_FRAMES, SAMPLE_LIMIT, SCOPES, run_suite
 from tasks.config import DataConfig, char_cap
 from tasks.io import read_frame, write_json, write_text
 from tasks.labels import find_bio_break
+from tasks.results import CleanResult
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SEVERITIES = ("critical", "warning")
@@ -72,12 +73,12 @@ def load_suite(task: str) -> dict:
     return suite
 
 
-def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
+def suite_parameters(clean: CleanResult, cfg: DataConfig) -> dict:
     """Values for the suites' `{"$PARAMETER": name}` placeholders."""
     v = cfg.validation
     params: dict[str, Any] = {"max_chars": char_cap(v.max_chars, cfg.task), "min_rows": v.min_rows,
                               "min_class_rows": v.min_class_rows, "warn_class_rows": v.warn_class_rows}
-    labels = clean.get("labels") or cfg.labels
+    labels = clean.labels or cfg.labels
     if labels is not None:
         params["labels"] = list(labels)
     return params
@@ -85,8 +86,8 @@ def suite_parameters(clean: dict, cfg: DataConfig) -> dict:
 
 # --- frames and helper columns ---------------------------------------------------------------------
 
-def read_splits(clean: dict) -> dict[str, pd.DataFrame]:
-    return {name: read_frame(clean["splits"][name]) for name in SPLITS}
+def read_splits(clean: CleanResult) -> dict[str, pd.DataFrame]:
+    return {name: read_frame(clean.splits[name]) for name in SPLITS}
 
 
 def as_list(value) -> list:
@@ -266,7 +267,7 @@ def format_failures(failures: list[dict], task: str, summary_md: str, docs_index
     return "\n".join(lines)
 
 
-def validate_data(clean: dict, cfg: DataConfig, run_dir: str | Path) -> dict:
+def validate_data(clean: CleanResult, cfg: DataConfig, run_dir: str | Path) -> dict:
     """Run the task's expectation suite on the cleaned splits; write reports; raise on critical failures."""
     out_dir = Path(run_dir) / "data" / "validation"
     docs_dir = out_dir / "data_docs"

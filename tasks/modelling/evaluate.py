@@ -28,6 +28,7 @@ import pandas as pd
 from tasks.config import PipelineConfig
 from tasks.io import read_frame, read_json, write_json, write_parquet, write_text
 from tasks.labels import entity_type, entity_types, label_keys
+from tasks.results import CleanResult, EvaluationResult
 
 log = logging.getLogger(__name__)
 WORST_N = 50
@@ -242,7 +243,7 @@ def long_text_note(cfg: PipelineConfig) -> str:
     return f"longer inputs are truncated at {m.max_length} tokens"
 
 
-def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: dict, source: str,
+def write_model_card(model_dir: Path, cfg: PipelineConfig, data: CleanResult, metrics: dict, source: str,
                      weak_text: str = "") -> str:
     """The model's README: data, metrics, hyperparameters, intended use, limitations."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
@@ -251,7 +252,7 @@ def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: 
     # The values training used (a search may have changed them), else the config's.
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
-    labels = data["labels"] if task != "ner" else sorted(entity_types(data["labels"]))
+    labels = data.labels if task != "ner" else sorted(entity_types(data.labels))
     weak_section = "" if task == "regression" else (
         f"## Weak classes\n{weak_text or f'None: every class has test F1 of at least {WEAK_F1} and is predicted.'}\n\n")
     card = f"""# {cfg.registry.model_name}
@@ -259,9 +260,9 @@ def write_model_card(model_dir: Path, cfg: PipelineConfig, data: dict, metrics: 
 Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 
 ## Data
-- Source: `{source}`; content digest `{data['digest']}`
-- Rows (train / validation / test): {data['report']['rows_out']}
-- Quarantined by cleaning: {data['report']['quarantined']} ({data['report']['removed']})
+- Source: `{source}`; content digest `{data.digest}`
+- Rows (train / validation / test): {data.report['rows_out']}
+- Quarantined by cleaning: {data.report['quarantined']} ({data.report['removed']})
 - {"Target: a number" if task == "regression" else ("Entity types: " if task == "ner" else "Labels: ") + str(labels)}
 
 ## Test metrics
@@ -320,18 +321,18 @@ def decision_card(record: dict | None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def calibrate_model(forward, tokenizer, model_dir: Path, data: dict, cfg: PipelineConfig) -> dict:
+def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg: PipelineConfig) -> dict:
     """Fit temperature and threshold on the validation split; record them in the model folder's meta."""
     from tasks.inference.windows import long_text_of_bundle
     from tasks.modelling.calibration import fit_decision
     from tasks.modelling.predict import predict_logits, references_of
 
-    validation = read_frame(data["splits"]["validation"])
+    validation = read_frame(data.splits["validation"])
     meta_path = model_dir / "finetune_flow.json"
     logits = predict_logits(forward, tokenizer, validation, cfg.data.task, cfg.model.max_length,
                             cfg.training.eval_batch_size, long_text=long_text_of_bundle(read_json(meta_path)))
     record = fit_decision(cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task,
-                                                                                    data["labels"])), data["labels"])
+                                                                                    data.labels)), data.labels)
     # The model folder carries its decision rule: export copies this file into the serving bundle.
     write_json(meta_path, {**read_json(meta_path), "decision": record})
     return record
@@ -368,8 +369,8 @@ def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
                                      f"test, T = {t:.3f}": (calibrated_probabilities(logits, t), refs)}, path)
 
 
-def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path,
-                   source: str = "") -> dict:
+def evaluate_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, run_dir: str | Path,
+                   source: str = "") -> EvaluationResult:
     """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
     import torch
 
@@ -383,10 +384,10 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     model, tokenizer, meta = load_trained(model_dir)
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
-    task, labels = cfg.data.task, data["labels"]
+    task, labels = cfg.data.task, data.labels
     forward = torch_forward(model)
     record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if task in CALIBRATED_TASKS else None
-    test = read_frame(data["splits"]["test"])
+    test = read_frame(data.splits["test"])
     decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
     batches = -(-len(test) // cfg.training.eval_batch_size)
     with counted_calls(forward, batches, "evaluate", log) as counted:
@@ -416,4 +417,4 @@ def evaluate_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_d
     weak_text = describe_weak_classes(weak, n_classes, "test mentions" if task == "ner" else "test rows")
     files["weak_classes"] = write_json(out / "weak_classes.json", weak)
     files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source, weak_text)
-    return {"metrics": metrics, "dir": str(out), "files": files, "weak_classes": weak, "weak_classes_text": weak_text}
+    return EvaluationResult(metrics=metrics, dir=str(out), files=files, weak_classes=weak, weak_classes_text=weak_text)

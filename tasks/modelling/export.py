@@ -25,6 +25,7 @@ from tasks.inference.compare import compare_answers
 from tasks.inference.decode import Decision, Scores
 from tasks.inference.normalize import recorded_rules
 from tasks.io import atomic_path, read_frame, read_json, write_json
+from tasks.results import CleanResult, ExportResult
 
 FP32, INT8 = "model.onnx", "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -104,12 +105,12 @@ def write_bundle_files(model_dir: Path, tokenizer, out: Path, cfg: PipelineConfi
     write_json(out / "finetune_flow.json", meta)
 
 
-def raw_test_frame(test: pd.DataFrame, data: dict) -> tuple[pd.DataFrame, str]:
+def raw_test_frame(test: pd.DataFrame, data: CleanResult) -> tuple[pd.DataFrame, str]:
     """The test rows with their texts as collected, before cleaning (when the run's raw snapshot is at hand).
 
     The core must normalise them into what the clean stage gave the PyTorch model, or parity fails.
     """
-    raw_path = Path(data["dir"]).parent / "raw" / "all.parquet"  # collect's snapshot beside data/clean
+    raw_path = Path(data.dir).parent / "raw" / "all.parquet"  # collect's snapshot beside data/clean
     cols = [c for c in ("text", "text_pair") if c in test.columns]
     if not cols or "raw_index" not in test.columns or not raw_path.exists():
         return test, "clean"
@@ -117,7 +118,7 @@ def raw_test_frame(test: pd.DataFrame, data: dict) -> tuple[pd.DataFrame, str]:
     return test.assign(**{c: raw[c].to_numpy() for c in cols}), "raw"
 
 
-def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir: str | Path) -> dict:
+def export_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -> ExportResult:
     """Export fp32 (and int8) ONNX, check parity and the int8 gate on the core, assemble the serving bundle.
 
     The bundle is built in a temporary folder and moved into place whole: a kill or a full disk
@@ -127,12 +128,13 @@ def export_model(model_dir: str | Path, data: dict, cfg: PipelineConfig, run_dir
     with atomic_path(final) as out:
         out.mkdir(parents=True)
         report = build_bundle(model_dir, data, cfg, out)
-    return {"dir": str(final), "fp32": str(final / FP32), "int8": str(final / INT8) if cfg.export.quantize else None,
-            "parity": report["parity"], "int8_gate": report["int8"], "serving_file": report["serving_file"],
-            "report_path": str(final / "export_report.json")}
+    return ExportResult(dir=str(final), fp32=str(final / FP32),
+                        int8=str(final / INT8) if cfg.export.quantize else None, parity=report["parity"],
+                        int8_gate=report["int8"], serving_file=report["serving_file"],
+                        report_path=str(final / "export_report.json"))
 
 
-def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Path) -> dict:
+def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, out: Path) -> dict:
     """Write the serving bundle into `out` and check it on the core; return the export report."""
     from tasks.inference.predictor import OnnxPredictor
     from tasks.inference.windows import long_text_of_bundle
@@ -146,9 +148,9 @@ def build_bundle(model_dir: str | Path, data: dict, cfg: PipelineConfig, out: Pa
     if cfg.export.optimize:
         optimize_graph(out / FP32, model.config)
     write_bundle_files(Path(model_dir), tokenizer, out, cfg, FP32)
-    test = read_frame(data["splits"]["test"])
+    test = read_frame(data.splits["test"])
     decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
-    reference = score_frame(torch_forward(model), tokenizer, test, task, data["labels"], cfg.model.max_length,
+    reference = score_frame(torch_forward(model), tokenizer, test, task, data.labels, cfg.model.max_length,
                             batch, decision, long_text_of_bundle(meta))["scores"]
     raw, texts = raw_test_frame(test, data)
     fp32 = OnnxPredictor(out, model_file=FP32, batch_size=batch).predict_frame(raw)

@@ -11,12 +11,14 @@ score matters); the final training keeps its own.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, get_args
 
 from tasks.registry import tracking
 from tasks.config import PipelineConfig, SearchParam, TrainingConfig
 from tasks.io import read_frame, write_frames, write_json
+from tasks.results import CleanResult, TrainResult
 
 SEARCH = "search"
 PRUNE_AFTER_TRIALS = 2  # trials that always run to the end: the median needs something to stand on
@@ -52,18 +54,18 @@ def with_training_values(cfg: PipelineConfig, values: dict[str, Any], **extra: A
     return PipelineConfig.model_validate(data)
 
 
-def trial_data(data: dict, cfg: PipelineConfig, folder: Path) -> dict:
+def trial_data(data: CleanResult, cfg: PipelineConfig, folder: Path) -> CleanResult:
     """The clean splits a trial trains on: a stable random sample of `trial_max_rows` train rows when set."""
     limit = cfg.search.trial_max_rows
     if not limit:
         return data
-    train = read_frame(data["splits"]["train"])
+    train = read_frame(data.splits["train"])
     if len(train) <= limit:
         return data
     sample = train.sample(n=limit, random_state=cfg.training.seed).sort_index()
     path = write_frames({"train": sample}, folder)["train"]
-    return {**data, "splits": {**data["splits"], "train": path},
-            "digest": f"{data['digest']}-sample{limit}-seed{cfg.training.seed}"}
+    return dataclasses.replace(data, splits={**data.splits, "train": path},
+                               digest=f"{data.digest}-sample{limit}-seed{cfg.training.seed}")
 
 
 def make_pruner(cfg: PipelineConfig):
@@ -99,7 +101,7 @@ def make_pruning_callback(trial, metric: str):
     return PruningCallback()
 
 
-def run_trial(trial, data: dict, cfg: PipelineConfig, run_dir: Path, parent_run_id: str | None,
+def run_trial(trial, data: CleanResult, cfg: PipelineConfig, run_dir: Path, parent_run_id: str | None,
               metric: str) -> float:
     """Train one trial in its own folder, nested MLflow run; return its best validation metric."""
     import optuna
@@ -128,7 +130,7 @@ def run_trial(trial, data: dict, cfg: PipelineConfig, run_dir: Path, parent_run_
             if child:
                 tracking.set_tags(child, {"optuna_pruned": str(e)})
         else:
-            value = result["summary"]["best_metric"]
+            value = result.summary["best_metric"]
             if value is None:
                 raise ValueError(f"trial {trial.number} logged no validation '{metric}'; "
                                  "set search.metric to a metric the task reports (e.g. f1, accuracy, pearson)")
@@ -140,7 +142,7 @@ def run_trial(trial, data: dict, cfg: PipelineConfig, run_dir: Path, parent_run_
     return float(value)
 
 
-def search_hyperparameters(data: dict, cfg: PipelineConfig, run_dir: str | Path,
+def search_hyperparameters(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path,
                            run_id: str | None = None) -> dict:
     """Run the Optuna study; return the best values, the best score and every trial."""
     import optuna
@@ -168,7 +170,8 @@ def search_hyperparameters(data: dict, cfg: PipelineConfig, run_dir: str | Path,
     return result
 
 
-def tune_and_train(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None) -> dict:
+def tune_and_train(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path,
+                   run_id: str | None = None) -> TrainResult:
     """Search (when search.trials > 0), then train the final model with the best values."""
     from tasks.modelling.train import train_model
 
@@ -179,4 +182,4 @@ def tune_and_train(data: dict, cfg: PipelineConfig, run_dir: str | Path, run_id:
         tracking.log_params(run_id, {f"search.best.{k}": v for k, v in found["best_params"].items()})
         tracking.log_metrics(run_id, {f"search_best_val_{found['metric']}": found["best_value"]})
     final = train_model(data, with_training_values(cfg, found["best_params"]), run_dir, run_id)
-    return {**final, "search": found}
+    return dataclasses.replace(final, search=found)

@@ -13,6 +13,7 @@ from pathlib import Path
 from tasks.registry import tracking
 from tasks.config import PipelineConfig
 from tasks.io import read_json
+from tasks.results import CleanResult, EvaluationResult, ExportResult
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 MODEL_ARTIFACT = "model"
@@ -81,25 +82,26 @@ def validation_tags(validation: dict | None) -> dict:
     return {DATA_VALIDATION_TAG: "passed"}
 
 
-def model_tags(cfg: PipelineConfig, data: dict, metrics: dict, export: dict, validation: dict | None) -> dict:
+def model_tags(cfg: PipelineConfig, data: CleanResult, metrics: dict, export: ExportResult,
+               validation: dict | None) -> dict:
     tags = {
         "task": cfg.data.task, "config_name": cfg.name, "config_digest": cfg.digest(),
-        "data_digest": data["digest"], "git_commit": git_commit(), "base_model": cfg.model.name,
-        PARITY_TAG: export["parity"]["passed"], "parity_max_abs_diff": f"{export['parity']['max_abs_diff']:.2e}",
-        "serving_file": export["serving_file"], **validation_tags(validation),
+        "data_digest": data.digest, "git_commit": git_commit(), "base_model": cfg.model.name,
+        PARITY_TAG: export.parity["passed"], "parity_max_abs_diff": f"{export.parity['max_abs_diff']:.2e}",
+        "serving_file": export.serving_file, **validation_tags(validation),
     }
-    if export.get("int8_gate"):  # what quantisation costs: metric change and share of answers it changes
-        gate = export["int8_gate"]
+    if export.int8_gate:  # what quantisation costs: metric change and share of answers it changes
+        gate = export.int8_gate
         tags.update(int8_metric_loss=f"{gate['loss']:.4f}", int8_changed_share=f"{gate['changed_share']:.4f}")
     tags.update({k: f"{v:.4f}" for k, v in metrics.items() if isinstance(v, float)})
     return tags
 
 
-def log_serving_model(run_id: str, bundle_dir: str | Path, data: dict, cfg: PipelineConfig) -> None:
+def log_serving_model(run_id: str, bundle_dir: str | Path, data: CleanResult, cfg: PipelineConfig) -> None:
     """The bundle as an MLflow pyfunc model in the run (input examples from the test split)."""
     from tasks.io import read_frame
 
-    test = read_frame(data["splits"]["test"])
+    test = read_frame(data.splits["test"])
     examples = list(test["tokens"].head(2)) if cfg.data.task == "ner" else list(test["text"].head(2))
     pairs = list(test["text_pair"].head(2)) if "text_pair" in test.columns else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,19 +109,19 @@ def log_serving_model(run_id: str, bundle_dir: str | Path, data: dict, cfg: Pipe
         tracking.client().log_artifacts(run_id, str(local), MODEL_ARTIFACT)
 
 
-def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg: PipelineConfig,
-                   validation: dict | None = None) -> dict:
+def register_model(run_id: str, export: ExportResult, evaluation: EvaluationResult, data: CleanResult,
+                   cfg: PipelineConfig, validation: dict | None = None) -> dict:
     """Log the serving model to the run and register it as a new version with alias 'challenger'."""
-    if not export["parity"]["passed"]:
-        p = export["parity"]
+    if not export.parity["passed"]:
+        p = export.parity
         raise RegistrationRefused(
             f"ONNX parity check failed (max |Δlogit| {p['max_abs_diff']:.2e} > {p['atol']:.0e} or argmax "
-            f"differs: {not p['argmax_equal']}); not registering. See {export['report_path']}."
+            f"differs: {not p['argmax_equal']}); not registering. See {export.report_path}."
         )
     c = tracking.client()
     name = cfg.registry.model_name
     source = f"{c.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-    tags = model_tags(cfg, data, evaluation["metrics"], export, validation)
+    tags = model_tags(cfg, data, evaluation.metrics, export, validation)
     # A retry (or a resumed run) after the version was made finds it: no second version of the same
     # model, and the files a registered version (perhaps the champion) points at are not written again.
     made = [v for v in c.search_model_versions(f"name = {tracking.filter_value(name)} and run_id = {tracking.filter_value(run_id)}") if v.source == source]
@@ -128,7 +130,7 @@ def register_model(run_id: str, export: dict, evaluation: dict, data: dict, cfg:
         for key, value in tags.items():
             c.set_model_version_tag(name, version.version, key, value)
     else:
-        log_serving_model(run_id, export["dir"], data, cfg)
+        log_serving_model(run_id, export.dir, data, cfg)
         ensure_registered_model(name, f"finetune-flow {cfg.data.task} model ({cfg.name})")
         version = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
     c.set_registered_model_alias(name, CHALLENGER, version.version)

@@ -57,7 +57,7 @@ def _checkpoint(folder: Path, step: int, state: str | None = None, weights: bool
 
 
 def test_only_a_complete_checkpoint_is_resumed_from(tmp_path):
-    from tasks.modelling.train import last_checkpoint
+    from tasks.modelling.checkpoints import last_checkpoint
 
     _checkpoint(tmp_path, 2, json.dumps({"global_step": 2}))
     _checkpoint(tmp_path, 4, '{"global_step": 4, "log_hist')  # state cut off by a full disk

@@ -96,12 +96,16 @@ def test_registered_model_loads_through_mlflow_pyfunc(flow_result):
 
 def test_failed_parity_refuses_registration(flow_result):
     from tasks.registry.register import RegistrationRefused, register_model
+    from tasks.results import EvaluationResult, ExportResult
 
     res = flow_result["result"]
-    bad = {"parity": {"passed": False, "max_abs_diff": 0.5, "atol": 1e-4, "argmax_equal": False},
-           "report_path": "export_report.json"}
+    onnx = Path(res["run_dir"]) / "onnx"
+    bad = ExportResult(dir=str(onnx), fp32=str(onnx / "model.onnx"), int8=None, int8_gate=None,
+                       parity={"passed": False, "max_abs_diff": 0.5, "atol": 1e-4, "argmax_equal": False},
+                       serving_file="model.onnx", report_path=str(onnx / "export_report.json"))
+    evaluation = EvaluationResult(metrics=res["metrics"], dir="", files={}, weak_classes=[], weak_classes_text="")
     with pytest.raises(RegistrationRefused, match="parity"):
-        register_model(res["run_id"], bad, {"metrics": {}}, {}, flow_result["config"])
+        register_model(res["run_id"], bad, evaluation, None, flow_result["config"])
 
 
 def test_stage_logs_reach_the_run_log_without_library_stdout_noise(prefect_harness):

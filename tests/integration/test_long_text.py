@@ -138,29 +138,29 @@ def test_chunked_run_end_to_end_on_speeches(tmp_path):
     from tests.integration.test_tasks_e2e import run_pipeline
 
     cfg = small_config(tmp_path, "data.source.name=convention_speeches", "data.labels=[democrat, republican]",
-                       "data.max_rows=40", "data.validation.min_rows=20", "data.validation.min_class_share=0",
+                       "data.max_rows=40", "data.validation.min_rows=20", "data.validation.min_class_rows=0",
                        "model.long_text=chunk", "model.stride=8", "model.aggregate=mean", "training.max_steps=4")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
-    test = read_frame(clean_ref["splits"]["test"])
+    test = read_frame(clean_ref.splits["test"])
     assert len(test) >= 2 and test["text"].str.len().min() > 200  # whole speeches, none quarantined
     history = read_json(tmp_path / "run" / "train_summary.json")["log_history"]
     [val] = [h for h in history if "eval_loss" in h]  # validation metrics count documents, not windows
-    documents = clean_ref["report"]["rows_out"]["validation"]
+    documents = clean_ref.report["rows_out"]["validation"]
     assert val["eval_support_democrat"] + val["eval_support_republican"] == documents
-    predictions = pd.read_parquet(Path(evaluation["dir"]) / "predictions.parquet")
+    predictions = pd.read_parquet(Path(evaluation.dir) / "predictions.parquet")
     assert len(predictions) == len(test)  # one answer per document, not per window
-    assert exported["parity"]["passed"] and exported["parity"]["rows"] == len(test), exported["parity"]
-    meta = read_json(Path(exported["dir"]) / "finetune_flow.json")
+    assert exported.parity["passed"] and exported.parity["rows"] == len(test), exported.parity
+    meta = read_json(Path(exported.dir) / "finetune_flow.json")
     assert meta["long_text"] == {"mode": "chunk", "stride": 8, "aggregate": "mean"}
-    assert "windows of 32 tokens sharing 8" in Path(evaluation["files"]["model_card"]).read_text()
+    assert "windows of 32 tokens sharing 8" in Path(evaluation.files["model_card"]).read_text()
 
     # By hand: every window of one speech through the serving file (the core's batches), logits averaged.
     speech = test["text"].iloc[0][:6000]
-    predictor = OnnxPredictor(exported["dir"])
-    windows, _ = windows_of([load_tokenizer(Path(exported["dir"]), 32, 8).encode(speech)])
+    predictor = OnnxPredictor(exported.dir)
+    windows, _ = windows_of([load_tokenizer(Path(exported.dir), 32, 8).encode(speech)])
     assert len(windows) > 5
     by_hand = np.mean(predictor.run_logits(windows), axis=0)
-    with running(create_app(bundle_dir=exported["dir"])) as url:
+    with running(create_app(bundle_dir=exported.dir)) as url:
         [answer] = httpx.post(f"{url}/predict", json={"text": speech}, timeout=60).json()["predictions"]
     expected = softmax(by_hand)
     assert answer["truncated"] is False

@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 from tasks.config import load_config
 from tasks.modelling.evaluate import describe_weak_classes, find_weak_classes, weak_classes_markdown
 from tasks.modelling.metrics import compute_metrics_for
-from tasks.modelling.train import resolve_class_weights
+from tasks.modelling.trainer import resolve_class_weights
 
 LABELS = ["business", "sports", "tech", "rare"]
 
@@ -80,13 +80,13 @@ def test_a_briefly_trained_model_on_skewed_questions_names_its_weak_classes(tmp_
                        "data.max_rows=400", "training.max_steps=4")
     clean_ref = prepare(cfg, tmp_path / "run")
     trained = train_model(clean_ref, cfg, tmp_path / "run")
-    evaluation = evaluate_model(trained["model_dir"], clean_ref, cfg, tmp_path / "run", "test")
-    weak = evaluation["weak_classes"]
-    report = pd.read_csv(Path(evaluation["dir"]) / "per_class_report.csv").set_index("class")
-    predicted = pd.read_parquet(Path(evaluation["dir"]) / "predictions.parquet")["prediction"].value_counts()
+    evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, tmp_path / "run", "test")
+    weak = evaluation.weak_classes
+    report = pd.read_csv(Path(evaluation.dir) / "per_class_report.csv").set_index("class")
+    predicted = pd.read_parquet(Path(evaluation.dir) / "predictions.parquet")["prediction"].value_counts()
     expected = {c for c, row in report.iterrows()
                 if row["support"] > 0 and (row["f1"] < 0.5 or predicted.get(c, 0) == 0)}
     assert expected and {w["class"] for w in weak} == expected  # 4 steps cannot learn 6 classes
-    assert json.loads(Path(evaluation["files"]["weak_classes"]).read_text()) == weak
-    card = Path(evaluation["files"]["model_card"]).read_text()
-    assert evaluation["weak_classes_text"] in card and f"'{weak[0]['class']}'" in card
+    assert json.loads(Path(evaluation.files["weak_classes"]).read_text()) == weak
+    card = Path(evaluation.files["model_card"]).read_text()
+    assert evaluation.weak_classes_text in card and f"'{weak[0]['class']}'" in card

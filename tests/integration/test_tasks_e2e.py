@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tasks.results import CleanResult, EvaluationResult, ExportResult
 from tests.support import small_config
 from tests.integration.test_train import prepare
 
@@ -37,7 +38,7 @@ def write_pair_dataset(folder: Path, n: int = 240) -> Path:
     return path
 
 
-def run_pipeline(cfg, folder: Path) -> tuple[dict, dict, dict]:
+def run_pipeline(cfg, folder: Path) -> tuple[CleanResult, EvaluationResult, ExportResult]:
     """The stages' plain functions in flow order; returns (clean reference, evaluation, export)."""
     from tasks.modelling.evaluate import evaluate_model
     from tasks.modelling.export import export_model
@@ -45,26 +46,26 @@ def run_pipeline(cfg, folder: Path) -> tuple[dict, dict, dict]:
 
     clean_ref = prepare(cfg, folder)
     trained = train_model(clean_ref, cfg, folder)
-    evaluation = evaluate_model(trained["model_dir"], clean_ref, cfg, folder, "test")
-    exported = export_model(trained["model_dir"], clean_ref, cfg, folder)
+    evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, folder, "test")
+    exported = export_model(trained.model_dir, clean_ref, cfg, folder)
     return clean_ref, evaluation, exported
 
 
 def assert_evidence(evaluation: dict, exported: dict, task: str) -> None:
-    folder = Path(evaluation["dir"])
+    folder = Path(evaluation.dir)
     for name in EVIDENCE:
         assert (folder / name).stat().st_size > 0, name
     assert (folder / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
-    card = Path(evaluation["files"]["model_card"]).read_text()
+    card = Path(evaluation.files["model_card"]).read_text()
     assert f"for **{task}**" in card and "## Intended use" in card and "## Limitations" in card
     assert ("## Weak classes" in card) == (task != "regression") and (folder / "weak_classes.json").is_file()
-    assert exported["parity"]["passed"], exported["parity"]
-    assert exported["int8_gate"] is not None and exported["serving_file"] in ("model.onnx", "model.int8.onnx")
-    assert exported["parity"]["changed_rows"] == 0 and exported["parity"]["rows"] == exported["int8_gate"]["rows"] > 0
-    assert 0.0 <= exported["int8_gate"]["changed_share"] <= 1.0
+    assert exported.parity["passed"], exported.parity
+    assert exported.int8_gate is not None and exported.serving_file in ("model.onnx", "model.int8.onnx")
+    assert exported.parity["changed_rows"] == 0 and exported.parity["rows"] == exported.int8_gate["rows"] > 0
+    assert 0.0 <= exported.int8_gate["changed_share"] <= 1.0
     from tasks.modelling.metrics import primary_metric
 
-    m, key = evaluation["metrics"], f"test_{primary_metric(task)}"
+    m, key = evaluation.metrics, f"test_{primary_metric(task)}"
     assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"]  # the bootstrap interval brackets the score
 
 
@@ -76,15 +77,15 @@ def test_pair_classification_end_to_end(tmp_path):
                        "data.task=pair_classification", "data.text_column=sentence1",
                        "data.text_pair_column=sentence2", "data.label_column=relation", "training.max_steps=6")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
-    assert clean_ref["labels"] == ["different", "same"]
-    assert {"test_accuracy", "test_f1", "test_mcc", "test_f1_same"} <= set(evaluation["metrics"])
+    assert clean_ref.labels == ["different", "same"]
+    assert {"test_accuracy", "test_f1", "test_mcc", "test_f1_same"} <= set(evaluation.metrics)
     assert_evidence(evaluation, exported, "pair_classification")
-    report = pd.read_csv(Path(evaluation["dir"]) / "per_class_report.csv")
+    report = pd.read_csv(Path(evaluation.dir) / "per_class_report.csv")
     assert list(report["class"]) == ["different", "same"]
-    worst = pd.read_csv(Path(evaluation["dir"]) / "worst_errors.csv")
+    worst = pd.read_csv(Path(evaluation.dir) / "worst_errors.csv")
     assert {"text", "text_pair", "prediction", "confidence"} <= set(worst.columns)
 
-    answer = OnnxPredictor(exported["dir"]).predict(["a gem of a film"], ["a dreary mess"])[0]
+    answer = OnnxPredictor(exported.dir).predict(["a gem of a film"], ["a dreary mess"])[0]
     assert answer["label"] in ("different", "same") and set(answer["scores"]) == {"different", "same"}
 
 
@@ -94,17 +95,17 @@ def test_regression_end_to_end(tmp_path):
     cfg = small_config(tmp_path, "data.source.name=sentiment_scores", "data.task=regression",
                        "training.max_steps=6")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
-    assert clean_ref["labels"] is None
-    assert {"test_pearson", "test_spearman", "test_mse", "test_rmse", "test_mae"} <= set(evaluation["metrics"])
+    assert clean_ref.labels is None
+    assert {"test_pearson", "test_spearman", "test_mse", "test_rmse", "test_mae"} <= set(evaluation.metrics)
     assert_evidence(evaluation, exported, "regression")
-    assert (Path(evaluation["dir"]) / "prediction_scatter.png").exists()
-    report = pd.read_csv(Path(evaluation["dir"]) / "per_class_report.csv")
-    assert len(report) == 5 and report["support"].sum() == clean_ref["report"]["rows_out"]["test"]
-    worst = pd.read_csv(Path(evaluation["dir"]) / "worst_errors.csv")
+    assert (Path(evaluation.dir) / "prediction_scatter.png").exists()
+    report = pd.read_csv(Path(evaluation.dir) / "per_class_report.csv")
+    assert len(report) == 5 and report["support"].sum() == clean_ref.report["rows_out"]["test"]
+    worst = pd.read_csv(Path(evaluation.dir) / "worst_errors.csv")
     assert worst["abs_error"].is_monotonic_decreasing
-    assert exported["int8_gate"]["metric"] == "pearson"
+    assert exported.int8_gate["metric"] == "pearson"
 
-    answer = OnnxPredictor(exported["dir"]).predict(["what a wonderful day"])[0]
+    answer = OnnxPredictor(exported.dir).predict(["what a wonderful day"])[0]
     assert isinstance(answer["value"], float)
 
 
@@ -114,20 +115,20 @@ def test_ner_end_to_end(tmp_path):
     cfg = small_config(tmp_path, "data.source.name=tweet_ner", "data.task=ner", "data.max_rows=200",
                        "training.max_steps=6", "training.learning_rate=3e-4")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
-    assert clean_ref["labels"][0] == "O" and "B-person" in clean_ref["labels"]
-    assert {"test_precision", "test_recall", "test_f1", "test_accuracy", "test_f1_person"} <= set(evaluation["metrics"])
+    assert clean_ref.labels[0] == "O" and "B-person" in clean_ref.labels
+    assert {"test_precision", "test_recall", "test_f1", "test_accuracy", "test_f1_person"} <= set(evaluation.metrics)
     assert_evidence(evaluation, exported, "ner")
-    report = pd.read_csv(Path(evaluation["dir"]) / "per_class_report.csv")
+    report = pd.read_csv(Path(evaluation.dir) / "per_class_report.csv")
     assert "person" in set(report["class"]) and {"precision", "recall", "f1", "support"} <= set(report.columns)
     f1 = report.set_index("class")["f1"]  # weak entity types: those below 0.5 with test mentions
     expected = {c for c, row in report.set_index("class").iterrows() if row["support"] > 0 and f1[c] < 0.5}
-    assert {w["class"] for w in evaluation["weak_classes"]} == expected
-    predictions = pd.read_parquet(Path(evaluation["dir"]) / "predictions.parquet")
+    assert {w["class"] for w in evaluation.weak_classes} == expected
+    predictions = pd.read_parquet(Path(evaluation.dir) / "predictions.parquet")
     assert all(len(p) == len(t) for p, t in zip(predictions["prediction"], predictions["tokens"]))
-    worst = pd.read_csv(Path(evaluation["dir"]) / "worst_errors.csv")
+    worst = pd.read_csv(Path(evaluation.dir) / "worst_errors.csv")
     assert "mistakes" in worst.columns
 
-    answer = OnnxPredictor(exported["dir"]).predict(["Barack Obama visited Paris on Monday"])[0]
+    answer = OnnxPredictor(exported.dir).predict(["Barack Obama visited Paris on Monday"])[0]
     assert isinstance(answer["entities"], list)
 
 

@@ -6,18 +6,20 @@ interruption, hyperparameter search with nested MLflow runs, and 2-process DDP (
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from tasks.results import CleanResult
 from tests.support import small_config
 
 pytestmark = pytest.mark.slow
 
 
-def prepare(cfg, folder: Path) -> dict:
+def prepare(cfg, folder: Path) -> CleanResult:
     """collect + clean through the plain functions; the clean reference train_model takes."""
     from tasks.data.clean import clean_data
     from tasks.data.collect import collect_data
@@ -97,7 +99,7 @@ def make_trainer(cfg, tmp: Path):
     from transformers import AutoModelForSequenceClassification
 
     from tasks.modelling.encode import resolve_model_path
-    from tasks.modelling.train import loss_spec_for, make_trainer_class, training_arguments
+    from tasks.modelling.trainer import loss_spec_for, make_trainer_class, training_arguments
 
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"), num_labels=2)
     # The arguments evaluate per epoch, which needs an eval set to exist; it is never used here.
@@ -139,7 +141,7 @@ def test_optimizers_and_schedules_follow_the_config(tmp_path):
 def test_auto_precision_takes_bf16_only_where_the_gpu_runs_it_natively(monkeypatch):
     import torch
 
-    from tasks.modelling.train import pick_precision
+    from tasks.modelling.precision import pick_precision
 
     # No GPU here: the GPU is stood in for by its two answers. A T4 or V100 runs bf16 only emulated.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -160,7 +162,8 @@ def cpuinfo_flags() -> set[str]:
 
 def test_auto_precision_on_cpu_follows_the_cpu_flags():
     """auto on CPU: bf16 autocast where the CPU lists AMX-BF16 or AVX512-BF16, fp32 elsewhere; fp32 turns it off."""
-    from tasks.modelling.train import cpu_runs_bf16_natively, pick_precision, training_arguments
+    from tasks.modelling.precision import cpu_runs_bf16_natively, pick_precision
+    from tasks.modelling.trainer import training_arguments
 
     native = bool({"amx_bf16", "avx512_bf16"} & cpuinfo_flags())
     assert cpu_runs_bf16_natively() == native
@@ -180,7 +183,7 @@ def test_auto_precision_on_cpu_follows_the_cpu_flags():
 def test_cpu_bf16_check_reads_torch_then_the_cpu_flags(monkeypatch):
     import torch
 
-    from tasks.modelling.train import cpu_flags, cpu_runs_bf16_natively, pick_precision
+    from tasks.modelling.precision import cpu_flags, cpu_runs_bf16_natively, pick_precision
 
     assert not cpu_runs_bf16_natively({"avx2", "avx512f", "avx512_vnni"})  # Cascade Lake, Zen 3: fp32
     assert cpu_runs_bf16_natively({"avx512f", "avx512_bf16"}) and cpu_runs_bf16_natively({"amx_bf16"})
@@ -208,15 +211,15 @@ def test_bf16_training_keeps_fp32_weights_and_onnx_parity(clean_ref, tmp_path):
 
     cfg = tiny(tmp_path, "training.mixed_precision=bf16", "training.max_steps=3", "training.use_cpu=true")
     trained = train_model(clean_ref, cfg, tmp_path / "run", callbacks=[WatchMatmuls()])
-    assert torch.bfloat16 in seen and trained["summary"]["precision"] == "bf16"  # autocast was on while training
-    with safe_open(Path(trained["model_dir"]) / "model.safetensors", "pt") as f:
+    assert torch.bfloat16 in seen and trained.summary["precision"] == "bf16"  # autocast was on while training
+    with safe_open(Path(trained.model_dir) / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
-    exported = export_model(trained["model_dir"], clean_ref, cfg, tmp_path / "run")
-    assert exported["parity"]["passed"] and exported["parity"]["max_abs_diff"] < 1e-4
+    exported = export_model(trained.model_dir, clean_ref, cfg, tmp_path / "run")
+    assert exported.parity["passed"] and exported.parity["max_abs_diff"] < 1e-4
 
 
 def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):
-    from tasks.modelling.train import build_model
+    from tasks.modelling.model import build_model
 
     with pytest.raises(ValueError, match=r"model.max_length = 1024 .*\(512 positions\); set model.max_length to 512"):
         build_model(tiny(tmp_path, "model.max_length=1024"), ["negative", "positive"])
@@ -225,7 +228,7 @@ def test_max_length_beyond_the_model_is_refused_before_training(tmp_path):
 def test_position_limit_follows_the_architecture():
     from types import SimpleNamespace as Config
 
-    from tasks.modelling.train import position_limit
+    from tasks.modelling.model import position_limit
 
     assert position_limit(Config(max_position_embeddings=512, model_type="bert")) == 512
     assert position_limit(Config(max_position_embeddings=514, model_type="roberta")) == 512
@@ -239,12 +242,12 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(clean_ref, tmp_path)
     # A learning rate this small cannot change predictions: no evaluation improves on the first.
     cfg = tiny(tmp_path, "training.learning_rate=1e-12", "training.max_steps=6", "training.eval_steps=1",
                "training.early_stopping_patience=1", "training.metric_for_best_model=accuracy")
-    summary = train_model(clean_ref, cfg, tmp_path / "run")["summary"]
+    summary = train_model(clean_ref, cfg, tmp_path / "run").summary
     assert summary["global_step"] == 2  # evaluated at 1 (best) and 2 (no better): stopped, not 6
     assert summary["best_checkpoint"].endswith("checkpoint-1") and Path(summary["best_checkpoint"]).is_dir()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     # Re-run (a flow resumed after a later stage failed): the Trainer would clear the stop and go on to step 3.
-    again = train_model(clean_ref, cfg, tmp_path / "run")["summary"]
+    again = train_model(clean_ref, cfg, tmp_path / "run").summary
     assert again["reused"] and again["global_step"] == 2
 
 
@@ -274,7 +277,7 @@ def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
     assert (run / "checkpoints" / "checkpoint-2" / "trainer_state.json").exists()
     assert not (run / "model").exists()
 
-    summary = train_model(clean_ref, cfg, run)["summary"]
+    summary = train_model(clean_ref, cfg, run).summary
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["resumed_at_step"] == 2
     assert summary["global_step"] == 4
     steps = [s for s, _ in logged(run, "loss")]
@@ -282,10 +285,10 @@ def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
     assert (run / "model" / "model.safetensors").exists()
 
     # Finished: a further re-run (a flow resumed after a later stage failed) reuses the model, trains nothing.
-    again = train_model(clean_ref, cfg, run)["summary"]
+    again = train_model(clean_ref, cfg, run).summary
     assert again["reused"] and again["global_step"] == 4 and [s for s, _ in logged(run, "loss")] == steps
 
-    changed = {**clean_ref, "digest": "another-dataset"}
+    changed = dataclasses.replace(clean_ref, digest="another-dataset")
     with pytest.raises(ValueError, match="different data"):
         train_model(changed, cfg, run)
 
@@ -300,7 +303,7 @@ def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path
                "train_batch_size: {choices: [8, 16]}}")
     parent = tracking.start_run("tests-search", "search-parent")
     result = tune_and_train(clean_ref, cfg, tmp_path / "run", parent)
-    found = result["search"]
+    found = result.search
     assert found["metric"] == "f1" and found["direction"] == "maximize"
     assert [t["state"] for t in found["trials"]] == ["COMPLETE", "COMPLETE"]
 
@@ -311,7 +314,7 @@ def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path
     assert {r.info.run_id for r in children} == {t["mlflow_run_id"] for t in found["trials"]}
     assert all("val_f1" in r.data.metrics and "training.learning_rate" in r.data.params for r in children)
 
-    used = read_json(Path(result["model_dir"]) / "finetune_flow.json")["training"]
+    used = read_json(Path(result.model_dir) / "finetune_flow.json")["training"]
     assert used["learning_rate"] == found["best_params"]["learning_rate"]
     assert used["train_batch_size"] == found["best_params"]["train_batch_size"]
     assert float(c.get_run(parent).data.params["search.best.learning_rate"]) == pytest.approx(used["learning_rate"])
@@ -364,7 +367,7 @@ def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, t
     run_id = tracking.start_run("tests-ddp", "ddp")
     cfg = tiny(tmp_path, "training.distributed.nproc_per_node=2", "training.max_steps=2",
                "training.logging_steps=1", "training.train_batch_size=8")
-    summary = train_model(clean_ref, cfg, tmp_path / "run", run_id)["summary"]
+    summary = train_model(clean_ref, cfg, tmp_path / "run", run_id).summary
     assert summary["world_size"] == 2 and summary["global_step"] == 2
     first_loss = logged(tmp_path / "run", "loss")[0][1]
     # A fresh binary head starts near ln 2; a loss multiplied by the world size would be near 1.39.

@@ -15,6 +15,7 @@ from tasks.io import write_frames
 from tasks.data.gx_suite import SCOPES
 from tasks.data.validate import DataValidationError, load_suite, validate_data
 from tasks.labels import find_bio_break
+from tasks.results import CleanResult
 
 TASKS = ("classification", "pair_classification", "regression", "ner")
 
@@ -26,13 +27,15 @@ def data_config(*overrides: str):
 
 
 def write_clean(run_dir: Path, train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame,
-                labels: list[str] | None) -> dict:
+                labels: list[str] | None) -> CleanResult:
     """Parquet files shaped like clean_data's output, for cases the clean stage would never produce."""
     frames = {"train": train, "validation": validation, "test": test}
     for df, start in zip(frames.values(), (0, 1000, 2000)):
         df["raw_index"] = range(start, start + len(df))
-    paths = write_frames(frames, run_dir / "data" / "clean")
-    return {"dir": str(run_dir / "data" / "clean"), "splits": paths, "labels": labels}
+    folder = run_dir / "data" / "clean"
+    paths = write_frames(frames, folder)
+    return CleanResult(dir=str(folder), splits=paths, quarantine=str(folder / "quarantine.parquet"), labels=labels,
+                       report={}, report_path=str(folder / "cleaning_report.json"), digest="hand-written")
 
 
 def texts(n: int, prefix: str) -> list[str]:
@@ -76,7 +79,7 @@ def test_packaged_classification_passes_and_writes_reports(tmp_path):
     result = validate_data(clean, cfg, tmp_path)
     assert result["success"] and not result["critical_failures"]
     profile = result["profile"]
-    assert profile["rows"] == clean["report"]["rows_out"]
+    assert profile["rows"] == clean.report["rows_out"]
     assert set(profile["labels"]["train"]) == {"ham", "spam"}
     assert set(profile["length_percentiles"]["train"]) == {"p50", "p90", "p99", "max"}
     assert json.loads(Path(result["profile_path"]).read_text()) == json.loads(json.dumps(profile))

@@ -149,7 +149,7 @@ def test_bundle_carries_temperature_and_threshold_that_every_scorer_applies(tmp_
     cfg = small_config(tmp_path, "data.labels=[negative, positive]", "export.quantize=false",
                        "decision.threshold={max_f1: positive}")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path)
-    record, m = read_json(tmp_path / "model" / "finetune_flow.json")["decision"], evaluation["metrics"]
+    record, m = read_json(tmp_path / "model" / "finetune_flow.json")["decision"], evaluation.metrics
     meta = read_json(tmp_path / "onnx" / "finetune_flow.json")
     assert meta["decision"] == record and record["positive_label"] == "positive"
     assert m["test_ece_before"] == record["test"]["ece_before"] and m["test_ece_after"] == record["test"]["ece_after"]
@@ -159,9 +159,9 @@ def test_bundle_carries_temperature_and_threshold_that_every_scorer_applies(tmp_
     assert (tmp_path / "evaluation" / "reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
     card = (tmp_path / "model" / "README.md").read_text()
     assert f"Temperature {t:.4f}" in card and "best F1 of 'positive'" in card
-    assert exported["parity"]["passed"] and exported["parity"]["temperature"] == t
+    assert exported.parity["passed"] and exported.parity["temperature"] == t
 
-    test = read_frame(clean_ref["splits"]["test"])
+    test = read_frame(clean_ref.splits["test"])
     model, tok, _ = load_trained(tmp_path / "model")
     logits = np.stack(predict_logits(torch_forward(model), tok, test, "classification", cfg.model.max_length))
     served = OnnxPredictor(tmp_path / "onnx").predict_frame(test)

@@ -121,10 +121,10 @@ def test_labels_outside_the_declared_set_are_quarantined_and_counted(tmp_path):
     raw.to_parquet(tmp_path / "raw.parquet")
     ref = clean_data(str(tmp_path / "raw.parquet"), cfg.data, tmp_path)
     report = json.loads((tmp_path / "data" / "clean" / "cleaning_report.json").read_text())
-    assert report["removed"]["unknown_label"] == 100 == ref["report"]["removed"]["unknown_label"]
-    q = pd.read_parquet(ref["quarantine"])
+    assert report["removed"]["unknown_label"] == 100 == ref.report["removed"]["unknown_label"]
+    q = pd.read_parquet(ref.quarantine)
     assert set(q["reason"]) == {"unknown_label"} and set(q["label"]) == {"meh"} and len(q) == 100
-    assert ref["labels"] == ["neg", "pos"]
+    assert ref.labels == ["neg", "pos"]
 
 
 def test_unlabelled_source_split_is_carved_from_train():

@@ -197,7 +197,7 @@ def test_ten_megabyte_single_line_is_read_then_quarantined_as_too_long(tmp_path)
     raw = collect_data(cfg.data, tmp_path / "run")
     assert raw["rows"] == 200
     ref = clean_data(raw["path"], cfg.data, tmp_path / "run")
-    q = pd.read_parquet(ref["quarantine"])
+    q = pd.read_parquet(ref.quarantine)
     assert q[["raw_index", "reason"]].values.tolist() == [[57, "too_long"]]
-    assert ref["report"]["removed"]["too_long"] == 1 and sum(ref["report"]["rows_out"].values()) == 199
+    assert ref.report["removed"]["too_long"] == 1 and sum(ref.report["rows_out"].values()) == 199
     assert hashlib.sha256(csv.read_bytes()).hexdigest() == before  # the raw input is untouched

@@ -1,0 +1,58 @@
+"""What the stages hand each other: small frozen records of paths, digests and summaries, never frames.
+
+Prefect persists the data stages' results with its default (cloudpickle) serializer and caches
+them on content digests (tasks/stages.py); tasks/data/cache.py rewrites their paths when a cached
+result is reused in a new run folder. The JSON files the stages write beside them
+(cleaning_report.json, train_summary.json, metrics.json, export_report.json) are what people and
+other tools read; these records only point at them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """The clean stage's train/validation/test files, label order, report and content digest."""
+
+    dir: str  # RUN/data/clean
+    splits: dict[str, str]  # split name -> parquet file
+    quarantine: str  # parquet file of every removed row with its reason
+    labels: list[str] | None  # the model head's label order; None for regression
+    report: dict  # cleaning_report.json's content: rows in and out, rows each rule removed
+    report_path: str
+    digest: str  # content digest of the three splits; models and checkpoints are tied to it
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The train stage's model folder and training summary (and the search's, when one ran)."""
+
+    model_dir: str  # RUN/model: the best checkpoint's weights, tokenizer and finetune_flow.json
+    summary: dict  # train_summary.json without its log history; "reused": True when an earlier training was kept
+    search: dict | None = None  # the Optuna study's summary (RUN/search/summary.json) when search.trials > 0
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """The evaluate stage's test metrics, its files and the classes the model handles badly."""
+
+    metrics: dict  # test_* metrics (and calibration figures for classifiers), as in metrics.json
+    dir: str  # RUN/evaluation
+    files: dict[str, str]  # what -> file: metrics, predictions, model_card, plots, ...
+    weak_classes: list[dict]
+    weak_classes_text: str  # one readable paragraph; also in the model card
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The export stage's serving bundle, its ONNX files and the parity and int8 checks."""
+
+    dir: str  # RUN/onnx: the bundle the core serves
+    fp32: str
+    int8: str | None  # None when export.quantize is off
+    parity: dict  # the core against the PyTorch model on the test split
+    int8_gate: dict | None  # what int8 costs in the primary metric, and whether it serves
+    serving_file: str  # model.onnx or model.int8.onnx
+    report_path: str  # export_report.json
