@@ -81,7 +81,7 @@ class OnnxPredictor:
                 windows, doc_ids = windows_of(encodings)
                 logits = aggregate_windows(self.run_logits(windows), doc_ids, len(encodings),
                                            self.long_text.aggregate)
-                return replace(decode_logits(self.task, logits, self.labels),
+                return replace(decode_logits(self.task, logits, self.labels, self.decision),
                                truncated=np.zeros(len(encodings), dtype=bool))
             logits = self.run_logits(encodings)
         # Truncation leaves the cut-off tokens in `overflowing`.

@@ -83,7 +83,10 @@ def _fuzz(url: str, token: str | None) -> dict:
         seen["by_status"][response.status_code] = seen["by_status"].get(response.status_code, 0) + 1
         seen["by_operation"][case.operation.label] = seen["by_operation"].get(case.operation.label, 0) + 1
         _check_answer(response)
-        case.validate_response(response, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+        excluded = [schemathesis.checks.positive_data_acceptance]
+        if response.status_code == 413:  # too large is a refusal too; schemathesis's list of them lacks 413
+            excluded.append(schemathesis.checks.negative_data_rejection)
+        case.validate_response(response, excluded_checks=excluded)
 
     fuzz()
     return seen
