@@ -162,7 +162,8 @@ def test_chunked_run_end_to_end_on_speeches(tmp_path):
     by_hand = np.mean(predictor.run_logits(windows), axis=0)
     with running(create_app(bundle_dir=exported.dir)) as url:
         [answer] = httpx.post(f"{url}/predict", json={"text": speech}, timeout=60).json()["predictions"]
-    expected = softmax(by_hand)
+    expected = softmax(by_hand / predictor.decision.temperature)  # calibrated, as every answer is
+    assert predictor.decision.temperature != 1.0  # so the line above checks the temperature is applied
     assert answer["truncated"] is False
     assert answer["label"] == ["democrat", "republican"][int(expected.argmax())]
     assert [answer["scores"][k] for k in ("democrat", "republican")] == pytest.approx(expected.tolist(), abs=1e-5)
