@@ -19,7 +19,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_serve import ROOT, running
+from tests.integration.test_serve import running
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 
