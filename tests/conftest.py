@@ -47,12 +47,17 @@ def flow_result(prefect_harness, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def up(tmp_path_factory):
-    """One real `ftflow up` stack, shared by test_stack.py and test_browser.py; stopped at session end."""
+    """One real `ftflow up` stack, shared by tests/system; stopped at session end."""
     from tests import stack_support
 
+    env = pytest.MonkeyPatch()
+    # MlflowClient reads its login from the environment at each request (local stores ignore it).
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.setenv(key, stack_support.CREDENTIALS[key])
     stack = stack_support.UpProcess(tmp_path_factory.mktemp("stack") / "ftflow", ROOT / "configs" / "quickstart.yaml")
     yield stack
     stack.stop()
+    env.undo()
 
 
 @pytest.fixture(scope="session")

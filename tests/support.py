@@ -1,6 +1,9 @@
-"""What tests share besides fixtures: the repo root and the small quickstart config.
+"""What tests share besides fixtures: the repo root, the small quickstart config, and helpers that
+more than one test file calls (the stages in flow order, commands started at the same instant).
 
-Imported as `tests.support` everywhere (never `conftest`, which pytest imports under its own name).
+Imported as `tests.support` everywhere (never `conftest`, which pytest imports under its own name,
+and never another test file: pytest imports each test file under its bare name, so a second import
+as `tests....` would load it twice).
 """
 
 from __future__ import annotations
@@ -18,3 +21,45 @@ def small_config(tmp: Path, *overrides: str):
         "data.max_rows=360", "model.max_length=32", "training.epochs=1", "training.train_batch_size=16",
         "training.logging_steps=5", f"run_dir={tmp / 'runs'}", "data.validation.min_rows=50", *overrides,
     ])
+
+
+def prepare(cfg, folder: Path) -> dict:
+    """collect + clean through the plain functions; the clean reference train_model takes."""
+    from tasks.data.clean import clean_data
+    from tasks.data.collect import collect_data
+
+    raw = collect_data(cfg.data, folder)
+    return clean_data(raw["path"], cfg.data, folder)
+
+
+def run_pipeline(cfg, folder: Path) -> tuple[dict, dict, dict]:
+    """The stages' plain functions in flow order; returns (clean reference, evaluation, export)."""
+    from tasks.modelling.evaluate import evaluate_model
+    from tasks.modelling.export import export_model
+    from tasks.modelling.train import train_model
+
+    clean_ref = prepare(cfg, folder)
+    trained = train_model(clean_ref, cfg, folder)
+    evaluation = evaluate_model(trained["model_dir"], clean_ref, cfg, folder, "test")
+    exported = export_model(trained["model_dir"], clean_ref, cfg, folder)
+    return clean_ref, evaluation, exported
+
+
+def start_together(commands: list[list[str]], tmp: Path, env: dict | None = None, timeout: float = 600) -> list:
+    """Run `ftflow` commands in separate processes released at the same instant; return (exit code, output)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    go = tmp / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "start_together.py"), str(go), *cmd], env=env,
+                              cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd in commands]
+    deadline = time.monotonic() + 180
+    while len(list(tmp.glob("go.ready-*"))) < len(procs) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
+        time.sleep(0.1)
+    go.touch()
+    return [(p.wait(timeout=timeout), p.communicate()[0]) for p in procs]

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
-from tests.integration.test_promote import start_together
+from tests.support import ROOT, start_together
 
 
 def test_a_write_that_fails_midway_keeps_the_old_file(tmp_path):
@@ -84,21 +83,18 @@ def test_a_second_resume_of_a_run_folder_is_refused_by_name(flow_result):
 
 @pytest.mark.slow
 def test_two_runs_started_together_on_a_fresh_store_both_succeed(prefect_harness, tmp_path):
+    from mlflow.tracking import MlflowClient
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.registry import tracking
-
-    store = tmp_path / "fresh-mlruns"
+    store = (tmp_path / "fresh-mlruns").resolve()
     cmd = ["validate", str(ROOT / "configs" / "quickstart.yaml"), "--set", "data.max_rows=200",
            "--set", f"run_dir={tmp_path / 'runs'}", "--set", "registry.experiment=fresh-store"]
     outcomes = start_together([cmd, cmd], tmp_path,
                               {"FTFLOW_MLRUNS": str(store), "PREFECT_API_URL": PREFECT_API_URL.value()})
     assert [code for code, _ in outcomes] == [0, 0], [out[-3000:] for _, out in outcomes]
-    os.environ["FTFLOW_MLRUNS"], before = str(store), os.environ["FTFLOW_MLRUNS"]
-    try:
-        runs = tracking.find_runs("fresh-store")
-    finally:
-        os.environ["FTFLOW_MLRUNS"] = before
+    # A client of its own on the fresh store: tracking.configure() would point MLflow at it for later tests too.
+    fresh = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    runs = fresh.search_runs([fresh.get_experiment_by_name("fresh-store").experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 

@@ -12,18 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import small_config
+from tests.support import prepare, small_config
 
 pytestmark = pytest.mark.slow
-
-
-def prepare(cfg, folder: Path) -> dict:
-    """collect + clean through the plain functions; the clean reference train_model takes."""
-    from tasks.data.clean import clean_data
-    from tasks.data.collect import collect_data
-
-    raw = collect_data(cfg.data, folder)
-    return clean_data(raw["path"], cfg.data, folder)
 
 
 def tiny(tmp: Path, *overrides: str):
