@@ -96,8 +96,18 @@ def trigger_manual_run(up: UpProcess, tmp: Path) -> dict:
     t0 = time.monotonic()
     flow_run = create_flow_run(up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
     final = wait_flow_run(up.prefect_api, flow_run["id"], RUN_TIMEOUT_S)
-    return {"config": cfg, "flow_run": final, "seconds": time.monotonic() - t0,
-            "serve_log": up.log_tail("serve")}
+    seconds = time.monotonic() - t0
+    # Read now: the nightly test moves the challenger alias, and the tests run in any order.
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        challenger = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url).get_model_version_by_alias(
+            cfg.registry.model_name, "challenger")
+    except MlflowException:  # the run failed before registering; test_manual_run_from_the_api_completes says why
+        challenger = None
+    return {"config": cfg, "flow_run": final, "seconds": seconds, "serve_log": up.log_tail("serve"),
+            "challenger": challenger}
 
 
 def read_deployment(api: str, full_name: str) -> dict:

@@ -158,15 +158,14 @@ def test_served_run_logs_to_the_mlflow_server(up, manual_run):
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url)
-    exp = c.get_experiment_by_name("stack-tests")
-    runs = c.search_runs([exp.experiment_id])
+    exp = c.get_experiment_by_name("stack-tests")  # the nightly test's run logs here too
+    runs = c.search_runs([exp.experiment_id], f"tags.prefect_flow_run_id = '{manual_run['flow_run']['id']}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    assert run.data.tags["prefect_flow_run_id"] == manual_run["flow_run"]["id"]
     assert {"test_accuracy", "test_f1", "train_loss"} <= set(run.data.metrics)
-    versions = c.search_model_versions("name='stack-sentiment'")
-    assert [v.run_id for v in versions] == [run.info.run_id]
-    assert c.get_model_version_by_alias("stack-sentiment", "challenger").version == versions[0].version
+    versions = [v for v in c.search_model_versions("name='stack-sentiment'") if v.run_id == run.info.run_id]
+    assert len(versions) == 1  # registered once
+    assert manual_run["challenger"].version == versions[0].version  # the challenger when the run ended
     assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"config.yaml", "model", "onnx"}
 
 
