@@ -1,5 +1,6 @@
 """What tests share besides fixtures: the repo root, the small quickstart config, and helpers that
-more than one test file calls (the stages in flow order, commands started at the same instant).
+more than one test file calls (the stages in flow order, commands started at the same instant, an
+app served on loopback).
 
 Imported as `tests.support` everywhere (never `conftest`, which pytest imports under its own name,
 and never another test file: pytest imports each test file under its bare name, so a second import
@@ -8,6 +9,7 @@ as `tests....` would load it twice).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,3 +65,30 @@ def start_together(commands: list[list[str]], tmp: Path, env: dict | None = None
         time.sleep(0.1)
     go.touch()
     return [(p.wait(timeout=timeout), p.communicate()[0]) for p in procs]
+
+
+@contextmanager
+def running(app):
+    """Serve `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start; see the log above")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_serve import ROOT, running
+
+from tests.support import ROOT, running
 
 pytestmark = pytest.mark.slow
 
