@@ -24,7 +24,8 @@ HINTS = {
     "string_too_long": "longer texts are refused, not cut (the server's FTFLOW_MAX_CHARS); texts within it "
                        "are truncated at the model's max_length tokens and flagged",
     "too_long": "split the batch into smaller requests (the server's FTFLOW_MAX_BATCH)",
-    "model_type": "send a JSON object with the fields the request body's schema names",
+    # A JSON list, string or number as the whole body: pydantic's message names the class, not the place.
+    "model_type": 'the body must be a JSON object, such as {"text": "a fine film"}',
 }
 
 

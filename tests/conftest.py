@@ -1,4 +1,16 @@
-"""Shared fixtures: an offline, throw-away environment for every test session."""
+"""Shared fixtures: an offline, throw-away environment for every test session.
+
+The suite in three layers (`make test` runs all, `make test-fast` the unit layer in under a minute):
+- tests/unit: plain functions on tiny inputs; no server, no training, no flow in a subprocess.
+- tests/integration: the real parts together: Prefect's test harness, an MLflow SQLite store, Great
+  Expectations, ONNX Runtime, a few training steps of the packaged MiniLM (`flow_result` trains once
+  per session and is shared).
+- tests/system: `ftflow up` as a user runs it (Prefect and MLflow servers, served deployments, one
+  stack per session shared through `up`), the HTTP service as a process, the UIs in a browser.
+Each test passes alone and in any order: state a test changes is its own (its tmp_path, its
+registered model name, `monkeypatch`), or is read by the module fixture that made it. Helpers
+shared between files live in tests/support.py; a test file never imports another.
+"""
 
 from __future__ import annotations
 
@@ -47,12 +59,17 @@ def flow_result(prefect_harness, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def up(tmp_path_factory):
-    """One real `ftflow up` stack, shared by test_stack.py and test_browser.py; stopped at session end."""
+    """One real `ftflow up` stack, shared by tests/system; stopped at session end."""
     from tests import stack_support
 
+    env = pytest.MonkeyPatch()
+    # MlflowClient reads its login from the environment at each request (local stores ignore it).
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.setenv(key, stack_support.CREDENTIALS[key])
     stack = stack_support.UpProcess(tmp_path_factory.mktemp("stack") / "ftflow", ROOT / "configs" / "quickstart.yaml")
     yield stack
     stack.stop()
+    env.undo()
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """One real `ftflow up` per test session, shared by test_stack.py and test_browser.py, and the REST calls they make.
 
 The stack is the command itself, run as a subprocess on free loopback ports, with credentials: both
-servers require them, and every REST call here passes them. It is stopped with SIGTERM by
-test_stack.py's last test (or at the end of the session when that did not run).
+servers require them, and every REST call here passes them (the `up` fixture puts MLflow's in the
+environment for the session). test_stack.py's stop test stops it with SIGTERM and starts it again on
+the same home, so the tests using it pass in any order; the session's end stops it.
 """
 
 from __future__ import annotations
@@ -28,32 +29,36 @@ PASSWORD = secrets.token_urlsafe(18)
 AUTH = (USER, PASSWORD)  # Prefect's basic auth string is USER:PASSWORD, and the MLflow admin is USER
 CREDENTIALS = {"PREFECT_API_AUTH_STRING": f"{USER}:{PASSWORD}", "MLFLOW_TRACKING_USERNAME": USER,
                "MLFLOW_TRACKING_PASSWORD": PASSWORD}
-# MlflowClient reads its login from the environment at each request; local stores ignore it.
-os.environ.update({k: v for k, v in CREDENTIALS.items() if k.startswith("MLFLOW_")})
 
 
 class UpProcess:
     """`ftflow up` in a subprocess; its printed URLs; SIGTERM to stop it."""
 
     def __init__(self, home: Path, config: Path):
+        self.home, self.config = home, config
+        self.start()
+
+    def start(self) -> None:
+        """Run `ftflow up` on this home (again, after a stop) and wait until it says it is up."""
         # Poll often: a triggered run starts sooner. INFO logs: the serving log shows each stage and the shutdown.
         env = dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO", **CREDENTIALS)
-        self.home = home
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "flows.ops.cli", "up", "--prefect-port", "0", "--mlflow-port", "0",
-             "--home", str(home), "--config", str(config)],
+             "--home", str(self.home), "--config", str(self.config)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        # Bound now: a stopped process's reader must not write into the next one's lines.
+        threading.Thread(target=self._drain, args=(self.proc, self.lines), daemon=True).start()
         self._wait_up()
         text = "\n".join(self.lines)
         self.prefect_url = re.search(r"Prefect UI:\s+(\S+)", text).group(1)
         self.mlflow_url = re.search(r"MLflow UI:\s+(\S+)", text).group(1)
         self.prefect_api = f"{self.prefect_url}/api"
 
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+    @staticmethod
+    def _drain(proc: subprocess.Popen, lines: list[str]) -> None:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
 
     def _wait_up(self) -> None:
         deadline = time.monotonic() + UP_TIMEOUT_S
@@ -91,8 +96,18 @@ def trigger_manual_run(up: UpProcess, tmp: Path) -> dict:
     t0 = time.monotonic()
     flow_run = create_flow_run(up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
     final = wait_flow_run(up.prefect_api, flow_run["id"], RUN_TIMEOUT_S)
-    return {"config": cfg, "flow_run": final, "seconds": time.monotonic() - t0,
-            "serve_log": up.log_tail("serve")}
+    seconds = time.monotonic() - t0
+    # Read now: the nightly test moves the challenger alias, and the tests run in any order.
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        challenger = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url).get_model_version_by_alias(
+            cfg.registry.model_name, "challenger")
+    except MlflowException:  # the run failed before registering; test_manual_run_from_the_api_completes says why
+        challenger = None
+    return {"config": cfg, "flow_run": final, "seconds": seconds, "serve_log": up.log_tail("serve"),
+            "challenger": challenger}
 
 
 def read_deployment(api: str, full_name: str) -> dict:

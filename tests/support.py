@@ -1,10 +1,15 @@
-"""What tests share besides fixtures: the repo root and the small quickstart config.
+"""What tests share besides fixtures: the repo root, the small quickstart config, and helpers that
+more than one test file calls (the stages in flow order, commands started at the same instant, an
+app served on loopback).
 
-Imported as `tests.support` everywhere (never `conftest`, which pytest imports under its own name).
+Imported as `tests.support` everywhere (never `conftest`, which pytest imports under its own name,
+and never another test file: pytest imports each test file under its bare name, so a second import
+as `tests....` would load it twice).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +39,72 @@ def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
     register.set_alias(name, register.CHALLENGER, version.version)
     assert promote_challenger(name).promoted
     return load_candidate(name, register.CHAMPION, workdir)
+
+
+def prepare(cfg, folder: Path) -> dict:
+    """collect + clean through the plain functions; the clean reference train_model takes."""
+    from tasks.data.clean import clean_data
+    from tasks.data.collect import collect_data
+
+    raw = collect_data(cfg.data, folder)
+    return clean_data(raw["path"], cfg.data, folder)
+
+
+def run_pipeline(cfg, folder: Path) -> tuple[dict, dict, dict]:
+    """The stages' plain functions in flow order; returns (clean reference, evaluation, export)."""
+    from tasks.modelling.evaluate import evaluate_model
+    from tasks.modelling.export import export_model
+    from tasks.modelling.train import train_model
+
+    clean_ref = prepare(cfg, folder)
+    trained = train_model(clean_ref, cfg, folder)
+    evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, folder, "test")
+    exported = export_model(trained.model_dir, clean_ref, cfg, folder)
+    return clean_ref, evaluation, exported
+
+
+def start_together(commands: list[list[str]], tmp: Path, env: dict | None = None, timeout: float = 600) -> list:
+    """Run `ftflow` commands in separate processes released at the same instant; return (exit code, output)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    go = tmp / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "start_together.py"), str(go), *cmd], env=env,
+                              cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd in commands]
+    deadline = time.monotonic() + 180
+    while len(list(tmp.glob("go.ready-*"))) < len(procs) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
+        time.sleep(0.1)
+    go.touch()
+    return [(p.wait(timeout=timeout), p.communicate()[0]) for p in procs]
+
+
+@contextmanager
+def running(app):
+    """Serve `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start; see the log above")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

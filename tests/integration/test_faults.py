@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
-from tests.integration.test_promote import start_together
+from tests.support import ROOT, start_together
 
 
 def test_a_write_that_fails_midway_keeps_the_old_file(tmp_path):
@@ -83,22 +82,22 @@ def test_a_second_resume_of_a_run_folder_is_refused_by_name(flow_result):
 
 
 @pytest.mark.slow
-def test_two_runs_started_together_on_a_fresh_store_both_succeed(prefect_harness, tmp_path):
+def test_two_runs_started_together_on_a_fresh_store_both_succeed(prefect_harness, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.registry import tracking
-
-    store = tmp_path / "fresh-mlruns"
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI for subprocesses: after any earlier test the
+    # runs would log into the session's store, which tracking_uri() prefers, instead of the fresh one.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = (tmp_path / "fresh-mlruns").resolve()
     cmd = ["validate", str(ROOT / "configs" / "quickstart.yaml"), "--set", "data.max_rows=200",
            "--set", f"run_dir={tmp_path / 'runs'}", "--set", "registry.experiment=fresh-store"]
     outcomes = start_together([cmd, cmd], tmp_path,
                               {"FTFLOW_MLRUNS": str(store), "PREFECT_API_URL": PREFECT_API_URL.value()})
     assert [code for code, _ in outcomes] == [0, 0], [out[-3000:] for _, out in outcomes]
-    os.environ["FTFLOW_MLRUNS"], before = str(store), os.environ["FTFLOW_MLRUNS"]
-    try:
-        runs = tracking.find_runs("fresh-store")
-    finally:
-        os.environ["FTFLOW_MLRUNS"] = before
+    # A client of its own on the fresh store: tracking.configure() would point MLflow at it for later tests too.
+    fresh = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    runs = fresh.search_runs([fresh.get_experiment_by_name("fresh-store").experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
 
 
@@ -109,6 +108,7 @@ def test_a_killed_cli_leaves_no_prefect_server(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect"),
            "FTFLOW_MLRUNS": str(tmp_path / "mlruns")}
     env.pop("PREFECT_API_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)  # exported by any earlier in-process tracking.configure()
     cli = subprocess.Popen([sys.executable, "-m", "flows.ops.cli", "validate", str(ROOT / "configs" / "quickstart.yaml"),
                             "--set", "data.max_rows=200", "--set", f"run_dir={tmp_path / 'runs'}"],
                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -44,10 +44,11 @@ def log_traffic(champion: dict, texts: list[str], when: dt.datetime) -> list[dic
 @pytest.fixture(scope="module")
 def traffic(champion, tmp_path_factory):
     """Yesterday: in-domain movie reviews (with feedback on some); now: SMS messages, another domain."""
-    import os
-
-    os.environ["FTFLOW_PREDICTION_LOG"] = str(tmp_path_factory.mktemp("predlog"))
     from tasks.monitoring.feedback import record_feedback
+
+    # The module's own prediction log, set back when the module is done (a module fixture cannot take monkeypatch).
+    env = pytest.MonkeyPatch()
+    env.setenv("FTFLOW_PREDICTION_LOG", str(tmp_path_factory.mktemp("predlog")))
 
     reviews = read_source(SourceConfig(kind="package", name="rotten_tomatoes")).sample(frac=1, random_state=1)
     sms = read_source(SourceConfig(kind="package", name="sms_spam")).sample(300, random_state=1)
@@ -59,7 +60,7 @@ def traffic(champion, tmp_path_factory):
     record_feedback([{"request_id": r["request_id"], "label": label} for r, label in zip(logged, truth)])
     log_traffic(champion, sms["text"].tolist(), now - dt.timedelta(hours=1))
     yield {"now": now, "yesterday": yesterday, "in_domain": logged[:40], "truth": truth}
-    os.environ.pop("FTFLOW_PREDICTION_LOG")
+    env.undo()
 
 
 def test_in_domain_traffic_is_not_flagged_and_feedback_accuracy_is_measured(traffic):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import small_config
+from tests.support import small_config, start_together
 
 NAME = "test-promote"
 pytestmark = pytest.mark.slow
@@ -258,28 +258,6 @@ def test_a_decision_whose_record_cannot_be_written_ends_failed(monkeypatch):
 TXN = "test-promote-txn"
 
 
-def start_together(commands: list[list[str]], tmp: Path, env: dict | None = None, timeout: float = 600) -> list:
-    """Run `ftflow` commands in separate processes released at the same instant; return (exit code, output)."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from tests.support import ROOT
-
-    go = tmp / "go"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "start_together.py"), str(go), *cmd], env=env,
-                              cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for cmd in commands]
-    deadline = time.monotonic() + 180
-    while len(list(tmp.glob("go.ready-*"))) < len(procs) and time.monotonic() < deadline:
-        assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
-        time.sleep(0.1)
-    go.touch()
-    return [(p.wait(timeout=timeout), p.communicate()[0]) for p in procs]
-
-
 @pytest.fixture(scope="module")
 def txn(prefect_harness, flow_result, tmp_path_factory):
     """Promotions as transactions, in order, on copies of the good model under TXN.
@@ -304,6 +282,8 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     steps["together"] = start_together([["promote", TXN, "--version", v[2], "--margin", "0"]] * 2,
                                        tmp_path_factory.mktemp("together"), {"PREFECT_API_URL": PREFECT_API_URL.value()})
     steps["champion_after_together"] = decision.champion_version(TXN)
+    # Read now: later tests add decisions on these versions (the history is live, the tests run in any order).
+    steps["history_after_together"] = decision.promotion_history(TXN)
 
     real_set_alias = register.set_alias
 
@@ -312,12 +292,9 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
             raise ConnectionError("the registry went away")
         return real_set_alias(name, alias, version)
 
-    register.set_alias = registry_fails
-    try:
-        with pytest.raises(ConnectionError):
-            p.promote_challenger(TXN, version=v[3], margin=0.0)
-    finally:
-        register.set_alias = real_set_alias
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(ConnectionError):
+        patch.setattr(register, "set_alias", registry_fails)
+        p.promote_challenger(TXN, version=v[3], margin=0.0)
     steps["history_after_failure"] = decision.promotion_history(TXN)
     steps["champion_after_failure"] = decision.champion_version(TXN)
     steps["rollback_target_after_failure"] = rollback.previous_champion(TXN, steps["champion_after_failure"])
@@ -325,17 +302,12 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     class Killed(BaseException):
         """What a kill -9 leaves: nothing after this point runs, the record stays pending."""
 
-    real_finalise = p.finalise_decision
-
     def killed(run_id):
         raise Killed()
 
-    p.finalise_decision = killed
-    try:
-        with pytest.raises(Killed):
-            p.promote_challenger(TXN, version=v[4], margin=0.0)
-    finally:
-        p.finalise_decision = real_finalise
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(p, "finalise_decision", killed)
+        p.promote_challenger(TXN, version=v[4], margin=0.0)
     steps["history_after_kill"] = decision.promotion_history(TXN)
     steps["rollback_target_after_kill"] = rollback.previous_champion(TXN, decision.champion_version(TXN))
     steps["after_kill"] = p.promote_challenger(TXN, version=v[0], margin=0.0)  # the lock was released
@@ -343,14 +315,12 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
 
 
 def test_two_promotions_started_together_move_the_alias_once(txn):
-    from tasks.registry.decision import promotion_history
-
     (code_a, out_a), (code_b, out_b) = txn["together"]
     assert sorted([code_a, code_b]) == [0, 4], (out_a[-2000:], out_b[-2000:])
     refused = out_a if code_a == 4 else out_b
     assert "another promotion or rollback is in progress (promote version" in refused
     assert txn["champion_after_together"] == txn["v"][2]
-    moves = [r for r in promotion_history(TXN) if r.challenger_version == txn["v"][2]]
+    moves = [r for r in txn["history_after_together"] if r.challenger_version == txn["v"][2]]
     assert [(r.decision, r.state) for r in moves] == [("promoted", "final")]
 
 

@@ -1,7 +1,8 @@
 """The HTTP service for real: uvicorn on loopback, httpx clients, the registry of conftest, ONNX Runtime.
 
 Registered model `test-serve` gets the model of `flow_result` as its champion; the hot-reload test
-promotes another version of it while a client keeps sending requests.
+promotes another version of `test-serve-reload` on a service of its own while a client keeps sending
+requests.
 """
 
 from __future__ import annotations
@@ -9,55 +10,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support import ROOT, running
+
 NAME = "test-serve"
-from tests.support import ROOT  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running(app):
-    """Serve `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start; see the log above")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def _register_copy(source_mv, alias: str) -> str:
+def _register_copy(source_mv, alias: str, name: str = NAME) -> str:
     from tasks.registry import register, tracking
 
-    mv = tracking.client().create_model_version(NAME, source=source_mv.source, run_id=source_mv.run_id,
+    mv = tracking.client().create_model_version(name, source=source_mv.source, run_id=source_mv.run_id,
                                                 tags=dict(source_mv.tags))
-    register.set_alias(NAME, alias, mv.version)
+    register.set_alias(name, alias, mv.version)
     return str(mv.version)
 
 
@@ -227,9 +200,24 @@ def test_bearer_token_from_the_environment(monkeypatch, bundle_dir):
         assert httpx.get(f"{url}/health").status_code == 200  # probes need no token
 
 
-def test_hot_reload_while_serving_fails_no_request(service, champion, good_version):
+@pytest.fixture
+def reloading(good_version):
+    """A service of its own on its own model, so that moving its champion leaves the module's service as it was."""
+    from deploy.service import create_app
+    from tasks.registry import tracking
+
+    name = f"{NAME}-reload"
+    tracking.client().create_registered_model(name)
+    champion = _register_copy(good_version, "champion", name)
+    with running(create_app(name, poll_seconds=0.3, max_batch=4)) as url:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield name, champion, client
+
+
+def test_hot_reload_while_serving_fails_no_request(reloading, good_version):
     from tasks.registry.promote import promote_challenger
 
+    name, champion, service = reloading
     results: list[tuple[int, str | None]] = []
     stop = threading.Event()
 
@@ -246,8 +234,8 @@ def test_hot_reload_while_serving_fails_no_request(service, champion, good_versi
     client.start()
     try:
         time.sleep(0.5)
-        new = _register_copy(good_version, "challenger")
-        decision = promote_challenger(NAME, margin=0.0)  # the same model scores a tie: promoted
+        new = _register_copy(good_version, "challenger", name)
+        decision = promote_challenger(name, margin=0.0)  # the same model scores a tie: promoted
         assert decision.decision == "promoted", decision.reason
         deadline = time.monotonic() + 30
         while service.get("/ready").json()["version"] != new and time.monotonic() < deadline:

@@ -73,8 +73,7 @@ def test_a_briefly_trained_model_on_skewed_questions_names_its_weak_classes(tmp_
 
     from tasks.modelling.evaluate import evaluate_model
     from tasks.modelling.train import train_model
-    from tests.support import small_config
-    from tests.integration.test_train import prepare
+    from tests.support import prepare, small_config
 
     cfg = small_config(tmp_path, "data.source.name=trec_coarse", "data.labels=[ABBR, DESC, ENTY, HUM, LOC, NUM]",
                        "data.max_rows=400", "training.max_steps=4")

@@ -13,9 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.results import CleanResult, EvaluationResult, ExportResult
-from tests.support import small_config
-from tests.integration.test_train import prepare
+from tests.support import run_pipeline, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,19 +34,6 @@ def write_pair_dataset(folder: Path, n: int = 240) -> Path:
     path = folder / "pairs.csv"
     pairs.to_csv(path, index=False)
     return path
-
-
-def run_pipeline(cfg, folder: Path) -> tuple[CleanResult, EvaluationResult, ExportResult]:
-    """The stages' plain functions in flow order; returns (clean reference, evaluation, export)."""
-    from tasks.modelling.evaluate import evaluate_model
-    from tasks.modelling.export import export_model
-    from tasks.modelling.train import train_model
-
-    clean_ref = prepare(cfg, folder)
-    trained = train_model(clean_ref, cfg, folder)
-    evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, folder, "test")
-    exported = export_model(trained.model_dir, clean_ref, cfg, folder)
-    return clean_ref, evaluation, exported
 
 
 def assert_evidence(evaluation: dict, exported: dict, task: str) -> None:

@@ -2,6 +2,7 @@
 
 Gradient accumulation, optimisers and schedules, early stopping, resume after an
 interruption, hyperparameter search with nested MLflow runs, and 2-process DDP (gloo).
+Each holds on a machine with a GPU too: what needs the CPU says training.use_cpu=true.
 """
 
 from __future__ import annotations
@@ -13,19 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.results import CleanResult
-from tests.support import small_config
+from tests.support import prepare, small_config
 
 pytestmark = pytest.mark.slow
-
-
-def prepare(cfg, folder: Path) -> CleanResult:
-    """collect + clean through the plain functions; the clean reference train_model takes."""
-    from tasks.data.clean import clean_data
-    from tasks.data.collect import collect_data
-
-    raw = collect_data(cfg.data, folder)
-    return clean_data(raw["path"], cfg.data, folder)
 
 
 def tiny(tmp: Path, *overrides: str):
@@ -143,7 +134,7 @@ def test_auto_precision_takes_bf16_only_where_the_gpu_runs_it_natively(monkeypat
 
     from tasks.modelling.precision import pick_precision
 
-    # No GPU here: the GPU is stood in for by its two answers. A T4 or V100 runs bf16 only emulated.
+    # The GPU's two answers are stood in for, so this holds with or without one. A T4 or V100 runs bf16 only emulated.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert pick_precision("auto", use_cpu=False) == {"bf16": False, "fp16": True}
@@ -365,8 +356,9 @@ def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, t
     from tasks.modelling.train import train_model
 
     run_id = tracking.start_run("tests-ddp", "ddp")
+    # use_cpu: two gloo ranks on any machine (two NCCL ranks would need two GPUs; one-GPU machines refuse them).
     cfg = tiny(tmp_path, "training.distributed.nproc_per_node=2", "training.max_steps=2",
-               "training.logging_steps=1", "training.train_batch_size=8")
+               "training.logging_steps=1", "training.train_batch_size=8", "training.use_cpu=true")
     summary = train_model(clean_ref, cfg, tmp_path / "run", run_id).summary
     assert summary["world_size"] == 2 and summary["global_step"] == 2
     first_loss = logged(tmp_path / "run", "loss")[0][1]

@@ -76,8 +76,8 @@ def test_bio_break_finds_i_tag_without_its_b_tag():
 def test_packaged_classification_passes_and_writes_reports(tmp_path):
     cfg = data_config("data.source.name=sms_spam", "data.max_rows=400", "data.validation.min_rows=50")
     clean = clean_data(collect_data(cfg, tmp_path)["path"], cfg, tmp_path)
-    result = validate_data(clean, cfg, tmp_path)
-    assert result["success"] and not result["critical_failures"]
+    result = validate_data(clean, cfg, tmp_path)  # returns only when nothing critical failed (else raises)
+    assert (result["status"], result["warning_count"], result["warnings"]) == ("passed", 0, [])
     profile = result["profile"]
     assert profile["rows"] == clean.report["rows_out"]
     assert set(profile["labels"]["train"]) == {"ham", "spam"}
@@ -85,6 +85,7 @@ def test_packaged_classification_passes_and_writes_reports(tmp_path):
     assert json.loads(Path(result["profile_path"]).read_text()) == json.loads(json.dumps(profile))
     rows = json.loads(Path(result["summary_path"]).read_text())
     assert {r["split"] for r in rows} == {"train", "validation", "test", "all_rows", "train_labels"}
+    assert all(r["success"] for r in rows)  # every expectation held, warnings included
     assert "| split | expectation |" in Path(result["summary_md"]).read_text()
     assert (Path(result["data_docs_dir"]) / "index.html").exists()
 
@@ -93,7 +94,7 @@ def test_packaged_ner_passes(tmp_path):
     cfg = data_config("data.source.name=tweet_ner", "data.task=ner", "data.max_rows=300")
     clean = clean_data(collect_data(cfg, tmp_path)["path"], cfg, tmp_path)
     result = validate_data(clean, cfg, tmp_path)
-    assert result["success"] and not result["critical_failures"]
+    assert (result["status"], result["warning_count"], result["warnings"]) == ("passed", 0, [])
     assert result["profile"]["token_count_percentiles"]["train"]["max"] >= 1
     assert "O" in result["profile"]["labels"]["train"]
 
@@ -141,7 +142,8 @@ def test_class_rule_counts_rows_critical_below_10_and_names_each_class_below_30(
     # 3 rows of 63 is 4.8%: a share rule would have let it through; 20 rows is a warning only.
     train, validation, test = classification_frames(60, ["neg"] * 40 + ["pos"] * 20)
     clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
-    assert validate_data(clean, data_config(*defaults), tmp_path)["success"]
+    result = validate_data(clean, data_config(*defaults), tmp_path)
+    assert result["status"] == "warnings" and [s["label"] for s in result["warnings"][0]["samples"]] == ["pos"]
 
 
 def test_leakage_between_splits_is_detected(tmp_path):
@@ -167,7 +169,8 @@ def test_warnings_pass_unless_fail_on_warning(tmp_path):
     train.loc[3, "text"] = train.loc[2, "text"]
     clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
     result = validate_data(clean, data_config(), tmp_path)
-    assert result["success"] and failed(result) == {("train", "expect_column_values_to_be_unique(text)")}
+    assert (result["status"], result["warning_count"]) == ("warnings", 1)
+    assert failed(result) == {("train", "expect_column_values_to_be_unique(text)")}
     with pytest.raises(DataValidationError, match=r"\[warning\] train: expect_column_values_to_be_unique"):
         validate_data(clean, data_config("data.validation.fail_on_warning=true"), tmp_path)
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.integration.test_serve import running
-from tests.support import ROOT
+
+from tests.support import ROOT, running
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """`ftflow up` for real: Prefect and MLflow servers on loopback, the served deployments, a run from the API.
 
-The stack is shared with test_browser.py (tests/stack_support.py); the last test here stops it.
+The stack is shared with the other system tests (tests/stack_support.py); the stop test here starts it
+again, so the tests pass in any order.
 """
 
 from __future__ import annotations
@@ -157,15 +158,14 @@ def test_served_run_logs_to_the_mlflow_server(up, manual_run):
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url)
-    exp = c.get_experiment_by_name("stack-tests")
-    runs = c.search_runs([exp.experiment_id])
+    exp = c.get_experiment_by_name("stack-tests")  # the nightly test's run logs here too
+    runs = c.search_runs([exp.experiment_id], f"tags.prefect_flow_run_id = '{manual_run['flow_run']['id']}'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    assert run.data.tags["prefect_flow_run_id"] == manual_run["flow_run"]["id"]
     assert {"test_accuracy", "test_f1", "train_loss"} <= set(run.data.metrics)
-    versions = c.search_model_versions("name='stack-sentiment'")
-    assert [v.run_id for v in versions] == [run.info.run_id]
-    assert c.get_model_version_by_alias("stack-sentiment", "challenger").version == versions[0].version
+    versions = [v for v in c.search_model_versions("name='stack-sentiment'") if v.run_id == run.info.run_id]
+    assert len(versions) == 1  # registered once
+    assert manual_run["challenger"].version == versions[0].version  # the challenger when the run ended
     assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"config.yaml", "model", "onnx"}
 
 
@@ -176,15 +176,16 @@ def test_run_summary_artifact_links_the_mlflow_run(up, manual_run):
     assert any(k.endswith("test-metrics") for k in arts)
 
 
-def test_promote_deployment_makes_the_first_version_champion(up, manual_run):
+def test_promote_deployment_makes_the_challenger_champion(up, manual_run):
     from mlflow.tracking import MlflowClient
 
+    c = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url)
+    challenger = c.get_model_version_by_alias("stack-sentiment", "challenger").version  # "1" unless nightly ran first
     dep = ss.read_deployment(up.prefect_api, "promote/manual")
     fr = ss.create_flow_run(up.prefect_api, dep["id"], {"model_name": "stack-sentiment"})
     fr = ss.wait_flow_run(up.prefect_api, fr["id"], 180)
     assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{up.log_tail('serve')}"
-    c = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url)
-    assert c.get_model_version_by_alias("stack-sentiment", "champion").version == "1"
+    assert c.get_model_version_by_alias("stack-sentiment", "champion").version == challenger
     assert c.get_experiment_by_name("promotions") is not None  # the decision is recorded on the server
 
 
@@ -192,6 +193,13 @@ def test_nightly_deployment_retrains_then_runs_the_promotion_gate(up, manual_run
     import httpx
     from mlflow.tracking import MlflowClient
 
+    c = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url)
+
+    def decisions() -> int:
+        exp = c.get_experiment_by_name("promotions")
+        return len(c.search_runs([exp.experiment_id], "tags.model_name = 'stack-sentiment'")) if exp else 0
+
+    versions_before, decisions_before = len(c.search_model_versions("name='stack-sentiment'")), decisions()
     dep = ss.read_deployment(up.prefect_api, "fine-tune/nightly")
     fr = ss.create_flow_run(up.prefect_api, dep["id"], {"config": manual_run["config"].model_dump(mode="json")})
     fr = ss.wait_flow_run(up.prefect_api, fr["id"], ss.RUN_TIMEOUT_S)
@@ -199,34 +207,25 @@ def test_nightly_deployment_retrains_then_runs_the_promotion_gate(up, manual_run
     assert fr["name"] == "nightly-stack-manual"
     children = httpx.post(f"{up.prefect_api}/flow_runs/filter", timeout=10, auth=ss.AUTH, json={
         "flow_runs": {"parent_flow_run_id": {"any_": [fr["id"]]}}}).json()
-    flows = {httpx.get(f"{up.prefect_api}/flows/{c['flow_id']}", timeout=10, auth=ss.AUTH).json()["name"]: c["state_type"]
-             for c in children}
+    flows = {httpx.get(f"{up.prefect_api}/flows/{child['flow_id']}", timeout=10, auth=ss.AUTH).json()["name"]:
+             child["state_type"] for child in children}
     assert flows == {"fine-tune": "COMPLETED", "promote": "COMPLETED"}
-    c = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url)
-    assert len(c.search_model_versions("name='stack-sentiment'")) == 2  # retrained: a new challenger
-    decisions = c.search_runs([c.get_experiment_by_name("promotions").experiment_id],
-                              "tags.model_name = 'stack-sentiment'")
-    assert len(decisions) == 2  # the gate ran again and recorded its decision, promoted or refused
-    assert c.get_model_version_by_alias("stack-sentiment", "champion").version in ("1", "2")
+    versions = c.search_model_versions("name='stack-sentiment'")
+    assert len(versions) == versions_before + 1  # retrained: a new challenger
+    assert decisions() == decisions_before + 1  # the gate ran again and recorded its decision, promoted or refused
+    assert c.get_model_version_by_alias("stack-sentiment", "champion").version in {v.version for v in versions}
 
 
-def test_sigterm_stops_every_process_the_stack_started(up):
+def test_sigterm_stops_every_process_and_the_next_up_activates_the_schedule_again(up):
     from flows.ops.supervisor import port_in_use
 
     ports = [int(u.rsplit(":", 1)[1]) for u in (up.prefect_url, up.mlflow_url)]
     assert_stops_cleanly(up)
     assert "All deployments have been paused" in up.log_tail("serve")  # schedules rest while nobody serves
     assert not any(port_in_use("127.0.0.1", port) for port in ports)
-
-
-def test_next_up_makes_the_schedule_active_again(up):
-    assert up.proc.poll() is not None, "runs after the stop test"
-    again = ss.UpProcess(up.home, ss.ROOT / "configs" / "quickstart.yaml")
-    try:
-        nightly = ss.read_deployment(again.prefect_api, "fine-tune/nightly")
-        assert not nightly["paused"] and [s["active"] for s in nightly["schedules"]] == [True]
-    finally:
-        assert_stops_cleanly(again)
+    up.start()  # the next `ftflow up` on the same home; the shared stack serves again for the tests after this one
+    nightly = ss.read_deployment(up.prefect_api, "fine-tune/nightly")
+    assert not nightly["paused"] and [s["active"] for s in nightly["schedules"]] == [True]
 
 
 def assert_stops_cleanly(up: ss.UpProcess) -> None:

@@ -1,12 +1,14 @@
-"""The command line: fast help, clear errors."""
+"""The command line: fast help, and clear errors for what is refused before any server starts.
+
+A run that fails inside a flow (a Prefect server, a real stage) is in tests/integration/test_cli_failures.py.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.support import ROOT  # noqa: E402
+from tests.support import ROOT
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -46,24 +48,3 @@ def test_model_that_does_not_exist_is_refused_before_any_data_is_read(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()  # no run was started
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert not imported & {"prefect", "torch"}  # refused before a Prefect server or a model was loaded
-
-
-def test_failed_run_prints_one_error_and_the_log_path_with_the_traceback(tmp_path):
-    import os
-
-    data = tmp_path / "reviews.csv"
-    data.write_text("text,label\n" + "".join(f"review {i},{'Positive' if i % 9 == 0 else 'positive'}\n"
-                                            for i in range(60)))
-    env = {**os.environ, "FTFLOW_CACHE": str(tmp_path / "cache"), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'ml.db'}",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a busy machine starts it slowly
-    proc = subprocess.run([sys.executable, "-m", "flows.ops.cli", "validate", "configs/quickstart.yaml",
-                           "--set", "data.source.kind=file", "--set", f"data.source.path={data}",
-                           "--set", f"run_dir={tmp_path / 'runs'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.count("differ only by case") == 1 and "Traceback" not in proc.stderr + proc.stdout
-    assert "'positive' (53 rows), 'Positive' (7 rows)" in proc.stderr
-    log = Path(proc.stderr.split("full log (with the traceback): ")[1].split()[0])
-    assert log.is_file() and log.is_relative_to(tmp_path / "cache") and "LabelSpellingError" in log.read_text()
-    assert "Traceback" in log.read_text()

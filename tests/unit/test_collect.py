@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import sqlite3
-import threading
-from functools import partial
 
 import pandas as pd
 import pytest
@@ -86,7 +83,7 @@ def test_hub_dataset_through_a_local_copy(tmp_path):
     out = pd.read_parquet(ref["path"])
     assert set(out["split"]) == {"train", "validation", "test"}
     assert set(out["label"]) == {"equivalent", "not_equivalent"}  # class names, not ids
-    assert list(out.columns[:3]) == ["text", "label", "text_pair"] or "text_pair" in out.columns
+    assert sorted(set(zip(out["text"], out["text_pair"]))) == [("a b", "a b!"), ("c d", "x y")]  # pairs kept together
 
 
 def test_packaged_datasets():
@@ -106,27 +103,6 @@ def test_packaged_trec_questions_coarse_and_fine():
     assert sorted(coarse["label"].unique()) == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
     assert fine["label"].nunique() == 50 and (fine["label"].str.split(":").str[0] == coarse["label"]).all()
     assert coarse["text"].iloc[0] == "How did serfdom develop in and then leave Russia ?"
-
-
-def test_url_source_is_pinned_and_cached(tmp_path):
-    served = tmp_path / "www"
-    served.mkdir()
-    ROWS.to_csv(served / "data.csv", index=False)
-    digest = hashlib.sha256((served / "data.csv").read_bytes()).hexdigest()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/data.csv"
-    try:
-        df = read_source(cfg_for(kind="url", url=url, sha256=digest).data.source)
-        assert len(df) == 4
-        with pytest.raises(DataSourceError, match="sha256"):
-            read_source(cfg_for(kind="url", url=url, sha256="f" * 64).data.source)
-    finally:
-        server.shutdown()
-        server.server_close()
-    # Cached by digest: readable with the server gone.
-    assert len(read_source(cfg_for(kind="url", url=url, sha256=digest).data.source)) == 4
 
 
 def test_sql_source_on_sqlite(tmp_path):

@@ -1,16 +1,33 @@
-from pathlib import Path
+import os
+import subprocess
+import sys
 
 import pytest
 
 from tasks.config import ConfigError, PipelineConfig, flatten_config, load_config
 
-from tests.support import ROOT  # noqa: E402
+from tests.support import ROOT
 
 
-def test_defaults_validate_and_digest_is_stable():
-    a, b = PipelineConfig(), PipelineConfig()
-    assert a.digest() == b.digest()
-    assert a.model.name == "minilm" and a.training.optimizer == "adamw"
+def test_defaults_validate():
+    cfg = PipelineConfig()
+    assert cfg.model.name == "minilm" and cfg.training.optimizer == "adamw"
+
+
+@pytest.mark.parametrize("preset", [None, "quickstart.yaml"])
+def test_digest_is_one_per_content_whatever_the_route_or_process(tmp_path, preset):
+    """Registry tags and resume checks compare digests made by other processes from a saved config.yaml."""
+    path = ROOT / "configs" / preset if preset else None
+    cfg = load_config(path)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(cfg.to_yaml())
+    assert load_config(saved).digest() == cfg.digest()
+    code = f"from tasks.config import load_config; print(load_config({str(path) if path else None!r}).digest())"
+    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"})  # another process, other str hashes
+    assert other.stdout.strip() == cfg.digest()
+    changed = load_config(path, ["training.seed=43"])
+    assert changed.digest() != cfg.digest() and load_config(path, ["training.seed=43"]).digest() == changed.digest()
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))

@@ -20,6 +20,8 @@ from tasks.modelling.metrics import (
     primary_metric,
 )
 
+from tests.support import ROOT
+
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
 
 
@@ -158,7 +160,7 @@ def test_primary_metric_and_direction():
 
 def test_importing_metrics_does_not_import_evaluate():
     code = "import sys, tasks.modelling.metrics; sys.exit('evaluate' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
 def test_words_cut_off_by_truncation_are_tagged_outside_wherever_o_is_declared():
