@@ -12,7 +12,6 @@ quadratic: about 100x.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -22,23 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 LENGTHS = (2_000, 20_000)
-
-
-def export_ner_bundle(folder: Path) -> Path:
-    """The packaged MiniLM with an (untrained) token-classification head, as a serving bundle."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    from tasks.modelling.encode import resolve_model_path
-    from tasks.modelling.export import export_onnx
-
-    base = resolve_model_path("minilm")
-    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
-    tok = AutoTokenizer.from_pretrained(base)
-    export_onnx(model, tok, folder / "model.onnx", 17)
-    tok.save_pretrained(str(folder))
-    (folder / "finetune_flow.json").write_text(json.dumps(
-        {"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 32, "serving_file": "model.onnx"}))
-    return folder
 
 
 def best_of(fn, repeat: int) -> float:
@@ -56,6 +38,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fastapi.testclient import TestClient
+    from tests.support import export_ner_bundle
     from tests.unit.test_split_words import QUADRATIC_WORD
 
     import tasks.inference.predictor as predictor

@@ -108,3 +108,22 @@ def running(app):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def export_ner_bundle(folder: Path) -> Path:
+    """The packaged MiniLM with an untrained token-classification head, exported as an NER serving bundle."""
+    import json
+
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tasks.modelling.encode import resolve_model_path
+    from tasks.modelling.export import export_onnx
+
+    base = resolve_model_path("minilm")
+    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
+    tok = AutoTokenizer.from_pretrained(base)
+    export_onnx(model, tok, folder / "model.onnx", 17)
+    tok.save_pretrained(str(folder))
+    (folder / "finetune_flow.json").write_text(json.dumps(
+        {"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 32, "serving_file": "model.onnx"}))
+    return folder

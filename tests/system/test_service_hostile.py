@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import ROOT, running
+from tests.support import ROOT, export_ner_bundle, running
 
 pytestmark = pytest.mark.slow
 
@@ -33,20 +33,7 @@ BODY_CAP = 2_000_000
 @pytest.fixture(scope="module")
 def ner_bundle(tmp_path_factory) -> Path:
     """The packaged MiniLM with a token-classification head, exported as a serving bundle (max_length 32)."""
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    from tasks.modelling.encode import resolve_model_path
-    from tasks.modelling.export import export_onnx
-
-    folder = tmp_path_factory.mktemp("ner-bundle")
-    base = resolve_model_path("minilm")
-    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
-    tok = AutoTokenizer.from_pretrained(base)
-    export_onnx(model, tok, folder / "model.onnx", 17)
-    tok.save_pretrained(str(folder))
-    (folder / "finetune_flow.json").write_text(json.dumps(
-        {"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 32, "serving_file": "model.onnx"}))
-    return folder
+    return export_ner_bundle(tmp_path_factory.mktemp("ner-bundle"))
 
 
 def _check_answer(response) -> None:
