@@ -123,11 +123,15 @@ def print_result(result: dict) -> None:
         print(f"registered:   {reg['name']} version {reg['version']} (alias '{reg['alias']}')")
     if result.get("parity"):
         p = result["parity"]
-        print(f"ONNX parity:  {'passed' if p['passed'] else 'FAILED'} (max |Δlogit| {p['max_abs_diff']:.1e}); "
+        print(f"ONNX parity:  {'passed' if p['passed'] else 'FAILED'} (max |Δprobability| {p['max_abs_diff']:.1e}); "
               f"serving {result['serving_file']}")
     metrics = result["metrics"]
-    print("test metrics: " + ", ".join(f"{k[5:]}={v:.4f}" for k, v in sorted(metrics.items())
-                                       if isinstance(v, float) and k.count("_") <= 2 and "support" not in k))
+    if "calibration_temperature" in metrics:
+        print(f"calibration:  temperature {metrics['calibration_temperature']:.4f}; test ECE "
+              f"{metrics.get('test_ece_before', float('nan')):.4f} -> {metrics.get('test_ece_after', float('nan')):.4f}")
+    shown = {k.removeprefix("test_"): v for k, v in sorted(metrics.items()) if k.startswith("test_")
+             and isinstance(v, float) and k.count("_") <= 2 and "support" not in k and "_ci_" not in k}
+    print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     intervals = [f"{k[5:-7]} [{v:.4f}, {metrics[k[:-3] + 'high']:.4f}]" for k, v in sorted(metrics.items())
                  if k.endswith("_ci_low")]
     if intervals:
