@@ -266,24 +266,29 @@ _PREDICTORS: dict[tuple, object] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def load_predictor(model: ModelRef, bundle_dir: str, threads: int | None = None):
-    """This process's predictor for a model version: loaded on first use, then kept (one per worker)."""
+def load_predictor(model: ModelRef, bundle_dir: str, threads: int | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE):
+    """This process's predictor for a model version: loaded on first use, then kept (one per worker).
+
+    Its ONNX calls hold `batch_size` rows, as the export gate's do: int8 quantises activations per
+    call, so an answer depends on the rows it was batched with.
+    """
     from tasks.inference.predictor import OnnxPredictor
 
-    key = (model.name, model.version, model.source, threads)
+    key = (model.name, model.version, model.source, threads, batch_size)
     with _LOAD_LOCK:
         if key not in _PREDICTORS:
             # The driver's bundle folder when this worker shares its disk, else a download from the registry.
             local = Path(bundle_dir)
             folder = local if (local / "finetune_flow.json").exists() else fetch_bundle(model)
-            _PREDICTORS[key] = OnnxPredictor(folder, threads=threads)
+            _PREDICTORS[key] = OnnxPredictor(folder, threads=threads, batch_size=batch_size)
         return _PREDICTORS[key]
 
 
 def score_shard(model: ModelRef, bundle_dir: str, texts: list[str], pairs: list[str] | None, batch_size: int,
                 threads: int | None = None) -> list[dict]:
     """The predictor's answers for one shard's rows, batch_size rows per call, in the order given."""
-    predictor = load_predictor(model, bundle_dir, threads)
+    predictor = load_predictor(model, bundle_dir, threads, batch_size)
     answers: list[dict] = []
     for i in range(0, len(texts), batch_size):
         answers += predictor.predict(texts[i:i + batch_size], pairs[i:i + batch_size] if pairs else None)
