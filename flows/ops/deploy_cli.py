@@ -31,22 +31,31 @@ def print_decision(d: PromotionDecision) -> None:
 BUSY_EXIT = 4  # another promotion or rollback of the model holds the lock; nothing was changed
 
 
-def cmd_promote(args) -> int:
-    _prepare_env()
-    from flows.deploy import promote
+def run_locked(move):
+    """Run a promote or rollback flow; its decision, or the exit code of a refusal (busy lock) or an error."""
     from flows.ops.temporary_server import prefect_api
     from tasks.registry.lock import PromotionBusy
 
     try:
         with prefect_api():  # a temporary server here dies with this process, even on kill -9
-            d = promote(model_name=args.name, version=args.version, margin=args.margin, eval_data=args.eval_data,
-                        allow_data_warnings=args.allow_data_warnings, break_lock=args.break_lock)
+            return move()
     except PromotionBusy as e:
         print(f"\nrefused: {e}", file=sys.stderr)
         return BUSY_EXIT
     except ValueError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
+
+
+def cmd_promote(args) -> int:
+    _prepare_env()
+    from flows.deploy import promote
+
+    d = run_locked(lambda: promote(model_name=args.name, version=args.version, margin=args.margin,
+                                   eval_data=args.eval_data, allow_data_warnings=args.allow_data_warnings,
+                                   break_lock=args.break_lock))
+    if isinstance(d, int):
+        return d
     print_decision(d)
     return 0 if d.promoted else 3  # scripts can tell a refusal from a failure (1)
 
@@ -54,18 +63,10 @@ def cmd_promote(args) -> int:
 def cmd_rollback(args) -> int:
     _prepare_env()
     from flows.deploy import rollback
-    from flows.ops.temporary_server import prefect_api
-    from tasks.registry.lock import PromotionBusy
 
-    try:
-        with prefect_api():
-            d = rollback(model_name=args.name, to_version=args.to, break_lock=args.break_lock)
-    except PromotionBusy as e:
-        print(f"\nrefused: {e}", file=sys.stderr)
-        return BUSY_EXIT
-    except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+    d = run_locked(lambda: rollback(model_name=args.name, to_version=args.to, break_lock=args.break_lock))
+    if isinstance(d, int):
+        return d
     print_decision(d)
     return 0
 
