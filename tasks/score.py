@@ -213,11 +213,7 @@ def texts_of(df: pd.DataFrame, column: str) -> list[str]:
 
 
 def plan_shards(lengths: np.ndarray, batch_size: int, shard_rows: int) -> list[np.ndarray]:
-    """Row positions sorted by token length, cut into shards of whole batches.
-
-    The order and the batch cuts are the export gate's (a stable sort, then batch_size rows at a time),
-    so each shard's batches are the gate's batches.
-    """
+    """Row positions sorted by token length (so each batch holds little padding), cut into shards of whole batches."""
     order = np.argsort(lengths, kind="stable")
     per_shard = max(1, shard_rows // batch_size) * batch_size
     return [order[i:i + per_shard] for i in range(0, len(order), per_shard)]
@@ -268,11 +264,7 @@ _LOAD_LOCK = threading.Lock()
 
 def load_predictor(model: ModelRef, bundle_dir: str, threads: int | None = None,
                    batch_size: int = DEFAULT_BATCH_SIZE):
-    """This process's predictor for a model version: loaded on first use, then kept (one per worker).
-
-    Its ONNX calls hold `batch_size` rows, as the export gate's do: int8 quantises activations per
-    call, so an answer depends on the rows it was batched with.
-    """
+    """This process's predictor for a model version: loaded on first use, then kept (one per worker)."""
     from tasks.inference.predictor import OnnxPredictor
 
     key = (model.name, model.version, model.source, threads, batch_size)

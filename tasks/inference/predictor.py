@@ -10,7 +10,7 @@ import numpy as np
 from tasks.inference.batching import length_buckets, pad_rows
 from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, word_logits
 from tasks.inference.normalize import normalize_texts, rules_of_bundle
-from tasks.inference.session import create_session
+from tasks.inference.session import create_session, quantises_per_call
 from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
 from tasks.inference.windows import aggregate_windows, long_text_of_bundle, windows_of
 from tasks.io import read_json
@@ -37,6 +37,8 @@ class OnnxPredictor:
         self.tokenizer = load_tokenizer(self.dir, self.max_length, self.long_text.stride)
         self.pad_id = pad_id_of(self.dir, self.tokenizer)
         self.session = create_session(self.dir / self.model_file, threads)
+        # A dynamic int8 model answers a text the same whatever else is scored with it only one row per call.
+        self.rows_per_call = 1 if quantises_per_call(self.dir / self.model_file) else batch_size
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @property
@@ -44,10 +46,14 @@ class OnnxPredictor:
         return self.task == "pair_classification"
 
     def run_logits(self, encodings: list) -> list[np.ndarray]:
-        """Logits per row in input order ([labels] per text, [tokens, labels] per NER row), batched by length."""
+        """Logits per row in input order ([labels] per text, [tokens, labels] per NER row), batched by length.
+
+        A row's logits do not depend on the batch it is in: a dynamic int8 model runs one row per call,
+        and fp32 masks the padding (what is left is float rounding, well under 1e-6).
+        """
         lengths = [len(e.ids) for e in encodings]
         out: list[np.ndarray] = [None] * len(encodings)  # type: ignore[list-item]
-        for idx in length_buckets(lengths, self.batch_size):
+        for idx in length_buckets(lengths, self.rows_per_call):
             feed = pad_rows({"input_ids": [encodings[i].ids for i in idx],
                              "attention_mask": [encodings[i].attention_mask for i in idx],
                              "token_type_ids": [encodings[i].type_ids for i in idx]}, self.pad_id)

@@ -123,6 +123,31 @@ def test_bucketed_batches_restore_order_and_answer_as_batch_one(bundle):
         single.predict_frame(pd.DataFrame({"sentence": RAW_TEXTS}))
 
 
+def test_int8_answers_do_not_depend_on_the_batch(bundle):
+    """Dynamic int8 takes one activation scale per call: the core runs it one row per call, so a text's
+    answer is bit-for-bit the same alone, in a batch, or among other texts (service = batch scoring)."""
+    from tasks.inference.predictor import OnnxPredictor
+    from tasks.inference.batching import pad_rows
+    from tasks.inference.normalize import normalize_texts
+    from tasks.inference.session import create_session, quantises_per_call
+    from tasks.inference.tokenizer import encode_rows
+    from tasks.modelling.export import FP32, INT8
+
+    assert quantises_per_call(bundle / INT8) and not quantises_per_call(bundle / FP32)
+    batched = OnnxPredictor(bundle, model_file=INT8, batch_size=64)
+    assert batched.rows_per_call == 1 and OnnxPredictor(bundle, batch_size=64).rows_per_call == 64
+    texts = RAW_TEXTS * 4
+    together = batched.score(texts)
+    alone = np.stack([batched.score([t]).probabilities[0] for t in RAW_TEXTS])
+    assert np.array_equal(together.probabilities, np.tile(alone, (4, 1)))
+    # Why: the same rows in one call of the int8 graph answer differently than one by one.
+    encodings = encode_rows(batched.tokenizer, normalize_texts(RAW_TEXTS))
+    feed = pad_rows({"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
+                     "token_type_ids": [e.type_ids for e in encodings]}, batched.pad_id)
+    one_call = create_session(bundle / INT8).run(["logits"], {k: feed[k] for k in batched.input_names})[0]
+    rows = batched.run_logits(encodings)
+    assert np.abs(one_call - np.stack(rows)).max() > 1e-4
+
 def test_core_normalises_like_the_clean_stage():
     from tasks.data.clean import normalize_text
     from tasks.config import DataConfig

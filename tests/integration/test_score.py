@@ -80,6 +80,29 @@ def test_labelled_input_scores_exactly_the_export_gates_metric(model, scored):
     assert got["f1"] == gate["f1"] and got["accuracy"] == gate["accuracy"]
 
 
+def test_service_answers_each_row_as_batch_scoring_does(model, scored):
+    """The service, asked in requests of 7 texts, gives each test row the label and probabilities
+    (to 1e-6) that batch scoring gave it in its length-sorted batches on the workers."""
+    import httpx
+
+    from deploy.service import create_app
+    from tests.support import running
+
+    test = pd.read_parquet(model["test"])
+    out = pd.read_parquet(scored["out"])
+    texts = [str(t) for t in test["text"]]
+    assert model["report"]["serving_file"] == "model.int8.onnx"  # the kind whose answers batching could move
+    with running(create_app(model["name"], alias="challenger", poll_seconds=0)) as url:
+        answers = []
+        for i in range(0, len(texts), 7):
+            r = httpx.post(f"{url}/predict", json={"texts": texts[i:i + 7]}, timeout=60)
+            assert r.status_code == 200, r.text
+            answers += r.json()["predictions"]
+    assert [a["label"] for a in answers] == list(out["prediction"])
+    for got, want in zip(answers, out["probabilities"]):
+        assert got["scores"] == pytest.approx(want, abs=1e-6)
+
+
 def test_scoring_run_records_input_digest_and_model_version(model, scored):
     from tasks.registry import tracking
     from tasks.io import digest_frames
