@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
-from tasks.io import read_frame, read_json, write_json, write_parquet, write_text
+from tasks.io import read_frame, read_json, write_json, write_parquet
 from tasks.labels import entity_type, entity_types, label_keys
+from tasks.modelling.model_card import write_model_card
 from tasks.results import CleanResult, EvaluationResult
 
 log = logging.getLogger(__name__)
@@ -224,69 +225,6 @@ def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], 
     return str(path)
 
 
-INTENDED_USE = {
-    "classification": "Assigning one of the labels above to a short English text like the training data.",
-    "pair_classification": "Deciding the relation (one of the labels above) between two short English texts, "
-                           "such as whether they are paraphrases.",
-    "regression": "Scoring a short English text on the training data's numeric scale.",
-    "ner": "Tagging entity mentions (the types above) in short English texts like the training data, "
-           "word by word, with BIO tags.",
-}
-
-
-def long_text_note(cfg: PipelineConfig) -> str:
-    """How the model reads inputs longer than max_length, for the model card."""
-    m = cfg.model
-    if m.long_text == "chunk":
-        return (f"longer inputs are read in windows of {m.max_length} tokens sharing {m.window_stride()}, "
-                f"their logits aggregated by {m.aggregate}")
-    return f"longer inputs are truncated at {m.max_length} tokens"
-
-
-def write_model_card(model_dir: Path, cfg: PipelineConfig, data: CleanResult, metrics: dict, source: str,
-                     weak_text: str = "") -> str:
-    """The model's README: data, metrics, hyperparameters, intended use, limitations."""
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
-                     if isinstance(v, float) and not k.startswith("support_"))
-    meta = read_json(Path(model_dir) / "finetune_flow.json")
-    # The values training used (a search may have changed them), else the config's.
-    hp = cfg.training.model_copy(update=meta.get("training") or {})
-    task = cfg.data.task
-    labels = data.labels if task != "ner" else sorted(entity_types(data.labels))
-    weak_section = "" if task == "regression" else (
-        f"## Weak classes\n{weak_text or f'None: every class has test F1 of at least {WEAK_F1} and is predicted.'}\n\n")
-    card = f"""# {cfg.registry.model_name}
-
-Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
-
-## Data
-- Source: `{source}`; content digest `{data.digest}`
-- Rows (train / validation / test): {data.report['rows_out']}
-- Quarantined by cleaning: {data.report['quarantined']} ({data.report['removed']})
-- {"Target: a number" if task == "regression" else ("Entity types: " if task == "ner" else "Labels: ") + str(labels)}
-
-## Test metrics
-| metric | value |
-|---|---|
-{rows}
-
-{weak_section}## Hyperparameters
-learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
-epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
-optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
-{"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and task == "ner" else ""}; config digest `{cfg.digest()}`.
-
-{decision_card(meta.get("decision"))}## Intended use
-{INTENDED_USE[task]}
-
-## Limitations
-Scores hold for text like the test split only; {long_text_note(cfg)};
-the model inherits the biases of its pretrained body and of the training data. Check the worst errors
-(`evaluation/worst_errors.csv` in the run) before relying on it.
-"""
-    return write_text(Path(model_dir) / "README.md", card)
-
-
 def write_class_report(scored: dict, task: str, labels: list[str] | None, path: Path) -> str:
     """per_class_report.csv: per label, per entity type (NER) or per target range (regression)."""
     if task == "regression":
@@ -298,27 +236,6 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
         report = per_class_report(scored["metrics"], labels)
     report.to_csv(path, index=False)
     return str(path)
-
-
-def decision_card(record: dict | None) -> str:
-    """The model card's section on calibration and the decision threshold (empty for regression and NER)."""
-    from tasks.modelling.calibration import describe_rule
-
-    if record is None:
-        return ""
-    v, t = record["validation"], record["test"]
-    lines = ["## Calibration and decision",
-             f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
-             f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
-             else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
-             f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
-             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}",
-             f"- Threshold: {describe_rule(record)}"]
-    if record["threshold"] is not None:
-        lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "
-                     f"{record['threshold']:.6g}; on validation precision {v['precision']:.4f}, recall "
-                     f"{v['recall']:.4f}{'' if v['target_met'] else ' (target NOT reached)'}")
-    return "\n".join(lines) + "\n\n"
 
 
 def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg: PipelineConfig) -> dict:
@@ -416,5 +333,7 @@ def evaluate_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig
     n_classes = len(classes) - (1 if task == "ner" else 0)  # NER's matrix has "O", which is no entity type
     weak_text = describe_weak_classes(weak, n_classes, "test mentions" if task == "ner" else "test rows")
     files["weak_classes"] = write_json(out / "weak_classes.json", weak)
-    files["model_card"] = write_model_card(Path(model_dir), cfg, data, scored["metrics"], source, weak_text)
+    files["model_card"] = write_model_card(
+        Path(model_dir), cfg, data, scored["metrics"], source,
+        weak_text or f"None: every class has test F1 of at least {WEAK_F1} and is predicted.")
     return EvaluationResult(metrics=metrics, dir=str(out), files=files, weak_classes=weak, weak_classes_text=weak_text)
