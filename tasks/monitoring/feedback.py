@@ -38,13 +38,26 @@ def allowed_labels(prediction: pd.Series) -> list[str] | None:
     return None
 
 
+def spell_label(label, prediction: pd.Series) -> str:
+    """The label as training data spells it: surrounding spaces dropped, a number as its class name
+    (1, 1.0 and "1.0" all read "1", as the clean stage reads a label column), else the text as given."""
+    from tasks.labels import labels_as_strings
+
+    if label is None:
+        return ""
+    text = label.strip() if isinstance(label, str) else label
+    if isinstance(text, bool):
+        return str(text)
+    return str(labels_as_strings(pd.Series([text], dtype=object), allowed_labels(prediction)).iloc[0])
+
+
 def check_label(label, prediction: pd.Series) -> str | None:
     """Why `label` does not fit the logged answer, or None when it does."""
     if isinstance(prediction.get("entities"), str):
         return "feedback on entity answers (NER) is not supported; correct the training data instead"
     labels = allowed_labels(prediction)
     if labels is not None:
-        if str(label) not in labels:
+        if spell_label(label, prediction) not in labels:
             return f"label {label!r} is not one the model knows: {', '.join(labels)}"
         return None
     try:
@@ -66,7 +79,7 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
     logged = open_sink(PREDICTIONS, location=location).find("request_id", set(ids))
     logged = logged.sort_values("role", key=lambda role: role == "challenger", kind="stable") \
         .drop_duplicates("request_id").set_index("request_id")
-    problems = []
+    problems, spelled = [], []
     for i, (rid, item) in enumerate(zip(ids, items)):
         if rid not in logged.index:
             problems.append({"index": i, "request_id": rid, "field": "request_id",
@@ -75,11 +88,13 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
         why = check_label(item.get("label"), logged.loc[rid])
         if why:
             problems.append({"index": i, "request_id": rid, "field": "label", "error": why})
+        else:
+            spelled.append(spell_label(item["label"], logged.loc[rid]))
     if problems:
         raise FeedbackError(problems)
     now = dt.datetime.now(dt.timezone.utc)
     open_sink(FEEDBACK, FEEDBACK_SCHEMA, location).write(
-        [{"request_id": rid, "label": str(item["label"]), "time": now} for rid, item in zip(ids, items)])
+        [{"request_id": rid, "label": label, "time": now} for rid, label in zip(ids, spelled)])
     return len(items)
 
 
