@@ -258,9 +258,9 @@ def evaluate(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_di
     tracking.log_artifact(run_id, result.files["model_card"], "model_card")
     m = result.metrics
     if "calibration_temperature" in m:  # classifiers: fitted on validation, applied by every scorer
-        get_run_logger().info("calibration: temperature %.4f, test ECE %.4f -> %.4f; threshold %s",
-                              m["calibration_temperature"], m["test_ece_before"], m["test_ece_after"],
-                              m.get("decision_threshold", "none"))
+        get_run_logger().info("calibration: temperature %.4f, test ECE %.4f -> %.4f (floor from sampling alone "
+                              "%.4f); threshold %s", m["calibration_temperature"], m["test_ece_before"],
+                              m["test_ece_after"], m["test_ece_floor"], m.get("decision_threshold", "none"))
     rows = [{"metric": k, "value": round(v, 4)} for k, v in sorted(result.metrics.items())
             if isinstance(v, float) and "support" not in k]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")

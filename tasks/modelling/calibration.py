@@ -3,7 +3,8 @@
 - Temperature scaling (Guo et al., 2017): one scalar T > 0 divides the logits; T is the minimiser of
   the validation negative log-likelihood. It changes no argmax, only how sure the answers say they are.
 - Expected calibration error: 15 equal-width confidence bins, ECE = sum_b |B_b|/n * |acc(B_b) - conf(B_b)|,
-  where confidence is the top probability and accuracy that of the argmax.
+  where confidence is the top probability and accuracy that of the argmax. Beside it, its floor: what a
+  perfectly calibrated model with the same confidences shows on as many rows (sampling alone).
 - Thresholds for binary classifiers: a number as given, or chosen on validation for a target
   ({max_f1: LABEL} or {min_precision: P, label: LABEL}); the positive class is answered when its
   calibrated probability is at or above the threshold.
@@ -70,6 +71,25 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     used = bins["count"] > 0
     gaps = np.abs(bins["accuracy"][used] - bins["confidence"][used])
     return float((bins["count"][used] / n * gaps).sum())
+
+
+def ece_floor(probs: np.ndarray, n_bins: int = ECE_BINS, draws: int = 500, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model with these confidences would show on this many rows.
+
+    Each draw makes every answer right with exactly its confidence; the mean ECE over the draws is
+    what sampling alone gives. An ECE near it cannot be lowered by any calibration: on a few hundred
+    rows of a confident model it is well above zero.
+    """
+    confidence = np.asarray(probs, dtype=np.float64).max(axis=1)
+    n = len(confidence)
+    if n == 0:
+        return 0.0
+    which = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    expected = np.bincount(which, confidence, n_bins)  # per bin: count x mean confidence
+    right = np.random.default_rng(seed).random((draws, n)) < confidence
+    # Per draw and bin: |rights - count x confidence| = count x |accuracy - confidence|.
+    rights = np.stack([np.bincount(which, r.astype(float), n_bins) for r in right])
+    return float((np.abs(rights - expected).sum(axis=1) / n).mean())
 
 
 def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,

@@ -257,13 +257,15 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
 
 def record_test_calibration(record: dict, scored: dict, model_dir: Path) -> dict:
     """The run's calibration metrics (validation: fitted; test: held out); test ECE goes into the model's meta too."""
-    from tasks.modelling.calibration import calibrated_probabilities, expected_calibration_error, negative_log_likelihood
+    from tasks.modelling.calibration import (calibrated_probabilities, ece_floor, expected_calibration_error,
+                                             negative_log_likelihood)
 
     logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
     t, v = record["temperature"], record["validation"]
+    after = calibrated_probabilities(logits, t)
     record["test"] = {"rows": int(len(refs)),
                       "ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
-                      "ece_after": expected_calibration_error(calibrated_probabilities(logits, t), refs),
+                      "ece_after": expected_calibration_error(after, refs), "ece_floor": ece_floor(after),
                       "nll_before": negative_log_likelihood(logits, refs),
                       "nll_after": negative_log_likelihood(logits, refs, t)}
     meta_path = model_dir / "finetune_flow.json"

@@ -86,7 +86,9 @@ def decision_card(record: dict | None) -> str:
              f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
              else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
              f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
-             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}",
+             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}"
+             + (f" (a perfectly calibrated model would show about {t['ece_floor']:.4f} on {t['rows']} rows: "
+                f"sampling alone)" if "ece_floor" in t else ""),
              f"- Threshold: {describe_rule(record)}"]
     if record["threshold"] is not None:
         lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "

@@ -36,6 +36,8 @@ def test_bundle_carries_temperature_and_threshold_that_every_scorer_applies(tmp_
     assert (tmp_path / "evaluation" / "reliability_diagram.png").read_bytes()[:4] == b"\x89PNG"
     card = (tmp_path / "model" / "README.md").read_text()
     assert f"Temperature {t:.4f}" in card and "best F1 of 'positive'" in card
+    assert m["test_ece_floor"] == record["test"]["ece_floor"] > 0
+    assert f"would show about {m['test_ece_floor']:.4f} on {record['test']['rows']} rows" in card
     assert exported.parity["passed"] and exported.parity["temperature"] == t
 
     test = read_frame(clean_ref.splits["test"])

@@ -10,8 +10,8 @@ import logging
 import numpy as np
 import pytest
 
-from tasks.modelling.calibration import (choose_threshold, expected_calibration_error, fit_decision, fit_temperature,
-                               negative_log_likelihood)
+from tasks.modelling.calibration import (choose_threshold, ece_floor, expected_calibration_error, fit_decision,
+                                         fit_temperature, negative_log_likelihood)
 from tasks.inference.decode import Decision, decode_logits, softmax
 
 
@@ -48,6 +48,19 @@ def test_ece_against_a_hand_computation():
     # A confidence of exactly k/15 belongs to the bin that ends there.
     edge = np.array([[8 / 15, 7 / 15], [0.6, 0.4]])
     assert expected_calibration_error(edge, np.array([0, 1])) == pytest.approx(0.5 * (1 - 8 / 15) + 0.5 * 0.6)
+
+
+def test_ece_floor_is_what_a_calibrated_model_shows_on_that_many_rows():
+    rng = np.random.default_rng(1)
+    confident = np.column_stack([c := rng.uniform(0.9, 1.0, 500), 1 - c])
+    floor = ece_floor(confident)
+    # Independent reference: labels drawn from the probabilities themselves, ECE measured the plain way.
+    seen = [expected_calibration_error(confident, (rng.random(500) >= confident[:, 0]).astype(int))
+            for _ in range(400)]
+    assert floor == pytest.approx(np.mean(seen), rel=0.1)
+    assert 0.005 < floor < 0.05  # far from zero on 500 rows: halving an ECE near it is not possible
+    assert ece_floor(np.repeat(confident, 40, axis=0)) < floor / 4  # it shrinks as rows grow (~1/sqrt(n))
+    assert ece_floor(np.array([[1.0, 0.0]] * 10)) == 0.0 and ece_floor(np.zeros((0, 2))) == 0.0
 
 
 def scan(scores, positive, thresholds):
