@@ -125,6 +125,17 @@ def label_keys(label_names: Sequence[str]) -> list[str]:
 
 # --- losses -------------------------------------------------------------------------------------------
 
+_PER_CLASS = re.compile(r"(?:^|_)(?:precision|recall|f1|support)_(?!(?:macro|micro|weighted)$)[^ ]+$")
+
+
+def is_per_class_metric(name: str) -> bool:
+    """Whether a metric key is one class's (`f1_<label>`, `val_support_<label>`, ...) rather than a summary.
+
+    label_keys never lets a label read `macro`, `micro` or `weighted`, so `f1_macro` is always a summary.
+    """
+    return bool(_PER_CLASS.search(name)) and not name.endswith(("_ci_low", "_ci_high"))
+
+
 def allowed_losses(task: str) -> tuple[str, ...]:
     """The training.loss values a task kind allows; refuses an unknown task kind."""
     if task not in LOSSES_FOR_TASK:

@@ -20,6 +20,7 @@ from tasks import quiet
 from tasks.registry import tracking
 from tasks.config import PipelineConfig
 from tasks.progress import PROGRESS_RECORD
+from tasks.labels import is_per_class_metric
 from tasks.results import CleanResult, EvaluationResult, ExportResult, TrainResult
 
 
@@ -264,7 +265,8 @@ def evaluate(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_di
     rows = [{"metric": k, "value": round(v, 4)} for k, v in sorted(result.metrics.items())
             if isinstance(v, float) and "support" not in k]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
-    get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows[:12]})
+    get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows
+                                               if not is_per_class_metric(r["metric"])})
     if cfg.data.task == "regression":
         return result
     if result.weak_classes:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from tasks.labels import is_per_class_metric
+
+# How long an evaluation took: in MLflow, not in the log line.
+EVAL_TIMINGS = ("val_runtime", "val_samples_per_second", "val_steps_per_second")
 # The training log keeps the name it had when this lived in train.py: the step lines are the train stage's.
 log = logging.getLogger("tasks.modelling.train")
 
@@ -53,8 +57,10 @@ def make_tracking_callback(run_id: str | None):
             eta = f" eta {format_eta(self.clock.eta(state.global_step))}" if step_line else ""
             if step_line and self.bar is not None:
                 self.bar.set_postfix_str(f"loss={renamed['train_loss']:.4f}", refresh=False)
+            # The log line keeps the summaries; per-class figures (50 classes: 200 of them) and timings go to MLflow.
+            shown = {k: v for k, v in renamed.items() if not is_per_class_metric(k) and k not in EVAL_TIMINGS}
             log.info("step %d/%d %s%s", state.global_step, state.max_steps,
-                     " ".join(f"{k}={v:.4g}" for k, v in renamed.items()), eta,
+                     " ".join(f"{k}={v:.4g}" for k, v in shown.items()), eta,
                      extra={PROGRESS_RECORD: step_line})
             if run_id:
                 tracking.log_metrics(run_id, renamed, step=state.global_step)

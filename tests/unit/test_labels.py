@@ -117,3 +117,15 @@ def test_config_and_losses_read_the_one_loss_table(task):
         else:
             with pytest.raises(ValueError, match="does not fit"):
                 resolve_loss_name(task, loss)
+
+
+def test_per_class_metric_keys_are_told_from_summaries():
+    from tasks.labels import is_per_class_metric, label_keys
+
+    keys = label_keys(["NUM:code", "macro", "spam", "ci"])  # "macro" becomes macro_1: never a summary's name
+    per_class = [f"val_{m}_{k}" for m in ("precision", "recall", "f1", "support") for k in keys]
+    per_class += [f"test_f1_{k}" for k in keys]
+    assert all(is_per_class_metric(k) for k in per_class), [k for k in per_class if not is_per_class_metric(k)]
+    summaries = ["val_loss", "val_accuracy", "val_f1", "val_f1_macro", "val_precision_macro", "val_recall_macro",
+                 "val_mcc", "test_f1_ci_low", "test_accuracy_ci_high", "train_loss", "val_pearson", "f1_micro"]
+    assert not any(is_per_class_metric(k) for k in summaries), [k for k in summaries if is_per_class_metric(k)]
