@@ -9,7 +9,8 @@ are scored twice with the same registered model:
   service's batch-1 path), in this process, on 1 thread (the service's default) and on every core;
   the faster of the two is the reference.
 
-It prints texts/s of both arms and their ratio, and how often their labels agree.
+It prints texts/s of both arms and their ratio, how often their labels agree and the largest
+difference between their probabilities (a text's answer must not depend on how it was batched).
 Goal: `ftflow score` >= 4x the batch-1 path and >= 800 texts/s on 2 cores.
 
     python bench/score.py                                  # 100,000 texts, quickstart-sentiment@challenger
@@ -61,7 +62,7 @@ def children_cpu() -> float:
 
 
 def run_ftflow_score(model: str, data: Path, out: Path, workers: int | None, batch_size: int | None) -> dict:
-    """`ftflow score` as a fresh process: wall and CPU time, and the speed it reports for the Dask part."""
+    """`ftflow score` as a fresh process: wall and CPU time, the speed it reports for the Dask part, its MLflow run."""
     cmd = [sys.executable, "-m", "flows.ops.cli", "score", model, "--input", str(data), "--output", str(out)]
     if workers:
         cmd += ["--workers", str(workers)]
@@ -73,19 +74,21 @@ def run_ftflow_score(model: str, data: Path, out: Path, workers: int | None, bat
     if proc.returncode != 0:
         sys.exit(f"ftflow score failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     m = re.search(r"speed:\s+(\d+) texts/s \(([\d.]+) s on Dask\)", proc.stdout)
-    return {"wall": wall, "cpu": cpu, "dask_seconds": float(m.group(2)) if m else float("nan")}
+    run = re.search(r"MLflow run: (\S+)", proc.stdout)
+    return {"wall": wall, "cpu": cpu, "dask_seconds": float(m.group(2)) if m else float("nan"),
+            "run_id": run.group(1) if run else None}
 
 
-def batch1(bundle: Path, texts: list[str], threads: int) -> tuple[float, float, list[str]]:
-    """Wall and CPU seconds to answer the texts one request at a time, and the labels answered."""
+def batch1(bundle: Path, texts: list[str], threads: int) -> tuple[float, float, list[dict]]:
+    """Wall and CPU seconds to answer the texts one request at a time, and the answers."""
     from tasks.inference.predictor import OnnxPredictor
 
     predictor = OnnxPredictor(bundle, threads=threads)
     for t in texts[:20]:  # warm-up
         predictor.predict([t])
     cpu, start = time.process_time(), time.perf_counter()
-    labels = [predictor.predict([t])[0].get("label") for t in texts]
-    return time.perf_counter() - start, time.process_time() - cpu, labels
+    answers = [predictor.predict([t])[0] for t in texts]
+    return time.perf_counter() - start, time.process_time() - cpu, answers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,11 +112,11 @@ def main(argv: list[str] | None = None) -> None:
         pd.DataFrame({"text": texts}).to_parquet(data, index=False)
         load_before = os.getloadavg()[0]
         batch = run_ftflow_score(args.model, data, out, args.workers, args.batch_size)
-        scored = list(pd.read_parquet(out, columns=["prediction"])["prediction"])
+        scored = pd.read_parquet(out, columns=["prediction", "probabilities"])
         singles = {n: batch1(bundle, texts, n) for n in sorted({1, cores})}
         load_after = os.getloadavg()[0]
 
-    threads, (single_s, _, single_labels) = min(singles.items(), key=lambda kv: kv[1][0])
+    threads, (single_s, _, single_answers) = min(singles.items(), key=lambda kv: kv[1][0])
     batch_rate, single_rate = len(texts) / batch["wall"], len(texts) / single_s
     words = sum(len(t.split()) for t in texts) / len(texts)
     print(f"\n{model.label}: {bundle / read_serving(bundle)}; {len(texts):,} texts, {words:.1f} words on average; "
@@ -130,10 +133,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<46} {wall:>8.1f} {len(texts) / wall:>8.0f} {1000 * cpu / len(texts):>12.2f} {projection:>24}")
     print(f"{'  Dask part of ftflow score (cluster + shards)':<46} {batch['dask_seconds']:>8.1f} "
           f"{len(texts) / batch['dask_seconds']:>8.0f}")
-    agree = sum(a == b for a, b in zip(scored, single_labels)) / len(texts)
+    agree = sum(a.get("label") == b for a, b in zip(single_answers, scored["prediction"])) / len(texts)
+    worst = max(abs(a["scores"][k] - b[k]) for a, b in zip(single_answers, scored["probabilities"]) for k in b)
     print(f"\nratio (ftflow score / fastest batch-1, {threads} thread(s)), wall: {batch_rate / single_rate:.2f}x "
           f"(goal >= 4x); ftflow score {batch_rate:.0f} texts/s (goal >= 800 on 2 cores); "
-          f"labels agree on {agree:.2%} of texts")
+          f"labels agree on {agree:.2%} of texts, largest probability difference {worst:.1e}")
 
 
 def read_serving(bundle: Path) -> str:
