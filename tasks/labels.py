@@ -123,8 +123,6 @@ def label_keys(label_names: Sequence[str]) -> list[str]:
     ]
 
 
-# --- losses -------------------------------------------------------------------------------------------
-
 _PER_CLASS = re.compile(r"(?:^|_)(?:precision|recall|f1|support)_(?!(?:macro|micro|weighted)$)[^ ]+$")
 
 
@@ -135,6 +133,8 @@ def is_per_class_metric(name: str) -> bool:
     """
     return bool(_PER_CLASS.search(name)) and not name.endswith(("_ci_low", "_ci_high"))
 
+
+# --- losses -------------------------------------------------------------------------------------------
 
 def allowed_losses(task: str) -> tuple[str, ...]:
     """The training.loss values a task kind allows; refuses an unknown task kind."""

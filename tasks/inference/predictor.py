@@ -37,7 +37,7 @@ class OnnxPredictor:
         self.tokenizer = load_tokenizer(self.dir, self.max_length, self.long_text.stride)
         self.pad_id = pad_id_of(self.dir, self.tokenizer)
         self.session = create_session(self.dir / self.model_file, threads)
-        # A dynamic int8 model answers a text the same whatever else is scored with it only one row per call.
+        # One row per call for a dynamic int8 model: only then is an answer independent of the texts beside it.
         self.rows_per_call = 1 if quantises_per_call(self.dir / self.model_file) else batch_size
         self.input_names = [i.name for i in self.session.get_inputs()]
 

@@ -31,8 +31,9 @@ def long_text_note(cfg: PipelineConfig) -> str:
 
 
 def write_model_card(model_dir: Path, cfg: PipelineConfig, data: CleanResult, metrics: dict, source: str,
-                     weak_text: str = "") -> str:
-    """The model's README: data, metrics, hyperparameters, intended use, limitations."""
+                     weak_text: str) -> str:
+    """The model's README: data, metrics, hyperparameters, intended use, limitations; `weak_text` names the
+    weak classes (or says there are none)."""
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
                      if isinstance(v, float) and not k.startswith("support_"))
     meta = read_json(Path(model_dir) / "finetune_flow.json")
@@ -40,8 +41,7 @@ def write_model_card(model_dir: Path, cfg: PipelineConfig, data: CleanResult, me
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
     labels = data.labels if task != "ner" else sorted(entity_types(data.labels))
-    weak_section = "" if task == "regression" else (
-        f"## Weak classes\n{weak_text}\n\n")
+    weak_section = "" if task == "regression" else f"## Weak classes\n{weak_text}\n\n"
     card = f"""# {cfg.registry.model_name}
 
 Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
