@@ -80,10 +80,14 @@ def torch_scores(torch_model, texts: list[str]):
     return score_frame(torch_forward(model), tok, df, "classification", LABELS, 32, batch_size=4)["scores"]
 
 
-def test_importing_the_core_imports_no_torch():
+def test_the_core_answers_without_torch_or_onnx(bundle):
+    """The serving image has neither torch nor the `onnx` package: loading a bundle (fp32 and int8) and
+    answering must import neither."""
     code = ("import sys\n"
             "import tasks.inference.predictor, tasks.inference.compare, tasks.inference.decode\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'tasks.modelling.metrics') if m in sys.modules))\n")
+            "from tasks.inference.predictor import OnnxPredictor\n"
+            f"for f in ('model.onnx', 'model.int8.onnx'): OnnxPredictor({str(bundle)!r}, model_file=f).predict(['fine'])\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'tasks.modelling.metrics') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]
@@ -134,6 +138,9 @@ def test_int8_answers_do_not_depend_on_the_batch(bundle):
     from tasks.modelling.export import FP32, INT8
 
     assert quantises_per_call(bundle / INT8) and not quantises_per_call(bundle / FP32)
+    import onnx  # the byte search agrees with the parsed graph (the serving image has no `onnx`)
+
+    assert any(n.op_type == "DynamicQuantizeLinear" for n in onnx.load(str(bundle / INT8)).graph.node)
     batched = OnnxPredictor(bundle, model_file=INT8, batch_size=64)
     assert batched.rows_per_call == 1 and OnnxPredictor(bundle, batch_size=64).rows_per_call == 64
     texts = RAW_TEXTS * 4
