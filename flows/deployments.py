@@ -24,6 +24,7 @@ DEPLOYMENT_NAMES = ["fine-tune/nightly", "fine-tune/manual", "promote/manual", "
 
 def build_deployments(config_path: str | Path | None = None, timezone: str | None = None) -> list:
     """The RunnerDeployments of DEPLOYMENT_NAMES, with the config at `config_path` (the quickstart) as defaults."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 
@@ -53,9 +54,14 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
                               description="Every day: drift and feedback accuracy of the served champion; asks "
                               "for a retrain (event ftflow.monitor.retrain-requested) when they pass their thresholds.",
                               **common),
+        # One retrain at a time: an alarm raised while a retrain runs is cancelled, not queued (the
+        # running one already trains on the latest data and feedback).
         retrain.to_deployment("on-drift", parameters={**defaults, "reason": "manual"},
+                              concurrency_limit=ConcurrencyLimitConfig(
+                                  limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
                               description="Run by the retrain-on-drift automation: fine-tune including feedback, "
-                              "then the promotion gate; `reason` is the monitor's finding.", **common),
+                              "then the promotion gate; `reason` is the monitor's finding. One at a time: "
+                              "a request while one runs is cancelled.", **common),
         # The input and output paths are asked for at each run (Custom run in the UI).
         score.to_deployment("manual", parameters={"model": cfg.registry.model_name}, **common),
     ]

@@ -60,3 +60,21 @@ def test_up_creates_the_retrain_automation_for_its_served_deployment(up):
     assert mine[0]["trigger"]["expect"] == ["ftflow.monitor.retrain-requested"]
     action = mine[0]["actions"][0]
     assert action["type"] == "run-deployment" and action["deployment_id"] == retrain_dep["id"]
+
+
+def test_a_second_retrain_request_while_one_runs_is_cancelled(prefect_harness, tmp_path):
+    """The retrain deployment `ftflow up` serves takes one run at a time; the server cancels the next."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    from flows.deployments import build_deployments
+
+    [deployment] = [d for d in build_deployments() if d.name == RETRAIN_DEPLOYMENT.split("/")[1]]
+    deployment_id = deployment.apply()
+    with get_client(sync_client=True) as client:
+        first = client.create_flow_run_from_deployment(deployment_id, parameters={"reason": "drift 1"})
+        second = client.create_flow_run_from_deployment(deployment_id, parameters={"reason": "drift 2"})
+        assert client.set_flow_run_state(first.id, Pending()).status.value == "ACCEPT"  # takes the one slot
+        client.set_flow_run_state(second.id, Pending())
+        assert client.read_flow_run(second.id).state.type.value == "CANCELLED"
+        assert client.read_flow_run(first.id).state.type.value == "PENDING"
