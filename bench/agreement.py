@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,14 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.score import run_ftflow_score  # noqa: E402  (after the path: the bench runs from anywhere)
 from bench.serve import stop_service, wait_ready  # noqa: E402
+from flows.ops.supervisor import free_port  # noqa: E402
 
 TOLERANCE = 1e-6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gate_metrics(bundle: Path) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -34,14 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from flows.ops.supervisor import free_port  # noqa: E402  (after the path: the bench runs from anywhere)
+from flows.ops.temporary_server import stop_server  # noqa: E402
+
 FALLBACK_TEXTS = ["a wonderful, moving film", "tedious and far too long", "the cast is fine, the script is not",
                   "one of the best of the year", "I walked out halfway through"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def newest_bundle(runs: Path) -> Path:
@@ -150,12 +146,7 @@ def run_load(url: str, texts: list[str], total: int, concurrency: int, time_limi
 
 def stop_service(proc: subprocess.Popen) -> None:
     """SIGTERM, as an orchestrator stops it: uvicorn shuts down cleanly and the prediction log is drained."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_server(proc, grace=60)
 
 
 def logged_rows(log_dir: Path) -> int:

@@ -13,13 +13,14 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+
+from flows.ops.supervisor import free_port
 
 PR_SET_PDEATHSIG = 1
 STARTUP_TIMEOUT_S = 120.0  # a busy 2-core machine needs more than Prefect's 20 s default
@@ -33,12 +34,6 @@ def die_with_parent(parent_pid: int):
         if os.getppid() != parent_pid:  # the parent died before the signal was armed
             os._exit(1)
     return set_signal
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(env_settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -71,10 +66,11 @@ def start_server(env_settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
                        f"set PREFECT_API_URL to a running server (`prefect server start`) and try again")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, `grace` seconds to exit, then SIGKILL."""
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
