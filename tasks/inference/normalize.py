@@ -8,12 +8,29 @@ import unicodedata
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# RE2 patterns (Arrow's regex engine), written for RE2: its `\s` is ASCII [\t\n\f\r ] only.
+# The two character classes, as code-point ranges, written out for both regex engines below: Arrow's
+# RE2 (columns: the clean stage) and Python's `re` (a few strings: a request).
 # C0/C1 control characters except tab/newline/CR, which whitespace collapse handles; zero-width space; BOM.
-_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\x{200b}\x{feff}]"
-# Python's `\s` less the plain space: what collapses to one space.
-_SPACE_NOT_BLANK = (r"[\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
-                    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]")
+_CONTROL_RANGES = ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x9F), (0x200B, 0x200B), (0xFEFF, 0xFEFF))
+# Python's `\s` less the plain space (RE2's `\s` is ASCII only): what collapses to one space.
+_SPACE_RANGES = ((0x09, 0x0D), (0x1C, 0x1F), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A),
+                 (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))
+
+
+def _char_class(ranges: tuple[tuple[int, int], ...], escape) -> str:
+    return "[" + "".join(escape(a) if a == b else f"{escape(a)}-{escape(b)}" for a, b in ranges) + "]"
+
+
+def _re2(code: int) -> str:
+    return f"\\x{{{code:x}}}"
+
+
+def _python(code: int) -> str:
+    return f"\\U{code:08x}"
+
+
+_CONTROL = _char_class(_CONTROL_RANGES, _re2)
+_SPACE_NOT_BLANK = _char_class(_SPACE_RANGES, _re2)
 
 
 def normalize_nfkc(arr: pa.Array) -> pa.Array:
@@ -40,10 +57,8 @@ def normalize_strings(arr: pa.Array, unicode: bool = True, collapse_whitespace: 
     return arr
 
 
-# The same three character classes for Python's `re`, for a few strings at a time.
-_PY_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
-_PY_SPACE_NOT_BLANK = re.compile("[\t\n\x0b\x0c\r\x1c-\x1f\x85\xa0\u1680\u2000-\u200a"
-                                 "\u2028\u2029\u202f\u205f\u3000]")
+_PY_CONTROL = re.compile(_char_class(_CONTROL_RANGES, _python))
+_PY_SPACE_NOT_BLANK = re.compile(_char_class(_SPACE_RANGES, _python))
 _PY_SPACES = re.compile(" {2,}")
 
 
