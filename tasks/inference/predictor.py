@@ -31,7 +31,6 @@ class OnnxPredictor:
         self.decision = Decision.of_meta(self.meta)
         self.max_length: int = self.meta["max_length"]
         self.model_file = model_file or self.meta.get("serving_file", "model.onnx")
-        self.batch_size = batch_size
         self.normalize = rules_of_bundle(self.meta)
         self.long_text = long_text_of_bundle(self.meta)
         self.tokenizer = load_tokenizer(self.dir, self.max_length, self.long_text.stride)
