@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) requirements-data
 CONFIG ?= configs/quickstart.yaml
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: setup run test test-fast browser lock bench
+.PHONY: setup run test test-fast check browser lock bench
 
 setup: $(STAMP)
 
@@ -38,11 +38,16 @@ browser:
 run: setup
 	$(OFFLINE) $(BIN)/ftflow run $(CONFIG) $(ARGS)
 
-test: setup browser
+test: setup browser check
 	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The unit layer only: no servers, no training; under a minute.
-test-fast: setup
+# The static checks (pyproject.toml configures each; .pre-commit-config.yaml runs the same before a commit).
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The static checks and the unit layer: no servers, no training; about a minute.
+test-fast: setup check
 	$(OFFLINE) $(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
 # Re-resolve the ranges in pyproject.toml in a throw-away venv and pin what resolved.

@@ -58,7 +58,7 @@ def ask_service(bundle: Path, texts: list[str], pairs: list[str] | None, size: i
         answers = []
         with httpx.Client(base_url=url, timeout=60) as client:
             for i in range(0, len(texts), size):
-                body = {"texts": texts[i:i + size]} | ({"text_pairs": pairs[i:i + size]} if pairs else {})
+                body = {"texts": texts[i : i + size]} | ({"text_pairs": pairs[i : i + size]} if pairs else {})
                 r = client.post("/predict", json=body)
                 r.raise_for_status()
                 answers += r.json()["predictions"]
@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"{name} differs: {got!r} (ftflow score) vs {want!r} (export gate)")
     labels_differ = sum(a["label"] != b for a, b in zip(served, scored["prediction"]))
     worst = max(abs(a["scores"][k] - b[k]) for a, b in zip(served, scored["probabilities"]) for k in b)
-    print(f"{len(served)} rows asked of the service ({args.request_size} per request): {labels_differ} labels "
-          f"differ from batch scoring, largest probability difference {worst:.2e} (tolerance {TOLERANCE:g})")
+    print(
+        f"{len(served)} rows asked of the service ({args.request_size} per request): {labels_differ} labels "
+        f"differ from batch scoring, largest probability difference {worst:.2e} (tolerance {TOLERANCE:g})"
+    )
     if labels_differ or worst > TOLERANCE:
         problems.append("the service and batch scoring disagree")
     print("AGREE" if not problems else "DISAGREE: " + "; ".join(problems))

@@ -33,17 +33,24 @@ sys.path.insert(0, str(ROOT))
 STEPS = ("collect", "clean", "validate")
 LABELS = ["negative", "positive"]
 # Shares of the rows that get each kind of dirt (the rest are clean recombinations).
-DIRT = {"duplicate": 0.03, "conflict": 0.005, "empty": 0.005, "messy_chars": 0.01,
-        "unknown_label": 0.002, "missing_label": 0.001}
+DIRT = {
+    "duplicate": 0.03,
+    "conflict": 0.005,
+    "empty": 0.005,
+    "messy_chars": 0.01,
+    "unknown_label": 0.002,
+    "missing_label": 0.001,
+}
 OVERLONG_ROWS = 20
 
 
 # --- the data --------------------------------------------------------------------------------------
 
+
 def load_snippets():
     """The packaged movie-review snippets and their labels (positive/negative)."""
-    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
+    from tasks.data.sources import read_source
 
     df = read_source(SourceConfig(kind="package", name="rotten_tomatoes"))
     return df["text"].astype(str).to_numpy(dtype=object), df["label"].to_numpy(dtype=object)
@@ -78,7 +85,7 @@ def make_rows(n: int, seed: int = 0):
     def take(share: float):
         nonlocal cursor
         k = int(n * share)
-        chosen = picks[cursor:cursor + k]
+        chosen = picks[cursor : cursor + k]
         cursor += k
         return chosen
 
@@ -93,8 +100,9 @@ def make_rows(n: int, seed: int = 0):
     messy = take(DIRT["messy_chars"])
     noise = rng.choice(["\x07", "  \n ", "\u00a0", "\ufeff", "\x1b", "\u3000"], len(messy))
     review.iloc[messy] = noise + review.iloc[messy].to_numpy() + noise
-    verdict.iloc[take(DIRT["unknown_label"])] = rng.choice(["mixed", "Positive", "5 stars"],
-                                                           int(n * DIRT["unknown_label"]))
+    verdict.iloc[take(DIRT["unknown_label"])] = rng.choice(
+        ["mixed", "Positive", "5 stars"], int(n * DIRT["unknown_label"])
+    )
     verdict.iloc[take(DIRT["missing_label"])] = None
     long = take(OVERLONG_ROWS / max(n, 1))
     review.iloc[long] = [("a very long review " * 700)[: 12_000 + i] for i in range(len(long))]
@@ -105,9 +113,18 @@ def write_config(csv: Path, folder: Path) -> Path:
     """A config that reads the CSV as a user's file source with declared labels."""
     from tasks.config import load_config
 
-    cfg = load_config(None, ["name=bench-data", f"run_dir={folder / 'runs'}", "data.source.kind=file",
-                             f"data.source.path={csv}", "data.text_column=review", "data.label_column=verdict",
-                             f"data.labels=[{', '.join(LABELS)}]"])
+    cfg = load_config(
+        None,
+        [
+            "name=bench-data",
+            f"run_dir={folder / 'runs'}",
+            "data.source.kind=file",
+            f"data.source.path={csv}",
+            "data.text_column=review",
+            "data.label_column=verdict",
+            f"data.labels=[{', '.join(LABELS)}]",
+        ],
+    )
     path = folder / "config.yaml"
     path.write_text(cfg.to_yaml())
     return path
@@ -115,19 +132,21 @@ def write_config(csv: Path, folder: Path) -> Path:
 
 # --- one step, in a child process ------------------------------------------------------------------
 
+
 def run_step_here(step: str, config: Path, run_dir: Path) -> dict:
     """Run one step in this process; return its seconds, import seconds, rows in, and peak RSS."""
     t0 = time.perf_counter()
     import pandas  # noqa: F401  the libraries every step needs, timed apart from the work
 
+    from tasks.config import load_config
     from tasks.data.clean import clean_data
     from tasks.data.collect import collect_data
-    from tasks.config import load_config
     from tasks.io import read_json, write_json
     from tasks.results import CleanResult
 
     if step == "validate":
         import great_expectations  # noqa: F401
+
         from tasks.data.validate import validate_data
     cfg = load_config(config, []).data
     refs = run_dir / "refs"
@@ -146,14 +165,24 @@ def run_step_here(step: str, config: Path, run_dir: Path) -> dict:
     seconds, cpu = time.perf_counter() - t1, time.process_time() - cpu1
     write_json(refs / f"{step}.json", dataclasses.asdict(ref) if step == "clean" else ref)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    return {"step": step, "seconds": seconds, "cpu_s": cpu, "import_s": t1 - t0, "rows": rows,
-            "peak_mb": peak_kb / 1024}
+    return {
+        "step": step,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "import_s": t1 - t0,
+        "rows": rows,
+        "peak_mb": peak_kb / 1024,
+    }
 
 
 def run_step_child(step: str, config: Path, run_dir: Path) -> dict:
     """Run one step in a fresh interpreter so its peak memory is its own."""
-    out = subprocess.run([sys.executable, __file__, "--step", step, "--config", str(config),
-                          "--run-dir", str(run_dir)], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "--step", step, "--config", str(config), "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         sys.exit(f"step {step} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -161,20 +190,29 @@ def run_step_child(step: str, config: Path, run_dir: Path) -> dict:
 
 # --- the report ------------------------------------------------------------------------------------
 
+
 def print_table(results: list[dict], n: int, make_s: float, csv_mb: float) -> None:
-    print(f"\ndata stage on {n:,} rows (CSV {csv_mb:.0f} MB, generated in {make_s:.1f} s); "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"\ndata stage on {n:,} rows (CSV {csv_mb:.0f} MB, generated in {make_s:.1f} s); "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end"
+    )
     print(f"{'step':<10}{'seconds':>9}{'CPU s':>8}{'rows/s':>12}{'peak RSS MB':>13}{'imports s':>11}")
     for r in results:
-        print(f"{r['step']:<10}{r['seconds']:>9.1f}{r['cpu_s']:>8.1f}{r['rows'] / r['seconds']:>12,.0f}"
-              f"{r['peak_mb']:>13,.0f}{r['import_s']:>11.1f}")
+        print(
+            f"{r['step']:<10}{r['seconds']:>9.1f}{r['cpu_s']:>8.1f}{r['rows'] / r['seconds']:>12,.0f}"
+            f"{r['peak_mb']:>13,.0f}{r['import_s']:>11.1f}"
+        )
     total = sum(r["seconds"] for r in results)
     peak = max(r["peak_mb"] for r in results)
-    print(f"{'total':<10}{total:>9.1f}{sum(r['cpu_s'] for r in results):>8.1f}{n / total:>12,.0f}{peak:>13,.0f}"
-          f"{sum(r['import_s'] for r in results):>11.1f}")
+    print(
+        f"{'total':<10}{total:>9.1f}{sum(r['cpu_s'] for r in results):>8.1f}{n / total:>12,.0f}{peak:>13,.0f}"
+        f"{sum(r['import_s'] for r in results):>11.1f}"
+    )
     verdict = "meets" if total < 60 and peak < 4096 else "MISSES"
-    print(f"{verdict} the goal: < 60 s and < 4,096 MB peak. Seconds are wall time without imports; CPU s above "
-          "seconds means several cores worked, below means the machine was busy with other work.")
+    print(
+        f"{verdict} the goal: < 60 s and < 4,096 MB peak. Seconds are wall time without imports; CPU s above "
+        "seconds means several cores worked, below means the machine was busy with other work."
+    )
 
 
 def print_cleaning(run_dir: Path) -> None:

@@ -58,9 +58,14 @@ def scored(frame: pd.DataFrame, predictor) -> pd.DataFrame:
         return frame[["text"]]
     answers = []
     for i in range(0, len(frame), 64):
-        answers += predictor.predict(frame["text"].iloc[i:i + 64].tolist())
-    return pd.DataFrame({"text": frame["text"].values, "prediction": [a["label"] for a in answers],
-                         "confidence": [a["score"] for a in answers]})
+        answers += predictor.predict(frame["text"].iloc[i : i + 64].tolist())
+    return pd.DataFrame(
+        {
+            "text": frame["text"].values,
+            "prediction": [a["label"] for a in answers],
+            "confidence": [a["score"] for a in answers],
+        }
+    )
 
 
 def detection(args, vocab, lowercase, embed, predictor) -> None:
@@ -76,22 +81,36 @@ def detection(args, vocab, lowercase, embed, predictor) -> None:
     started = time.perf_counter()
     for i in range(args.windows):
         start = i * args.rows % max(len(held_out) - args.rows, 1)
-        windows = [("in-domain", held_out.iloc[start:start + args.rows])]
+        windows = [("in-domain", held_out.iloc[start : start + args.rows])]
         name = ("sms", "trec")[i % 2]
         src = shifted_sources[name]
         windows.append(("shifted", src.iloc[rng.choice(len(src), args.rows, replace=False)]))
         for kind, window in windows:
-            r = compare_windows(reference, scored(window, predictor), vocab, lowercase, p_value=args.p_value,
-                                embedding_rows=args.rows, permutations=args.permutations, seed=i, embed=embed)
+            r = compare_windows(
+                reference,
+                scored(window, predictor),
+                vocab,
+                lowercase,
+                p_value=args.p_value,
+                embedding_rows=args.rows,
+                permutations=args.permutations,
+                seed=i,
+                embed=embed,
+            )
             results[kind].append(r.drifted)
             flagged = ", ".join(t.name for t in r.tests if t.drifted) or "-"
-            print(f"window {i + 1:>2} {kind:<9} {name if kind == 'shifted' else 'reviews':<7} "
-                  f"drift={r.drifted!s:<5} flagged: {flagged}", flush=True)
+            print(
+                f"window {i + 1:>2} {kind:<9} {name if kind == 'shifted' else 'reviews':<7} "
+                f"drift={r.drifted!s:<5} flagged: {flagged}",
+                flush=True,
+            )
     far, det = np.mean(results["in-domain"]), np.mean(results["shifted"])
     print(f"\nfalse alarm rate: {far:.1%} of {len(results['in-domain'])} in-domain windows (goal <= 5%)")
     print(f"detection rate:   {det:.1%} of {len(results['shifted'])} shifted windows (goal >= 95%)")
-    print(f"({args.rows} rows per window, p_value {args.p_value}, {args.permutations} permutations, "
-          f"{time.perf_counter() - started:.0f} s)")
+    print(
+        f"({args.rows} rows per window, p_value {args.p_value}, {args.permutations} permutations, "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
 
 
 def speed(args, vocab, lowercase) -> None:
@@ -101,26 +120,43 @@ def speed(args, vocab, lowercase) -> None:
 
     reviews = _read_rotten_tomatoes()
     texts = reviews["text"].tolist()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     answer = {"label": "positive", "score": 0.9, "scores": {"positive": 0.9, "negative": 0.1}}
     with tempfile.TemporaryDirectory() as tmp:
         sink = ParquetSink(Path(tmp) / "predictions")
         step = 86_400 / args.speed_rows  # one day of traffic
-        rows = [prediction_record(answer, texts[i % len(texts)], "bench", "1", 2.0,
-                                  when=now - dt.timedelta(seconds=i * step), keep_text=True)
-                for i in range(args.speed_rows)]
+        rows = [
+            prediction_record(
+                answer,
+                texts[i % len(texts)],
+                "bench",
+                "1",
+                2.0,
+                when=now - dt.timedelta(seconds=i * step),
+                keep_text=True,
+            )
+            for i in range(args.speed_rows)
+        ]
         for i in range(0, len(rows), 500):  # as the logger writes: one file per batch
-            sink.write(rows[i:i + 500])
+            sink.write(rows[i : i + 500])
         reference = reviews.sample(1000, random_state=0)[["text"]]
         t0 = time.perf_counter()
         window = sink.read(now - dt.timedelta(days=1, seconds=1), now + dt.timedelta(seconds=1))
         t1 = time.perf_counter()
-        r = compare_windows(reference, window[["text", "prediction", "confidence"]], vocab, lowercase,
-                            embedding_rows=500, permutations=args.permutations)  # 500 + 500 texts embedded
+        r = compare_windows(
+            reference,
+            window[["text", "prediction", "confidence"]],
+            vocab,
+            lowercase,
+            embedding_rows=500,
+            permutations=args.permutations,
+        )  # 500 + 500 texts embedded
         t2 = time.perf_counter()
-    print(f"\nmonitor pass on {len(window):,} logged rows ({len(rows) // 500} Parquet files): read {t1 - t0:.1f} s, "
-          f"statistics {t2 - t1:.1f} s (embedding 500 + 500 sampled texts included), total {t2 - t0:.1f} s; "
-          f"drift={r.drifted}")
+    print(
+        f"\nmonitor pass on {len(window):,} logged rows ({len(rows) // 500} Parquet files): read {t1 - t0:.1f} s, "
+        f"statistics {t2 - t1:.1f} s (embedding 500 + 500 sampled texts included), total {t2 - t0:.1f} s; "
+        f"drift={r.drifted}"
+    )
 
 
 def main() -> int:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.padding import ROOT, build_config, prepare_data  # noqa: E402
-from tasks.results import CleanResult  # noqa: E402
+from bench.padding import ROOT, build_config, prepare_data
+from tasks.results import CleanResult
 
 WARMUP_STEPS = 10  # CUDA context, cuBLAS handles and kernel selection happen in the first steps
 BUDGET_S = 300
@@ -41,10 +41,12 @@ def no_cuda_message() -> str | None:
     if torch.cuda.is_available():
         return None
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-    return (f"gpu_check: no CUDA device is visible to torch {torch.__version__} ({build}). Run it on a machine "
-            "with an NVIDIA GPU, its driver and a CUDA build of torch (pip install torch --index-url "
-            "https://download.pytorch.org/whl/cu128), plus onnxruntime-gpu for the ONNX check; "
-            "check CUDA_VISIBLE_DEVICES if the GPU is there.")
+    return (
+        f"gpu_check: no CUDA device is visible to torch {torch.__version__} ({build}). Run it on a machine "
+        "with an NVIDIA GPU, its driver and a CUDA build of torch (pip install torch --index-url "
+        "https://download.pytorch.org/whl/cu128), plus onnxruntime-gpu for the ONNX check; "
+        "check CUDA_VISIBLE_DEVICES if the GPU is there."
+    )
 
 
 def make_gpu_step_timer(warmup: int):
@@ -82,9 +84,14 @@ def train_variant(args, clean_ref: CleanResult, folder: Path, precision: str) ->
     cfg = build_config(args, folder, [f"training.mixed_precision={precision}"])
     timer = make_gpu_step_timer(WARMUP_STEPS)
     trained = train_model(clean_ref, cfg, folder, callbacks=[timer])
-    return {"precision": precision, "examples_per_s": timer.examples_per_s(args.batch),
-            "timed_steps": timer.steps, "train_loss": trained.summary["train_loss"],
-            "model_dir": trained.model_dir, "cfg": cfg}
+    return {
+        "precision": precision,
+        "examples_per_s": timer.examples_per_s(args.batch),
+        "timed_steps": timer.steps,
+        "train_loss": trained.summary["train_loss"],
+        "model_dir": trained.model_dir,
+        "cfg": cfg,
+    }
 
 
 def evaluate_on_gpu(run: dict, clean_ref: CleanResult, folder: Path) -> dict:
@@ -100,8 +107,12 @@ def evaluate_on_gpu(run: dict, clean_ref: CleanResult, folder: Path) -> dict:
     evaluation = evaluate_model(run["model_dir"], clean_ref, run["cfg"], folder)
     seconds = time.perf_counter() - start
     used = torch.cuda.max_memory_allocated() - before
-    return {"test_accuracy": evaluation.metrics["test_accuracy"], "seconds": seconds,
-            "gpu_memory_used_mib": used / 2**20, "on_gpu": used > 0}
+    return {
+        "test_accuracy": evaluation.metrics["test_accuracy"],
+        "seconds": seconds,
+        "gpu_memory_used_mib": used / 2**20,
+        "on_gpu": used > 0,
+    }
 
 
 def onnx_parity_on_cuda(run: dict, clean_ref: CleanResult, folder: Path) -> dict:
@@ -109,18 +120,21 @@ def onnx_parity_on_cuda(run: dict, clean_ref: CleanResult, folder: Path) -> dict
     import onnxruntime as ort
     import torch
 
+    from tasks.io import read_frame
     from tasks.modelling.evaluate import load_trained
     from tasks.modelling.export import check_parity, export_model, parity_batches, sample_inputs
-    from tasks.io import read_frame
     from tasks.modelling.predict import onnx_forward, torch_forward
 
     cfg = run["cfg"]
     exported = export_model(run["model_dir"], clean_ref, cfg, folder)
     result = {"cpu_parity": exported.parity, "providers_available": ort.get_available_providers()}
     if "CUDAExecutionProvider" not in result["providers_available"]:
-        return {**result, "passed": False,
-                "why": "onnxruntime has no CUDAExecutionProvider here: pip install onnxruntime-gpu "
-                       "(in place of onnxruntime) with the CUDA version of this driver"}
+        return {
+            **result,
+            "passed": False,
+            "why": "onnxruntime has no CUDAExecutionProvider here: pip install onnxruntime-gpu "
+            "(in place of onnxruntime) with the CUDA version of this driver",
+        }
     try:
         session = ort.InferenceSession(exported.fp32, providers=[("CUDAExecutionProvider", {"use_tf32": 0})])
     except Exception as e:  # e.g. a cuDNN or CUDA library of another version than onnxruntime-gpu was built for
@@ -133,16 +147,26 @@ def onnx_parity_on_cuda(run: dict, clean_ref: CleanResult, folder: Path) -> dict
     test = read_frame(clean_ref.splits["test"])
     batches = parity_batches(tokenizer, sample_inputs(test, cfg.data.task), cfg.model.max_length, cfg.data.task)
     parity = check_parity(torch_forward(model), onnx_forward(session), batches, cfg.export.parity_atol)
-    return {**result, "cuda_parity": parity, "passed": bool(parity["passed"] and exported.parity["passed"]),
-            "why": None if parity["passed"] else f"max |Δlogit| {parity['max_abs_diff']:.2e} > {parity['atol']}"}
+    return {
+        **result,
+        "cuda_parity": parity,
+        "passed": bool(parity["passed"] and exported.parity["passed"]),
+        "why": None if parity["passed"] else f"max |Δlogit| {parity['max_abs_diff']:.2e} > {parity['atol']}",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=None, help="rows of the packaged movie reviews; default all 12.8k")
-    p.add_argument("--steps", type=int, default=60, help=f"optimizer steps of each run (the first {WARMUP_STEPS} untimed)")
-    p.add_argument("--batch", type=int, default=128,
-                   help="training batch size; large enough that the GPU computes more than it waits on launches")
+    p.add_argument(
+        "--steps", type=int, default=60, help=f"optimizer steps of each run (the first {WARMUP_STEPS} untimed)"
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=128,
+        help="training batch size; large enough that the GPU computes more than it waits on launches",
+    )
     p.add_argument("--max-length", type=int, default=128, help="tokens per example at most")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu_check.json"), help="JSON results file")
@@ -156,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tasks.quiet import silence_known_noise
     from tasks.modelling.precision import pick_precision
+    from tasks.quiet import silence_known_noise
 
     silence_known_noise(torch_stage=True)
     started = time.perf_counter()
@@ -172,24 +196,37 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
 
     speedup = runs[mixed]["examples_per_s"] / runs["fp32"]["examples_per_s"]
-    checks = {"mixed-precision training faster than fp32": speedup > 1.0,
-              "evaluation ran on the GPU": evaluation["on_gpu"],
-              "ONNX parity on the CUDA execution provider": onnx["passed"],
-              f"finished within {BUDGET_S} s": elapsed <= BUDGET_S}
-    print(f"\nGPU check on {torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda}): "
-          f"MiniLM, {args.rows or 'all'} rows, {args.steps} steps x batch {args.batch}, max_length {args.max_length}, "
-          f"fused AdamW, seed {args.seed}")
+    checks = {
+        "mixed-precision training faster than fp32": speedup > 1.0,
+        "evaluation ran on the GPU": evaluation["on_gpu"],
+        "ONNX parity on the CUDA execution provider": onnx["passed"],
+        f"finished within {BUDGET_S} s": elapsed <= BUDGET_S,
+    }
+    print(
+        f"\nGPU check on {torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda}): "
+        f"MiniLM, {args.rows or 'all'} rows, {args.steps} steps x batch {args.batch}, max_length {args.max_length}, "
+        f"fused AdamW, seed {args.seed}"
+    )
     print(f"auto precision picked: {mixed}")
     for name, run in runs.items():
-        print(f"  {name:>5}: {run['examples_per_s']:8.1f} examples/s over {run['timed_steps']} steps, "
-              f"train loss {run['train_loss']:.4f}")
+        print(
+            f"  {name:>5}: {run['examples_per_s']:8.1f} examples/s over {run['timed_steps']} steps, "
+            f"train loss {run['train_loss']:.4f}"
+        )
     print(f"  {mixed} / fp32: {speedup:.2f}x")
-    print(f"evaluation ({mixed}-trained model, fp32 weights): test accuracy {evaluation['test_accuracy']:.4f} in "
-          f"{evaluation['seconds']:.1f} s, GPU memory used {evaluation['gpu_memory_used_mib']:.0f} MiB")
+    print(
+        f"evaluation ({mixed}-trained model, fp32 weights): test accuracy {evaluation['test_accuracy']:.4f} in "
+        f"{evaluation['seconds']:.1f} s, GPU memory used {evaluation['gpu_memory_used_mib']:.0f} MiB"
+    )
     cpu_parity = onnx["cpu_parity"]
-    print(f"ONNX parity: CPU provider max |Δlogit| {cpu_parity['max_abs_diff']:.2e}; " + (
-        f"CUDA provider max |Δlogit| {onnx['cuda_parity']['max_abs_diff']:.2e}" if "cuda_parity" in onnx
-        else f"CUDA provider not checked: {onnx['why']}"))
+    print(
+        f"ONNX parity: CPU provider max |Δlogit| {cpu_parity['max_abs_diff']:.2e}; "
+        + (
+            f"CUDA provider max |Δlogit| {onnx['cuda_parity']['max_abs_diff']:.2e}"
+            if "cuda_parity" in onnx
+            else f"CUDA provider not checked: {onnx['why']}"
+        )
+    )
     for name, ok in checks.items():
         print(f"  [{'ok' if ok else 'FAILED'}] {name}")
     print(f"total {elapsed:.0f} s")
@@ -197,9 +234,23 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for run in runs.values():
         run.pop("cfg")
-    out.write_text(json.dumps({"args": vars(args), "device": torch.cuda.get_device_name(0), "precision": mixed,
-                               "runs": runs, "speedup": speedup, "evaluation": evaluation, "onnx": onnx,
-                               "checks": checks, "seconds": elapsed}, indent=2, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "device": torch.cuda.get_device_name(0),
+                "precision": mixed,
+                "runs": runs,
+                "speedup": speedup,
+                "evaluation": evaluation,
+                "onnx": onnx,
+                "checks": checks,
+                "seconds": elapsed,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(f"written: {out}")
     return 0 if all(checks.values()) else 1
 

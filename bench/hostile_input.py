@@ -38,14 +38,16 @@ def main() -> None:
     args = ap.parse_args()
 
     from fastapi.testclient import TestClient
-    from tests.support import export_ner_bundle
-    from tests.unit.test_split_words import QUADRATIC_WORD
 
     import tasks.inference.predictor as predictor
     from deploy.service import create_app
+    from tests.support import export_ner_bundle
+    from tests.unit.test_split_words import QUADRATIC_WORD
 
-    splitters = {"before (quadratic)": lambda text: [m.span() for m in QUADRATIC_WORD.finditer(text)],
-                 "after (linear)": predictor.split_words}
+    splitters = {
+        "before (quadratic)": lambda text: [m.span() for m in QUADRATIC_WORD.finditer(text)],
+        "after (linear)": predictor.split_words,
+    }
     bundle = args.bundle or export_ner_bundle(Path(tempfile.mkdtemp(prefix="ftflow-bench-")))
     rows = []
     with TestClient(create_app(bundle_dir=str(bundle), poll_seconds=0)) as client:
@@ -54,10 +56,12 @@ def main() -> None:
             for n in LENGTHS:
                 text = "http://" + "." * (n - 8) + "a"  # n characters in all
                 repeat = 1 if name.startswith("before") and n > 2_000 else 5  # the slow case once: ~5 s
-                split_s = best_of(lambda: split(text), repeat)
-                request_s = best_of(lambda: client.post("/predict", json={"text": text}).raise_for_status(), repeat)
+                split_s = best_of(lambda split=split, text=text: split(text), repeat)
+                request_s = best_of(
+                    lambda text=text: client.post("/predict", json={"text": text}).raise_for_status(), repeat
+                )
                 rows.append((name, n, split_s, request_s))
-    print(f"| splitter | characters | split_words ms | POST /predict ms |\n|---|---|---|---|")
+    print("| splitter | characters | split_words ms | POST /predict ms |\n|---|---|---|---|")
     for name, n, split_s, request_s in rows:
         print(f"| {name} | {n:,} | {split_s * 1e3:.3f} | {request_s * 1e3:.1f} |")
     for name in splitters:

@@ -30,8 +30,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def newest_run(runs: Path) -> Path:
     """The newest run folder holding both a PyTorch model and an ONNX bundle."""
-    found = sorted((p for p in runs.glob("*") if (p / "onnx" / "model.onnx").exists() and (p / "model").is_dir()),
-                   key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        (p for p in runs.glob("*") if (p / "onnx" / "model.onnx").exists() and (p / "model").is_dir()),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not found:
         sys.exit(f"no run with model/ and onnx/ under {runs}; run `make run` first or pass a run folder")
     return found[-1]
@@ -42,7 +44,7 @@ def batches_of(tokenizer, texts: list[str], size: int, max_length: int) -> list[
 
     out = []
     for i in range(0, len(texts) - size + 1, size):
-        enc = tokenizer(texts[i:i + size], truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        enc = tokenizer(texts[i : i + size], truncation=True, max_length=max_length, padding=True, return_tensors="np")
         out.append({k: v.astype(np.int64) for k, v in enc.items()})
     return out
 
@@ -63,8 +65,8 @@ def backends(run: Path, threads: int):
     """(name, forward) for each backend, set to `threads` intra-op threads."""
     import torch
 
-    from tasks.modelling.evaluate import load_trained
     from tasks.inference.session import create_session
+    from tasks.modelling.evaluate import load_trained
     from tasks.modelling.predict import torch_forward
 
     def onnx_forward(path: Path):
@@ -104,21 +106,28 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(run / "onnx"))
     rng = np.random.default_rng(0)
     texts = list(test["text"].iloc[rng.permutation(len(test))])
-    singles = batches_of(tokenizer, (texts * (args.iters // len(texts) + 1))[:args.iters], 1, max_length)
-    bigs = batches_of(tokenizer, (texts * (32 * args.batches // len(texts) + 1))[:32 * args.batches], 32, max_length)
+    singles = batches_of(tokenizer, (texts * (args.iters // len(texts) + 1))[: args.iters], 1, max_length)
+    bigs = batches_of(tokenizer, (texts * (32 * args.batches // len(texts) + 1))[: 32 * args.batches], 32, max_length)
     metric = primary_metric(task)
     load_before = os.getloadavg()[0]
     mean_tokens = np.mean([b["input_ids"].shape[1] for b in singles])
-    print(f"run {run}\ntest split: {len(test)} rows; batch-1 inputs {mean_tokens:.0f} tokens on average; "
-          f"max_length {max_length}; cores {os.cpu_count()}; load average {load_before:.1f}\n")
+    print(
+        f"run {run}\ntest split: {len(test)} rows; batch-1 inputs {mean_tokens:.0f} tokens on average; "
+        f"max_length {max_length}; cores {os.cpu_count()}; load average {load_before:.1f}\n"
+    )
 
     rows, quality = [], {}
     for threads in [int(t) for t in args.threads.split(",")]:
         for name, forward in backends(run, threads):
             lat = np.array(time_calls(forward, singles)) * 1000
             per_batch = time_calls(forward, bigs, warmup=1)
-            row = {"backend": name, "threads": threads, "p50": float(np.percentile(lat, 50)),
-                   "p95": float(np.percentile(lat, 95)), "tput": 32 * len(per_batch) / sum(per_batch)}
+            row = {
+                "backend": name,
+                "threads": threads,
+                "p50": float(np.percentile(lat, 50)),
+                "p95": float(np.percentile(lat, 95)),
+                "tput": 32 * len(per_batch) / sum(per_batch),
+            }
             if name not in quality:  # accuracy does not depend on the thread count: score once
                 m = score_frame(forward, tokenizer, test, task, labels, max_length)["metrics"]
                 quality[name] = (m["accuracy"], m[metric])
@@ -126,21 +135,28 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(f"  measured {name} on {threads} thread(s)", flush=True)
 
-    print(f"\n{'backend':<14}{'threads':>8}{'b1 p50 ms':>11}{'b1 p95 ms':>11}{'b1 speed-up':>13}"
-          f"{'b32 ex/s':>10}{'b32 ratio':>11}{'accuracy':>10}{'Δacc pts':>10}{metric:>8}")
+    print(
+        f"\n{'backend':<14}{'threads':>8}{'b1 p50 ms':>11}{'b1 p95 ms':>11}{'b1 speed-up':>13}"
+        f"{'b32 ex/s':>10}{'b32 ratio':>11}{'accuracy':>10}{'Δacc pts':>10}{metric:>8}"
+    )
     for r in rows:
         base = next(b for b in rows if b["backend"] == "PyTorch fp32" and b["threads"] == r["threads"])
-        print(f"{r['backend']:<14}{r['threads']:>8}{r['p50']:>11.2f}{r['p95']:>11.2f}{base['p50'] / r['p50']:>12.2f}x"
-              f"{r['tput']:>10.1f}{r['tput'] / base['tput']:>10.2f}x{r['accuracy']:>10.4f}"
-              f"{100 * (r['accuracy'] - base['accuracy']):>+10.2f}{r[metric]:>8.4f}")
+        print(
+            f"{r['backend']:<14}{r['threads']:>8}{r['p50']:>11.2f}{r['p95']:>11.2f}{base['p50'] / r['p50']:>12.2f}x"
+            f"{r['tput']:>10.1f}{r['tput'] / base['tput']:>10.2f}x{r['accuracy']:>10.4f}"
+            f"{100 * (r['accuracy'] - base['accuracy']):>+10.2f}{r[metric]:>8.4f}"
+        )
     int8 = [r for r in rows if r["backend"] == "ORT int8"]
     if int8:
         for r in int8:
             base = next(b for b in rows if b["backend"] == "PyTorch fp32" and b["threads"] == r["threads"])
             speed, loss = base["p50"] / r["p50"], 100 * (base["accuracy"] - r["accuracy"])
             verdict = "met" if speed >= 2 and loss <= 1 else "NOT met"
-            print(f"\ngoal (int8 >= 2x PyTorch at batch 1, <= 1 point accuracy loss) on {r['threads']} thread(s): "
-                  f"{verdict} ({speed:.2f}x, {loss:+.2f} points lost)", end="")
+            print(
+                f"\ngoal (int8 >= 2x PyTorch at batch 1, <= 1 point accuracy loss) on {r['threads']} thread(s): "
+                f"{verdict} ({speed:.2f}x, {loss:+.2f} points lost)",
+                end="",
+            )
         print()
     print(f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other processes share the cores)")
 

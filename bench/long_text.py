@@ -35,16 +35,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def score_test(model_dir: str, clean: dict, cfg, long_text) -> tuple[dict, float]:
     """Test metrics (with the bootstrap interval) of a trained model read `long_text`'s way, and the wall time."""
+    from tasks.io import read_frame
     from tasks.modelling.confidence import interval_metrics
     from tasks.modelling.evaluate import load_trained
-    from tasks.io import read_frame
     from tasks.modelling.predict import score_frame, torch_forward
 
     model, tokenizer, _ = load_trained(model_dir)
     test = read_frame(clean.splits["test"])
     start = time.perf_counter()
-    scored = score_frame(torch_forward(model), tokenizer, test, cfg.data.task, clean.labels,
-                         cfg.model.max_length, cfg.training.eval_batch_size, long_text=long_text)
+    scored = score_frame(
+        torch_forward(model),
+        tokenizer,
+        test,
+        cfg.data.task,
+        clean.labels,
+        cfg.model.max_length,
+        cfg.training.eval_batch_size,
+        long_text=long_text,
+    )
     seconds = time.perf_counter() - start
     return {**scored["metrics"], **interval_metrics(cfg.data.task, scored, clean.labels), "docs": len(test)}, seconds
 
@@ -56,13 +64,17 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=None, help="model.stride (default: the config's)")
     parser.add_argument("--epochs", type=float, default=None, help="training.epochs (default: the config's)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--only", choices=["truncate", "chunk"], default=None,
-                        help="run one reading only (e.g. truncate with more epochs, to match chunk's steps)")
+    parser.add_argument(
+        "--only",
+        choices=["truncate", "chunk"],
+        default=None,
+        help="run one reading only (e.g. truncate with more epochs, to match chunk's steps)",
+    )
     args = parser.parse_args()
 
+    from tasks.config import load_config
     from tasks.data.clean import clean_data
     from tasks.data.collect import collect_data
-    from tasks.config import load_config
     from tasks.inference.windows import LongText, long_text_of
     from tasks.modelling.train import train_model
 
@@ -76,9 +88,11 @@ def main() -> None:
     variants = {k: v for k, v in variants.items() if args.only in (None, k)}
     raw = collect_data(chunk_cfg.data, tmp / "data")
     clean = clean_data(raw["path"], chunk_cfg.data, tmp / "data")
-    print(f"speeches: {clean.report['rows_out']} (train/validation/test), quarantined "
-          f"{clean.report['quarantined']}; max_length {chunk_cfg.model.max_length}, stride "
-          f"{chunk_cfg.model.window_stride()}, epochs {chunk_cfg.training.epochs}, seed {args.seed}\n")
+    print(
+        f"speeches: {clean.report['rows_out']} (train/validation/test), quarantined "
+        f"{clean.report['quarantined']}; max_length {chunk_cfg.model.max_length}, stride "
+        f"{chunk_cfg.model.window_stride()}, epochs {chunk_cfg.training.epochs}, seed {args.seed}\n"
+    )
     rows = []
     for name, cfg in variants.items():
         start = time.perf_counter()
@@ -90,15 +104,17 @@ def main() -> None:
             readings.append(("chunk, max (same model)", LongText("chunk", how.stride, "max")))
         for label, reading in readings:
             metrics, score_s = score_test(trained.model_dir, clean, cfg, reading)
-            rows.append((label, metrics, trained.summary["global_step"] * cfg.training.train_batch_size,
-                         train_s, score_s))
-    print(f"{'reading':26} {'accuracy [95% CI]':>24} {'F1 rep.':>8} {'MCC':>6} {'windows seen':>12} "
-          f"{'train s':>8} {'score s':>8}")
+            rows.append(
+                (label, metrics, trained.summary["global_step"] * cfg.training.train_batch_size, train_s, score_s)
+            )
+    print(
+        f"{'reading':26} {'accuracy [95% CI]':>24} {'F1 rep.':>8} {'MCC':>6} {'windows seen':>12} "
+        f"{'train s':>8} {'score s':>8}"
+    )
     for label, m, seen, train_s, score_s in rows:
         ci = f"{m['accuracy']:.3f} [{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]"
         print(f"{label:26} {ci:>24} {m['f1']:>8.3f} {m['mcc']:>6.3f} {seen:>12} {train_s:>8.0f} {score_s:>8.1f}")
-    print(f"\n{rows[0][1]['docs']} test speeches; 'windows seen' = optimizer steps x batch size; "
-          f"run folders in {tmp}")
+    print(f"\n{rows[0][1]['docs']} test speeches; 'windows seen' = optimizer steps x batch size; run folders in {tmp}")
 
 
 if __name__ == "__main__":

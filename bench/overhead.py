@@ -38,10 +38,17 @@ RATIO_GOAL, FIXED_GOAL_S = 1.15, 15.0
 def bench_config(workdir: Path, rows: int, epochs: float):
     from tasks.config import load_config
 
-    return load_config(ROOT / "configs" / "quickstart.yaml", [
-        f"data.max_rows={rows}", f"training.epochs={epochs}", f"run_dir={workdir / 'runs'}",
-        "name=bench", "registry.model_name=bench-overhead", "registry.experiment=bench-overhead",
-    ])
+    return load_config(
+        ROOT / "configs" / "quickstart.yaml",
+        [
+            f"data.max_rows={rows}",
+            f"training.epochs={epochs}",
+            f"run_dir={workdir / 'runs'}",
+            "name=bench",
+            "registry.model_name=bench-overhead",
+            "registry.experiment=bench-overhead",
+        ],
+    )
 
 
 def prepare(workdir: Path, rows: int, epochs: float) -> None:
@@ -73,8 +80,11 @@ def run_flow_arm(workdir: Path) -> dict:
     if api:
         import httpx
 
-        runs = httpx.post(f"{api}/task_runs/filter", timeout=30, json={
-            "flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}}).json()
+        runs = httpx.post(
+            f"{api}/task_runs/filter",
+            timeout=30,
+            json={"flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}},
+        ).json()
         for r in runs:  # task run names are "<task>-<suffix>"
             name = r["name"].rsplit("-", 1)[0]
             out["stages"][name] = out["stages"].get(name, 0.0) + r["total_run_time"]
@@ -87,8 +97,13 @@ def run_bare_arm(workdir: Path) -> dict:
     import pandas as pd
     import torch
     from datasets import Dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from tasks.modelling.encode import resolve_model_path
     from tasks.results import CleanResult
@@ -99,7 +114,8 @@ def run_bare_arm(workdir: Path) -> dict:
     tok = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(tc.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
 
     def encode(split: str) -> Dataset:
         df = pd.read_parquet(data.splits[split])
@@ -117,15 +133,36 @@ def run_bare_arm(workdir: Path) -> dict:
         return {"accuracy": float((p == y).mean()), "f1": float(np.mean(f1s))}
 
     args = TrainingArguments(
-        output_dir=str(workdir / "bare" / "checkpoints"), per_device_train_batch_size=tc.train_batch_size,
-        per_device_eval_batch_size=tc.eval_batch_size, num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,
-        weight_decay=tc.weight_decay, warmup_steps=tc.warmup_ratio, lr_scheduler_type=tc.scheduler,
-        seed=tc.seed, train_sampling_strategy="group_by_length", length_column_name="length",
-        eval_strategy="epoch", save_strategy="epoch", save_total_limit=tc.save_total_limit,
-        load_best_model_at_end=True, metric_for_best_model="f1", logging_steps=tc.logging_steps,
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=args, train_dataset=encode("train"), eval_dataset=encode("validation"),
-                      data_collator=DataCollatorWithPadding(tok), processing_class=tok, compute_metrics=metrics)
+        output_dir=str(workdir / "bare" / "checkpoints"),
+        per_device_train_batch_size=tc.train_batch_size,
+        per_device_eval_batch_size=tc.eval_batch_size,
+        num_train_epochs=tc.epochs,
+        learning_rate=tc.learning_rate,
+        weight_decay=tc.weight_decay,
+        warmup_steps=tc.warmup_ratio,
+        lr_scheduler_type=tc.scheduler,
+        seed=tc.seed,
+        train_sampling_strategy="group_by_length",
+        length_column_name="length",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=tc.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        logging_steps=tc.logging_steps,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=encode("train"),
+        eval_dataset=encode("validation"),
+        data_collator=DataCollatorWithPadding(tok),
+        processing_class=tok,
+        compute_metrics=metrics,
+    )
     trainer.train()
     trainer.save_model(str(workdir / "bare" / "model"))
     test = trainer.evaluate(encode("test"), metric_key_prefix="test")
@@ -153,8 +190,13 @@ def time_arm(arm: str, workdir: Path, env: dict) -> tuple[float, float]:
     log = workdir / f"{arm}.log"
     cpu0, t0 = cpu_of_children(), time.perf_counter()
     with open(log, "a") as fh:
-        proc = subprocess.run([sys.executable, __file__, "--arm", arm, "--workdir", str(workdir)],
-                              env=env, cwd=workdir, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--arm", arm, "--workdir", str(workdir)],
+            env=env,
+            cwd=workdir,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     wall, cpu = time.perf_counter() - t0, cpu_of_children() - cpu0
     if proc.returncode != 0:
         sys.exit(f"the {arm} arm failed (exit {proc.returncode}); see {log}")
@@ -162,10 +204,17 @@ def time_arm(arm: str, workdir: Path, env: dict) -> tuple[float, float]:
 
 
 def arm_env(workdir: Path, stack) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_HOME=str(workdir / "prefect-client"),
-               FTFLOW_MLRUNS=str(workdir / "mlruns"), FTFLOW_CACHE=str(workdir / "cache"),
-               PREFECT_LOGGING_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(workdir / "prefect-client"),
+        FTFLOW_MLRUNS=str(workdir / "mlruns"),
+        FTFLOW_CACHE=str(workdir / "cache"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
     for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
     if stack is not None:
@@ -180,8 +229,10 @@ def print_rows(title: str, flow: list[float], bare: list[float]) -> None:
     print(f"{title:28}{'min':>8} {'median':>8} {'max':>8}")
     print(f"{'  flow (fine_tune)':28}{fmt(flow)}")
     print(f"{'  bare Trainer script':28}{fmt(bare)}")
-    print(f"{'  ratio flow/bare (pairs)':28}" + " ".join(f"{x:8.2f}" for x in (min(ratios), statistics.median(ratios),
-                                                                                 max(ratios))))
+    print(
+        f"{'  ratio flow/bare (pairs)':28}"
+        + " ".join(f"{x:8.2f}" for x in (min(ratios), statistics.median(ratios), max(ratios)))
+    )
     print(f"{'  flow - bare (pairs)':28}{fmt(extra)}")
 
 
@@ -194,15 +245,21 @@ def summarize(times: dict[str, list[tuple[float, float]]], workdir: Path, embedd
     print_rows("CPU seconds (user+sys)", cpus["flow"], cpus["bare"])
     fixed = statistics.median(flow) - RATIO_GOAL * statistics.median(bare)
     verdict = "within" if fixed <= FIXED_GOAL_S else "OVER"
-    print(f"goal flow <= {RATIO_GOAL:.2f} x bare + {FIXED_GOAL_S:.0f} s: median flow - {RATIO_GOAL:.2f} x median bare"
-          f" = {fixed:.1f} s -> {verdict} the goal")
-    accs = {arm: [json.loads(p.read_text())["test_accuracy"] for p in sorted(workdir.glob(f"{arm}-*.json"))]
-            for arm in ("flow", "bare")}
+    print(
+        f"goal flow <= {RATIO_GOAL:.2f} x bare + {FIXED_GOAL_S:.0f} s: median flow - {RATIO_GOAL:.2f} x median bare"
+        f" = {fixed:.1f} s -> {verdict} the goal"
+    )
+    accs = {
+        arm: [json.loads(p.read_text())["test_accuracy"] for p in sorted(workdir.glob(f"{arm}-*.json"))]
+        for arm in ("flow", "bare")
+    }
     print(f"test accuracy: flow {accs['flow']}, bare {accs['bare']}")
     stages = [json.loads(p.read_text())["stages"] for p in sorted(workdir.glob("flow-*.json"))]
     if stages and stages[-1]:
-        print("flow tasks, seconds (median over runs; a nested task's time is in its parent's too): " + ", ".join(
-            f"{k} {statistics.median(s.get(k, 0) for s in stages):.1f}" for k in stages[-1]))
+        print(
+            "flow tasks, seconds (median over runs; a nested task's time is in its parent's too): "
+            + ", ".join(f"{k} {statistics.median(s.get(k, 0) for s in stages):.1f}" for k in stages[-1])
+        )
 
 
 def main() -> int:
@@ -226,8 +283,9 @@ def main() -> int:
     if not args.embedded:
         from flows.ops.stack import Stack
 
-        stack = Stack(root=workdir, home=workdir / "stack", prefect_port=0, mlflow_port=0,
-                      store=workdir / "mlruns", serve=False).start()
+        stack = Stack(
+            root=workdir, home=workdir / "stack", prefect_port=0, mlflow_port=0, store=workdir / "mlruns", serve=False
+        ).start()
     try:
         env = arm_env(workdir, stack)
         times: dict[str, list[tuple[float, float]]] = {"flow": [], "bare": []}

@@ -41,8 +41,8 @@ def packaged_texts(n: int, seed: int = 0) -> list[str]:
     """n short texts from every packaged dataset, shuffled, cycled when n exceeds what they hold."""
     import random
 
-    from tasks.data.sources import PACKAGED, read_source
     from tasks.config import SourceConfig
+    from tasks.data.sources import PACKAGED, read_source
 
     texts: list[str] = []
     for name in PACKAGED:
@@ -75,8 +75,12 @@ def run_ftflow_score(model: str, data: Path, out: Path, workers: int | None, bat
         sys.exit(f"ftflow score failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     m = re.search(r"speed:\s+(\d+) texts/s \(([\d.]+) s on Dask\)", proc.stdout)
     run = re.search(r"MLflow run: (\S+)", proc.stdout)
-    return {"wall": wall, "cpu": cpu, "dask_seconds": float(m.group(2)) if m else float("nan"),
-            "run_id": run.group(1) if run else None}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "dask_seconds": float(m.group(2)) if m else float("nan"),
+        "run_id": run.group(1) if run else None,
+    }
 
 
 def batch1(bundle: Path, texts: list[str], threads: int) -> tuple[float, float, list[dict]]:
@@ -119,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     threads, (single_s, _, single_answers) = min(singles.items(), key=lambda kv: kv[1][0])
     batch_rate, single_rate = len(texts) / batch["wall"], len(texts) / single_s
     words = sum(len(t.split()) for t in texts) / len(texts)
-    print(f"\n{model.label}: {bundle / read_serving(bundle)}; {len(texts):,} texts, {words:.1f} words on average; "
-          f"{cores} cores; load average {load_before:.1f} before, {load_after:.1f} after")
+    print(
+        f"\n{model.label}: {bundle / read_serving(bundle)}; {len(texts):,} texts, {words:.1f} words on average; "
+        f"{cores} cores; load average {load_before:.1f} before, {load_after:.1f} after"
+    )
     # CPU ms per text hardly depends on what else runs; cores / CPU per text is what an idle machine
     # would reach if every core were busy (a projection, printed beside the measured wall figures).
     print(f"{'arm':<46} {'seconds':>8} {'texts/s':>8} {'CPU ms/text':>12} {'idle projection texts/s':>24}")
@@ -131,13 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     for name, wall, cpu, used in rows:
         projection = f"{used * len(texts) / cpu:.0f}" if used else "-"
         print(f"{name:<46} {wall:>8.1f} {len(texts) / wall:>8.0f} {1000 * cpu / len(texts):>12.2f} {projection:>24}")
-    print(f"{'  Dask part of ftflow score (cluster + shards)':<46} {batch['dask_seconds']:>8.1f} "
-          f"{len(texts) / batch['dask_seconds']:>8.0f}")
+    print(
+        f"{'  Dask part of ftflow score (cluster + shards)':<46} {batch['dask_seconds']:>8.1f} "
+        f"{len(texts) / batch['dask_seconds']:>8.0f}"
+    )
     agree = sum(a.get("label") == b for a, b in zip(single_answers, scored["prediction"])) / len(texts)
     worst = max(abs(a["scores"][k] - b[k]) for a, b in zip(single_answers, scored["probabilities"]) for k in b)
-    print(f"\nratio (ftflow score / fastest batch-1, {threads} thread(s)), wall: {batch_rate / single_rate:.2f}x "
-          f"(goal >= 4x); ftflow score {batch_rate:.0f} texts/s (goal >= 800 on 2 cores); "
-          f"labels agree on {agree:.2%} of texts, largest probability difference {worst:.1e}")
+    print(
+        f"\nratio (ftflow score / fastest batch-1, {threads} thread(s)), wall: {batch_rate / single_rate:.2f}x "
+        f"(goal >= 4x); ftflow score {batch_rate:.0f} texts/s (goal >= 800 on 2 cores); "
+        f"labels agree on {agree:.2%} of texts, largest probability difference {worst:.1e}"
+    )
 
 
 def read_serving(bundle: Path) -> str:

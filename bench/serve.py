@@ -36,13 +36,20 @@ sys.path.insert(0, str(ROOT))
 from flows.ops.supervisor import free_port  # noqa: E402  (after the path: the bench runs from anywhere)
 from flows.ops.temporary_server import stop_server  # noqa: E402
 
-FALLBACK_TEXTS = ["a wonderful, moving film", "tedious and far too long", "the cast is fine, the script is not",
-                  "one of the best of the year", "I walked out halfway through"]
+FALLBACK_TEXTS = [
+    "a wonderful, moving film",
+    "tedious and far too long",
+    "the cast is fine, the script is not",
+    "one of the best of the year",
+    "I walked out halfway through",
+]
 
 
 def newest_bundle(runs: Path) -> Path:
-    found = sorted((p / "onnx" for p in runs.glob("*") if (p / "onnx" / "finetune_flow.json").exists()),
-                   key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        (p / "onnx" for p in runs.glob("*") if (p / "onnx" / "finetune_flow.json").exists()),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not found:
         sys.exit(f"no run with an onnx/ bundle under {runs}; run `make run` first or pass --bundle/--model")
     return found[-1]
@@ -72,8 +79,12 @@ def start_service(args, port: int, log_dir: Path | None = None) -> subprocess.Po
     """The service in a child process; it logs its predictions to `log_dir` (None: no prediction log)."""
     cmd = [sys.executable, "-m", "deploy.service", "--port", str(port)]
     cmd += ["--bundle", str(args.bundle)] if args.bundle else [args.model]
-    env = {**os.environ, "FTFLOW_ORT_THREADS": str(args.threads), "FTFLOW_POLL_SECONDS": "0",
-           "FTFLOW_LOG_PREDICTIONS": "1" if log_dir else "0"}
+    env = {
+        **os.environ,
+        "FTFLOW_ORT_THREADS": str(args.threads),
+        "FTFLOW_POLL_SECONDS": "0",
+        "FTFLOW_LOG_PREDICTIONS": "1" if log_dir else "0",
+    }
     if log_dir:
         env["FTFLOW_PREDICTION_LOG"] = str(log_dir)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -167,10 +178,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=8, help="clients sending at the same time")
     ap.add_argument("--time-limit", type=float, default=300, help="stop sending after this many seconds per service")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per request in the service")
-    ap.add_argument("--log", choices=("both", "on", "off"), default="both",
-                    help="prediction log: both (side by side, alternating rounds), on, or off")
-    ap.add_argument("--rounds", type=int, default=16, help="alternating rounds per service with --log both "
-                    "(short rounds follow the load of a shared machine more closely)")
+    ap.add_argument(
+        "--log",
+        choices=("both", "on", "off"),
+        default="both",
+        help="prediction log: both (side by side, alternating rounds), on, or off",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=16,
+        help="alternating rounds per service with --log both "
+        "(short rounds follow the load of a shared machine more closely)",
+    )
     args = ap.parse_args(argv)
     if not args.model and not args.bundle:
         args.bundle = newest_bundle(ROOT / "runs")
@@ -180,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="ftflow-bench-serve-"))
     procs, urls, logs = {}, {}, {}
     results = {v: {"sent": 0, "ok": 0, "errors": [], "wall": 0.0, "latencies": []} for v in variants}
-    cpu = {v: 0.0 for v in variants}
+    cpu = dict.fromkeys(variants, 0.0)
     try:
         for v in variants:
             port = free_port()
@@ -208,18 +228,22 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for proc in procs.values():
             stop_service(proc)
-    print(f"service: {args.bundle or args.model} (version {info['version']}, {info['serving_file']}, "
-          f"{args.threads} ORT thread(s) per request); cores {os.cpu_count()}, load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"service: {args.bundle or args.model} (version {info['version']}, {info['serving_file']}, "
+        f"{args.threads} ORT thread(s) per request); cores {os.cpu_count()}, load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     print(f"load: single-text requests, {args.concurrency} concurrent clients, {rounds} alternating round(s)")
-    print(f"\n{'log':>5}{'requests':>9}{'ok':>7}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-          f"{'max ms':>9}{'CPU ms/req':>12}{'logged':>8}{'lost':>6}")
+    print(
+        f"\n{'log':>5}{'requests':>9}{'ok':>7}{'errors':>8}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+        f"{'max ms':>9}{'CPU ms/req':>12}{'logged':>8}{'lost':>6}"
+    )
     p50 = {}
     lost_total = 0
     for v in variants:
         res = results[v]
         lat = np.array(res["latencies"]) * 1000
-        pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
+        pct = (lambda q, lat=lat: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
         p50[v] = pct(50)
         logged = lost = ""
         if logs[v] is not None:
@@ -228,9 +252,11 @@ def main(argv: list[str] | None = None) -> None:
             lost_total += answered - rows
             logged, lost = rows, answered - rows
         cpu_ms = 1000 * cpu[v] / res["sent"] if res["sent"] else float("nan")
-        print(f"{v:>5}{res['sent']:>9}{res['ok']:>7}{len(res['errors']):>8}{res['ok'] / res['wall']:>9.1f}"
-              f"{pct(50):>9.2f}{pct(90):>9.2f}{pct(99):>9.2f}{(lat.max() if len(lat) else float('nan')):>9.2f}"
-              f"{cpu_ms:>12.2f}{logged:>8}{lost:>6}")
+        print(
+            f"{v:>5}{res['sent']:>9}{res['ok']:>7}{len(res['errors']):>8}{res['ok'] / res['wall']:>9.1f}"
+            f"{pct(50):>9.2f}{pct(90):>9.2f}{pct(99):>9.2f}{(lat.max() if len(lat) else float('nan')):>9.2f}"
+            f"{cpu_ms:>12.2f}{logged:>8}{lost:>6}"
+        )
         if res["errors"]:
             print("  first errors:", *res["errors"][:5], sep="\n    ")
     errors = sum(len(results[v]["errors"]) for v in variants)
@@ -239,8 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(variants) > 1:
         slower = p50["on"] / p50["off"] - 1
         met = not errors and slower <= 0.10 and lost_total == 0
-        print(f"prediction log: p50 {100 * slower:+.1f}% with the log, {lost_total} log rows lost; goal (p50 at most "
-              f"10% slower, zero errors, zero lost rows): {'met' if met else 'NOT met'}")
+        print(
+            f"prediction log: p50 {100 * slower:+.1f}% with the log, {lost_total} log rows lost; goal (p50 at most "
+            f"10% slower, zero errors, zero lost rows): {'met' if met else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -44,15 +44,22 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def require_token(settings: Annotated[Settings, Depends(get_settings)],
-                        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+async def require_token(
+    settings: Annotated[Settings, Depends(get_settings)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
     """401 unless the bearer token matches FTFLOW_API_TOKEN (no check when the service has none)."""
     # async on purpose: a plain def dependency costs every request one more thread-pool hop.
     if settings.api_token is None:
         return
     if creds is None or not secrets.compare_digest(creds.credentials.encode(), settings.api_token.encode()):
-        raise ServiceError(401, ["header", "authorization"], "missing or wrong bearer token: send the header "
-                           "'Authorization: Bearer <FTFLOW_API_TOKEN>'", "unauthorized", {"WWW-Authenticate": "Bearer"})
+        raise ServiceError(
+            401,
+            ["header", "authorization"],
+            "missing or wrong bearer token: send the header 'Authorization: Bearer <FTFLOW_API_TOKEN>'",
+            "unauthorized",
+            {"WWW-Authenticate": "Bearer"},
+        )
 
 
 def served_model(request: Request) -> Served:
@@ -60,8 +67,9 @@ def served_model(request: Request) -> Served:
     holder: ModelHolder = request.app.state.holder
     served = holder.current
     if served is None:
-        raise ServiceError(503, [], f"no model loaded: {holder.last_error or 'the model is still loading'}",
-                           "not_ready")
+        raise ServiceError(
+            503, [], f"no model loaded: {holder.last_error or 'the model is still loading'}", "not_ready"
+        )
     return served
 
 
@@ -71,8 +79,12 @@ def decision_fields(record: dict | None) -> dict:
 
     if record is None:  # regression, NER, or a bundle from before calibration
         return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}
-    return {"temperature": record["temperature"], "threshold": record["threshold"],
-            "positive_label": record["positive_label"], "threshold_rule": describe_rule(record)}
+    return {
+        "temperature": record["temperature"],
+        "threshold": record["threshold"],
+        "positive_label": record["positive_label"],
+        "threshold_rule": describe_rule(record),
+    }
 
 
 async def predict_request(request: Request, _: Annotated[None, Depends(require_token)]) -> PredictRequestRules:
@@ -108,22 +120,34 @@ async def ready(request: Request):
 
 
 @api.get("/model", summary="the model served: name, version, task, labels, test metrics; log, shadow, canary")
-def model_info(request: Request, served: Annotated[Served, Depends(served_model)],
-               settings: Annotated[Settings, Depends(get_settings)]) -> dict:
+def model_info(
+    request: Request,
+    served: Annotated[Served, Depends(served_model)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> dict:
     p = served.predictor
     metrics = {}
     for k, v in served.tags.items():
         if k.startswith("test_") and not k.startswith("test_support"):
-            try:
+            with suppress(ValueError):
                 metrics[k[5:]] = float(v)
-            except ValueError:
-                pass
-    return {"name": settings.model_name, "alias": settings.alias if settings.model_name else None,
-            "version": served.version, "run_id": served.run_id, "task": p.task, "labels": p.labels,
-            **decision_fields(p.meta.get("decision")),
-            "max_length": p.max_length, "serving_file": p.model_file, "takes_pairs": p.needs_pairs,
-            "metrics": metrics, "loaded_at": served.loaded_at, "max_batch": settings.max_batch,
-            "max_chars": settings.max_chars, **traffic_state(request.app, served)}
+    return {
+        "name": settings.model_name,
+        "alias": settings.alias if settings.model_name else None,
+        "version": served.version,
+        "run_id": served.run_id,
+        "task": p.task,
+        "labels": p.labels,
+        **decision_fields(p.meta.get("decision")),
+        "max_length": p.max_length,
+        "serving_file": p.model_file,
+        "takes_pairs": p.needs_pairs,
+        "metrics": metrics,
+        "loaded_at": served.loaded_at,
+        "max_batch": settings.max_batch,
+        "max_chars": settings.max_chars,
+        **traffic_state(request.app, served),
+    }
 
 
 def traffic_state(app: FastAPI, served: Served) -> dict:
@@ -133,8 +157,12 @@ def traffic_state(app: FastAPI, served: Served) -> dict:
     out = {"prediction_log": {"enabled": logger is not None, **(vars(logger.stats()) if logger else {})}}
     if second is not None:
         other = second.current
-        model = {"alias": s.second_alias, "version": other.version if other else None,
-                 "same_as_served": bool(other) and other.version == served.version, "last_error": second.last_error}
+        model = {
+            "alias": s.second_alias,
+            "version": other.version if other else None,
+            "same_as_served": bool(other) and other.version == served.version,
+            "last_error": second.last_error,
+        }
         out["shadow"] = {"enabled": bool(s.shadow), **(model if s.shadow else {}), **(shadow.stats() if shadow else {})}
         out["canary"] = {"percent": s.canary_percent, **(model if s.canary_percent else {})}
     else:
@@ -142,12 +170,22 @@ def traffic_state(app: FastAPI, served: Served) -> dict:
     return out
 
 
-@api.post("/predict", summary="predict one text or a batch (pairs for pair models; entities for NER)",
-          openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-              "schema": {"$ref": f"#/components/schemas/{REQUEST_SCHEMA}"}}}}})
-def predict(request: Request, body: Annotated[PredictRequestRules, Depends(predict_request)],
-            served: Annotated[Served, Depends(served_model)],
-            settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
+@api.post(
+    "/predict",
+    summary="predict one text or a batch (pairs for pair models; entities for NER)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{REQUEST_SCHEMA}"}}},
+        }
+    },
+)
+def predict(
+    request: Request,
+    body: Annotated[PredictRequestRules, Depends(predict_request)],
+    served: Annotated[Served, Depends(served_model)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> JSONResponse:
     # A plain `def`: FastAPI runs it in its thread pool; ONNX Runtime releases the GIL meanwhile.
     state = request.app.state
     rid = request_id_from(request.headers.get("x-request-id"))
@@ -159,30 +197,59 @@ def predict(request: Request, body: Annotated[PredictRequestRules, Depends(predi
     p = answering.predictor
     texts, pairs = body.batch()
     if p.needs_pairs and pairs is None:
-        raise ServiceError(422, ["body", body.pair_field], "this model classifies text pairs: send 'text_pair' "
-                           "with 'text' (or 'text_pairs' with 'texts')", "pair_required")
+        raise ServiceError(
+            422,
+            ["body", body.pair_field],
+            "this model classifies text pairs: send 'text_pair' with 'text' (or 'text_pairs' with 'texts')",
+            "pair_required",
+        )
     if not p.needs_pairs and pairs is not None:
-        raise ServiceError(422, ["body", body.pair_field],
-                           f"this {p.task} model takes single texts; leave out 'text_pair(s)'", "pair_refused")
+        raise ServiceError(
+            422,
+            ["body", body.pair_field],
+            f"this {p.task} model takes single texts; leave out 'text_pair(s)'",
+            "pair_refused",
+        )
     t = time.perf_counter()
     predictions = p.predict(texts, pairs)
     latency_ms = (time.perf_counter() - t) * 1000
     ids = text_ids(rid, len(texts), batch=body.texts is not None)
     if state.logger is not None:
-        log_answers(state.logger, ids, predictions, texts, pairs, settings.model_name or "local",
-                    answering.version, role, latency_ms)
+        log_answers(
+            state.logger,
+            ids,
+            predictions,
+            texts,
+            pairs,
+            settings.model_name or "local",
+            answering.version,
+            role,
+            latency_ms,
+        )
     if state.shadow is not None and role == "champion":
         state.shadow.submit(ShadowJob(ids, texts, pairs, served.version))
     for item_id, answer in zip(ids, predictions):
         answer["request_id"] = item_id
-    return JSONResponse({"request_id": rid, "model": {"name": settings.model_name, "version": answering.version,
-                                                      "role": role}, "predictions": predictions},
-                        headers={"X-Model-Version": answering.version, "X-Request-ID": rid})
+    return JSONResponse(
+        {
+            "request_id": rid,
+            "model": {"name": settings.model_name, "version": answering.version, "role": role},
+            "predictions": predictions,
+        },
+        headers={"X-Model-Version": answering.version, "X-Request-ID": rid},
+    )
 
 
-@api.post("/feedback", summary="store corrected labels for answers of /predict (one, or a batch in 'items')",
-          openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-              "schema": {"$ref": f"#/components/schemas/{FEEDBACK_SCHEMA}"}}}}})
+@api.post(
+    "/feedback",
+    summary="store corrected labels for answers of /predict (one, or a batch in 'items')",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{FEEDBACK_SCHEMA}"}}},
+        }
+    },
+)
 def feedback(request: Request, body: Annotated[FeedbackRequest, Depends(feedback_request)]) -> dict:
     # A plain `def`: storing reads the log (the writer is flushed first so a fresh answer is found).
     from tasks.monitoring.feedback import FeedbackError, record_feedback
@@ -191,10 +258,17 @@ def feedback(request: Request, body: Annotated[FeedbackRequest, Depends(feedback
         stored = record_feedback(body.as_items(), logger=request.app.state.logger)
     except FeedbackError as e:
         hint = "" if request.app.state.logger else " (this service does not log predictions: FTFLOW_LOG_PREDICTIONS=0)"
-        raise ServiceError.of(422, [{
-            "type": "feedback_refused", "msg": f"{p['request_id']}: {p['error']}{hint}",
-            "loc": ["body", *(["items", p["index"]] if body.items is not None else []), p["field"]]}
-            for p in e.problems])
+        raise ServiceError.of(
+            422,
+            [
+                {
+                    "type": "feedback_refused",
+                    "msg": f"{p['request_id']}: {p['error']}{hint}",
+                    "loc": ["body", *(["items", p["index"]] if body.items is not None else []), p["field"]],
+                }
+                for p in e.problems
+            ],
+        ) from e
     return {"stored": stored}
 
 
@@ -209,8 +283,11 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     # Starlette's own refusals (unknown path, wrong method) in the same shape as ours.
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, [{"type": kind, "loc": ["path"], "msg": f"{request.method} "
-                                             f"{request.url.path}: {exc.detail}"}], exc.headers)
+    return error_response(
+        exc.status_code,
+        [{"type": kind, "loc": ["path"], "msg": f"{request.method} {request.url.path}: {exc.detail}"}],
+        exc.headers,
+    )
 
 
 @asynccontextmanager
@@ -264,9 +341,12 @@ def _openapi(app: FastAPI) -> dict:
 def create_app(model_name: str | None = None, bundle_dir: str | None = None, **settings) -> FastAPI:
     """The FastAPI app serving `model_name`@champion (or a local bundle folder); settings as in Settings."""
     cfg = Settings.from_env(model_name=model_name, bundle_dir=bundle_dir, **settings)
-    app = FastAPI(title="finetune-flow model service", lifespan=_lifespan,
-                  description=f"Answers with {cfg.model_name or cfg.bundle_dir}"
-                              f"{'@' + cfg.alias if cfg.model_name else ''} through ONNX Runtime.")
+    app = FastAPI(
+        title="finetune-flow model service",
+        lifespan=_lifespan,
+        description=f"Answers with {cfg.model_name or cfg.bundle_dir}"
+        f"{'@' + cfg.alias if cfg.model_name else ''} through ONNX Runtime.",
+    )
     app.state.settings = cfg
     app.state.holder = ModelHolder(cfg)
     app.state.request_model = predict_request_model(cfg.max_batch, cfg.max_chars)

@@ -8,8 +8,13 @@ from deploy.errors import ServiceError, error_response
 def body_too_large(max_bytes: int, declared: int | None = None) -> ServiceError:
     """The 413 refusal of a body above `max_bytes` (of `declared` bytes by its Content-Length, if given)."""
     size = f"is {declared:,} bytes (its Content-Length), above" if declared is not None else "goes past"
-    return ServiceError(413, ["body"], f"the request body {size} the limit of {max_bytes:,} bytes (the server's "
-                                       f"FTFLOW_MAX_BODY_BYTES); send fewer or shorter texts", "body_too_large")
+    return ServiceError(
+        413,
+        ["body"],
+        f"the request body {size} the limit of {max_bytes:,} bytes (the server's "
+        f"FTFLOW_MAX_BODY_BYTES); send fewer or shorter texts",
+        "body_too_large",
+    )
 
 
 class BodyLimit:

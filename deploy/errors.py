@@ -30,7 +30,7 @@ class ServiceError(Exception):
         self.errors = [{"type": kind, "loc": loc, "msg": msg}]
 
     @classmethod
-    def of(cls, status: int, errors: list[dict]) -> "ServiceError":
+    def of(cls, status: int, errors: list[dict]) -> ServiceError:
         """A refusal with several problems (dicts with type, loc, msg)."""
         first = errors[0]
         error = cls(status, first["loc"], first["msg"], first["type"])
@@ -57,7 +57,10 @@ def error_response(status: int, errors: list[dict], headers: dict | None = None)
 
 def error_responses(*statuses: int) -> dict:
     """The OpenAPI `responses` entries for these error statuses."""
-    why = {401: "missing or wrong bearer token", 413: "request body above FTFLOW_MAX_BODY_BYTES",
-           422: "the request breaks a rule of its schema (the message names the field)",
-           503: "no model loaded yet"}
+    why = {
+        401: "missing or wrong bearer token",
+        413: "request body above FTFLOW_MAX_BODY_BYTES",
+        422: "the request breaks a rule of its schema (the message names the field)",
+        503: "no model loaded yet",
+    }
     return {s: {"model": ErrorResponse, "description": why[s]} for s in statuses}

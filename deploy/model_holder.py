@@ -54,8 +54,7 @@ class ModelHolder:
 
         predictor = OnnxPredictor(folder, threads=self.settings.threads)
         predictor.predict(["warm-up"], ["warm-up"] if predictor.needs_pairs else None)  # first run allocates
-        return Served(predictor, version, run_id, tags, folder,
-                      dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        return Served(predictor, version, run_id, tags, folder, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def refresh(self) -> bool:
         """Load the alias's version if it is not the one served; True when a new model went live."""
@@ -71,8 +70,10 @@ class ModelHolder:
         try:
             mv = register.version_by_alias(s.model_name, s.alias)
             if mv is None:
-                self.last_error = (f"model '{s.model_name}' has no version with alias '{s.alias}'; "
-                                   f"promote one with `ftflow promote {s.model_name}`")
+                self.last_error = (
+                    f"model '{s.model_name}' has no version with alias '{s.alias}'; "
+                    f"promote one with `ftflow promote {s.model_name}`"
+                )
                 return False
             version = str(mv.version)
             if self.current is not None and self.current.version == version:
@@ -88,7 +89,7 @@ class ModelHolder:
             self.last_error = f"loading {s.model_name}@{s.alias} failed: {type(e).__name__}: {e}"
             if target is not None:
                 failures += 1
-                wait = min(s.poll_seconds * 2 ** failures, MAX_RETRY_WAIT_S)
+                wait = min(s.poll_seconds * 2**failures, MAX_RETRY_WAIT_S)
                 self._failed[version] = (failures, time.monotonic() + wait)
                 self.last_error += f" (next try in {wait:.0f} s)"
             log.warning(self.last_error)

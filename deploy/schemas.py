@@ -12,8 +12,18 @@ import json
 from typing import Annotated
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
-                      StringConstraints, ValidationError, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from tasks.monitoring.prediction_log import REQUEST_ID_MAX, REQUEST_ID_PATTERN
@@ -22,7 +32,7 @@ from tasks.monitoring.prediction_log import REQUEST_ID_MAX, REQUEST_ID_PATTERN
 HINTS = {
     "string_unicode": "it holds a lone surrogate (such as \\ud800), which is not Unicode text; send UTF-8 text",
     "string_too_long": "longer texts are refused, not cut (the server's FTFLOW_MAX_CHARS); texts within it "
-                       "are truncated at the model's max_length tokens and flagged",
+    "are truncated at the model's max_length tokens and flagged",
     "too_long": "split the batch into smaller requests (the server's FTFLOW_MAX_BATCH)",
     # A JSON list, string or number as the whole body: pydantic's message names the class, not the place.
     "model_type": 'the body must be a JSON object, such as {"text": "a fine film"}',
@@ -38,9 +48,16 @@ def _check_not_blank(text: str) -> str:
 class PredictRequestRules(BaseModel):
     """The rules between fields; `predict_request_model` adds the fields with their limits."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"text": "a wonderful, moving film"}, {"texts": ["tedious and dull", "a delight"]},
-        {"text": "The cat sat.", "text_pair": "A cat was sitting."}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "a wonderful, moving film"},
+                {"texts": ["tedious and dull", "a delight"]},
+                {"text": "The cat sat.", "text_pair": "A cat was sitting."},
+            ]
+        },
+    )
 
     @model_validator(mode="after")
     def _check_shape(self):
@@ -51,8 +68,10 @@ class PredictRequestRules(BaseModel):
         if self.texts is not None and self.text_pair is not None:
             raise _refuse("with 'texts' send 'text_pairs' (a list), not 'text_pair'")
         if self.text_pairs is not None and len(self.text_pairs) != len(self.texts):
-            raise _refuse(f"'text_pairs' has {len(self.text_pairs)} entries but 'texts' has {len(self.texts)}; "
-                          f"give one second text per text")
+            raise _refuse(
+                f"'text_pairs' has {len(self.text_pairs)} entries but 'texts' has {len(self.texts)}; "
+                f"give one second text per text"
+            )
         return self
 
     def batch(self) -> tuple[list[str], list[str] | None]:
@@ -75,8 +94,9 @@ def _refuse(msg: str) -> PydanticCustomError:
 @functools.cache
 def predict_request_model(max_batch: int, max_chars: int) -> type[PredictRequestRules]:
     """The /predict body model with these limits: one text (`text`) or a batch (`texts`), pairs optional."""
-    Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=max_chars),
-                     AfterValidator(_check_not_blank)]
+    Text = Annotated[
+        str, StringConstraints(strict=True, min_length=1, max_length=max_chars), AfterValidator(_check_not_blank)
+    ]
     Batch = Annotated[list[Text], Field(min_length=1, max_length=max_batch)]
 
     class PredictRequest(PredictRequestRules):
@@ -96,22 +116,37 @@ def parse_request(model: type[BaseModel], body: bytes) -> BaseModel:
         data = json.loads(body)
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a 5000-digit number, nested too deep
         reason = "nested too deep" if isinstance(e, RecursionError) else str(e)
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
-                                       "msg": f"the body is not a JSON object this service can read: {reason}"}])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body",),
+                    "msg": f"the body is not a JSON object this service can read: {reason}",
+                }
+            ]
+        ) from None  # the reason is in the message; the parser's traceback is noise
     try:
         return model.model_validate(data)
     except ValidationError as e:
         errors = []
         for err in e.errors(include_url=False, include_input=False, include_context=False):
             hint = HINTS.get(err["type"])
-            errors.append({"type": err["type"], "loc": ("body", *err["loc"]),
-                           "msg": f"{err['msg']}; {hint}" if hint else err["msg"]})
+            errors.append(
+                {
+                    "type": err["type"],
+                    "loc": ("body", *err["loc"]),
+                    "msg": f"{err['msg']}; {hint}" if hint else err["msg"],
+                }
+            )
         raise RequestValidationError(errors) from None
 
 
 MAX_FEEDBACK_ITEMS = 1000
-RequestId = Annotated[str, StringConstraints(strict=True, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN),
-                      Field(description="the id /predict answered with (each text of a batch has its own)")]
+RequestId = Annotated[
+    str,
+    StringConstraints(strict=True, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN),
+    Field(description="the id /predict answered with (each text of a batch has its own)"),
+]
 # A class name for classification, a number for regression; the model's own labels are checked when stored.
 Label = Annotated[StrictStr | StrictInt | StrictFloat, Field(description="the correct label (or value)")]
 
@@ -128,10 +163,20 @@ class FeedbackItem(BaseModel):
 class FeedbackRequest(BaseModel):
     """One correction (`request_id`, `label`) or a batch of them (`items`); stored all or nothing."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e", "label": "positive"},
-        {"items": [{"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e-0", "label": "negative"},
-                   {"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e-1", "label": "positive"}]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e", "label": "positive"},
+                {
+                    "items": [
+                        {"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e-0", "label": "negative"},
+                        {"request_id": "3f2b9c0e4d6a4b7f9e1c2d3a4b5c6d7e-1", "label": "positive"},
+                    ]
+                },
+            ]
+        },
+    )
 
     request_id: RequestId | None = None
     label: Label | None = None

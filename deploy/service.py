@@ -57,13 +57,19 @@ def check_exposure(host: str, token: str | None, insecure: bool) -> None:
         raise ValueError(
             f"refusing to listen on {host} without FTFLOW_API_TOKEN: anyone who reaches this port could use "
             f"the model. Set FTFLOW_API_TOKEN (clients then send 'Authorization: Bearer <token>'), or pass "
-            f"--insecure when something in front of the service (a gateway, a private network) does the auth")
-    log.warning("listening on %s WITHOUT a token (--insecure): anyone who reaches this port can use the model",
-                host)
+            f"--insecure when something in front of the service (a gateway, a private network) does the auth"
+        )
+    log.warning("listening on %s WITHOUT a token (--insecure): anyone who reaches this port can use the model", host)
 
 
-def serve(model_name: str | None, host: str = "127.0.0.1", port: int = 8000, bundle_dir: str | None = None,
-          insecure: bool = False, **settings) -> None:
+def serve(
+    model_name: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    bundle_dir: str | None = None,
+    insecure: bool = False,
+    **settings,
+) -> None:
     """Run the service in this process until interrupted."""
     import uvicorn
 
@@ -78,11 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deploy.service", description=__doc__.split("\n")[0])
     ap.add_argument("name", nargs="?", default=os.environ.get("FTFLOW_MODEL_NAME"), help="registered model name")
     ap.add_argument("--bundle", default=os.environ.get("FTFLOW_BUNDLE"), help="serve this bundle folder instead")
-    ap.add_argument("--host", default="127.0.0.1",
-                    help="interface to listen on (default 127.0.0.1; beyond loopback needs FTFLOW_API_TOKEN)")
+    ap.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1; beyond loopback needs FTFLOW_API_TOKEN)",
+    )
     ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--insecure", action="store_true",
-                    help="listen beyond loopback without FTFLOW_API_TOKEN (auth done in front of the service)")
+    ap.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen beyond loopback without FTFLOW_API_TOKEN (auth done in front of the service)",
+    )
     args = ap.parse_args(argv)
     try:
         serve(args.name, args.host, args.port, args.bundle, insecure=args.insecure)

@@ -37,32 +37,54 @@ class Settings(BaseModel):
     max_batch: int = Field(64, ge=1, description="most texts in one request")
     max_chars: int = Field(20_000, ge=1, description="most characters in one text; longer is refused, not cut")
     max_body_bytes: int | None = Field(
-        None, ge=1, description="largest request body; default: a full batch of the longest texts and pairs, "
-                                "every character escaped")
+        None,
+        ge=1,
+        description="largest request body; default: a full batch of the longest texts and pairs, "
+        "every character escaped",
+    )
     poll_seconds: float = Field(10.0, ge=0, description="how often the alias is checked (0: never)")
-    threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per request (1: requests run "
-                                              "side by side)")
-    log_predictions: bool = Field(True, description="record every answer in the prediction log (where: "
-                                                    "FTFLOW_PREDICTION_LOG; texts only with FTFLOW_LOG_TEXTS=1)")
-    log_queue: int = Field(10_000, ge=1, description="log rows held in memory; when full the oldest are "
-                                                     "dropped and counted, a request never waits")
-    shadow: str | None = Field(None, description="alias of a second model (e.g. challenger) that answers every "
-                                                 "request too, off the request's path; both answers are logged")
-    canary_percent: float = Field(0.0, ge=0, le=100, description="share of requests (by a stable hash of the "
-                                  "request id) answered by the second model instead (alias: shadow, else challenger)")
-    shadow_queue: int = Field(1_000, ge=1, description="requests waiting for the shadow model; when full the "
-                                                       "oldest are dropped and counted")
+    threads: int = Field(
+        1, ge=1, description="ONNX Runtime intra-op threads per request (1: requests run side by side)"
+    )
+    log_predictions: bool = Field(
+        True,
+        description="record every answer in the prediction log (where: "
+        "FTFLOW_PREDICTION_LOG; texts only with FTFLOW_LOG_TEXTS=1)",
+    )
+    log_queue: int = Field(
+        10_000,
+        ge=1,
+        description="log rows held in memory; when full the oldest are dropped and counted, a request never waits",
+    )
+    shadow: str | None = Field(
+        None,
+        description="alias of a second model (e.g. challenger) that answers every "
+        "request too, off the request's path; both answers are logged",
+    )
+    canary_percent: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="share of requests (by a stable hash of the "
+        "request id) answered by the second model instead (alias: shadow, else challenger)",
+    )
+    shadow_queue: int = Field(
+        1_000, ge=1, description="requests waiting for the shadow model; when full the oldest are dropped and counted"
+    )
 
     @model_validator(mode="after")
-    def _fill_body_limit(self) -> "Settings":
+    def _fill_body_limit(self) -> Settings:
         if not (self.model_name or self.bundle_dir):
             raise ValueError("give a registered model name (ftflow serve NAME) or a bundle folder to serve")
         if (self.shadow or self.canary_percent) and not self.model_name:
-            raise ValueError("shadow and canary serve a second alias of a registered model: serve NAME from the "
-                             "registry (not a bundle folder), or unset FTFLOW_SHADOW and FTFLOW_CANARY_PERCENT")
+            raise ValueError(
+                "shadow and canary serve a second alias of a registered model: serve NAME from the "
+                "registry (not a bundle folder), or unset FTFLOW_SHADOW and FTFLOW_CANARY_PERCENT"
+            )
         if self.shadow == self.alias:
-            raise ValueError(f"FTFLOW_SHADOW={self.shadow!r} is the served alias itself; shadow another alias, "
-                             f"e.g. challenger")
+            raise ValueError(
+                f"FTFLOW_SHADOW={self.shadow!r} is the served alias itself; shadow another alias, e.g. challenger"
+            )
         if self.max_body_bytes is None:
             derived = 2 * self.max_batch * self.max_chars * BYTES_PER_CHAR + JSON_OVERHEAD_BYTES
             object.__setattr__(self, "max_body_bytes", derived)  # frozen: set once, while validating
@@ -76,7 +98,7 @@ class Settings(BaseModel):
         return "challenger" if self.canary_percent else None
 
     @classmethod
-    def from_env(cls, **given) -> "Settings":
+    def from_env(cls, **given) -> Settings:
         """Settings from the given values, then FTFLOW_* variables, then the defaults."""
         values = {name: os.environ[var] for name, var in ENVIRONMENT.items() if os.environ.get(var)}
         values.update({k: v for k, v in given.items() if v is not None})

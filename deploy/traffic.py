@@ -14,8 +14,13 @@ from collections import deque
 from dataclasses import dataclass
 
 from deploy.model_holder import ModelHolder
-from tasks.monitoring.prediction_log import (PredictionLogger, is_request_id, item_request_id, new_request_id,
-                                             prediction_record)
+from tasks.monitoring.prediction_log import (
+    PredictionLogger,
+    is_request_id,
+    item_request_id,
+    new_request_id,
+    prediction_record,
+)
 
 log = logging.getLogger("ftflow.serve")
 
@@ -35,12 +40,31 @@ def routes_to_canary(request_id: str, percent: float) -> bool:
     return bucket < percent / 100 * CANARY_BUCKETS
 
 
-def log_answers(logger: PredictionLogger, ids: list[str], answers: list[dict], texts: list[str],
-                pairs: list[str] | None, model_name: str, version: str, role: str, latency_ms: float) -> None:
+def log_answers(
+    logger: PredictionLogger,
+    ids: list[str],
+    answers: list[dict],
+    texts: list[str],
+    pairs: list[str] | None,
+    model_name: str,
+    version: str,
+    role: str,
+    latency_ms: float,
+) -> None:
     """One log row per answered text (the request's model latency on each row)."""
     for i, (rid, answer, text) in enumerate(zip(ids, answers, texts)):
-        logger.log(prediction_record(answer, text, model_name, version, latency_ms, role=role,
-                                     text_pair=pairs[i] if pairs else None, request_id=rid))
+        logger.log(
+            prediction_record(
+                answer,
+                text,
+                model_name,
+                version,
+                latency_ms,
+                role=role,
+                text_pair=pairs[i] if pairs else None,
+                request_id=rid,
+            )
+        )
 
 
 def text_ids(request_id: str, count: int, batch: bool) -> list[str]:
@@ -103,13 +127,23 @@ class ShadowRunner:
                 answers = shadow.predictor.predict(job.texts, job.pairs)
                 latency_ms = (time.perf_counter() - t) * 1000
                 if self.logger is not None:
-                    log_answers(self.logger, job.ids, answers, job.texts, job.pairs, self.model_name,
-                                shadow.version, "challenger", latency_ms)
+                    log_answers(
+                        self.logger,
+                        job.ids,
+                        answers,
+                        job.texts,
+                        job.pairs,
+                        self.model_name,
+                        shadow.version,
+                        "challenger",
+                        latency_ms,
+                    )
                 self.answered += 1
             except Exception:  # a failing shadow must never touch the served answers; counted and logged
                 self.failed += 1
-                log.exception("shadow model %s version %s failed on a request",
-                              self.model_name, getattr(shadow, "version", "?"))
+                log.exception(
+                    "shadow model %s version %s failed on a request", self.model_name, getattr(shadow, "version", "?")
+                )
             finally:
                 with self._lock:
                     self._busy = False
@@ -141,5 +175,10 @@ class ShadowRunner:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"answered": self.answered, "dropped": self.dropped, "skipped": self.skipped,
-                    "failed": self.failed, "queued": len(self._queue)}
+            return {
+                "answered": self.answered,
+                "dropped": self.dropped,
+                "skipped": self.skipped,
+                "failed": self.failed,
+                "queued": len(self._queue),
+            }

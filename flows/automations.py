@@ -23,8 +23,11 @@ def emit_retrain_event(model_name: str, reason: str, details: dict | None = None
     """Ask for a retrain of `model_name`; the automation of `ftflow up` answers it. Returns the event (None if unsent)."""
     from prefect.events import emit_event
 
-    return emit_event(RETRAIN_EVENT, resource=model_resource(model_name),
-                      payload={"reason": reason, "model_name": model_name, **(details or {})})
+    return emit_event(
+        RETRAIN_EVENT,
+        resource=model_resource(model_name),
+        payload={"reason": reason, "model_name": model_name, **(details or {})},
+    )
 
 
 def retrain_automation(model_name: str, deployment_id):
@@ -35,9 +38,13 @@ def retrain_automation(model_name: str, deployment_id):
     return AutomationCore(
         name=automation_name(model_name),
         description=f"Retrain {model_name} (fine-tune with feedback, then the promotion gate) when its monitor "
-                    f"finds drift or low feedback accuracy",
-        trigger=EventTrigger(expect={RETRAIN_EVENT}, match={"prefect.resource.id": model_resource(model_name)[
-            "prefect.resource.id"]}, posture="Reactive", threshold=1),
+        f"finds drift or low feedback accuracy",
+        trigger=EventTrigger(
+            expect={RETRAIN_EVENT},
+            match={"prefect.resource.id": model_resource(model_name)["prefect.resource.id"]},
+            posture="Reactive",
+            threshold=1,
+        ),
         actions=[RunDeployment(source="selected", deployment_id=deployment_id, parameters={"reason": reason})],
     )
 

@@ -24,15 +24,25 @@ def _artifact_key(name: str) -> str:
 def _publish(decision: PromotionDecision) -> None:
     from tasks.registry.decision_text import decision_markdown
 
-    create_markdown_artifact(decision_markdown(decision), key=_artifact_key(decision.model_name),
-                             description=f"{decision.model_name}: {decision.decision}")
-    get_run_logger().info("%s: version %s %s: %s", decision.model_name, decision.challenger_version,
-                          decision.decision, decision.reason)
+    create_markdown_artifact(
+        decision_markdown(decision),
+        key=_artifact_key(decision.model_name),
+        description=f"{decision.model_name}: {decision.decision}",
+    )
+    get_run_logger().info(
+        "%s: version %s %s: %s", decision.model_name, decision.challenger_version, decision.decision, decision.reason
+    )
 
 
 @flow(name="promote", log_prints=True)
-def promote(model_name: str, version: str | None = None, margin: float | None = None, eval_data: str | None = None,
-            allow_data_warnings: bool | None = None, break_lock: bool = False) -> PromotionDecision:
+def promote(
+    model_name: str,
+    version: str | None = None,
+    margin: float | None = None,
+    eval_data: str | None = None,
+    allow_data_warnings: bool | None = None,
+    break_lock: bool = False,
+) -> PromotionDecision:
     """Re-score a version and the champion on the same held-out data; move 'champion' if the version wins.
 
     version: the model version to promote; default the one holding 'challenger' now (read once).
@@ -47,9 +57,15 @@ def promote(model_name: str, version: str | None = None, margin: float | None = 
 
     check_name(model_name, "model_name")
     tracking.configure()
-    decision = promote_challenger(model_name, margin, eval_data,
-                                  extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
-                                  version=version, allow_data_warnings=allow_data_warnings, break_lock=break_lock)
+    decision = promote_challenger(
+        model_name,
+        margin,
+        eval_data,
+        extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
+        version=version,
+        allow_data_warnings=allow_data_warnings,
+        break_lock=break_lock,
+    )
     _publish(decision)
     return decision
 
@@ -61,9 +77,9 @@ def rollback(model_name: str, to_version: str | None = None, break_lock: bool = 
 
     check_name(model_name, "model_name")
     tracking.configure()
-    decision = rollback_champion(model_name, to_version,
-                                 extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
-                                 break_lock=break_lock)
+    decision = rollback_champion(
+        model_name, to_version, extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")}, break_lock=break_lock
+    )
     _publish(decision)
     return decision
 

@@ -18,8 +18,16 @@ DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
 NIGHTLY_CRON = "0 2 * * *"
 MONITOR_CRON = "0 6 * * *"  # after the night's retrain and a morning's traffic
 # 'flow/deployment', as the Prefect UI and `prefect deployment run` name them.
-DEPLOYMENT_NAMES = ["fine-tune/nightly", "fine-tune/manual", "promote/manual", "rollback/manual",
-                    "validate-data/manual", "monitor/daily", "retrain/on-drift", "score/manual"]
+DEPLOYMENT_NAMES = [
+    "fine-tune/nightly",
+    "fine-tune/manual",
+    "promote/manual",
+    "rollback/manual",
+    "validate-data/manual",
+    "monitor/daily",
+    "retrain/on-drift",
+    "score/manual",
+]
 
 
 def build_deployments(config_path: str | Path | None = None, timezone: str | None = None) -> list:
@@ -30,8 +38,8 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
 
     from flows.deploy import promote, rollback
     from flows.monitor import monitor
-    from flows.retrain import retrain
     from flows.nightly import nightly
+    from flows.retrain import retrain
     from flows.score import score
     from flows.training import fine_tune, validate_only
     from tasks.config import load_config
@@ -41,27 +49,37 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
     # Module entrypoints: the runner imports `flows.x` wherever it runs, independent of its cwd.
     common = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["finetune-flow", cfg.name]}
     return [
-        nightly.to_deployment("nightly", schedules=[CronSchedule(cron=NIGHTLY_CRON, timezone=timezone)],
-                              parameters=defaults, description="Every night: retrain on today's data, then "
-                              "the promotion gate (a better model becomes champion, a worse one is refused).",
-                              **common),
+        nightly.to_deployment(
+            "nightly",
+            schedules=[CronSchedule(cron=NIGHTLY_CRON, timezone=timezone)],
+            parameters=defaults,
+            description="Every night: retrain on today's data, then "
+            "the promotion gate (a better model becomes champion, a worse one is refused).",
+            **common,
+        ),
         fine_tune.to_deployment("manual", parameters=defaults, **common),
         promote.to_deployment("manual", parameters=model_defaults(cfg), **common),
         rollback.to_deployment("manual", parameters=model_defaults(cfg), **common),
         validate_only.to_deployment("manual", parameters=defaults, **common),
-        monitor.to_deployment("daily", schedules=[CronSchedule(cron=MONITOR_CRON, timezone=timezone)],
-                              parameters={**model_defaults(cfg), "monitoring": cfg.monitoring.model_dump(mode="json")},
-                              description="Every day: drift and feedback accuracy of the served champion; asks "
-                              "for a retrain (event ftflow.monitor.retrain-requested) when they pass their thresholds.",
-                              **common),
+        monitor.to_deployment(
+            "daily",
+            schedules=[CronSchedule(cron=MONITOR_CRON, timezone=timezone)],
+            parameters={**model_defaults(cfg), "monitoring": cfg.monitoring.model_dump(mode="json")},
+            description="Every day: drift and feedback accuracy of the served champion; asks "
+            "for a retrain (event ftflow.monitor.retrain-requested) when they pass their thresholds.",
+            **common,
+        ),
         # One retrain at a time: an alarm raised while a retrain runs is cancelled, not queued (the
         # running one already trains on the latest data and feedback).
-        retrain.to_deployment("on-drift", parameters={**defaults, "reason": "manual"},
-                              concurrency_limit=ConcurrencyLimitConfig(
-                                  limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-                              description="Run by the retrain-on-drift automation: fine-tune including feedback, "
-                              "then the promotion gate; `reason` is the monitor's finding. One at a time: "
-                              "a request while one runs is cancelled.", **common),
+        retrain.to_deployment(
+            "on-drift",
+            parameters={**defaults, "reason": "manual"},
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+            description="Run by the retrain-on-drift automation: fine-tune including feedback, "
+            "then the promotion gate; `reason` is the monitor's finding. One at a time: "
+            "a request while one runs is cancelled.",
+            **common,
+        ),
         # The input and output paths are asked for at each run (Custom run in the UI).
         score.to_deployment("manual", parameters={"model": cfg.registry.model_name}, **common),
     ]

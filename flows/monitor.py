@@ -10,8 +10,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from tasks.registry import tracking
 from tasks.config import MonitoringConfig
+from tasks.registry import tracking
 
 
 def _artifact_key(name: str) -> str:
@@ -28,11 +28,17 @@ def monitor(model_name: str, monitoring: MonitoringConfig = MonitoringConfig()) 
 
     tracking.configure()
     result = monitor_model(model_name, monitoring, extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")})
-    create_markdown_artifact(report_markdown(result), key=_artifact_key(model_name),
-                             description=f"{model_name}: {result['status']}")
+    create_markdown_artifact(
+        report_markdown(result), key=_artifact_key(model_name), description=f"{model_name}: {result['status']}"
+    )
     logger = get_run_logger()
-    logger.info("%s: %s on %d rows%s", model_name, result["status"], result["rows"],
-                f" ({'; '.join(result['reasons'])})" if result["reasons"] else "")
+    logger.info(
+        "%s: %s on %d rows%s",
+        model_name,
+        result["status"],
+        result["rows"],
+        f" ({'; '.join(result['reasons'])})" if result["reasons"] else "",
+    )
     if result["retrain"]:
         event = emit_retrain_event(model_name, "; ".join(result["reasons"]), {"monitor_run_id": result["run_id"]})
         result["event_id"] = str(event.id) if event else None

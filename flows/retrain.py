@@ -10,8 +10,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.nightly import nightly
-from tasks.registry import tracking
 from tasks.config import PipelineConfig, SourceConfig
+from tasks.registry import tracking
 
 
 def with_feedback(config: PipelineConfig) -> PipelineConfig:
@@ -20,7 +20,9 @@ def with_feedback(config: PipelineConfig) -> PipelineConfig:
     if any(s.kind == "feedback" for s in [data.source, *data.extra_sources]):
         return config
     feedback = SourceConfig(kind="feedback", name=None, model_name=config.registry.model_name)
-    return config.model_copy(update={"data": data.model_copy(update={"extra_sources": [*data.extra_sources, feedback]})})
+    return config.model_copy(
+        update={"data": data.model_copy(update={"extra_sources": [*data.extra_sources, feedback]})}
+    )
 
 
 @flow(name="retrain", flow_run_name="retrain-{config.name}", log_prints=True)

@@ -21,8 +21,9 @@ from tasks.score import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS
 # No cache: the inputs are thousands of texts (hashing them buys nothing), and a result must come from
 # the model version named in this run.
 @task(name="score-shard", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def score_shard(model, bundle_dir: str, texts: list[str], pairs: list[str] | None, batch_size: int,
-                threads: int | None) -> list[dict]:
+def score_shard(
+    model, bundle_dir: str, texts: list[str], pairs: list[str] | None, batch_size: int, threads: int | None
+) -> list[dict]:
     """One shard's answers, on whichever Dask worker runs it (the bundle loads once per worker)."""
     from tasks.score import score_shard as run
 
@@ -48,10 +49,19 @@ def dask_runner(dask_address: str | None, workers: int | None):
 
 
 @flow(name="score")
-def score(model: str, input: str, output: str, query: str | None = None, text_column: str = "text",
-          text_pair_column: str | None = None, label_column: str | None = None,
-          batch_size: int = DEFAULT_BATCH_SIZE, shard_rows: int = DEFAULT_SHARD_ROWS,
-          dask_address: str | None = None, workers: int | None = None) -> dict:
+def score(
+    model: str,
+    input: str,
+    output: str,
+    query: str | None = None,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    dask_address: str | None = None,
+    workers: int | None = None,
+) -> dict:
     """Score every row of a file (CSV/TSV/JSONL/JSON/Parquet, glob or folder) or SQL query into a Parquet file.
 
     model: NAME (its champion), NAME@ALIAS or NAME/VERSION. input: a path, or a SQLAlchemy URL with
@@ -65,21 +75,44 @@ def score(model: str, input: str, output: str, query: str | None = None, text_co
     log = get_run_logger()
     tracking.configure()
     planning = time.perf_counter()
-    plan = prepare_scoring(model, input_source(input, query), text_column, text_pair_column, label_column,
-                           batch_size, shard_rows)
+    plan = prepare_scoring(
+        model, input_source(input, query), text_column, text_pair_column, label_column, batch_size, shard_rows
+    )
     engine = dask_address or f"local:{workers or os.cpu_count()}"
-    log.info("scoring %d rows of %s with %s in %d shards on Dask (%s); input read and checked in %.1f s",
-             len(plan.texts), plan.origin, plan.model.label, len(plan.shards), engine, time.perf_counter() - planning)
+    log.info(
+        "scoring %d rows of %s with %s in %d shards on Dask (%s); input read and checked in %.1f s",
+        len(plan.texts),
+        plan.origin,
+        plan.model.label,
+        len(plan.shards),
+        engine,
+        time.perf_counter() - planning,
+    )
     run_id = open_scoring_run(plan, output, engine, {"prefect_flow_run_id": str(flow_run.get_id() or "")})
     with tracking.ended_run(run_id):
         start = time.perf_counter()
         with dask_runner(dask_address, workers) as runner:
-            futures = [runner.submit(score_shard, {
-                "model": plan.model, "bundle_dir": plan.bundle_dir, "texts": [plan.texts[i] for i in rows],
-                "pairs": [plan.pairs[i] for i in rows] if plan.pairs else None, "batch_size": plan.batch_size,
-                "threads": 1 if not dask_address else None}) for rows in plan.shards]
+            futures = [
+                runner.submit(
+                    score_shard,
+                    {
+                        "model": plan.model,
+                        "bundle_dir": plan.bundle_dir,
+                        "texts": [plan.texts[i] for i in rows],
+                        "pairs": [plan.pairs[i] for i in rows] if plan.pairs else None,
+                        "batch_size": plan.batch_size,
+                        "threads": 1 if not dask_address else None,
+                    },
+                )
+                for rows in plan.shards
+            ]
             shard_answers = [f.result() for f in futures]
         result = finish_scoring(plan, shard_answers, output, run_id, time.perf_counter() - start)
-    log.info("wrote %d rows to %s (%.0f texts/s); MLflow run %s in experiment 'scoring'", result["rows"],
-             result["output"], result["texts_per_second"], run_id)
+    log.info(
+        "wrote %d rows to %s (%.0f texts/s); MLflow run %s in experiment 'scoring'",
+        result["rows"],
+        result["output"],
+        result["texts_per_second"],
+        run_id,
+    )
     return result

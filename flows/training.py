@@ -13,21 +13,27 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks import quiet, stages
-from tasks.registry import tracking
 from tasks.config import PipelineConfig, flatten_config, load_config
-from tasks.modelling.encode import check_model_source
 from tasks.io import locked_folder, read_json, write_json, write_text
 from tasks.modelling.checkpoints import TRAINING_SECTIONS
+from tasks.modelling.encode import check_model_source
+from tasks.registry import tracking
 from tasks.results import CleanResult
 
 
 def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
     """Start the MLflow run; return (run id, run name, run folder)."""
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = tracking.start_run(cfg.registry.experiment, run_name, tags={
-        "flow": kind, "config_name": cfg.name, "config_digest": cfg.digest(),
-        "prefect_flow_run_id": str(flow_run.get_id() or ""),
-    })
+    run_id = tracking.start_run(
+        cfg.registry.experiment,
+        run_name,
+        tags={
+            "flow": kind,
+            "config_name": cfg.name,
+            "config_digest": cfg.digest(),
+            "prefect_flow_run_id": str(flow_run.get_id() or ""),
+        },
+    )
     run_dir = Path(cfg.run_dir).resolve() / f"{run_name}-{run_id[:8]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", cfg.to_yaml())
@@ -41,8 +47,10 @@ def find_run_folder(run_folder: str) -> Path:
     """The run folder to resume, refused when it is not one."""
     run_dir = Path(run_folder).resolve()
     if not (run_dir / "run.json").exists():
-        raise ValueError(f"resume_from '{run_folder}' is not a run folder (no run.json); "
-                         f"give a folder under run_dir written by an earlier fine-tune run")
+        raise ValueError(
+            f"resume_from '{run_folder}' is not a run folder (no run.json); "
+            f"give a folder under run_dir written by an earlier fine-tune run"
+        )
     return run_dir
 
 
@@ -61,13 +69,16 @@ def check_resume_config(cfg: PipelineConfig, saved: PipelineConfig, run_dir: Pat
     A checkpoint only continues the same training: same rows, same model, same optimisation.
     """
     now, before = flatten_config(cfg), flatten_config(saved)
-    changed = sorted(k for k in set(now) | set(before)
-                     if k.split(".")[0] in TRAINING_SECTIONS and now.get(k) != before.get(k))
+    changed = sorted(
+        k for k in set(now) | set(before) if k.split(".")[0] in TRAINING_SECTIONS and now.get(k) != before.get(k)
+    )
     if changed:
         shown = "; ".join(f"{k}: {before.get(k)!r} in the run, {now.get(k)!r} now" for k in changed[:6])
-        raise ValueError(f"cannot resume {run_dir.name}: the config differs from the one it started with "
-                         f"({shown}). Resume with the run's own config ({run_dir / 'config.yaml'}; "
-                         f"`ftflow run --resume-from RUN` uses it when no config is given), or start a new run.")
+        raise ValueError(
+            f"cannot resume {run_dir.name}: the config differs from the one it started with "
+            f"({shown}). Resume with the run's own config ({run_dir / 'config.yaml'}; "
+            f"`ftflow run --resume-from RUN` uses it when no config is given), or start a new run."
+        )
 
 
 def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, CleanResult, dict]:
@@ -105,19 +116,25 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
         raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
         trained = stages.train(clean_ref, cfg, str(run_dir), run_id)
         evaluation = stages.evaluate(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, raw["source"])
-        exported = stages.export(trained.model_dir, clean_ref, cfg, str(run_dir), run_id) \
-            if cfg.export.enabled else None
-        registered = stages.register(run_id, exported, evaluation, clean_ref, cfg, validation) \
-            if exported else None
-    result = {"run_id": run_id, "run_name": run_name, "run_dir": str(run_dir),
-              "experiment": cfg.registry.experiment, "metrics": evaluation.metrics,
-              "weak_classes": evaluation.weak_classes_text,
-              "registered": registered, "parity": exported.parity if exported else None,
-              "serving_file": exported.serving_file if exported else None,
-              "tracking_uri": tracking.shown_tracking_uri(), "ui_hint": tracking.run_url_hint(run_id),
-              "mlflow_url": tracking.run_ui_url(run_id)}
-    create_markdown_artifact(summary_markdown(result), key="fine-tune-summary",
-                             description=f"{cfg.name}: run summary")
+        exported = (
+            stages.export(trained.model_dir, clean_ref, cfg, str(run_dir), run_id) if cfg.export.enabled else None
+        )
+        registered = stages.register(run_id, exported, evaluation, clean_ref, cfg, validation) if exported else None
+    result = {
+        "run_id": run_id,
+        "run_name": run_name,
+        "run_dir": str(run_dir),
+        "experiment": cfg.registry.experiment,
+        "metrics": evaluation.metrics,
+        "weak_classes": evaluation.weak_classes_text,
+        "registered": registered,
+        "parity": exported.parity if exported else None,
+        "serving_file": exported.serving_file if exported else None,
+        "tracking_uri": tracking.shown_tracking_uri(),
+        "ui_hint": tracking.run_url_hint(run_id),
+        "mlflow_url": tracking.run_ui_url(run_id),
+    }
+    create_markdown_artifact(summary_markdown(result), key="fine-tune-summary", description=f"{cfg.name}: run summary")
     return result
 
 
@@ -127,25 +144,36 @@ def validate_only(config: PipelineConfig = PipelineConfig()) -> dict:
     cfg = config
     quiet.silence_known_noise()
     tracking.configure()
-    run_id, run_name, run_dir = open_run(cfg, "validate-data")
+    run_id, _, run_dir = open_run(cfg, "validate-data")
     with tracking.ended_run(run_id):
-        raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
-    return {"run_id": run_id, "run_dir": str(run_dir), "rows": clean_ref.report["rows_out"],
-            "quarantined": clean_ref.report["quarantined"], "validation": validation,
-            "ui_hint": tracking.run_url_hint(run_id)}
+        _, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
+    return {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "rows": clean_ref.report["rows_out"],
+        "quarantined": clean_ref.report["quarantined"],
+        "validation": validation,
+        "ui_hint": tracking.run_url_hint(run_id),
+    }
 
 
 def summary_markdown(result: dict) -> str:
     """The run summary shown as a Prefect artifact."""
-    lines = [f"# {result['run_name']}", "",
-             f"MLflow run `{result['run_id']}` in experiment `{result['experiment']}` "
-             f"({result['tracking_uri']})", ""]
+    lines = [
+        f"# {result['run_name']}",
+        "",
+        f"MLflow run `{result['run_id']}` in experiment `{result['experiment']}` ({result['tracking_uri']})",
+        "",
+    ]
     if result.get("mlflow_url"):  # a server is tracking (`ftflow up`, a remote MLflow): link the run page
         lines += [f"[Open the run in the MLflow UI]({result['mlflow_url']})", ""]
     reg = result.get("registered")
     if reg:
         lines += [f"Registered **{reg['name']}** version **{reg['version']}** as `{reg['alias']}`", ""]
     lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(result["metrics"].items())
-              if isinstance(v, float) and "support" not in k]
+    lines += [
+        f"| {k} | {v:.4f} |"
+        for k, v in sorted(result["metrics"].items())
+        if isinstance(v, float) and "support" not in k
+    ]
     return "\n".join(lines)

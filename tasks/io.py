@@ -87,8 +87,10 @@ def locked_folder(folder: str | Path, what: str = "a flow") -> Iterator[Path]:
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
-            raise FolderBusy(f"{folder} is in use by {holder}; wait for it to finish (or stop it) and try again. "
-                             f"Two flows in one run folder would overwrite each other's files") from None
+            raise FolderBusy(
+                f"{folder} is in use by {holder}; wait for it to finish (or stop it) and try again. "
+                f"Two flows in one run folder would overwrite each other's files"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{what} (pid {os.getpid()} on {socket.gethostname()})")
@@ -124,8 +126,9 @@ def digest_frames(frames: dict[str, pd.DataFrame]) -> str:
         h.update(json.dumps(list(df.columns)).encode())
         # Only object columns can hold lists (NER tokens/tags); scanning the others row by row cost
         # seconds per million rows.
-        lists = [c for c in df.columns
-                 if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (list, tuple))).any()]
+        lists = [
+            c for c in df.columns if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (list, tuple))).any()
+        ]
         hashable = df.assign(**{c: df[c].map(json.dumps) for c in lists}) if lists else df
         h.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
     return h.hexdigest()[:16]

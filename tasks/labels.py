@@ -43,7 +43,7 @@ def is_bio_tag(tag: str) -> bool:
 
 def entity_type(tag: str) -> str:
     """The entity type a tag names ('B-PER', 'I-PER' -> 'PER'); "O" and unprefixed tags stay as they are."""
-    return tag[len(BEGIN):] if tag.startswith((BEGIN, INSIDE)) else tag
+    return tag[len(BEGIN) :] if tag.startswith((BEGIN, INSIDE)) else tag
 
 
 def entity_types(tags: Iterable[str]) -> list[str]:
@@ -87,6 +87,7 @@ def outside_id(labels: Sequence[str]) -> int:
 
 # --- class labels -------------------------------------------------------------------------------------
 
+
 def labels_as_strings(labels: pd.Series, declared: list[str] | None = None) -> pd.Series:
     """Class labels as strings; a column of numbers is one class per number whatever its spelling.
 
@@ -118,8 +119,7 @@ def label_keys(label_names: Sequence[str]) -> list[str]:
     """
     keys = [re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "label" for name in label_names]
     return [
-        f"{key}_{i}" if key.lower() in _RESERVED_SUFFIXES or keys.count(key) > 1 else key
-        for i, key in enumerate(keys)
+        f"{key}_{i}" if key.lower() in _RESERVED_SUFFIXES or keys.count(key) > 1 else key for i, key in enumerate(keys)
     ]
 
 
@@ -135,6 +135,7 @@ def is_per_class_metric(name: str) -> bool:
 
 
 # --- losses -------------------------------------------------------------------------------------------
+
 
 def allowed_losses(task: str) -> tuple[str, ...]:
     """The training.loss values a task kind allows; refuses an unknown task kind."""

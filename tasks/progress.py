@@ -20,7 +20,7 @@ def format_eta(seconds: float | None) -> str:
     """Seconds as H:MM:SS (or M:SS), '?' while unknown."""
     if seconds is None or seconds != seconds or seconds < 0:
         return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
@@ -90,8 +90,15 @@ def progress_bar(total: int, desc: str, initial: int = 0, unit: str = "step"):
     from tqdm import tqdm
 
     _guard_terminal_handlers()
-    bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+    bar = tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+    )
     try:
         yield bar
     finally:
@@ -103,6 +110,7 @@ def counted_calls(fn, total: int, desc: str, logger: logging.Logger, lines: int 
     """`fn` (one batch per call) wrapped to advance a bar and log about `lines` lines with an ETA."""
     clock, every, done = StepClock(total), max(1, -(-total // lines)), 0
     with progress_bar(total, desc, unit="batch") as bar:
+
         def counted(*args, **kwargs):
             nonlocal done
             out = fn(*args, **kwargs)
@@ -110,8 +118,14 @@ def counted_calls(fn, total: int, desc: str, logger: logging.Logger, lines: int 
             if bar is not None:
                 bar.update(1)
             if done % every == 0 and done < total:
-                logger.info("%s: batch %d/%d eta %s", desc, done, total, format_eta(clock.eta(done)),
-                            extra={PROGRESS_RECORD: True})
+                logger.info(
+                    "%s: batch %d/%d eta %s",
+                    desc,
+                    done,
+                    total,
+                    format_eta(clock.eta(done)),
+                    extra={PROGRESS_RECORD: True},
+                )
             return out
 
         yield counted

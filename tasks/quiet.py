@@ -16,32 +16,59 @@ import warnings
 # (message regex, module regex, category, why it is harmless). The module regex matches the
 # module the warning is attributed to, as `warnings.filterwarnings(module=...)` does.
 KNOWN_WARNINGS = (
-    (r"Converting a tensor to a Python boolean might cause the trace to be incorrect", r"transformers\.",
-     "TracerWarning",
-     "The ONNX export traces an encoder whose mask-shape branches are the same for every input; "
-     "the parity check on real rows of several lengths proves the traced graph right."),
-    (r"Exporting aten::index operator of advanced indexing", r"torch\.onnx\.", "UserWarning",
-     "It concerns negative indices, which BERT-family encoders and heads never use; the parity "
-     "check would fail the export if they did."),
+    (
+        r"Converting a tensor to a Python boolean might cause the trace to be incorrect",
+        r"transformers\.",
+        "TracerWarning",
+        "The ONNX export traces an encoder whose mask-shape branches are the same for every input; "
+        "the parity check on real rows of several lengths proves the traced graph right.",
+    ),
+    (
+        r"Exporting aten::index operator of advanced indexing",
+        r"torch\.onnx\.",
+        "UserWarning",
+        "It concerns negative indices, which BERT-family encoders and heads never use; the parity "
+        "check would fail the export if they did.",
+    ),
 )
 
 # (logger name, emitting file path part or None, message regex, why it is harmless)
 KNOWN_LOG_LINES = (
-    ("root", "onnxruntime/quantization", r"Please consider to run pre-processing before quantization",
-     "Pre-processing fails on dynamo exports kept as external data; the int8 gate measures the "
-     "quantised model's metric against fp32 on held-out rows instead."),
-    ("mlflow.store.db.utils", None, r"Creating initial MLflow database tables|Updating database tables",
-     "MLflow's schema set-up of a new local store; nothing to do."),
-    ("prefect", None, r"Stopping temporary server on",
-     "The temporary Prefect server's exit note; printed after the run summary, it would push the "
-     "summary off the last line."),
-    ("mlflow.pyfunc", None, r"Validating input example against model signature",
-     "A progress note; a failed validation raises and stays visible."),
+    (
+        "root",
+        "onnxruntime/quantization",
+        r"Please consider to run pre-processing before quantization",
+        "Pre-processing fails on dynamo exports kept as external data; the int8 gate measures the "
+        "quantised model's metric against fp32 on held-out rows instead.",
+    ),
+    (
+        "mlflow.store.db.utils",
+        None,
+        r"Creating initial MLflow database tables|Updating database tables",
+        "MLflow's schema set-up of a new local store; nothing to do.",
+    ),
+    (
+        "prefect",
+        None,
+        r"Stopping temporary server on",
+        "The temporary Prefect server's exit note; printed after the run summary, it would push the "
+        "summary off the last line.",
+    ),
+    (
+        "mlflow.pyfunc",
+        None,
+        r"Validating input example against model signature",
+        "A progress note; a failed validation raises and stays visible.",
+    ),
     # MLflow raises this one under its own `simplefilter("once")`, which outranks any warnings
     # filter; it is dropped where Prefect logs captured warnings (logger py.warnings), by file and text.
-    ("py.warnings", None, r"mlflow/pyfunc/utils/data_validation\.py:\d+: UserWarning: .*Add type hints to the `predict`",
-     "Advice to the author of the pyfunc wrapper (this project); the logged model carries an "
-     "explicit signature from its input example."),
+    (
+        "py.warnings",
+        None,
+        r"mlflow/pyfunc/utils/data_validation\.py:\d+: UserWarning: .*Add type hints to the `predict`",
+        "Advice to the author of the pyfunc wrapper (this project); the logged model carries an "
+        "explicit signature from its input example.",
+    ),
 )
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -65,7 +92,8 @@ def head_only_load_report(message: str) -> bool:
     return bool(rows) and all(
         (status == "MISSING" and key.startswith(NEW_HEAD_PREFIXES))
         or (status == "UNEXPECTED" and key.startswith(PRETRAINING_HEAD_PREFIXES))
-        for key, status, *_ in rows)
+        for key, status, *_ in rows
+    )
 
 
 class _DropKnownLines(logging.Filter):
@@ -95,7 +123,8 @@ def silence_known_noise(torch_stage: bool = False) -> None:
         _installed.add("base")
         for logger_name, path_part, pattern, _why in KNOWN_LOG_LINES:
             logging.getLogger(None if logger_name == "root" else logger_name).addFilter(
-                _DropKnownLines(pattern, path_part))
+                _DropKnownLines(pattern, path_part)
+            )
         for message, module, category, _why in KNOWN_WARNINGS:
             if category == "UserWarning":
                 warnings.filterwarnings("ignore", message=message, category=UserWarning, module=module)

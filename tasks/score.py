@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.registry import register, tracking
+from tasks.config import SourceConfig, TrainingConfig
 from tasks.data.readers import DataSourceError
 from tasks.data.sources import cache_dir, describe_source, read_source
-from tasks.config import SourceConfig, TrainingConfig
 from tasks.io import digest_frames, read_json
 from tasks.labels import labels_as_strings
+from tasks.registry import register, tracking
 
 SCORING_EXPERIMENT = "scoring"
 # The export gate's batch size: scoring a labelled test split at it reproduces the gate's metric.
@@ -55,8 +55,11 @@ class ModelRef:
 
     @property
     def label(self) -> str:
-        return f"{self.name}@{self.alias} (version {self.version})" if self.alias else \
-            f"{self.name} version {self.version}"
+        return (
+            f"{self.name}@{self.alias} (version {self.version})"
+            if self.alias
+            else f"{self.name} version {self.version}"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,14 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
         name, alias = ref.rsplit("@", 1)
         if name and alias:
             return name, alias, None
-    elif (m := re.fullmatch(r"(.+)/(\d+)", ref)):
+    elif m := re.fullmatch(r"(.+)/(\d+)", ref):
         return m.group(1), None, m.group(2)
     elif ref:
         return ref, register.CHAMPION, None
-    raise ScoreInputError(f"model reference {ref!r} is not NAME, NAME@ALIAS or NAME/VERSION "
-                          f"(e.g. quickstart-sentiment@challenger or quickstart-sentiment/3)")
+    raise ScoreInputError(
+        f"model reference {ref!r} is not NAME, NAME@ALIAS or NAME/VERSION "
+        f"(e.g. quickstart-sentiment@challenger or quickstart-sentiment/3)"
+    )
 
 
 def resolve_model(ref: str) -> ModelRef:
@@ -98,15 +103,19 @@ def resolve_model(ref: str) -> ModelRef:
     aliases = register.model_aliases(name)
     if aliases is None:
         known = register.registered_names()
-        raise ScoreInputError(f"no registered model '{name}' in the MLflow registry at {tracking.tracking_uri()}; "
-                              f"registered models: {known or 'none'}. Train one with `ftflow run CONFIG`, or set "
-                              f"MLFLOW_TRACKING_URI to the registry that holds it")
+        raise ScoreInputError(
+            f"no registered model '{name}' in the MLflow registry at {tracking.tracking_uri()}; "
+            f"registered models: {known or 'none'}. Train one with `ftflow run CONFIG`, or set "
+            f"MLFLOW_TRACKING_URI to the registry that holds it"
+        )
     if alias is not None:
         if alias not in aliases:
             have = ", ".join(f"{a} -> version {v}" for a, v in sorted(aliases.items())) or "none"
             hint = f"promote one with `ftflow promote {name}`, or " if alias == register.CHAMPION else ""
-            raise ScoreInputError(f"model '{name}' has no alias '{alias}' (aliases: {have}); {hint}name a version "
-                                  f"as {name}/VERSION or an existing alias as {name}@ALIAS")
+            raise ScoreInputError(
+                f"model '{name}' has no alias '{alias}' (aliases: {have}); {hint}name a version "
+                f"as {name}/VERSION or an existing alias as {name}@ALIAS"
+            )
         version = aliases[alias]
     try:
         mv = register.get_version(name, version)
@@ -119,12 +128,14 @@ def input_source(input: str, query: str | None = None, format: str | None = None
     """A file source (file, glob or folder) for a path, or a SQL source for a SQLAlchemy URL with a query."""
     if query:
         if "://" not in input:
-            raise ScoreInputError(f"--query needs a SQLAlchemy connection URL as the input (e.g. sqlite:///data.db), "
-                                  f"not {input!r}")
+            raise ScoreInputError(
+                f"--query needs a SQLAlchemy connection URL as the input (e.g. sqlite:///data.db), not {input!r}"
+            )
         return SourceConfig(kind="sql", connection=input, query=query)
     if "://" in input:
-        raise ScoreInputError(f"input {input!r} looks like a database URL: give the rows to score with "
-                              f"--query 'SELECT ...'")
+        raise ScoreInputError(
+            f"input {input!r} looks like a database URL: give the rows to score with --query 'SELECT ...'"
+        )
     return SourceConfig(kind="file", path=input, format=format)
 
 
@@ -169,18 +180,29 @@ def fetch_bundle(model: ModelRef) -> Path:
     return target
 
 
-def check_columns(df: pd.DataFrame, task: str, labels: list[str] | None, origin: str, text_column: str,
-                  text_pair_column: str | None, label_column: str | None) -> None:
+def check_columns(
+    df: pd.DataFrame,
+    task: str,
+    labels: list[str] | None,
+    origin: str,
+    text_column: str,
+    text_pair_column: str | None,
+    label_column: str | None,
+) -> None:
     """Refuse an input the model cannot answer: missing columns, empty texts, clashing output names."""
     present = list(df.columns)
     needed = [c for c in (text_column, text_pair_column) if c]
     missing = [c for c in needed if c not in df.columns]
     if missing:
-        raise ScoreInputError(f"column(s) {missing} not found in {origin}; columns present: {present}. "
-                              f"Name the text column with --text-column (and the second text with --text-pair-column)")
+        raise ScoreInputError(
+            f"column(s) {missing} not found in {origin}; columns present: {present}. "
+            f"Name the text column with --text-column (and the second text with --text-pair-column)"
+        )
     if task == "pair_classification" and not text_pair_column:
-        raise ScoreInputError(f"this model classifies text pairs: name the second text's column of {origin} with "
-                              f"--text-pair-column (columns present: {present})")
+        raise ScoreInputError(
+            f"this model classifies text pairs: name the second text's column of {origin} with "
+            f"--text-pair-column (columns present: {present})"
+        )
     if label_column and label_column not in df.columns:
         raise ScoreInputError(f"label column '{label_column}' not found in {origin}; columns present: {present}")
     clash = [c for c in ADDED_COLUMNS if c in df.columns]
@@ -190,8 +212,10 @@ def check_columns(df: pd.DataFrame, task: str, labels: list[str] | None, origin:
         blank = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if blank.any():
             rows = list(df.index[blank][:5])
-            raise ScoreInputError(f"{int(blank.sum())} row(s) of {origin} have no text in column '{col}' (rows {rows}"
-                                  f"{'...' if blank.sum() > 5 else ''}); drop or fill them before scoring")
+            raise ScoreInputError(
+                f"{int(blank.sum())} row(s) of {origin} have no text in column '{col}' (rows {rows}"
+                f"{'...' if blank.sum() > 5 else ''}); drop or fill them before scoring"
+            )
     if label_column:
         from tasks.registry.holdout import check_columns as check_labels
 
@@ -203,8 +227,10 @@ def check_columns(df: pd.DataFrame, task: str, labels: list[str] | None, origin:
         try:
             check_labels(view, task, origin, labels)
         except ValueError as e:
-            raise ScoreInputError(f"{e}; the labels are only compared with the predictions: drop or rename "
-                                  f"the column '{label_column}' to score without them") from None
+            raise ScoreInputError(
+                f"{e}; the labels are only compared with the predictions: drop or rename "
+                f"the column '{label_column}' to score without them"
+            ) from None
 
 
 def texts_of(df: pd.DataFrame, column: str) -> list[str]:
@@ -216,12 +242,18 @@ def plan_shards(lengths: np.ndarray, batch_size: int, shard_rows: int) -> list[n
     """Row positions sorted by token length (so each batch holds little padding), cut into shards of whole batches."""
     order = np.argsort(lengths, kind="stable")
     per_shard = max(1, shard_rows // batch_size) * batch_size
-    return [order[i:i + per_shard] for i in range(0, len(order), per_shard)]
+    return [order[i : i + per_shard] for i in range(0, len(order), per_shard)]
 
 
-def prepare_scoring(model_ref: str, src: SourceConfig, text_column: str = "text", text_pair_column: str | None = None,
-                    label_column: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                    shard_rows: int = DEFAULT_SHARD_ROWS) -> ScorePlan:
+def prepare_scoring(
+    model_ref: str,
+    src: SourceConfig,
+    text_column: str = "text",
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+) -> ScorePlan:
     """Resolve the model, read and check the input, and plan the shards: every refusal happens here."""
     from tasks.inference.predictor import load_tokenizer
 
@@ -238,8 +270,9 @@ def prepare_scoring(model_ref: str, src: SourceConfig, text_column: str = "text"
         label_column = None  # NER answers are entity spans; word tags are scored by the training flow
     if task == "pair_classification" and text_pair_column is None and "text_pair" in df.columns:
         text_pair_column = "text_pair"  # a run's own data/clean/*.parquet names it so
-    check_columns(df, task, labels, origin, text_column, text_pair_column if task == "pair_classification" else None,
-                  label_column)
+    check_columns(
+        df, task, labels, origin, text_column, text_pair_column if task == "pair_classification" else None, label_column
+    )
     texts = texts_of(df, text_column)
     pairs = texts_of(df, text_pair_column) if task == "pair_classification" else None
     tokenizer = load_tokenizer(bundle, meta["max_length"])
@@ -251,9 +284,20 @@ def prepare_scoring(model_ref: str, src: SourceConfig, text_column: str = "text"
         references = df[label_column]
         if task != "regression":
             references = labels_as_strings(references, labels)
-    return ScorePlan(model=model, bundle_dir=str(bundle), task=task, labels=labels, frame=df, texts=texts,
-                     pairs=pairs, references=references, origin=origin, digest=digest_frames({"input": df}),
-                     shards=plan_shards(lengths, batch_size, shard_rows), batch_size=batch_size)
+    return ScorePlan(
+        model=model,
+        bundle_dir=str(bundle),
+        task=task,
+        labels=labels,
+        frame=df,
+        texts=texts,
+        pairs=pairs,
+        references=references,
+        origin=origin,
+        digest=digest_frames({"input": df}),
+        shards=plan_shards(lengths, batch_size, shard_rows),
+        batch_size=batch_size,
+    )
 
 
 # --- on the workers ---------------------------------------------------------------------------------
@@ -262,8 +306,7 @@ _PREDICTORS: dict[tuple, object] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def load_predictor(model: ModelRef, bundle_dir: str, threads: int | None = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE):
+def load_predictor(model: ModelRef, bundle_dir: str, threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
     """This process's predictor for a model version: loaded on first use, then kept (one per worker)."""
     from tasks.inference.predictor import OnnxPredictor
 
@@ -277,17 +320,24 @@ def load_predictor(model: ModelRef, bundle_dir: str, threads: int | None = None,
         return _PREDICTORS[key]
 
 
-def score_shard(model: ModelRef, bundle_dir: str, texts: list[str], pairs: list[str] | None, batch_size: int,
-                threads: int | None = None) -> list[dict]:
+def score_shard(
+    model: ModelRef,
+    bundle_dir: str,
+    texts: list[str],
+    pairs: list[str] | None,
+    batch_size: int,
+    threads: int | None = None,
+) -> list[dict]:
     """The predictor's answers for one shard's rows, batch_size rows per call, in the order given."""
     predictor = load_predictor(model, bundle_dir, threads, batch_size)
     answers: list[dict] = []
     for i in range(0, len(texts), batch_size):
-        answers += predictor.predict(texts[i:i + batch_size], pairs[i:i + batch_size] if pairs else None)
+        answers += predictor.predict(texts[i : i + batch_size], pairs[i : i + batch_size] if pairs else None)
     return answers
 
 
 # --- back on the driver -----------------------------------------------------------------------------
+
 
 def assemble_output(plan: ScorePlan, answers: list[dict]) -> pd.DataFrame:
     """The input columns plus prediction, confidence and probabilities (classifiers), truncated, model_version."""
@@ -351,19 +401,37 @@ def open_scoring_run(plan: ScorePlan, output: str, engine: str, extra_tags: dict
     """The scoring run in the `scoring` experiment, with the input's digest and the model version as lineage."""
     m = plan.model
     run_name = f"{m.name}-v{m.version}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tags = {"model_name": m.name, "model_version": m.version, "model_alias": m.alias or "",
-            "model_source": m.source, "model_run_id": m.run_id, "input_source": plan.origin,
-            "input_digest": plan.digest, "output": str(Path(output).resolve()), "dask": engine, **(extra_tags or {})}
+    tags = {
+        "model_name": m.name,
+        "model_version": m.version,
+        "model_alias": m.alias or "",
+        "model_source": m.source,
+        "model_run_id": m.run_id,
+        "input_source": plan.origin,
+        "input_digest": plan.digest,
+        "output": str(Path(output).resolve()),
+        "dask": engine,
+        **(extra_tags or {}),
+    }
     run_id = tracking.start_run(SCORING_EXPERIMENT, run_name, tags={k: str(v) for k, v in tags.items()})
-    tracking.log_params(run_id, {"model": m.label, "task": plan.task, "rows": len(plan.texts),
-                                 "shards": len(plan.shards), "batch_size": plan.batch_size, "dask": engine})
-    tracking.log_dataset_input(run_id, plan.frame, name="scoring-input", source=plan.origin, digest=plan.digest,
-                               context="scoring")
+    tracking.log_params(
+        run_id,
+        {
+            "model": m.label,
+            "task": plan.task,
+            "rows": len(plan.texts),
+            "shards": len(plan.shards),
+            "batch_size": plan.batch_size,
+            "dask": engine,
+        },
+    )
+    tracking.log_dataset_input(
+        run_id, plan.frame, name="scoring-input", source=plan.origin, digest=plan.digest, context="scoring"
+    )
     return run_id
 
 
-def finish_scoring(plan: ScorePlan, shard_answers: list[list[dict]], output: str, run_id: str,
-                   seconds: float) -> dict:
+def finish_scoring(plan: ScorePlan, shard_answers: list[list[dict]], output: str, run_id: str, seconds: float) -> dict:
     """Assemble and write the output, score it against labels when the input has them, log it all."""
     out = assemble_output(plan, gather_answers(plan, shard_answers))
     path = write_output(out, output)
@@ -371,6 +439,14 @@ def finish_scoring(plan: ScorePlan, shard_answers: list[list[dict]], output: str
     speed = {"rows": len(out), "seconds": seconds, "texts_per_second": len(out) / max(seconds, 1e-9)}
     tracking.log_metrics(run_id, {**speed, **{f"input_{k}": v for k, v in metrics.items()}})
     tracking.set_tags(run_id, {"output_rows": len(out)})
-    return {"output": str(path), "rows": len(out), "model": plan.model.label, "model_version": plan.model.version,
-            "metrics": metrics, "run_id": run_id, "seconds": seconds, "texts_per_second": speed["texts_per_second"],
-            "input_digest": plan.digest}
+    return {
+        "output": str(path),
+        "rows": len(out),
+        "model": plan.model.label,
+        "model_version": plan.model.version,
+        "metrics": metrics,
+        "run_id": run_id,
+        "seconds": seconds,
+        "texts_per_second": speed["texts_per_second"],
+        "input_digest": plan.digest,
+    }

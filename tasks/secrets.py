@@ -43,6 +43,7 @@ def _is_literal(value: str | None) -> bool:
 
 def redact_url(url: str) -> str:
     """The URL with a literal password and credential-like query values masked; references kept."""
+
     def mask_query(m: re.Match) -> str:
         key, value = m["key"], m["value"]
         if SECRET_PARAM.match(key) and value and not _is_reference(value):
@@ -74,8 +75,11 @@ def literal_credentials(url: str) -> list[str]:
         return found
     if _is_literal(password):
         found.append("the password of the user part")
-    found += [f"query parameter '{k}'" for k, v in parse_qsl(parts.query, keep_blank_values=True)
-              if SECRET_PARAM.match(k) and _is_literal(v)]
+    found += [
+        f"query parameter '{k}'"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if SECRET_PARAM.match(k) and _is_literal(v)
+    ]
     return found
 
 
@@ -89,7 +93,8 @@ def warn_literal_credentials(field: str, url: str) -> None:
             f"{field} holds a literal credential ({', '.join(found)}): {redact_url(url)}. It is written "
             f"everywhere masked as {MASK}, so a re-run from the saved config cannot open the source. "
             f"Put the secret in an environment variable and write a reference instead, e.g. ${{{name}}}",
-            UserWarning, stacklevel=2,
+            UserWarning,
+            stacklevel=2,
         )
 
 

@@ -17,10 +17,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks import quiet
-from tasks.registry import tracking
 from tasks.config import PipelineConfig
-from tasks.progress import PROGRESS_RECORD
 from tasks.labels import is_per_class_metric
+from tasks.progress import PROGRESS_RECORD
+from tasks.registry import tracking
 from tasks.results import CleanResult, EvaluationResult, ExportResult, TrainResult
 
 
@@ -49,8 +49,9 @@ class _ToRunLogger(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # Progress lines keep their mark: the console skips them while a progress bar shows the same.
-        self.run_logger.log(record.levelno, record.getMessage(),
-                            extra={PROGRESS_RECORD: getattr(record, PROGRESS_RECORD, False)})
+        self.run_logger.log(
+            record.levelno, record.getMessage(), extra={PROGRESS_RECORD: getattr(record, PROGRESS_RECORD, False)}
+        )
 
 
 def logs_to_prefect(fn):
@@ -81,6 +82,7 @@ def logs_to_prefect(fn):
 # --- the data stage, cached on content digests (keys in tasks/data/cache.py) -----------------------
 # Each stage's work is a nested task whose result Prefect persists under the key; the outer task
 # logs to MLflow either way, so a run that reuses the data still records all of it.
+
 
 def _data_cache_key(stage: str):
     """A Prefect cache_key_fn for one data stage: None (never cached) when the input is unknown."""
@@ -131,23 +133,28 @@ def _run_cached(stage: str, work, run_dir: str, run_id: str, *args):
         return out["ref"]
     ref = adopt_result(out["ref"], stage, out["run_dir"], run_dir)
     if ref is None:
-        get_run_logger().info("%s: the cached result's run folder %s is gone; running it again",
-                              stage, out["run_dir"])
+        get_run_logger().info("%s: the cached result's run folder %s is gone; running it again", stage, out["run_dir"])
         return work.with_options(refresh_cache=True)(*args, run_dir)["ref"]
     get_run_logger().info("%s: input unchanged, reused the result of %s", stage, out["run_dir"])
     tracking.set_tags(run_id, {f"data_{stage}_reused_from": out["run_dir"]})
     return ref
 
 
-@task(name="collect", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600,
-      retry_condition_fn=_retry_on_transient)
+@task(
+    name="collect", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600, retry_condition_fn=_retry_on_transient
+)
 def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
     """Read the source and snapshot it raw (reused when the source is unchanged)."""
     ref = _run_cached("collect", _read_source, run_dir, run_id, cfg)
     get_run_logger().info("collected %d rows from %s (digest %s)", ref["rows"], ref["source"], ref["digest"])
     for f in ref.get("files", []):  # the encoding `auto` chose, and lines set aside, per file
-        get_run_logger().info("read %s: %d rows, encoding %s, %d unparseable line(s) quarantined",
-                              f["file"], f["rows"], f["encoding"], f["unparseable_lines"])
+        get_run_logger().info(
+            "read %s: %d rows, encoding %s, %d unparseable line(s) quarantined",
+            f["file"],
+            f["rows"],
+            f["encoding"],
+            f["unparseable_lines"],
+        )
     tracking.log_params(run_id, {"data.raw_rows": ref["rows"], "data.raw_digest": ref["digest"]})
     return ref
 
@@ -161,10 +168,16 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> CleanRes
         tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "cleaning_report.json", "data")
         tracking.log_artifact(run_id, Path(run_dir) / "data" / "clean" / "quarantine.parquet", "data")
     report = ref.report
-    get_run_logger().info("clean: %s rows per split, %d quarantined %s", report["rows_out"],
-                          report["quarantined"], {k: v for k, v in report["removed"].items() if v})
-    tracking.log_metrics(run_id, {f"data_rows_{k}": v for k, v in report["rows_out"].items()}
-                         | {"data_quarantined": report["quarantined"]})
+    get_run_logger().info(
+        "clean: %s rows per split, %d quarantined %s",
+        report["rows_out"],
+        report["quarantined"],
+        {k: v for k, v in report["removed"].items() if v},
+    )
+    tracking.log_metrics(
+        run_id,
+        {f"data_rows_{k}": v for k, v in report["rows_out"].items()} | {"data_quarantined": report["quarantined"]},
+    )
     tracking.set_tags(run_id, {"data_digest": ref.digest, "data_source": raw["source"]})
     tracking.log_artifact(run_id, Path(ref.dir) / "labels.json", "data")
     # The held-out split travels with the run: promotion re-scores models on it from the registry alone.
@@ -196,10 +209,16 @@ def _log_validation(result: dict, folder: Path, cfg: PipelineConfig, run_id: str
         tracking.log_artifact(run_id, folder, "data/validation")
     md = folder / "summary.md"
     if md.exists():
-        create_markdown_artifact(md.read_text(), key=_artifact_key(f"{cfg.name}-data-validation"),
-                                 description="Great Expectations summary")
-    tracking.log_metrics(run_id, {"data_validation_warnings": len(result.get("warnings", [])),
-                                  "data_validation_critical": len(result.get("critical_failures", []))})
+        create_markdown_artifact(
+            md.read_text(), key=_artifact_key(f"{cfg.name}-data-validation"), description="Great Expectations summary"
+        )
+    tracking.log_metrics(
+        run_id,
+        {
+            "data_validation_warnings": len(result.get("warnings", [])),
+            "data_validation_critical": len(result.get("critical_failures", [])),
+        },
+    )
     flat = {}
     for split, stats in ((result.get("profile") or {}).get("length_percentiles") or {}).items():
         for k, v in (stats or {}).items():
@@ -213,12 +232,24 @@ def _log_lineage(clean_ref: CleanResult, run_id: str) -> None:
 
     for split, path in clean_ref.splits.items():
         df = read_frame(path)
-        tracking.log_dataset_input(run_id, df, name=split, source=path, digest=clean_ref.digest,
-                                   context="training" if split == "train" else split)
+        tracking.log_dataset_input(
+            run_id,
+            df,
+            name=split,
+            source=path,
+            digest=clean_ref.digest,
+            context="training" if split == "train" else split,
+        )
 
 
-@task(name="train", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600,
-      retry_condition_fn=_retry_on_transient, log_prints=False)
+@task(
+    name="train",
+    retries=1,
+    retry_delay_seconds=10,
+    timeout_seconds=6 * 3600,
+    retry_condition_fn=_retry_on_transient,
+    log_prints=False,
+)
 @logs_to_prefect
 def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> TrainResult:
     """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
@@ -234,21 +265,34 @@ def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str
         get_run_logger().info("resumed from %s (step %d)", s["resumed_from"], s["resumed_at_step"])
         tracking.set_tags(run_id, {"resumed_from": s["resumed_from"]})
     if result.search:
-        get_run_logger().info("search: best %s=%.4f with %s", result.search["metric"],
-                              result.search["best_value"], result.search["best_params"])
-    get_run_logger().info("trained %d steps in %.0f s (%.1f samples/s, %s); best %s=%s",
-                          s["global_step"], s["train_runtime_s"] or 0, s["train_samples_per_second"] or 0,
-                          s.get("precision", "not recorded"), s["metric_for_best_model"], s["best_metric"])
+        get_run_logger().info(
+            "search: best %s=%.4f with %s",
+            result.search["metric"],
+            result.search["best_value"],
+            result.search["best_params"],
+        )
+    get_run_logger().info(
+        "trained %d steps in %.0f s (%.1f samples/s, %s); best %s=%s",
+        s["global_step"],
+        s["train_runtime_s"] or 0,
+        s["train_samples_per_second"] or 0,
+        s.get("precision", "not recorded"),
+        s["metric_for_best_model"],
+        s["best_metric"],
+    )
     tracking.set_tags(run_id, {"training_precision": s.get("precision", "not recorded")})
-    tracking.log_metrics(run_id, {"train_runtime_s": s["train_runtime_s"] or 0,
-                                  "train_samples_per_second": s["train_samples_per_second"] or 0})
+    tracking.log_metrics(
+        run_id,
+        {"train_runtime_s": s["train_runtime_s"] or 0, "train_samples_per_second": s["train_samples_per_second"] or 0},
+    )
     return result
 
 
 @task(name="evaluate", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
-def evaluate(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str,
-             source: str = "") -> EvaluationResult:
+def evaluate(
+    model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str, source: str = ""
+) -> EvaluationResult:
     """Score on test; log metrics, plots, errors and the model card."""
     from tasks.modelling.evaluate import evaluate_model, weak_classes_markdown
 
@@ -259,21 +303,32 @@ def evaluate(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_di
     tracking.log_artifact(run_id, result.files["model_card"], "model_card")
     m = result.metrics
     if "calibration_temperature" in m:  # classifiers: fitted on validation, applied by every scorer
-        get_run_logger().info("calibration: temperature %.4f, test ECE %.4f -> %.4f (floor from sampling alone "
-                              "%.4f); threshold %s", m["calibration_temperature"], m["test_ece_before"],
-                              m["test_ece_after"], m["test_ece_floor"], m.get("decision_threshold", "none"))
-    rows = [{"metric": k, "value": round(v, 4)} for k, v in sorted(result.metrics.items())
-            if isinstance(v, float) and "support" not in k]
+        get_run_logger().info(
+            "calibration: temperature %.4f, test ECE %.4f -> %.4f (floor from sampling alone %.4f); threshold %s",
+            m["calibration_temperature"],
+            m["test_ece_before"],
+            m["test_ece_after"],
+            m["test_ece_floor"],
+            m.get("decision_threshold", "none"),
+        )
+    rows = [
+        {"metric": k, "value": round(v, 4)}
+        for k, v in sorted(result.metrics.items())
+        if isinstance(v, float) and "support" not in k
+    ]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
-    get_run_logger().info("test metrics: %s", {r["metric"]: r["value"] for r in rows
-                                               if not is_per_class_metric(r["metric"])})
+    get_run_logger().info(
+        "test metrics: %s", {r["metric"]: r["value"] for r in rows if not is_per_class_metric(r["metric"])}
+    )
     if cfg.data.task == "regression":
         return result
     if result.weak_classes:
         get_run_logger().warning(result.weak_classes_text)
-    create_markdown_artifact(weak_classes_markdown(result.weak_classes, result.weak_classes_text),
-                             key=_artifact_key(f"{cfg.name}-weak-classes"),
-                             description="classes with a low test F1 or never predicted")
+    create_markdown_artifact(
+        weak_classes_markdown(result.weak_classes, result.weak_classes_text),
+        key=_artifact_key(f"{cfg.name}-weak-classes"),
+        description="classes with a low test F1 or never predicted",
+    )
     tracking.log_metrics(run_id, {"test_weak_classes": len(result.weak_classes)})
     return result
 
@@ -287,27 +342,51 @@ def export(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir:
     quiet.silence_known_noise(torch_stage=True)
     result = export_model(model_dir, clean_ref, cfg, run_dir)
     p = result.parity
-    tracking.log_metrics(run_id, {"onnx_parity_max_abs_diff": p["max_abs_diff"],
-                                  "onnx_parity_changed_rows": p["changed_rows"],
-                                  "onnx_parity_passed": float(p["passed"])})
+    tracking.log_metrics(
+        run_id,
+        {
+            "onnx_parity_max_abs_diff": p["max_abs_diff"],
+            "onnx_parity_changed_rows": p["changed_rows"],
+            "onnx_parity_passed": float(p["passed"]),
+        },
+    )
     gate = result.int8_gate
     if gate:
-        tracking.log_metrics(run_id, {"onnx_int8_metric_loss": gate["loss"], "onnx_int8_used": float(gate["passed"]),
-                                      "onnx_int8_changed_share": gate["changed_share"]})
+        tracking.log_metrics(
+            run_id,
+            {
+                "onnx_int8_metric_loss": gate["loss"],
+                "onnx_int8_used": float(gate["passed"]),
+                "onnx_int8_changed_share": gate["changed_share"],
+            },
+        )
         if gate["why"]:
             get_run_logger().warning(gate["why"])
     tracking.log_artifact(run_id, result.report_path, "onnx")
     tracking.log_artifact(run_id, result.fp32, "onnx")
-    get_run_logger().info("ONNX parity %s on %d test rows (%d answers differ, max |Δ%s| %.2e); serving %s",
-                          "passed" if p["passed"] else "FAILED", p["rows"], p["changed_rows"], p["compared"],
-                          p["max_abs_diff"], result.serving_file)
+    get_run_logger().info(
+        "ONNX parity %s on %d test rows (%d answers differ, max |Δ%s| %.2e); serving %s",
+        "passed" if p["passed"] else "FAILED",
+        p["rows"],
+        p["changed_rows"],
+        p["compared"],
+        p["max_abs_diff"],
+        result.serving_file,
+    )
     return result
 
 
-@task(name="register", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=900,
-      retry_condition_fn=_retry_on_transient)
-def register(run_id: str, export_ref: ExportResult, evaluation: EvaluationResult, clean_ref: CleanResult,
-             cfg: PipelineConfig, validation: dict | None) -> dict:
+@task(
+    name="register", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=900, retry_condition_fn=_retry_on_transient
+)
+def register(
+    run_id: str,
+    export_ref: ExportResult,
+    evaluation: EvaluationResult,
+    clean_ref: CleanResult,
+    cfg: PipelineConfig,
+    validation: dict | None,
+) -> dict:
     """New registry version with alias 'challenger'."""
     from tasks.registry.register import register_model
 

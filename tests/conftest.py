@@ -22,17 +22,19 @@ import pytest
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="ftflow-tests-"))
 # Set before any test module imports prefect or mlflow: both read their settings at import.
-os.environ.update({
-    "HF_HUB_OFFLINE": "1",
-    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-    "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "FTFLOW_MLRUNS": str(_SESSION_TMP / "mlruns"),
-    "FTFLOW_CACHE": str(_SESSION_TMP / "cache"),
-})
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "FTFLOW_MLRUNS": str(_SESSION_TMP / "mlruns"),
+        "FTFLOW_CACHE": str(_SESSION_TMP / "cache"),
+    }
+)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 

@@ -27,8 +27,11 @@ RUN_TIMEOUT_S = 300
 USER = "ftflow-test"
 PASSWORD = secrets.token_urlsafe(18)
 AUTH = (USER, PASSWORD)  # Prefect's basic auth string is USER:PASSWORD, and the MLflow admin is USER
-CREDENTIALS = {"PREFECT_API_AUTH_STRING": f"{USER}:{PASSWORD}", "MLFLOW_TRACKING_USERNAME": USER,
-               "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+CREDENTIALS = {
+    "PREFECT_API_AUTH_STRING": f"{USER}:{PASSWORD}",
+    "MLFLOW_TRACKING_USERNAME": USER,
+    "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+}
 
 
 class UpProcess:
@@ -43,9 +46,26 @@ class UpProcess:
         # Poll often: a triggered run starts sooner. INFO logs: the serving log shows each stage and the shutdown.
         env = dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO", **CREDENTIALS)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.ops.cli", "up", "--prefect-port", "0", "--mlflow-port", "0",
-             "--home", str(self.home), "--config", str(self.config)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "flows.ops.cli",
+                "up",
+                "--prefect-port",
+                "0",
+                "--mlflow-port",
+                "0",
+                "--home",
+                str(self.home),
+                "--config",
+                str(self.config),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         # Bound now: a stopped process's reader must not write into the next one's lines.
         threading.Thread(target=self._drain, args=(self.proc, self.lines), daemon=True).start()
@@ -90,8 +110,13 @@ def trigger_manual_run(up: UpProcess, tmp: Path) -> dict:
     """One run of `fine-tune/manual` with a small config, triggered as the UI's Run button does; waited for."""
     from tests.support import small_config
 
-    cfg = small_config(tmp, "name=stack-manual", "registry.model_name=stack-sentiment",
-                       "registry.experiment=stack-tests", "export.quantize=false")
+    cfg = small_config(
+        tmp,
+        "name=stack-manual",
+        "registry.model_name=stack-sentiment",
+        "registry.experiment=stack-tests",
+        "export.quantize=false",
+    )
     dep = read_deployment(up.prefect_api, "fine-tune/manual")
     t0 = time.monotonic()
     flow_run = create_flow_run(up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
@@ -103,11 +128,17 @@ def trigger_manual_run(up: UpProcess, tmp: Path) -> dict:
 
     try:
         challenger = MlflowClient(tracking_uri=up.mlflow_url, registry_uri=up.mlflow_url).get_model_version_by_alias(
-            cfg.registry.model_name, "challenger")
+            cfg.registry.model_name, "challenger"
+        )
     except MlflowException:  # the run failed before registering; test_manual_run_from_the_api_completes says why
         challenger = None
-    return {"config": cfg, "flow_run": final, "seconds": seconds, "serve_log": up.log_tail("serve"),
-            "challenger": challenger}
+    return {
+        "config": cfg,
+        "flow_run": final,
+        "seconds": seconds,
+        "serve_log": up.log_tail("serve"),
+        "challenger": challenger,
+    }
 
 
 def read_deployment(api: str, full_name: str) -> dict:
@@ -118,8 +149,12 @@ def read_deployment(api: str, full_name: str) -> dict:
 
 def create_flow_run(api: str, deployment_id: str, parameters: dict) -> dict | httpx.Response:
     """POST /deployments/{id}/create_flow_run, the Prefect UI's Run button; the response when refused."""
-    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", timeout=30, auth=AUTH,
-                   json={"parameters": parameters, "state": {"type": "SCHEDULED", "message": "Run from the test"}})
+    r = httpx.post(
+        f"{api}/deployments/{deployment_id}/create_flow_run",
+        timeout=30,
+        auth=AUTH,
+        json={"parameters": parameters, "state": {"type": "SCHEDULED", "message": "Run from the test"}},
+    )
     return r.json() if r.status_code == 201 else r
 
 
@@ -133,7 +168,8 @@ def wait_flow_run(api: str, flow_run_id: str, timeout: float) -> dict:
 
 
 def read_artifacts(api: str, flow_run_id: str) -> list[dict]:
-    r = httpx.post(f"{api}/artifacts/filter", timeout=10, auth=AUTH,
-                   json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    r = httpx.post(
+        f"{api}/artifacts/filter", timeout=10, auth=AUTH, json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+    )
     r.raise_for_status()
     return r.json()

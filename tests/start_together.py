@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import flows.deploy  # noqa: F401  (the slow imports happen before the start signal)
+import flows.deploy
 import flows.training  # noqa: F401
 from flows.ops.cli import main
 

@@ -19,10 +19,19 @@ def small_config(tmp: Path, *overrides: str):
     """The quickstart, shrunk to train in seconds on 2 cores."""
     from tasks.config import load_config
 
-    return load_config(ROOT / "configs" / "quickstart.yaml", [
-        "data.max_rows=360", "model.max_length=32", "training.epochs=1", "training.train_batch_size=16",
-        "training.logging_steps=5", f"run_dir={tmp / 'runs'}", "data.validation.min_rows=50", *overrides,
-    ])
+    return load_config(
+        ROOT / "configs" / "quickstart.yaml",
+        [
+            "data.max_rows=360",
+            "model.max_length=32",
+            "training.epochs=1",
+            "training.train_batch_size=16",
+            "training.logging_steps=5",
+            f"run_dir={tmp / 'runs'}",
+            "data.validation.min_rows=50",
+            *overrides,
+        ],
+    )
 
 
 def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
@@ -34,8 +43,12 @@ def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
     trained = flow_result["result"]["registered"]
     c = tracking.client()
     c.create_registered_model(name)
-    version = c.create_model_version(name, source=trained["source"], run_id=flow_result["result"]["run_id"],
-                                     tags=dict(register.get_version(trained["name"], trained["version"]).tags))
+    version = c.create_model_version(
+        name,
+        source=trained["source"],
+        run_id=flow_result["result"]["run_id"],
+        tags=dict(register.get_version(trained["name"], trained["version"]).tags),
+    )
     register.set_alias(name, register.CHALLENGER, version.version)
     assert promote_challenger(name).promoted
     return load_candidate(name, register.CHAMPION, workdir)
@@ -72,9 +85,17 @@ def start_together(commands: list[list[str]], tmp: Path, env: dict | None = None
 
     go = tmp / "go"
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "start_together.py"), str(go), *cmd], env=env,
-                              cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for cmd in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "start_together.py"), str(go), *cmd],
+            env=env,
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for cmd in commands
+    ]
     deadline = time.monotonic() + 180
     while len(list(tmp.glob("go.ready-*"))) < len(procs) and time.monotonic() < deadline:
         assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
@@ -124,6 +145,7 @@ def export_ner_bundle(folder: Path) -> Path:
     tok = AutoTokenizer.from_pretrained(base)
     export_onnx(model, tok, folder / "model.onnx", 17)
     tok.save_pretrained(str(folder))
-    (folder / "finetune_flow.json").write_text(json.dumps(
-        {"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 32, "serving_file": "model.onnx"}))
+    (folder / "finetune_flow.json").write_text(
+        json.dumps({"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 32, "serving_file": "model.onnx"})
+    )
     return folder

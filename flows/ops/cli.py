@@ -8,8 +8,10 @@ import os
 import sys
 import time
 
-EPILOG = ("Examples:\n  ftflow run configs/quickstart.yaml\n  ftflow run configs/sentiment.yaml --set training.epochs=2\n"
-          "  ftflow run --resume-from runs/sentiment-20261129-020952-689d1553")
+EPILOG = (
+    "Examples:\n  ftflow run configs/quickstart.yaml\n  ftflow run configs/sentiment.yaml --set training.epochs=2\n"
+    "  ftflow run --resume-from runs/sentiment-20261129-020952-689d1553"
+)
 
 
 def _prepare_env() -> None:
@@ -78,8 +80,10 @@ def cmd_run(args) -> int:
     if args.resume_from and args.config is None:  # resume with the config the run started with
         args.config = os.path.join(args.resume_from, "config.yaml")
         if not os.path.exists(args.config):
-            sys.exit(f"error: --resume-from '{args.resume_from}' is not a run folder (no config.yaml); "
-                     f"give a folder under runs/ written by an earlier `ftflow run`")
+            sys.exit(
+                f"error: --resume-from '{args.resume_from}' is not a run folder (no config.yaml); "
+                f"give a folder under runs/ written by an earlier `ftflow run`"
+            )
     cfg = _load(args)
     check_model(cfg)
     _prepare_env()
@@ -123,17 +127,31 @@ def print_result(result: dict) -> None:
         print(f"registered:   {reg['name']} version {reg['version']} (alias '{reg['alias']}')")
     if result.get("parity"):
         p = result["parity"]
-        print(f"ONNX parity:  {'passed' if p['passed'] else 'FAILED'} (max |Δprobability| {p['max_abs_diff']:.1e}); "
-              f"serving {result['serving_file']}")
+        print(
+            f"ONNX parity:  {'passed' if p['passed'] else 'FAILED'} (max |Δprobability| {p['max_abs_diff']:.1e}); "
+            f"serving {result['serving_file']}"
+        )
     metrics = result["metrics"]
     if "calibration_temperature" in metrics:
-        print(f"calibration:  temperature {metrics['calibration_temperature']:.4f}; test ECE "
-              f"{metrics.get('test_ece_before', float('nan')):.4f} -> {metrics.get('test_ece_after', float('nan')):.4f}")
-    shown = {k.removeprefix("test_"): v for k, v in sorted(metrics.items()) if k.startswith("test_")
-             and isinstance(v, float) and k.count("_") <= 2 and "support" not in k and "_ci_" not in k}
+        print(
+            f"calibration:  temperature {metrics['calibration_temperature']:.4f}; test ECE "
+            f"{metrics.get('test_ece_before', float('nan')):.4f} -> {metrics.get('test_ece_after', float('nan')):.4f}"
+        )
+    shown = {
+        k.removeprefix("test_"): v
+        for k, v in sorted(metrics.items())
+        if k.startswith("test_")
+        and isinstance(v, float)
+        and k.count("_") <= 2
+        and "support" not in k
+        and "_ci_" not in k
+    }
     print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
-    intervals = [f"{k[5:-7]} [{v:.4f}, {metrics[k[:-3] + 'high']:.4f}]" for k, v in sorted(metrics.items())
-                 if k.endswith("_ci_low")]
+    intervals = [
+        f"{k[5:-7]} [{v:.4f}, {metrics[k[:-3] + 'high']:.4f}]"
+        for k, v in sorted(metrics.items())
+        if k.endswith("_ci_low")
+    ]
     if intervals:
         print("95% bootstrap intervals (test rows resampled): " + ", ".join(intervals))
     if result.get("weak_classes"):
@@ -142,24 +160,39 @@ def print_result(result: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ftflow", description="Fine-tune BERT-family models with Prefect + MLflow.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ftflow",
+        description="Fine-tune BERT-family models with Prefect + MLflow.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp):
-        sp.add_argument("config", nargs="?", default=None,
-                        help="YAML config (see configs/); built-in defaults when omitted")
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set training.epochs=2 (repeatable)")
+        sp.add_argument(
+            "config", nargs="?", default=None, help="YAML config (see configs/); built-in defaults when omitted"
+        )
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config field, e.g. --set training.epochs=2 (repeatable)",
+        )
         return sp
 
     run = with_config(sub.add_parser("run", help="run the fine-tune flow: data → train → evaluate → ONNX → registry"))
-    run.add_argument("--resume-from", metavar="RUN_DIR", default=None,
-                     help="continue an interrupted run from its last checkpoint, in the same MLflow run "
-                          "(uses RUN_DIR/config.yaml when no config is given)")
+    run.add_argument(
+        "--resume-from",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue an interrupted run from its last checkpoint, in the same MLflow run "
+        "(uses RUN_DIR/config.yaml when no config is given)",
+    )
     run.set_defaults(func=cmd_run)
-    with_config(sub.add_parser("validate", help="run only the data stage (collect, clean, validate)"))\
-        .set_defaults(func=cmd_validate)
+    with_config(sub.add_parser("validate", help="run only the data stage (collect, clean, validate)")).set_defaults(
+        func=cmd_validate
+    )
     from flows.ops.up_cli import add_up_command  # standard library only: --help stays fast
 
     add_up_command(sub)

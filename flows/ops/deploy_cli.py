@@ -51,9 +51,16 @@ def cmd_promote(args) -> int:
     _prepare_env()
     from flows.deploy import promote
 
-    d = run_locked(lambda: promote(model_name=args.name, version=args.version, margin=args.margin,
-                                   eval_data=args.eval_data, allow_data_warnings=args.allow_data_warnings,
-                                   break_lock=args.break_lock))
+    d = run_locked(
+        lambda: promote(
+            model_name=args.name,
+            version=args.version,
+            margin=args.margin,
+            eval_data=args.eval_data,
+            allow_data_warnings=args.allow_data_warnings,
+            break_lock=args.break_lock,
+        )
+    )
     if isinstance(d, int):
         return d
     print_decision(d)
@@ -79,8 +86,10 @@ def cmd_history(args) -> int:
 
     rows = promotion_history(args.name)
     if not rows:
-        print(f"no promotion decisions recorded for '{args.name}' (experiment 'promotions'); "
-              f"run `ftflow promote {args.name}`")
+        print(
+            f"no promotion decisions recorded for '{args.name}' (experiment 'promotions'); "
+            f"run `ftflow promote {args.name}`"
+        )
         return 0
     print(history_table(rows))
     champ = version_by_alias(args.name, CHAMPION)
@@ -93,8 +102,15 @@ def cmd_serve(args) -> int:
     from deploy.service import serve
 
     try:
-        serve(args.name, host=args.host, port=args.port, poll_seconds=args.poll_seconds, max_batch=args.max_batch,
-              threads=args.threads, insecure=args.insecure)
+        serve(
+            args.name,
+            host=args.host,
+            port=args.port,
+            poll_seconds=args.poll_seconds,
+            max_batch=args.max_batch,
+            threads=args.threads,
+            insecure=args.insecure,
+        )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -104,29 +120,52 @@ def cmd_serve(args) -> int:
 def add_deploy_commands(sub) -> None:
     """Register the deploy commands on the CLI's sub-parsers."""
     sp = sub.add_parser(
-        "promote", help="re-score challenger and champion on the same held-out data; move 'champion' if it wins")
+        "promote", help="re-score challenger and champion on the same held-out data; move 'champion' if it wins"
+    )
     sp.add_argument("name", help="registered model name (registry.model_name of the config)")
-    sp.add_argument("--version", default=None, metavar="VERSION",
-                    help="model version to promote; default: the version holding 'challenger' now")
-    sp.add_argument("--allow-data-warnings", action="store_true", default=None,
-                    help="promote even if the version's data passed validation only with warnings; "
-                         "default: the challenger config's registry.promote_with_data_warnings")
-    sp.add_argument("--break-lock", action="store_true",
-                    help="clear the lock of an earlier promotion or rollback of NAME whose process is gone "
-                         "(exit 4 says another one holds it)")
-    sp.add_argument("--margin", type=float, default=None,
-                    help="how much the challenger must beat the champion by on the primary metric; "
-                         "default: the challenger config's registry.promotion_margin")
-    sp.add_argument("--eval-data", default=None, metavar="PATH",
-                    help="pinned evaluation set (parquet/csv/jsonl, columns as a run's data/clean/test.parquet); "
-                         "default: the challenger run's held-out split")
+    sp.add_argument(
+        "--version",
+        default=None,
+        metavar="VERSION",
+        help="model version to promote; default: the version holding 'challenger' now",
+    )
+    sp.add_argument(
+        "--allow-data-warnings",
+        action="store_true",
+        default=None,
+        help="promote even if the version's data passed validation only with warnings; "
+        "default: the challenger config's registry.promote_with_data_warnings",
+    )
+    sp.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="clear the lock of an earlier promotion or rollback of NAME whose process is gone "
+        "(exit 4 says another one holds it)",
+    )
+    sp.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="how much the challenger must beat the champion by on the primary metric; "
+        "default: the challenger config's registry.promotion_margin",
+    )
+    sp.add_argument(
+        "--eval-data",
+        default=None,
+        metavar="PATH",
+        help="pinned evaluation set (parquet/csv/jsonl, columns as a run's data/clean/test.parquet); "
+        "default: the challenger run's held-out split",
+    )
     sp.set_defaults(func=cmd_promote)
 
     sp = sub.add_parser("rollback", help="move 'champion' back to an earlier version (recorded)")
     sp.add_argument("name", help="registered model name")
     sp.add_argument("--to", default=None, metavar="VERSION", help="version to serve; default: the previous champion")
-    sp.add_argument("--break-lock", action="store_true",
-                    help="clear the lock of an earlier promotion or rollback of NAME whose process is gone")
+    sp.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="clear the lock of an earlier promotion or rollback of NAME whose process is gone",
+    )
     sp.set_defaults(func=cmd_rollback)
 
     sp = sub.add_parser("history", help="the promotion log of a model, as a table")
@@ -134,16 +173,28 @@ def add_deploy_commands(sub) -> None:
     sp.set_defaults(func=cmd_history)
 
     sp = sub.add_parser(
-        "serve", help="HTTP service answering with NAME@champion (ONNX Runtime; reloads when the alias moves)")
+        "serve", help="HTTP service answering with NAME@champion (ONNX Runtime; reloads when the alias moves)"
+    )
     sp.add_argument("name", help="registered model name")
-    sp.add_argument("--host", default="127.0.0.1",
-                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all, which needs FTFLOW_API_TOKEN)")
+    sp.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all, which needs FTFLOW_API_TOKEN)",
+    )
     sp.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    sp.add_argument("--poll-seconds", type=float, default=None,
-                    help="how often to check the champion alias (env FTFLOW_POLL_SECONDS, default 10; 0: never)")
+    sp.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=None,
+        help="how often to check the champion alias (env FTFLOW_POLL_SECONDS, default 10; 0: never)",
+    )
     sp.add_argument("--max-batch", type=int, default=None, help="most texts per request (env FTFLOW_MAX_BATCH, 64)")
-    sp.add_argument("--threads", type=int, default=None,
-                    help="ONNX Runtime threads per request (env FTFLOW_ORT_THREADS, default 1)")
-    sp.add_argument("--insecure", action="store_true",
-                    help="listen beyond loopback without FTFLOW_API_TOKEN (when a gateway in front does the auth)")
+    sp.add_argument(
+        "--threads", type=int, default=None, help="ONNX Runtime threads per request (env FTFLOW_ORT_THREADS, default 1)"
+    )
+    sp.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen beyond loopback without FTFLOW_API_TOKEN (when a gateway in front does the auth)",
+    )
     sp.set_defaults(func=cmd_serve)

@@ -41,10 +41,18 @@ def cmd_monitor(args) -> int:
 
 def add_monitor_command(sub) -> None:
     """Register `ftflow monitor` on the CLI's subparsers."""
-    sp = sub.add_parser("monitor", help="compare a model's logged traffic with its champion's data (drift, "
-                                        "feedback accuracy); asks for a retrain through a Prefect event")
+    sp = sub.add_parser(
+        "monitor",
+        help="compare a model's logged traffic with its champion's data (drift, "
+        "feedback accuracy); asks for a retrain through a Prefect event",
+    )
     sp.add_argument("name", help="registered model name (registry.model_name of its config)")
     sp.add_argument("--config", default=None, help="YAML config whose `monitoring` section to use (defaults otherwise)")
-    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a monitoring field, e.g. --set window_hours=6 --set p_value=0.01 (repeatable)")
+    sp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a monitoring field, e.g. --set window_hours=6 --set p_value=0.01 (repeatable)",
+    )
     sp.set_defaults(func=cmd_monitor)

@@ -15,9 +15,18 @@ def cmd_score(args) -> int:
     try:
         # Options left out take the flow's defaults, so the two cannot drift apart.
         given = {k: getattr(args, k) for k in ("batch_size", "shard_rows") if getattr(args, k) is not None}
-        r = score(model=args.model, input=args.input, output=args.output, query=args.query,
-                  text_column=args.text_column, text_pair_column=args.text_pair_column,
-                  label_column=args.label_column, dask_address=args.dask_address, workers=args.workers, **given)
+        r = score(
+            model=args.model,
+            input=args.input,
+            output=args.output,
+            query=args.query,
+            text_column=args.text_column,
+            text_pair_column=args.text_pair_column,
+            label_column=args.label_column,
+            dask_address=args.dask_address,
+            workers=args.workers,
+            **given,
+        )
     except ValueError as e:  # our refusals speak to the user; the traceback is in the Prefect log above
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
@@ -33,26 +42,51 @@ def cmd_score(args) -> int:
 
 def add_score_command(sub) -> None:
     """Register `ftflow score` on the CLI's sub-parsers."""
-    sp = sub.add_parser("score", help="score a file or SQL query with a registered model into a Parquet file "
-                                      "(sharded across Dask workers)")
+    sp = sub.add_parser(
+        "score",
+        help="score a file or SQL query with a registered model into a Parquet file (sharded across Dask workers)",
+    )
     sp.add_argument("model", help="NAME (its champion), NAME@ALIAS (e.g. @challenger) or NAME/VERSION")
-    sp.add_argument("--input", required=True, metavar="PATH|URL",
-                    help="CSV, TSV, JSONL, JSON or Parquet file, a glob or a folder of them; or a SQLAlchemy URL "
-                         "(sqlite:///d.db, postgresql://...) with --query")
-    sp.add_argument("--query", default=None, metavar="SQL",
-                    help="SQL query giving the rows to score (with a URL --input)")
-    sp.add_argument("--output", required=True, metavar="PATH.parquet",
-                    help="where to write the input columns plus prediction, confidence, probabilities, truncated, "
-                         "model_version (written atomically)")
+    sp.add_argument(
+        "--input",
+        required=True,
+        metavar="PATH|URL",
+        help="CSV, TSV, JSONL, JSON or Parquet file, a glob or a folder of them; or a SQLAlchemy URL "
+        "(sqlite:///d.db, postgresql://...) with --query",
+    )
+    sp.add_argument(
+        "--query", default=None, metavar="SQL", help="SQL query giving the rows to score (with a URL --input)"
+    )
+    sp.add_argument(
+        "--output",
+        required=True,
+        metavar="PATH.parquet",
+        help="where to write the input columns plus prediction, confidence, probabilities, truncated, "
+        "model_version (written atomically)",
+    )
     sp.add_argument("--text-column", default="text", help="column holding the text (default: text)")
-    sp.add_argument("--text-pair-column", default=None,
-                    help="column holding the second text (pair models; default: text_pair when present)")
-    sp.add_argument("--label-column", default=None,
-                    help="also score the predictions against these labels (default: 'label' when present)")
-    sp.add_argument("--batch-size", type=int, default=None,
-                    help="rows per model call, length-sorted (default: the export gate's, training.eval_batch_size)")
+    sp.add_argument(
+        "--text-pair-column",
+        default=None,
+        help="column holding the second text (pair models; default: text_pair when present)",
+    )
+    sp.add_argument(
+        "--label-column",
+        default=None,
+        help="also score the predictions against these labels (default: 'label' when present)",
+    )
+    sp.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per model call, length-sorted (default: the export gate's, training.eval_batch_size)",
+    )
     sp.add_argument("--shard-rows", type=int, default=None, help="rows per Dask task (default 4096)")
-    sp.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
-                    help="an existing Dask scheduler; default: a local cluster, one worker process per core")
+    sp.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="an existing Dask scheduler; default: a local cluster, one worker process per core",
+    )
     sp.add_argument("--workers", type=int, default=None, help="local cluster size (default: this machine's cores)")
     sp.set_defaults(func=cmd_score)

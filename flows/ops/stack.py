@@ -25,8 +25,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.ops.supervisor import (START_TIMEOUT_S, STOP_GRACE_S, Service, StackError, base_env, ensure_alive,
-                                  http_get, pick_port, start_service, stop_service, wait_healthy, wait_served)
+from flows.ops.supervisor import (
+    START_TIMEOUT_S,
+    STOP_GRACE_S,
+    Service,
+    StackError,
+    base_env,
+    ensure_alive,
+    http_get,
+    pick_port,
+    start_service,
+    stop_service,
+    wait_healthy,
+    wait_served,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +51,10 @@ DEFAULT_MLFLOW_PORT = 5000
 WEAK_PASSWORDS = {"password1234", "password", "admin", "changeme"}
 MIN_PASSWORD_CHARS = 12
 CREDENTIAL_VARS = ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-HOW_TO_SET = ("export PREFECT_API_AUTH_STRING='admin:<password>' MLFLOW_TRACKING_USERNAME=admin "
-              "MLFLOW_TRACKING_PASSWORD='<password>'")
+HOW_TO_SET = (
+    "export PREFECT_API_AUTH_STRING='admin:<password>' MLFLOW_TRACKING_USERNAME=admin "
+    "MLFLOW_TRACKING_PASSWORD='<password>'"
+)
 
 
 @dataclass(frozen=True)
@@ -70,12 +84,16 @@ def read_credentials(env: dict[str, str] | None = None) -> Credentials | None:
     if not sep or not user or not password:
         raise ValueError("PREFECT_API_AUTH_STRING must be 'user:password' (Prefect's basic-auth string)")
     creds = Credentials(user, password, env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
-    for var, pw in (("PREFECT_API_AUTH_STRING", creds.prefect_password),
-                    ("MLFLOW_TRACKING_PASSWORD", creds.mlflow_password)):
+    for var, pw in (
+        ("PREFECT_API_AUTH_STRING", creds.prefect_password),
+        ("MLFLOW_TRACKING_PASSWORD", creds.mlflow_password),
+    ):
         if len(pw) < MIN_PASSWORD_CHARS or pw.lower() in WEAK_PASSWORDS:
-            raise ValueError(f"the password in {var} is too weak: use at least {MIN_PASSWORD_CHARS} characters "
-                             f"and not a default such as 'password1234' (e.g. `python -c 'import secrets; "
-                             f"print(secrets.token_urlsafe(18))'`)")
+            raise ValueError(
+                f"the password in {var} is too weak: use at least {MIN_PASSWORD_CHARS} characters "
+                f"and not a default such as 'password1234' (e.g. `python -c 'import secrets; "
+                f"print(secrets.token_urlsafe(18))'`)"
+            )
     return creds
 
 
@@ -93,8 +111,11 @@ def prefect_service(home: Path, host: str, port: int, root: Path, creds: Credent
     """`prefect server start` with its SQLite database under `home`/prefect; basic auth when `creds` are given."""
     url = f"http://{host}:{port}"
     # The UI's bundle asks for its API at PREFECT_UI_API_URL, which defaults to port 4200, not --port.
-    env = base_env() | {"PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_API_HOST": host,
-                         "PREFECT_SERVER_API_PORT": str(port)}
+    env = base_env() | {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+    }
     # On every interface (0.0.0.0), a browser elsewhere needs a name it can reach; set PREFECT_UI_API_URL to override.
     shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
     env.setdefault("PREFECT_UI_API_URL", f"http://{shown}:{port}/api")
@@ -107,8 +128,9 @@ def prefect_service(home: Path, host: str, port: int, root: Path, creds: Credent
     return Service("prefect", argv, env, f"{url}/api/health", home / "logs" / "prefect.log", root)
 
 
-def mlflow_service(store: Path, host: str, port: int, root: Path, home: Path,
-                   creds: Credentials | None = None) -> Service:
+def mlflow_service(
+    store: Path, host: str, port: int, root: Path, home: Path, creds: Credentials | None = None
+) -> Service:
     """`mlflow server` on the project's store: the same SQLite file and artifact folder as direct runs.
 
     `--default-artifact-root` is a file URI, so experiments made through the server keep their
@@ -123,10 +145,24 @@ def mlflow_service(store: Path, host: str, port: int, root: Path, home: Path,
     env = base_env() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     url = f"http://{host}:{port}"
-    argv = [sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{(store / 'mlflow.db').resolve()}",
-            "--default-artifact-root", artifacts.as_uri(), "--artifacts-destination", str(artifacts),
-            "--host", host, "--port", str(port), "--workers", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{(store / 'mlflow.db').resolve()}",
+        "--default-artifact-root",
+        artifacts.as_uri(),
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     if creds:
         argv += ["--app-name", "basic-auth"]
         env |= mlflow_auth_env(home, creds)
@@ -138,47 +174,76 @@ def mlflow_auth_env(home: Path, creds: Credentials) -> dict[str, str]:
     ini = home / "mlflow-auth.ini"
     ini.parent.mkdir(parents=True, exist_ok=True)
     # The password stays in the environment: nothing on disk holds it but MLflow's salted hash.
-    ini.write_text("[mlflow]\ndefault_permission = READ\n"
-                   f"database_uri = sqlite:///{(home / 'mlflow-auth.db').resolve()}\n"
-                   f"admin_username = {creds.mlflow_user}\n")
-    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": creds.mlflow_user,
-            "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_password,
-            # Signs the UI's CSRF tokens; one per start is enough for one server.
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
-            or secrets.token_hex(32)}
+    ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{(home / 'mlflow-auth.db').resolve()}\n"
+        f"admin_username = {creds.mlflow_user}\n"
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_USERNAME": creds.mlflow_user,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": creds.mlflow_password,
+        # Signs the UI's CSRF tokens; one per start is enough for one server.
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32),
+    }
 
 
 def check_mlflow_login(svc: Service, url: str, creds: Credentials, home: Path) -> None:
     """Fail with the fix when the MLflow server refuses the admin (its user database has another password)."""
-    r = http_get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10,
-                 auth=(creds.mlflow_user, creds.mlflow_password))
+    r = http_get(
+        f"{url}/api/2.0/mlflow/experiments/search?max_results=1",
+        timeout=10,
+        auth=(creds.mlflow_user, creds.mlflow_password),
+    )
     if r is None or r.status_code != 200:
         raise StackError(
             f"the MLflow server refuses user '{creds.mlflow_user}' with MLFLOW_TRACKING_PASSWORD "
             f"(HTTP {getattr(r, 'status_code', 'no answer')}): its user database {home / 'mlflow-auth.db'} was "
             f"made with another password. Use that password, change it through MLflow's update-password API, "
-            f"or delete the file to start a new user database; see {svc.log_path}")
+            f"or delete the file to start a new user database; see {svc.log_path}"
+        )
 
 
-def serve_service(prefect_api: str, mlflow_uri: str, home: Path, root: Path, config: str | None = None,
-                  timezone: str | None = None, extra_env: dict[str, str] | None = None) -> Service:
+def serve_service(
+    prefect_api: str,
+    mlflow_uri: str,
+    home: Path,
+    root: Path,
+    config: str | None = None,
+    timezone: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Service:
     """The process that registers the deployments and runs what the Prefect UI or a schedule asks for."""
-    env = base_env() | {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_uri,
-                         "PREFECT_HOME": str(home / "prefect")} | (extra_env or {})
-    argv = [sys.executable, "-m", "flows.deployments", "--exit-with-parent"] \
-        + (["--config", config] if config else []) \
+    env = (
+        base_env()
+        | {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_uri, "PREFECT_HOME": str(home / "prefect")}
+        | (extra_env or {})
+    )
+    argv = (
+        [sys.executable, "-m", "flows.deployments", "--exit-with-parent"]
+        + (["--config", config] if config else [])
         + (["--timezone", timezone] if timezone else [])
+    )
     return Service("serve", argv, env, None, home / "logs" / "serve.log", root)
 
 
 class Stack:
     """The embedded stack: start it, use its URLs, stop it (also as a context manager)."""
 
-    def __init__(self, root: Path | str = ".", home: Path | str | None = None, host: str = "127.0.0.1",
-                 prefect_port: int = DEFAULT_PREFECT_PORT, mlflow_port: int = DEFAULT_MLFLOW_PORT,
-                 store: Path | str | None = None, config: str | None = None, timezone: str | None = None,
-                 serve: bool = True, serve_env: dict[str, str] | None = None,
-                 credentials: Credentials | None = None):
+    def __init__(
+        self,
+        root: Path | str = ".",
+        home: Path | str | None = None,
+        host: str = "127.0.0.1",
+        prefect_port: int = DEFAULT_PREFECT_PORT,
+        mlflow_port: int = DEFAULT_MLFLOW_PORT,
+        store: Path | str | None = None,
+        config: str | None = None,
+        timezone: str | None = None,
+        serve: bool = True,
+        serve_env: dict[str, str] | None = None,
+        credentials: Credentials | None = None,
+    ):
         from tasks.registry.tracking import store_dir
 
         self.root = Path(root).resolve()
@@ -208,12 +273,14 @@ class Stack:
         c = self.credentials
         return (c.prefect_user, c.prefect_password) if c else None
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> "Stack":
+    def start(self, timeout: float = START_TIMEOUT_S) -> Stack:
         """Start the servers side by side, wait for health, then serve the deployments and wait for that."""
         from flows.deployments import DEPLOYMENT_NAMES
 
-        servers = [prefect_service(self.home, self.host, self.prefect_port, self.root, self.credentials),
-                   mlflow_service(self.store, self.host, self.mlflow_port, self.root, self.home, self.credentials)]
+        servers = [
+            prefect_service(self.home, self.host, self.prefect_port, self.root, self.credentials),
+            mlflow_service(self.store, self.host, self.mlflow_port, self.root, self.home, self.credentials),
+        ]
         try:
             for svc in servers:
                 start_service(svc)
@@ -222,9 +289,10 @@ class Stack:
             if self.credentials:
                 check_mlflow_login(servers[1], self.mlflow_url, self.credentials, self.home)
             if self.serve:
-                svc = serve_service(self.prefect_api, self.mlflow_url, self.home, self.root, self.config,
-                                    self.timezone, self.serve_env)
-                since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+                svc = serve_service(
+                    self.prefect_api, self.mlflow_url, self.home, self.root, self.config, self.timezone, self.serve_env
+                )
+                since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
                 start_service(svc)
                 self.services.insert(0, svc)  # first to stop: it pauses schedules through a live API
                 wait_served(svc, self.prefect_api, DEPLOYMENT_NAMES, since, timeout, self.prefect_auth)
@@ -250,22 +318,28 @@ class Stack:
             ensure_alive(svc)
 
     def describe(self) -> str:
-        lines = [f"Prefect UI:   {self.prefect_url}   (API {self.prefect_api})",
-                 f"MLflow UI:    {self.mlflow_url}   (store {self.store})"]
+        lines = [
+            f"Prefect UI:   {self.prefect_url}   (API {self.prefect_api})",
+            f"MLflow UI:    {self.mlflow_url}   (store {self.store})",
+        ]
         if self.serve:
             from flows.deployments import DEPLOYMENT_NAMES
 
             lines.append(f"deployments:  {', '.join(DEPLOYMENT_NAMES)}  (run them from the Prefect UI)")
         if self.credentials:
-            lines.append(f"login:        Prefect '{self.credentials.prefect_user}' (the UI asks for user:password), "
-                         f"MLflow '{self.credentials.mlflow_user}'; clients pass {', '.join(CREDENTIAL_VARS)}")
+            lines.append(
+                f"login:        Prefect '{self.credentials.prefect_user}' (the UI asks for user:password), "
+                f"MLflow '{self.credentials.mlflow_user}'; clients pass {', '.join(CREDENTIAL_VARS)}"
+            )
         else:
             lines.append("login:        none (loopback only; set credentials to require a login)")
-        lines += [f"logs:         {self.home / 'logs'}",
-                  f"clients:      export PREFECT_API_URL={self.prefect_api} MLFLOW_TRACKING_URI={self.mlflow_url}"]
+        lines += [
+            f"logs:         {self.home / 'logs'}",
+            f"clients:      export PREFECT_API_URL={self.prefect_api} MLFLOW_TRACKING_URI={self.mlflow_url}",
+        ]
         return "\n".join(lines)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

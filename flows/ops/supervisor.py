@@ -8,6 +8,7 @@ running. Only the standard library is imported at module level: `ftflow --help` 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -70,8 +71,10 @@ def pick_port(host: str, port: int, option: str) -> int:
     if port == 0:
         return free_port(host)
     if port_in_use(host, port):
-        raise StackError(f"port {port} on {host} is in use (another server, or an earlier `ftflow up`?); "
-                         f"stop it or choose another with {option} N ({option} 0 picks a free one)")
+        raise StackError(
+            f"port {port} on {host} is in use (another server, or an earlier `ftflow up`?); "
+            f"stop it or choose another with {option} N ({option} 0 picks a free one)"
+        )
     return port
 
 
@@ -96,9 +99,16 @@ def _die_with_parent() -> None:
 def start_service(svc: Service) -> None:
     svc.log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(svc.log_path, "ab") as log:
-        svc.proc = subprocess.Popen(svc.argv, env=svc.env, cwd=svc.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+        svc.proc = subprocess.Popen(
+            svc.argv,
+            env=svc.env,
+            cwd=svc.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
 
 def http_get(url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None):
@@ -130,8 +140,9 @@ def wait_healthy(services: list[Service], timeout: float = START_TIMEOUT_S) -> N
 
 def ensure_alive(svc: Service) -> None:
     if svc.proc is not None and svc.proc.poll() is not None:
-        raise StackError(f"{svc.name} exited with code {svc.proc.returncode}; last lines of {svc.log_path}:\n"
-                         f"{svc.log_tail()}")
+        raise StackError(
+            f"{svc.name} exited with code {svc.proc.returncode}; last lines of {svc.log_path}:\n{svc.log_tail()}"
+        )
 
 
 def read_deployment(prefect_api: str, full_name: str, auth: tuple[str, str] | None = None) -> dict | None:
@@ -140,8 +151,14 @@ def read_deployment(prefect_api: str, full_name: str, auth: tuple[str, str] | No
     return r.json() if r is not None and r.status_code == 200 else None
 
 
-def wait_served(svc: Service, prefect_api: str, names: list[str], since: dt.datetime,
-                timeout: float = START_TIMEOUT_S, auth: tuple[str, str] | None = None) -> None:
+def wait_served(
+    svc: Service,
+    prefect_api: str,
+    names: list[str],
+    since: dt.datetime,
+    timeout: float = START_TIMEOUT_S,
+    auth: tuple[str, str] | None = None,
+) -> None:
     """Block until the serving process has registered every deployment and polled for their runs."""
     deadline = time.monotonic() + timeout
     pending = list(names)
@@ -188,16 +205,12 @@ def stop_service(svc: Service, grace: float = STOP_GRACE_S) -> None:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _quietly(fn) -> None:
     import psutil
 
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):  # gone already, or not ours to signal
         fn()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone already, or not ours to signal
-        pass

@@ -28,11 +28,13 @@ STARTUP_TIMEOUT_S = 120.0  # a busy 2-core machine needs more than Prefect's 20 
 
 def die_with_parent(parent_pid: int):
     """A preexec function: SIGTERM this child when the process that started it ends (Linux)."""
+
     def set_signal() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent_pid:  # the parent died before the signal was armed
             os._exit(1)
+
     return set_signal
 
 
@@ -41,19 +43,42 @@ def start_server(env_settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
     import prefect
 
     port = free_port()
-    env = {**os.environ, **env_settings, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-           "PREFECT__SERVER_FINAL": "1"}
+    env = {
+        **os.environ,
+        **env_settings,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "error", "--lifespan", "on"],
-        env=env, preexec_fn=die_with_parent(os.getpid()))  # noqa: PLW1509 (prctl must run in the child)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(prefect.__module_path__.parent),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ],
+        env=env,
+        preexec_fn=die_with_parent(os.getpid()),
+    )
     api = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the temporary Prefect server exited with code {proc.returncode} before it was "
-                               f"ready; its output is above. Or set PREFECT_API_URL to a running server")
+            raise RuntimeError(
+                f"the temporary Prefect server exited with code {proc.returncode} before it was "
+                f"ready; its output is above. Or set PREFECT_API_URL to a running server"
+            )
         try:
             with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
                 if r.status == 200:
@@ -62,8 +87,10 @@ def start_server(env_settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(0.2)
     stop_server(proc)
-    raise RuntimeError(f"the temporary Prefect server on port {port} was not ready after {STARTUP_TIMEOUT_S:.0f} s; "
-                       f"set PREFECT_API_URL to a running server (`prefect server start`) and try again")
+    raise RuntimeError(
+        f"the temporary Prefect server on port {port} was not ready after {STARTUP_TIMEOUT_S:.0f} s; "
+        f"set PREFECT_API_URL to a running server (`prefect server start`) and try again"
+    )
 
 
 def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:

@@ -10,8 +10,15 @@ import signal
 import sys
 import time
 
-from flows.ops.stack import (DEFAULT_HOME, DEFAULT_MLFLOW_PORT, DEFAULT_PREFECT_PORT, HOW_TO_SET, Stack,
-                             is_loopback, read_credentials)
+from flows.ops.stack import (
+    DEFAULT_HOME,
+    DEFAULT_MLFLOW_PORT,
+    DEFAULT_PREFECT_PORT,
+    HOW_TO_SET,
+    Stack,
+    is_loopback,
+    read_credentials,
+)
 from flows.ops.supervisor import StackError
 
 
@@ -36,9 +43,11 @@ def check_up_args(args) -> None:
         load_config(args.config)
     creds = read_credentials()
     if creds is None and not is_loopback(args.host):
-        raise ValueError(f"--host {args.host} opens both servers to every machine that reaches this one, and "
-                         f"anyone could run flows that read files on this host or move the champion; set "
-                         f"credentials first and both servers require them: {HOW_TO_SET}")
+        raise ValueError(
+            f"--host {args.host} opens both servers to every machine that reaches this one, and "
+            f"anyone could run flows that read files on this host or move the champion; set "
+            f"credentials first and both servers require them: {HOW_TO_SET}"
+        )
     try:
         zoneinfo.ZoneInfo(args.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -56,11 +65,17 @@ def cmd_up(args) -> int:
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
     try:
-        stack = Stack(home=args.home, host=args.host, prefect_port=args.prefect_port,
-                      mlflow_port=args.mlflow_port, config=args.config, timezone=args.timezone,
-                      serve=not args.no_serve, credentials=read_credentials())
-        print(f"starting Prefect server, MLflow server{' and the deployments' if stack.serve else ''} ...",
-              flush=True)
+        stack = Stack(
+            home=args.home,
+            host=args.host,
+            prefect_port=args.prefect_port,
+            mlflow_port=args.mlflow_port,
+            config=args.config,
+            timezone=args.timezone,
+            serve=not args.no_serve,
+            credentials=read_credentials(),
+        )
+        print(f"starting Prefect server, MLflow server{' and the deployments' if stack.serve else ''} ...", flush=True)
         stack.start()
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -87,16 +102,25 @@ def cmd_up(args) -> int:
 
 def add_up_command(sub) -> None:
     """Register `ftflow up` on the CLI's sub-parsers."""
-    sp = sub.add_parser("up", help="start the Prefect UI, the MLflow UI and the served deployments; Ctrl-C stops all",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sp.add_argument("--config", default=None,
-                    help="YAML config whose values are the deployments' default parameters (the Prefect UI's form); "
-                    "the project's configs/quickstart.yaml when omitted")
+    sp = sub.add_parser(
+        "up",
+        help="start the Prefect UI, the MLflow UI and the served deployments; Ctrl-C stops all",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sp.add_argument(
+        "--config",
+        default=None,
+        help="YAML config whose values are the deployments' default parameters (the Prefect UI's form); "
+        "the project's configs/quickstart.yaml when omitted",
+    )
     sp.add_argument("--timezone", default="UTC", help="IANA time zone of the nightly 02:00 run, e.g. Europe/Berlin")
-    sp.add_argument("--host", default="127.0.0.1",
-                    help="interface the servers listen on; any but loopback needs credentials "
-                         "(PREFECT_API_AUTH_STRING=user:password, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), "
-                         "which both servers then require")
+    sp.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface the servers listen on; any but loopback needs credentials "
+        "(PREFECT_API_AUTH_STRING=user:password, MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD), "
+        "which both servers then require",
+    )
     sp.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT, help="Prefect port; 0 picks a free one")
     sp.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT, help="MLflow port; 0 picks a free one")
     sp.add_argument("--home", default=DEFAULT_HOME, help="folder for the Prefect database and the logs")

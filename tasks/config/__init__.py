@@ -13,8 +13,30 @@ from tasks.config.pipeline import PipelineConfig
 from tasks.config.sources import SourceConfig
 from tasks.config.training import DistributedConfig, SearchConfig, SearchParam, TrainingConfig
 
-__all__ = ["NAME_PATTERN", "CleanConfig", "ConfigError", "DataConfig", "DecisionConfig", "DistributedConfig",
-           "ExportConfig", "MaxF1Target", "MinPrecisionTarget", "ModelConfig", "MonitoringConfig", "PipelineConfig",
-           "RegistryConfig", "SearchConfig", "SearchParam", "SourceConfig", "SplitConfig", "TaskKind",
-           "TrainingConfig", "ValidationConfig", "apply_overrides", "char_cap", "check_name", "flatten_config",
-           "load_config"]
+__all__ = [
+    "NAME_PATTERN",
+    "CleanConfig",
+    "ConfigError",
+    "DataConfig",
+    "DecisionConfig",
+    "DistributedConfig",
+    "ExportConfig",
+    "MaxF1Target",
+    "MinPrecisionTarget",
+    "ModelConfig",
+    "MonitoringConfig",
+    "PipelineConfig",
+    "RegistryConfig",
+    "SearchConfig",
+    "SearchParam",
+    "SourceConfig",
+    "SplitConfig",
+    "TaskKind",
+    "TrainingConfig",
+    "ValidationConfig",
+    "apply_overrides",
+    "char_cap",
+    "check_name",
+    "flatten_config",
+    "load_config",
+]

@@ -13,8 +13,10 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 def check_name(value: str, field: str) -> str:
     """`value` when it is a safe name (letters, digits, '.', '_', '-'; starts with a letter or digit)."""
     if not NAME_PATTERN.fullmatch(value or ""):
-        raise ValueError(f"{field} {value!r} may hold only letters, digits, '.', '_' and '-' (starting with a "
-                         f"letter or digit, at most 128), so it cannot name a path outside run_dir; e.g. 'my-model.v2'")
+        raise ValueError(
+            f"{field} {value!r} may hold only letters, digits, '.', '_' and '-' (starting with a "
+            f"letter or digit, at most 128), so it cannot name a path outside run_dir; e.g. 'my-model.v2'"
+        )
     return value
 
 

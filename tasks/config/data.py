@@ -33,8 +33,11 @@ class CleanConfig(Section):
     drop_conflicts: bool = Field(True, description="drop texts that appear with different labels")
     drop_leakage: bool = Field(True, description="drop validation/test rows whose text is also in train")
     max_chars: int | None = Field(
-        None, gt=0, description="texts longer than this (in characters) are quarantined; empty: no cap for "
-                                "classification and regression, 10,000 for pair classification and NER")
+        None,
+        gt=0,
+        description="texts longer than this (in characters) are quarantined; empty: no cap for "
+        "classification and regression, 10,000 for pair classification and NER",
+    )
     augment: bool = Field(False, description="EDA-style augmentation (random swap, deletion) of train")
     augment_copies: int = Field(1, ge=1, le=8, description="augmented copies per training row")
 
@@ -48,8 +51,11 @@ class ValidationConfig(Section):
     )
     warn_class_rows: int = Field(30, ge=0, description="warning: names each class with fewer train rows than this")
     max_chars: int | None = Field(
-        None, gt=0, description="upper bound on text length in characters; empty: none for classification and "
-                                "regression, 10,000 for pair classification and NER")
+        None,
+        gt=0,
+        description="upper bound on text length in characters; empty: none for classification and "
+        "regression, 10,000 for pair classification and NER",
+    )
     fail_on_warning: bool = Field(False, description="treat warning-level expectations as critical")
 
 
@@ -67,8 +73,8 @@ class DataConfig(Section):
     extra_sources: list[SourceConfig] = Field(
         default_factory=list,
         description="more sources appended to `source`, e.g. [{kind: feedback}] for the corrected labels of "
-                    "served predictions; same columns as `source` (feedback rows come as text/label), same "
-                    "cleaning and stable hash splits",
+        "served predictions; same columns as `source` (feedback rows come as text/label), same "
+        "cleaning and stable hash splits",
     )
     task: TaskKind = Field("classification", description="classification | pair_classification | regression | ner")
     text_column: str = Field("text", description="column holding the text (the first text for pairs)")
@@ -82,15 +88,13 @@ class DataConfig(Section):
     label_map: dict[str, str] | None = Field(
         None, description="rename labels before anything else sees them, e.g. {Positive: positive, pos: positive}"
     )
-    max_rows: int | None = Field(
-        None, gt=0, description="use at most this many rows (a stable sample), for quick runs"
-    )
+    max_rows: int | None = Field(None, gt=0, description="use at most this many rows (a stable sample), for quick runs")
     splits: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
 
     @model_validator(mode="after")
-    def _check_pairs(self) -> "DataConfig":
+    def _check_pairs(self) -> DataConfig:
         if self.task == "pair_classification" and not self.text_pair_column:
             raise ValueError("task 'pair_classification' needs data.text_pair_column")
         return self

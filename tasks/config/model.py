@@ -20,23 +20,29 @@ class ModelConfig(Section):
     max_length: int = Field(128, ge=8, le=4096, description="longest tokenised input; longer is truncated")
     label_all_subtokens: bool = Field(False, description="NER: label every sub-token, not only the first")
     long_text: Literal["truncate", "chunk"] = Field(
-        "truncate", description="texts longer than max_length tokens: truncate (read the start only) or chunk "
-                                "(windows of max_length tokens; a document's answer aggregates its windows' logits)")
+        "truncate",
+        description="texts longer than max_length tokens: truncate (read the start only) or chunk "
+        "(windows of max_length tokens; a document's answer aggregates its windows' logits)",
+    )
     stride: int | None = Field(
-        None, ge=0, description="chunk: tokens shared by consecutive windows; empty: max_length // 4")
-    aggregate: Literal["mean", "max"] = Field("mean", description="chunk: a document's logits are the mean or "
-                                                                   "the max of its windows' logits")
+        None, ge=0, description="chunk: tokens shared by consecutive windows; empty: max_length // 4"
+    )
+    aggregate: Literal["mean", "max"] = Field(
+        "mean", description="chunk: a document's logits are the mean or the max of its windows' logits"
+    )
 
     def window_stride(self) -> int:
         """The overlap of consecutive windows in tokens (the configured stride, else max_length // 4)."""
         return self.max_length // 4 if self.stride is None else self.stride
 
     @model_validator(mode="after")
-    def _check_stride(self) -> "ModelConfig":
+    def _check_stride(self) -> ModelConfig:
         if self.window_stride() > self.max_length // 2:
-            raise ValueError(f"model.stride = {self.stride} is more than half of model.max_length "
-                             f"({self.max_length}); windows would mostly repeat each other: use at most "
-                             f"{self.max_length // 2}")
+            raise ValueError(
+                f"model.stride = {self.stride} is more than half of model.max_length "
+                f"({self.max_length}); windows would mostly repeat each other: use at most "
+                f"{self.max_length // 2}"
+            )
         return self
 
 
@@ -47,8 +53,12 @@ class ExportConfig(Section):
     opset: int = Field(17, ge=11)
     quantize: bool = Field(True, description="also write a dynamic int8 model")
     optimize: bool = Field(False, description="apply ONNX Runtime's transformer graph optimisation")
-    parity_atol: float = Field(1e-4, gt=0, description="largest allowed probability (regression: value) difference, "
-                               "ONNX through the inference core vs PyTorch, on the test split")
+    parity_atol: float = Field(
+        1e-4,
+        gt=0,
+        description="largest allowed probability (regression: value) difference, "
+        "ONNX through the inference core vs PyTorch, on the test split",
+    )
     int8_max_metric_drop: float = Field(0.01, ge=0, description="int8 may lose at most this much of the metric")
 
 
@@ -76,9 +86,13 @@ def _threshold_form(value: Any) -> str | None:
 
 ThresholdRule = Annotated[
     Annotated[Annotated[float, Field(gt=0, lt=1)], Tag("number")]
-    | Annotated[MaxF1Target, Tag("MaxF1Target")] | Annotated[MinPrecisionTarget, Tag("MinPrecisionTarget")],
-    Discriminator(_threshold_form, custom_error_type="threshold_form", custom_error_message=(
-        "give a number between 0 and 1, {max_f1: LABEL} or {min_precision: P, label: LABEL}")),
+    | Annotated[MaxF1Target, Tag("MaxF1Target")]
+    | Annotated[MinPrecisionTarget, Tag("MinPrecisionTarget")],
+    Discriminator(
+        _threshold_form,
+        custom_error_type="threshold_form",
+        custom_error_message=("give a number between 0 and 1, {max_f1: LABEL} or {min_precision: P, label: LABEL}"),
+    ),
 ]
 
 
@@ -90,8 +104,12 @@ class DecisionConfig(Section):
     """
 
     calibration: Literal["temperature", "none"] = Field(
-        "temperature", description="temperature: fit one temperature on validation (NLL), so served "
-                                   "probabilities are calibrated; none: plain softmax")
+        "temperature",
+        description="temperature: fit one temperature on validation (NLL), so served "
+        "probabilities are calibrated; none: plain softmax",
+    )
     threshold: ThresholdRule | None = Field(
-        None, description="binary classifiers: null (argmax), a number (the second label is positive when its "
-                          "probability >= it), {max_f1: LABEL} or {min_precision: 0.99, label: LABEL}")
+        None,
+        description="binary classifiers: null (argmax), a number (the second label is positive when its "
+        "probability >= it), {max_f1: LABEL} or {min_precision: 0.99, label: LABEL}",
+    )

@@ -23,8 +23,10 @@ from tasks.labels import allowed_losses
 class PipelineConfig(Section):
     """Everything one fine-tuning run needs."""
 
-    name: str = Field("quickstart", description="name of this configuration; used in run names and run "
-                                                "folders (letters, digits, '.', '_', '-')")
+    name: str = Field(
+        "quickstart",
+        description="name of this configuration; used in run names and run folders (letters, digits, '.', '_', '-')",
+    )
     run_dir: str = Field("runs", description="folder holding one sub-folder per run")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -41,7 +43,7 @@ class PipelineConfig(Section):
         return check_name(v, "name")
 
     @model_validator(mode="after")
-    def _check_loss_fits_task(self) -> "PipelineConfig":
+    def _check_loss_fits_task(self) -> PipelineConfig:
         t, task = self.training, self.data.task
         allowed = allowed_losses(task)
         if t.loss not in allowed:
@@ -51,31 +53,37 @@ class PipelineConfig(Section):
         if task == "regression" and (t.class_weights not in (None, "auto") or t.focal_alpha is not None):
             raise ValueError("training.class_weights / focal_alpha need a classification task, not regression")
         if t.label_smoothing and (task == "regression" or t.loss == "focal"):
-            raise ValueError("training.label_smoothing applies to cross-entropy; "
-                             f"set it to 0 for {'regression' if task == 'regression' else 'the focal loss'}")
+            raise ValueError(
+                "training.label_smoothing applies to cross-entropy; "
+                f"set it to 0 for {'regression' if task == 'regression' else 'the focal loss'}"
+            )
         return self
 
     @model_validator(mode="after")
-    def _check_threshold_fits_task(self) -> "PipelineConfig":
+    def _check_threshold_fits_task(self) -> PipelineConfig:
         if self.decision.threshold is not None and self.data.task not in ("classification", "pair_classification"):
-            raise ValueError(f"decision.threshold applies to binary classifiers, not data.task '{self.data.task}'; "
-                             "set it to null")
+            raise ValueError(
+                f"decision.threshold applies to binary classifiers, not data.task '{self.data.task}'; set it to null"
+            )
         return self
 
     @model_validator(mode="after")
-    def _check_long_text_fits_task(self) -> "PipelineConfig":
+    def _check_long_text_fits_task(self) -> PipelineConfig:
         if self.model.long_text == "chunk" and self.data.task not in UNCAPPED_TASKS:
-            raise ValueError(f"model.long_text 'chunk' reads long documents for classification and regression, "
-                             f"not {self.data.task}; set model.long_text to truncate")
+            raise ValueError(
+                f"model.long_text 'chunk' reads long documents for classification and regression, "
+                f"not {self.data.task}; set model.long_text to truncate"
+            )
         return self
 
     @model_validator(mode="after")
-    def _check_search_space(self) -> "PipelineConfig":
+    def _check_search_space(self) -> PipelineConfig:
         searchable = sorted(set(TrainingConfig.model_fields) - {"distributed", "use_cpu", "seed"})
         unknown = [k for k in self.search.space if k not in searchable]
         if unknown:
-            raise ValueError(f"search.space has {unknown}, which are not training fields; searchable: "
-                             f"{', '.join(searchable)}")
+            raise ValueError(
+                f"search.space has {unknown}, which are not training fields; searchable: {', '.join(searchable)}"
+            )
         return self
 
     def digest(self) -> str:

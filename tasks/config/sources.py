@@ -29,9 +29,12 @@ class SourceConfig(Section):
     revision: str | None = Field(None, description="hub dataset revision (commit or tag) to pin")
     split: str | None = Field(None, description="only this split of the source (hub, disk); all when empty")
     url: str | None = Field(
-        None, description="HTTP(S) URL of a data file (url); put secrets in ${ENV_NAME} references, e.g. ?token=${DATA_TOKEN}"
+        None,
+        description="HTTP(S) URL of a data file (url); put secrets in ${ENV_NAME} references, e.g. ?token=${DATA_TOKEN}",
     )
-    sha256: str | None = Field(None, description="expected sha256 (64 hex digits) of the downloaded file (url); required there")
+    sha256: str | None = Field(
+        None, description="expected sha256 (64 hex digits) of the downloaded file (url); required there"
+    )
     query: str | None = Field(None, description="SQL query returning one row per example (sql)")
     connection: str | None = Field(
         None, description="SQLAlchemy URL (sql), e.g. sqlite:///data.db or postgresql://reader:${DB_PASSWORD}@host/db"
@@ -40,8 +43,9 @@ class SourceConfig(Section):
         None, description="feedback: only rows this registered model answered; every logged model when empty"
     )
     log_location: str | None = Field(
-        None, description="feedback: the prediction log (folder or SQLAlchemy URL); FTFLOW_PREDICTION_LOG or "
-                          "<mlruns>/ when empty"
+        None,
+        description="feedback: the prediction log (folder or SQLAlchemy URL); FTFLOW_PREDICTION_LOG or "
+        "<mlruns>/ when empty",
     )
 
     @field_validator("sha256")
@@ -65,16 +69,18 @@ class SourceConfig(Section):
         return redact_url(v) if v else v
 
     encoding: str = Field(
-        "utf-8", description="text encoding of csv/tsv/jsonl/json/conll files, e.g. cp1252; auto detects it "
-                             "(and reports what it chose); a byte-order mark always wins"
+        "utf-8",
+        description="text encoding of csv/tsv/jsonl/json/conll files, e.g. cp1252; auto detects it "
+        "(and reports what it chose); a byte-order mark always wins",
     )
     on_bad_lines: Literal["quarantine", "error"] = Field(
-        "quarantine", description="a JSONL line that is not JSON, or a CSV/TSV row with the wrong field count: "
-                                  "quarantine it with its line number and reason, or refuse the file"
+        "quarantine",
+        description="a JSONL line that is not JSON, or a CSV/TSV row with the wrong field count: "
+        "quarantine it with its line number and reason, or refuse the file",
     )
 
     @model_validator(mode="after")
-    def _check_required(self) -> "SourceConfig":
+    def _check_required(self) -> SourceConfig:
         needs = {
             "file": ["path"],
             "disk": ["path"],

@@ -29,8 +29,9 @@ class TrainingConfig(Section):
         "auto", description="auto picks cross_entropy for classification/NER and mse for regression"
     )
     class_weights: list[float] | Literal["auto", "balanced"] | None = Field(
-        "auto", description="cross-entropy/focal class weights, 'balanced', or auto: balanced when the largest "
-                            "train class has at least 5x the rows of the smallest, else none"
+        "auto",
+        description="cross-entropy/focal class weights, 'balanced', or auto: balanced when the largest "
+        "train class has at least 5x the rows of the smallest, else none",
     )
     focal_gamma: float = Field(2.0, ge=0, description="focal loss focusing parameter")
     focal_alpha: list[float] | None = Field(None, description="focal loss per-class alpha")
@@ -43,15 +44,17 @@ class TrainingConfig(Section):
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     pad_to_max_length: bool = Field(False, description="pad every example to max_length (the old recipe)")
     mixed_precision: Literal["auto", "fp32", "no", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 autocast where the device runs it natively (GPUs from Ampere on; CPUs "
-                            "with AMX-BF16 or AVX512-BF16), else fp16 on GPUs and fp32 on CPUs; fp32 (or no) "
-                            "turns it off. Weights stay fp32"
+        "auto",
+        description="auto: bf16 autocast where the device runs it natively (GPUs from Ampere on; CPUs "
+        "with AMX-BF16 or AVX512-BF16), else fp16 on GPUs and fp32 on CPUs; fp32 (or no) "
+        "turns it off. Weights stay fp32",
     )
     gradient_checkpointing: bool = Field(False)
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
     metric_for_best_model: str | None = Field(
-        None, description="default: f1 (classification: the positive class's F1 with two labels, macro-F1 with "
-                          "more), pearson (regression), f1 (ner)"
+        None,
+        description="default: f1 (classification: the positive class's F1 with two labels, macro-F1 with "
+        "more), pearson (regression), f1 (ner)",
     )
     logging_steps: int = Field(20, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps; per epoch when empty")
@@ -69,7 +72,7 @@ class SearchParam(Section):
     choices: list[Any] | None = Field(None, description="sample one of these values instead of a range")
 
     @model_validator(mode="after")
-    def _check_shape(self) -> "SearchParam":
+    def _check_shape(self) -> SearchParam:
         if self.choices is not None:
             if self.low is not None or self.high is not None or not self.choices:
                 raise ValueError("give either a non-empty `choices` list or `low` and `high`, not both")
@@ -84,8 +87,10 @@ class SearchParam(Section):
 
 
 def _default_space() -> dict[str, SearchParam]:
-    return {"learning_rate": SearchParam(low=2e-5, high=2e-4, log=True),
-            "warmup_ratio": SearchParam(choices=[0.0, 0.1])}
+    return {
+        "learning_rate": SearchParam(low=2e-5, high=2e-4, log=True),
+        "warmup_ratio": SearchParam(choices=[0.0, 0.1]),
+    }
 
 
 class SearchConfig(Section):
@@ -96,13 +101,16 @@ class SearchConfig(Section):
         default_factory=_default_space,
         description="training field -> {low, high, log} or {choices}; e.g. learning_rate: {low: 1e-5, high: 1e-4, log: true}",
     )
-    metric: str | None = Field(None, description="validation metric to optimise; default training.metric_for_best_model")
+    metric: str | None = Field(
+        None, description="validation metric to optimise; default training.metric_for_best_model"
+    )
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="default: minimize for losses and errors (loss, mse, rmse, mae), else maximize"
     )
     trial_epochs: float | None = Field(None, gt=0, description="epochs per trial; default training.epochs")
     trial_max_rows: int | None = Field(None, gt=0, description="train rows per trial (a stable sample); default all")
     prune: bool = Field(
-        True, description="stop a trial early when its validation score after an evaluation is below the median "
-                          "of earlier trials at the same evaluation (Optuna's median pruner; in-process trials)"
+        True,
+        description="stop a trial early when its validation score after an evaluation is below the median "
+        "of earlier trials at the same evaluation (Optuna's median pruner; in-process trials)",
     )

@@ -27,9 +27,23 @@ from tasks.config import DataConfig, SourceConfig
 
 TASKS_DIR = Path(__file__).resolve().parents[1]
 # The code whose change must invalidate a cached data stage.
-CODE_FILES = ("data/collect.py", "data/readers.py", "data/sources.py", "data/clean.py", "data/validate.py",
-              "data/gx_suite.py", "data/cache.py", "io.py", "config/base.py", "config/sources.py", "config/data.py",
-              "secrets.py", "labels.py", "inference/normalize.py", "results.py")
+CODE_FILES = (
+    "data/collect.py",
+    "data/readers.py",
+    "data/sources.py",
+    "data/clean.py",
+    "data/validate.py",
+    "data/gx_suite.py",
+    "data/cache.py",
+    "io.py",
+    "config/base.py",
+    "config/sources.py",
+    "config/data.py",
+    "secrets.py",
+    "labels.py",
+    "inference/normalize.py",
+    "results.py",
+)
 # The sub-folder of `run_dir/data` each stage writes.
 STAGE_FOLDERS = {"collect": "raw", "clean": "clean", "validate": "validation"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -104,14 +118,15 @@ def stage_key(stage: str, upstream: str | None, data: DataConfig) -> str | None:
 def relocate(value, old: str, new: str):
     """Every string path under `old` inside a (nested) result, rewritten to lie under `new`."""
     if dataclasses.is_dataclass(value):  # a stage's typed result (tasks/results.py): a copy with the new paths
-        return dataclasses.replace(value, **{f.name: relocate(getattr(value, f.name), old, new)
-                                             for f in dataclasses.fields(value)})
+        return dataclasses.replace(
+            value, **{f.name: relocate(getattr(value, f.name), old, new) for f in dataclasses.fields(value)}
+        )
     if isinstance(value, dict):
         return {k: relocate(v, old, new) for k, v in value.items()}
     if isinstance(value, list):
         return [relocate(v, old, new) for v in value]
     if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
-        return new + value[len(old):]
+        return new + value[len(old) :]
     return value
 
 

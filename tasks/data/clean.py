@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tasks.data.readers import LINE_CONTENT, PARSE_ERROR
 from tasks.config import DataConfig, char_cap
+from tasks.data.readers import LINE_CONTENT, PARSE_ERROR
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
 from tasks.labels import entity_types, is_bio_tag, tag_set
@@ -97,8 +97,9 @@ def row_keys(df: pd.DataFrame, task: str) -> pd.Series:
 def hash_unit(keys: pd.Series, salt: int) -> np.ndarray:
     """Map each key to [0, 1) deterministically: the same text always gets the same number."""
     # categorize=False gives the same hashes as the default without factorising first (2x faster).
-    hashed = pd.util.hash_array(keys.astype(str).to_numpy(dtype=object), hash_key=f"{salt:016d}"[-16:],
-                                categorize=False)
+    hashed = pd.util.hash_array(
+        keys.astype(str).to_numpy(dtype=object), hash_key=f"{salt:016d}"[-16:], categorize=False
+    )
     return hashed.astype(np.float64) / float(2**64)
 
 
@@ -110,8 +111,9 @@ def assign_splits(df: pd.DataFrame, keys: pd.Series, cfg: DataConfig, usable: np
     """
     sp = cfg.splits
     u = hash_unit(keys, sp.seed)
-    hashed = np.where(u < sp.test_fraction, "test",
-                      np.where(u < sp.test_fraction + sp.validation_fraction, "validation", "train"))
+    hashed = np.where(
+        u < sp.test_fraction, "test", np.where(u < sp.test_fraction + sp.validation_fraction, "validation", "train")
+    )
     if "split" in df.columns and sp.use_source_splits:
         # Rows without a source split (feedback appended to a split source) take their hashed split.
         split = df["split"].where(df["split"].notna(), pd.Series(hashed, index=df.index)).astype(str)
@@ -205,11 +207,10 @@ def select_sampled_out(keys: pd.Series, kept: np.ndarray, cfg: DataConfig) -> np
     if not cfg.max_rows or len(pos) <= cfg.max_rows:
         return np.zeros(len(kept), dtype=bool)
     order = np.argsort(hash_unit(keys.iloc[pos], cfg.splits.seed + 1), kind="stable")
-    return mark(len(kept), pos[order[cfg.max_rows:]])
+    return mark(len(kept), pos[order[cfg.max_rows :]])
 
 
-def apply_set_rules(keys: pd.Series, label_key: pd.Series, split: np.ndarray, cfg: DataConfig,
-                    rules: Rules) -> None:
+def apply_set_rules(keys: pd.Series, label_key: pd.Series, split: np.ndarray, cfg: DataConfig, rules: Rules) -> None:
     """Duplicates within a split, texts with conflicting labels, and held-out texts also in train."""
     # Exact integer codes of text and label: the rules below compare ints, not strings.
     k = pd.factorize(keys, use_na_sentinel=False)[0]
@@ -304,5 +305,12 @@ def clean_data(raw_path: str, cfg: DataConfig, run_dir: str | Path) -> CleanResu
     labels = resolve_labels(splits, cfg)
     paths = write_frames(splits, out_dir)
     write_json(out_dir / "labels.json", labels)
-    return CleanResult(dir=str(out_dir), splits=paths, quarantine=q_path, labels=labels, report=report,
-                       report_path=str(out_dir / "cleaning_report.json"), digest=digest_frames(splits))
+    return CleanResult(
+        dir=str(out_dir),
+        splits=paths,
+        quarantine=q_path,
+        labels=labels,
+        report=report,
+        report_path=str(out_dir / "cleaning_report.json"),
+        digest=digest_frames(splits),
+    )

@@ -31,12 +31,16 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         present = [c for c in df.columns if c not in ("split", PARSE_ERROR, LINE_CONTENT)]
-        field_of = {"text": "text_column", "label": "label_column", "text_pair": "text_pair_column",
-                    "tokens": "tokens_column", "tags": "tags_column"}
+        field_of = {
+            "text": "text_column",
+            "label": "label_column",
+            "text_pair": "text_pair_column",
+            "tokens": "tokens_column",
+            "tags": "tags_column",
+        }
         hints = ", ".join(f"data.{field_of[wanted[m]]}" for m in missing)
         raise DataSourceError(
-            f"column(s) {missing} not found in {origin}; columns present: {present}. "
-            f"Set {hints} to one of them."
+            f"column(s) {missing} not found in {origin}; columns present: {present}. Set {hints} to one of them."
         )
     carried = [c for c in ("split", PARSE_ERROR, LINE_CONTENT) if c in df.columns]
     out = df[list(wanted) + carried].rename(columns=wanted)
@@ -66,8 +70,13 @@ def _as_list(value) -> list[str]:
 def read_mapped(src: SourceConfig, cfg: DataConfig) -> pd.DataFrame:
     """One source read and mapped to canonical columns; feedback rows already come as text/label."""
     if src.kind == "feedback":
-        cfg = cfg.model_copy(update={"text_column": "text", "label_column": "label",
-                                     "text_pair_column": "text_pair" if cfg.text_pair_column else None})
+        cfg = cfg.model_copy(
+            update={
+                "text_column": "text",
+                "label_column": "label",
+                "text_pair_column": "text_pair" if cfg.text_pair_column else None,
+            }
+        )
     raw = read_source(src)
     df = map_columns(raw, cfg, describe_source(src))
     df.attrs["files"] = raw.attrs.get("files", [])  # what each file held and skipped, for the report
@@ -87,6 +96,12 @@ def collect_data(cfg: DataConfig, run_dir: str | Path) -> dict:
         df = df.drop(columns="split")
     out_dir = Path(run_dir) / "data" / "raw"
     paths = write_frames({"all": df}, out_dir)
-    return {"path": paths["all"], "rows": len(df), "digest": digest_frames({"all": df}), "source": origin,
-            "columns": list(df.columns), "files": files,
-            "unparseable_lines": sum(f["unparseable_lines"] for f in files)}
+    return {
+        "path": paths["all"],
+        "rows": len(df),
+        "digest": digest_frames({"all": df}),
+        "source": origin,
+        "columns": list(df.columns),
+        "files": files,
+        "unparseable_lines": sum(f["unparseable_lines"] for f in files),
+    }

@@ -16,11 +16,11 @@ from tasks.data.clean import SPLITS
 
 # Which frames each scope runs on; frames are built by `build_frames`.
 SCOPES = {
-    "rows": SPLITS,                      # each split's rows, with helper columns
-    "train": ("train",),                 # dataset-level checks on train only
-    "all_rows": ("all_rows",),           # all splits concatenated: cross-split checks (leakage)
-    "train_labels": ("train_labels",),   # one row per class (or NER tag) of train
-    "all_labels": ("all_labels",),       # one row per (split, class or tag)
+    "rows": SPLITS,  # each split's rows, with helper columns
+    "train": ("train",),  # dataset-level checks on train only
+    "all_rows": ("all_rows",),  # all splits concatenated: cross-split checks (leakage)
+    "train_labels": ("train_labels",),  # one row per class (or NER tag) of train
+    "all_labels": ("all_labels",),  # one row per (split, class or tag)
 }
 SAMPLE_LIMIT = 5
 # Label tables hold one row per class: a finding there names every offending class, not five.
@@ -47,9 +47,11 @@ def make_context(docs_dir: Path):
     context = gx.get_context(project_config=config, mode="ephemeral")
     context.add_data_docs_site(
         "local_site",
-        {"class_name": "SiteBuilder",
-         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}},
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
     )
     return context
 
@@ -78,30 +80,38 @@ def to_gx_expectation(exp: dict) -> dict:
     return {"type": exp["type"], "kwargs": exp["kwargs"], "meta": exp["meta"], "severity": exp["meta"]["severity"]}
 
 
-def run_frame(context, source, task: str, frame_name: str, frame: pd.DataFrame,
-              items: list[tuple[int, dict]], params: dict) -> list[dict]:
+def run_frame(
+    context, source, task: str, frame_name: str, frame: pd.DataFrame, items: list[tuple[int, dict]], params: dict
+) -> list[dict]:
     """Validate one frame against its expectations; return one summary row per expectation."""
     import great_expectations as gx
 
     batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add(gx.ExpectationSuite(
-        name=f"{task}.{frame_name}", expectations=[to_gx_expectation(e) for _, e in items]))
+    suite = context.suites.add(
+        gx.ExpectationSuite(name=f"{task}.{frame_name}", expectations=[to_gx_expectation(e) for _, e in items])
+    )
     positions = {gx_exp.id: pos for gx_exp, (pos, _) in zip(suite.expectations, items)}
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{task}.{frame_name}", data=batch, suite=suite))
+        gx.ValidationDefinition(name=f"{task}.{frame_name}", data=batch, suite=suite)
+    )
     # SUMMARY keeps a few offending values and their index; COMPLETE would list every row.
     limit = LABEL_SAMPLE_LIMIT if frame_name in LABEL_FRAMES else SAMPLE_LIMIT
-    result = definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=params,
-                            result_format={"result_format": "SUMMARY", "partial_unexpected_count": limit})
-    rows = [summarize_result(r, frame_name, frame, positions.get(r.expectation_config.id, 0))
-            for r in result.results]
+    result = definition.run(
+        batch_parameters={"dataframe": frame},
+        expectation_parameters=params,
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": limit},
+    )
+    rows = [summarize_result(r, frame_name, frame, positions.get(r.expectation_config.id, 0)) for r in result.results]
     return sorted(rows, key=lambda r: r["position"])
 
 
 def describe_expectation(exp_type: str, kwargs: dict) -> str:
     """`expect_x(column)`: the expectation's type and the columns it looks at."""
-    cols = kwargs.get("column") or kwargs.get("column_list") or [kwargs.get(k) for k in ("column_A", "column_B")
-                                                                  if kwargs.get(k)]
+    cols = (
+        kwargs.get("column")
+        or kwargs.get("column_list")
+        or [kwargs.get(k) for k in ("column_A", "column_B") if kwargs.get(k)]
+    )
     cols = ", ".join(cols) if isinstance(cols, list) else cols
     return f"{exp_type}({cols})" if cols else exp_type
 
@@ -116,7 +126,7 @@ def shorten(value):
         return None if np.isnan(value) else round(value, 4)
     if isinstance(value, (list, tuple)):
         shown = [shorten(v) for v in value[:12]]
-        return shown + ["..."] if len(value) > 12 else shown
+        return [*shown, "..."] if len(value) > 12 else shown
     if isinstance(value, str) and len(value) > MAX_SHOWN_CHARS:
         return value[:MAX_SHOWN_CHARS] + "..."
     return value
@@ -151,8 +161,16 @@ def summarize_result(res, frame_name: str, frame: pd.DataFrame, position: int) -
         # Metric errors arrive keyed by metric id; take the first message.
         exc = next(iter(exc.values()), {})
     unexpected = result.get("unexpected_count")
-    checked = [c for c in [kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B"),
-                           *(kwargs.get("column_list") or [])] if c]
+    checked = [
+        c
+        for c in [
+            kwargs.get("column"),
+            kwargs.get("column_A"),
+            kwargs.get("column_B"),
+            *(kwargs.get("column_list") or []),
+        ]
+        if c
+    ]
     samples: list = []
     if exc.get("raised_exception"):
         observed = "error: " + str(exc.get("exception_message")).removeprefix("Error: ")
@@ -167,9 +185,12 @@ def summarize_result(res, frame_name: str, frame: pd.DataFrame, position: int) -
     else:
         observed = None
     if not res.success and not exc.get("raised_exception"):
-        samples = sample_rows(frame, result.get("partial_unexpected_index_list") or [],
-                              checked + list(meta.get("sample_columns", [])),
-                              LABEL_SAMPLE_LIMIT if frame_name in LABEL_FRAMES else SAMPLE_LIMIT)
+        samples = sample_rows(
+            frame,
+            result.get("partial_unexpected_index_list") or [],
+            checked + list(meta.get("sample_columns", [])),
+            LABEL_SAMPLE_LIMIT if frame_name in LABEL_FRAMES else SAMPLE_LIMIT,
+        )
         if not samples and conf.type == "expect_column_unique_value_count_to_be_between" and checked:
             # A single class: show what there is instead of offending rows.
             vc = frame[checked[0]].astype(str).value_counts().head(SAMPLE_LIMIT)

@@ -18,8 +18,13 @@ class DataSourceError(ValueError):
 
 
 # A byte-order mark names its encoding: it wins over the configured one.
-_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
-         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
 # Rows that could not be parsed travel in the raw snapshot with these columns; clean quarantines them.
 PARSE_ERROR, LINE_CONTENT = "parse_error", "line_content"
 MAX_SHOWN_LINE = 500
@@ -62,13 +67,15 @@ def decode_text(data: bytes, encoding: str, path: Path) -> tuple[str, str]:
     try:
         text = data.decode(used)
     except LookupError:
-        raise DataSourceError(f"data.source.encoding '{encoding}' is not an encoding Python knows; "
-                              "use e.g. utf-8, cp1252, latin-1, utf-16, or auto") from None
+        raise DataSourceError(
+            f"data.source.encoding '{encoding}' is not an encoding Python knows; "
+            "use e.g. utf-8, cp1252, latin-1, utf-16, or auto"
+        ) from None
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         guess = detect_encoding(data)
         raise DataSourceError(
-            f"{path}:{line}: byte {data[e.start:e.start + 1].hex(' ')} (offset {e.start}) is not {used}; "
+            f"{path}:{line}: byte {data[e.start : e.start + 1].hex(' ')} (offset {e.start}) is not {used}; "
             f"set data.source.encoding to the file's encoding (it looks like {guess}) or to auto, "
             f"or re-save the file as UTF-8"
         ) from None
@@ -142,8 +149,9 @@ def parse_delimited(text: str, sep: str, path: Path) -> tuple[pd.DataFrame, list
     return df.mask(df.eq("")), bad  # an empty cell is missing, as pandas reads it
 
 
-def read_table(path: Path, fmt: str | None = None, encoding: str = "utf-8",
-               on_bad_lines: str = "quarantine") -> pd.DataFrame:
+def read_table(
+    path: Path, fmt: str | None = None, encoding: str = "utf-8", on_bad_lines: str = "quarantine"
+) -> pd.DataFrame:
     """Read one CSV/TSV/JSONL/JSON/Parquet file with errors that name the file, the line and the fix.
 
     Lines that cannot be parsed (invalid JSON, a CSV row with the wrong number of fields) come back
@@ -183,8 +191,12 @@ def read_table(path: Path, fmt: str | None = None, encoding: str = "utf-8",
 def describe_file(path: Path, df: pd.DataFrame) -> dict:
     """What reading one file gave: rows, unparseable lines, and the encoding used (None for parquet)."""
     unparseable = int(df[PARSE_ERROR].notna().sum()) if PARSE_ERROR in df.columns else 0
-    return {"file": str(path), "encoding": df.attrs.get("encoding"), "rows": len(df) - unparseable,
-            "unparseable_lines": unparseable}
+    return {
+        "file": str(path),
+        "encoding": df.attrs.get("encoding"),
+        "rows": len(df) - unparseable,
+        "unparseable_lines": unparseable,
+    }
 
 
 def read_conll(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:

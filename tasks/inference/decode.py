@@ -24,12 +24,15 @@ class Decision:
     positive: int | None = None
 
     @classmethod
-    def of_meta(cls, meta: dict) -> "Decision":
+    def of_meta(cls, meta: dict) -> Decision:
         """The rule a model folder's or bundle's finetune_flow.json records (none recorded: plain softmax, argmax)."""
         d = meta.get("decision") or {}
         label = d.get("positive_label")
-        return cls(float(d.get("temperature", 1.0)), d.get("threshold"),
-                   meta["labels"].index(label) if label is not None else None)
+        return cls(
+            float(d.get("temperature", 1.0)),
+            d.get("threshold"),
+            meta["labels"].index(label) if label is not None else None,
+        )
 
 
 PLAIN = Decision()
@@ -94,12 +97,12 @@ def decide(probs: np.ndarray, decision: Decision) -> np.ndarray:
     """Class ids from calibrated probabilities: the positive class at or above the threshold, else argmax."""
     if decision.threshold is None:
         return probs.argmax(-1).astype(np.int64)
-    return np.where(probs[:, decision.positive] >= decision.threshold, decision.positive,
-                    1 - decision.positive).astype(np.int64)
+    return np.where(probs[:, decision.positive] >= decision.threshold, decision.positive, 1 - decision.positive).astype(
+        np.int64
+    )
 
 
-def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None,
-                  decision: Decision = PLAIN) -> Scores:
+def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None, decision: Decision = PLAIN) -> Scores:
     """Scores from logits per row: [labels] per text, [1] per regression text, [words, labels] per NER row.
 
     decision: the temperature and threshold of classification models (NER and regression ignore it).
@@ -130,6 +133,6 @@ def entities_of(text: str, spans: list[tuple[int, int]], tags: list[str], probs:
         else:
             current = None
     for e in entities:
-        e["text"] = text[e["start"]:e["end"]]
+        e["text"] = text[e["start"] : e["end"]]
         e["score"] = float(np.mean(e.pop("scores")))
     return entities

@@ -22,8 +22,13 @@ DEFAULT_BATCH_SIZE = 32  # rows per ONNX Runtime call; length buckets keep the p
 class OnnxPredictor:
     """Loads a serving bundle (model.onnx or model.int8.onnx, tokenizer.json, finetune_flow.json)."""
 
-    def __init__(self, bundle_dir: str | Path, threads: int | None = None, model_file: str | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self,
+        bundle_dir: str | Path,
+        threads: int | None = None,
+        model_file: str | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
         self.dir = Path(bundle_dir)
         self.meta = read_json(self.dir / "finetune_flow.json")
         self.task: str = self.meta["task"]
@@ -53,16 +58,22 @@ class OnnxPredictor:
         lengths = [len(e.ids) for e in encodings]
         out: list[np.ndarray] = [None] * len(encodings)  # type: ignore[list-item]
         for idx in length_buckets(lengths, self.rows_per_call):
-            feed = pad_rows({"input_ids": [encodings[i].ids for i in idx],
-                             "attention_mask": [encodings[i].attention_mask for i in idx],
-                             "token_type_ids": [encodings[i].type_ids for i in idx]}, self.pad_id)
+            feed = pad_rows(
+                {
+                    "input_ids": [encodings[i].ids for i in idx],
+                    "attention_mask": [encodings[i].attention_mask for i in idx],
+                    "token_type_ids": [encodings[i].type_ids for i in idx],
+                },
+                self.pad_id,
+            )
             logits = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
             for j, i in enumerate(idx):
                 out[i] = logits[j, : lengths[i]] if self.task == "ner" else logits[j]
         return out
 
-    def score(self, texts: list[str] | None = None, pairs: list[str] | None = None,
-              words: list[list[str]] | None = None) -> Scores:
+    def score(
+        self, texts: list[str] | None = None, pairs: list[str] | None = None, words: list[list[str]] | None = None
+    ) -> Scores:
         """Answers as arrays for raw texts (with second texts for pair models), or NER rows given as words.
 
         Texts go through the clean stage's normalisation first (NER text is not normalised there,
@@ -73,8 +84,10 @@ class OnnxPredictor:
                 words = [[t[a:b] for a, b in split_words(t)] for t in texts or []]
             encodings = encode_rows(self.tokenizer, words=words)
             outside = outside_id(self.labels)
-            logits = [word_logits(row, e.word_ids, len(w), outside)
-                      for row, e, w in zip(self.run_logits(encodings), encodings, words)]
+            logits = [
+                word_logits(row, e.word_ids, len(w), outside)
+                for row, e, w in zip(self.run_logits(encodings), encodings, words)
+            ]
         else:
             if texts is None:
                 raise ValueError(f"a {self.task} model scores texts: give texts (words are for NER models)")
@@ -84,14 +97,17 @@ class OnnxPredictor:
             encodings = encode_rows(self.tokenizer, texts, pairs)
             if self.long_text.chunks:  # every window read, the document's logits aggregated: nothing cut
                 windows, doc_ids = windows_of(encodings)
-                logits = aggregate_windows(self.run_logits(windows), doc_ids, len(encodings),
-                                           self.long_text.aggregate)
-                return replace(decode_logits(self.task, logits, self.labels, self.decision),
-                               truncated=np.zeros(len(encodings), dtype=bool))
+                logits = aggregate_windows(self.run_logits(windows), doc_ids, len(encodings), self.long_text.aggregate)
+                return replace(
+                    decode_logits(self.task, logits, self.labels, self.decision),
+                    truncated=np.zeros(len(encodings), dtype=bool),
+                )
             logits = self.run_logits(encodings)
         # Truncation leaves the cut-off tokens in `overflowing`.
-        return replace(decode_logits(self.task, logits, self.labels, self.decision),
-                       truncated=np.array([bool(e.overflowing) for e in encodings], dtype=bool))
+        return replace(
+            decode_logits(self.task, logits, self.labels, self.decision),
+            truncated=np.array([bool(e.overflowing) for e in encodings], dtype=bool),
+        )
 
     def check_pairs(self, texts: list[str], pairs: list[str] | None) -> None:
         """Refuse a pair model without second texts, and second texts that do not pair up one to one."""
@@ -105,8 +121,10 @@ class OnnxPredictor:
         need = ["tokens"] if self.task == "ner" else ["text", "text_pair"] if self.needs_pairs else ["text"]
         missing = [c for c in need if c not in df.columns]
         if missing:
-            raise ValueError(f"a {self.task} model scores frames with column(s) {need}; this one lacks {missing} "
-                             f"(it has {list(df.columns)})")
+            raise ValueError(
+                f"a {self.task} model scores frames with column(s) {need}; this one lacks {missing} "
+                f"(it has {list(df.columns)})"
+            )
         if self.task == "ner":
             return self.score(words=[[str(w) for w in row] for row in df["tokens"]])
         pairs = [str(t) for t in df["text_pair"]] if "text_pair" in df.columns else None
@@ -119,11 +137,19 @@ class OnnxPredictor:
         if self.task == "ner":
             spans = [split_words(t) for t in texts]
             s = self.score(words=[[t[a:b] for a, b in sp] for t, sp in zip(texts, spans)])
-            return [{"entities": entities_of(t, sp, tags, p), "truncated": bool(cut)}
-                    for t, sp, tags, p, cut in zip(texts, spans, s.predictions, s.probabilities, s.truncated)]
+            return [
+                {"entities": entities_of(t, sp, tags, p), "truncated": bool(cut)}
+                for t, sp, tags, p, cut in zip(texts, spans, s.predictions, s.probabilities, s.truncated)
+            ]
         s = self.score(texts, pairs)
         if self.task == "regression":
             return [{"value": float(v), "truncated": bool(cut)} for v, cut in zip(s.predictions, s.truncated)]
-        return [{"label": self.labels[int(k)], "score": float(p[k]),
-                 "scores": {name: float(v) for name, v in zip(self.labels, p)}, "truncated": bool(cut)}
-                for k, p, cut in zip(s.predictions, s.probabilities, s.truncated)]
+        return [
+            {
+                "label": self.labels[int(k)],
+                "score": float(p[k]),
+                "scores": {name: float(v) for name, v in zip(self.labels, p)},
+                "truncated": bool(cut),
+            }
+            for k, p, cut in zip(s.predictions, s.probabilities, s.truncated)
+        ]

@@ -30,8 +30,9 @@ class OnnxTextModel(PythonModel):
         pairs = [str(t) for t in model_input["text_pair"]] if "text_pair" in model_input else None
         answers = self.predictor.predict(texts, pairs)
         # Nested answers (scores per label, NER entities) travel as JSON text in a flat frame.
-        return pd.DataFrame([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in a.items()}
-                             for a in answers])
+        return pd.DataFrame(
+            [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in a.items()} for a in answers]
+        )
 
 
 mlflow.models.set_model(OnnxTextModel())

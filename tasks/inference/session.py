@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 # NodeProto's op_type field as it is stored: tag 0x22 (field 4, a string), length 21, the name.
 _DYNAMIC_QUANTIZE_OP = b"\x22\x15DynamicQuantizeLinear"
 
@@ -15,8 +14,10 @@ def create_session(path: str | Path, threads: int | None = None):
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"ONNX model {path} does not exist; export the run first (the export stage "
-                                f"writes model.onnx and model.int8.onnx into RUN/onnx)")
+        raise FileNotFoundError(
+            f"ONNX model {path} does not exist; export the run first (the export stage "
+            f"writes model.onnx and model.int8.onnx into RUN/onnx)"
+        )
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
@@ -36,4 +37,3 @@ def quantises_per_call(path: str | Path) -> bool:
     # graph's nodes: the file is searched for a node whose op_type field names the op.
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         return data.find(_DYNAMIC_QUANTIZE_OP) >= 0
-

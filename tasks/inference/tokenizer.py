@@ -15,8 +15,10 @@ from tasks.io import read_json
 # emoticon, a dotted abbreviation with its final dot ("U.S."), a word with its inner apostrophes,
 # dots and hyphens ("don't", "e-mail") and a leading @, # or apostrophe ("'s"), or a run of
 # punctuation (",", "...", ":)").
-_WORD = re.compile(r"(?P<url>https?://)\S+|[:;=]-?[()DPpO/|\[\]](?!\w)|\w(?:\.\w)+\."
-                   r"|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+")
+_WORD = re.compile(
+    r"(?P<url>https?://)\S+|[:;=]-?[()DPpO/|\[\]](?!\w)|\w(?:\.\w)+\."
+    r"|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+"
+)
 _URL_TAIL = ".,;:!?)]\"'"  # punctuation that ends the sentence, not the URL
 
 
@@ -48,8 +50,10 @@ def load_tokenizer(bundle_dir: Path, max_length: int, stride: int = 0):
 
     path = bundle_dir / "tokenizer.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the serving bundle needs a fast tokenizer (tokenizer.json); "
-                                f"re-export the run with a model whose tokenizer has a fast version")
+        raise FileNotFoundError(
+            f"{path} is missing: the serving bundle needs a fast tokenizer (tokenizer.json); "
+            f"re-export the run with a model whose tokenizer has a fast version"
+        )
     tok = Tokenizer.from_file(str(path))
     # Set once here and never again: a tokenizer shared by request threads must not be reconfigured.
     tok.no_padding()
@@ -67,8 +71,9 @@ def pad_id_of(bundle_dir: Path, tokenizer) -> int:
     return 0 if pid is None else int(pid)
 
 
-def encode_rows(tokenizer, texts: list[str] | None = None, pairs: list[str] | None = None,
-                words: list[list[str]] | None = None) -> list:
+def encode_rows(
+    tokenizer, texts: list[str] | None = None, pairs: list[str] | None = None, words: list[list[str]] | None = None
+) -> list:
     """One `tokenizers.Encoding` per row: texts (with their second texts), or rows of words (NER)."""
     if words is not None:
         return tokenizer.encode_batch([list(w) for w in words], is_pretokenized=True)

@@ -46,8 +46,7 @@ def long_text_of_bundle(meta: dict) -> LongText:
     return LongText(**(meta.get("long_text") or {}))
 
 
-def aggregate_windows(logits: Sequence[np.ndarray], doc_ids: Sequence[int], n_docs: int,
-                      how: str) -> list[np.ndarray]:
+def aggregate_windows(logits: Sequence[np.ndarray], doc_ids: Sequence[int], n_docs: int, how: str) -> list[np.ndarray]:
     """Per document, the mean or the element-wise max of its windows' logits (windows in any order)."""
     if how not in ("mean", "max"):
         raise ValueError(f"aggregate must be 'mean' or 'max', got {how!r}")
@@ -56,9 +55,11 @@ def aggregate_windows(logits: Sequence[np.ndarray], doc_ids: Sequence[int], n_do
         raise ValueError(f"{len(logits)} window logits but {len(doc_ids)} document ids: give one id per window")
     counts = np.bincount(doc_ids, minlength=n_docs) if len(doc_ids) else np.zeros(n_docs, dtype=np.int64)
     if len(counts) > n_docs or (counts == 0).any():
-        raise ValueError(f"window document ids must run over 0..{n_docs - 1} and give every document a window; "
-                         f"{int((counts[:n_docs] == 0).sum())} documents lack one, "
-                         f"{int(counts[n_docs:].sum())} windows name a document past the last")
+        raise ValueError(
+            f"window document ids must run over 0..{n_docs - 1} and give every document a window; "
+            f"{int((counts[:n_docs] == 0).sum())} documents lack one, "
+            f"{int(counts[n_docs:].sum())} windows name a document past the last"
+        )
     if not n_docs:
         return []
     stacked = np.stack([np.asarray(row, dtype=np.float32) for row in logits])

@@ -44,8 +44,12 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     if len(labels) == 0:
         return 1.0
     # NLL is smooth and unimodal in log T; a bounded scalar search needs no gradient or start point.
-    found = minimize_scalar(lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
-                            bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
+    found = minimize_scalar(
+        lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
+        bounds=LOG_T_BOUNDS,
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
     return float(np.exp(found.x))
 
 
@@ -92,8 +96,9 @@ def ece_floor(probs: np.ndarray, n_bins: int = ECE_BINS, draws: int = 500, seed:
     return float((np.abs(rights - expected).sum(axis=1) / n).mean())
 
 
-def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
-                             n_bins: int = ECE_BINS) -> str:
+def plot_reliability_diagram(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = ECE_BINS
+) -> str:
     """One panel per curve name (e.g. before / after): accuracy per confidence bin against the diagonal."""
     import matplotlib
 
@@ -105,13 +110,33 @@ def plot_reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], p
     for ax, (name, (probs, labels)) in zip(axes[0], curves.items()):
         bins = reliability_bins(probs, labels, n_bins)
         used = bins["count"] > 0
-        ax.bar(edges[:-1][used], bins["accuracy"][used], width=1 / n_bins, align="edge", edgecolor="black",
-               color="tab:blue", label="accuracy")
-        ax.bar(edges[:-1][used], (bins["confidence"] - bins["accuracy"])[used], bottom=bins["accuracy"][used],
-               width=1 / n_bins, align="edge", color="tab:red", alpha=0.3, label="gap to confidence")
+        ax.bar(
+            edges[:-1][used],
+            bins["accuracy"][used],
+            width=1 / n_bins,
+            align="edge",
+            edgecolor="black",
+            color="tab:blue",
+            label="accuracy",
+        )
+        ax.bar(
+            edges[:-1][used],
+            (bins["confidence"] - bins["accuracy"])[used],
+            bottom=bins["accuracy"][used],
+            width=1 / n_bins,
+            align="edge",
+            color="tab:red",
+            alpha=0.3,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-               title=f"{name}: ECE {expected_calibration_error(probs, labels, n_bins):.4f}")
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
+            ylabel="accuracy",
+            title=f"{name}: ECE {expected_calibration_error(probs, labels, n_bins):.4f}",
+        )
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -154,8 +179,10 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: dict) -> 
     """
     pts = operating_points(scores, positive)
     if not len(pts["threshold"]):
-        raise ValueError("cannot choose a threshold on an empty validation split; give data.splits."
-                         "validation_fraction > 0 or a fixed decision.threshold")
+        raise ValueError(
+            "cannot choose a threshold on an empty validation split; give data.splits."
+            "validation_fraction > 0 or a fixed decision.threshold"
+        )
     if "max_f1" in target:
         i, met = int(np.argmax(pts["f1"])), True
     else:
@@ -165,12 +192,19 @@ def choose_threshold(scores: np.ndarray, positive: np.ndarray, target: dict) -> 
         # Recall grows as the threshold falls: the last qualifying point has the most.
         i = int(ok[-1]) if met else int(np.lexsort((pts["recall"], pts["precision"]))[-1])
         if not met:
-            log.warning("decision.threshold: no threshold reaches precision %.4f of '%s' on validation; the most "
-                        "precise one (%.4f) reaches precision %.4f at recall %.4f. Lower min_precision or give "
-                        "more validation rows.", goal, target["label"], pts["threshold"][i], pts["precision"][i],
-                        pts["recall"][i])
-    return ThresholdChoice(float(pts["threshold"][i]), float(pts["precision"][i]), float(pts["recall"][i]),
-                           float(pts["f1"][i]), met)
+            log.warning(
+                "decision.threshold: no threshold reaches precision %.4f of '%s' on validation; the most "
+                "precise one (%.4f) reaches precision %.4f at recall %.4f. Lower min_precision or give "
+                "more validation rows.",
+                goal,
+                target["label"],
+                pts["threshold"][i],
+                pts["precision"][i],
+                pts["recall"][i],
+            )
+    return ThresholdChoice(
+        float(pts["threshold"][i]), float(pts["precision"][i]), float(pts["recall"][i]), float(pts["f1"][i]), met
+    )
 
 
 def measure_threshold(scores: np.ndarray, positive: np.ndarray, threshold: float) -> ThresholdChoice:
@@ -197,26 +231,41 @@ def fit_decision(cfg, logits: np.ndarray, refs: np.ndarray, labels: list[str]) -
     logits, refs = np.asarray(logits, dtype=np.float64), np.asarray(refs, dtype=np.int64)
     temperature = fit_temperature(logits, refs) if cfg.calibration == "temperature" else 1.0
     before, after = calibrated_probabilities(logits, 1.0), calibrated_probabilities(logits, temperature)
-    fitted = {"rows": int(len(refs)),
-              "ece_before": expected_calibration_error(before, refs), "ece_after": expected_calibration_error(after, refs),
-              "nll_before": negative_log_likelihood(logits, refs), "nll_after": negative_log_likelihood(logits, refs,
-                                                                                                   temperature)}
-    record = {"calibration": cfg.calibration, "temperature": temperature, "threshold": None, "positive_label": None,
-              "rule": None, "validation": fitted}
+    fitted = {
+        "rows": len(refs),
+        "ece_before": expected_calibration_error(before, refs),
+        "ece_after": expected_calibration_error(after, refs),
+        "nll_before": negative_log_likelihood(logits, refs),
+        "nll_after": negative_log_likelihood(logits, refs, temperature),
+    }
+    record = {
+        "calibration": cfg.calibration,
+        "temperature": temperature,
+        "threshold": None,
+        "positive_label": None,
+        "rule": None,
+        "validation": fitted,
+    }
     if cfg.threshold is None:
         return record
     rule = cfg.threshold if isinstance(cfg.threshold, float) else cfg.threshold.model_dump()
     positive_label = labels[1] if isinstance(rule, float) else rule.get("max_f1", rule.get("label"))
     if len(labels) != 2:
-        raise ValueError(f"decision.threshold needs a binary classifier; this one has {len(labels)} labels "
-                         f"({labels}). Set decision.threshold to null.")
+        raise ValueError(
+            f"decision.threshold needs a binary classifier; this one has {len(labels)} labels "
+            f"({labels}). Set decision.threshold to null."
+        )
     if positive_label not in labels:
-        raise ValueError(f"decision.threshold names label '{positive_label}', which the model does not have; "
-                         f"its labels are {labels}")
+        raise ValueError(
+            f"decision.threshold names label '{positive_label}', which the model does not have; its labels are {labels}"
+        )
     pos = labels.index(positive_label)
     scores, positive = after[:, pos], refs == pos
-    choice = measure_threshold(scores, positive, rule) if isinstance(rule, float) else \
-        choose_threshold(scores, positive, rule)
+    choice = (
+        measure_threshold(scores, positive, rule)
+        if isinstance(rule, float)
+        else choose_threshold(scores, positive, rule)
+    )
     fitted.update(precision=choice.precision, recall=choice.recall, f1=choice.f1, target_met=choice.met)
     record.update(threshold=choice.threshold, positive_label=positive_label, rule=rule)
     return record

@@ -24,8 +24,8 @@ def make_tracking_callback(run_id: str | None):
 
     from transformers import TrainerCallback
 
-    from tasks.registry import tracking
     from tasks.progress import PROGRESS_RECORD, StepClock, format_eta, progress_bar
+    from tasks.registry import tracking
 
     class TrackingCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -59,11 +59,15 @@ def make_tracking_callback(run_id: str | None):
                 self.bar.set_postfix_str(f"loss={renamed['train_loss']:.4f}", refresh=False)
             # The log line keeps the summaries; per-class figures (50 classes: 200 of them) and timings go to MLflow.
             shown = {k: v for k, v in renamed.items() if not is_per_class_metric(k) and k not in EVAL_TIMINGS}
-            log.info("step %d/%d %s%s", state.global_step, state.max_steps,
-                     " ".join(f"{k}={v:.4g}" for k, v in shown.items()), eta,
-                     extra={PROGRESS_RECORD: step_line})
+            log.info(
+                "step %d/%d %s%s",
+                state.global_step,
+                state.max_steps,
+                " ".join(f"{k}={v:.4g}" for k, v in shown.items()),
+                eta,
+                extra={PROGRESS_RECORD: step_line},
+            )
             if run_id:
                 tracking.log_metrics(run_id, renamed, step=state.global_step)
 
     return TrackingCallback()
-

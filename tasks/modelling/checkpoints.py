@@ -34,17 +34,22 @@ def checkpoint_complete(folder: Path) -> bool:
         state = json.loads((folder / "trainer_state.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(state, dict) and "global_step" in state and any(
-        (folder / f).is_file() and (folder / f).stat().st_size > 0 for f in WEIGHT_FILES)
+    return (
+        isinstance(state, dict)
+        and "global_step" in state
+        and any((folder / f).is_file() and (folder / f).stat().st_size > 0 for f in WEIGHT_FILES)
+    )
 
 
 def last_checkpoint(folder: Path) -> str | None:
     """The newest complete checkpoint in `folder` (an incomplete newer one is passed over), or None."""
     if not folder.is_dir():
         return None
-    steps = sorted(((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*")
-                    if p.name.split("-")[-1].isdigit()), reverse=True)
-    for step, path in steps:
+    steps = sorted(
+        ((int(p.name.split("-")[-1]), p) for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        reverse=True,
+    )
+    for _, path in steps:
         if checkpoint_complete(path):
             return str(path)
         log.warning("checkpoint %s is incomplete (cut off while saving?); using the one before it", path)
@@ -83,4 +88,3 @@ def check_resumable(run_dir: Path, spec: dict) -> None:
             f"cannot resume in {run_dir}: its checkpoints were trained with a different {', '.join(differ)}. "
             f"Resume with the same data and model, or start a new run (or delete {run_dir / CHECKPOINTS})."
         )
-

@@ -43,7 +43,7 @@ def _classification_stat(metric: str, preds: list[int], refs: list[int], num_lab
         per_row = np.concatenate([counts["tp"], counts["pred"], counts["true"]], axis=1)
 
         def macro(s):
-            tp, n_pred, n_true = s[:, :k], s[:, k:2 * k], s[:, 2 * k:]
+            tp, n_pred, n_true = s[:, :k], s[:, k : 2 * k], s[:, 2 * k :]
             present = (n_pred + n_true) > 0
             return (_f1(tp, n_pred, n_true) * present).sum(1) / np.maximum(present.sum(1), 1)
 
@@ -58,17 +58,21 @@ def _regression_stat(metric: str, predictions: Sequence[Any], references: Sequen
     err = p - r
     # Centred for the correlation, so variances from sums of squares lose no precision to a large mean.
     p, r = p - p.mean(), r - r.mean()
-    per_row = np.stack([np.ones_like(p), p, r, p * p, r * r, p * r, err ** 2, np.abs(err)], axis=1)
+    per_row = np.stack([np.ones_like(p), p, r, p * p, r * r, p * r, err**2, np.abs(err)], axis=1)
 
     def pearson(s):
         n = s[:, 0]
-        cov = s[:, 5] / n - s[:, 1] * s[:, 2] / n ** 2
+        cov = s[:, 5] / n - s[:, 1] * s[:, 2] / n**2
         var_p, var_r = s[:, 3] / n - (s[:, 1] / n) ** 2, s[:, 4] / n - (s[:, 2] / n) ** 2
         ok = (var_p > 0) & (var_r > 0)
         return np.where(ok, cov / np.sqrt(np.where(ok, var_p * var_r, 1.0)), 0.0)  # constant: 0, as the metric
 
-    pick = {"pearson": pearson, "mse": lambda s: s[:, 6] / s[:, 0],
-            "rmse": lambda s: np.sqrt(s[:, 6] / s[:, 0]), "mae": lambda s: s[:, 7] / s[:, 0]}
+    pick = {
+        "pearson": pearson,
+        "mse": lambda s: s[:, 6] / s[:, 0],
+        "rmse": lambda s: np.sqrt(s[:, 6] / s[:, 0]),
+        "mae": lambda s: s[:, 7] / s[:, 0],
+    }
     return per_row, pick[metric]
 
 
@@ -82,15 +86,24 @@ def _ner_stat(metric: str, preds: Sequence[Sequence[str]], refs: Sequence[Sequen
         ents_p, ents_r = set(get_entities(list(p))), set(get_entities(list(r)))
         rows.append((len(ents_p & ents_r), len(ents_p), len(ents_r)))
     per_row = np.asarray(rows, dtype=float)
-    pick = {"f1": lambda s: _f1(s[:, 0], s[:, 1], s[:, 2]),
-            "precision": lambda s: np.where(s[:, 1] > 0, s[:, 0] / np.maximum(s[:, 1], 1), 0.0),
-            "recall": lambda s: np.where(s[:, 2] > 0, s[:, 0] / np.maximum(s[:, 2], 1), 0.0)}
+    pick = {
+        "f1": lambda s: _f1(s[:, 0], s[:, 1], s[:, 2]),
+        "precision": lambda s: np.where(s[:, 1] > 0, s[:, 0] / np.maximum(s[:, 1], 1), 0.0),
+        "recall": lambda s: np.where(s[:, 2] > 0, s[:, 0] / np.maximum(s[:, 2], 1), 0.0),
+    }
     return per_row, pick[metric]
 
 
-def bootstrap_interval(task: str, metric: str, predictions: Sequence[Any], references: Sequence[Any],
-                       num_labels: int = 2, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    task: str,
+    metric: str,
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    num_labels: int = 2,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of one test metric: (low, high)."""
     n = len(references)
     if n < 2:
@@ -112,8 +125,7 @@ def bootstrap_interval(task: str, metric: str, predictions: Sequence[Any], refer
             return rng.poisson(1.0, size=(size, n)).astype(float)
         return rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
 
-    scores = np.concatenate([stat(draw(min(chunk, resamples - done)) @ per_row)
-                             for done in range(0, resamples, chunk)])
+    scores = np.concatenate([stat(draw(min(chunk, resamples - done)) @ per_row) for done in range(0, resamples, chunk)])
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     return float(low), float(high)
@@ -126,7 +138,8 @@ def interval_metrics(task: str, scored: dict, labels: list[str] | None) -> dict[
     names = [primary_metric(task)] + (["accuracy"] if task in ("classification", "pair_classification") else [])
     out: dict[str, float] = {}
     for name in names:
-        low, high = bootstrap_interval(task, name, scored["predictions"], scored["references"],
-                                       num_labels=len(labels or []) or 2)
+        low, high = bootstrap_interval(
+            task, name, scored["predictions"], scored["references"], num_labels=len(labels or []) or 2
+        )
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
     return out

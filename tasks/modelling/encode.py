@@ -34,9 +34,10 @@ def resolve_model_path(name: str) -> str:
         if not (path / "config.json").exists():
             raise ModelSourceError(f"model folder '{name}' has no config.json; it must be a saved HF checkpoint")
         return str(path)
-    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
-        raise ModelSourceError(f"model folder '{name}' does not exist (working directory {os.getcwd()}); "
-                               "check model.name")
+    if name.startswith((".", "/", "~")) or (os.sep in name and name.count("/") > 1):
+        raise ModelSourceError(
+            f"model folder '{name}' does not exist (working directory {os.getcwd()}); check model.name"
+        )
     return name  # a hub id such as bert-base-uncased; needs the network or a warm HF cache
 
 
@@ -64,11 +65,15 @@ def check_model_source(name: str, revision: str | None = None) -> str:
     try:
         HfApi().model_info(name, revision=revision, timeout=15)
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-        raise ModelSourceError(f"model.name: {where} on the hub ({type(e).__name__}); check the spelling, "
-                               "model.revision, and HF_TOKEN for private models") from None
+        raise ModelSourceError(
+            f"model.name: {where} on the hub ({type(e).__name__}); check the spelling, "
+            "model.revision, and HF_TOKEN for private models"
+        ) from None
     except Exception as e:  # network errors come in many types; all mean the hub cannot be asked
-        raise ModelSourceError(f"model.name: {where} in the local cache, and the hub cannot be reached to find it "
-                               f"({type(e).__name__}: {e}); use a local folder or minilm offline") from None
+        raise ModelSourceError(
+            f"model.name: {where} in the local cache, and the hub cannot be reached to find it "
+            f"({type(e).__name__}: {e}); use a local folder or minilm offline"
+        ) from None
     return name
 
 
@@ -83,21 +88,34 @@ def load_tokenizer(path: str, revision: str | None = None):
         ) from None
 
 
-def encode_texts(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int,
-                 pad_to_max_length: bool = False, stride: int | None = None) -> dict[str, list]:
+def encode_texts(
+    tokenizer,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    pad_to_max_length: bool = False,
+    stride: int | None = None,
+) -> dict[str, list]:
     """Tokenise texts (and pairs); no padding unless asked: the collator pads per batch.
 
     With a `stride`, a long text gives every window of max_length tokens (consecutive ones sharing
     `stride` tokens), and `overflow_to_sample_mapping` names each window's text.
     """
     windows = {} if stride is None else {"stride": stride, "return_overflowing_tokens": True}
-    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length,
-                    padding="max_length" if pad_to_max_length else False, **windows)
-    return {k: enc[k] for k in enc.keys()}
+    enc = tokenizer(
+        texts,
+        pairs,
+        truncation=True,
+        max_length=max_length,
+        padding="max_length" if pad_to_max_length else False,
+        **windows,
+    )
+    return {k: enc[k] for k in enc}
 
 
-def align_word_labels(word_ids: list[int | None], word_labels: list[int], all_subtokens: bool,
-                      inside_of: dict[int, int] | None = None) -> list[int]:
+def align_word_labels(
+    word_ids: list[int | None], word_labels: list[int], all_subtokens: bool, inside_of: dict[int, int] | None = None
+) -> list[int]:
     """Give each sub-token its word's label: first sub-token only, or all of them.
 
     With all sub-tokens, `inside_of` maps a B- tag id to its I- tag id for the later sub-tokens,
@@ -117,9 +135,16 @@ def align_word_labels(word_ids: list[int | None], word_labels: list[int], all_su
     return out
 
 
-def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | None, max_length: int,
-                 pad_to_max_length: bool = False, label_all_subtokens: bool = False,
-                 stride: int | None = None) -> dict[str, list]:
+def encode_frame(
+    tokenizer,
+    df: pd.DataFrame,
+    task: str,
+    labels: list[str] | None,
+    max_length: int,
+    pad_to_max_length: bool = False,
+    label_all_subtokens: bool = False,
+    stride: int | None = None,
+) -> dict[str, list]:
     """Encode a clean split into model inputs with a `labels` column.
 
     stride (texts only): chunk long texts into windows that share `stride` tokens; each window
@@ -127,11 +152,15 @@ def encode_frame(tokenizer, df: pd.DataFrame, task: str, labels: list[str] | Non
     """
     if task == "ner":
         label2id = {name: i for i, name in enumerate(labels)}
-        enc = tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length,
-                        padding="max_length" if pad_to_max_length else False)
-        out = {k: enc[k] for k in enc.keys()}
-        inside_of = {i: label2id[inside_tag(name)] for name, i in label2id.items()
-                     if inside_tag(name) in label2id}
+        enc = tokenizer(
+            list(df["tokens"]),
+            is_split_into_words=True,
+            truncation=True,
+            max_length=max_length,
+            padding="max_length" if pad_to_max_length else False,
+        )
+        out = {k: enc[k] for k in enc}
+        inside_of = {i: label2id[inside_tag(name)] for name, i in label2id.items() if inside_tag(name) in label2id}
         out["labels"] = [
             align_word_labels(enc.word_ids(i), [label2id[t] for t in tags], label_all_subtokens, inside_of)
             for i, tags in enumerate(df["tags"])

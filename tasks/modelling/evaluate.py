@@ -19,6 +19,7 @@ every scorer applies them, and reliability_diagram.png shows the test split befo
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -81,8 +82,13 @@ def per_class_report(metrics: dict, classes: list[str]) -> pd.DataFrame:
     """Precision, recall, F1 and support per label (classification) or entity type (NER)."""
     rows = []
     for name, key in zip(classes, label_keys(classes)):
-        rows.append({"class": name, **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
-                     "support": metrics.get(f"support_{key}")})
+        rows.append(
+            {
+                "class": name,
+                **{m: metrics.get(f"{m}_{key}") for m in ("precision", "recall", "f1")},
+                "support": metrics.get(f"support_{key}"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -105,8 +111,15 @@ def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list
         f1, support = metrics.get(f"f1_{key}"), int(metrics.get(f"support_{key}") or 0)
         never = bool(predicted is not None and support > 0 and predicted[i] == 0)
         if support and (never or (f1 is not None and f1 < WEAK_F1)):
-            weak.append({"class": name, "f1": float(f1 or 0.0), "support": support,
-                         "predicted": None if predicted is None else int(predicted[i]), "never_predicted": never})
+            weak.append(
+                {
+                    "class": name,
+                    "f1": float(f1 or 0.0),
+                    "support": support,
+                    "predicted": None if predicted is None else int(predicted[i]),
+                    "never_predicted": never,
+                }
+            )
     return sorted(weak, key=lambda w: (w["f1"], w["support"]))
 
 
@@ -119,20 +132,37 @@ def describe_weak_classes(weak: list[dict], n_classes: int, unit: str = "test ro
         what = "is never predicted" if w["never_predicted"] else f"has F1 {w['f1']:.2f}"
         seen = f", predicted {w['predicted']} times" if w["predicted"] and not w["never_predicted"] else ""
         parts.append(f"'{w['class']}' {what} ({w['support']} {unit}{seen})")
-    return (f"{len(weak)} of {n_classes} classes are weak on test (F1 below {WEAK_F1} or never predicted): "
-            + "; ".join(parts) + ". Add training examples of them, keep training.class_weights auto (or set "
-            "'balanced'), choose the model by macro-F1, or merge them into a neighbour with data.label_map.")
+    return (
+        f"{len(weak)} of {n_classes} classes are weak on test (F1 below {WEAK_F1} or never predicted): "
+        + "; ".join(parts)
+        + ". Add training examples of them, keep training.class_weights auto (or set "
+        "'balanced'), choose the model by macro-F1, or merge them into a neighbour with data.label_map."
+    )
 
 
 def weak_classes_markdown(weak: list[dict], text: str) -> str:
     """The weak-class report as a Prefect artifact: the sentence, then one row per class."""
     if not weak:
         return f"# Weak classes\n\nNone: every class has test F1 of at least {WEAK_F1} and is predicted.\n"
-    rows = [f"| {w['class']} | {w['f1']:.2f} | {w['support']} | "
-            f"{'never' if w['never_predicted'] else w['predicted'] if w['predicted'] is not None else ''} |"
-            for w in weak]
-    return "\n".join(["# Weak classes", "", text, "", "| class | test F1 | test support | predicted |",
-                      "|---|---|---|---|", *rows]) + "\n"
+    rows = [
+        f"| {w['class']} | {w['f1']:.2f} | {w['support']} | "
+        f"{'never' if w['never_predicted'] else w['predicted'] if w['predicted'] is not None else ''} |"
+        for w in weak
+    ]
+    return (
+        "\n".join(
+            [
+                "# Weak classes",
+                "",
+                text,
+                "",
+                "| class | test F1 | test support | predicted |",
+                "|---|---|---|---|",
+                *rows,
+            ]
+        )
+        + "\n"
+    )
 
 
 def regression_ranges(refs: list[float], n: int = 5) -> np.ndarray:
@@ -142,7 +172,7 @@ def regression_ranges(refs: list[float], n: int = 5) -> np.ndarray:
 
 
 def range_names(edges: np.ndarray) -> list[str]:
-    return [f"[{a:.2g}, {b:.2g})" for a, b in zip(edges[:-1], edges[1:])]
+    return [f"[{a:.2g}, {b:.2g})" for a, b in itertools.pairwise(edges)]
 
 
 def range_ids(values, edges: np.ndarray) -> list[int]:
@@ -157,10 +187,15 @@ def per_range_report(refs: list[float], preds: list[float], edges: np.ndarray) -
     rows = []
     for i, name in enumerate(range_names(edges)):
         sel = ids == i
-        rows.append({"class": name, "support": int(sel.sum()),
-                     "mae": float(np.abs(preds_a[sel] - refs_a[sel]).mean()) if sel.any() else None,
-                     "mean_true": float(refs_a[sel].mean()) if sel.any() else None,
-                     "mean_prediction": float(preds_a[sel].mean()) if sel.any() else None})
+        rows.append(
+            {
+                "class": name,
+                "support": int(sel.sum()),
+                "mae": float(np.abs(preds_a[sel] - refs_a[sel]).mean()) if sel.any() else None,
+                "mean_true": float(refs_a[sel].mean()) if sel.any() else None,
+                "mean_prediction": float(preds_a[sel].mean()) if sel.any() else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -217,8 +252,9 @@ def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], 
     ax.set_ylabel("true")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+            ax.text(
+                j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
+            )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -246,10 +282,18 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
 
     validation = read_frame(data.splits["validation"])
     meta_path = model_dir / "finetune_flow.json"
-    logits = predict_logits(forward, tokenizer, validation, cfg.data.task, cfg.model.max_length,
-                            cfg.training.eval_batch_size, long_text=long_text_of_bundle(read_json(meta_path)))
-    record = fit_decision(cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task,
-                                                                                    data.labels)), data.labels)
+    logits = predict_logits(
+        forward,
+        tokenizer,
+        validation,
+        cfg.data.task,
+        cfg.model.max_length,
+        cfg.training.eval_batch_size,
+        long_text=long_text_of_bundle(read_json(meta_path)),
+    )
+    record = fit_decision(
+        cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task, data.labels)), data.labels
+    )
     # The model folder carries its decision rule: export copies this file into the serving bundle.
     write_json(meta_path, {**read_json(meta_path), "decision": record})
     return record
@@ -257,22 +301,31 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
 
 def record_test_calibration(record: dict, scored: dict, model_dir: Path) -> dict:
     """The run's calibration metrics (validation: fitted; test: held out); test ECE goes into the model's meta too."""
-    from tasks.modelling.calibration import (calibrated_probabilities, ece_floor, expected_calibration_error,
-                                             negative_log_likelihood)
+    from tasks.modelling.calibration import (
+        calibrated_probabilities,
+        ece_floor,
+        expected_calibration_error,
+        negative_log_likelihood,
+    )
 
     logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
     t, v = record["temperature"], record["validation"]
     after = calibrated_probabilities(logits, t)
-    record["test"] = {"rows": int(len(refs)),
-                      "ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
-                      "ece_after": expected_calibration_error(after, refs), "ece_floor": ece_floor(after),
-                      "nll_before": negative_log_likelihood(logits, refs),
-                      "nll_after": negative_log_likelihood(logits, refs, t)}
+    record["test"] = {
+        "rows": len(refs),
+        "ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
+        "ece_after": expected_calibration_error(after, refs),
+        "ece_floor": ece_floor(after),
+        "nll_before": negative_log_likelihood(logits, refs),
+        "nll_after": negative_log_likelihood(logits, refs, t),
+    }
     meta_path = model_dir / "finetune_flow.json"
     write_json(meta_path, {**read_json(meta_path), "decision": record})
-    out = {"calibration_temperature": t,
-           **{f"test_{k}": float(x) for k, x in record["test"].items() if k != "rows"},
-           **{f"validation_{k}": float(v[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after")}}
+    out = {
+        "calibration_temperature": t,
+        **{f"test_{k}": float(x) for k, x in record["test"].items() if k != "rows"},
+        **{f"validation_{k}": float(v[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after")},
+    }
     if record["threshold"] is not None:
         out["decision_threshold"] = float(record["threshold"])
         out.update({f"validation_threshold_{k}": float(v[k]) for k in ("precision", "recall", "f1", "target_met")})
@@ -284,12 +337,18 @@ def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
     from tasks.modelling.calibration import calibrated_probabilities, plot_reliability_diagram
 
     logits, refs, t = np.stack(scored["logits"]), np.asarray(scored["references"]), record["temperature"]
-    return plot_reliability_diagram({"test, uncalibrated": (calibrated_probabilities(logits, 1.0), refs),
-                                     f"test, T = {t:.3f}": (calibrated_probabilities(logits, t), refs)}, path)
+    return plot_reliability_diagram(
+        {
+            "test, uncalibrated": (calibrated_probabilities(logits, 1.0), refs),
+            f"test, T = {t:.3f}": (calibrated_probabilities(logits, t), refs),
+        },
+        path,
+    )
 
 
-def evaluate_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, run_dir: str | Path,
-                   source: str = "") -> EvaluationResult:
+def evaluate_model(
+    model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, source: str = ""
+) -> EvaluationResult:
     """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
     import torch
 
@@ -310,8 +369,17 @@ def evaluate_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig
     decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
     batches = -(-len(test) // cfg.training.eval_batch_size)
     with counted_calls(forward, batches, "evaluate", log) as counted:
-        scored = score_frame(counted, tokenizer, test, task, labels, cfg.model.max_length,
-                             cfg.training.eval_batch_size, decision, long_text_of_bundle(meta))
+        scored = score_frame(
+            counted,
+            tokenizer,
+            test,
+            task,
+            labels,
+            cfg.model.max_length,
+            cfg.training.eval_batch_size,
+            decision,
+            long_text_of_bundle(meta),
+        )
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
@@ -320,8 +388,11 @@ def evaluate_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig
     pred = frame_of_predictions(test, scored, task, labels)
     write_parquet(pred, out / "predictions.parquet")
     worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
-    files = {"metrics": write_json(out / "metrics.json", metrics),
-             "predictions": str(out / "predictions.parquet"), "worst_errors": str(out / "worst_errors.csv")}
+    files = {
+        "metrics": write_json(out / "metrics.json", metrics),
+        "predictions": str(out / "predictions.parquet"),
+        "worst_errors": str(out / "worst_errors.csv"),
+    }
     files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
     refs, preds, classes = confusion_inputs(scored, task, labels)
     files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
@@ -329,13 +400,19 @@ def evaluate_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig
         metrics.update(record_test_calibration(record, scored, Path(model_dir)))
         files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
     if task == "regression":
-        files["prediction_scatter"] = plot_prediction_scatter(scored["references"], scored["predictions"],
-                                                              out / "prediction_scatter.png")
+        files["prediction_scatter"] = plot_prediction_scatter(
+            scored["references"], scored["predictions"], out / "prediction_scatter.png"
+        )
     weak = find_weak_classes(scored, task, labels)
     n_classes = len(classes) - (1 if task == "ner" else 0)  # NER's matrix has "O", which is no entity type
     weak_text = describe_weak_classes(weak, n_classes, "test mentions" if task == "ner" else "test rows")
     files["weak_classes"] = write_json(out / "weak_classes.json", weak)
     files["model_card"] = write_model_card(
-        Path(model_dir), cfg, data, scored["metrics"], source,
-        weak_text or f"None: every class has test F1 of at least {WEAK_F1} and is predicted.")
+        Path(model_dir),
+        cfg,
+        data,
+        scored["metrics"],
+        source,
+        weak_text or f"None: every class has test F1 of at least {WEAK_F1} and is predicted.",
+    )
     return EvaluationResult(metrics=metrics, dir=str(out), files=files, weak_classes=weak, weak_classes_text=weak_text)

@@ -38,18 +38,30 @@ def export_onnx(model, tokenizer, path: Path, opset: int) -> list[str]:
     """Trace the model to ONNX with dynamic batch and sequence axes; return the input names."""
     import torch
 
-    sample = tokenizer(["an example to trace", "a second, somewhat longer example to trace"],
-                       padding=True, return_tensors="pt")
+    sample = tokenizer(
+        ["an example to trace", "a second, somewhat longer example to trace"], padding=True, return_tensors="pt"
+    )
     names = [n for n in INPUTS if n in sample]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch", 1: "sequence"} if model.config.architectures and \
-        "TokenClassification" in model.config.architectures[0] else {0: "batch"}
+    axes["logits"] = (
+        {0: "batch", 1: "sequence"}
+        if model.config.architectures and "TokenClassification" in model.config.architectures[0]
+        else {0: "batch"}
+    )
     model.eval()
     with torch.inference_mode():
         # The TorchScript exporter writes one self-contained file, which quantisation needs.
-        torch.onnx.export(model, tuple(sample[n] for n in names), str(path), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            model,
+            tuple(sample[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return names
 
 
@@ -59,16 +71,18 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
     # After the transformer fusions (export.optimize) shape inference cannot type the outputs of
     # the com.microsoft ops; without a default type the quantiser stops with "Unable to find data type".
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
+    )
 
 
 def optimize_graph(path: Path, model_config) -> None:
     """ONNX Runtime's transformer fusions (attention, layer norm, GELU), in place."""
     from onnxruntime.transformers import optimizer
 
-    opt = optimizer.optimize_model(str(path), model_type="bert", num_heads=model_config.num_attention_heads,
-                                   hidden_size=model_config.hidden_size)
+    opt = optimizer.optimize_model(
+        str(path), model_type="bert", num_heads=model_config.num_attention_heads, hidden_size=model_config.hidden_size
+    )
     opt.save_model_to_file(str(path))
 
 
@@ -76,13 +90,18 @@ def check_parity(reference: Scores, onnx: Scores, atol: float) -> dict:
     """fp32 ONNX through the core against the PyTorch model: the same answer on every row, probabilities within atol."""
     found = compare_answers(reference, onnx, atol)
     passed = found["changed_rows"] == 0 and found["max_abs_diff"] <= atol
-    return {"passed": bool(passed), "max_abs_diff": found["max_abs_diff"], "argmax_equal": found["changed_rows"] == 0,
-            "atol": atol, "rows": found["rows"], "changed_rows": found["changed_rows"],
-            "compared": "value" if reference.task == "regression" else "probability"}
+    return {
+        "passed": bool(passed),
+        "max_abs_diff": found["max_abs_diff"],
+        "argmax_equal": found["changed_rows"] == 0,
+        "atol": atol,
+        "rows": found["rows"],
+        "changed_rows": found["changed_rows"],
+        "compared": "value" if reference.task == "regression" else "probability",
+    }
 
 
-def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: float, fp32: Scores,
-              int8: Scores) -> dict:
+def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: float, fp32: Scores, int8: Scores) -> dict:
     """int8 serves only if it loses at most `max_drop` of the task metric; says how many answers it changes."""
     from tasks.modelling.metrics import greater_is_better
 
@@ -91,10 +110,19 @@ def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: flo
     ok = loss <= max_drop
     spread = float(np.ptp(fp32.predictions)) if fp32.task == "regression" and len(fp32) else 0.0
     changed = compare_answers(fp32, int8, REGRESSION_CHANGE * spread)
-    return {"metric": metric, "fp32": a, "int8": b, "loss": loss, "max_drop": max_drop, "passed": bool(ok),
-            "changed_rows": changed["changed_rows"], "changed_share": changed["changed_share"],
-            "rows": changed["rows"], "max_abs_diff": changed["max_abs_diff"],
-            "why": None if ok else f"int8 loses {loss:.4f} {metric} (> {max_drop}); serving fp32"}
+    return {
+        "metric": metric,
+        "fp32": a,
+        "int8": b,
+        "loss": loss,
+        "max_drop": max_drop,
+        "passed": bool(ok),
+        "changed_rows": changed["changed_rows"],
+        "changed_share": changed["changed_share"],
+        "rows": changed["rows"],
+        "max_abs_diff": changed["max_abs_diff"],
+        "why": None if ok else f"int8 loses {loss:.4f} {metric} (> {max_drop}); serving fp32",
+    }
 
 
 def write_bundle_files(model_dir: Path, tokenizer, out: Path, cfg: PipelineConfig, serving_file: str) -> None:
@@ -128,10 +156,15 @@ def export_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
     with atomic_path(final) as out:
         out.mkdir(parents=True)
         report = build_bundle(model_dir, data, cfg, out)
-    return ExportResult(dir=str(final), fp32=str(final / FP32),
-                        int8=str(final / INT8) if cfg.export.quantize else None, parity=report["parity"],
-                        int8_gate=report["int8"], serving_file=report["serving_file"],
-                        report_path=str(final / "export_report.json"))
+    return ExportResult(
+        dir=str(final),
+        fp32=str(final / FP32),
+        int8=str(final / INT8) if cfg.export.quantize else None,
+        parity=report["parity"],
+        int8_gate=report["int8"],
+        serving_file=report["serving_file"],
+        report_path=str(final / "export_report.json"),
+    )
 
 
 def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, out: Path) -> dict:
@@ -150,19 +183,33 @@ def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
     write_bundle_files(Path(model_dir), tokenizer, out, cfg, FP32)
     test = read_frame(data.splits["test"])
     decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
-    reference = score_frame(torch_forward(model), tokenizer, test, task, data.labels, cfg.model.max_length,
-                            batch, decision, long_text_of_bundle(meta))["scores"]
+    reference = score_frame(
+        torch_forward(model),
+        tokenizer,
+        test,
+        task,
+        data.labels,
+        cfg.model.max_length,
+        batch,
+        decision,
+        long_text_of_bundle(meta),
+    )["scores"]
     raw, texts = raw_test_frame(test, data)
     fp32 = OnnxPredictor(out, model_file=FP32, batch_size=batch).predict_frame(raw)
-    parity = {**check_parity(reference, fp32, cfg.export.parity_atol), "texts": texts,
-              "temperature": decision.temperature, "threshold": decision.threshold}
+    parity = {
+        **check_parity(reference, fp32, cfg.export.parity_atol),
+        "texts": texts,
+        "temperature": decision.temperature,
+        "threshold": decision.threshold,
+    }
     report: dict = {"parity": parity, "serving_file": FP32, "int8": None}
     if cfg.export.quantize:
         quantize_int8(out / FP32, out / INT8)
         int8 = OnnxPredictor(out, model_file=INT8, batch_size=batch).predict_frame(raw)
         scores = {"fp32": metrics_of(fp32, test), "int8": metrics_of(int8, test)}
-        report["int8"] = gate_int8(scores["fp32"], scores["int8"], primary_metric(task),
-                                   cfg.export.int8_max_metric_drop, fp32, int8)
+        report["int8"] = gate_int8(
+            scores["fp32"], scores["int8"], primary_metric(task), cfg.export.int8_max_metric_drop, fp32, int8
+        )
         report["onnx_test_metrics"] = scores
         if report["int8"]["passed"]:
             report["serving_file"] = INT8

@@ -129,16 +129,18 @@ def compute_loss(
         )
     if loss_name == "mse":
         if class_weights is not None or alpha is not None:
-            raise ValueError(
-                "training.class_weights and training.focal_alpha apply to classification losses, not mse"
-            )
+            raise ValueError("training.class_weights and training.focal_alpha apply to classification losses, not mse")
         return mse_loss(logits, labels, reduction)
     num_classes = logits.shape[-1]
     if loss_name == "cross_entropy":
         weight = _class_weight_tensor(class_weights, num_classes, logits.device)
         return F.cross_entropy(
-            logits.reshape(-1, num_classes).float(), labels.reshape(-1).long(),
-            weight=weight, ignore_index=IGNORE_INDEX, reduction=reduction, label_smoothing=label_smoothing,
+            logits.reshape(-1, num_classes).float(),
+            labels.reshape(-1).long(),
+            weight=weight,
+            ignore_index=IGNORE_INDEX,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
         )
     if class_weights is not None and alpha is not None:
         raise ValueError("focal loss takes training.class_weights or training.focal_alpha as alpha, not both")
@@ -151,8 +153,10 @@ def mse_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
     if preds.dim() > 1 and preds.shape[-1] == 1:
         preds = preds.squeeze(-1)
     if preds.shape != labels.shape:
-        raise ValueError(f"regression logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}; "
-                         "the model needs num_labels=1")
+        raise ValueError(
+            f"regression logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}; "
+            "the model needs num_labels=1"
+        )
     return F.mse_loss(preds, labels.float(), reduction=reduction)
 
 

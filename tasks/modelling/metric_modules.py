@@ -25,9 +25,7 @@ class ClassificationMetrics(evaluate.Metric):
             description="Single-label classification: accuracy, precision/recall/F1 (macro and per class), MCC.",
             citation="",
             inputs_description="predictions, references: class ids; label_names: names in id order (optional)",
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
     def _compute(self, predictions, references, label_names=None):
@@ -41,9 +39,7 @@ class ClassificationMetrics(evaluate.Metric):
             raise ValueError(f"class ids {out_of_range} are outside the {num_labels} declared labels {names}")
 
         all_ids = list(range(num_labels))
-        p, r, f, support = precision_recall_fscore_support(
-            refs, preds, labels=all_ids, average=None, zero_division=0
-        )
+        p, r, f, support = precision_recall_fscore_support(refs, preds, labels=all_ids, average=None, zero_division=0)
         # Macro over the classes that occur (sklearn's default): a class absent from a small
         # validation set and never predicted has no defined F1 and should not count as 0.
         present = sorted(set(refs.tolist()) | set(preds.tolist()))

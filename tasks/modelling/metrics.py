@@ -59,7 +59,7 @@ def greater_is_better(metric_name: str) -> bool:
     name = metric_name
     for prefix in _SPLIT_PREFIXES:
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     return not (name in _LOWER_IS_BETTER or name.endswith("_loss"))
 
@@ -84,14 +84,10 @@ def compute_metrics_for(
     if task == "ner":
         preds, refs = _to_tag_lists(predictions, references)
         return metric.compute(predictions=preds, references=refs, label_names=label_names)
-    return metric.compute(
-        predictions=_to_ints(predictions), references=_to_ints(references), label_names=label_names
-    )
+    return metric.compute(predictions=_to_ints(predictions), references=_to_ints(references), label_names=label_names)
 
 
-def make_trainer_compute_metrics(
-    task: str, label_names: list[str] | None = None
-) -> Callable[[Any], dict[str, float]]:
+def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None) -> Callable[[Any], dict[str, float]]:
     """A `compute_metrics` callable for the HF Trainer: logits and label ids in, metric dict out."""
     check_task(task)
     if task == "ner" and not label_names:

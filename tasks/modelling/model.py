@@ -17,8 +17,11 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
     if task == "regression":
         kwargs.update(num_labels=1, problem_type="regression")
     else:
-        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
-                      label2id={name: i for i, name in enumerate(labels)})
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+        )
         if task != "ner":
             kwargs["problem_type"] = "single_label_classification"
     cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
@@ -29,8 +32,10 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
     limit = position_limit(model.config)
     if limit and cfg.model.max_length > limit:
         # Caught here, not as an index error in a batch of long texts or in the ONNX parity check.
-        raise ValueError(f"model.max_length = {cfg.model.max_length} is more than model '{cfg.model.name}' takes "
-                         f"({limit} positions); set model.max_length to {limit} or less")
+        raise ValueError(
+            f"model.max_length = {cfg.model.max_length} is more than model '{cfg.model.name}' takes "
+            f"({limit} positions); set model.max_length to {limit} or less"
+        )
     return model
 
 
@@ -43,4 +48,3 @@ def position_limit(config) -> int | None:
     if not positions or getattr(config, "position_biased_input", True) is False:
         return None
     return positions - (2 if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0)
-

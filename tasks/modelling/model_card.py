@@ -10,14 +10,13 @@ from tasks.io import read_json, write_text
 from tasks.labels import entity_types
 from tasks.results import CleanResult
 
-
 INTENDED_USE = {
     "classification": "Assigning one of the labels above to a short English text like the training data.",
     "pair_classification": "Deciding the relation (one of the labels above) between two short English texts, "
-                           "such as whether they are paraphrases.",
+    "such as whether they are paraphrases.",
     "regression": "Scoring a short English text on the training data's numeric scale.",
     "ner": "Tagging entity mentions (the types above) in short English texts like the training data, "
-           "word by word, with BIO tags.",
+    "word by word, with BIO tags.",
 }
 
 
@@ -25,17 +24,23 @@ def long_text_note(cfg: PipelineConfig) -> str:
     """How the model reads inputs longer than max_length, for the model card."""
     m = cfg.model
     if m.long_text == "chunk":
-        return (f"longer inputs are read in windows of {m.max_length} tokens sharing {m.window_stride()}, "
-                f"their logits aggregated by {m.aggregate}")
+        return (
+            f"longer inputs are read in windows of {m.max_length} tokens sharing {m.window_stride()}, "
+            f"their logits aggregated by {m.aggregate}"
+        )
     return f"longer inputs are truncated at {m.max_length} tokens"
 
 
-def write_model_card(model_dir: Path, cfg: PipelineConfig, data: CleanResult, metrics: dict, source: str,
-                     weak_text: str) -> str:
+def write_model_card(
+    model_dir: Path, cfg: PipelineConfig, data: CleanResult, metrics: dict, source: str, weak_text: str
+) -> str:
     """The model's README: data, metrics, hyperparameters, intended use, limitations; `weak_text` names the
     weak classes (or says there are none)."""
-    rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())
-                     if isinstance(v, float) and not k.startswith("support_"))
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |"
+        for k, v in sorted(metrics.items())
+        if isinstance(v, float) and not k.startswith("support_")
+    )
     meta = read_json(Path(model_dir) / "finetune_flow.json")
     # The values training used (a search may have changed them), else the config's.
     hp = cfg.training.model_copy(update=meta.get("training") or {})
@@ -48,8 +53,8 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 
 ## Data
 - Source: `{source}`; content digest `{data.digest}`
-- Rows (train / validation / test): {data.report['rows_out']}
-- Quarantined by cleaning: {data.report['quarantined']} ({data.report['removed']})
+- Rows (train / validation / test): {data.report["rows_out"]}
+- Quarantined by cleaning: {data.report["quarantined"]} ({data.report["removed"]})
 - {"Target: a number" if task == "regression" else ("Entity types: " if task == "ner" else "Labels: ") + str(labels)}
 
 ## Test metrics
@@ -81,17 +86,25 @@ def decision_card(record: dict | None) -> str:
     if record is None:
         return ""
     v, t = record["validation"], record["test"]
-    lines = ["## Calibration and decision",
-             f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
-             f"probabilities are softmax(logits / {record['temperature']:.4f})" if record["calibration"] == "temperature"
-             else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
-             f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
-             f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}"
-             + (f" (a perfectly calibrated model would show about {t['ece_floor']:.4f} on {t['rows']} rows: "
-                f"sampling alone)" if "ece_floor" in t else ""),
-             f"- Threshold: {describe_rule(record)}"]
+    lines = [
+        "## Calibration and decision",
+        f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
+        f"probabilities are softmax(logits / {record['temperature']:.4f})"
+        if record["calibration"] == "temperature"
+        else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
+        f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
+        f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}"
+        + (
+            f" (a perfectly calibrated model would show about {t['ece_floor']:.4f} on {t['rows']} rows: sampling alone)"
+            if "ece_floor" in t
+            else ""
+        ),
+        f"- Threshold: {describe_rule(record)}",
+    ]
     if record["threshold"] is not None:
-        lines.append(f"  - '{record['positive_label']}' is answered when its probability is >= "
-                     f"{record['threshold']:.6g}; on validation precision {v['precision']:.4f}, recall "
-                     f"{v['recall']:.4f}{'' if v['target_met'] else ' (target NOT reached)'}")
+        lines.append(
+            f"  - '{record['positive_label']}' is answered when its probability is >= "
+            f"{record['threshold']:.6g}; on validation precision {v['precision']:.4f}, recall "
+            f"{v['recall']:.4f}{'' if v['target_met'] else ' (target NOT reached)'}"
+        )
     return "\n".join(lines) + "\n\n"

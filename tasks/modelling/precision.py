@@ -46,11 +46,12 @@ def pick_precision(mode: str, use_cpu: bool) -> dict[str, bool]:
         if mode == "auto":
             mode = "bf16" if cpu_runs_bf16_natively() else "fp32"
         elif mode == "fp16":
-            log.warning("training.mixed_precision=fp16 needs a GPU; training in fp32 on this CPU "
-                        "(bf16 or auto use the CPU's bf16 where it has it)")
+            log.warning(
+                "training.mixed_precision=fp16 needs a GPU; training in fp32 on this CPU "
+                "(bf16 or auto use the CPU's bf16 where it has it)"
+            )
         return {"bf16": mode == "bf16", "fp16": False}
     if mode == "auto":
         # Without including_emulation=False, pre-Ampere GPUs (T4, V100) report bf16 and run it emulated, slowly.
         mode = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
-

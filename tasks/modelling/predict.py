@@ -7,7 +7,7 @@ functions, so both backends read logits alike.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -42,13 +42,27 @@ def encode_inputs(tokenizer, df: pd.DataFrame, task: str, max_length: int, long_
         return tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length)
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
     if long_text.chunks:
-        return tokenizer(list(df["text"]), pairs, truncation=True, max_length=max_length, stride=long_text.stride,
-                         return_overflowing_tokens=True)
+        return tokenizer(
+            list(df["text"]),
+            pairs,
+            truncation=True,
+            max_length=max_length,
+            stride=long_text.stride,
+            return_overflowing_tokens=True,
+        )
     return tokenizer(list(df["text"]), pairs, truncation=True, max_length=max_length)
 
 
-def predict_logits(forward: Forward, tokenizer, df: pd.DataFrame, task: str, max_length: int,
-                   batch_size: int = 64, outside: int = 0, long_text: LongText = LongText()) -> list[np.ndarray]:
+def predict_logits(
+    forward: Forward,
+    tokenizer,
+    df: pd.DataFrame,
+    task: str,
+    max_length: int,
+    batch_size: int = 64,
+    outside: int = 0,
+    long_text: LongText = LongText(),
+) -> list[np.ndarray]:
     """Logits per row: [num_labels] per text, or [num_words, num_labels] per NER sentence.
 
     outside: the id of the NER "O" label, which words cut off by truncation are given.
@@ -88,13 +102,22 @@ def metrics_of(scores: Scores, df: pd.DataFrame) -> dict:
     """The task metrics of a scorer's answers on the labelled frame it scored."""
     from tasks.modelling.metrics import compute_metrics_for
 
-    return compute_metrics_for(scores.task, as_list(scores), references_of(df, scores.task, scores.labels),
-                               scores.labels)
+    return compute_metrics_for(
+        scores.task, as_list(scores), references_of(df, scores.task, scores.labels), scores.labels
+    )
 
 
-def score_frame(forward: Forward, tokenizer, df: pd.DataFrame, task: str, labels: list[str] | None,
-                max_length: int, batch_size: int = 64, decision: Decision = PLAIN,
-                long_text: LongText = LongText()) -> dict:
+def score_frame(
+    forward: Forward,
+    tokenizer,
+    df: pd.DataFrame,
+    task: str,
+    labels: list[str] | None,
+    max_length: int,
+    batch_size: int = 64,
+    decision: Decision = PLAIN,
+    long_text: LongText = LongText(),
+) -> dict:
     """Predict a labelled frame with a forward callable (the PyTorch model) and compute the task's metrics.
 
     decision: the model's temperature and threshold (Decision.of_meta of its finetune_flow.json), applied
@@ -104,5 +127,11 @@ def score_frame(forward: Forward, tokenizer, df: pd.DataFrame, task: str, labels
     outside = outside_id(labels) if task == "ner" else 0
     logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside, long_text)
     scores = decode_logits(task, logits, labels, decision)
-    return {"metrics": metrics_of(scores, df), "predictions": as_list(scores), "confidence": scores.confidence(),
-            "references": references_of(df, task, labels), "scores": scores, "logits": logits}
+    return {
+        "metrics": metrics_of(scores, df),
+        "predictions": as_list(scores),
+        "confidence": scores.confidence(),
+        "references": references_of(df, task, labels),
+        "scores": scores,
+        "logits": logits,
+    }

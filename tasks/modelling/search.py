@@ -15,9 +15,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, get_args
 
-from tasks.registry import tracking
 from tasks.config import PipelineConfig, SearchParam, TrainingConfig
 from tasks.io import read_frame, write_frames, write_json
+from tasks.registry import tracking
 from tasks.results import CleanResult, TrainResult
 
 SEARCH = "search"
@@ -39,8 +39,10 @@ def suggest_values(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
     for name, param in space.items():
         if param.choices is not None:
             values[name] = trial.suggest_categorical(name, param.choices)
-        elif int in (TrainingConfig.model_fields[name].annotation,
-                     *get_args(TrainingConfig.model_fields[name].annotation)):
+        elif int in (
+            TrainingConfig.model_fields[name].annotation,
+            *get_args(TrainingConfig.model_fields[name].annotation),
+        ):
             values[name] = trial.suggest_int(name, int(param.low), int(param.high), log=param.log)
         else:
             values[name] = trial.suggest_float(name, param.low, param.high, log=param.log)
@@ -64,8 +66,9 @@ def trial_data(data: CleanResult, cfg: PipelineConfig, folder: Path) -> CleanRes
         return data
     sample = train.sample(n=limit, random_state=cfg.training.seed).sort_index()
     path = write_frames({"train": sample}, folder)["train"]
-    return dataclasses.replace(data, splits={**data.splits, "train": path},
-                               digest=f"{data.digest}-sample{limit}-seed{cfg.training.seed}")
+    return dataclasses.replace(
+        data, splits={**data.splits, "train": path}, digest=f"{data.digest}-sample{limit}-seed{cfg.training.seed}"
+    )
 
 
 def make_pruner(cfg: PipelineConfig):
@@ -101,8 +104,9 @@ def make_pruning_callback(trial, metric: str):
     return PruningCallback()
 
 
-def run_trial(trial, data: CleanResult, cfg: PipelineConfig, run_dir: Path, parent_run_id: str | None,
-              metric: str) -> float:
+def run_trial(
+    trial, data: CleanResult, cfg: PipelineConfig, run_dir: Path, parent_run_id: str | None, metric: str
+) -> float:
     """Train one trial in its own folder, nested MLflow run; return its best validation metric."""
     import optuna
 
@@ -116,15 +120,24 @@ def run_trial(trial, data: CleanResult, cfg: PipelineConfig, run_dir: Path, pare
     folder = run_dir / SEARCH / f"trial-{trial.number}"
     # Distributed trials run in torchrun's processes, which cannot report back between evaluations.
     prune = cfg.search.prune and cfg.training.distributed.nproc_per_node == 1
-    child = tracking.start_child_run(parent_run_id, f"trial-{trial.number}", {"optuna_trial": str(trial.number)}) \
-        if parent_run_id else None
+    child = (
+        tracking.start_child_run(parent_run_id, f"trial-{trial.number}", {"optuna_trial": str(trial.number)})
+        if parent_run_id
+        else None
+    )
     pruned = None
     with tracking.ended_run(child):
         if child:
             tracking.log_params(child, {f"training.{k}": v for k, v in values.items()})
         try:
-            result = train_model(data, trial_cfg, folder, child, trial=True,
-                                 callbacks=[make_pruning_callback(trial, metric)] if prune else None)
+            result = train_model(
+                data,
+                trial_cfg,
+                folder,
+                child,
+                trial=True,
+                callbacks=[make_pruning_callback(trial, metric)] if prune else None,
+            )
         except optuna.TrialPruned as e:  # a finished run (what it logged stands), tagged as pruned
             pruned = e
             if child:
@@ -132,8 +145,10 @@ def run_trial(trial, data: CleanResult, cfg: PipelineConfig, run_dir: Path, pare
         else:
             value = result.summary["best_metric"]
             if value is None:
-                raise ValueError(f"trial {trial.number} logged no validation '{metric}'; "
-                                 "set search.metric to a metric the task reports (e.g. f1, accuracy, pearson)")
+                raise ValueError(
+                    f"trial {trial.number} logged no validation '{metric}'; "
+                    "set search.metric to a metric the task reports (e.g. f1, accuracy, pearson)"
+                )
             if child:
                 tracking.log_metrics(child, {f"best_val_{metric}": value})
     trial.set_user_attr("mlflow_run_id", child)
@@ -142,8 +157,9 @@ def run_trial(trial, data: CleanResult, cfg: PipelineConfig, run_dir: Path, pare
     return float(value)
 
 
-def search_hyperparameters(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path,
-                           run_id: str | None = None) -> dict:
+def search_hyperparameters(
+    data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None
+) -> dict:
     """Run the Optuna study; return the best values, the best score and every trial."""
     import optuna
 
@@ -153,8 +169,12 @@ def search_hyperparameters(data: CleanResult, cfg: PipelineConfig, run_dir: str 
     metric, direction = search_objective(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name="search", storage=f"sqlite:///{folder / 'optuna.db'}", load_if_exists=True,
-        direction=direction, sampler=optuna.samplers.TPESampler(seed=cfg.training.seed), pruner=make_pruner(cfg),
+        study_name="search",
+        storage=f"sqlite:///{folder / 'optuna.db'}",
+        load_if_exists=True,
+        direction=direction,
+        sampler=optuna.samplers.TPESampler(seed=cfg.training.seed),
+        pruner=make_pruner(cfg),
     )
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = [t for t in study.trials if t.state in finished]
@@ -162,16 +182,30 @@ def search_hyperparameters(data: CleanResult, cfg: PipelineConfig, run_dir: str 
     remaining = cfg.search.trials - len(done)
     if remaining > 0:
         study.optimize(lambda t: run_trial(t, data_for_trials, cfg, run_dir, run_id, metric), n_trials=remaining)
-    trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-               "mlflow_run_id": t.user_attrs.get("mlflow_run_id")} for t in study.trials]
-    result = {"metric": metric, "direction": direction, "best_value": study.best_value,
-              "best_params": study.best_params, "trials": trials}
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": t.params,
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+        }
+        for t in study.trials
+    ]
+    result = {
+        "metric": metric,
+        "direction": direction,
+        "best_value": study.best_value,
+        "best_params": study.best_params,
+        "trials": trials,
+    }
     write_json(folder / "summary.json", result)
     return result
 
 
-def tune_and_train(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path,
-                   run_id: str | None = None) -> TrainResult:
+def tune_and_train(
+    data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None
+) -> TrainResult:
     """Search (when search.trials > 0), then train the final model with the best values."""
     from tasks.modelling.train import train_model
 

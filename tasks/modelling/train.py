@@ -27,8 +27,15 @@ from tasks.config import PipelineConfig
 from tasks.inference.windows import aggregate_windows, long_text_of, recorded_long_text
 from tasks.io import read_frame, write_json
 from tasks.modelling.callbacks import make_tracking_callback
-from tasks.modelling.checkpoints import (CHECKPOINTS, MODEL, SPEC, check_resumable, finished_training,
-                                         last_checkpoint, spec_digest)
+from tasks.modelling.checkpoints import (
+    CHECKPOINTS,
+    MODEL,
+    SPEC,
+    check_resumable,
+    finished_training,
+    last_checkpoint,
+    spec_digest,
+)
 from tasks.modelling.distributed import launch_distributed
 from tasks.modelling.model import build_model
 from tasks.modelling.trainer import loss_spec_for, make_trainer_class, training_arguments
@@ -50,20 +57,37 @@ def build_datasets(tokenizer, data: CleanResult, cfg: PipelineConfig) -> dict:
     out = {}
     for split in ("train", "validation"):
         df = read_frame(data.splits[split])
-        enc = encode_frame(tokenizer, df, cfg.data.task, data.labels, cfg.model.max_length,
-                           cfg.training.pad_to_max_length, cfg.model.label_all_subtokens,
-                           long_text.stride if long_text.chunks else None)
+        enc = encode_frame(
+            tokenizer,
+            df,
+            cfg.data.task,
+            data.labels,
+            cfg.model.max_length,
+            cfg.training.pad_to_max_length,
+            cfg.model.label_all_subtokens,
+            long_text.stride if long_text.chunks else None,
+        )
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         out[split] = Dataset.from_dict(enc)
     return out
 
 
-def build_trainer(cfg: PipelineConfig, data: CleanResult, run_dir: Path, run_id: str | None = None,
-                  callbacks: list | None = None, checkpoints: bool = True):
+def build_trainer(
+    cfg: PipelineConfig,
+    data: CleanResult,
+    run_dir: Path,
+    run_id: str | None = None,
+    callbacks: list | None = None,
+    checkpoints: bool = True,
+):
     """Model, encoded splits, collator, loss and callbacks assembled into a PipelineTrainer."""
     import torch
-    from transformers import (DataCollatorForTokenClassification, DataCollatorWithPadding, EarlyStoppingCallback,
-                              PrinterCallback)
+    from transformers import (
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        PrinterCallback,
+    )
 
     from tasks.modelling.encode import load_tokenizer, resolve_model_path
     from tasks.modelling.metrics import make_trainer_compute_metrics
@@ -76,18 +100,23 @@ def build_trainer(cfg: PipelineConfig, data: CleanResult, run_dir: Path, run_id:
     collator = DataCollatorForTokenClassification(tokenizer) if task == "ner" else DataCollatorWithPadding(tokenizer)
     train_ids = [] if task == "regression" else datasets["train"]["labels"]  # NER: nested, -100 skipped
     compute_metrics = make_trainer_compute_metrics(task, labels)
-    documents = list(datasets["validation"]["document"]) if "document" in datasets["validation"].column_names \
-        else None
+    documents = list(datasets["validation"]["document"]) if "document" in datasets["validation"].column_names else None
     if documents is not None:
         compute_metrics = per_document(compute_metrics, documents, cfg.model.aggregate)
     callbacks = [make_tracking_callback(run_id), *(callbacks or [])]
     if tc.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
     trainer = make_trainer_class()(
-        model=model, args=training_arguments(cfg, run_dir, checkpoints), train_dataset=datasets["train"],
-        eval_dataset=datasets["validation"], data_collator=collator, processing_class=tokenizer,
-        compute_metrics=compute_metrics, callbacks=callbacks,
-        loss_spec=loss_spec_for(cfg, labels, train_ids), optimizer_name=tc.optimizer,
+        model=model,
+        args=training_arguments(cfg, run_dir, checkpoints),
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+        loss_spec=loss_spec_for(cfg, labels, train_ids),
+        optimizer_name=tc.optimizer,
         keep_eval_order=documents is not None,
     )
     trainer.remove_callback(PrinterCallback)  # the tracking callback logs the same history
@@ -148,16 +177,29 @@ def save_model_folder(trainer, cfg: PipelineConfig, data: CleanResult, model_dir
     """The best model (loaded at the end of training), its tokenizer and our metadata file."""
     trainer.save_model(str(model_dir))
     trainer.processing_class.save_pretrained(str(model_dir))
-    write_json(model_dir / "finetune_flow.json", {
-        "task": cfg.data.task, "labels": data.labels, "max_length": cfg.model.max_length,
-        "base_model": cfg.model.name, "config_digest": cfg.digest(), "data_digest": data.digest,
-        "long_text": recorded_long_text(cfg.model),
-        "training": cfg.training.model_dump(mode="json"),  # the values used, after any search
-    })
+    write_json(
+        model_dir / "finetune_flow.json",
+        {
+            "task": cfg.data.task,
+            "labels": data.labels,
+            "max_length": cfg.model.max_length,
+            "base_model": cfg.model.name,
+            "config_digest": cfg.digest(),
+            "data_digest": data.digest,
+            "long_text": recorded_long_text(cfg.model),
+            "training": cfg.training.model_dump(mode="json"),  # the values used, after any search
+        },
+    )
 
 
-def train_model(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None,
-                callbacks: list | None = None, trial: bool = False) -> TrainResult:
+def train_model(
+    data: CleanResult,
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    run_id: str | None = None,
+    callbacks: list | None = None,
+    trial: bool = False,
+) -> TrainResult:
     """Fine-tune on the clean splits; return the model folder and the training summary.
 
     Re-running on the same `run_dir` resumes from its last complete checkpoint (same data and
@@ -168,12 +210,21 @@ def train_model(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, run
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # train_spec.json: the torchrun workers read it, and a resume compares it with the new run's.
-    spec = {"config": cfg.model_dump(mode="json"), "data": dataclasses.asdict(data), "run_dir": str(run_dir),
-            "run_id": run_id, "trial": trial}
+    spec = {
+        "config": cfg.model_dump(mode="json"),
+        "data": dataclasses.asdict(data),
+        "run_dir": str(run_dir),
+        "run_id": run_id,
+        "trial": trial,
+    }
     done = finished_training(run_dir, spec)
     if done is not None:
-        log.info("training had already finished in %s for this config and data; its model is reused "
-                 "(delete %s to train again)", run_dir, run_dir / "train_summary.json")
+        log.info(
+            "training had already finished in %s for this config and data; its model is reused "
+            "(delete %s to train again)",
+            run_dir,
+            run_dir / "train_summary.json",
+        )
         done.pop("log_history", None)
         return TrainResult(model_dir=str(run_dir / MODEL), summary={**done, "reused": True})
     check_resumable(run_dir, spec)

@@ -70,9 +70,12 @@ def make_trainer_class():
                 {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0},
             ]
             # Plain Adam: weight decay is the classic L2 term, coupled to the gradient.
-            self.optimizer = torch.optim.Adam(groups, lr=self.args.learning_rate,
-                                              betas=(self.args.adam_beta1, self.args.adam_beta2),
-                                              eps=self.args.adam_epsilon)
+            self.optimizer = torch.optim.Adam(
+                groups,
+                lr=self.args.learning_rate,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+            )
             return self.optimizer
 
     return PipelineTrainer
@@ -101,12 +104,18 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
 
     weights = cfg.training.class_weights
     if weights == "auto":
-        skew = class_skew(train_labels, num_labels) \
-            if cfg.data.task in ("classification", "pair_classification") and cfg.training.focal_alpha is None else 0
+        skew = (
+            class_skew(train_labels, num_labels)
+            if cfg.data.task in ("classification", "pair_classification") and cfg.training.focal_alpha is None
+            else 0
+        )
         weights = "balanced" if skew >= AUTO_BALANCE_RATIO else None
         if weights:
-            log.info("class weights: balanced (training.class_weights auto: the largest train class has %.1fx "
-                     "the rows of the smallest)", skew)
+            log.info(
+                "class weights: balanced (training.class_weights auto: the largest train class has %.1fx "
+                "the rows of the smallest)",
+                skew,
+            )
     if weights == "balanced":
         return balanced_class_weights(train_labels, num_labels)
     if weights is not None and len(weights) != num_labels:
@@ -188,4 +197,3 @@ def loss_spec_for(cfg: PipelineConfig, labels: list[str] | None, train_label_ids
         "alpha": tc.focal_alpha,
         "label_smoothing": tc.label_smoothing,
     }
-

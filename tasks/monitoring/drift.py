@@ -59,8 +59,11 @@ class DriftReport:
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for MLflow: drift_<test>_p, drift_<test>_statistic, drift_detected, and the summaries."""
-        out: dict[str, float] = {"drift_detected": float(self.drifted), "rows_current": float(self.current_rows),
-                                 "rows_reference": float(self.reference_rows)}
+        out: dict[str, float] = {
+            "drift_detected": float(self.drifted),
+            "rows_current": float(self.current_rows),
+            "rows_reference": float(self.reference_rows),
+        }
         for t in self.tests:
             out[f"drift_{t.name}_p"] = t.p_value
             out[f"drift_{t.name}_statistic"] = t.statistic
@@ -117,7 +120,7 @@ def embed_texts(texts: list[str], max_length: int = 64, batch_size: int = 64) ->
     order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: little padding
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = [texts[i] for i in order[start:start + batch_size]]
+            batch = [texts[i] for i in order[start : start + batch_size]]
             enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
@@ -170,10 +173,18 @@ def _shares(values: pd.Series, prefix: str) -> dict[str, float]:
     return {f"{prefix}_share_{k}": float(v) for k, v in values.value_counts(normalize=True).items()}
 
 
-def compare_windows(reference: pd.DataFrame, current: pd.DataFrame, vocabulary: frozenset[str],
-                    lowercase: bool = True, p_value: float = 0.05, embedding_rows: int = 500,
-                    permutations: int = 200, seed: int = 0, task: str = "classification",
-                    embed=embed_texts) -> DriftReport:
+def compare_windows(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    vocabulary: frozenset[str],
+    lowercase: bool = True,
+    p_value: float = 0.05,
+    embedding_rows: int = 500,
+    permutations: int = 200,
+    seed: int = 0,
+    task: str = "classification",
+    embed=embed_texts,
+) -> DriftReport:
     """Run every drift test that the columns allow (text; prediction and confidence when present).
 
     Frames: `text`, optional `prediction` (label string, or value for regression), `confidence`.
@@ -194,8 +205,12 @@ def compare_windows(reference: pd.DataFrame, current: pd.DataFrame, vocabulary: 
         x = embed([ref_text.iloc[i] for i in ref_pick])
         y = embed([cur_text.iloc[i] for i in cur_pick])
         raw.append(("embedding", "input", "mmd", mmd_test(x, y, permutations, seed)))
-        summaries |= {"length_mean_reference": float(ref_len.mean()), "length_mean_current": float(cur_len.mean()),
-                      "oov_rate_reference": float(ref_oov.mean()), "oov_rate_current": float(cur_oov.mean())}
+        summaries |= {
+            "length_mean_reference": float(ref_len.mean()),
+            "length_mean_current": float(cur_len.mean()),
+            "oov_rate_reference": float(ref_oov.mean()),
+            "oov_rate_current": float(cur_oov.mean()),
+        }
     if "prediction" in reference and "prediction" in current and current["prediction"].notna().any():
         if task == "regression":
             a, b = reference["prediction"].astype(float).to_numpy(), current["prediction"].astype(float).to_numpy()

@@ -17,8 +17,9 @@ import pyarrow as pa
 from tasks.monitoring.prediction_log import LOG_TEXTS_ENV, PREDICTIONS, PredictionLogger, open_sink
 
 FEEDBACK = "feedback"
-FEEDBACK_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()),
-                             ("time", pa.timestamp("us", tz="UTC"))])
+FEEDBACK_SCHEMA = pa.schema(
+    [("request_id", pa.string()), ("label", pa.string()), ("time", pa.timestamp("us", tz="UTC"))]
+)
 
 
 class FeedbackError(ValueError):
@@ -77,13 +78,22 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
     ids = [str(item.get("request_id", "")) for item in items]
     # A shadowed request has a challenger row too: check the label against the answer that was served.
     logged = open_sink(PREDICTIONS, location=location).find("request_id", set(ids))
-    logged = logged.sort_values("role", key=lambda role: role == "challenger", kind="stable") \
-        .drop_duplicates("request_id").set_index("request_id")
+    logged = (
+        logged.sort_values("role", key=lambda role: role == "challenger", kind="stable")
+        .drop_duplicates("request_id")
+        .set_index("request_id")
+    )
     problems, spelled = [], []
     for i, (rid, item) in enumerate(zip(ids, items)):
         if rid not in logged.index:
-            problems.append({"index": i, "request_id": rid, "field": "request_id",
-                             "error": "unknown request id (no logged prediction)"})
+            problems.append(
+                {
+                    "index": i,
+                    "request_id": rid,
+                    "field": "request_id",
+                    "error": "unknown request id (no logged prediction)",
+                }
+            )
             continue
         why = check_label(item.get("label"), logged.loc[rid])
         if why:
@@ -92,9 +102,10 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
             spelled.append(spell_label(item["label"], logged.loc[rid]))
     if problems:
         raise FeedbackError(problems)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     open_sink(FEEDBACK, FEEDBACK_SCHEMA, location).write(
-        [{"request_id": rid, "label": label, "time": now} for rid, label in zip(ids, spelled)])
+        [{"request_id": rid, "label": label, "time": now} for rid, label in zip(ids, spelled)]
+    )
     return len(items)
 
 
@@ -119,8 +130,10 @@ def feedback_rows(model_name: str | None = None, location: str | None = None) ->
     rows = join_feedback(logged.drop_duplicates("request_id"), location)
     without_text = rows["text"].isna()
     if without_text.any() and without_text.all():
-        raise ValueError(f"{len(rows)} feedback rows, but the prediction log holds only text hashes; start the "
-                         f"service with {LOG_TEXTS_ENV}=1 so that corrected texts can be trained on")
+        raise ValueError(
+            f"{len(rows)} feedback rows, but the prediction log holds only text hashes; start the "
+            f"service with {LOG_TEXTS_ENV}=1 so that corrected texts can be trained on"
+        )
     rows = rows[~without_text]
     cols = ["text", "label"] + (["text_pair"] if rows["text_pair"].notna().any() else [])
     return rows[cols].reset_index(drop=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.registry import tracking
 from tasks.config import MonitoringConfig
+from tasks.registry import tracking
 
 MONITORING_EXPERIMENT = "monitoring"
 CHAMPION = "champion"
@@ -24,8 +24,8 @@ CHAMPION = "champion"
 def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.DataFrame:
     """The champion run's held-out split (a sample), scored by the champion: text, prediction, confidence."""
     from tasks.inference.predictor import OnnxPredictor
-    from tasks.registry.holdout import HELD_OUT_ARTIFACT
     from tasks.io import read_frame
+    from tasks.registry.holdout import HELD_OUT_ARTIFACT
 
     local = tracking.download_run_artifact(candidate["run_id"], HELD_OUT_ARTIFACT, workdir / "reference")
     df = read_frame(local)
@@ -39,11 +39,12 @@ def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.D
     pairs = df["text_pair"].astype(str).tolist() if "text_pair" in df else None
     answers = []
     for i in range(0, len(texts), 64):
-        answers += predictor.predict(texts[i:i + 64], pairs[i:i + 64] if pairs else None)
+        answers += predictor.predict(texts[i : i + 64], pairs[i : i + 64] if pairs else None)
     if task == "regression":
         return pd.DataFrame({"text": texts, "prediction": [a["value"] for a in answers], "confidence": np.nan})
-    return pd.DataFrame({"text": texts, "prediction": [a["label"] for a in answers],
-                         "confidence": [a["score"] for a in answers]})
+    return pd.DataFrame(
+        {"text": texts, "prediction": [a["label"] for a in answers], "confidence": [a["score"] for a in answers]}
+    )
 
 
 def feedback_quality(window: pd.DataFrame, task: str, location: str | None = None) -> dict:
@@ -51,7 +52,7 @@ def feedback_quality(window: pd.DataFrame, task: str, location: str | None = Non
     from tasks.monitoring.feedback import join_feedback
 
     rows = join_feedback(window, location)
-    out: dict = {"rows": int(len(rows)), "accuracy": None, "mae": None}
+    out: dict = {"rows": len(rows), "accuracy": None, "mae": None}
     if rows.empty:
         return out
     if task == "regression":
@@ -61,35 +62,50 @@ def feedback_quality(window: pd.DataFrame, task: str, location: str | None = Non
     return out
 
 
-def monitor_model(model_name: str, settings: MonitoringConfig | None = None, now: dt.datetime | None = None,
-                  location: str | None = None, extra_tags: dict | None = None) -> dict:
+def monitor_model(
+    model_name: str,
+    settings: MonitoringConfig | None = None,
+    now: dt.datetime | None = None,
+    location: str | None = None,
+    extra_tags: dict | None = None,
+) -> dict:
     """Compare the last `window_hours` of `model_name`'s logged traffic with its champion's data; log an MLflow run.
 
     Returns the verdict: status, reasons, whether a retrain is asked for, the drift tests, feedback quality.
     """
-    from tasks.registry import register
     from tasks.monitoring.drift import compare_windows, tokenizer_vocabulary
     from tasks.monitoring.prediction_log import read_predictions
     from tasks.monitoring.report import plot_distributions, report_markdown, write_html_report
+    from tasks.registry import register
     from tasks.registry.holdout import load_candidate
 
     s = settings or MonitoringConfig()
-    end = now or dt.datetime.now(dt.timezone.utc)
+    end = now or dt.datetime.now(dt.UTC)
     start = end - dt.timedelta(hours=s.window_hours)
     window = read_predictions(start, end, model_name, location)
     # Shadow (challenger) and canary rows answer the same or a diverted share of requests: the champion's
     # rows alone are the traffic its data is compared with.
     window = window[window["role"] == CHAMPION].reset_index(drop=True)
     if register.version_by_alias(model_name, CHAMPION) is None:
-        raise ValueError(f"model '{model_name}' has no '{CHAMPION}' version to compare traffic with; promote one "
-                         f"first (ftflow promote {model_name}) or check the name (MLflow UI, Models)")
+        raise ValueError(
+            f"model '{model_name}' has no '{CHAMPION}' version to compare traffic with; promote one "
+            f"first (ftflow promote {model_name}) or check the name (MLflow UI, Models)"
+        )
     with tempfile.TemporaryDirectory(prefix="ftflow-monitor-") as tmp:
         workdir = Path(tmp)
         champion = load_candidate(model_name, CHAMPION, workdir)
         task = champion["meta"]["task"]
-        result = {"model_name": model_name, "champion_version": champion["version"],
-                  "window_start": start.isoformat(), "window_end": end.isoformat(), "rows": int(len(window)),
-                  "experiment": MONITORING_EXPERIMENT, "drift": None, "reasons": [], "retrain": False}
+        result = {
+            "model_name": model_name,
+            "champion_version": champion["version"],
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "rows": len(window),
+            "experiment": MONITORING_EXPERIMENT,
+            "drift": None,
+            "reasons": [],
+            "retrain": False,
+        }
         drift = None
         reference = None
         if len(window) >= s.min_rows:
@@ -98,29 +114,53 @@ def monitor_model(model_name: str, settings: MonitoringConfig | None = None, now
             if task == "ner":
                 current = current.drop(columns=["prediction", "confidence"])
             vocabulary, lowercase = tokenizer_vocabulary(champion["bundle"])
-            drift = compare_windows(reference, current, vocabulary, lowercase, s.p_value, s.embedding_rows,
-                                    s.permutations, s.seed, task)
+            drift = compare_windows(
+                reference, current, vocabulary, lowercase, s.p_value, s.embedding_rows, s.permutations, s.seed, task
+            )
             result["drift"] = drift.as_dict()
             result["reasons"] += drift.reasons
         feedback = feedback_quality(window, task, location)
         result["feedback"] = feedback
-        if (feedback["accuracy"] is not None and feedback["rows"] >= s.min_feedback_rows
-                and feedback["accuracy"] < s.min_feedback_accuracy):
-            result["reasons"].append(f"feedback accuracy {feedback['accuracy']:.3f} < {s.min_feedback_accuracy} "
-                                     f"on {feedback['rows']} rows")
-        result["status"] = ("not_enough_data" if drift is None and not result["reasons"]
-                            else "retrain_needed" if result["reasons"] else "ok")
+        if (
+            feedback["accuracy"] is not None
+            and feedback["rows"] >= s.min_feedback_rows
+            and feedback["accuracy"] < s.min_feedback_accuracy
+        ):
+            result["reasons"].append(
+                f"feedback accuracy {feedback['accuracy']:.3f} < {s.min_feedback_accuracy} on {feedback['rows']} rows"
+            )
+        result["status"] = (
+            "not_enough_data"
+            if drift is None and not result["reasons"]
+            else "retrain_needed"
+            if result["reasons"]
+            else "ok"
+        )
         result["retrain"] = bool(result["reasons"]) and s.retrain_on_drift
 
-        run_id = tracking.start_run(MONITORING_EXPERIMENT, f"monitor-{model_name}-{end:%Y%m%d-%H%M%S}", tags={
-            "model_name": model_name, "champion_version": champion["version"], "status": result["status"],
-            "retrain_requested": str(result["retrain"]).lower(), **(extra_tags or {})})
+        run_id = tracking.start_run(
+            MONITORING_EXPERIMENT,
+            f"monitor-{model_name}-{end:%Y%m%d-%H%M%S}",
+            tags={
+                "model_name": model_name,
+                "champion_version": champion["version"],
+                "status": result["status"],
+                "retrain_requested": str(result["retrain"]).lower(),
+                **(extra_tags or {}),
+            },
+        )
         result["run_id"] = run_id
         with tracking.ended_run(run_id):
-            tracking.log_params(run_id, {f"monitoring.{k}": v for k, v in s.model_dump().items()}
-                                | {"window_start": result["window_start"], "window_end": result["window_end"]})
-            metrics = {"rows_window": float(len(window)), "retrain_requested": float(result["retrain"]),
-                       "feedback_rows": float(feedback["rows"])}
+            tracking.log_params(
+                run_id,
+                {f"monitoring.{k}": v for k, v in s.model_dump().items()}
+                | {"window_start": result["window_start"], "window_end": result["window_end"]},
+            )
+            metrics = {
+                "rows_window": float(len(window)),
+                "retrain_requested": float(result["retrain"]),
+                "feedback_rows": float(feedback["rows"]),
+            }
             metrics |= {f"feedback_{k}": v for k, v in feedback.items() if k != "rows" and v is not None}
             metrics |= drift.metrics() if drift else {}
             tracking.log_metrics(run_id, metrics)

@@ -22,9 +22,9 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -39,12 +39,23 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 CLIENT_REQUEST_ID_MAX = 64
 REQUEST_ID_MAX = 80
 
-PREDICTION_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("time", pa.timestamp("us", tz="UTC")), ("model_name", pa.string()),
-    ("model_version", pa.string()), ("role", pa.string()), ("text", pa.string()), ("text_hash", pa.string()),
-    ("text_pair", pa.string()), ("prediction", pa.string()), ("confidence", pa.float64()),
-    ("probabilities", pa.string()), ("entities", pa.string()), ("latency_ms", pa.float64()),
-])
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("time", pa.timestamp("us", tz="UTC")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("role", pa.string()),
+        ("text", pa.string()),
+        ("text_hash", pa.string()),
+        ("text_pair", pa.string()),
+        ("prediction", pa.string()),
+        ("confidence", pa.float64()),
+        ("probabilities", pa.string()),
+        ("entities", pa.string()),
+        ("latency_ms", pa.float64()),
+    ]
+)
 
 
 def log_texts_enabled() -> bool:
@@ -70,9 +81,18 @@ def item_request_id(request_id: str, index: int, batch: bool) -> str:
     return f"{request_id}-{index}" if batch else request_id
 
 
-def prediction_record(answer: dict, text: str, model_name: str, model_version: str, latency_ms: float,
-                      role: str = "champion", text_pair: str | None = None, request_id: str | None = None,
-                      when: dt.datetime | None = None, keep_text: bool | None = None) -> dict:
+def prediction_record(
+    answer: dict,
+    text: str,
+    model_name: str,
+    model_version: str,
+    latency_ms: float,
+    role: str = "champion",
+    text_pair: str | None = None,
+    request_id: str | None = None,
+    when: dt.datetime | None = None,
+    keep_text: bool | None = None,
+) -> dict:
     """One log row from one answer of OnnxPredictor.predict ({label, score, scores} | {value} | {entities})."""
     if role not in ROLES:
         raise ValueError(f"role '{role}' is not one of {', '.join(ROLES)}")
@@ -86,11 +106,15 @@ def prediction_record(answer: dict, text: str, model_name: str, model_version: s
     entities = answer.get("entities")
     return {
         "request_id": request_id or new_request_id(),
-        "time": when or dt.datetime.now(dt.timezone.utc),
-        "model_name": model_name, "model_version": str(model_version), "role": role,
-        "text": text if keep else None, "text_hash": text_hash(text),
+        "time": when or dt.datetime.now(dt.UTC),
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "role": role,
+        "text": text if keep else None,
+        "text_hash": text_hash(text),
         "text_pair": (text_pair if keep else None) if text_pair is not None else None,
-        "prediction": prediction, "confidence": None if confidence is None else float(confidence),
+        "prediction": prediction,
+        "confidence": None if confidence is None else float(confidence),
         "probabilities": json.dumps(answer["scores"]) if "scores" in answer else None,
         "entities": json.dumps(entities) if entities is not None else None,
         "latency_ms": float(latency_ms),
@@ -157,8 +181,9 @@ class ParquetSink:
 
         if not files:
             return self.schema.empty_table().to_pandas()
-        return ds.dataset([str(f) for f in files], schema=self.schema, format="parquet") \
-            .to_table(filter=where).to_pandas()
+        return (
+            ds.dataset([str(f) for f in files], schema=self.schema, format="parquet").to_table(filter=where).to_pandas()
+        )
 
 
 class SqlSink:
@@ -178,8 +203,10 @@ class SqlSink:
         try:
             self.table.metadata.create_all(self.engine)
         except sa.exc.SQLAlchemyError as e:
-            raise ValueError(f"prediction log {url!r}: cannot create table '{table}': {str(e).splitlines()[0]}; "
-                             f"check {LOG_ENV} and that the database is reachable and writable") from None
+            raise ValueError(
+                f"prediction log {url!r}: cannot create table '{table}': {str(e).splitlines()[0]}; "
+                f"check {LOG_ENV} and that the database is reachable and writable"
+            ) from None
 
     def __repr__(self) -> str:
         return f"SqlSink({self.engine.url.render_as_string(hide_password=True)}, {self.table.name})"
@@ -187,8 +214,10 @@ class SqlSink:
     def write(self, rows: list[dict]) -> None:
         if not rows:
             return
-        clean = [{k: (_utc(v).to_pydatetime() if k == "time" else v) for k, v in r.items() if k in self.schema.names}
-                 for r in rows]
+        clean = [
+            {k: (_utc(v).to_pydatetime() if k == "time" else v) for k, v in r.items() if k in self.schema.names}
+            for r in rows
+        ]
         with self.engine.begin() as conn:
             conn.execute(self.table.insert(), clean)
 
@@ -243,8 +272,12 @@ def open_sink(table: str = PREDICTIONS, schema: pa.Schema = PREDICTION_SCHEMA, l
     return ParquetSink(Path(where) / table, schema)
 
 
-def read_predictions(start: dt.datetime | None = None, end: dt.datetime | None = None,
-                     model_name: str | None = None, location: str | None = None) -> pd.DataFrame:
+def read_predictions(
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    model_name: str | None = None,
+    location: str | None = None,
+) -> pd.DataFrame:
     """Logged predictions with start <= time < end, optionally of one registered model, oldest first."""
     df = open_sink(location=location).read(start, end)
     if model_name is not None:
@@ -314,8 +347,9 @@ class PredictionLogger:
                     self.sink.write(batch)
                     written, failed = len(batch), 0
                 except Exception:  # a broken sink must not kill the writer; the rows are counted as lost
-                    logging.getLogger(__name__).exception("prediction log: writing %d rows to %r failed",
-                                                          len(batch), self.sink)
+                    logging.getLogger(__name__).exception(
+                        "prediction log: writing %d rows to %r failed", len(batch), self.sink
+                    )
                     written, failed = 0, len(batch)
                 with self._lock:
                     self._written += written
@@ -354,7 +388,7 @@ class PredictionLogger:
         with self._lock:
             return LoggerStats(self._logged, self._written, self._dropped, self._failed, len(self._queue))
 
-    def __enter__(self) -> "PredictionLogger":
+    def __enter__(self) -> PredictionLogger:
         return self
 
     def __exit__(self, *exc) -> None:

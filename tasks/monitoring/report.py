@@ -56,21 +56,35 @@ def _is_number(v) -> bool:
 
 def report_markdown(result: dict) -> str:
     """The monitor's verdict as markdown (Prefect artifact)."""
-    lines = [f"# Monitor: {result['model_name']} (champion v{result.get('champion_version') or '-'})", "",
-             f"Window {result['window_start']} → {result['window_end']}: **{result['rows']}** logged predictions; "
-             f"status **{result['status']}**", ""]
+    lines = [
+        f"# Monitor: {result['model_name']} (champion v{result.get('champion_version') or '-'})",
+        "",
+        f"Window {result['window_start']} → {result['window_end']}: **{result['rows']}** logged predictions; "
+        f"status **{result['status']}**",
+        "",
+    ]
     if result["reasons"]:
-        lines += ["Retrain requested: " + "; ".join(result["reasons"]) if result["retrain"] else
-                  "Findings (retrain off): " + "; ".join(result["reasons"]), ""]
+        lines += [
+            "Retrain requested: " + "; ".join(result["reasons"])
+            if result["retrain"]
+            else "Findings (retrain off): " + "; ".join(result["reasons"]),
+            "",
+        ]
     drift = result.get("drift")
     if drift:
         lines += ["| test | method | statistic | p-value | threshold | drift |", "|---|---|---|---|---|---|"]
-        lines += [f"| {t['name']} | {t['method']} | {t['statistic']:.4g} | {t['p_value']:.3g} | {t['alpha']:.3g} | "
-                  f"{'**yes**' if t['p_value'] < t['alpha'] else 'no'} |" for t in drift["tests"]]
+        lines += [
+            f"| {t['name']} | {t['method']} | {t['statistic']:.4g} | {t['p_value']:.3g} | {t['alpha']:.3g} | "
+            f"{'**yes**' if t['p_value'] < t['alpha'] else 'no'} |"
+            for t in drift["tests"]
+        ]
         lines.append("")
     fb = result["feedback"]
-    lines.append(f"Feedback: {fb['rows']} rows" + (f", accuracy {fb['accuracy']:.3f}" if fb.get("accuracy") is not None
-                                                   else "") + (f", MAE {fb['mae']:.4g}" if fb.get("mae") is not None else ""))
+    lines.append(
+        f"Feedback: {fb['rows']} rows"
+        + (f", accuracy {fb['accuracy']:.3f}" if fb.get("accuracy") is not None else "")
+        + (f", MAE {fb['mae']:.4g}" if fb.get("mae") is not None else "")
+    )
     if result.get("run_id"):
         lines += ["", f"MLflow run `{result['run_id']}` in experiment `{result['experiment']}`"]
     return "\n".join(lines)
@@ -79,21 +93,27 @@ def report_markdown(result: dict) -> str:
 def write_html_report(result: dict, drift: DriftReport | None, plot: Path | None, path: Path) -> Path:
     """One self-contained HTML page (the plot inlined): the verdict, every test, the summaries."""
     md = html.escape(report_markdown(result))
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>finetune-flow monitor</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px}.drift{color:#b00;font-weight:bold}</style></head><body>",
-             f"<h1>Monitor: {html.escape(result['model_name'])}</h1>",
-             f"<p>Status: <b>{html.escape(result['status'])}</b>; window {html.escape(str(result['window_start']))} "
-             f"to {html.escape(str(result['window_end']))}; {result['rows']} predictions</p>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>finetune-flow monitor</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}.drift{color:#b00;font-weight:bold}</style></head><body>",
+        f"<h1>Monitor: {html.escape(result['model_name'])}</h1>",
+        f"<p>Status: <b>{html.escape(result['status'])}</b>; window {html.escape(str(result['window_start']))} "
+        f"to {html.escape(str(result['window_end']))}; {result['rows']} predictions</p>",
+    ]
     if result["reasons"]:
         parts.append("<ul>" + "".join(f"<li class='drift'>{html.escape(r)}</li>" for r in result["reasons"]) + "</ul>")
     if drift is not None:
-        parts.append("<h2>Drift tests</h2><table><tr><th>test</th><th>kind</th><th>method</th><th>statistic</th>"
-                     "<th>p-value</th><th>threshold</th></tr>")
+        parts.append(
+            "<h2>Drift tests</h2><table><tr><th>test</th><th>kind</th><th>method</th><th>statistic</th>"
+            "<th>p-value</th><th>threshold</th></tr>"
+        )
         for t in drift.tests:
             cls = " class='drift'" if t.drifted else ""
-            parts.append(f"<tr{cls}><td>{t.name}</td><td>{t.kind}</td><td>{t.method}</td><td>{t.statistic:.4g}</td>"
-                         f"<td>{t.p_value:.3g}</td><td>{t.alpha:.3g}</td></tr>")
+            parts.append(
+                f"<tr{cls}><td>{t.name}</td><td>{t.kind}</td><td>{t.method}</td><td>{t.statistic:.4g}</td>"
+                f"<td>{t.p_value:.3g}</td><td>{t.alpha:.3g}</td></tr>"
+            )
         parts.append("</table><h2>Summaries</h2><table>")
         parts += [f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in sorted(drift.summaries.items())]
         parts.append("</table>")

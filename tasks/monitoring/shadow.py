@@ -36,8 +36,10 @@ class ShadowReport:
             return f"no shadow answers of version {self.challenger_version} beside champion {self.champion_version}"
         text = f"{self.answers} shadow answers, agreement {self.agreement:.3f}"
         if self.feedback_rows:
-            text += (f", accuracy on {self.feedback_rows} with feedback: champion {self.champion_accuracy:.3f}, "
-                     f"challenger {self.challenger_accuracy:.3f}")
+            text += (
+                f", accuracy on {self.feedback_rows} with feedback: champion {self.champion_accuracy:.3f}, "
+                f"challenger {self.challenger_accuracy:.3f}"
+            )
         return text
 
 
@@ -46,15 +48,21 @@ def _answer(rows: pd.DataFrame) -> pd.Series:
     return rows["prediction"].where(rows["prediction"].notna(), rows["entities"])
 
 
-def shadow_report(name: str, champion_version: str, challenger_version: str,
-                  location: str | None = None) -> ShadowReport:
+def shadow_report(
+    name: str, champion_version: str, challenger_version: str, location: str | None = None
+) -> ShadowReport:
     """Agreement of the challenger's shadow answers with the champion's, and both accuracies where feedback exists."""
     logged = read_predictions(model_name=name, location=location)
     champion = logged[(logged["role"] == "champion") & (logged["model_version"] == str(champion_version))]
     shadow = logged[(logged["role"] == "challenger") & (logged["model_version"] == str(challenger_version))]
-    both = champion.drop_duplicates("request_id").assign(champion_answer=_answer).merge(
-        shadow.drop_duplicates("request_id").assign(challenger_answer=_answer)[["request_id", "challenger_answer"]],
-        on="request_id")
+    both = (
+        champion.drop_duplicates("request_id")
+        .assign(champion_answer=_answer)
+        .merge(
+            shadow.drop_duplicates("request_id").assign(challenger_answer=_answer)[["request_id", "challenger_answer"]],
+            on="request_id",
+        )
+    )
     agreement = float((both["champion_answer"] == both["challenger_answer"]).mean()) if len(both) else None
     judged = join_feedback(both, location) if len(both) else both.assign(label=[])
     labelled = judged["probabilities"].notna().all()  # accuracy is for class answers; values and entities: None
@@ -62,8 +70,15 @@ def shadow_report(name: str, champion_version: str, challenger_version: str,
     def accuracy(column: str) -> float | None:
         return float((judged[column] == judged["label"].astype(str)).mean()) if len(judged) and labelled else None
 
-    return ShadowReport(str(champion_version), str(challenger_version), len(both), agreement, len(judged),
-                        accuracy("champion_answer"), accuracy("challenger_answer"))
+    return ShadowReport(
+        str(champion_version),
+        str(challenger_version),
+        len(both),
+        agreement,
+        len(judged),
+        accuracy("champion_answer"),
+        accuracy("challenger_answer"),
+    )
 
 
 def min_shadow_answers(challenger_run_id: str) -> int:
@@ -95,8 +110,12 @@ def check_shadow(name: str, champion: dict | None, challenger: dict) -> ShadowGa
     except Exception as e:  # an unreadable log blocks only a gate that needs it
         return ShadowGate(refusal=f"the prediction log could not be read ({type(e).__name__}: {e})" if needed else None)
     if report.answers < needed:
-        return ShadowGate(asdict(report), refusal=(
-            f"only {report.answers} shadow answers of version {challenger['version']} beside champion "
-            f"{champion['version']}, registry.min_shadow_answers is {needed}: serve with FTFLOW_SHADOW=challenger "
-            f"until the challenger has answered enough real requests"))
+        return ShadowGate(
+            asdict(report),
+            refusal=(
+                f"only {report.answers} shadow answers of version {challenger['version']} beside champion "
+                f"{champion['version']}, registry.min_shadow_answers is {needed}: serve with FTFLOW_SHADOW=challenger "
+                f"until the challenger has answered enough real requests"
+            ),
+        )
     return ShadowGate(asdict(report), note=f"shadow: {report.summary()}" if report.answers else None)

@@ -56,7 +56,7 @@ class PromotionDecision:
 
 def now_iso() -> str:
     """The current UTC time, to the second, as decisions and locks record it."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def champion_version(name: str) -> str | None:
@@ -71,19 +71,30 @@ def record_decision(d: PromotionDecision, extra_tags: dict | None = None, state:
     state FINAL: the run ends FINISHED here. PENDING: it stays open until `finalise_decision`
     (or `abort_decision`); the alias moves in between.
     """
-    tags = {"model_name": d.model_name, "action": d.action, "decision": d.decision, "state": state,
-            "challenger_version": d.challenger_version, "champion_before": d.champion_before or "",
-            "champion_after": d.champion_after or "", "reason": d.reason[:5000],
-            "metric": d.metric or "", "eval_source": d.eval_source or "", **(extra_tags or {})}
+    tags = {
+        "model_name": d.model_name,
+        "action": d.action,
+        "decision": d.decision,
+        "state": state,
+        "challenger_version": d.challenger_version,
+        "champion_before": d.champion_before or "",
+        "champion_after": d.champion_after or "",
+        "reason": d.reason[:5000],
+        "metric": d.metric or "",
+        "eval_source": d.eval_source or "",
+        **(extra_tags or {}),
+    }
     run_name = f"{d.model_name}-{d.action}-v{d.challenger_version}-{d.decision.replace(' ', '-')}"
     run_id = tracking.start_run(PROMOTIONS_EXPERIMENT, run_name, tags={k: str(v) for k, v in tags.items()})
     # A decision whose record could not be written ends FAILED, so the log never shows half a record as done.
     try:
-        tracking.log_params(run_id, {"margin": d.margin, "metric": d.metric, "eval_source": d.eval_source,
-                                     "eval_rows": d.eval_rows})
+        tracking.log_params(
+            run_id, {"margin": d.margin, "metric": d.metric, "eval_source": d.eval_source, "eval_rows": d.eval_rows}
+        )
         scores = {k: getattr(d, k) for k in ("challenger_score", "champion_score", "margin", "eval_rows")}
-        tracking.log_metrics(run_id, {k: v for k, v in scores.items() if v is not None}
-                             | {"promoted": float(d.decision != REFUSED)})
+        tracking.log_metrics(
+            run_id, {k: v for k, v in scores.items() if v is not None} | {"promoted": float(d.decision != REFUSED)}
+        )
         record = dataclasses.asdict(dataclasses.replace(d, state=state)) | {"promoted": d.promoted}
         tracking.log_text(run_id, json.dumps(record, indent=2, default=str), "decision.json")
     except BaseException:
@@ -112,14 +123,23 @@ def decision_from_run(run) -> PromotionDecision:
     t, m, p = run.data.tags, run.data.metrics, run.data.params
     rows = p.get("eval_rows")
     return PromotionDecision(
-        model_name=t.get("model_name", ""), action=t.get("action", ""), decision=t.get("decision", ""),
-        challenger_version=t.get("challenger_version", ""), champion_before=t.get("champion_before") or None,
-        champion_after=t.get("champion_after") or None, reason=t.get("reason", ""),
-        time=dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.timezone.utc).isoformat(timespec="seconds"),
-        metric=t.get("metric") or None, margin=m.get("margin"), challenger_score=m.get("challenger_score"),
-        champion_score=m.get("champion_score"), eval_source=t.get("eval_source") or None,
+        model_name=t.get("model_name", ""),
+        action=t.get("action", ""),
+        decision=t.get("decision", ""),
+        challenger_version=t.get("challenger_version", ""),
+        champion_before=t.get("champion_before") or None,
+        champion_after=t.get("champion_after") or None,
+        reason=t.get("reason", ""),
+        time=dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC).isoformat(timespec="seconds"),
+        metric=t.get("metric") or None,
+        margin=m.get("margin"),
+        challenger_score=m.get("challenger_score"),
+        champion_score=m.get("champion_score"),
+        eval_source=t.get("eval_source") or None,
         eval_rows=int(rows) if rows and rows.isdigit() else None,
-        state=t.get("state", FINAL if run.info.status == "FINISHED" else ABORTED), record_run_id=run.info.run_id)
+        state=t.get("state", FINAL if run.info.status == "FINISHED" else ABORTED),
+        record_run_id=run.info.run_id,
+    )
 
 
 def resolve_unfinished(rows: list[PromotionDecision], current_champion: str | None) -> list[PromotionDecision]:
@@ -135,21 +155,30 @@ def resolve_unfinished(rows: list[PromotionDecision], current_champion: str | No
         if r.state == FINAL or r.decision == REFUSED:
             out.append(r)
             continue
-        later = next((x for x in rows[i + 1:] if x.state == FINAL), None)
+        later = next((x for x in rows[i + 1 :] if x.state == FINAL), None)
         seen = later.champion_before if later else current_champion
         moved = r.champion_after is not None and seen == r.champion_after
         if moved:
             out.append(dataclasses.replace(r, reason=f"{r.reason} (record not finalised; the alias did move)"))
         else:
-            out.append(dataclasses.replace(r, decision=NOT_APPLIED, champion_after=r.champion_before,
-                                           reason=f"did not complete, champion unchanged (was: {r.reason})"))
+            out.append(
+                dataclasses.replace(
+                    r,
+                    decision=NOT_APPLIED,
+                    champion_after=r.champion_before,
+                    reason=f"did not complete, champion unchanged (was: {r.reason})",
+                )
+            )
     return out
 
 
 def promotion_history(name: str) -> list[PromotionDecision]:
     """The promotion log of a model, oldest first: one decision per promotion or rollback."""
-    runs = tracking.find_runs(PROMOTIONS_EXPERIMENT, f"tags.model_name = {tracking.filter_value(name)}",
-                              order_by=["attributes.start_time ASC"])
+    runs = tracking.find_runs(
+        PROMOTIONS_EXPERIMENT,
+        f"tags.model_name = {tracking.filter_value(name)}",
+        order_by=["attributes.start_time ASC"],
+    )
     rows = [decision_from_run(r) for r in runs]
     if any(r.state != FINAL for r in rows):
         rows = resolve_unfinished(rows, champion_version(name))

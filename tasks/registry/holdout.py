@@ -21,8 +21,13 @@ def load_version(name: str, version: str, workdir: Path, role: str) -> dict:
     """One version with its serving bundle downloaded."""
     mv = register.get_version(name, version)
     bundle = register.download_bundle(name, mv.version, workdir / f"{role}-v{mv.version}")
-    return {"version": str(mv.version), "run_id": mv.run_id, "tags": dict(mv.tags), "bundle": bundle,
-            "meta": read_json(bundle / "finetune_flow.json")}
+    return {
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "tags": dict(mv.tags),
+        "bundle": bundle,
+        "meta": read_json(bundle / "finetune_flow.json"),
+    }
 
 
 def load_candidate(name: str, alias: str, workdir: Path) -> dict | None:
@@ -36,44 +41,54 @@ def read_eval_frame(eval_data: str | None, challenger_run_id: str, workdir: Path
     if eval_data:
         path = Path(eval_data)
         if not path.exists():
-            raise ValueError(f"evaluation set '{eval_data}' does not exist; give a parquet, csv or jsonl file "
-                             f"with the columns of a run's data/clean/test.parquet")
+            raise ValueError(
+                f"evaluation set '{eval_data}' does not exist; give a parquet, csv or jsonl file "
+                f"with the columns of a run's data/clean/test.parquet"
+            )
         readers = {".parquet": read_frame, ".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True)}
         if path.suffix not in readers:
-            raise ValueError(f"evaluation set '{eval_data}': unknown format '{path.suffix}'; use "
-                             f"{', '.join(readers)}")
+            raise ValueError(f"evaluation set '{eval_data}': unknown format '{path.suffix}'; use {', '.join(readers)}")
         return readers[path.suffix](path), str(path.resolve())
     try:
         local = tracking.download_run_artifact(challenger_run_id, HELD_OUT_ARTIFACT, workdir / "eval")
     except Exception as e:
-        raise ValueError(f"the challenger's run {challenger_run_id} has no '{HELD_OUT_ARTIFACT}' artifact ({e}); "
-                         f"pass a pinned evaluation set: ftflow promote NAME --eval-data PATH") from None
+        raise ValueError(
+            f"the challenger's run {challenger_run_id} has no '{HELD_OUT_ARTIFACT}' artifact ({e}); "
+            f"pass a pinned evaluation set: ftflow promote NAME --eval-data PATH"
+        ) from None
     return read_frame(local), f"runs:/{challenger_run_id}/{HELD_OUT_ARTIFACT}"
 
 
 def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | None = None) -> None:
     """Refuse an evaluation set without the task's columns, without rows, or with labels the model lacks."""
     need = {"ner": ["tokens", "tags"], "pair_classification": ["text", "text_pair", "label"]}.get(
-        task, ["text", "label"])
+        task, ["text", "label"]
+    )
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise ValueError(f"evaluation set {where} lacks column(s) {missing} for a {task} model; it has "
-                         f"{list(df.columns)}. Use the layout of a run's data/clean/test.parquet")
+        raise ValueError(
+            f"evaluation set {where} lacks column(s) {missing} for a {task} model; it has "
+            f"{list(df.columns)}. Use the layout of a run's data/clean/test.parquet"
+        )
     if df.empty:
         raise ValueError(f"evaluation set {where} has no rows")
     if task == "regression":
         bad = df.loc[pd.to_numeric(df["label"], errors="coerce").isna(), "label"]
         if len(bad):
-            raise ValueError(f"evaluation set {where}: {len(bad)} label(s) are not numbers (e.g. {bad.iloc[0]!r} "
-                             f"in row {bad.index[0]}); a regression model needs a numeric label in every row")
+            raise ValueError(
+                f"evaluation set {where}: {len(bad)} label(s) are not numbers (e.g. {bad.iloc[0]!r} "
+                f"in row {bad.index[0]}); a regression model needs a numeric label in every row"
+            )
         return
     if labels is None:
         return
     seen = df["tags"].explode() if task == "ner" else df["label"]
     unknown = sorted({str(v) for v in seen.dropna()} - set(labels)) + (["<empty>"] if seen.isna().any() else [])
     if unknown:
-        raise ValueError(f"evaluation set {where} has label(s) {unknown[:10]} that the model does not know; its "
-                         f"labels are {labels}. Map the labels to these names (as in data/clean/test.parquet)")
+        raise ValueError(
+            f"evaluation set {where} has label(s) {unknown[:10]} that the model does not know; its "
+            f"labels are {labels}. Map the labels to these names (as in data/clean/test.parquet)"
+        )
 
 
 def score_bundle(bundle: Path, df: pd.DataFrame) -> dict:

@@ -50,8 +50,9 @@ def promotion_lock(name: str, action: str, break_lock: bool = False) -> Iterator
     lock = f"{name}{LOCK_SUFFIX}"
     for attempt in (1, 2):
         try:
-            c.create_registered_model(lock, tags=lock_holder(action),
-                                      description=f"held while a promotion or rollback of '{name}' runs")
+            c.create_registered_model(
+                lock, tags=lock_holder(action), description=f"held while a promotion or rollback of '{name}' runs"
+            )
             break
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -69,7 +70,8 @@ def promotion_lock(name: str, action: str, break_lock: bool = False) -> Iterator
                 f"model '{name}': another promotion or rollback is in progress ({held.get('action', '?')}, pid "
                 f"{held.get('pid', '?')} on {held.get('host', '?')} since {held.get('since', '?')}); nothing was "
                 f"changed. Run again when it has finished; if that process is gone, clear its lock with "
-                f"`ftflow promote {name} --break-lock`") from None
+                f"`ftflow promote {name} --break-lock`"
+            ) from None
     try:
         yield
     finally:

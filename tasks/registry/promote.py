@@ -25,8 +25,17 @@ import pandas as pd
 from tasks.labels import labels_as_strings
 from tasks.monitoring.shadow import check_shadow
 from tasks.registry import register, tracking
-from tasks.registry.decision import (PENDING, PROMOTED, REFUSED, PromotionDecision, abort_decision, champion_version,
-                                     finalise_decision, now_iso, record_decision)
+from tasks.registry.decision import (
+    PENDING,
+    PROMOTED,
+    REFUSED,
+    PromotionDecision,
+    abort_decision,
+    champion_version,
+    finalise_decision,
+    now_iso,
+    record_decision,
+)
 from tasks.registry.holdout import check_columns, load_candidate, load_version, read_eval_frame, score_bundle
 from tasks.registry.lock import promotion_lock
 
@@ -52,9 +61,11 @@ def challenger_version(name: str) -> str:
     mv = register.version_by_alias(name, register.CHALLENGER)
     if mv is None:
         known = [v.version for v in register.list_versions(name)]
-        raise ValueError(f"model '{name}' has no version with alias '{register.CHALLENGER}' "
-                         f"(versions: {known or 'none'}); train one with `ftflow run CONFIG` whose "
-                         f"registry.model_name is '{name}'")
+        raise ValueError(
+            f"model '{name}' has no version with alias '{register.CHALLENGER}' "
+            f"(versions: {known or 'none'}); train one with `ftflow run CONFIG` whose "
+            f"registry.model_name is '{name}'"
+        )
     return str(mv.version)
 
 
@@ -62,16 +73,21 @@ def failed_checks(tags: dict, allow_data_warnings: bool = False) -> list[str]:
     """The required checks a version's tags do not show as passed (data warnings fail unless allowed)."""
     failed = []
     if str(tags.get(register.PARITY_TAG)).lower() != "true":
-        failed.append(f"ONNX parity check did not pass (tag {register.PARITY_TAG}="
-                      f"{tags.get(register.PARITY_TAG, 'missing')})")
+        failed.append(
+            f"ONNX parity check did not pass (tag {register.PARITY_TAG}={tags.get(register.PARITY_TAG, 'missing')})"
+        )
     status = tags.get(register.DATA_VALIDATION_TAG)
     if status is None:
-        failed.append(f"data validation result missing (no tag {register.DATA_VALIDATION_TAG}); register the "
-                      f"version through `ftflow run`, which validates its data")
+        failed.append(
+            f"data validation result missing (no tag {register.DATA_VALIDATION_TAG}); register the "
+            f"version through `ftflow run`, which validates its data"
+        )
     elif status == "warnings" and not allow_data_warnings:
-        failed.append(f"data validation passed only with {tags.get(register.DATA_WARNINGS_TAG, '?')} warning(s) "
-                      f"(tag {register.DATA_VALIDATION_TAG}=warnings; see the run's data/validation/summary.md); "
-                      f"set registry.promote_with_data_warnings=true or pass --allow-data-warnings to accept them")
+        failed.append(
+            f"data validation passed only with {tags.get(register.DATA_WARNINGS_TAG, '?')} warning(s) "
+            f"(tag {register.DATA_VALIDATION_TAG}=warnings; see the run's data/validation/summary.md); "
+            f"set registry.promote_with_data_warnings=true or pass --allow-data-warnings to accept them"
+        )
     elif status not in ("passed", "warnings"):
         failed.append(f"data validation did not pass (tag {register.DATA_VALIDATION_TAG}={status})")
     return failed
@@ -95,43 +111,70 @@ def default_allow_data_warnings(challenger_run_id: str) -> bool:
     return str(tracking.run_params(challenger_run_id).get(WARNINGS_PARAM, "False")).lower() == "true"
 
 
-def decide(name: str, challenger: dict, champion: dict | None, df: pd.DataFrame, margin: float,
-           allow_data_warnings: bool = False) -> GateVerdict:
+def decide(
+    name: str,
+    challenger: dict,
+    champion: dict | None,
+    df: pd.DataFrame,
+    margin: float,
+    allow_data_warnings: bool = False,
+) -> GateVerdict:
     """Score both on `df` and apply the gate (nothing is moved here)."""
     from tasks.modelling.metrics import greater_is_better, primary_metric
 
     metric = primary_metric(challenger["meta"]["task"])
     verdict = GateVerdict(False, "", metric, greater_is_better(metric), margin)
     if champion is not None and champion["version"] == challenger["version"]:
-        return dataclasses.replace(verdict, reason=f"version {challenger['version']} is already champion; train a "
-                                                   f"new challenger first")
+        return dataclasses.replace(
+            verdict, reason=f"version {challenger['version']} is already champion; train a new challenger first"
+        )
     chal = score_bundle(challenger["bundle"], df)[metric]
     reasons = failed_checks(challenger["tags"], allow_data_warnings)
     if champion is None:
-        return dataclasses.replace(verdict, promoted=not reasons, challenger_score=chal, reason="; ".join(reasons)
-                                   if reasons else f"first champion of '{name}': checks passed")
+        return dataclasses.replace(
+            verdict,
+            promoted=not reasons,
+            challenger_score=chal,
+            reason="; ".join(reasons) if reasons else f"first champion of '{name}': checks passed",
+        )
     mismatch = [k for k in ("task", "labels") if champion["meta"].get(k) != challenger["meta"].get(k)]
     if mismatch:
         return dataclasses.replace(
-            verdict, challenger_score=chal,
+            verdict,
+            challenger_score=chal,
             reason=f"champion and challenger differ in {', '.join(mismatch)}: they cannot be scored on the same "
-                   f"data; move the alias with `ftflow rollback {name} --to {challenger['version']}` if this "
-                   f"change is intended")
+            f"data; move the alias with `ftflow rollback {name} --to {challenger['version']}` if this "
+            f"change is intended",
+        )
     champ = score_bundle(champion["bundle"], df)[metric]
     better_high = verdict.greater_is_better
     wins = beats(chal, champ, margin, better_high)
     sign = "+" if better_high else "-"
-    comparison = (f"{metric} {chal:.4f} {'>=' if better_high else '<='} {champ:.4f} {sign} margin {margin:g}"
-                  if wins else f"{metric} {chal:.4f} does not beat champion {champ:.4f} by margin {margin:g}")
+    comparison = (
+        f"{metric} {chal:.4f} {'>=' if better_high else '<='} {champ:.4f} {sign} margin {margin:g}"
+        if wins
+        else f"{metric} {chal:.4f} does not beat champion {champ:.4f} by margin {margin:g}"
+    )
     if not wins:
         reasons.append(comparison)
-    return dataclasses.replace(verdict, promoted=not reasons, reason="; ".join(reasons) if reasons else comparison,
-                               challenger_score=chal, champion_score=champ)
+    return dataclasses.replace(
+        verdict,
+        promoted=not reasons,
+        reason="; ".join(reasons) if reasons else comparison,
+        challenger_score=chal,
+        champion_score=champ,
+    )
 
 
-def promote_challenger(name: str, margin: float | None = None, eval_data: str | None = None,
-                       extra_tags: dict | None = None, version: str | None = None,
-                       allow_data_warnings: bool | None = None, break_lock: bool = False) -> PromotionDecision:
+def promote_challenger(
+    name: str,
+    margin: float | None = None,
+    eval_data: str | None = None,
+    extra_tags: dict | None = None,
+    version: str | None = None,
+    allow_data_warnings: bool | None = None,
+    break_lock: bool = False,
+) -> PromotionDecision:
     """Gate `version` (default: the challenger's, read once) against the champion; move `champion` if it passes.
 
     Raises PromotionBusy when another promotion of the model runs. The decision is recorded
@@ -162,18 +205,35 @@ def promote_challenger(name: str, margin: float | None = None, eval_data: str | 
         if promoted:
             now = champion_version(name)  # re-read: scoring took minutes
             if now != before:
-                promoted, reason = False, (f"the champion changed while scoring (version {before or 'none'} then, "
-                                           f"{now or 'none'} now); nothing was moved. Run the promotion again to "
-                                           f"score against the new champion")
+                promoted, reason = (
+                    False,
+                    (
+                        f"the champion changed while scoring (version {before or 'none'} then, "
+                        f"{now or 'none'} now); nothing was moved. Run the promotion again to "
+                        f"score against the new champion"
+                    ),
+                )
                 before = now
         d = PromotionDecision(
-            model_name=name, action="promote", decision=PROMOTED if promoted else REFUSED,
-            challenger_version=version, champion_before=before, champion_after=version if promoted else before,
-            reason=reason, time=now_iso(), metric=verdict.metric, greater_is_better=verdict.greater_is_better,
-            margin=verdict.margin, challenger_score=verdict.challenger_score, champion_score=verdict.champion_score,
-            eval_source=source, eval_rows=len(df), shadow=shadow.report,
-            same_data_digest=bool(champion) and champion["tags"].get("data_digest") ==
-            challenger["tags"].get("data_digest"))
+            model_name=name,
+            action="promote",
+            decision=PROMOTED if promoted else REFUSED,
+            challenger_version=version,
+            champion_before=before,
+            champion_after=version if promoted else before,
+            reason=reason,
+            time=now_iso(),
+            metric=verdict.metric,
+            greater_is_better=verdict.greater_is_better,
+            margin=verdict.margin,
+            challenger_score=verdict.challenger_score,
+            champion_score=verdict.champion_score,
+            eval_source=source,
+            eval_rows=len(df),
+            shadow=shadow.report,
+            same_data_digest=bool(champion)
+            and champion["tags"].get("data_digest") == challenger["tags"].get("data_digest"),
+        )
         run_id = move_champion(d, extra_tags) if promoted else record_decision(d, extra_tags)
     return dataclasses.replace(d, record_run_id=run_id)
 

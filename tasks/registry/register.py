@@ -10,9 +10,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tasks.registry import tracking
 from tasks.config import PipelineConfig
 from tasks.io import read_json
+from tasks.registry import tracking
 from tasks.results import CleanResult, EvaluationResult, ExportResult
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -31,10 +31,16 @@ def git_commit() -> str:
     """The project's commit (with '-dirty' when the tree has changes), or 'unknown'."""
     root = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
@@ -43,8 +49,9 @@ def git_commit() -> str:
 PYFUNC_MODEL_FILE = Path(__file__).resolve().parents[1] / "inference" / "pyfunc_model.py"
 
 
-def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list, task: str,
-                       example_pairs: list | None = None) -> Path:
+def save_serving_model(
+    bundle_dir: str | Path, target: Path, example_texts: list, task: str, example_pairs: list | None = None
+) -> Path:
     """Save the bundle as an MLflow pyfunc model (signature and input example included).
 
     Pair models get `text_pair` in the signature: MLflow drops input columns its schema lacks,
@@ -59,12 +66,18 @@ def save_serving_model(bundle_dir: str | Path, target: Path, example_texts: list
         if not example_pairs:
             raise ValueError("a pair_classification model needs example second texts (example_pairs) for its signature")
         example["text_pair"] = [str(t) for t in example_pairs[:2]]
-    out_example = pd.DataFrame({"label": ["x"] * len(example), "score": [0.5] * len(example)}) \
-        if task in ("classification", "pair_classification") else None
+    out_example = (
+        pd.DataFrame({"label": ["x"] * len(example), "score": [0.5] * len(example)})
+        if task in ("classification", "pair_classification")
+        else None
+    )
     mlflow.pyfunc.save_model(
         # Models-from-code: the model is this file, run at load time; loading a version unpickles nothing.
-        path=str(target), python_model=str(PYFUNC_MODEL_FILE), artifacts={"bundle": str(bundle_dir)},
-        signature=infer_signature(example, out_example), input_example=example,
+        path=str(target),
+        python_model=str(PYFUNC_MODEL_FILE),
+        artifacts={"bundle": str(bundle_dir)},
+        signature=infer_signature(example, out_example),
+        input_example=example,
         # Explicit requirements: inferring them imports heavy libraries and needs the network.
         pip_requirements=["mlflow", "onnxruntime", "tokenizers", "numpy", "pandas", "pyarrow"],
         code_paths=[str(Path(__file__).resolve().parents[1])],
@@ -82,13 +95,20 @@ def validation_tags(validation: dict | None) -> dict:
     return {DATA_VALIDATION_TAG: "passed"}
 
 
-def model_tags(cfg: PipelineConfig, data: CleanResult, metrics: dict, export: ExportResult,
-               validation: dict | None) -> dict:
+def model_tags(
+    cfg: PipelineConfig, data: CleanResult, metrics: dict, export: ExportResult, validation: dict | None
+) -> dict:
     tags = {
-        "task": cfg.data.task, "config_name": cfg.name, "config_digest": cfg.digest(),
-        "data_digest": data.digest, "git_commit": git_commit(), "base_model": cfg.model.name,
-        PARITY_TAG: export.parity["passed"], "parity_max_abs_diff": f"{export.parity['max_abs_diff']:.2e}",
-        "serving_file": export.serving_file, **validation_tags(validation),
+        "task": cfg.data.task,
+        "config_name": cfg.name,
+        "config_digest": cfg.digest(),
+        "data_digest": data.digest,
+        "git_commit": git_commit(),
+        "base_model": cfg.model.name,
+        PARITY_TAG: export.parity["passed"],
+        "parity_max_abs_diff": f"{export.parity['max_abs_diff']:.2e}",
+        "serving_file": export.serving_file,
+        **validation_tags(validation),
     }
     if export.int8_gate:  # what quantisation costs: metric change and share of answers it changes
         gate = export.int8_gate
@@ -109,8 +129,14 @@ def log_serving_model(run_id: str, bundle_dir: str | Path, data: CleanResult, cf
         tracking.client().log_artifacts(run_id, str(local), MODEL_ARTIFACT)
 
 
-def register_model(run_id: str, export: ExportResult, evaluation: EvaluationResult, data: CleanResult,
-                   cfg: PipelineConfig, validation: dict | None = None) -> dict:
+def register_model(
+    run_id: str,
+    export: ExportResult,
+    evaluation: EvaluationResult,
+    data: CleanResult,
+    cfg: PipelineConfig,
+    validation: dict | None = None,
+) -> dict:
     """Log the serving model to the run and register it as a new version with alias 'challenger'."""
     if not export.parity["passed"]:
         p = export.parity
@@ -124,7 +150,13 @@ def register_model(run_id: str, export: ExportResult, evaluation: EvaluationResu
     tags = model_tags(cfg, data, evaluation.metrics, export, validation)
     # A retry (or a resumed run) after the version was made finds it: no second version of the same
     # model, and the files a registered version (perhaps the champion) points at are not written again.
-    made = [v for v in c.search_model_versions(f"name = {tracking.filter_value(name)} and run_id = {tracking.filter_value(run_id)}") if v.source == source]
+    made = [
+        v
+        for v in c.search_model_versions(
+            f"name = {tracking.filter_value(name)} and run_id = {tracking.filter_value(run_id)}"
+        )
+        if v.source == source
+    ]
     if made:
         version = made[0]
         for key, value in tags.items():
@@ -134,8 +166,13 @@ def register_model(run_id: str, export: ExportResult, evaluation: EvaluationResu
         ensure_registered_model(name, f"finetune-flow {cfg.data.task} model ({cfg.name})")
         version = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
     c.set_registered_model_alias(name, CHALLENGER, version.version)
-    return {"name": name, "version": str(version.version), "alias": CHALLENGER, "source": source,
-            "model_uri": f"models:/{name}/{version.version}"}
+    return {
+        "name": name,
+        "version": str(version.version),
+        "alias": CHALLENGER,
+        "source": source,
+        "model_uri": f"models:/{name}/{version.version}",
+    }
 
 
 def ensure_registered_model(name: str, description: str) -> None:
@@ -164,7 +201,8 @@ def version_by_alias(name: str, alias: str):
     except MlflowException as e:
         # Only "no such model / alias" means None; an unreachable or broken store must say so.
         missing = e.error_code == "RESOURCE_DOES_NOT_EXIST" or (
-            e.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(e))
+            e.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(e)
+        )
         if missing:
             return None
         raise
@@ -178,8 +216,10 @@ def get_version(name: str, version: str | int):
         return tracking.client().get_model_version(name, str(version))
     except MlflowException:
         known = [v.version for v in list_versions(name)]
-        raise ValueError(f"model '{name}' has no version {version}; versions: {known or 'none'} "
-                         f"(see `ftflow history {name}` or the MLflow UI)") from None
+        raise ValueError(
+            f"model '{name}' has no version {version}; versions: {known or 'none'} "
+            f"(see `ftflow history {name}` or the MLflow UI)"
+        ) from None
 
 
 def list_versions(name: str) -> list:
@@ -209,8 +249,10 @@ def bundle_location(source: str) -> str:
     try:
         rel = spec["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
     except (KeyError, TypeError):
-        raise ValueError(f"model at {source} is not a finetune-flow serving model (its MLmodel has no "
-                         f"python_function artifact 'bundle'); register it with `ftflow run`") from None
+        raise ValueError(
+            f"model at {source} is not a finetune-flow serving model (its MLmodel has no "
+            f"python_function artifact 'bundle'); register it with `ftflow run`"
+        ) from None
     return f"{source.rstrip('/')}/{rel}"
 
 

@@ -7,8 +7,14 @@ import tempfile
 from pathlib import Path
 
 from tasks.registry import register
-from tasks.registry.decision import (PROMOTED, ROLLED_BACK, PromotionDecision, champion_version, now_iso,
-                                     promotion_history)
+from tasks.registry.decision import (
+    PROMOTED,
+    ROLLED_BACK,
+    PromotionDecision,
+    champion_version,
+    now_iso,
+    promotion_history,
+)
 from tasks.registry.lock import promotion_lock
 from tasks.registry.promote import failed_checks, move_champion
 
@@ -45,7 +51,7 @@ def champion_chain(history: list[PromotionDecision]) -> list[str]:
         if r.decision == ROLLED_BACK and before in chain and int(after) < int(before):
             chain.remove(before)  # rolled back from (to an older version): never the way back
         if after in chain:
-            del chain[chain.index(after) + 1:]
+            del chain[chain.index(after) + 1 :]
         else:
             chain.append(after)
     return chain
@@ -58,13 +64,16 @@ def previous_champion(name: str, current: str) -> str:
         return chain[-2]
     older = [v.version for v in register.list_versions(name) if int(v.version) < int(current)]
     if not older:
-        raise ValueError(f"model '{name}': no version before the champion (version {current}) to roll back to; "
-                         f"give one with --to VERSION")
+        raise ValueError(
+            f"model '{name}': no version before the champion (version {current}) to roll back to; "
+            f"give one with --to VERSION"
+        )
     return str(older[-1])
 
 
-def rollback_champion(name: str, to_version: str | None = None, extra_tags: dict | None = None,
-                      break_lock: bool = False) -> PromotionDecision:
+def rollback_champion(
+    name: str, to_version: str | None = None, extra_tags: dict | None = None, break_lock: bool = False
+) -> PromotionDecision:
     """Move `champion` back to an earlier version (the previous champion unless `to_version`); record it.
 
     The target's bundle is downloaded and answers one prediction before the alias moves: a
@@ -82,17 +91,30 @@ def rollback_champion(name: str, to_version: str | None = None, extra_tags: dict
             try:
                 check_bundle_answers(register.download_bundle(name, target, Path(tmp) / f"v{target}"))
             except Exception as e:  # whatever stops it from answering refuses the rollback
-                raise ValueError(f"model '{name}' version {target} cannot serve ({type(e).__name__}: {e}); the "
-                                 f"champion stays version {current}. Roll back to another version with "
-                                 f"--to VERSION") from e
+                raise ValueError(
+                    f"model '{name}' version {target} cannot serve ({type(e).__name__}: {e}); the "
+                    f"champion stays version {current}. Roll back to another version with "
+                    f"--to VERSION"
+                ) from e
         now = champion_version(name)
         if now != current:
-            raise ChampionMoved(f"model '{name}': the champion changed while the rollback checked version {target} "
-                                f"(version {current} then, {now} now); nothing was moved. Run the rollback again")
+            raise ChampionMoved(
+                f"model '{name}': the champion changed while the rollback checked version {target} "
+                f"(version {current} then, {now} now); nothing was moved. Run the rollback again"
+            )
         warnings = failed_checks(dict(mv.tags))
-        reason = f"rolled back from version {current} to {target}; its bundle loaded and answered" + \
-                 (f" (note: {'; '.join(warnings)})" if warnings else "")
-        d = PromotionDecision(model_name=name, action="rollback", decision=ROLLED_BACK, challenger_version=target,
-                              champion_before=current, champion_after=target, reason=reason, time=now_iso())
+        reason = f"rolled back from version {current} to {target}; its bundle loaded and answered" + (
+            f" (note: {'; '.join(warnings)})" if warnings else ""
+        )
+        d = PromotionDecision(
+            model_name=name,
+            action="rollback",
+            decision=ROLLED_BACK,
+            challenger_version=target,
+            champion_before=current,
+            champion_after=target,
+            reason=reason,
+            time=now_iso(),
+        )
         run_id = move_champion(d, extra_tags)
     return dataclasses.replace(d, record_run_id=run_id)

@@ -64,7 +64,7 @@ def create_sqlite_store(uri: str) -> None:
 
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
@@ -109,8 +109,9 @@ def start_child_run(parent_run_id: str, run_name: str, tags: dict[str, str] | No
     """Open a run nested under `parent_run_id` (same experiment; the UI shows it under its parent)."""
     c = client()
     parent = c.get_run(parent_run_id)
-    run = c.create_run(parent.info.experiment_id, run_name=run_name,
-                       tags={"mlflow.parentRunId": parent_run_id, **(tags or {})})
+    run = c.create_run(
+        parent.info.experiment_id, run_name=run_name, tags={"mlflow.parentRunId": parent_run_id, **(tags or {})}
+    )
     return run.info.run_id
 
 
@@ -142,17 +143,20 @@ def log_params(run_id: str, params: dict[str, Any]) -> None:
     # Masked here as well as in the config dump: params are the first place a leaked URL is read.
     items = [Param(k, "None" if v is None else redact_text(str(v))[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
-        client().log_batch(run_id, params=items[i:i + 100])
+        client().log_batch(run_id, params=items[i : i + 100])
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
-             if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    items = [
+        Metric(k, float(v), now, step or 0)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and math.isfinite(float(v))
+    ]
     for i in range(0, len(items), 500):
-        client().log_batch(run_id, metrics=items[i:i + 500])
+        client().log_batch(run_id, metrics=items[i : i + 500])
 
 
 def set_tags(run_id: str, tags: dict[str, Any]) -> None:
@@ -176,15 +180,17 @@ def log_text(run_id: str, text: str, artifact_file: str) -> None:
 
 def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, context: str) -> None:
     """Record a split as an MLflow dataset input (lineage: source, digest, schema)."""
-    import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
-
     # The schema needs a sample only; profiling a million rows here would cost for nothing.
     import warnings
 
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
     with warnings.catch_warnings():  # its hint about integer columns is for model signatures, not inputs
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df.head(1000), source=dataset_source(redact_text(source)), name=name, digest=digest)
+        ds = mlflow.data.from_pandas(
+            df.head(1000), source=dataset_source(redact_text(source)), name=name, digest=digest
+        )
         entity = ds._to_mlflow_entity()
     inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
     for attempt in range(3):
@@ -243,19 +249,23 @@ def filter_value(value: str) -> str:
             return f"'{value}'"
         if '"' not in value:
             return f'"{value}"'
-    raise ValueError(f"{value!r} cannot be used in an MLflow search: it holds a backslash or both quote kinds; "
-                     f"names may hold only letters, digits, '.', '_' and '-'")
+    raise ValueError(
+        f"{value!r} cannot be used in an MLflow search: it holds a backslash or both quote kinds; "
+        f"names may hold only letters, digits, '.', '_' and '-'"
+    )
 
 
-def find_runs(experiment: str, filter_string: str = "", order_by: list[str] | None = None,
-              max_results: int = 1000) -> list:
+def find_runs(
+    experiment: str, filter_string: str = "", order_by: list[str] | None = None, max_results: int = 1000
+) -> list:
     """Runs of an experiment matching an MLflow filter (e.g. "tags.model_name = 'x'"); [] when it does not exist."""
     c = client()
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    return list(c.search_runs([exp.experiment_id], filter_string=filter_string, order_by=order_by,
-                              max_results=max_results))
+    return list(
+        c.search_runs([exp.experiment_id], filter_string=filter_string, order_by=order_by, max_results=max_results)
+    )
 
 
 def run_params(run_id: str) -> dict[str, str]:

@@ -18,13 +18,14 @@ def test_bundle_carries_temperature_and_threshold_that_every_scorer_applies(tmp_
     from fastapi.testclient import TestClient
 
     from deploy.service import create_app
-    from tasks.modelling.evaluate import load_trained
     from tasks.inference.predictor import OnnxPredictor
     from tasks.io import read_frame, read_json
+    from tasks.modelling.evaluate import load_trained
     from tasks.modelling.predict import predict_logits, torch_forward
 
-    cfg = small_config(tmp_path, "data.labels=[negative, positive]", "export.quantize=false",
-                       "decision.threshold={max_f1: positive}")
+    cfg = small_config(
+        tmp_path, "data.labels=[negative, positive]", "export.quantize=false", "decision.threshold={max_f1: positive}"
+    )
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path)
     record, m = read_json(tmp_path / "model" / "finetune_flow.json")["decision"], evaluation.metrics
     meta = read_json(tmp_path / "onnx" / "finetune_flow.json")

@@ -37,8 +37,8 @@ def sha256(path: Path) -> str:
 
 def test_validate_data_flow_logs_reports_docs_and_lineage(prefect_harness, tmp_path):
     from flows.training import validate_only
-    from tasks.registry import tracking
     from tasks.io import read_json
+    from tasks.registry import tracking
 
     cfg = small_config(tmp_path, "registry.experiment=data-flow-ok")
     result = validate_only(config=cfg)
@@ -48,9 +48,15 @@ def test_validate_data_flow_logs_reports_docs_and_lineage(prefect_harness, tmp_p
     run = tracking.client().get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["flow"] == "validate-data"
     files = artifact_paths(result["run_id"])
-    assert {"data/cleaning_report.json", "data/quarantine.parquet", "data/labels.json",
-            "data/validation/summary.json", "data/validation/summary.md", "data/validation/profile.json",
-            "data/validation/data_docs/index.html"} <= files
+    assert {
+        "data/cleaning_report.json",
+        "data/quarantine.parquet",
+        "data/labels.json",
+        "data/validation/summary.json",
+        "data/validation/summary.md",
+        "data/validation/profile.json",
+        "data/validation/data_docs/index.html",
+    } <= files
     assert run.data.metrics["data_rows_train"] == result["rows"]["train"]
     # Lineage: each split is a dataset input carrying the clean stage's content digest.
     digest = run.data.tags["data_digest"]
@@ -65,22 +71,28 @@ def test_validate_data_flow_logs_reports_docs_and_lineage(prefect_harness, tmp_p
 def test_failed_critical_expectation_stops_before_training(prefect_harness, tmp_path):
     """Labels outside the declared set are quarantined, which leaves train with one class: refused."""
     from flows.training import fine_tune
-    from tasks.io import read_json
     from tasks.data.validate import DataValidationError
+    from tasks.io import read_json
 
     csv = tmp_path / "reviews.csv"
     texts = [f"review number {i} of a film" for i in range(240)]
     pd.DataFrame({"review": texts, "verdict": ["positive", "so-so"] * 120}).to_csv(csv, index=False)
     before = sha256(csv)
-    cfg = small_config(tmp_path, "registry.experiment=data-flow-fail", "data.source.kind=file",
-                       f"data.source.path={csv}", "data.text_column=review", "data.label_column=verdict",
-                       "data.labels=[negative, positive]", "data.max_rows=null")
+    cfg = small_config(
+        tmp_path,
+        "registry.experiment=data-flow-fail",
+        "data.source.kind=file",
+        f"data.source.path={csv}",
+        "data.text_column=review",
+        "data.label_column=verdict",
+        "data.labels=[negative, positive]",
+        "data.max_rows=null",
+    )
 
     with pytest.raises(DataValidationError) as err:
         fine_tune(config=cfg)
 
-    assert "expect_column_unique_value_count_to_be_between(label): observed 1 (expected min_value=2)" \
-        in str(err.value)
+    assert "expect_column_unique_value_count_to_be_between(label): observed 1 (expected min_value=2)" in str(err.value)
     run = only_run("data-flow-fail")
     assert run.info.status == "FAILED"
     assert "data_validation_critical" in run.data.metrics and "train_runtime_s" not in run.data.metrics
@@ -98,9 +110,20 @@ def test_ftflow_validate_prints_a_success_line(prefect_harness, tmp_path, capsys
     from flows.ops.cli import main
     from tests.support import ROOT
 
-    code = main(["validate", str(ROOT / "configs" / "quickstart.yaml"), "--set", "data.max_rows=360",
-                 "--set", "data.validation.min_rows=50", "--set", f"run_dir={tmp_path / 'runs'}",
-                 "--set", "registry.experiment=data-flow-cli"])
+    code = main(
+        [
+            "validate",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--set",
+            "data.max_rows=360",
+            "--set",
+            "data.validation.min_rows=50",
+            "--set",
+            f"run_dir={tmp_path / 'runs'}",
+            "--set",
+            "registry.experiment=data-flow-cli",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "data valid: rows per split {'train': " in out and "quarantined" in out
@@ -116,8 +139,13 @@ def test_unchanged_rerun_reuses_the_data_stage_and_a_changed_one_does_not(prefec
     csv = tmp_path / "reviews.csv"
     texts = [f"an honest review number {i}" for i in range(240)]
     pd.DataFrame({"text": texts, "label": ["good", "bad"] * 120}).to_csv(csv, index=False)
-    cfg = small_config(tmp_path, "registry.experiment=data-flow-cache", "data.source.kind=file",
-                       f"data.source.path={csv}", "data.max_rows=null")
+    cfg = small_config(
+        tmp_path,
+        "registry.experiment=data-flow-cache",
+        "data.source.kind=file",
+        f"data.source.path={csv}",
+        "data.max_rows=null",
+    )
 
     def reused(result) -> set[str]:
         tags = tracking.client().get_run(result["run_id"]).data.tags

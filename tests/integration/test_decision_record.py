@@ -7,18 +7,45 @@ import json
 
 import pytest
 
-STORED = ("model_name", "action", "decision", "challenger_version", "champion_before", "champion_after", "reason",
-          "metric", "margin", "challenger_score", "champion_score", "eval_source", "eval_rows", "state")
+STORED = (
+    "model_name",
+    "action",
+    "decision",
+    "challenger_version",
+    "champion_before",
+    "champion_after",
+    "reason",
+    "metric",
+    "margin",
+    "challenger_score",
+    "champion_score",
+    "eval_source",
+    "eval_rows",
+    "state",
+)
 
 
 def _promoted(name: str):
     from tasks.registry.decision import PromotionDecision
 
-    return PromotionDecision(model_name=name, action="promote", decision="promoted", challenger_version="2",
-                             champion_before="1", champion_after="2", reason="f1 0.9100 >= 0.8800 + margin 0.01",
-                             time="2026-12-01T00:00:00+00:00", metric="f1", greater_is_better=True, margin=0.01,
-                             challenger_score=0.91, champion_score=0.88, eval_source="runs:/abc/data/test.parquet",
-                             eval_rows=40, same_data_digest=True)
+    return PromotionDecision(
+        model_name=name,
+        action="promote",
+        decision="promoted",
+        challenger_version="2",
+        champion_before="1",
+        champion_after="2",
+        reason="f1 0.9100 >= 0.8800 + margin 0.01",
+        time="2026-12-01T00:00:00+00:00",
+        metric="f1",
+        greater_is_better=True,
+        margin=0.01,
+        challenger_score=0.91,
+        champion_score=0.88,
+        eval_source="runs:/abc/data/test.parquet",
+        eval_rows=40,
+        same_data_digest=True,
+    )
 
 
 def test_a_recorded_decision_reads_back_field_for_field(tmp_path):
@@ -27,9 +54,16 @@ def test_a_recorded_decision_reads_back_field_for_field(tmp_path):
 
     name = "decision-roundtrip"
     promoted = _promoted(name)
-    rollback = PromotionDecision(model_name=name, action="rollback", decision="rolled back", challenger_version="1",
-                                 champion_before="2", champion_after="1", reason="rolled back from version 2 to 1",
-                                 time="2026-12-01T00:01:00+00:00")
+    rollback = PromotionDecision(
+        model_name=name,
+        action="rollback",
+        decision="rolled back",
+        challenger_version="1",
+        champion_before="2",
+        champion_after="1",
+        reason="rolled back from version 2 to 1",
+        time="2026-12-01T00:01:00+00:00",
+    )
     ids = [record_decision(d, {"prefect_flow_run_id": "f"}) for d in (promoted, rollback)]
     rows = promotion_history(name)
     assert [r.record_run_id for r in rows] == ids
@@ -45,13 +79,22 @@ def test_a_record_written_before_the_state_tag_reads_as_final():
     from tasks.registry.decision import PROMOTIONS_EXPERIMENT, promotion_history
 
     name = "decision-older-record"
-    tags = {"model_name": name, "action": "promote", "decision": "refused", "challenger_version": "3",
-            "champion_before": "2", "champion_after": "2", "reason": "f1 0.8000 does not beat champion 0.9000 by "
-            "margin 0", "metric": "f1", "eval_source": "pinned.parquet"}  # no `state`: as older versions wrote it
+    tags = {
+        "model_name": name,
+        "action": "promote",
+        "decision": "refused",
+        "challenger_version": "3",
+        "champion_before": "2",
+        "champion_after": "2",
+        "reason": "f1 0.8000 does not beat champion 0.9000 by margin 0",
+        "metric": "f1",
+        "eval_source": "pinned.parquet",
+    }  # no `state`: as older versions wrote it
     run_id = tracking.start_run(PROMOTIONS_EXPERIMENT, "older", tags=tags)
     tracking.log_params(run_id, {"margin": 0.0, "metric": "f1", "eval_source": "pinned.parquet", "eval_rows": 12})
-    tracking.log_metrics(run_id, {"challenger_score": 0.8, "champion_score": 0.9, "margin": 0.0, "eval_rows": 12,
-                                  "promoted": 0.0})
+    tracking.log_metrics(
+        run_id, {"challenger_score": 0.8, "champion_score": 0.9, "margin": 0.0, "eval_rows": 12, "promoted": 0.0}
+    )
     tracking.end_run(run_id, "FINISHED")
     [row] = promotion_history(name)
     assert (row.state, row.decision, row.challenger_version, row.champion_after) == ("final", "refused", "3", "2")

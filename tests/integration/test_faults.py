@@ -70,13 +70,15 @@ def test_only_a_complete_checkpoint_is_resumed_from(tmp_path):
 @pytest.mark.slow
 def test_a_second_resume_of_a_run_folder_is_refused_by_name(flow_result):
     from flows.training import fine_tune
-    from tasks.registry import tracking
     from tasks.io import FolderBusy, locked_folder
+    from tasks.registry import tracking
 
     result = flow_result["result"]
     status = tracking.client().get_run(result["run_id"]).info.status
-    with locked_folder(result["run_dir"], "fine-tune flow run first-resume (pid 1)"), \
-            pytest.raises(FolderBusy, match=r"in use by fine-tune flow run first-resume \(pid 1\)"):
+    with (
+        locked_folder(result["run_dir"], "fine-tune flow run first-resume (pid 1)"),
+        pytest.raises(FolderBusy, match=r"in use by fine-tune flow run first-resume \(pid 1\)"),
+    ):
         fine_tune(config=flow_result["config"], resume_from=result["run_dir"])
     assert tracking.client().get_run(result["run_id"]).info.status == status  # the MLflow run was not touched
 
@@ -90,10 +92,19 @@ def test_two_runs_started_together_on_a_fresh_store_both_succeed(prefect_harness
     # runs would log into the session's store, which tracking_uri() prefers, instead of the fresh one.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = (tmp_path / "fresh-mlruns").resolve()
-    cmd = ["validate", str(ROOT / "configs" / "quickstart.yaml"), "--set", "data.max_rows=200",
-           "--set", f"run_dir={tmp_path / 'runs'}", "--set", "registry.experiment=fresh-store"]
-    outcomes = start_together([cmd, cmd], tmp_path,
-                              {"FTFLOW_MLRUNS": str(store), "PREFECT_API_URL": PREFECT_API_URL.value()})
+    cmd = [
+        "validate",
+        str(ROOT / "configs" / "quickstart.yaml"),
+        "--set",
+        "data.max_rows=200",
+        "--set",
+        f"run_dir={tmp_path / 'runs'}",
+        "--set",
+        "registry.experiment=fresh-store",
+    ]
+    outcomes = start_together(
+        [cmd, cmd], tmp_path, {"FTFLOW_MLRUNS": str(store), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    )
     assert [code for code, _ in outcomes] == [0, 0], [out[-3000:] for _, out in outcomes]
     # A client of its own on the fresh store: tracking.configure() would point MLflow at it for later tests too.
     fresh = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
@@ -105,17 +116,39 @@ def test_two_runs_started_together_on_a_fresh_store_both_succeed(prefect_harness
 def test_a_killed_cli_leaves_no_prefect_server(tmp_path):
     import psutil
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "FTFLOW_MLRUNS": str(tmp_path / "mlruns")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "FTFLOW_MLRUNS": str(tmp_path / "mlruns"),
+    }
     env.pop("PREFECT_API_URL", None)
     env.pop("MLFLOW_TRACKING_URI", None)  # exported by any earlier in-process tracking.configure()
-    cli = subprocess.Popen([sys.executable, "-m", "flows.ops.cli", "validate", str(ROOT / "configs" / "quickstart.yaml"),
-                            "--set", "data.max_rows=200", "--set", f"run_dir={tmp_path / 'runs'}"],
-                           env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flows.ops.cli",
+            "validate",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--set",
+            "data.max_rows=200",
+            "--set",
+            f"run_dir={tmp_path / 'runs'}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
     def prefect_servers():
         try:
-            return [p for p in psutil.Process(cli.pid).children(recursive=True)
-                    if "prefect.server.api.server:create_app" in " ".join(p.cmdline())]
+            return [
+                p
+                for p in psutil.Process(cli.pid).children(recursive=True)
+                if "prefect.server.api.server:create_app" in " ".join(p.cmdline())
+            ]
         except psutil.Error:  # a child that ended while being read
             return []
 

@@ -14,15 +14,26 @@ def test_flow_logs_run_with_metrics_and_config(flow_result):
     run = tracking.client().get_run(res["run_id"])
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    assert {"test_accuracy", "test_f1", "train_loss", "val_f1", "onnx_parity_max_abs_diff",
-            "onnx_int8_changed_share"} <= set(m)
+    assert {
+        "test_accuracy",
+        "test_f1",
+        "train_loss",
+        "val_f1",
+        "onnx_parity_max_abs_diff",
+        "onnx_int8_changed_share",
+    } <= set(m)
     assert 0.0 <= m["test_accuracy"] <= 1.0
     assert run.data.params["training.learning_rate"] == "0.0001"
     assert "Trainer" not in " ".join(run.data.params)  # curated params, not the Trainer dump
     names = {a.path for a in tracking.client().list_artifacts(res["run_id"])}
     assert {"config.yaml", "data", "evaluation", "onnx", "model"} <= names
-    assert {"calibration_temperature", "validation_ece_before", "validation_ece_after", "test_ece_before",
-            "test_ece_after"} <= set(m)
+    assert {
+        "calibration_temperature",
+        "validation_ece_before",
+        "validation_ece_after",
+        "test_ece_before",
+        "test_ece_after",
+    } <= set(m)
     evaluation = {a.path for a in tracking.client().list_artifacts(res["run_id"], "evaluation")}
     assert "evaluation/reliability_diagram.png" in evaluation
     history = tracking.client().get_metric_history(res["run_id"], "train_loss")
@@ -44,8 +55,15 @@ def test_model_version_is_challenger_with_tags(flow_result):
     reg = flow_result["result"]["registered"]
     mv = version_by_alias(reg["name"], "challenger")
     assert mv is not None and str(mv.version) == reg["version"] and mv.run_id == flow_result["result"]["run_id"]
-    for tag in ("data_digest", "config_digest", "git_commit", "test_accuracy", "parity_passed", "int8_changed_share",
-                "int8_metric_loss"):
+    for tag in (
+        "data_digest",
+        "config_digest",
+        "git_commit",
+        "test_accuracy",
+        "parity_passed",
+        "int8_changed_share",
+        "int8_metric_loss",
+    ):
         assert tag in mv.tags, tag
     assert mv.tags["parity_passed"] == "True"
     assert mv.tags["config_digest"] == flow_result["config"].digest()
@@ -55,11 +73,11 @@ def test_onnx_agrees_with_pytorch(flow_result):
     """The served path (raw texts through the inference core) against the trained PyTorch model, at batch 1 and 3."""
     import pandas as pd
 
-    from tasks.modelling.evaluate import load_trained
-    from tasks.modelling.export import check_parity
     from tasks.inference.decode import Decision
     from tasks.inference.predictor import OnnxPredictor
     from tasks.io import read_json
+    from tasks.modelling.evaluate import load_trained
+    from tasks.modelling.export import check_parity
     from tasks.modelling.predict import score_frame, torch_forward
 
     run_dir = Path(flow_result["result"]["run_dir"])
@@ -67,8 +85,9 @@ def test_onnx_agrees_with_pytorch(flow_result):
     texts = ["a fine film", "dull", "a long and winding story that never ends", "ok", "A  FINE\u00a0film"]
     df = pd.DataFrame({"text": texts, "label": [meta["labels"][0]] * len(texts)})
     # Like with like: the torch side applies the temperature (and threshold) the bundle carries.
-    reference = score_frame(torch_forward(model), tok, df, "classification", meta["labels"], 32,
-                            decision=Decision.of_meta(meta))["scores"]
+    reference = score_frame(
+        torch_forward(model), tok, df, "classification", meta["labels"], 32, decision=Decision.of_meta(meta)
+    )["scores"]
     assert meta["decision"]["temperature"] > 0  # evaluation recorded it in the model folder
     for batch_size in (1, 3):
         core = OnnxPredictor(run_dir / "onnx", model_file="model.onnx", batch_size=batch_size).predict_frame(df)
@@ -100,9 +119,15 @@ def test_failed_parity_refuses_registration(flow_result):
 
     res = flow_result["result"]
     onnx = Path(res["run_dir"]) / "onnx"
-    bad = ExportResult(dir=str(onnx), fp32=str(onnx / "model.onnx"), int8=None, int8_gate=None,
-                       parity={"passed": False, "max_abs_diff": 0.5, "atol": 1e-4, "argmax_equal": False},
-                       serving_file="model.onnx", report_path=str(onnx / "export_report.json"))
+    bad = ExportResult(
+        dir=str(onnx),
+        fp32=str(onnx / "model.onnx"),
+        int8=None,
+        int8_gate=None,
+        parity={"passed": False, "max_abs_diff": 0.5, "atol": 1e-4, "argmax_equal": False},
+        serving_file="model.onnx",
+        report_path=str(onnx / "export_report.json"),
+    )
     evaluation = EvaluationResult(metrics=res["metrics"], dir="", files={}, weak_classes=[], weak_classes_text="")
     with pytest.raises(RegistrationRefused, match="parity"):
         register_model(res["run_id"], bad, evaluation, None, flow_result["config"])

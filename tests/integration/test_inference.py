@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import ROOT  # noqa: E402
+from tests.support import ROOT
+
 LABELS = ["negative", "positive"]
 # Raw texts as users send them: ligatures and full-width letters (NFKC changes them, BERT's own
 # normaliser does not), runs of odd whitespace, zero-width and control characters, lengths from 1 word to past max_length.
@@ -62,16 +63,24 @@ def bundle(torch_model, tmp_path_factory) -> Path:
     export_onnx(model, tok, out / FP32, 17)
     quantize_int8(out / FP32, out / INT8)
     tok.save_pretrained(str(out))
-    (out / "finetune_flow.json").write_text(json.dumps({
-        "task": "classification", "labels": LABELS, "max_length": 32, "serving_file": FP32,
-        "normalize": {"unicode": True, "collapse_whitespace": True}}))
+    (out / "finetune_flow.json").write_text(
+        json.dumps(
+            {
+                "task": "classification",
+                "labels": LABELS,
+                "max_length": 32,
+                "serving_file": FP32,
+                "normalize": {"unicode": True, "collapse_whitespace": True},
+            }
+        )
+    )
     return out
 
 
 def torch_scores(torch_model, texts: list[str]):
     """The PyTorch model's answers on texts cleaned by the clean stage (what evaluation scores)."""
-    from tasks.data.clean import normalize_text
     from tasks.config import DataConfig
+    from tasks.data.clean import normalize_text
     from tasks.modelling.predict import score_frame, torch_forward
 
     model, tok = torch_model
@@ -83,13 +92,21 @@ def torch_scores(torch_model, texts: list[str]):
 def test_the_core_answers_without_torch_or_onnx(bundle):
     """The serving image has neither torch nor the `onnx` package: loading a bundle (fp32 and int8) and
     answering must import neither."""
-    code = ("import sys\n"
-            "import tasks.inference.predictor, tasks.inference.compare, tasks.inference.decode\n"
-            "from tasks.inference.predictor import OnnxPredictor\n"
-            f"for f in ('model.onnx', 'model.int8.onnx'): OnnxPredictor({str(bundle)!r}, model_file=f).predict(['fine'])\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'tasks.modelling.metrics') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys\n"
+        "import tasks.inference.predictor, tasks.inference.compare, tasks.inference.decode\n"
+        "from tasks.inference.predictor import OnnxPredictor\n"
+        f"for f in ('model.onnx', 'model.int8.onnx'): OnnxPredictor({str(bundle)!r}, model_file=f).predict(['fine'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'tasks.modelling.metrics') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
 
@@ -130,9 +147,9 @@ def test_bucketed_batches_restore_order_and_answer_as_batch_one(bundle):
 def test_int8_answers_do_not_depend_on_the_batch(bundle):
     """Dynamic int8 takes one activation scale per call: the core runs it one row per call, so a text's
     answer is bit-for-bit the same alone, in a batch, or among other texts (service = batch scoring)."""
-    from tasks.inference.predictor import OnnxPredictor
     from tasks.inference.batching import pad_rows
     from tasks.inference.normalize import normalize_texts
+    from tasks.inference.predictor import OnnxPredictor
     from tasks.inference.session import create_session, quantises_per_call
     from tasks.inference.tokenizer import encode_rows
     from tasks.modelling.export import FP32, INT8
@@ -149,15 +166,22 @@ def test_int8_answers_do_not_depend_on_the_batch(bundle):
     assert np.array_equal(together.probabilities, np.tile(alone, (4, 1)))
     # Why: the same rows in one call of the int8 graph answer differently than one by one.
     encodings = encode_rows(batched.tokenizer, normalize_texts(RAW_TEXTS))
-    feed = pad_rows({"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings],
-                     "token_type_ids": [e.type_ids for e in encodings]}, batched.pad_id)
+    feed = pad_rows(
+        {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        },
+        batched.pad_id,
+    )
     one_call = create_session(bundle / INT8).run(["logits"], {k: feed[k] for k in batched.input_names})[0]
     rows = batched.run_logits(encodings)
     assert np.abs(one_call - np.stack(rows)).max() > 1e-4
 
+
 def test_core_normalises_like_the_clean_stage():
-    from tasks.data.clean import normalize_text
     from tasks.config import DataConfig
+    from tasks.data.clean import normalize_text
     from tasks.inference.normalize import normalize_texts
 
     cfg = DataConfig()
@@ -169,8 +193,8 @@ def test_core_normalises_like_the_clean_stage():
 
 def test_parity_on_raw_texts_end_to_end(torch_model, bundle):
     """Raw texts through the core vs the torch model on clean texts: same label, probabilities within 1e-4."""
-    from tasks.modelling.export import check_parity
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.modelling.export import check_parity
 
     reference = torch_scores(torch_model, RAW_TEXTS)
     core = OnnxPredictor(bundle, batch_size=4).score(RAW_TEXTS)
@@ -184,8 +208,8 @@ def test_parity_on_raw_texts_end_to_end(torch_model, bundle):
 
 
 def test_int8_gate_reports_the_share_of_changed_answers(bundle):
-    from tasks.modelling.export import INT8, gate_int8
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.modelling.export import INT8, gate_int8
     from tasks.modelling.predict import metrics_of
 
     df = pd.DataFrame({"text": RAW_TEXTS * 3, "label": (LABELS * 15)[:30]})
@@ -213,8 +237,12 @@ def test_compare_answers_for_ner_and_regression():
     p = [np.array([[0.9, 0.1], [0.2, 0.8]]), np.zeros((0, 2))]
     a = Scores("ner", ["O", "B-LOC"], [["O", "B-LOC"], []], p)
     b = Scores("ner", ["O", "B-LOC"], [["O", "O"], []], [np.array([[0.9, 0.1], [0.6, 0.4]]), np.zeros((0, 2))])
-    assert compare_answers(a, b, 1e-4) == {"rows": 2, "changed_rows": 1, "changed_share": 0.5,
-                                          "max_abs_diff": pytest.approx(0.4)}
+    assert compare_answers(a, b, 1e-4) == {
+        "rows": 2,
+        "changed_rows": 1,
+        "changed_share": 0.5,
+        "max_abs_diff": pytest.approx(0.4),
+    }
     r1 = Scores("regression", None, np.array([1.0, 2.0, 3.0]), None)
     r2 = Scores("regression", None, np.array([1.0, 2.05, 3.5]), None)
     assert compare_answers(r1, r2, 0.1)["changed_rows"] == 1
@@ -226,8 +254,8 @@ def test_registered_version_loads_from_code_without_pickle(bundle, tmp_path, mon
     """Models-from-code: no pickled object in the model, no CloudPickle warning, loads with pickle disallowed."""
     import mlflow.pyfunc
 
-    from tasks.registry import tracking
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.registry import tracking
     from tasks.registry.register import save_serving_model
 
     seen: list[logging.LogRecord] = []
@@ -244,8 +272,7 @@ def test_registered_version_loads_from_code_without_pickle(bundle, tmp_path, mon
     run_id = c.create_run(tracking.ensure_experiment("tests-inference")).info.run_id
     c.log_artifacts(run_id, str(local), "model")
     c.create_registered_model("test-inference")
-    mv = c.create_model_version("test-inference", source=f"{c.get_run(run_id).info.artifact_uri}/model",
-                                run_id=run_id)
+    mv = c.create_model_version("test-inference", source=f"{c.get_run(run_id).info.artifact_uri}/model", run_id=run_id)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # a pickled model would refuse to load
     model = mlflow.pyfunc.load_model(f"models:/test-inference/{mv.version}")
     out = model.predict(pd.DataFrame({"text": RAW_TEXTS}))

@@ -8,6 +8,7 @@ service for a speech, whose answer must be the mean of its windows' logits compu
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ import pytest
 
 from tasks.config import ConfigError, load_config
 from tasks.inference.windows import LongText, aggregate_windows, long_text_of, windows_of
-from tests.support import small_config
 from tests.integration.test_inference import bundle, torch_model  # noqa: F401  (fixtures: an untrained head, exported)
+from tests.support import small_config
 
 LONG = " ".join(f"sentence {i} says something rather different about topic{i % 7}." for i in range(60))
 
@@ -25,8 +26,9 @@ LONG = " ".join(f"sentence {i} says something rather different about topic{i % 7
 @pytest.fixture(scope="module")
 def tokenizers():
     """The packaged MiniLM's tokenizer twice: `tokenizers` as the core loads it, and transformers' for training."""
-    from tasks.modelling.encode import load_tokenizer as load_hf, resolve_model_path
     from tasks.inference.tokenizer import load_tokenizer as load_core
+    from tasks.modelling.encode import load_tokenizer as load_hf
+    from tasks.modelling.encode import resolve_model_path
 
     path = Path(resolve_model_path("minilm"))
     return {"path": path, "hf": load_hf(str(path)), "core": lambda n, s: load_core(path, n, s)}
@@ -46,7 +48,7 @@ def test_windows_cover_the_whole_document_with_the_stride(tokenizers):
     assert doc_ids[-1] == 1 and doc_ids.count(1) == 1 and len(windows) > 2
     ids = [w.ids for w in windows if w is not windows[-1]]
     assert all(len(w) <= max_length and w[0] == 101 and w[-1] == 102 for w in ids)  # each window framed
-    for a, b in zip(ids, ids[1:]):
+    for a, b in itertools.pairwise(ids):
         assert content(a)[-stride:] == content(b)[:stride]  # consecutive windows share `stride` tokens
     rebuilt = content(ids[0]) + [t for w in ids[1:] for t in content(w)[stride:]]
     assert rebuilt == full  # nothing skipped, nothing read twice beyond the overlap
@@ -60,8 +62,13 @@ def test_windows_cover_the_whole_document_with_the_stride(tokenizers):
 
 def test_aggregate_mean_and_max_by_hand():
     # Windows in bucket order, not document order: documents 1, 0, 1, 2, 0.
-    logits = [np.array([1.0, -1.0]), np.array([0.5, 0.5]), np.array([3.0, 1.0]), np.array([-2.0, 4.0]),
-              np.array([1.5, -0.5])]
+    logits = [
+        np.array([1.0, -1.0]),
+        np.array([0.5, 0.5]),
+        np.array([3.0, 1.0]),
+        np.array([-2.0, 4.0]),
+        np.array([1.5, -0.5]),
+    ]
     docs = [1, 0, 1, 2, 0]
     mean = aggregate_windows(logits, docs, 3, "mean")
     assert np.allclose(mean, [[1.0, 0.0], [2.0, 0.0], [-2.0, 4.0]])
@@ -88,13 +95,13 @@ def test_config_defaults_and_refusals():
 
 
 @pytest.mark.parametrize("aggregate", ["mean", "max"])
-def test_core_and_torch_aggregate_the_same_windows(torch_model, bundle, tmp_path, aggregate):
+def test_core_and_torch_aggregate_the_same_windows(torch_model, bundle, tmp_path, aggregate):  # noqa: F811  (the imported fixtures, asked for by name)
     """Export parity on long documents, for both aggregations: the core's windows and PyTorch's agree."""
     import json
     import shutil
 
-    from tasks.modelling.export import check_parity
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.modelling.export import check_parity
     from tasks.modelling.predict import score_frame, torch_forward
 
     chunked = tmp_path / "bundle"
@@ -106,8 +113,16 @@ def test_core_and_torch_aggregate_the_same_windows(torch_model, bundle, tmp_path
     core = OnnxPredictor(chunked, model_file="model.onnx").predict_frame(pd.DataFrame({"text": texts}))
     model, tok = torch_model
     df = pd.DataFrame({"text": texts, "label": ["negative"] * len(texts)})
-    reference = score_frame(torch_forward(model), tok, df, "classification", meta["labels"], 32, 4,
-                            long_text=LongText("chunk", 8, aggregate))["scores"]
+    reference = score_frame(
+        torch_forward(model),
+        tok,
+        df,
+        "classification",
+        meta["labels"],
+        32,
+        4,
+        long_text=LongText("chunk", 8, aggregate),
+    )["scores"]
     assert check_parity(reference, core, 1e-4)["passed"]
     assert not core.truncated.any()  # every window read
     truncating = OnnxPredictor(bundle, model_file="model.onnx").predict_frame(pd.DataFrame({"text": texts}))
@@ -116,8 +131,8 @@ def test_core_and_torch_aggregate_the_same_windows(torch_model, bundle, tmp_path
 
 
 def test_convention_speeches_are_packaged():
-    from tasks.data.collect import read_source
     from tasks.config import SourceConfig
+    from tasks.data.collect import read_source
 
     df = read_source(SourceConfig(kind="package", name="convention_speeches"))
     assert len(df) == 189 and df["label"].value_counts().to_dict() == {"democrat": 123, "republican": 66}
@@ -137,9 +152,18 @@ def test_chunked_run_end_to_end_on_speeches(tmp_path):
     from tests.integration.test_serve import running
     from tests.integration.test_tasks_e2e import run_pipeline
 
-    cfg = small_config(tmp_path, "data.source.name=convention_speeches", "data.labels=[democrat, republican]",
-                       "data.max_rows=40", "data.validation.min_rows=20", "data.validation.min_class_rows=0",
-                       "model.long_text=chunk", "model.stride=8", "model.aggregate=mean", "training.max_steps=4")
+    cfg = small_config(
+        tmp_path,
+        "data.source.name=convention_speeches",
+        "data.labels=[democrat, republican]",
+        "data.max_rows=40",
+        "data.validation.min_rows=20",
+        "data.validation.min_class_rows=0",
+        "model.long_text=chunk",
+        "model.stride=8",
+        "model.aggregate=mean",
+        "training.max_steps=4",
+    )
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
     test = read_frame(clean_ref.splits["test"])
     assert len(test) >= 2 and test["text"].str.len().min() > 200  # whole speeches, none quarantined

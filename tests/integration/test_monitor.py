@@ -9,13 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data.sources import read_source
 from tasks.config import MonitoringConfig, SourceConfig
+from tasks.data.sources import read_source
 
 NAME = "monitor-sentiment"
-UTC = dt.timezone.utc
-SETTINGS = MonitoringConfig(window_hours=24, min_rows=100, reference_rows=500, embedding_rows=150,
-                            permutations=200, min_feedback_rows=20, min_feedback_accuracy=0.3)
+UTC = dt.UTC
+SETTINGS = MonitoringConfig(
+    window_hours=24,
+    min_rows=100,
+    reference_rows=500,
+    embedding_rows=150,
+    permutations=200,
+    min_feedback_rows=20,
+    min_feedback_accuracy=0.3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +35,16 @@ def champion(flow_result, tmp_path_factory):
 
 def log_traffic(champion: dict, texts: list[str], when: dt.datetime) -> list[dict]:
     """Serve `texts` with the champion's ONNX bundle and log each answer, as the service does."""
-    from tasks.monitoring.prediction_log import PredictionLogger, prediction_record
     from tasks.inference.predictor import OnnxPredictor
+    from tasks.monitoring.prediction_log import PredictionLogger, prediction_record
 
     predictor = OnnxPredictor(champion["bundle"])
-    records = [prediction_record(answer, text, NAME, champion["version"], latency_ms=3.0,
-                                 when=when + dt.timedelta(seconds=i), keep_text=True)
-               for i, (text, answer) in enumerate(zip(texts, predictor.predict(texts)))]
+    records = [
+        prediction_record(
+            answer, text, NAME, champion["version"], latency_ms=3.0, when=when + dt.timedelta(seconds=i), keep_text=True
+        )
+        for i, (text, answer) in enumerate(zip(texts, predictor.predict(texts)))
+    ]
     with PredictionLogger() as logger:
         for r in records:
             logger.log(r)
@@ -74,8 +84,8 @@ def test_in_domain_traffic_is_not_flagged_and_feedback_accuracy_is_measured(traf
 
 
 def test_shifted_traffic_is_flagged_and_recorded_in_mlflow(traffic, tmp_path):
-    from tasks.registry import tracking
     from tasks.monitoring.monitor import MONITORING_EXPERIMENT, monitor_model
+    from tasks.registry import tracking
 
     result = monitor_model(NAME, SETTINGS, now=traffic["now"])
     assert result["rows"] == 300 and result["status"] == "retrain_needed" and result["retrain"]
@@ -120,8 +130,8 @@ def test_monitor_flow_publishes_an_artifact_and_asks_for_a_retrain(traffic, pref
 
 def test_retrain_trains_on_the_feedback_and_records_its_reason(traffic, prefect_harness, tmp_path):
     from flows.retrain import retrain
-    from tasks.registry import tracking
     from tasks.monitoring.feedback import feedback_rows
+    from tasks.registry import tracking
     from tests.support import small_config
 
     cfg = small_config(tmp_path, f"registry.model_name={NAME}", "registry.experiment=tests")

@@ -46,8 +46,8 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
     import pandas as pd
 
     from flows.deploy import promote, rollback
-    from tasks.registry import register
     from tasks.io import read_frame
+    from tasks.registry import register
     from tasks.registry.promote import promote_challenger
     from tasks.registry.rollback import rollback_champion
 
@@ -60,12 +60,21 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
     pd.concat([rows, rows.head(20)]).to_csv(csv, index=False)
     # A clearly worse model: a few steps with absurd class weights teach it to answer "negative" to
     # nearly everything, so its F1 (of "positive") sits far below the real model's. No int8: shorter.
-    weak_cfg = small_config(tmp, f"registry.model_name={NAME}", "registry.experiment=tests-promote",
-                            "training.max_steps=3", "training.learning_rate=5e-4",
-                            "training.class_weights=[20.0, 0.05]", "export.quantize=false",
-                            "data.source.kind=file", f"data.source.path={csv}", "data.max_rows=null",
-                            "data.labels=[negative, positive]", "data.clean.drop_duplicates=false",
-                            "registry.promote_with_data_warnings=true")
+    weak_cfg = small_config(
+        tmp,
+        f"registry.model_name={NAME}",
+        "registry.experiment=tests-promote",
+        "training.max_steps=3",
+        "training.learning_rate=5e-4",
+        "training.class_weights=[20.0, 0.05]",
+        "export.quantize=false",
+        "data.source.kind=file",
+        f"data.source.path={csv}",
+        "data.max_rows=null",
+        "data.labels=[negative, positive]",
+        "data.clean.drop_duplicates=false",
+        "registry.promote_with_data_warnings=true",
+    )
     from flows.training import fine_tune
 
     weak = fine_tune(config=weak_cfg)
@@ -151,8 +160,16 @@ def test_history_lists_every_decision_in_order(ladder):
     from tasks.registry.decision_text import history_table
 
     rows = history(NAME)
-    assert [r.decision for r in rows] == ["refused", "promoted", "promoted", "refused", "refused", "refused",
-                                             "rolled back", "rolled back"]
+    assert [r.decision for r in rows] == [
+        "refused",
+        "promoted",
+        "promoted",
+        "refused",
+        "refused",
+        "refused",
+        "rolled back",
+        "rolled back",
+    ]
     assert {r.state for r in rows} == {"final"}
     assert rows[2].champion_score == pytest.approx(ladder["better"].champion_score)
     assert all(r.reason for r in rows)
@@ -196,14 +213,19 @@ def test_champion_chain_never_returns_to_a_version_rolled_away_from():
         return PromotionDecision("m", "promote", decision, after or "", before, after, "r", "t")
 
     # v1 and v2 promoted, v2 rolled back to v1, v3 promoted: a rollback from v3 goes to v1, not v2.
-    log = [rec("promoted", None, "1"), rec("promoted", "1", "2"), rec("rolled back", "2", "1"),
-           rec("refused", "1", "1"), rec("promoted", "1", "3")]
+    log = [
+        rec("promoted", None, "1"),
+        rec("promoted", "1", "2"),
+        rec("rolled back", "2", "1"),
+        rec("refused", "1", "1"),
+        rec("promoted", "1", "3"),
+    ]
     assert champion_chain(log) == ["1", "3"]
     assert champion_chain(log[:3]) == ["1"]  # nothing behind v1 any more
     # v3 is bad: `rollback --to 2` (not on the stack); a plain rollback then goes to v1, never back to v3.
-    assert champion_chain(log + [rec("rolled back", "3", "2")]) == ["1", "2"]
+    assert champion_chain([*log, rec("rolled back", "3", "2")]) == ["1", "2"]
     # Forward again (`rollback --to 3` from v1 after rolling back to it): v1 stays behind v3.
-    assert champion_chain(log + [rec("rolled back", "3", "1"), rec("rolled back", "1", "3")]) == ["1", "3"]
+    assert champion_chain([*log, rec("rolled back", "3", "1"), rec("rolled back", "1", "3")]) == ["1", "3"]
 
 
 def test_eval_set_with_labels_the_model_lacks_is_refused_by_name():
@@ -212,11 +234,15 @@ def test_eval_set_with_labels_the_model_lacks_is_refused_by_name():
     from tasks.registry.holdout import check_columns
 
     ints = pd.DataFrame({"text": ["good", "bad", "meh"], "label": [1, 0, None]})
-    with pytest.raises(ValueError, match=r"label\(s\) \['0.0', '1.0', '<empty>'\] that the model does not know; "
-                                         r"its labels are \['negative', 'positive'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"label\(s\) \['0.0', '1.0', '<empty>'\] that the model does not know; "
+        r"its labels are \['negative', 'positive'\]",
+    ):
         check_columns(ints, "classification", "eval.csv", ["negative", "positive"])
-    check_columns(ints.assign(label=["positive", "negative", "positive"]), "classification", "eval.csv",
-                  ["negative", "positive"])
+    check_columns(
+        ints.assign(label=["positive", "negative", "positive"]), "classification", "eval.csv", ["negative", "positive"]
+    )
     tags = pd.DataFrame({"tokens": [["Paris", "is"]], "tags": [["B-LOC", "B-TIME"]]})
     with pytest.raises(ValueError, match=r"\['B-TIME'\]"):
         check_columns(tags, "ner", "eval.parquet", ["O", "B-LOC", "I-LOC"])
@@ -229,10 +255,23 @@ def test_promote_output_when_the_challenger_is_already_champion(capsys):
     from tasks.registry.decision import PromotionDecision
 
     # What decide() returns when the challenger alias still points at the champion: nothing scored.
-    print_decision(PromotionDecision(
-        model_name="m", action="promote", decision="refused", challenger_version="3", champion_before="3",
-        champion_after="3", reason="version 3 is already champion; train a new challenger first", time="t",
-        metric="f1", margin=0.0, eval_rows=10, eval_source="x", record_run_id="r"))
+    print_decision(
+        PromotionDecision(
+            model_name="m",
+            action="promote",
+            decision="refused",
+            challenger_version="3",
+            champion_before="3",
+            champion_after="3",
+            reason="version 3 is already champion; train a new challenger first",
+            time="t",
+            metric="f1",
+            margin=0.0,
+            eval_rows=10,
+            eval_source="x",
+            record_run_id="r",
+        )
+    )
     out = capsys.readouterr().out
     assert "REFUSED" in out and "already champion" in out and "f1:" not in out
 
@@ -241,9 +280,21 @@ def test_a_decision_whose_record_cannot_be_written_ends_failed(monkeypatch):
     from tasks.registry import tracking
     from tasks.registry.decision import PROMOTIONS_EXPERIMENT, PromotionDecision, record_decision
 
-    d = PromotionDecision(model_name="record-fails", action="promote", decision="refused", challenger_version="1",
-                          champion_before=None, champion_after=None, reason="test", time="t", metric="f1",
-                          eval_source="x", margin=0.0, eval_rows=3, challenger_score=0.5)
+    d = PromotionDecision(
+        model_name="record-fails",
+        action="promote",
+        decision="refused",
+        challenger_version="1",
+        champion_before=None,
+        champion_after=None,
+        reason="test",
+        time="t",
+        metric="f1",
+        eval_source="x",
+        margin=0.0,
+        eval_rows=3,
+        challenger_score=0.5,
+    )
 
     def disk_full(*args, **kwargs):
         raise OSError("No space left on device")
@@ -274,13 +325,18 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     good = flow_result["result"]["registered"]
     mv = register.get_version(good["name"], good["version"])
     register.ensure_registered_model(TXN, "transaction tests")
-    v = [str(tracking.client().create_model_version(TXN, source=mv.source, run_id=mv.run_id, tags=mv.tags).version)
-         for _ in range(5)]
+    v = [
+        str(tracking.client().create_model_version(TXN, source=mv.source, run_id=mv.run_id, tags=mv.tags).version)
+        for _ in range(5)
+    ]
     steps: dict = {"v": v}
     for version in v[:2]:
         assert p.promote_challenger(TXN, version=version, margin=0.0).decision == "promoted"
-    steps["together"] = start_together([["promote", TXN, "--version", v[2], "--margin", "0"]] * 2,
-                                       tmp_path_factory.mktemp("together"), {"PREFECT_API_URL": PREFECT_API_URL.value()})
+    steps["together"] = start_together(
+        [["promote", TXN, "--version", v[2], "--margin", "0"]] * 2,
+        tmp_path_factory.mktemp("together"),
+        {"PREFECT_API_URL": PREFECT_API_URL.value()},
+    )
     steps["champion_after_together"] = decision.champion_version(TXN)
     # Read now: later tests add decisions on these versions (the history is live, the tests run in any order).
     steps["history_after_together"] = decision.promotion_history(TXN)
@@ -368,12 +424,14 @@ def test_unfinished_records_are_read_by_where_the_alias_is():
 def test_rollback_to_a_bundle_that_cannot_serve_is_refused(txn, flow_result, tmp_path):
     import mlflow.artifacts
 
-    from tasks.registry import register, tracking
     from tasks.io import read_json
+    from tasks.registry import register, tracking
     from tasks.registry.decision import champion_version, promotion_history
     from tasks.registry.rollback import rollback_champion
 
-    good = register.get_version(flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"])
+    good = register.get_version(
+        flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"]
+    )
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=good.source, dst_path=str(tmp_path)))
     bundle = next(p.parent for p in local.rglob("finetune_flow.json"))
     serving = bundle / read_json(bundle / "finetune_flow.json")["serving_file"]
@@ -398,14 +456,18 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
     dead = subprocess.Popen(["true"])
     dead.wait()
     c = tracking.client()
-    c.create_registered_model(name + LOCK_SUFFIX, tags={"action": "promote version 9", "pid": str(dead.pid),
-                                                       "host": socket.gethostname(), "since": "earlier"})
+    c.create_registered_model(
+        name + LOCK_SUFFIX,
+        tags={"action": "promote version 9", "pid": str(dead.pid), "host": socket.gethostname(), "since": "earlier"},
+    )
     with promotion_lock(name, "promote version 10"):  # the holder is gone: its lock is cleared
         assert c.get_registered_model(name + LOCK_SUFFIX).tags["action"] == "promote version 10"
-        with pytest.raises(PromotionBusy, match=r"in progress \(promote version 10, pid \d+ .*--break-lock"), \
-                promotion_lock(name, "rollback"):
+        with (
+            pytest.raises(PromotionBusy, match=r"in progress \(promote version 10, pid \d+ .*--break-lock"),
+            promotion_lock(name, "rollback"),
+        ):
             pass
-    assert not [m for m in c.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'")]  # released
+    assert not list(c.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'"))  # released
 
 
 def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
@@ -423,8 +485,7 @@ def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
 
     monkeypatch.setattr(p, "decide", someone_moves_the_alias)
     d = p.promote_challenger(TXN, version=v3, margin=0.0)
-    assert d.decision == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" \
-        in d.reason
+    assert d.decision == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" in d.reason
     assert decision.champion_version(TXN) == v2 and d.champion_before == d.champion_after == v2
 
 
@@ -433,7 +494,9 @@ def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_r
     from tasks.registry import register, tracking
 
     name = "test-nightly"
-    good = register.get_version(flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"])
+    good = register.get_version(
+        flow_result["result"]["registered"]["name"], flow_result["result"]["registered"]["version"]
+    )
     real_fine_tune = flows.nightly.fine_tune
     other: dict = {}
 
@@ -445,8 +508,13 @@ def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_r
         return trained
 
     monkeypatch.setattr(flows.nightly, "fine_tune", another_run_registers_too)
-    cfg = small_config(tmp_path, f"registry.model_name={name}", "registry.experiment=tests-nightly",
-                       "training.max_steps=2", "export.quantize=false")
+    cfg = small_config(
+        tmp_path,
+        f"registry.model_name={name}",
+        "registry.experiment=tests-nightly",
+        "training.max_steps=2",
+        "export.quantize=false",
+    )
     result = flows.nightly.nightly(config=cfg)
     own = result["fine_tune"]["registered"]["version"]
     assert own != other["version"] == str(register.version_by_alias(name, register.CHALLENGER).version)

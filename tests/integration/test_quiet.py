@@ -56,8 +56,10 @@ def test_load_report_is_dropped_for_a_new_head_only(tmp_path):
     broken = tmp_path / "broken"  # the MiniLM with one attention weight gone: a damaged checkpoint
     shutil.copytree(source, broken, ignore=shutil.ignore_patterns("model.safetensors", "*.onnx", "onnx"))
     weights = load_file(os.path.join(source, "model.safetensors"))
-    save_file({k: v.contiguous() for k, v in weights.items() if "layer.0.attention.self.query" not in k},
-              str(broken / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in weights.items() if "layer.0.attention.self.query" not in k},
+        str(broken / "model.safetensors"),
+    )
     damaged = load_report(broken)
     assert "layer.0.attention.self.query" in damaged and not head_only_load_report(damaged)
 
@@ -67,18 +69,41 @@ def test_quickstart_output_has_only_actionable_warnings_and_ends_with_the_summar
     config = tmp_path / "small.yaml"
     config.write_text(small_config(tmp_path).to_yaml())
     # Unbuffered, stderr into stdout: the lines in the order a terminal shows them.
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_LOGGING_LEVEL="INFO", PYTHONUNBUFFERED="1",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
-    proc = subprocess.run([sys.executable, "-m", "flows.ops.cli", "run", str(config)], cwd=tmp_path, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        PREFECT_LOGGING_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.ops.cli", "run", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
+    )
     output = proc.stdout
     assert proc.returncode == 0, output[-3000:]
 
-    noise = [line for line in output.splitlines()
-             if WARNING_LINE.search(line) and not any(re.search(a, line) for a in ACTIONABLE)]
+    noise = [
+        line
+        for line in output.splitlines()
+        if WARNING_LINE.search(line) and not any(re.search(a, line) for a in ACTIONABLE)
+    ]
     assert not noise, "\n".join(noise)
-    for quiet in ("TracerWarning", "pre-processing before quantization", "Add type hints", "LOAD REPORT",
-                  "Loading weights", "Writing model shards", "Downloading artifacts", "database tables"):
+    for quiet in (
+        "TracerWarning",
+        "pre-processing before quantization",
+        "Add type hints",
+        "LOAD REPORT",
+        "Loading weights",
+        "Writing model shards",
+        "Downloading artifacts",
+        "database tables",
+    ):
         assert quiet not in output, quiet
     step_lines = [line for line in output.splitlines() if re.search(r"step \d+/\d+ train_loss=", line)]
     assert step_lines and all(re.search(r"eta \d+:\d\d$", line) for line in step_lines)

@@ -39,9 +39,14 @@ def test_shards_are_whole_batches_of_length_sorted_rows():
 def model(flow_result):
     res = flow_result["result"]
     run_dir = Path(res["run_dir"])
-    return {"ref": f"{res['registered']['name']}@challenger", "name": res["registered"]["name"],
-            "version": res["registered"]["version"], "test": run_dir / "data" / "clean" / "test.parquet",
-            "bundle": run_dir / "onnx", "report": json.loads((run_dir / "onnx" / "export_report.json").read_text())}
+    return {
+        "ref": f"{res['registered']['name']}@challenger",
+        "name": res["registered"]["name"],
+        "version": res["registered"]["version"],
+        "test": run_dir / "data" / "clean" / "test.parquet",
+        "bundle": run_dir / "onnx",
+        "report": json.loads((run_dir / "onnx" / "export_report.json").read_text()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,14 @@ def test_output_keeps_input_columns_and_equals_the_predictor_row_by_row(model, s
 
     test = pd.read_parquet(model["test"])
     out = pd.read_parquet(scored["out"])
-    assert list(out.columns) == list(test.columns) + ["prediction", "confidence", "probabilities", "truncated",
-                                                      "model_version"]
+    assert list(out.columns) == [
+        *list(test.columns),
+        "prediction",
+        "confidence",
+        "probabilities",
+        "truncated",
+        "model_version",
+    ]
     pd.testing.assert_frame_equal(out[test.columns], test)
     expected = OnnxPredictor(model["bundle"]).predict(list(test["text"]))
     assert list(out["prediction"]) == [a["label"] for a in expected]
@@ -95,7 +106,7 @@ def test_service_answers_each_row_as_batch_scoring_does(model, scored):
     with running(create_app(model["name"], alias="challenger", poll_seconds=0)) as url:
         answers = []
         for i in range(0, len(texts), 7):
-            r = httpx.post(f"{url}/predict", json={"texts": texts[i:i + 7]}, timeout=60)
+            r = httpx.post(f"{url}/predict", json={"texts": texts[i : i + 7]}, timeout=60)
             assert r.status_code == 200, r.text
             answers += r.json()["predictions"]
     assert [a["label"] for a in answers] == list(out["prediction"])
@@ -104,8 +115,8 @@ def test_service_answers_each_row_as_batch_scoring_does(model, scored):
 
 
 def test_scoring_run_records_input_digest_and_model_version(model, scored):
-    from tasks.registry import tracking
     from tasks.io import digest_frames
+    from tasks.registry import tracking
 
     run = tracking.client().get_run(scored["result"]["run_id"])
     exp = tracking.client().get_experiment(run.info.experiment_id)
@@ -132,9 +143,26 @@ def test_cli_scores_a_sql_query_on_an_existing_dask_cluster(model, tmp_path, cap
         rows.rename(columns={"text": "body"})[["body"]].to_sql("reviews", conn, index=False)
     out = tmp_path / "sql.parquet"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        code = main(["score", f"{model['name']}/{model['version']}", "--input", f"sqlite:///{db}",
-                     "--query", "SELECT body FROM reviews", "--text-column", "body", "--output", str(out),
-                     "--dask-address", cluster.scheduler_address, "--batch-size", "4", "--shard-rows", "4"])
+        code = main(
+            [
+                "score",
+                f"{model['name']}/{model['version']}",
+                "--input",
+                f"sqlite:///{db}",
+                "--query",
+                "SELECT body FROM reviews",
+                "--text-column",
+                "body",
+                "--output",
+                str(out),
+                "--dask-address",
+                cluster.scheduler_address,
+                "--batch-size",
+                "4",
+                "--shard-rows",
+                "4",
+            ]
+        )
         with Client(cluster) as client:  # 5 shards ran on the one worker: it loaded the bundle once
             loaded = client.run(lambda: [key[:2] for key in __import__("tasks.score").score._PREDICTORS])
     assert code == 0, capsys.readouterr().err
@@ -144,8 +172,18 @@ def test_cli_scores_a_sql_query_on_an_existing_dask_cluster(model, tmp_path, cap
     assert f"version {model['version']}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["missing_column", "empty_file", "unknown_model", "unknown_alias",
-                                  "unknown_version", "blank_text", "unknown_label"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_column",
+        "empty_file",
+        "unknown_model",
+        "unknown_alias",
+        "unknown_version",
+        "blank_text",
+        "unknown_label",
+    ],
+)
 def test_bad_input_is_one_clear_error_before_any_worker_starts(case, model, tmp_path, monkeypatch):
     import flows.score
     from tasks.score import ScoreInputError

@@ -23,14 +23,20 @@ REF_TOKEN = "CANARYrefval5b8a"
 
 # --- redaction and references --------------------------------------------------------------------
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgresql://reader:hunter2@db/x", "postgresql://reader:***@db/x"),
-    ("postgresql://reader:${DB_PASSWORD}@db/x", "postgresql://reader:${DB_PASSWORD}@db/x"),
-    ("postgresql://reader@db/x", "postgresql://reader@db/x"),
-    ("https://h/f.csv?token=abc&page=2&X-Amz-Signature=ff&api_key=k",
-     "https://h/f.csv?token=***&page=2&X-Amz-Signature=***&api_key=***"),
-    ("https://h/f.csv?sig=${SIG}&se=2027", "https://h/f.csv?sig=${SIG}&se=2027"),
-])
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://reader:hunter2@db/x", "postgresql://reader:***@db/x"),
+        ("postgresql://reader:${DB_PASSWORD}@db/x", "postgresql://reader:${DB_PASSWORD}@db/x"),
+        ("postgresql://reader@db/x", "postgresql://reader@db/x"),
+        (
+            "https://h/f.csv?token=abc&page=2&X-Amz-Signature=ff&api_key=k",
+            "https://h/f.csv?token=***&page=2&X-Amz-Signature=***&api_key=***",
+        ),
+        ("https://h/f.csv?sig=${SIG}&se=2027", "https://h/f.csv?sig=${SIG}&se=2027"),
+    ],
+)
 def test_redact_url_masks_literals_and_keeps_references(url, shown):
     from tasks.secrets import redact_url
 
@@ -41,8 +47,10 @@ def test_redact_text_masks_urls_inside_messages_and_known_values():
     from tasks.secrets import redact_text
 
     msg = "cannot open 'mysql://u:pw123@h:3306/d' nor https://x/y?password=zz (secret s3cretvalue)"
-    assert redact_text(msg, ("s3cretvalue",)) == \
-        "cannot open 'mysql://u:***@h:3306/d' nor https://x/y?password=*** (secret ***)"
+    assert (
+        redact_text(msg, ("s3cretvalue",))
+        == "cannot open 'mysql://u:***@h:3306/d' nor https://x/y?password=*** (secret ***)"
+    )
 
 
 def test_reference_expands_only_in_memory_and_names_a_missing_variable(monkeypatch):
@@ -63,8 +71,9 @@ def test_literal_credential_warns_once_and_every_dump_is_masked():
     sha = "a" * 64
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cfg = load_config(None, ["data.source.kind=url", f"data.source.url=http://h/d.csv?token={TOKEN}",
-                                 f"data.source.sha256={sha}"])
+        cfg = load_config(
+            None, ["data.source.kind=url", f"data.source.url=http://h/d.csv?token={TOKEN}", f"data.source.sha256={sha}"]
+        )
     shown = [str(w.message) for w in caught if "literal credential" in str(w.message)]
     assert len(shown) == 1 and "${" in shown[0] and TOKEN not in shown[0]
     assert cfg.data.source.url.endswith(TOKEN)  # in memory the source still opens
@@ -83,15 +92,17 @@ def test_config_errors_do_not_repeat_a_mistyped_secret():
         load_config(None, [f"data.source.pasword={PASSWORD}"])
     assert "data.source.pasword: unknown field" in str(err.value) and PASSWORD not in str(err.value)
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["data.source.kind=sql", "data.source.query=1",
-                           f"data.source.connection=[postgresql://u:{PASSWORD}@h/d]"])
+        load_config(
+            None,
+            ["data.source.kind=sql", "data.source.query=1", f"data.source.connection=[postgresql://u:{PASSWORD}@h/d]"],
+        )
     assert PASSWORD not in str(err.value) and "u:***@h" in str(err.value)
 
 
 def test_sql_error_message_masks_the_password(tmp_path):
+    from tasks.config import SourceConfig
     from tasks.data.readers import DataSourceError
     from tasks.data.sources import read_source
-    from tasks.config import SourceConfig
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -114,6 +125,7 @@ def test_run_summary_shows_the_tracking_uri_without_its_password(monkeypatch):
 
 # --- names, pins and filters --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("field", ["name", "registry.model_name"])
 @pytest.mark.parametrize("bad", ["../../x", "a/b", "..", ".hidden", "x y", "n'; drop"])
 def test_names_that_could_leave_run_dir_are_refused(field, bad):
@@ -133,8 +145,8 @@ def test_sha256_must_be_64_hex_digits():
 
 
 def test_cached_download_is_rehashed_before_use(tmp_path, monkeypatch, csv_server):
-    from tasks.data.sources import cache_dir, read_source
     from tasks.config import SourceConfig
+    from tasks.data.sources import cache_dir, read_source
 
     url, sha, _ = csv_server
     src = SourceConfig(kind="url", url=url, sha256=sha)
@@ -155,6 +167,7 @@ def test_mlflow_filter_values_cannot_change_the_filter():
 
 
 # --- a real flow run, then every byte searched -----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def csv_server(tmp_path_factory):
@@ -185,32 +198,48 @@ def _files_holding(roots: list[Path], needles: list[bytes]) -> list[str]:
 
 def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_server, tmp_path, monkeypatch):
     from prefect.logging.handlers import APILogHandler
-    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL, PREFECT_HOME
+    from prefect.settings import PREFECT_HOME, PREFECT_SERVER_DATABASE_CONNECTION_URL
 
     from flows.training import fine_tune, validate_only
 
     url, sha, folder = csv_server
     # A URL source: one literal token (masked) and one by reference (expanded in memory only).
     monkeypatch.setenv("FTFLOW_TEST_SIG", REF_TOKEN)
-    cfg = small_config(tmp_path, "data.source.kind=url", f"data.source.url={url}&sig=${{FTFLOW_TEST_SIG}}",
-                       f"data.source.sha256={sha}", "data.max_rows=300", "registry.model_name=test-secrets",
-                       "registry.experiment=tests-secrets", "export.quantize=false")
+    cfg = small_config(
+        tmp_path,
+        "data.source.kind=url",
+        f"data.source.url={url}&sig=${{FTFLOW_TEST_SIG}}",
+        f"data.source.sha256={sha}",
+        "data.max_rows=300",
+        "registry.model_name=test-secrets",
+        "registry.experiment=tests-secrets",
+        "export.quantize=false",
+    )
     result = fine_tune(config=cfg)
     assert result["registered"] and (Path(result["run_dir"]) / "model" / "README.md").exists()
     # A SQL source whose URL carries a literal password (SQLite ignores the unknown URI parameter).
     db = folder / "reviews.db"
     with sqlite3.connect(db) as conn:
         pd.read_csv(folder / "reviews.csv").to_sql("reviews", conn, index=False)
-    cfg_sql = small_config(tmp_path, "data.source.kind=sql", "data.source.query=SELECT text, label FROM reviews",
-                           f"data.source.connection=sqlite:///file:{db}?uri=true&mode=ro&password={PASSWORD}",
-                           "registry.experiment=tests-secrets")
+    cfg_sql = small_config(
+        tmp_path,
+        "data.source.kind=sql",
+        "data.source.query=SELECT text, label FROM reviews",
+        f"data.source.connection=sqlite:///file:{db}?uri=true&mode=ro&password={PASSWORD}",
+        "registry.experiment=tests-secrets",
+    )
     validated = validate_only(config=cfg_sql)
     assert validated["rows"]["train"] > 0
     APILogHandler().flush()  # the Prefect logs are in its database before it is searched
 
     prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
-    places = [Path(os.environ["FTFLOW_MLRUNS"]), tmp_path / "runs", prefect_db, Path(PREFECT_HOME.value()),
-              Path(os.environ["FTFLOW_CACHE"])]
+    places = [
+        Path(os.environ["FTFLOW_MLRUNS"]),
+        tmp_path / "runs",
+        prefect_db,
+        Path(PREFECT_HOME.value()),
+        Path(os.environ["FTFLOW_CACHE"]),
+    ]
     needles = [TOKEN.encode(), PASSWORD.encode(), REF_TOKEN.encode()]
     assert sum(1 for p in places for f in p.rglob("*") if f.is_file()) > 50  # the search saw real stores
     assert _files_holding(places, needles) == []

@@ -28,8 +28,9 @@ pytestmark = pytest.mark.slow
 def _register_copy(source_mv, alias: str, name: str = NAME) -> str:
     from tasks.registry import register, tracking
 
-    mv = tracking.client().create_model_version(name, source=source_mv.source, run_id=source_mv.run_id,
-                                                tags=dict(source_mv.tags))
+    mv = tracking.client().create_model_version(
+        name, source=source_mv.source, run_id=source_mv.run_id, tags=dict(source_mv.tags)
+    )
     register.set_alias(name, alias, mv.version)
     return str(mv.version)
 
@@ -54,9 +55,11 @@ def champion(good_version):
 def service(champion):
     from deploy.service import create_app
 
-    with running(create_app(NAME, poll_seconds=0.3, max_batch=4)) as url:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield client
+    with (
+        running(create_app(NAME, poll_seconds=0.3, max_batch=4)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +88,20 @@ def test_predict_one_text_and_a_batch(service, champion):
     assert [b["truncated"] for b in batch] == [False, True, False]  # cut at max_length, and said so
 
 
-@pytest.mark.parametrize("body, says", [
-    ({"texts": []}, "texts: List should have at least 1 item"),
-    ({"text": ""}, "text: String should have at least 1 character"),
-    ({"texts": ["fine", "   "]}, "texts[1]: is only whitespace"),
-    ({"texts": ["fine", 3]}, "texts[1]: Input should be a valid string"),
-    ({"text": 42}, "text: Input should be a valid string"),
-    ({"texts": ["a", "b", "c", "d", "e"]}, "texts: List should have at most 4 items"),
-    ({}, "send either 'text'"),
-    ({"text": "fine", "text_pair": "also fine"}, "text_pair: this classification model takes single texts"),
-    ({"text": "fine", "colour": "red"}, "colour: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ({"texts": []}, "texts: List should have at least 1 item"),
+        ({"text": ""}, "text: String should have at least 1 character"),
+        ({"texts": ["fine", "   "]}, "texts[1]: is only whitespace"),
+        ({"texts": ["fine", 3]}, "texts[1]: Input should be a valid string"),
+        ({"text": 42}, "text: Input should be a valid string"),
+        ({"texts": ["a", "b", "c", "d", "e"]}, "texts: List should have at most 4 items"),
+        ({}, "send either 'text'"),
+        ({"text": "fine", "text_pair": "also fine"}, "text_pair: this classification model takes single texts"),
+        ({"text": "fine", "colour": "red"}, "colour: Extra inputs are not permitted"),
+    ],
+)
 def test_bad_input_gets_422_with_a_clear_message(service, body, says):
     r = service.post("/predict", json=body)
     assert r.status_code == 422
@@ -209,9 +215,11 @@ def reloading(good_version):
     name = f"{NAME}-reload"
     tracking.client().create_registered_model(name)
     champion = _register_copy(good_version, "champion", name)
-    with running(create_app(name, poll_seconds=0.3, max_batch=4)) as url:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield name, champion, client
+    with (
+        running(create_app(name, poll_seconds=0.3, max_batch=4)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield name, champion, client
 
 
 def test_hot_reload_while_serving_fails_no_request(reloading, good_version):
@@ -262,8 +270,9 @@ def test_service_never_imports_torch(champion):
         "    assert r.status_code == 200, r.text\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False False"
 
@@ -273,9 +282,9 @@ def test_ner_entities_carry_character_spans(tmp_path):
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+    from tasks.inference.predictor import OnnxPredictor
     from tasks.modelling.encode import resolve_model_path
     from tasks.modelling.export import export_onnx
-    from tasks.inference.predictor import OnnxPredictor
 
     base = resolve_model_path("minilm")
     model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
@@ -285,28 +294,55 @@ def test_ner_entities_carry_character_spans(tmp_path):
     tok = AutoTokenizer.from_pretrained(base)
     export_onnx(model, tok, tmp_path / "model.onnx", 17)
     tok.save_pretrained(str(tmp_path))
-    (tmp_path / "finetune_flow.json").write_text(json.dumps(
-        {"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 24, "serving_file": "model.onnx"}))
+    (tmp_path / "finetune_flow.json").write_text(
+        json.dumps({"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 24, "serving_file": "model.onnx"})
+    )
     text = "@justinbieber flies from   New York to Reykjavík, daily " + "and more words " * 10
     [answer] = OnnxPredictor(tmp_path).predict([text])
     assert answer["truncated"] is True  # 24 tokens hold only the first words
     entities = answer["entities"]
     # Words as the training data cuts them: the handle is one word (BERT's pre-tokenizer makes it "@", "justin…").
-    assert [e["text"] for e in entities[:8]] == ["@justinbieber", "flies", "from", "New", "York", "to",
-                                                 "Reykjavík", ","]
+    assert [e["text"] for e in entities[:8]] == [
+        "@justinbieber",
+        "flies",
+        "from",
+        "New",
+        "York",
+        "to",
+        "Reykjavík",
+        ",",
+    ]
     for e in entities:
-        assert e["type"] == "LOC" and e["text"] == text[e["start"]:e["end"]] and 0 < e["score"] <= 1
+        assert e["type"] == "LOC" and e["text"] == text[e["start"] : e["end"]] and 0 < e["score"] <= 1
 
 
 def test_serving_words_match_the_tokens_of_the_ner_training_data():
-    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
+    from tasks.data.sources import read_source
     from tasks.inference.tokenizer import split_words
 
     sentences = [list(tokens) for tokens in read_source(SourceConfig(kind="package", name="tweet_ner"))["tokens"]]
-    kept = sum(t in {text[a:b] for a, b in split_words(text)} for tokens in sentences
-               for text in [" ".join(tokens)] for t in tokens)
+    kept = sum(
+        t in {text[a:b] for a, b in split_words(text)}
+        for tokens in sentences
+        for text in [" ".join(tokens)]
+        for t in tokens
+    )
     assert kept / sum(map(len, sentences)) > 0.97  # 0.985 measured: the rest are odd tokens like "Park(ing"
     text = "@NYC_fan: back in the U.S. today, see http://t.co/x1. Don't wait :)"
     assert [text[a:b] for a, b in split_words(text)] == [
-        "@NYC_fan", ":", "back", "in", "the", "U.S.", "today", ",", "see", "http://t.co/x1", ".", "Don't", "wait", ":)"]
+        "@NYC_fan",
+        ":",
+        "back",
+        "in",
+        "the",
+        "U.S.",
+        "today",
+        ",",
+        "see",
+        "http://t.co/x1",
+        ".",
+        "Don't",
+        "wait",
+        ":)",
+    ]

@@ -29,8 +29,9 @@ def versions(flow_result, tmp_path_factory):
     tracking.client().create_registered_model(NAME)
     out = {}
     for alias in ("champion", "challenger"):
-        mv = tracking.client().create_model_version(NAME, source=trained.source, run_id=trained.run_id,
-                                                    tags=dict(trained.tags))
+        mv = tracking.client().create_model_version(
+            NAME, source=trained.source, run_id=trained.run_id, tags=dict(trained.tags)
+        )
         register.set_alias(NAME, alias, mv.version)
         out[alias] = str(mv.version)
     os.environ["FTFLOW_PREDICTION_LOG"] = str(tmp_path_factory.mktemp("service-log"))
@@ -87,8 +88,15 @@ def test_feedback_is_stored_one_or_many_and_wrong_items_are_422_naming_them(vers
         single = client.post("/predict", json={"text": "fine"}).json()["request_id"]
         # Asked right after the answer: the feedback flushes the log first, so the id is found.
         assert client.post("/feedback", json={"request_id": single, "label": "positive"}).json() == {"stored": 1}
-        unknown = client.post("/feedback", json={"items": [{"request_id": ids[0], "label": "negative"},
-                                                           {"request_id": "never-answered", "label": "negative"}]})
+        unknown = client.post(
+            "/feedback",
+            json={
+                "items": [
+                    {"request_id": ids[0], "label": "negative"},
+                    {"request_id": "never-answered", "label": "negative"},
+                ]
+            },
+        )
         assert unknown.status_code == 422
         [err] = unknown.json()["detail"]
         assert err["loc"] == ["body", "items", 1, "request_id"] and "unknown request id" in err["msg"]
@@ -109,12 +117,21 @@ def test_shadow_answers_every_request_off_the_path_and_both_answers_are_logged(v
     from deploy.service import create_app
     from tasks.monitoring.shadow import shadow_report
 
-    with running(create_app(NAME, poll_seconds=0, shadow="challenger")) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        running(create_app(NAME, poll_seconds=0, shadow="challenger")) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         answers = [client.post("/predict", json={"text": t}).json() for t in ("dull", "a delight", "fine", "meh")]
         assert {a["model"]["version"] for a in answers} == {versions["champion"]}  # the champion answers
-        client.post("/feedback", json={"items": [{"request_id": answers[0]["request_id"], "label": "negative"},
-                                                 {"request_id": answers[1]["request_id"], "label": "negative"}]})
+        client.post(
+            "/feedback",
+            json={
+                "items": [
+                    {"request_id": answers[0]["request_id"], "label": "negative"},
+                    {"request_id": answers[1]["request_id"], "label": "negative"},
+                ]
+            },
+        )
         info = client.get("/model").json()
         assert info["shadow"]["enabled"] and info["shadow"]["alias"] == "challenger"
         assert info["shadow"]["version"] == versions["challenger"] and not info["shadow"]["same_as_served"]
@@ -153,8 +170,10 @@ def test_canary_answers_a_sticky_share_with_the_challenger(versions):
     from deploy.traffic import routes_to_canary
 
     ids = [f"canary-{i}" for i in range(24)]
-    with running(create_app(NAME, poll_seconds=0, canary_percent=50)) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        running(create_app(NAME, poll_seconds=0, canary_percent=50)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         first = {i: client.post("/predict", json={"text": "fine"}, headers={"X-Request-ID": i}) for i in ids}
         again = {i: client.post("/predict", json={"text": "fine"}, headers={"X-Request-ID": i}) for i in ids}
         assert client.get("/model").json()["canary"]["version"] == versions["challenger"]

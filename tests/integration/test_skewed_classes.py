@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
@@ -15,8 +14,11 @@ LABELS = ["business", "sports", "tech", "rare"]
 
 
 def scored_from(refs: list[int], preds: list[int]) -> dict:
-    return {"references": refs, "predictions": preds,
-            "metrics": compute_metrics_for("classification", preds, refs, LABELS)}
+    return {
+        "references": refs,
+        "predictions": preds,
+        "metrics": compute_metrics_for("classification", preds, refs, LABELS),
+    }
 
 
 def test_weak_classes_are_those_below_half_f1_or_never_predicted_checked_against_sklearn():
@@ -75,16 +77,22 @@ def test_a_briefly_trained_model_on_skewed_questions_names_its_weak_classes(tmp_
     from tasks.modelling.train import train_model
     from tests.support import prepare, small_config
 
-    cfg = small_config(tmp_path, "data.source.name=trec_coarse", "data.labels=[ABBR, DESC, ENTY, HUM, LOC, NUM]",
-                       "data.max_rows=400", "training.max_steps=4")
+    cfg = small_config(
+        tmp_path,
+        "data.source.name=trec_coarse",
+        "data.labels=[ABBR, DESC, ENTY, HUM, LOC, NUM]",
+        "data.max_rows=400",
+        "training.max_steps=4",
+    )
     clean_ref = prepare(cfg, tmp_path / "run")
     trained = train_model(clean_ref, cfg, tmp_path / "run")
     evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, tmp_path / "run", "test")
     weak = evaluation.weak_classes
     report = pd.read_csv(Path(evaluation.dir) / "per_class_report.csv").set_index("class")
     predicted = pd.read_parquet(Path(evaluation.dir) / "predictions.parquet")["prediction"].value_counts()
-    expected = {c for c, row in report.iterrows()
-                if row["support"] > 0 and (row["f1"] < 0.5 or predicted.get(c, 0) == 0)}
+    expected = {
+        c for c, row in report.iterrows() if row["support"] > 0 and (row["f1"] < 0.5 or predicted.get(c, 0) == 0)
+    }
     assert expected and {w["class"] for w in weak} == expected  # 4 steps cannot learn 6 classes
     assert json.loads(Path(evaluation.files["weak_classes"]).read_text()) == weak
     card = Path(evaluation.files["model_card"]).read_text()

@@ -22,15 +22,18 @@ EVIDENCE = ("metrics.json", "predictions.parquet", "worst_errors.csv", "per_clas
 
 def write_pair_dataset(folder: Path, n: int = 240) -> Path:
     """Sentence pairs from real reviews: label 'same' when both have the same sentiment, else 'different'."""
-    from tasks.data.sources import read_source
     from tasks.config import SourceConfig
+    from tasks.data.sources import read_source
 
     reviews = read_source(SourceConfig(kind="package", name="rotten_tomatoes")).head(2 * n)
     first, second = reviews.iloc[:n].reset_index(drop=True), reviews.iloc[n:].reset_index(drop=True)
-    pairs = pd.DataFrame({
-        "sentence1": first["text"], "sentence2": second["text"],
-        "relation": ["same" if a == b else "different" for a, b in zip(first["label"], second["label"])],
-    })
+    pairs = pd.DataFrame(
+        {
+            "sentence1": first["text"],
+            "sentence2": second["text"],
+            "relation": ["same" if a == b else "different" for a, b in zip(first["label"], second["label"])],
+        }
+    )
     path = folder / "pairs.csv"
     pairs.to_csv(path, index=False)
     return path
@@ -58,9 +61,16 @@ def test_pair_classification_end_to_end(tmp_path):
     from tasks.inference.predictor import OnnxPredictor
 
     path = write_pair_dataset(tmp_path)
-    cfg = small_config(tmp_path, "data.source.kind=file", f"data.source.path={path}",
-                       "data.task=pair_classification", "data.text_column=sentence1",
-                       "data.text_pair_column=sentence2", "data.label_column=relation", "training.max_steps=6")
+    cfg = small_config(
+        tmp_path,
+        "data.source.kind=file",
+        f"data.source.path={path}",
+        "data.task=pair_classification",
+        "data.text_column=sentence1",
+        "data.text_pair_column=sentence2",
+        "data.label_column=relation",
+        "training.max_steps=6",
+    )
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
     assert clean_ref.labels == ["different", "same"]
     assert {"test_accuracy", "test_f1", "test_mcc", "test_f1_same"} <= set(evaluation.metrics)
@@ -77,8 +87,7 @@ def test_pair_classification_end_to_end(tmp_path):
 def test_regression_end_to_end(tmp_path):
     from tasks.inference.predictor import OnnxPredictor
 
-    cfg = small_config(tmp_path, "data.source.name=sentiment_scores", "data.task=regression",
-                       "training.max_steps=6")
+    cfg = small_config(tmp_path, "data.source.name=sentiment_scores", "data.task=regression", "training.max_steps=6")
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
     assert clean_ref.labels is None
     assert {"test_pearson", "test_spearman", "test_mse", "test_rmse", "test_mae"} <= set(evaluation.metrics)
@@ -97,8 +106,14 @@ def test_regression_end_to_end(tmp_path):
 def test_ner_end_to_end(tmp_path):
     from tasks.inference.predictor import OnnxPredictor
 
-    cfg = small_config(tmp_path, "data.source.name=tweet_ner", "data.task=ner", "data.max_rows=200",
-                       "training.max_steps=6", "training.learning_rate=3e-4")
+    cfg = small_config(
+        tmp_path,
+        "data.source.name=tweet_ner",
+        "data.task=ner",
+        "data.max_rows=200",
+        "training.max_steps=6",
+        "training.learning_rate=3e-4",
+    )
     clean_ref, evaluation, exported = run_pipeline(cfg, tmp_path / "run")
     assert clean_ref.labels[0] == "O" and "B-person" in clean_ref.labels
     assert {"test_precision", "test_recall", "test_f1", "test_accuracy", "test_f1_person"} <= set(evaluation.metrics)

@@ -43,8 +43,12 @@ def test_gradient_accumulation_keeps_the_loss_scale(clean_ref, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     # trial=True: no checkpoint or model to write, only the logged history matters here.
     train_model(clean_ref, tiny(tmp_path, *fixed, "training.train_batch_size=16"), one, trial=True)
-    train_model(clean_ref, tiny(tmp_path, *fixed, "training.train_batch_size=8",
-                                "training.gradient_accumulation_steps=2"), two, trial=True)
+    train_model(
+        clean_ref,
+        tiny(tmp_path, *fixed, "training.train_batch_size=8", "training.gradient_accumulation_steps=2"),
+        two,
+        trial=True,
+    )
     (_, loss_1), (_, loss_2) = logged(one, "loss")[0], logged(two, "loss")[0]
     (_, norm_1), (_, norm_2) = logged(one, "grad_norm")[0], logged(two, "grad_norm")[0]
     # Same 16 examples (random sampler, same seed); only dropout masks differ. Without the
@@ -63,7 +67,8 @@ def test_sum_reduction_divided_by_item_count_is_the_mean():
     assert (total / 6).item() == pytest.approx(compute_loss("ner", "auto", logits, labels).item(), rel=1e-6)
     preds, targets = torch.randn(4, 1), torch.randn(4)
     assert (compute_loss("regression", "mse", preds, targets, reduction="sum") / 4).item() == pytest.approx(
-        compute_loss("regression", "mse", preds, targets).item(), rel=1e-6)
+        compute_loss("regression", "mse", preds, targets).item(), rel=1e-6
+    )
 
 
 def test_search_space_is_validated_and_sampled_with_field_types():
@@ -76,10 +81,17 @@ def test_search_space_is_validated_and_sampled_with_field_types():
         load_config(None, ["search.space={lr: {low: 1.0e-5, high: 1.0e-4}}"])
     with pytest.raises(ConfigError, match="either a non-empty `choices`"):
         load_config(None, ["search.space={epochs: {low: 1, high: 3, choices: [1, 2]}}"])
-    cfg = load_config(None, ["search.space={learning_rate: {low: 1.0e-5, high: 1.0e-4, log: true}, "
-                             "train_batch_size: {low: 8, high: 32}, scheduler: {choices: [linear, cosine]}}"])
-    values = suggest_values(optuna.trial.FixedTrial(
-        {"learning_rate": 3e-5, "train_batch_size": 16, "scheduler": "cosine"}), cfg.search.space)
+    cfg = load_config(
+        None,
+        [
+            "search.space={learning_rate: {low: 1.0e-5, high: 1.0e-4, log: true}, "
+            "train_batch_size: {low: 8, high: 32}, scheduler: {choices: [linear, cosine]}}"
+        ],
+    )
+    values = suggest_values(
+        optuna.trial.FixedTrial({"learning_rate": 3e-5, "train_batch_size": 16, "scheduler": "cosine"}),
+        cfg.search.space,
+    )
     assert values == {"learning_rate": 3e-5, "train_batch_size": 16, "scheduler": "cosine"}
     assert isinstance(values["train_batch_size"], int)
     assert search_objective(cfg) == ("f1", "maximize")
@@ -94,9 +106,13 @@ def make_trainer(cfg, tmp: Path):
 
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path("minilm"), num_labels=2)
     # The arguments evaluate per epoch, which needs an eval set to exist; it is never used here.
-    return make_trainer_class()(model=model, args=training_arguments(cfg, tmp), eval_dataset=[{}],
-                                loss_spec=loss_spec_for(cfg, ["a", "b"], [0, 1]),
-                                optimizer_name=cfg.training.optimizer)
+    return make_trainer_class()(
+        model=model,
+        args=training_arguments(cfg, tmp),
+        eval_dataset=[{}],
+        loss_spec=loss_spec_for(cfg, ["a", "b"], [0, 1]),
+        optimizer_name=cfg.training.optimizer,
+    )
 
 
 def learning_rates(trainer, steps: int) -> list[float]:
@@ -146,8 +162,10 @@ def cpuinfo_flags() -> set[str]:
     """The CPU flags as Linux lists them: a reference independent of torch's own check."""
     info = Path("/proc/cpuinfo")
     assert info.is_file(), "the project's machines are Linux: /proc/cpuinfo is the independent reference"
-    return next((set(line.split(":", 1)[1].split()) for line in info.read_text().splitlines()
-                 if line.startswith("flags")), set())
+    return next(
+        (set(line.split(":", 1)[1].split()) for line in info.read_text().splitlines() if line.startswith("flags")),
+        set(),
+    )
 
 
 def test_auto_precision_on_cpu_follows_the_cpu_flags():
@@ -163,8 +181,12 @@ def test_auto_precision_on_cpu_follows_the_cpu_flags():
     assert pick_precision("fp32", use_cpu=True) == pick_precision("no", use_cpu=True) == off
     assert pick_precision("fp16", use_cpu=True) == off  # no fp16 kernels nor loss scaler on CPU
     assert pick_precision("bf16", use_cpu=True) == {"bf16": True, "fp16": False}  # forced: emulated if need be
-    args = training_arguments(tiny(Path("/tmp"), "training.use_cpu=true", "training.max_grad_norm=0.5",
-                                   "training.gradient_checkpointing=true"), Path("/tmp/unused"))
+    args = training_arguments(
+        tiny(
+            Path("/tmp"), "training.use_cpu=true", "training.max_grad_norm=0.5", "training.gradient_checkpointing=true"
+        ),
+        Path("/tmp/unused"),
+    )
     assert args.bf16 == native and not args.fp16 and args.use_cpu
     assert args.max_grad_norm == 0.5 and args.activation_checkpointing
     assert args.train_sampling_strategy == "group_by_length" and not args.average_tokens_across_devices
@@ -203,7 +225,7 @@ def test_bf16_training_keeps_fp32_weights_and_onnx_parity(clean_ref, tmp_path):
     trained = train_model(clean_ref, cfg, tmp_path / "run", callbacks=[WatchMatmuls()])
     assert torch.bfloat16 in seen and trained.summary["precision"] == "bf16"  # autocast was on while training
     with safe_open(Path(trained.model_dir) / "model.safetensors", "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+        assert {f.get_tensor(k).dtype for k in f} == {torch.float32}
     exported = export_model(trained.model_dir, clean_ref, cfg, tmp_path / "run")
     assert exported.parity["passed"] and exported.parity["max_abs_diff"] < 1e-4
 
@@ -222,16 +244,24 @@ def test_position_limit_follows_the_architecture():
 
     assert position_limit(Config(max_position_embeddings=512, model_type="bert")) == 512
     assert position_limit(Config(max_position_embeddings=514, model_type="roberta")) == 512
-    assert position_limit(Config(max_position_embeddings=512, model_type="deberta-v2",
-                                 position_biased_input=False)) is None  # relative positions only
+    assert (
+        position_limit(Config(max_position_embeddings=512, model_type="deberta-v2", position_biased_input=False))
+        is None
+    )  # relative positions only
 
 
 def test_early_stopping_stops_and_keeps_the_best_checkpoint(clean_ref, tmp_path):
     from tasks.modelling.train import train_model
 
     # A learning rate this small cannot change predictions: no evaluation improves on the first.
-    cfg = tiny(tmp_path, "training.learning_rate=1e-12", "training.max_steps=6", "training.eval_steps=1",
-               "training.early_stopping_patience=1", "training.metric_for_best_model=accuracy")
+    cfg = tiny(
+        tmp_path,
+        "training.learning_rate=1e-12",
+        "training.max_steps=6",
+        "training.eval_steps=1",
+        "training.early_stopping_patience=1",
+        "training.metric_for_best_model=accuracy",
+    )
     summary = train_model(clean_ref, cfg, tmp_path / "run").summary
     assert summary["global_step"] == 2  # evaluated at 1 (best) and 2 (no better): stopped, not 6
     assert summary["best_checkpoint"].endswith("checkpoint-1") and Path(summary["best_checkpoint"]).is_dir()
@@ -284,13 +314,16 @@ def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
 
 
 def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path):
-    from tasks.registry import tracking
     from tasks.io import read_json
     from tasks.modelling.search import tune_and_train
+    from tasks.registry import tracking
 
-    cfg = tiny(tmp_path, "training.max_steps=2", "search.trials=2",
-               "search.space={learning_rate: {low: 1.0e-5, high: 1.0e-4, log: true}, "
-               "train_batch_size: {choices: [8, 16]}}")
+    cfg = tiny(
+        tmp_path,
+        "training.max_steps=2",
+        "search.trials=2",
+        "search.space={learning_rate: {low: 1.0e-5, high: 1.0e-4, log: true}, train_batch_size: {choices: [8, 16]}}",
+    )
     parent = tracking.start_run("tests-search", "search-parent")
     result = tune_and_train(clean_ref, cfg, tmp_path / "run", parent)
     found = result.search
@@ -298,8 +331,9 @@ def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path
     assert [t["state"] for t in found["trials"]] == ["COMPLETE", "COMPLETE"]
 
     c = tracking.client()
-    children = c.search_runs([c.get_run(parent).info.experiment_id],
-                             filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    children = c.search_runs(
+        [c.get_run(parent).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     assert {r.info.run_id for r in children} == {t["mlflow_run_id"] for t in found["trials"]}
     assert all("val_f1" in r.data.metrics and "training.learning_rate" in r.data.params for r in children)
@@ -333,8 +367,8 @@ def test_pruning_stops_a_trial_below_the_median_of_earlier_ones():
 def test_a_pruned_trial_stops_training_and_its_run_says_so(clean_ref, tmp_path):
     import optuna
 
-    from tasks.registry import tracking
     from tasks.modelling.search import run_trial
+    from tasks.registry import tracking
 
     class PruneAtOnce(optuna.pruners.BasePruner):
         def prune(self, study, trial):
@@ -351,13 +385,19 @@ def test_a_pruned_trial_stops_training_and_its_run_says_so(clean_ref, tmp_path):
 
 
 def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, tmp_path):
-    from tasks.registry import tracking
     from tasks.modelling.train import train_model
+    from tasks.registry import tracking
 
     run_id = tracking.start_run("tests-ddp", "ddp")
     # use_cpu: two gloo ranks on any machine (two NCCL ranks would need two GPUs; one-GPU machines refuse them).
-    cfg = tiny(tmp_path, "training.distributed.nproc_per_node=2", "training.max_steps=2",
-               "training.logging_steps=1", "training.train_batch_size=8", "training.use_cpu=true")
+    cfg = tiny(
+        tmp_path,
+        "training.distributed.nproc_per_node=2",
+        "training.max_steps=2",
+        "training.logging_steps=1",
+        "training.train_batch_size=8",
+        "training.use_cpu=true",
+    )
     summary = train_model(clean_ref, cfg, tmp_path / "run", run_id).summary
     assert summary["world_size"] == 2 and summary["global_step"] == 2
     first_loss = logged(tmp_path / "run", "loss")[0][1]
@@ -397,6 +437,8 @@ def test_resume_with_a_different_training_config_is_refused(flow_result):
     run_dir = Path(flow_result["result"]["run_dir"])
     cfg = flow_result["config"]
     changed = cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": 1e-3})})
-    check_resume_config(cfg.model_copy(update={"export": cfg.export.model_copy(update={"enabled": False})}), cfg, run_dir)
+    check_resume_config(
+        cfg.model_copy(update={"export": cfg.export.model_copy(update={"enabled": False})}), cfg, run_dir
+    )
     with pytest.raises(ValueError, match=r"training.learning_rate.*--resume-from"):
         check_resume_config(changed, cfg, run_dir)

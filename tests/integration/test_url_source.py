@@ -15,15 +15,17 @@ from tasks.data.collect import DataSourceError, read_source
 
 
 def url_source(url: str, sha256: str):
-    return load_config(None, ["data.source.kind=url", f"data.source.url={url}", f"data.source.sha256={sha256}"]
-                       ).data.source
+    return load_config(
+        None, ["data.source.kind=url", f"data.source.url={url}", f"data.source.sha256={sha256}"]
+    ).data.source
 
 
 def test_url_source_is_pinned_and_cached(tmp_path):
     served = tmp_path / "www"
     served.mkdir()
-    pd.DataFrame({"text": ["good film", "bad film", "great plot", "dull plot"],
-                  "label": ["pos", "neg", "pos", "neg"]}).to_csv(served / "data.csv", index=False)
+    pd.DataFrame(
+        {"text": ["good film", "bad film", "great plot", "dull plot"], "label": ["pos", "neg", "pos", "neg"]}
+    ).to_csv(served / "data.csv", index=False)
     digest = hashlib.sha256((served / "data.csv").read_bytes()).hexdigest()
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tasks.config import load_config
 from tasks.data.clean import clean_data
 from tasks.data.collect import collect_data
-from tasks.config import load_config
-from tasks.io import write_frames
 from tasks.data.gx_suite import SCOPES
 from tasks.data.validate import DataValidationError, load_suite, validate_data
+from tasks.io import write_frames
 from tasks.labels import find_bio_break
 from tasks.results import CleanResult
 
@@ -26,16 +26,24 @@ def data_config(*overrides: str):
     return load_config(None, [*small, *overrides]).data
 
 
-def write_clean(run_dir: Path, train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame,
-                labels: list[str] | None) -> CleanResult:
+def write_clean(
+    run_dir: Path, train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, labels: list[str] | None
+) -> CleanResult:
     """Parquet files shaped like clean_data's output, for cases the clean stage would never produce."""
     frames = {"train": train, "validation": validation, "test": test}
     for df, start in zip(frames.values(), (0, 1000, 2000)):
         df["raw_index"] = range(start, start + len(df))
     folder = run_dir / "data" / "clean"
     paths = write_frames(frames, folder)
-    return CleanResult(dir=str(folder), splits=paths, quarantine=str(folder / "quarantine.parquet"), labels=labels,
-                       report={}, report_path=str(folder / "cleaning_report.json"), digest="hand-written")
+    return CleanResult(
+        dir=str(folder),
+        splits=paths,
+        quarantine=str(folder / "quarantine.parquet"),
+        labels=labels,
+        report={},
+        report_path=str(folder / "cleaning_report.json"),
+        digest="hand-written",
+    )
 
 
 def texts(n: int, prefix: str) -> list[str]:
@@ -63,8 +71,9 @@ def test_every_suite_loads_into_gx_with_severity_and_scope():
         for exp in suite["expectations"]:
             assert exp["meta"]["severity"] in ("critical", "warning") and exp["meta"]["scope"] in SCOPES
         # GX checks every type name and kwargs when it builds the suite.
-        gx.ExpectationSuite(name=task, expectations=[{k: e[k] for k in ("type", "kwargs", "meta")}
-                                                     for e in suite["expectations"]])
+        gx.ExpectationSuite(
+            name=task, expectations=[{k: e[k] for k in ("type", "kwargs", "meta")} for e in suite["expectations"]]
+        )
 
 
 def test_bio_break_finds_i_tag_without_its_b_tag():
@@ -177,13 +186,17 @@ def test_warnings_pass_unless_fail_on_warning(tmp_path):
 
 def test_ner_length_mismatch_bad_tags_and_bio_order_are_caught(tmp_path):
     def sentences(prefix, n):
-        return pd.DataFrame({"tokens": [[prefix, "visits", f"Paris{i}"] for i in range(n)],
-                             "tags": [["B-PER", "O", "B-LOC"] for _ in range(n)]})
+        return pd.DataFrame(
+            {
+                "tokens": [[prefix, "visits", f"Paris{i}"] for i in range(n)],
+                "tags": [["B-PER", "O", "B-LOC"] for _ in range(n)],
+            }
+        )
 
     train, validation, test = sentences("Ann", 8), sentences("Bob", 3), sentences("Cy", 3)
-    train.at[1, "tags"] = ["B-PER", "O"]                 # one tag short
-    train.at[2, "tags"] = ["B-PER", "O", "LOC"]          # not BIO
-    validation.at[0, "tags"] = ["O", "O", "I-LOC"]       # I- without B-: a warning
+    train.at[1, "tags"] = ["B-PER", "O"]  # one tag short
+    train.at[2, "tags"] = ["B-PER", "O", "LOC"]  # not BIO
+    validation.at[0, "tags"] = ["O", "O", "I-LOC"]  # I- without B-: a warning
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     clean = write_clean(tmp_path, train, validation, test, labels)
     with pytest.raises(DataValidationError) as err:
@@ -195,14 +208,17 @@ def test_ner_length_mismatch_bad_tags_and_bio_order_are_caught(tmp_path):
         ("all_labels", "expect_column_values_to_be_in_set(tag)"),
     }
     assert [(r["split"], r["samples"][0]["_bio_break"]) for r in result["warnings"]] == [
-        ("validation", "I-LOC after O at token 2")]
+        ("validation", "I-LOC after O at token 2")
+    ]
     message = str(err.value)
     assert "raw_index=1, _n_tokens=3, _n_tags=2" in message and "tag='LOC'" in message
 
 
 def test_pair_and_regression_suites(tmp_path):
-    pair = [pd.DataFrame({"text": texts(n, p), "text_pair": texts(n, p + " other"), "label": ["0", "1"] * (n // 2)})
-            for n, p in ((20, "train"), (4, "val"), (4, "test"))]
+    pair = [
+        pd.DataFrame({"text": texts(n, p), "text_pair": texts(n, p + " other"), "label": ["0", "1"] * (n // 2)})
+        for n, p in ((20, "train"), (4, "val"), (4, "test"))
+    ]
     pair[1].loc[0, "text_pair"] = "   "
     clean = write_clean(tmp_path / "pair", *pair, ["0", "1"])
     cfg = data_config("data.task=pair_classification", "data.text_pair_column=sentence2")

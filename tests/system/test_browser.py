@@ -16,9 +16,18 @@ from tests import stack_support as ss
 
 pytestmark = pytest.mark.slow
 # ENVIRONMENT.md: without the background-networking flags Chromium floods the closed network.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1400,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
 RENDER_TIMEOUT_S = 60
 
 
@@ -28,11 +37,13 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert binary and driver, ("Debian's chromium and chromium-driver are needed: "
-                               "apt-get install -y chromium chromium-driver (.ci/run does it)")
+    assert binary and driver, (
+        "Debian's chromium and chromium-driver are needed: "
+        "apt-get install -y chromium chromium-driver (.ci/run does it)"
+    )
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
         opts.add_argument(flag)
     drv = webdriver.Chrome(service=Service(driver), options=opts)
     drv.set_page_load_timeout(RENDER_TIMEOUT_S)
@@ -73,13 +84,16 @@ def prefect_login(up, browser, shots):
 
     browser.get(f"{up.prefect_url}/deployments")
     field = WebDriverWait(browser, RENDER_TIMEOUT_S).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, "input[type=password]")))
+        ec.presence_of_element_located((By.CSS_SELECTOR, "input[type=password]"))
+    )
     body = browser.find_element(By.TAG_NAME, "body").text
     # No data before the login (the form's own wording varies; an error toast may sit beside it).
     assert not any(name in body for name in ("validate-data", "nightly", "manual")), body[:500]
     browser.save_screenshot(str(shots / "prefect-login.png"))
     field.send_keys(f"{ss.USER}:{ss.PASSWORD}", Keys.ENTER)
-    WebDriverWait(browser, RENDER_TIMEOUT_S).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+    WebDriverWait(browser, RENDER_TIMEOUT_S).until(
+        lambda d: not d.find_elements(By.CSS_SELECTOR, "input[type=password]")
+    )
 
 
 def test_prefect_ui_lists_the_deployments(up, browser, shots, prefect_login):

@@ -17,18 +17,24 @@ import httpx
 import pandas as pd
 import pytest
 
-from tasks.data.collect import read_source
 from tasks.config import MonitoringConfig, SourceConfig
+from tasks.data.collect import read_source
+from tests.integration.test_serve import running
 from tests.support import promoted_copy, small_config
 from tests.system.test_retrain_automation import wait_for_runs
-from tests.integration.test_serve import running
 
 NAME = "e2e-loop"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 pytestmark = pytest.mark.slow
 # Small windows (the test split has ~36 rows): the reference is the champion's held-out split.
-SETTINGS = dict(min_rows=20, reference_rows=50, embedding_rows=50, permutations=200, min_feedback_rows=10,
-                min_feedback_accuracy=0.3)
+SETTINGS = {
+    "min_rows": 20,
+    "reference_rows": 50,
+    "embedding_rows": 50,
+    "permutations": 200,
+    "min_feedback_rows": 10,
+    "min_feedback_accuracy": 0.3,
+}
 MIN_SHADOW = 20
 GAP_S = 8.0  # between the two streams: the monitor flow's window starts this much after its call at most
 
@@ -37,7 +43,7 @@ def send(client: httpx.Client, texts: list[str], size: int = 16) -> list[dict]:
     """The texts as batch requests; every answered text with its own request id."""
     answers = []
     for i in range(0, len(texts), size):
-        r = client.post("/predict", json={"texts": texts[i:i + size]})
+        r = client.post("/predict", json={"texts": texts[i : i + size]})
         assert r.status_code == 200, r.text
         answers += r.json()["predictions"]
     return answers
@@ -56,9 +62,9 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     from flows.automations import RETRAIN_DEPLOYMENT, ensure_retrain_automation
     from flows.monitor import monitor
     from flows.retrain import retrain
-    from tasks.registry import register
     from tasks.monitoring.monitor import monitor_model
     from tasks.monitoring.prediction_log import read_predictions
+    from tasks.registry import register
     from tasks.registry.promote import promote_challenger
 
     monkeypatch.setenv("FTFLOW_PREDICTION_LOG", str(tmp_path / "log"))
@@ -67,15 +73,22 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     test_split = pd.read_parquet(Path(flow_result["result"]["run_dir"]) / "data" / "clean" / "test.parquet")
     shifted = read_source(SourceConfig(kind="package", name="sms_spam")).sample(40, random_state=2)["text"].tolist()
     # The retrain deployment (the config asks for shadow answers before a promotion) and its automation.
-    cfg = small_config(tmp_path, f"registry.model_name={NAME}", "registry.experiment=tests",
-                       f"registry.min_shadow_answers={MIN_SHADOW}")
-    deployment_id = retrain.to_deployment(RETRAIN_DEPLOYMENT.split("/")[1],
-                                          parameters={"config": cfg.model_dump(mode="json")}).apply()
+    cfg = small_config(
+        tmp_path,
+        f"registry.model_name={NAME}",
+        "registry.experiment=tests",
+        f"registry.min_shadow_answers={MIN_SHADOW}",
+    )
+    deployment_id = retrain.to_deployment(
+        RETRAIN_DEPLOYMENT.split("/")[1], parameters={"config": cfg.model_dump(mode="json")}
+    ).apply()
     ensure_retrain_automation(NAME)
 
     t0 = dt.datetime.now(UTC)
-    with running(create_app(NAME, poll_seconds=0, shadow="challenger")) as url, \
-            httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        running(create_app(NAME, poll_seconds=0, shadow="challenger")) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         in_domain = send(client, test_split["text"].tolist())
         truth = test_split["label"].astype(str).tolist()[:20]
         fed_back = [{"request_id": a["request_id"], "label": label} for a, label in zip(in_domain, truth)]
@@ -106,11 +119,15 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     refused = result["promotion"]
     assert refused.decision == "refused" and f"only 0 shadow answers of version {new}" in refused.reason
 
-    with running(create_app(NAME, poll_seconds=0, shadow="challenger")) as url, \
-            httpx.Client(base_url=url, timeout=60) as client:
-        again = send(client, test_split["text"].tolist()[:MIN_SHADOW + 4], size=4)
-        client.post("/feedback", json={"items": [{"request_id": a["request_id"], "label": label}
-                                                 for a, label in zip(again, truth)]})
+    with (
+        running(create_app(NAME, poll_seconds=0, shadow="challenger")) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        again = send(client, test_split["text"].tolist()[: MIN_SHADOW + 4], size=4)
+        client.post(
+            "/feedback",
+            json={"items": [{"request_id": a["request_id"], "label": label} for a, label in zip(again, truth)]},
+        )
     shadow_rows = read_predictions(model_name=NAME).query("role == 'challenger'")
     assert set(shadow_rows["model_version"]) == {new} and len(shadow_rows) == MIN_SHADOW + 4
 

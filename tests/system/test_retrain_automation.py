@@ -25,7 +25,9 @@ def test_the_monitor_event_runs_the_retrain_deployment_with_its_reason(prefect_h
     from prefect.client.orchestration import get_client
 
     cfg = small_config(tmp_path, "registry.model_name=loop-model")
-    deployment = retrain.to_deployment(RETRAIN_DEPLOYMENT.split("/")[1], parameters={"config": cfg.model_dump(mode="json")})
+    deployment = retrain.to_deployment(
+        RETRAIN_DEPLOYMENT.split("/")[1], parameters={"config": cfg.model_dump(mode="json")}
+    )
     deployment_id = deployment.apply()
     first = ensure_retrain_automation("loop-model")
     second = ensure_retrain_automation("loop-model")  # a restarted stack replaces it

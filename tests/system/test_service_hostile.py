@@ -46,8 +46,11 @@ def _check_answer(response) -> None:
             assert item["loc"] and item["msg"], body
         loc = body["detail"][0]["loc"]
         where = str(loc[1]) if loc[0] == "body" and len(loc) > 1 else str(loc[-1])
-        quoted = [w for w in ("'text'", "'texts'", "'text_pair'", "'text_pairs'", "'request_id'", "'label'", "'items'")
-                  if w in body["message"]]
+        quoted = [
+            w
+            for w in ("'text'", "'texts'", "'text_pair'", "'text_pairs'", "'request_id'", "'label'", "'items'")
+            if w in body["message"]
+        ]
         assert where.lower() in body["message"].lower() or quoted, body  # the field (or header, or body) is named
 
 
@@ -60,8 +63,13 @@ def _fuzz(url: str, token: str | None) -> dict:
     cases = st.one_of(schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE))
     seen = {"requests": 0, "5xx": 0, "by_status": {}, "by_operation": {}}
 
-    @settings(max_examples=FUZZ_REQUESTS, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_REQUESTS,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=cases, send_token=st.sampled_from([True, True, True, False]))
     def fuzz(case, send_token):
         headers = {"Authorization": f"Bearer {token}"} if token and send_token else None
@@ -99,9 +107,10 @@ def guarded(ner_bundle):
     """The NER service with a token, the default batch and text limits, and a 2 MB body cap."""
     from deploy.service import create_app
 
-    with running(create_app(bundle_dir=str(ner_bundle), api_token=TOKEN, max_body_bytes=BODY_CAP)) as url:
-        with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-            yield client
+    app = create_app(bundle_dir=str(ner_bundle), api_token=TOKEN, max_body_bytes=BODY_CAP)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with running(app) as url, httpx.Client(base_url=url, timeout=120, headers=headers) as client:
+        yield client
 
 
 def test_a_full_batch_of_the_splitters_worst_case_leaves_the_service_answering(guarded):
@@ -129,7 +138,7 @@ def test_a_body_above_the_cap_is_refused_before_it_is_read(guarded):
     assert declared.status_code == 413 and declared.json()["detail"][0]["loc"] == ["body"]
     assert "FTFLOW_MAX_BODY_BYTES" in declared.json()["message"]
     # Without Content-Length (chunked): refused when the stream crosses the cap, not after reading it all.
-    streamed = guarded.post("/predict", content=(big[i:i + 65_536] for i in range(0, len(big), 65_536)))
+    streamed = guarded.post("/predict", content=(big[i : i + 65_536] for i in range(0, len(big), 65_536)))
     assert streamed.request.headers.get("transfer-encoding") == "chunked"
     assert streamed.status_code == 413 and "goes past the limit" in streamed.json()["message"]
 
@@ -142,12 +151,15 @@ def test_the_token_is_checked_before_the_body_is_parsed(guarded):
     assert guarded.post("/predict", content=b"{not json").status_code == 422  # with the token: parsed, refused
 
 
-@pytest.mark.parametrize("raw, loc, says", [
-    (b'{"texts": ["fine", "a \\ud800 lone surrogate"]}', ["body", "texts", 1], "lone surrogate"),
-    (b'{"text": "ab\xffc"}', ["body"], "not a JSON object this service can read"),
-    (b"[" * 100_000, ["body"], "nested too deep"),
-    (b'{"text": ' + b"9" * 5_000 + b"}", ["body"], "not a JSON object this service can read"),
-])
+@pytest.mark.parametrize(
+    "raw, loc, says",
+    [
+        (b'{"texts": ["fine", "a \\ud800 lone surrogate"]}', ["body", "texts", 1], "lone surrogate"),
+        (b'{"text": "ab\xffc"}', ["body"], "not a JSON object this service can read"),
+        (b"[" * 100_000, ["body"], "nested too deep"),
+        (b'{"text": ' + b"9" * 5_000 + b"}", ["body"], "not a JSON object this service can read"),
+    ],
+)
 def test_invalid_unicode_and_json_get_422_naming_the_place(guarded, raw, loc, says):
     r = guarded.post("/predict", content=raw, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text[:300]
@@ -165,6 +177,12 @@ def test_listening_beyond_loopback_needs_a_token_or_insecure(ner_bundle, caplog)
     check_exposure("0.0.0.0", None, insecure=True)
     assert "WITHOUT a token (--insecure)" in caplog.text
     env = {k: v for k, v in os.environ.items() if k != "FTFLOW_API_TOKEN"}
-    out = subprocess.run([sys.executable, "-m", "deploy.service", "--bundle", str(ner_bundle), "--host", "0.0.0.0"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.service", "--bundle", str(ner_bundle), "--host", "0.0.0.0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "pass --insecure" in out.stderr, out.stderr[-2000:]

@@ -44,8 +44,10 @@ def test_gpu_job_templates_define_every_variable_they_use():
     from prefect.utilities.templating import find_placeholders
 
     pools = {wp["name"]: wp for wp in load_prefect_yaml()["definitions"]["work_pools"].values()}
-    for pool, path in [("finetune-docker-gpu", "deploy/docker/gpu-job-template.json"),
-                       ("finetune-k8s-gpu", "deploy/k8s/gpu-job-template.json")]:
+    for pool, path in [
+        ("finetune-docker-gpu", "deploy/docker/gpu-job-template.json"),
+        ("finetune-k8s-gpu", "deploy/k8s/gpu-job-template.json"),
+    ]:
         template = json.loads((ss.ROOT / path).read_text())
         variables = set(template["variables"]["properties"])
         used = {p.name for p in find_placeholders(template["job_configuration"])}
@@ -71,8 +73,13 @@ def test_up_refuses_a_bad_config_before_starting_anything():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "flows.ops.cli", "up", "--config", "configs/nope.yaml"], cwd=ss.ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.ops.cli", "up", "--config", "configs/nope.yaml"],
+        cwd=ss.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "nope.yaml" in proc.stderr and "quickstart" in proc.stderr
     assert "Traceback" not in proc.stderr and "starting" not in proc.stdout
 
@@ -85,17 +92,26 @@ def test_up_refuses_a_network_host_without_credentials_before_starting_anything(
     from flows.ops.stack import CREDENTIAL_VARS
 
     env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
-    proc = subprocess.run([sys.executable, "-m", "flows.ops.cli", "up", "--host", "0.0.0.0"], cwd=ss.ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.ops.cli", "up", "--host", "0.0.0.0"],
+        cwd=ss.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "--host 0.0.0.0" in proc.stderr and "PREFECT_API_AUTH_STRING" in proc.stderr
     assert "starting" not in proc.stdout
 
 
-@pytest.mark.parametrize("env, problem", [
-    ({"PREFECT_API_AUTH_STRING": "a:abcdefghijklmn"}, "MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD missing"),
-    ({**ss.CREDENTIALS, "PREFECT_API_AUTH_STRING": "no-colon-here-at-all"}, "must be 'user:password'"),
-    ({**ss.CREDENTIALS, "MLFLOW_TRACKING_PASSWORD": "password1234"}, "MLFLOW_TRACKING_PASSWORD is too weak"),
-])
+@pytest.mark.parametrize(
+    "env, problem",
+    [
+        ({"PREFECT_API_AUTH_STRING": "a:abcdefghijklmn"}, "MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD missing"),
+        ({**ss.CREDENTIALS, "PREFECT_API_AUTH_STRING": "no-colon-here-at-all"}, "must be 'user:password'"),
+        ({**ss.CREDENTIALS, "MLFLOW_TRACKING_PASSWORD": "password1234"}, "MLFLOW_TRACKING_PASSWORD is too weak"),
+    ],
+)
 def test_credentials_must_be_complete_and_strong(env, problem):
     from flows.ops.stack import read_credentials
 
@@ -115,10 +131,13 @@ def test_without_credentials_both_servers_answer_401(up):
         assert run.status_code == 401  # nobody can start a flow that reads files on this host
         search = httpx.get(f"{up.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", auth=auth)
         assert search.status_code == 401
-        upload = httpx.put(f"{up.mlflow_url}/api/2.0/mlflow-artifacts/artifacts/1/x/model.onnx", auth=auth,
-                           content=b"not a model")
+        upload = httpx.put(
+            f"{up.mlflow_url}/api/2.0/mlflow-artifacts/artifacts/1/x/model.onnx", auth=auth, content=b"not a model"
+        )
         assert upload.status_code == 401  # nor write over a version's files through the artifact proxy
-    assert httpx.get(f"{up.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", auth=ss.AUTH).status_code == 200
+    assert (
+        httpx.get(f"{up.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", auth=ss.AUTH).status_code == 200
+    )
     assert "login:        Prefect 'ftflow-test'" in "\n".join(up.lines) and ss.PASSWORD not in "\n".join(up.lines)
 
 
@@ -205,10 +224,18 @@ def test_nightly_deployment_retrains_then_runs_the_promotion_gate(up, manual_run
     fr = ss.wait_flow_run(up.prefect_api, fr["id"], ss.RUN_TIMEOUT_S)
     assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{up.log_tail('serve')}"
     assert fr["name"] == "nightly-stack-manual"
-    children = httpx.post(f"{up.prefect_api}/flow_runs/filter", timeout=10, auth=ss.AUTH, json={
-        "flow_runs": {"parent_flow_run_id": {"any_": [fr["id"]]}}}).json()
-    flows = {httpx.get(f"{up.prefect_api}/flows/{child['flow_id']}", timeout=10, auth=ss.AUTH).json()["name"]:
-             child["state_type"] for child in children}
+    children = httpx.post(
+        f"{up.prefect_api}/flow_runs/filter",
+        timeout=10,
+        auth=ss.AUTH,
+        json={"flow_runs": {"parent_flow_run_id": {"any_": [fr["id"]]}}},
+    ).json()
+    flows = {
+        httpx.get(f"{up.prefect_api}/flows/{child['flow_id']}", timeout=10, auth=ss.AUTH).json()["name"]: child[
+            "state_type"
+        ]
+        for child in children
+    }
     assert flows == {"fine-tune": "COMPLETED", "promote": "COMPLETED"}
     versions = c.search_model_versions("name='stack-sentiment'")
     assert len(versions) == versions_before + 1  # retrained: a new challenger

@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tasks.config import load_config
 from tasks.data.clean import LabelSpellingError, clean_frame
 from tasks.data.collect import collect_data
 from tasks.data.readers import DataSourceError
 from tasks.data.sources import read_source
-from tasks.config import load_config
 
 REVIEWS = [(f"review number {i} of the film", "pos" if i % 2 else "neg") for i in range(30)]
 
@@ -48,8 +48,10 @@ def jsonl_text(rows=REVIEWS) -> str:
 
 # --- byte-order marks and encodings ---------------------------------------------------------------
 
-@pytest.mark.parametrize("name, text", [("d.csv", csv_text()), ("d.tsv", csv_text(sep="\t")),
-                                        ("d.jsonl", jsonl_text())])
+
+@pytest.mark.parametrize(
+    "name, text", [("d.csv", csv_text()), ("d.tsv", csv_text(sep="\t")), ("d.jsonl", jsonl_text())]
+)
 def test_utf8_bom_is_accepted_in_every_text_format(tmp_path, name, text):
     (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
     raw, splits, _, _ = collect_and_clean(tmp_path / name, tmp_path)
@@ -59,23 +61,25 @@ def test_utf8_bom_is_accepted_in_every_text_format(tmp_path, name, text):
 
 def test_utf8_bom_in_conll(tmp_path):
     (tmp_path / "d.conll").write_bytes(b"\xef\xbb\xbfJohn\tB-PER\nlives\tO\n\nParis\tB-LOC\n")
-    df = read_source(load_config(None, ["data.source.kind=conll", f"data.source.path={tmp_path / 'd.conll'}"])
-                     .data.source)
+    df = read_source(
+        load_config(None, ["data.source.kind=conll", f"data.source.path={tmp_path / 'd.conll'}"]).data.source
+    )
     assert df["tokens"].tolist() == [["John", "lives"], ["Paris"]]
 
 
 def test_utf16_with_bom_as_excel_saves_unicode_text(tmp_path):
     (tmp_path / "d.tsv").write_bytes(csv_text(sep="\t").encode("utf-16"))
-    raw, splits, _, _ = collect_and_clean(tmp_path / "d.tsv", tmp_path)
+    raw, _, _, _ = collect_and_clean(tmp_path / "d.tsv", tmp_path)
     assert raw["rows"] == 30 and raw["files"][0]["encoding"] == "utf-16"
 
 
-WINDOWS_ROWS = [(f"The café’s crème brûlée was “perfect” – we’ll be back {i}", "pos" if i % 2 else "neg")
-                for i in range(30)]
+WINDOWS_ROWS = [
+    (f"The café’s crème brûlée was “perfect” – we’ll be back {i}", "pos" if i % 2 else "neg") for i in range(30)
+]
 
 
 def test_windows_1252_is_refused_with_its_line_and_the_encoding_fix(tmp_path):
-    (tmp_path / "d.csv").write_bytes(csv_text([("plain", "neg")] + WINDOWS_ROWS).encode("cp1252"))
+    (tmp_path / "d.csv").write_bytes(csv_text([("plain", "neg"), *WINDOWS_ROWS]).encode("cp1252"))
     with pytest.raises(DataSourceError) as e:
         collect_and_clean(tmp_path / "d.csv", tmp_path)
     assert "d.csv:3: byte e9" in str(e.value)  # line 3: the header and one plain row come first
@@ -104,6 +108,7 @@ def test_gzipped_csv_with_bom_and_crlf_line_ends(tmp_path):
 
 
 # --- lines that cannot be parsed ------------------------------------------------------------------
+
 
 def test_jsonl_broken_line_is_quarantined_with_its_line_number(tmp_path):
     lines = jsonl_text().splitlines()
@@ -135,10 +140,12 @@ def test_csv_rows_with_the_wrong_field_count_are_quarantined(tmp_path):
     text[6] = "too few"
     text.insert(8, '"a quoted, comma",pos')  # quoting is not a wrong field count
     (tmp_path / "d.csv").write_text("\n".join(text) + "\n")
-    raw, splits, quarantine, report = collect_and_clean(tmp_path / "d.csv", tmp_path)
+    _, splits, quarantine, report = collect_and_clean(tmp_path / "d.csv", tmp_path)
     assert report["removed"]["unparseable_line"] == 2 and "a quoted, comma" in set(kept(splits)["text"])
     assert sorted(quarantine.loc[quarantine["reason"].eq("unparseable_line"), "parse_error"]) == [
-        "d.csv:4: 3 fields, the header has 2", "d.csv:7: 1 fields, the header has 2"]
+        "d.csv:4: 3 fields, the header has 2",
+        "d.csv:7: 1 fields, the header has 2",
+    ]
 
 
 def test_hidden_files_and_folders_are_not_data(tmp_path):
@@ -151,6 +158,7 @@ def test_hidden_files_and_folders_are_not_data(tmp_path):
 
 
 # --- labels ---------------------------------------------------------------------------------------
+
 
 def test_labels_with_surrounding_whitespace_are_one_class_and_counted(tmp_path):
     rows = [(t, lab + " " if i % 3 == 0 else lab) for i, (t, lab) in enumerate(REVIEWS)]
@@ -201,6 +209,7 @@ def test_numbers_spelled_differently_are_one_class(tmp_path):
 
 
 # --- the model ------------------------------------------------------------------------------------
+
 
 def test_a_model_folder_that_does_not_exist_is_refused_before_reading_data(tmp_path):
     from tasks.modelling.encode import ModelSourceError, check_model_source

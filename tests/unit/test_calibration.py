@@ -10,9 +10,15 @@ import logging
 import numpy as np
 import pytest
 
-from tasks.modelling.calibration import (choose_threshold, ece_floor, expected_calibration_error, fit_decision,
-                                         fit_temperature, negative_log_likelihood)
 from tasks.inference.decode import Decision, decode_logits, softmax
+from tasks.modelling.calibration import (
+    choose_threshold,
+    ece_floor,
+    expected_calibration_error,
+    fit_decision,
+    fit_temperature,
+    negative_log_likelihood,
+)
 
 
 def overconfident_set(n: int = 4000, k: int = 3, sharpen: float = 3.0, seed: int = 0):
@@ -55,8 +61,7 @@ def test_ece_floor_is_what_a_calibrated_model_shows_on_that_many_rows():
     confident = np.column_stack([c := rng.uniform(0.9, 1.0, 500), 1 - c])
     floor = ece_floor(confident)
     # Independent reference: labels drawn from the probabilities themselves, ECE measured the plain way.
-    seen = [expected_calibration_error(confident, (rng.random(500) >= confident[:, 0]).astype(int))
-            for _ in range(400)]
+    seen = [expected_calibration_error(confident, (rng.random(500) >= confident[:, 0]).astype(int)) for _ in range(400)]
     assert floor == pytest.approx(np.mean(seen), rel=0.1)
     assert 0.005 < floor < 0.05  # far from zero on 500 rows: halving an ECE near it is not possible
     assert ece_floor(np.repeat(confident, 40, axis=0)) < floor / 4  # it shrinks as rows grow (~1/sqrt(n))
@@ -89,7 +94,7 @@ def test_max_f1_threshold_matches_a_brute_force_scan(noisy_scores):
     grid = scan(scores, positive, np.unique(np.r_[scores, np.linspace(0, 1, 1001)]))
     best = max(f for _, _, _, f in grid)
     assert choice.f1 == pytest.approx(best, abs=1e-12)
-    t, p, r, f = scan(scores, positive, [choice.threshold])[0]
+    _, p, r, f = scan(scores, positive, [choice.threshold])[0]
     assert (p, r, f) == pytest.approx((choice.precision, choice.recall, choice.f1))
 
 

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.data.clean import EmptyDatasetError, assign_splits, clean_data, clean_frame, row_keys
 from tasks.config import load_config
+from tasks.data.clean import EmptyDatasetError, assign_splits, clean_data, clean_frame, row_keys
 
 
 def frame(texts, labels, split=None):
@@ -19,15 +19,29 @@ def frame(texts, labels, split=None):
 
 
 def test_normalises_and_quarantines_with_reasons():
-    cfg = load_config(None, ["data.labels=[neg, pos]", "data.clean.max_chars=40", "data.splits.test_fraction=0",
-                             "data.splits.validation_fraction=0"])
-    raw = frame(["Ｇood\u0007  film\n", "   ", "bad film", "bad film", "same", "same", "wat", None, "x" * 41],
-                ["pos", "pos", "neg", "neg", "pos", "neg", "meh", "pos", "pos"])
+    cfg = load_config(
+        None,
+        [
+            "data.labels=[neg, pos]",
+            "data.clean.max_chars=40",
+            "data.splits.test_fraction=0",
+            "data.splits.validation_fraction=0",
+        ],
+    )
+    raw = frame(
+        ["Ｇood\u0007  film\n", "   ", "bad film", "bad film", "same", "same", "wat", None, "x" * 41],
+        ["pos", "pos", "neg", "neg", "pos", "neg", "meh", "pos", "pos"],
+    )
     splits, q, report = clean_frame(raw, cfg.data)
     assert splits["train"]["text"].tolist() == ["Good film", "bad film"]
     reasons = q.groupby("reason")["raw_index"].apply(sorted).to_dict()
-    assert reasons == {"empty_text": [1, 7], "too_long": [8], "unknown_label": [6], "duplicate": [3],
-                       "conflicting_labels": [4, 5]}
+    assert reasons == {
+        "empty_text": [1, 7],
+        "too_long": [8],
+        "unknown_label": [6],
+        "duplicate": [3],
+        "conflicting_labels": [4, 5],
+    }
     assert report["quarantined"] == len(q) == 7 and report["removed"]["duplicate"] == 1
 
 
@@ -44,8 +58,11 @@ def test_split_assignment_is_stable_as_data_grows():
 
 def test_leakage_from_source_splits_is_quarantined():
     cfg = load_config(None, [])
-    raw = frame(["a b", "c d", "a  b", "e f", "g h"], ["x", "y", "x", "y", "x"],
-                ["train", "train", "test", "validation", "test"])
+    raw = frame(
+        ["a b", "c d", "a  b", "e f", "g h"],
+        ["x", "y", "x", "y", "x"],
+        ["train", "train", "test", "validation", "test"],
+    )
     splits, q, _ = clean_frame(raw, cfg.data)
     assert q.set_index("raw_index").loc[2, "reason"] == "leakage"
     assert splits["test"]["text"].tolist() == ["g h"]
@@ -66,8 +83,9 @@ def test_ner_rules():
 
 
 def test_augmentation_adds_counted_rows():
-    cfg = load_config(None, ["data.clean.augment=true", "data.splits.test_fraction=0",
-                             "data.splits.validation_fraction=0"])
+    cfg = load_config(
+        None, ["data.clean.augment=true", "data.splits.test_fraction=0", "data.splits.validation_fraction=0"]
+    )
     raw = frame([f"one two three four five {i}" for i in range(10)], ["a", "b"] * 5)
     splits, _, report = clean_frame(raw, cfg.data)
     assert report["augmented_rows"] == 10 and len(splits["train"]) == 20
@@ -90,15 +108,18 @@ def test_ten_megabyte_single_line_is_quarantined_under_a_configured_cap(tmp_path
     assert q["reason"].tolist() == ["too_long"] and sum(len(s) for s in splits.values()) == 200
 
 
-@pytest.mark.parametrize("task,quarantined", [("classification", []), ("regression", []),
-                                              ("pair_classification", ["too_long"])])
+@pytest.mark.parametrize(
+    "task,quarantined", [("classification", []), ("regression", []), ("pair_classification", ["too_long"])]
+)
 def test_long_texts_are_kept_by_default_for_classification_and_regression(task, quarantined):
     # Long documents are the test set the user gave: the model truncates or chunks them (model.long_text).
     sets = [f"data.task={task}"] + (["data.text_pair_column=text_pair"] if task == "pair_classification" else [])
     cfg = load_config(None, sets)
     n = 60
-    raw = frame(["long " * 4_000] + [f"fine text {i}" for i in range(n - 1)],
-                ([0.5, 2.0] if task == "regression" else ["a", "b"]) * (n // 2))
+    raw = frame(
+        ["long " * 4_000] + [f"fine text {i}" for i in range(n - 1)],
+        ([0.5, 2.0] if task == "regression" else ["a", "b"]) * (n // 2),
+    )
     if task == "pair_classification":
         raw["text_pair"] = [f"second {i}" for i in range(n)]
     splits, q, _ = clean_frame(raw, cfg.data)
@@ -110,8 +131,9 @@ def test_normalisation_composes_and_collapses_every_unicode_space():
     from tasks.data.clean import normalize_text
 
     cfg = load_config(None, [])
-    raw = pd.Series(["cliche\u0301", "Ｆｕｌｌ\u3000width", "a\u2028b\u00a0c\u2029\td", " \ufeffx\u200by\x1b ",
-                     "ﬁne", None])
+    raw = pd.Series(
+        ["cliche\u0301", "Ｆｕｌｌ\u3000width", "a\u2028b\u00a0c\u2029\td", " \ufeffx\u200by\x1b ", "ﬁne", None]
+    )
     assert normalize_text(raw, cfg.data).tolist() == ["cliché", "Full width", "a b c d", "xy", "fine", pd.NA]
 
 
@@ -130,8 +152,11 @@ def test_labels_outside_the_declared_set_are_quarantined_and_counted(tmp_path):
 def test_unlabelled_source_split_is_carved_from_train():
     # GLUE's test split has no labels: its rows are quarantined and a test split comes from train.
     cfg = load_config(None, [])
-    raw = frame([f"t{i}" for i in range(340)], ["x", "y"] * 150 + ["x", "y"] * 10 + [None] * 20,
-                ["train"] * 300 + ["validation"] * 20 + ["test"] * 20)
+    raw = frame(
+        [f"t{i}" for i in range(340)],
+        ["x", "y"] * 150 + ["x", "y"] * 10 + [None] * 20,
+        ["train"] * 300 + ["validation"] * 20 + ["test"] * 20,
+    )
     splits, q, _ = clean_frame(raw, cfg.data)
     assert set(q.loc[q["split"].eq("test"), "reason"]) == {"missing_label"} and len(q) == 20
     assert len(splits["validation"]) == 20 and len(splits["test"]) > 10
@@ -142,15 +167,27 @@ def test_unreadable_regression_targets_are_quarantined_as_read(tmp_path):
     from tasks.data.collect import collect_data
 
     pd.DataFrame({"text": ["fine", "awful", "so-so", "meh"], "label": ["3.5", "n/a", "3,5", None]}).to_csv(
-        tmp_path / "scores.csv", index=False)
-    cfg = load_config(None, ["data.task=regression", "data.source.kind=file", f"data.source.path={tmp_path}/scores.csv",
-                             "data.splits.test_fraction=0", "data.splits.validation_fraction=0"])
+        tmp_path / "scores.csv", index=False
+    )
+    cfg = load_config(
+        None,
+        [
+            "data.task=regression",
+            "data.source.kind=file",
+            f"data.source.path={tmp_path}/scores.csv",
+            "data.splits.test_fraction=0",
+            "data.splits.validation_fraction=0",
+        ],
+    )
     raw = pd.read_parquet(collect_data(cfg.data, tmp_path / "run")["path"])
     assert raw["label_raw"].tolist()[1:3] == ["n/a", "3,5"]  # the raw snapshot keeps what the file said
     splits, q, _ = clean_frame(raw, cfg.data)
     assert splits["train"]["label"].tolist() == [3.5] and "label_raw" not in splits["train"].columns
-    assert dict(zip(q["label_raw"].fillna("-"), q["reason"])) == {"n/a": "invalid_label", "3,5": "invalid_label",
-                                                                   "-": "missing_label"}
+    assert dict(zip(q["label_raw"].fillna("-"), q["reason"])) == {
+        "n/a": "invalid_label",
+        "3,5": "invalid_label",
+        "-": "missing_label",
+    }
 
 
 def test_number_labels_are_one_class_whatever_their_spelling():

@@ -12,8 +12,13 @@ from tests.support import ROOT
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "flows.ops.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "flows.ops.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -42,8 +47,14 @@ def test_resume_from_a_folder_that_is_not_a_run_is_one_clear_error(tmp_path):
 
 
 def test_model_that_does_not_exist_is_refused_before_any_data_is_read(tmp_path):
-    proc = run_cli("run", "configs/quickstart.yaml", "--set", f"model.name={tmp_path / 'no-such-model'}",
-                   "--set", f"run_dir={tmp_path / 'runs'}")
+    proc = run_cli(
+        "run",
+        "configs/quickstart.yaml",
+        "--set",
+        f"model.name={tmp_path / 'no-such-model'}",
+        "--set",
+        f"run_dir={tmp_path / 'runs'}",
+    )
     assert proc.returncode != 0 and "does not exist" in proc.stderr and "model.name" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()  # no run was started
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}

@@ -8,27 +8,33 @@ import sqlite3
 import pandas as pd
 import pytest
 
+from tasks.config import load_config
 from tasks.data.collect import collect_data
 from tasks.data.readers import DataSourceError
 from tasks.data.sources import read_source
-from tasks.config import load_config
 
-ROWS = pd.DataFrame({"sentence": ["good film", "bad film", "great plot", "dull plot"],
-                     "verdict": ["pos", "neg", "pos", "neg"]})
+ROWS = pd.DataFrame(
+    {"sentence": ["good film", "bad film", "great plot", "dull plot"], "verdict": ["pos", "neg", "pos", "neg"]}
+)
 
 
 def cfg_for(**source):
     sets = [f"data.source.{k}={v}" for k, v in source.items()] + [
-        "data.text_column=sentence", "data.label_column=verdict"]
+        "data.text_column=sentence",
+        "data.label_column=verdict",
+    ]
     return load_config(None, sets)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
 def test_file_formats(tmp_path, fmt):
     path = tmp_path / f"data.{fmt}"
-    {"csv": lambda: ROWS.to_csv(path, index=False), "tsv": lambda: ROWS.to_csv(path, sep="\t", index=False),
-     "jsonl": lambda: ROWS.to_json(path, orient="records", lines=True),
-     "parquet": lambda: ROWS.to_parquet(path)}[fmt]()
+    {
+        "csv": lambda: ROWS.to_csv(path, index=False),
+        "tsv": lambda: ROWS.to_csv(path, sep="\t", index=False),
+        "jsonl": lambda: ROWS.to_json(path, orient="records", lines=True),
+        "parquet": lambda: ROWS.to_parquet(path),
+    }[fmt]()
     cfg = cfg_for(kind="file", path=str(path))
     ref = collect_data(cfg.data, tmp_path / "run")
     out = pd.read_parquet(ref["path"])
@@ -56,8 +62,9 @@ def test_a_lone_file_named_test_is_the_whole_data_not_a_test_split(tmp_path):
 def test_saved_datasets_folder(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    DatasetDict({"train": Dataset.from_pandas(ROWS.iloc[:3]), "validation": Dataset.from_pandas(ROWS.iloc[3:])}) \
-        .save_to_disk(str(tmp_path / "ds"))
+    DatasetDict(
+        {"train": Dataset.from_pandas(ROWS.iloc[:3]), "validation": Dataset.from_pandas(ROWS.iloc[3:])}
+    ).save_to_disk(str(tmp_path / "ds"))
     df = read_source(cfg_for(kind="disk", path=str(tmp_path / "ds")).data.source)
     assert len(df) == 4 and set(df["split"]) == {"train", "validation"}
 
@@ -67,18 +74,33 @@ def test_hub_dataset_through_a_local_copy(tmp_path):
     from datasets import ClassLabel, Dataset, Features, Value
 
     repo = tmp_path / "glue"
-    feats = Features({"sentence1": Value("string"), "sentence2": Value("string"),
-                      "label": ClassLabel(names=["not_equivalent", "equivalent"])})
+    feats = Features(
+        {
+            "sentence1": Value("string"),
+            "sentence2": Value("string"),
+            "label": ClassLabel(names=["not_equivalent", "equivalent"]),
+        }
+    )
     for split in ("train", "validation", "test"):
-        Dataset.from_dict({"sentence1": ["a b", "c d"], "sentence2": ["a b!", "x y"], "label": [1, 0]},
-                          features=feats).to_parquet(str(repo / "mrpc" / f"{split}-00000-of-00001.parquet"))
+        Dataset.from_dict(
+            {"sentence1": ["a b", "c d"], "sentence2": ["a b!", "x y"], "label": [1, 0]}, features=feats
+        ).to_parquet(str(repo / "mrpc" / f"{split}-00000-of-00001.parquet"))
     (repo / "README.md").write_text(
         "---\nconfigs:\n- config_name: mrpc\n  data_files:\n"
         + "".join(f"  - split: {s}\n    path: mrpc/{s}-*.parquet\n" for s in ("train", "validation", "test"))
-        + "---\n")
-    cfg = load_config(None, ["data.source.kind=hub", f"data.source.name={repo}", "data.source.config=mrpc",
-                             "data.task=pair_classification", "data.text_column=sentence1",
-                             "data.text_pair_column=sentence2"])
+        + "---\n"
+    )
+    cfg = load_config(
+        None,
+        [
+            "data.source.kind=hub",
+            f"data.source.name={repo}",
+            "data.source.config=mrpc",
+            "data.task=pair_classification",
+            "data.text_column=sentence1",
+            "data.text_pair_column=sentence2",
+        ],
+    )
     ref = collect_data(cfg.data, tmp_path / "run")
     out = pd.read_parquet(ref["path"])
     assert set(out["split"]) == {"train", "validation", "test"}
@@ -87,8 +109,12 @@ def test_hub_dataset_through_a_local_copy(tmp_path):
 
 
 def test_packaged_datasets():
-    for name, task, n in [("rotten_tomatoes", "classification", 12_000), ("sms_spam", "classification", 5_574),
-                          ("sentiment_scores", "regression", 20_000), ("tweet_ner", "ner", 2_394)]:
+    for name, task, n in [
+        ("rotten_tomatoes", "classification", 12_000),
+        ("sms_spam", "classification", 5_574),
+        ("sentiment_scores", "regression", 20_000),
+        ("tweet_ner", "ner", 2_394),
+    ]:
         cfg = load_config(None, [f"data.source.name={name}", f"data.task={task}"])
         df = read_source(cfg.data.source)
         assert len(df) >= n, name

@@ -5,7 +5,6 @@ import sys
 import pytest
 
 from tasks.config import ConfigError, PipelineConfig, flatten_config, load_config
-
 from tests.support import ROOT
 
 
@@ -23,8 +22,14 @@ def test_digest_is_one_per_content_whatever_the_route_or_process(tmp_path, prese
     saved.write_text(cfg.to_yaml())
     assert load_config(saved).digest() == cfg.digest()
     code = f"from tasks.config import load_config; print(load_config({str(path) if path else None!r}).digest())"
-    other = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": "12345"})  # another process, other str hashes
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )  # another process, other str hashes
     assert other.stdout.strip() == cfg.digest()
     changed = load_config(path, ["training.seed=43"])
     assert changed.digest() != cfg.digest() and load_config(path, ["training.seed=43"]).digest() == changed.digest()
@@ -37,8 +42,10 @@ def test_every_preset_loads(preset):
 
 
 def test_overrides_are_typed():
-    cfg = load_config(ROOT / "configs" / "quickstart.yaml",
-                      ["training.epochs=2", "training.learning_rate=3e-5", "export.quantize=false"])
+    cfg = load_config(
+        ROOT / "configs" / "quickstart.yaml",
+        ["training.epochs=2", "training.learning_rate=3e-5", "export.quantize=false"],
+    )
     assert cfg.training.epochs == 2.0 and cfg.training.learning_rate == 3e-5 and cfg.export.quantize is False
 
 

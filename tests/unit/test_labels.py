@@ -42,8 +42,12 @@ def test_bio_tags_are_iob2_only():
 
 def test_clean_quarantines_tags_outside_the_rule_and_builds_the_tag_set_from_it():
     cfg = load_config(None, ["data.task=ner", "data.splits.test_fraction=0", "data.splits.validation_fraction=0"])
-    raw = pd.DataFrame({"tokens": [["Ann", "runs"], ["Bob", "jogs"], ["Cy", "Dee"]],
-                        "tags": [["B-PER", "O"], ["S-PER", "O"], ["B-LOC", "I-LOC"]]})
+    raw = pd.DataFrame(
+        {
+            "tokens": [["Ann", "runs"], ["Bob", "jogs"], ["Cy", "Dee"]],
+            "tags": [["B-PER", "O"], ["S-PER", "O"], ["B-LOC", "I-LOC"]],
+        }
+    )
     splits, quarantine, _ = clean_frame(raw, cfg.data)
     assert quarantine["reason"].tolist() == ["invalid_bio_tag"]
     assert resolve_labels(splits, cfg.data) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
@@ -73,8 +77,14 @@ def test_served_entities_match_seqeval_entities_on_random_tag_sequences():
             spans.append((start, start + len(w)))
             start += len(w) + 1
         served = entities_of(text, spans, tags, np.full((len(tags), len(pool)), 0.2))
-        got = [(e["type"], words.index(text[e["start"]:e["end"]].split()[0]),
-                words.index(text[e["start"]:e["end"]].split()[-1])) for e in served]
+        got = [
+            (
+                e["type"],
+                words.index(text[e["start"] : e["end"]].split()[0]),
+                words.index(text[e["start"] : e["end"]].split()[-1]),
+            )
+            for e in served
+        ]
         assert got == get_entities(tags), tags
 
 
@@ -94,8 +104,7 @@ def test_sub_tokens_continue_their_word_with_the_inside_tag():
     assert inside_tag("I-PER") is None and inside_tag("O") is None
     word_ids = [None, 0, 0, 1, 1, None]
     assert align_word_labels(word_ids, [1, 3], True, inside_of) == [IGNORE_INDEX, 1, 2, 3, 3, IGNORE_INDEX]
-    assert align_word_labels(word_ids, [1, 3], False) == [IGNORE_INDEX, 1, IGNORE_INDEX, 3, IGNORE_INDEX,
-                                                          IGNORE_INDEX]
+    assert align_word_labels(word_ids, [1, 3], False) == [IGNORE_INDEX, 1, IGNORE_INDEX, 3, IGNORE_INDEX, IGNORE_INDEX]
     assert outside_id(["B-PER", "I-PER", "O"]) == 2 and outside_id(["B-PER"]) == 0
 
 
@@ -126,6 +135,18 @@ def test_per_class_metric_keys_are_told_from_summaries():
     per_class = [f"val_{m}_{k}" for m in ("precision", "recall", "f1", "support") for k in keys]
     per_class += [f"test_f1_{k}" for k in keys]
     assert all(is_per_class_metric(k) for k in per_class), [k for k in per_class if not is_per_class_metric(k)]
-    summaries = ["val_loss", "val_accuracy", "val_f1", "val_f1_macro", "val_precision_macro", "val_recall_macro",
-                 "val_mcc", "test_f1_ci_low", "test_accuracy_ci_high", "train_loss", "val_pearson", "f1_micro"]
+    summaries = [
+        "val_loss",
+        "val_accuracy",
+        "val_f1",
+        "val_f1_macro",
+        "val_precision_macro",
+        "val_recall_macro",
+        "val_mcc",
+        "test_f1_ci_low",
+        "test_accuracy_ci_high",
+        "train_loss",
+        "val_pearson",
+        "f1_micro",
+    ]
     assert not any(is_per_class_metric(k) for k in summaries), [k for k in summaries if is_per_class_metric(k)]

@@ -40,7 +40,7 @@ def test_focal_loss_matches_hand_computation():
 
 def test_focal_without_alpha_averages_over_examples():
     rows, targets = [[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]], [2, 0]
-    terms = [-(1 - softmax(r)[t]) ** 0.5 * math.log(softmax(r)[t]) for r, t in zip(rows, targets)]
+    terms = [-((1 - softmax(r)[t]) ** 0.5) * math.log(softmax(r)[t]) for r, t in zip(rows, targets)]
     got = focal_loss(torch.tensor(rows), torch.tensor(targets), gamma=0.5)
     assert got.item() == pytest.approx(sum(terms) / 2, rel=1e-6)
 
@@ -132,8 +132,9 @@ def test_label_smoothing_matches_hand_computation():
     log_p = [math.log(p) for p in softmax(row)]
     # (1 - eps) on the true class plus eps spread evenly over all three classes.
     expected = -((1 - eps) * log_p[target] + eps * sum(log_p) / 3)
-    got = compute_loss("classification", "cross_entropy", torch.tensor([row]), torch.tensor([target]),
-                       label_smoothing=eps)
+    got = compute_loss(
+        "classification", "cross_entropy", torch.tensor([row]), torch.tensor([target]), label_smoothing=eps
+    )
     assert got.item() == pytest.approx(expected, rel=1e-6)
     assert got.item() > compute_loss("classification", "auto", torch.tensor([row]), torch.tensor([target])).item()
     with pytest.raises(ValueError, match="label_smoothing applies to cross_entropy, not focal"):

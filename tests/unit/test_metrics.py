@@ -19,7 +19,6 @@ from tasks.modelling.metrics import (
     make_trainer_compute_metrics,
     primary_metric,
 )
-
 from tests.support import ROOT
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]

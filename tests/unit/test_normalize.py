@@ -10,10 +10,38 @@ import pytest
 from tasks.inference.normalize import normalize_strings, normalize_texts
 
 # Every character one of the rules treats specially, and neighbours that they must leave alone.
-SPECIAL = ([chr(c) for c in range(0x00, 0x21)] + [chr(c) for c in range(0x7f, 0xa1)]
-           + ["\u1680", "\u180e", "\u2000", "\u2005", "\u200a", "\u200b", "\u200c", "\u200d", "\u2028", "\u2029",
-              "\u202f", "\u205f", "\u2060", "\u3000", "\ufeff", "\ufb01", "\u00bd", "\u2126", "\uff21", "e\u0301",
-              "\u00e9", "\u1e9b\u0323", "\U0001f600", "x", "  ", " "])
+SPECIAL = (
+    [chr(c) for c in range(0x00, 0x21)]
+    + [chr(c) for c in range(0x7F, 0xA1)]
+    + [
+        "\u1680",
+        "\u180e",
+        "\u2000",
+        "\u2005",
+        "\u200a",
+        "\u200b",
+        "\u200c",
+        "\u200d",
+        "\u2028",
+        "\u2029",
+        "\u202f",
+        "\u205f",
+        "\u2060",
+        "\u3000",
+        "\ufeff",
+        "\ufb01",
+        "\u00bd",
+        "\u2126",
+        "\uff21",
+        "e\u0301",
+        "\u00e9",
+        "\u1e9b\u0323",
+        "\U0001f600",
+        "x",
+        "  ",
+        " ",
+    ]
+)
 
 
 def corpus(n: int = 3000, seed: int = 0) -> list[str]:

@@ -8,16 +8,24 @@ import time
 import pytest
 
 from tasks.monitoring.feedback import FeedbackError, feedback_rows, read_feedback, record_feedback
-from tasks.monitoring.prediction_log import (ParquetSink, PredictionLogger, SqlSink, open_sink, prediction_record,
-                                             read_predictions, text_hash)
+from tasks.monitoring.prediction_log import (
+    ParquetSink,
+    PredictionLogger,
+    SqlSink,
+    open_sink,
+    prediction_record,
+    read_predictions,
+    text_hash,
+)
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ANSWER = {"label": "fresh", "score": 0.9, "scores": {"fresh": 0.9, "rotten": 0.1}}
 
 
 def record(i: int, when: dt.datetime | None = None, answer: dict = ANSWER, keep_text: bool = True) -> dict:
-    return prediction_record(answer, f"text {i}", "m", "3", latency_ms=1.5, request_id=f"r{i}", when=when,
-                             keep_text=keep_text)
+    return prediction_record(
+        answer, f"text {i}", "m", "3", latency_ms=1.5, request_id=f"r{i}", when=when, keep_text=keep_text
+    )
 
 
 class SlowSink:
@@ -83,7 +91,7 @@ def test_full_queue_drops_the_oldest_counts_them_and_never_blocks(tmp_path):
     assert stats.dropped > 0 and stats.written + stats.dropped == 1000
     kept = set(slow.inner.read()["request_id"])
     assert "r999" in kept  # the newest survive; what was dropped was older
-    assert max(int(r[1:]) for r in set(f"r{i}" for i in range(1000)) - kept) < 999
+    assert max(int(r[1:]) for r in {f"r{i}" for i in range(1000)} - kept) < 999
 
 
 def test_flush_makes_rows_readable_without_closing(tmp_path):
@@ -95,11 +103,23 @@ def test_flush_makes_rows_readable_without_closing(tmp_path):
 
 
 def test_feedback_is_validated_stored_and_becomes_training_rows(location):
-    open_sink().write([record(1), record(2), record(3, keep_text=False),
-                       prediction_record({"value": 0.5}, "a score", "m", "3", 1.0, request_id="v1", keep_text=True)])
+    open_sink().write(
+        [
+            record(1),
+            record(2),
+            record(3, keep_text=False),
+            prediction_record({"value": 0.5}, "a score", "m", "3", 1.0, request_id="v1", keep_text=True),
+        ]
+    )
     with pytest.raises(FeedbackError) as e:
-        record_feedback([{"request_id": "r1", "label": "rotten"}, {"request_id": "nope", "label": "fresh"},
-                         {"request_id": "r2", "label": "meh"}, {"request_id": "v1", "label": "high"}])
+        record_feedback(
+            [
+                {"request_id": "r1", "label": "rotten"},
+                {"request_id": "nope", "label": "fresh"},
+                {"request_id": "r2", "label": "meh"},
+                {"request_id": "v1", "label": "high"},
+            ]
+        )
     errors = {p["request_id"]: p["error"] for p in e.value.problems}
     assert set(errors) == {"nope", "r2", "v1"} and "unknown request id" in errors["nope"]
     assert "fresh, rotten" in errors["r2"] and "not a number" in errors["v1"]
@@ -107,8 +127,10 @@ def test_feedback_is_validated_stored_and_becomes_training_rows(location):
     assert record_feedback([{"request_id": "r1", "label": "rotten"}, {"request_id": "r2", "label": "fresh"}]) == 2
     record_feedback([{"request_id": "r2", "label": "rotten"}])  # a later correction wins
     rows = feedback_rows(model_name="m")
-    assert rows.sort_values("text").to_dict("records") == [{"text": "text 1", "label": "rotten"},
-                                                           {"text": "text 2", "label": "rotten"}]
+    assert rows.sort_values("text").to_dict("records") == [
+        {"text": "text 1", "label": "rotten"},
+        {"text": "text 2", "label": "rotten"},
+    ]
     record_feedback([{"request_id": "r3", "label": "fresh"}])
     assert len(feedback_rows()) == 2  # a hashed-only text cannot be trained on
 

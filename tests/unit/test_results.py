@@ -27,8 +27,11 @@ def test_a_clean_result_round_trips_through_prefects_pickle_serializer_and_the_t
     from prefect.serializers import PickleSerializer
 
     ref = cleaned(tmp_path / "run")
-    assert isinstance(ref, CleanResult) and ref.labels == ["neg", "pos"] and set(ref.splits) == {
-        "train", "validation", "test"}
+    assert (
+        isinstance(ref, CleanResult)
+        and ref.labels == ["neg", "pos"]
+        and set(ref.splits) == {"train", "validation", "test"}
+    )
     serializer = PickleSerializer()  # what persist_result=True writes for the cached data stages
     assert serializer.loads(serializer.dumps(ref)) == ref
     # train_spec.json carries it to torchrun's workers as JSON, and back.

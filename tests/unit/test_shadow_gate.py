@@ -8,7 +8,7 @@ import pytest
 
 from tasks.monitoring.prediction_log import open_sink, prediction_record
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def answer(label: str) -> dict:
@@ -29,10 +29,12 @@ def shadowed_log(tmp_path, monkeypatch):
     rows = []
     for i, (a, b) in enumerate(zip(champion, challenger)):
         rows.append(prediction_record(answer(a), f"t{i}", "m", "1", 2.0, request_id=f"r{i}", when=when))
-        rows.append(prediction_record(answer(b), f"t{i}", "m", "2", 9.0, role="challenger", request_id=f"r{i}",
-                                      when=when))
-    rows.append(prediction_record(answer("positive"), "x", "m", "3", 2.0, role="challenger", request_id="r0",
-                                  when=when))  # an older challenger's shadow: not this comparison
+        rows.append(
+            prediction_record(answer(b), f"t{i}", "m", "2", 9.0, role="challenger", request_id=f"r{i}", when=when)
+        )
+    rows.append(
+        prediction_record(answer("positive"), "x", "m", "3", 2.0, role="challenger", request_id="r0", when=when)
+    )  # an older challenger's shadow: not this comparison
     rows.append(prediction_record(answer("positive"), "y", "other", "1", 2.0, request_id="o1", when=when))
     open_sink().write(rows)
     record_feedback([{"request_id": f"r{i}", "label": label} for i, label in enumerate(truth)])
@@ -53,8 +55,8 @@ def test_shadow_report_pairs_answers_and_scores_both_on_feedback(shadowed_log):
 
 @pytest.mark.parametrize("needed, promoted", [(0, True), (5, True), (6, False)])
 def test_the_gate_refuses_too_few_shadow_answers(shadowed_log, needed, promoted):
-    from tasks.registry import tracking
     from tasks.monitoring.shadow import check_shadow
+    from tasks.registry import tracking
 
     run_id = tracking.start_run("tests-shadow", "challenger-run")
     tracking.log_params(run_id, {"registry.min_shadow_answers": needed})
@@ -62,8 +64,9 @@ def test_the_gate_refuses_too_few_shadow_answers(shadowed_log, needed, promoted)
     gate = check_shadow("m", {"version": "1"}, {"version": "2", "run_id": run_id})
     assert (gate.refusal is None) is promoted and gate.report["answers"] == 5 and gate.report["agreement"] == 0.6
     if promoted:
-        assert gate.note == ("shadow: 5 shadow answers, agreement 0.600, accuracy on 4 with feedback: "
-                             "champion 0.500, challenger 1.000")
+        assert gate.note == (
+            "shadow: 5 shadow answers, agreement 0.600, accuracy on 4 with feedback: champion 0.500, challenger 1.000"
+        )
     else:
         assert "only 5 shadow answers of version 2" in gate.refusal and "min_shadow_answers is 6" in gate.refusal
 

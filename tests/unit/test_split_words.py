@@ -13,8 +13,10 @@ from tasks.inference.tokenizer import split_words
 
 # The splitter as it was before it was made linear, kept as the reference for what words are:
 # a lazy URL with a lookahead for trailing punctuation (quadratic on "http://" + "." * n + "a").
-QUADRATIC_WORD = re.compile(r"https?://\S+?(?=[.,;:!?)\]\"']*(?:\s|$))|[:;=]-?[()DPpO/|\[\]](?!\w)|\w(?:\.\w)+\."
-                            r"|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+")
+QUADRATIC_WORD = re.compile(
+    r"https?://\S+?(?=[.,;:!?)\]\"']*(?:\s|$))|[:;=]-?[()DPpO/|\[\]](?!\w)|\w(?:\.\w)+\."
+    r"|[@#'’]?\w+(?:['’.&-]\w+)*|[^\w\s]+"
+)
 
 HOSTILE = {
     "url of dots": lambda n: "http://" + "." * n + "a",
@@ -47,8 +49,46 @@ def test_a_full_length_hostile_text_splits_in_milliseconds():
 
 
 @settings(max_examples=1000, deadline=None, database=None)
-@given(st.lists(st.sampled_from(["http://", "https://", "http", "x.co", "U.S.", "a", "b", "é", "1", ".", ",", ";",
-                                 ":", "!", "?", ")", "]", "(", "\"", "'", "’", "@", "#", "&", "-", "/", "=", "D",
-                                 "P", " ", "\n", "..."]), max_size=25).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "http://",
+                "https://",
+                "http",
+                "x.co",
+                "U.S.",
+                "a",
+                "b",
+                "é",
+                "1",
+                ".",
+                ",",
+                ";",
+                ":",
+                "!",
+                "?",
+                ")",
+                "]",
+                "(",
+                '"',
+                "'",
+                "’",
+                "@",
+                "#",
+                "&",
+                "-",
+                "/",
+                "=",
+                "D",
+                "P",
+                " ",
+                "\n",
+                "...",
+            ]
+        ),
+        max_size=25,
+    ).map("".join)
+)
 def test_same_words_as_the_quadratic_splitter(text):
     assert split_words(text) == [m.span() for m in QUADRATIC_WORD.finditer(text)]
