@@ -18,7 +18,7 @@ Settings (environment; `create_app` arguments and command-line options win; depl
   FTFLOW_SHADOW          an alias (e.g. challenger) answering every request too, off the request's path
   FTFLOW_CANARY_PERCENT  share of requests (sticky per request id) the second alias answers instead
   FTFLOW_SHADOW_QUEUE    requests waiting for the shadow model before the oldest are dropped (default 1000)
-  MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/registry/tracking.py)
+  MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/platform/tracking.py)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks.config import check_name
-from tasks.registry import tracking
+from tasks.platform import tracking
 from tasks.registry.decision import PromotionDecision
 
 

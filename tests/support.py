@@ -36,7 +36,8 @@ def small_config(tmp: Path, *overrides: str):
 
 def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
     """The session's trained model registered as `name` and promoted through the real gate; its candidate dict."""
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
     from tasks.registry.holdout import load_candidate
     from tasks.registry.promote import promote_challenger
 

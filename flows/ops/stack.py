@@ -244,7 +244,7 @@ class Stack:
         serve_env: dict[str, str] | None = None,
         credentials: Credentials | None = None,
     ):
-        from tasks.registry.tracking import store_dir
+        from tasks.platform.tracking import store_dir
 
         self.root = Path(root).resolve()
         self.home = Path(home).resolve() if home else self.root / DEFAULT_HOME

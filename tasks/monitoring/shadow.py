@@ -83,7 +83,7 @@ def shadow_report(
 
 def min_shadow_answers(challenger_run_id: str) -> int:
     """registry.min_shadow_answers of the challenger's training config (0, no minimum, when absent)."""
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     try:
         return int(float(tracking.run_params(challenger_run_id).get(MIN_SHADOW_PARAM, 0)))

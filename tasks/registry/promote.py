@@ -24,7 +24,8 @@ import pandas as pd
 
 from tasks.labels import labels_as_strings
 from tasks.monitoring.shadow import check_shadow
-from tasks.registry import register, tracking
+from tasks.platform import tracking
+from tasks.registry import register
 from tasks.registry.decision import (
     PENDING,
     PROMOTED,

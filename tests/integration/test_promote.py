@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 def _new_version(source_mv, **tag_overrides) -> str:
     """Register the model of an existing version again under NAME as the challenger."""
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
 
     tags = {**source_mv.tags, **{k: str(v) for k, v in tag_overrides.items()}}
     mv = tracking.client().create_model_version(NAME, source=source_mv.source, run_id=source_mv.run_id, tags=tags)
@@ -178,7 +179,7 @@ def test_history_lists_every_decision_in_order(ladder):
 
 
 def test_decisions_are_mlflow_runs_and_prefect_artifacts(ladder):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     run = tracking.client().get_run(ladder["better"].record_run_id)
     assert run.data.tags["decision"] == "promoted" and run.data.tags["model_name"] == NAME
@@ -277,7 +278,7 @@ def test_promote_output_when_the_challenger_is_already_champion(capsys):
 
 
 def test_a_decision_whose_record_cannot_be_written_ends_failed(monkeypatch):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.decision import PROMOTIONS_EXPERIMENT, PromotionDecision, record_decision
 
     d = PromotionDecision(
@@ -319,7 +320,8 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     """
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.registry import decision, register, rollback, tracking
+    from tasks.platform import tracking
+    from tasks.registry import decision, register, rollback
     from tasks.registry import promote as p
 
     good = flow_result["result"]["registered"]
@@ -381,7 +383,7 @@ def test_two_promotions_started_together_move_the_alias_once(txn):
 
 
 def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_right(txn):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     _, v2, v3, v4, _ = txn["v"]
     last = txn["history_after_failure"][-1]
@@ -393,7 +395,7 @@ def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_r
 
 
 def test_a_record_left_pending_after_the_alias_moved_reads_as_promoted(txn):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     v3, v5 = txn["v"][2], txn["v"][4]
     last = txn["history_after_kill"][-1]
@@ -425,7 +427,8 @@ def test_rollback_to_a_bundle_that_cannot_serve_is_refused(txn, flow_result, tmp
     import mlflow.artifacts
 
     from tasks.io import read_json
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
     from tasks.registry.decision import champion_version, promotion_history
     from tasks.registry.rollback import rollback_champion
 
@@ -449,7 +452,7 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
     import socket
     import subprocess
 
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.lock import LOCK_SUFFIX, PromotionBusy, promotion_lock
 
     name = "test-promote-lock"
@@ -491,7 +494,8 @@ def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
 
 def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_result, tmp_path, monkeypatch):
     import flows.nightly
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
 
     name = "test-nightly"
     good = register.get_version(
