@@ -48,6 +48,7 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
 
     from flows.deploy import promote, rollback
     from tasks.io import read_frame
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry import register
     from tasks.registry.promote import promote_challenger
     from tasks.registry.rollback import rollback_champion
@@ -83,17 +84,19 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
     good_mv = register.get_version(good_reg["name"], good_reg["version"])
     weak_mv = register.get_version(NAME, weak["registered"]["version"])
     steps = {"weak_version": str(weak_mv.version), "weak_tags": dict(weak_mv.tags)}
-    steps["warned"] = promote_challenger(NAME, allow_data_warnings=False)
+    steps["warned"] = promote_challenger(NAME, allow_data_warnings=False, shadow_gate=check_shadow)
     steps["first"] = promote(model_name=NAME)
     steps["good_version"] = _new_version(good_mv)
     steps["better"] = promote(model_name=NAME)
     _new_version(weak_mv)
-    steps["worse"] = promote_challenger(NAME, margin=0.0)
+    steps["worse"] = promote_challenger(NAME, margin=0.0, shadow_gate=check_shadow)
     _new_version(good_mv, parity_passed=False)
-    steps["parity"] = promote_challenger(NAME, margin=0.0)
+    steps["parity"] = promote_challenger(NAME, margin=0.0, shadow_gate=check_shadow)
     pinned = flow_result["result"]["run_dir"] + "/data/clean/test.parquet"
     _new_version(weak_mv)
-    steps["data"] = promote_challenger(NAME, margin=0.0, eval_data=pinned, allow_data_warnings=False)
+    steps["data"] = promote_challenger(
+        NAME, margin=0.0, eval_data=pinned, allow_data_warnings=False, shadow_gate=check_shadow
+    )
     steps["champion_before_rollback"] = str(register.version_by_alias(NAME, register.CHAMPION).version)
     steps["rollback"] = rollback(model_name=NAME)
     steps["champion_after_rollback"] = str(register.version_by_alias(NAME, register.CHAMPION).version)
@@ -189,10 +192,11 @@ def test_decisions_are_mlflow_runs_and_prefect_artifacts(ladder):
 
 
 def test_promote_without_challenger_says_how_to_get_one(prefect_harness):
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry.promote import promote_challenger
 
     with pytest.raises(ValueError, match="no version with alias 'challenger'.*ftflow run"):
-        promote_challenger("no-such-model")
+        promote_challenger("no-such-model", shadow_gate=check_shadow)
 
 
 def test_gate_respects_direction_and_margin():
@@ -320,6 +324,7 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     """
     from prefect.settings import PREFECT_API_URL
 
+    from tasks.monitoring.shadow import check_shadow
     from tasks.platform import tracking
     from tasks.registry import decision, register, rollback
     from tasks.registry import promote as p
@@ -333,7 +338,7 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     ]
     steps: dict = {"v": v}
     for version in v[:2]:
-        assert p.promote_challenger(TXN, version=version, margin=0.0).decision == "promoted"
+        assert p.promote_challenger(TXN, version=version, margin=0.0, shadow_gate=check_shadow).decision == "promoted"
     steps["together"] = start_together(
         [["promote", TXN, "--version", v[2], "--margin", "0"]] * 2,
         tmp_path_factory.mktemp("together"),
@@ -352,7 +357,7 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(ConnectionError):
         patch.setattr(register, "set_alias", registry_fails)
-        p.promote_challenger(TXN, version=v[3], margin=0.0)
+        p.promote_challenger(TXN, version=v[3], margin=0.0, shadow_gate=check_shadow)
     steps["history_after_failure"] = decision.promotion_history(TXN)
     steps["champion_after_failure"] = decision.champion_version(TXN)
     steps["rollback_target_after_failure"] = rollback.previous_champion(TXN, steps["champion_after_failure"])
@@ -365,10 +370,11 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
         patch.setattr(p, "finalise_decision", killed)
-        p.promote_challenger(TXN, version=v[4], margin=0.0)
+        p.promote_challenger(TXN, version=v[4], margin=0.0, shadow_gate=check_shadow)
     steps["history_after_kill"] = decision.promotion_history(TXN)
     steps["rollback_target_after_kill"] = rollback.previous_champion(TXN, decision.champion_version(TXN))
-    steps["after_kill"] = p.promote_challenger(TXN, version=v[0], margin=0.0)  # the lock was released
+    # the lock was released
+    steps["after_kill"] = p.promote_challenger(TXN, version=v[0], margin=0.0, shadow_gate=check_shadow)
     return steps
 
 
@@ -474,6 +480,7 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
 
 
 def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry import decision, register
     from tasks.registry import promote as p
 
@@ -487,7 +494,7 @@ def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
         return d
 
     monkeypatch.setattr(p, "decide", someone_moves_the_alias)
-    d = p.promote_challenger(TXN, version=v3, margin=0.0)
+    d = p.promote_challenger(TXN, version=v3, margin=0.0, shadow_gate=check_shadow)
     assert d.decision == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" in d.reason
     assert decision.champion_version(TXN) == v2 and d.champion_before == d.champion_after == v2
 

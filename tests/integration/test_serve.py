@@ -225,6 +225,7 @@ def reloading(good_version):
 
 
 def test_hot_reload_while_serving_fails_no_request(reloading, good_version):
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry.promote import promote_challenger
 
     name, champion, service = reloading
@@ -245,7 +246,8 @@ def test_hot_reload_while_serving_fails_no_request(reloading, good_version):
     try:
         time.sleep(0.5)
         new = _register_copy(good_version, "challenger", name)
-        decision = promote_challenger(name, margin=0.0)  # the same model scores a tie: promoted
+        # the same model scores a tie: promoted
+        decision = promote_challenger(name, margin=0.0, shadow_gate=check_shadow)
         assert decision.decision == "promoted", decision.reason
         deadline = time.monotonic() + 30
         while service.get("/ready").json()["version"] != new and time.monotonic() < deadline:
