@@ -41,10 +41,12 @@ run: setup
 test: setup browser check
 	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The static checks (pyproject.toml configures each; .pre-commit-config.yaml runs the same before a commit).
+# The static checks (pyproject.toml configures each; .pre-commit-config.yaml runs the same before a commit):
+# ruff, and import-linter's contracts (the layers of docs/ARCHITECTURE.md).
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The static checks and the unit layer: no servers, no training; about a minute.
 test-fast: setup check

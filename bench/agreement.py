@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.score import fetch_bundle, resolve_model
 
     model = resolve_model(args.model)

@@ -75,7 +75,7 @@ def served_model(request: Request) -> Served:
 
 def decision_fields(record: dict | None) -> dict:
     """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen."""
-    from tasks.modelling.calibration import describe_rule
+    from tasks.inference.decode import describe_rule
 
     if record is None:  # regression, NER, or a bundle from before calibration
         return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}

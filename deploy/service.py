@@ -18,17 +18,17 @@ Settings (environment; `create_app` arguments and command-line options win; depl
   FTFLOW_SHADOW          an alias (e.g. challenger) answering every request too, off the request's path
   FTFLOW_CANARY_PERCENT  share of requests (sticky per request id) the second alias answers instead
   FTFLOW_SHADOW_QUEUE    requests waiting for the shadow model before the oldest are dropped (default 1000)
-  MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/registry/tracking.py)
+  MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/platform/tracking.py)
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 
 from deploy.app import create_app
+from tasks.platform.network import is_loopback
 
 log = logging.getLogger("ftflow.serve")
 
@@ -37,16 +37,6 @@ def configure_logging() -> None:
     # Reloads and reload failures must show in the process log, next to uvicorn's own lines.
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def is_loopback(host: str) -> bool:
-    """True when `host` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it may resolve to any interface
-        return False
 
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:

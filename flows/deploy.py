@@ -1,8 +1,8 @@
 """The deploy flows: `promote` (gated challenger → champion) and `rollback`.
 
-They only compose: the gate lives in tasks/registry/promote.py, the rollback in rollback.py, the decision
-records in decision.py. Each decision is also shown as a Prefect markdown artifact; the serving process
-picks up a moved alias by itself.
+They only compose: the gate lives in tasks/registry/promote.py (handed the shadow verdict of
+tasks/monitoring/shadow.py), the rollback in rollback.py, the decision records in decision.py. Each
+decision is also shown as a Prefect markdown artifact; the serving process picks up a moved alias by itself.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks.config import check_name
-from tasks.registry import tracking
+from tasks.platform import tracking
 from tasks.registry.decision import PromotionDecision
 
 
@@ -53,6 +53,7 @@ def promote(
     the lock of a promotion whose process is gone. One promotion per model at a time: a second one
     is refused (PromotionBusy).
     """
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry.promote import promote_challenger
 
     check_name(model_name, "model_name")
@@ -65,6 +66,7 @@ def promote(
         version=version,
         allow_data_warnings=allow_data_warnings,
         break_lock=break_lock,
+        shadow_gate=check_shadow,  # the challenger's shadow answers: monitoring's verdict, the gate's input
     )
     _publish(decision)
     return decision

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from tasks.config import MonitoringConfig
-from tasks.registry import tracking
+from tasks.platform import tracking
 
 
 def _artifact_key(name: str) -> str:

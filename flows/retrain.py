@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 
 from flows.nightly import nightly
 from tasks.config import PipelineConfig, SourceConfig
-from tasks.registry import tracking
+from tasks.platform import tracking
 
 
 def with_feedback(config: PipelineConfig) -> PipelineConfig:

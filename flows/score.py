@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks.registry import tracking
+from tasks.platform import tracking
 from tasks.score import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS
 
 

@@ -17,7 +17,7 @@ from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.io import locked_folder, read_json, write_json, write_text
 from tasks.modelling.checkpoints import TRAINING_SECTIONS
 from tasks.modelling.encode import check_model_source
-from tasks.registry import tracking
+from tasks.platform import tracking
 from tasks.results import CleanResult
 
 

@@ -30,7 +30,8 @@ from tasks.data.readers import DataSourceError
 from tasks.data.sources import cache_dir, describe_source, read_source
 from tasks.io import digest_frames, read_json
 from tasks.labels import labels_as_strings
-from tasks.registry import register, tracking
+from tasks.platform import tracking
+from tasks.registry import register
 
 SCORING_EXPERIMENT = "scoring"
 # The export gate's batch size: scoring a labelled test split at it reproduces the gate's metric.

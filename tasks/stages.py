@@ -3,7 +3,7 @@
 The plain functions (tasks/data/collect.py ... tasks/registry/register.py) know nothing of Prefect,
 and the data, evaluation and export stages nothing of MLflow; here each gets its retries, timeout,
 Prefect artifacts and the run logging of what it returned. Three log on their own, through
-tasks/registry/tracking.py, because what they log exists only while they run: train (metrics at
+tasks/platform/tracking.py, because what they log exists only while they run: train (metrics at
 each logging step), search (one child run per trial) and register (the model version and its tags).
 """
 
@@ -19,8 +19,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks import quiet
 from tasks.config import PipelineConfig
 from tasks.labels import is_per_class_metric
+from tasks.platform import tracking
 from tasks.progress import PROGRESS_RECORD
-from tasks.registry import tracking
 from tasks.results import CleanResult, EvaluationResult, ExportResult, TrainResult
 
 

@@ -36,7 +36,9 @@ def small_config(tmp: Path, *overrides: str):
 
 def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
     """The session's trained model registered as `name` and promoted through the real gate; its candidate dict."""
-    from tasks.registry import register, tracking
+    from tasks.monitoring.shadow import check_shadow
+    from tasks.platform import tracking
+    from tasks.registry import register
     from tasks.registry.holdout import load_candidate
     from tasks.registry.promote import promote_challenger
 
@@ -50,7 +52,7 @@ def promoted_copy(flow_result: dict, name: str, workdir: Path) -> dict:
         tags=dict(register.get_version(trained["name"], trained["version"]).tags),
     )
     register.set_alias(name, register.CHALLENGER, version.version)
-    assert promote_challenger(name).promoted
+    assert promote_challenger(name, shadow_gate=check_shadow).promoted
     return load_candidate(name, register.CHAMPION, workdir)
 
 

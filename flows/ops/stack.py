@@ -16,7 +16,6 @@ serving process pass them. A host other than loopback is refused without them.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 import os
 import secrets
@@ -95,16 +94,6 @@ def read_credentials(env: dict[str, str] | None = None) -> Credentials | None:
                 f"print(secrets.token_urlsafe(18))'`)"
             )
     return creds
-
-
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach `host` (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name: it resolves for others too
-        return False
 
 
 def prefect_service(home: Path, host: str, port: int, root: Path, creds: Credentials | None = None) -> Service:
@@ -244,7 +233,7 @@ class Stack:
         serve_env: dict[str, str] | None = None,
         credentials: Credentials | None = None,
     ):
-        from tasks.registry.tracking import store_dir
+        from tasks.platform.tracking import store_dir
 
         self.root = Path(root).resolve()
         self.home = Path(home).resolve() if home else self.root / DEFAULT_HOME

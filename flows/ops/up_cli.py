@@ -16,10 +16,10 @@ from flows.ops.stack import (
     DEFAULT_PREFECT_PORT,
     HOW_TO_SET,
     Stack,
-    is_loopback,
     read_credentials,
 )
 from flows.ops.supervisor import StackError
+from tasks.platform.network import is_loopback
 
 
 class _Stop(Exception):

@@ -38,6 +38,18 @@ class Decision:
 PLAIN = Decision()
 
 
+def describe_rule(record: dict) -> str:
+    """How the threshold of a decision record (the meta's "decision") was set, in words, for the model card and /model."""
+    rule = record.get("rule")
+    if rule is None:
+        return "none (the most probable label)"
+    if isinstance(rule, float):
+        return f"fixed at {rule}"
+    if "max_f1" in rule:
+        return f"the best F1 of '{rule['max_f1']}' on validation"
+    return f"the most recall at precision >= {rule['min_precision']} of '{rule['label']}' on validation"
+
+
 @dataclass(frozen=True)
 class Scores:
     """A batch's answers in input order, as arrays: what gates compare and batch scorers write.

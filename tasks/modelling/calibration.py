@@ -269,15 +269,3 @@ def fit_decision(cfg, logits: np.ndarray, refs: np.ndarray, labels: list[str]) -
     fitted.update(precision=choice.precision, recall=choice.recall, f1=choice.f1, target_met=choice.met)
     record.update(threshold=choice.threshold, positive_label=positive_label, rule=rule)
     return record
-
-
-def describe_rule(record: dict) -> str:
-    """How the threshold was set, in words, for the model card and /model."""
-    rule = record.get("rule")
-    if rule is None:
-        return "none (the most probable label)"
-    if isinstance(rule, float):
-        return f"fixed at {rule}"
-    if "max_f1" in rule:
-        return f"the best F1 of '{rule['max_f1']}' on validation"
-    return f"the most recall at precision >= {rule['min_precision']} of '{rule['label']}' on validation"

@@ -24,8 +24,8 @@ def make_tracking_callback(run_id: str | None):
 
     from transformers import TrainerCallback
 
+    from tasks.platform import tracking
     from tasks.progress import PROGRESS_RECORD, StepClock, format_eta, progress_bar
-    from tasks.registry import tracking
 
     class TrackingCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):

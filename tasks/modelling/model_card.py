@@ -81,7 +81,7 @@ the model inherits the biases of its pretrained body and of the training data. C
 
 def decision_card(record: dict | None) -> str:
     """The model card's section on calibration and the decision threshold (empty for regression and NER)."""
-    from tasks.modelling.calibration import describe_rule
+    from tasks.inference.decode import describe_rule
 
     if record is None:
         return ""

@@ -17,7 +17,7 @@ from typing import Any, get_args
 
 from tasks.config import PipelineConfig, SearchParam, TrainingConfig
 from tasks.io import read_frame, write_frames, write_json
-from tasks.registry import tracking
+from tasks.platform import tracking
 from tasks.results import CleanResult, TrainResult
 
 SEARCH = "search"

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import MonitoringConfig
-from tasks.registry import tracking
+from tasks.platform import tracking
 
 MONITORING_EXPERIMENT = "monitoring"
 CHAMPION = "champion"

@@ -6,7 +6,7 @@ or database never blocks a request; `close()` drains the queue, so a clean shutd
 
 Where the log lives (`open_sink`): FTFLOW_PREDICTION_LOG when set (a SQLAlchemy URL such as
 sqlite:///log.db or postgresql://user@host/db, or a folder), else `<store>/predictions/` under the
-project's MLflow store folder (tasks/registry/tracking.py's store_dir(), FTFLOW_MLRUNS), as Parquet files
+project's MLflow store folder (tasks/platform/tracking.py's store_dir(), FTFLOW_MLRUNS), as Parquet files
 partitioned by day: predictions/date=YYYY-MM-DD/part-<uuid>.parquet. Feedback uses the same kind
 of sink beside it (table or folder `feedback`).
 """
@@ -255,7 +255,7 @@ def _window(df: pd.DataFrame, lo: pd.Timestamp | None, hi: pd.Timestamp | None) 
 
 def log_location() -> str:
     """FTFLOW_PREDICTION_LOG, else the folder beside the MLflow store (<store>/)."""
-    from tasks.registry.tracking import store_dir
+    from tasks.platform.tracking import store_dir
 
     return os.environ.get(LOG_ENV) or str(store_dir())
 

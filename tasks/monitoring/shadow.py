@@ -14,6 +14,7 @@ import pandas as pd
 
 from tasks.monitoring.feedback import join_feedback
 from tasks.monitoring.prediction_log import read_predictions
+from tasks.registry.promote import ShadowGate
 
 MIN_SHADOW_PARAM = "registry.min_shadow_answers"  # the challenger's training config value
 
@@ -83,21 +84,12 @@ def shadow_report(
 
 def min_shadow_answers(challenger_run_id: str) -> int:
     """registry.min_shadow_answers of the challenger's training config (0, no minimum, when absent)."""
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     try:
         return int(float(tracking.run_params(challenger_run_id).get(MIN_SHADOW_PARAM, 0)))
     except (ValueError, TypeError):
         return 0
-
-
-@dataclass(frozen=True)
-class ShadowGate:
-    """What real traffic says about a promotion: the shadow report, and a refusal when too few answers."""
-
-    report: dict | None = None  # ShadowReport's fields
-    refusal: str | None = None  # why the gate refuses (too few shadow answers, an unreadable log)
-    note: str | None = None  # the report's one-line summary, for the decision's reason
 
 
 def check_shadow(name: str, champion: dict | None, challenger: dict) -> ShadowGate:

@@ -14,7 +14,8 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from tasks.registry import register, tracking
+from tasks.platform import tracking
+from tasks.registry import register
 
 PROMOTIONS_EXPERIMENT = "promotions"
 # A decision record's `state` tag: written "pending" before the alias moves, "final" after;

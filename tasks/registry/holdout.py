@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.io import read_frame, read_json
-from tasks.registry import register, tracking
+from tasks.platform import tracking
+from tasks.registry import register
 
 HELD_OUT_ARTIFACT = "data/test.parquet"
 

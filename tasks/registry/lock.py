@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import Iterator
 
-from tasks.registry import tracking
+from tasks.platform import tracking
 from tasks.registry.decision import now_iso
 
 LOCK_SUFFIX = ".promotion-lock"  # registered model that exists while a promotion of NAME runs

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from tasks.labels import labels_as_strings
-from tasks.monitoring.shadow import check_shadow
-from tasks.registry import register, tracking
+from tasks.platform import tracking
+from tasks.registry import register
 from tasks.registry.decision import (
     PENDING,
     PROMOTED,
@@ -54,6 +55,20 @@ class GateVerdict:
     margin: float
     challenger_score: float | None = None
     champion_score: float | None = None
+
+
+@dataclass(frozen=True)
+class ShadowGate:
+    """What real traffic says about a promotion: the shadow report, and a refusal when too few answers."""
+
+    report: dict | None = None  # ShadowReport's fields
+    refusal: str | None = None  # why the gate refuses (too few shadow answers, an unreadable log)
+    note: str | None = None  # the report's one-line summary, for the decision's reason
+
+
+# The caller's shadow gate, asked under the promotion lock once both versions are loaded:
+# (model name, champion or None, challenger) -> its verdict (tasks.monitoring.shadow.check_shadow).
+ShadowCheck = Callable[[str, dict | None, dict], ShadowGate]
 
 
 def challenger_version(name: str) -> str:
@@ -174,11 +189,14 @@ def promote_challenger(
     version: str | None = None,
     allow_data_warnings: bool | None = None,
     break_lock: bool = False,
+    *,
+    shadow_gate: ShadowCheck,
 ) -> PromotionDecision:
     """Gate `version` (default: the challenger's, read once) against the champion; move `champion` if it passes.
 
     Raises PromotionBusy when another promotion of the model runs. The decision is recorded
-    before the alias moves and finalised after.
+    before the alias moves and finalised after. `shadow_gate` is the caller's verdict on the
+    challenger's shadow answers (flows/deploy.py passes tasks.monitoring.shadow.check_shadow).
     """
     version = str(version) if version is not None else challenger_version(name)
     with promotion_lock(name, f"promote version {version}", break_lock):
@@ -195,7 +213,7 @@ def promote_challenger(
             if allow_data_warnings is None:
                 allow_data_warnings = default_allow_data_warnings(challenger["run_id"])
             verdict = decide(name, challenger, champion, df, margin, allow_data_warnings)
-            shadow = check_shadow(name, champion, challenger)  # registry.min_shadow_answers; the shadow report
+            shadow = shadow_gate(name, champion, challenger)  # registry.min_shadow_answers; the shadow report
         before = champion["version"] if champion else None
         promoted, reason = verdict.promoted, verdict.reason
         if shadow.refusal:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tasks.config import PipelineConfig
 from tasks.io import read_json
-from tasks.registry import tracking
+from tasks.platform import tracking
 from tasks.results import CleanResult, EvaluationResult, ExportResult
 
 CHALLENGER, CHAMPION = "challenger", "champion"

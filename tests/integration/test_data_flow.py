@@ -14,7 +14,7 @@ from tests.support import small_config
 
 def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
     """Every artifact file of an MLflow run, recursively."""
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     out = set()
     for item in tracking.client().list_artifacts(run_id, path):
@@ -23,7 +23,7 @@ def artifact_paths(run_id: str, path: str | None = None) -> set[str]:
 
 
 def only_run(experiment: str):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     c = tracking.client()
     runs = c.search_runs([c.get_experiment_by_name(experiment).experiment_id])
@@ -38,7 +38,7 @@ def sha256(path: Path) -> str:
 def test_validate_data_flow_logs_reports_docs_and_lineage(prefect_harness, tmp_path):
     from flows.training import validate_only
     from tasks.io import read_json
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     cfg = small_config(tmp_path, "registry.experiment=data-flow-ok")
     result = validate_only(config=cfg)
@@ -134,7 +134,7 @@ def test_unchanged_rerun_reuses_the_data_stage_and_a_changed_one_does_not(prefec
     import shutil
 
     from flows.training import validate_only
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     csv = tmp_path / "reviews.csv"
     texts = [f"an honest review number {i}" for i in range(240)]

@@ -49,7 +49,7 @@ def _promoted(name: str):
 
 
 def test_a_recorded_decision_reads_back_field_for_field(tmp_path):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.decision import PromotionDecision, promotion_history, record_decision
 
     name = "decision-roundtrip"
@@ -75,7 +75,7 @@ def test_a_recorded_decision_reads_back_field_for_field(tmp_path):
 
 
 def test_a_record_written_before_the_state_tag_reads_as_final():
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.decision import PROMOTIONS_EXPERIMENT, promotion_history
 
     name = "decision-older-record"

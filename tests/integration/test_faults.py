@@ -71,7 +71,7 @@ def test_only_a_complete_checkpoint_is_resumed_from(tmp_path):
 def test_a_second_resume_of_a_run_folder_is_refused_by_name(flow_result):
     from flows.training import fine_tune
     from tasks.io import FolderBusy, locked_folder
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     result = flow_result["result"]
     status = tracking.client().get_run(result["run_id"]).info.status

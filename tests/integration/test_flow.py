@@ -8,7 +8,7 @@ import pytest
 
 
 def test_flow_logs_run_with_metrics_and_config(flow_result):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     res = flow_result["result"]
     run = tracking.client().get_run(res["run_id"])
@@ -41,7 +41,7 @@ def test_flow_logs_run_with_metrics_and_config(flow_result):
 
 
 def test_only_one_mlflow_run_per_flow_run(flow_result):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     c = tracking.client()
     exp = c.get_experiment_by_name(flow_result["config"].registry.experiment)
@@ -104,7 +104,7 @@ def test_registered_model_loads_through_mlflow_pyfunc(flow_result):
     import mlflow.pyfunc
     import pandas as pd
 
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     tracking.configure()
     reg = flow_result["result"]["registered"]

@@ -255,7 +255,7 @@ def test_registered_version_loads_from_code_without_pickle(bundle, tmp_path, mon
     import mlflow.pyfunc
 
     from tasks.inference.predictor import OnnxPredictor
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.register import save_serving_model
 
     seen: list[logging.LogRecord] = []

@@ -85,7 +85,7 @@ def test_in_domain_traffic_is_not_flagged_and_feedback_accuracy_is_measured(traf
 
 def test_shifted_traffic_is_flagged_and_recorded_in_mlflow(traffic, tmp_path):
     from tasks.monitoring.monitor import MONITORING_EXPERIMENT, monitor_model
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     result = monitor_model(NAME, SETTINGS, now=traffic["now"])
     assert result["rows"] == 300 and result["status"] == "retrain_needed" and result["retrain"]
@@ -131,7 +131,7 @@ def test_monitor_flow_publishes_an_artifact_and_asks_for_a_retrain(traffic, pref
 def test_retrain_trains_on_the_feedback_and_records_its_reason(traffic, prefect_harness, tmp_path):
     from flows.retrain import retrain
     from tasks.monitoring.feedback import feedback_rows
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tests.support import small_config
 
     cfg = small_config(tmp_path, f"registry.model_name={NAME}", "registry.experiment=tests")

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 def _new_version(source_mv, **tag_overrides) -> str:
     """Register the model of an existing version again under NAME as the challenger."""
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
 
     tags = {**source_mv.tags, **{k: str(v) for k, v in tag_overrides.items()}}
     mv = tracking.client().create_model_version(NAME, source=source_mv.source, run_id=source_mv.run_id, tags=tags)
@@ -47,6 +48,7 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
 
     from flows.deploy import promote, rollback
     from tasks.io import read_frame
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry import register
     from tasks.registry.promote import promote_challenger
     from tasks.registry.rollback import rollback_champion
@@ -82,17 +84,19 @@ def ladder(prefect_harness, flow_result, tmp_path_factory):
     good_mv = register.get_version(good_reg["name"], good_reg["version"])
     weak_mv = register.get_version(NAME, weak["registered"]["version"])
     steps = {"weak_version": str(weak_mv.version), "weak_tags": dict(weak_mv.tags)}
-    steps["warned"] = promote_challenger(NAME, allow_data_warnings=False)
+    steps["warned"] = promote_challenger(NAME, allow_data_warnings=False, shadow_gate=check_shadow)
     steps["first"] = promote(model_name=NAME)
     steps["good_version"] = _new_version(good_mv)
     steps["better"] = promote(model_name=NAME)
     _new_version(weak_mv)
-    steps["worse"] = promote_challenger(NAME, margin=0.0)
+    steps["worse"] = promote_challenger(NAME, margin=0.0, shadow_gate=check_shadow)
     _new_version(good_mv, parity_passed=False)
-    steps["parity"] = promote_challenger(NAME, margin=0.0)
+    steps["parity"] = promote_challenger(NAME, margin=0.0, shadow_gate=check_shadow)
     pinned = flow_result["result"]["run_dir"] + "/data/clean/test.parquet"
     _new_version(weak_mv)
-    steps["data"] = promote_challenger(NAME, margin=0.0, eval_data=pinned, allow_data_warnings=False)
+    steps["data"] = promote_challenger(
+        NAME, margin=0.0, eval_data=pinned, allow_data_warnings=False, shadow_gate=check_shadow
+    )
     steps["champion_before_rollback"] = str(register.version_by_alias(NAME, register.CHAMPION).version)
     steps["rollback"] = rollback(model_name=NAME)
     steps["champion_after_rollback"] = str(register.version_by_alias(NAME, register.CHAMPION).version)
@@ -178,7 +182,7 @@ def test_history_lists_every_decision_in_order(ladder):
 
 
 def test_decisions_are_mlflow_runs_and_prefect_artifacts(ladder):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     run = tracking.client().get_run(ladder["better"].record_run_id)
     assert run.data.tags["decision"] == "promoted" and run.data.tags["model_name"] == NAME
@@ -188,10 +192,11 @@ def test_decisions_are_mlflow_runs_and_prefect_artifacts(ladder):
 
 
 def test_promote_without_challenger_says_how_to_get_one(prefect_harness):
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry.promote import promote_challenger
 
     with pytest.raises(ValueError, match="no version with alias 'challenger'.*ftflow run"):
-        promote_challenger("no-such-model")
+        promote_challenger("no-such-model", shadow_gate=check_shadow)
 
 
 def test_gate_respects_direction_and_margin():
@@ -277,7 +282,7 @@ def test_promote_output_when_the_challenger_is_already_champion(capsys):
 
 
 def test_a_decision_whose_record_cannot_be_written_ends_failed(monkeypatch):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.decision import PROMOTIONS_EXPERIMENT, PromotionDecision, record_decision
 
     d = PromotionDecision(
@@ -319,7 +324,9 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     """
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.registry import decision, register, rollback, tracking
+    from tasks.monitoring.shadow import check_shadow
+    from tasks.platform import tracking
+    from tasks.registry import decision, register, rollback
     from tasks.registry import promote as p
 
     good = flow_result["result"]["registered"]
@@ -331,7 +338,7 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
     ]
     steps: dict = {"v": v}
     for version in v[:2]:
-        assert p.promote_challenger(TXN, version=version, margin=0.0).decision == "promoted"
+        assert p.promote_challenger(TXN, version=version, margin=0.0, shadow_gate=check_shadow).decision == "promoted"
     steps["together"] = start_together(
         [["promote", TXN, "--version", v[2], "--margin", "0"]] * 2,
         tmp_path_factory.mktemp("together"),
@@ -350,7 +357,7 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(ConnectionError):
         patch.setattr(register, "set_alias", registry_fails)
-        p.promote_challenger(TXN, version=v[3], margin=0.0)
+        p.promote_challenger(TXN, version=v[3], margin=0.0, shadow_gate=check_shadow)
     steps["history_after_failure"] = decision.promotion_history(TXN)
     steps["champion_after_failure"] = decision.champion_version(TXN)
     steps["rollback_target_after_failure"] = rollback.previous_champion(TXN, steps["champion_after_failure"])
@@ -363,10 +370,11 @@ def txn(prefect_harness, flow_result, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
         patch.setattr(p, "finalise_decision", killed)
-        p.promote_challenger(TXN, version=v[4], margin=0.0)
+        p.promote_challenger(TXN, version=v[4], margin=0.0, shadow_gate=check_shadow)
     steps["history_after_kill"] = decision.promotion_history(TXN)
     steps["rollback_target_after_kill"] = rollback.previous_champion(TXN, decision.champion_version(TXN))
-    steps["after_kill"] = p.promote_challenger(TXN, version=v[0], margin=0.0)  # the lock was released
+    # the lock was released
+    steps["after_kill"] = p.promote_challenger(TXN, version=v[0], margin=0.0, shadow_gate=check_shadow)
     return steps
 
 
@@ -381,7 +389,7 @@ def test_two_promotions_started_together_move_the_alias_once(txn):
 
 
 def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_right(txn):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     _, v2, v3, v4, _ = txn["v"]
     last = txn["history_after_failure"][-1]
@@ -393,7 +401,7 @@ def test_a_failure_between_record_and_alias_leaves_history_and_rollback_target_r
 
 
 def test_a_record_left_pending_after_the_alias_moved_reads_as_promoted(txn):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     v3, v5 = txn["v"][2], txn["v"][4]
     last = txn["history_after_kill"][-1]
@@ -425,7 +433,8 @@ def test_rollback_to_a_bundle_that_cannot_serve_is_refused(txn, flow_result, tmp
     import mlflow.artifacts
 
     from tasks.io import read_json
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
     from tasks.registry.decision import champion_version, promotion_history
     from tasks.registry.rollback import rollback_champion
 
@@ -449,7 +458,7 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
     import socket
     import subprocess
 
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.lock import LOCK_SUFFIX, PromotionBusy, promotion_lock
 
     name = "test-promote-lock"
@@ -471,6 +480,7 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
 
 
 def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry import decision, register
     from tasks.registry import promote as p
 
@@ -484,14 +494,15 @@ def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):
         return d
 
     monkeypatch.setattr(p, "decide", someone_moves_the_alias)
-    d = p.promote_challenger(TXN, version=v3, margin=0.0)
+    d = p.promote_challenger(TXN, version=v3, margin=0.0, shadow_gate=check_shadow)
     assert d.decision == "refused" and f"the champion changed while scoring (version {v1} then, {v2} now)" in d.reason
     assert decision.champion_version(TXN) == v2 and d.champion_before == d.champion_after == v2
 
 
 def test_nightly_promotes_the_version_its_run_registered(prefect_harness, flow_result, tmp_path, monkeypatch):
     import flows.nightly
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
 
     name = "test-nightly"
     good = register.get_version(

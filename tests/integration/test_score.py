@@ -116,7 +116,7 @@ def test_service_answers_each_row_as_batch_scoring_does(model, scored):
 
 def test_scoring_run_records_input_digest_and_model_version(model, scored):
     from tasks.io import digest_frames
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     run = tracking.client().get_run(scored["result"]["run_id"])
     exp = tracking.client().get_experiment(run.info.experiment_id)

@@ -114,7 +114,7 @@ def test_sql_error_message_masks_the_password(tmp_path):
 
 def test_run_summary_shows_the_tracking_uri_without_its_password(monkeypatch):
     from flows.training import summary_markdown
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ops:{PASSWORD}@mlflow.example.com")
     shown = tracking.shown_tracking_uri()
@@ -158,7 +158,7 @@ def test_cached_download_is_rehashed_before_use(tmp_path, monkeypatch, csv_serve
 
 
 def test_mlflow_filter_values_cannot_change_the_filter():
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     assert tracking.filter_value("m-1") == "'m-1'"
     assert tracking.filter_value("it's") == '"it\'s"'

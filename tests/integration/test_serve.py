@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 
 def _register_copy(source_mv, alias: str, name: str = NAME) -> str:
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
 
     mv = tracking.client().create_model_version(
         name, source=source_mv.source, run_id=source_mv.run_id, tags=dict(source_mv.tags)
@@ -45,7 +46,7 @@ def good_version(flow_result):
 
 @pytest.fixture(scope="module")
 def champion(good_version):
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     tracking.client().create_registered_model(NAME)
     return _register_copy(good_version, "champion")
@@ -111,7 +112,8 @@ def test_bad_input_gets_422_with_a_clear_message(service, body, says):
 def test_a_version_that_fails_to_load_is_retried_with_backoff(good_version, monkeypatch):
     from deploy.model_holder import ModelHolder
     from deploy.settings import Settings
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
 
     mv = tracking.client().create_model_version(NAME, source=good_version.source + "-gone", run_id=good_version.run_id)
     register.set_alias(NAME, "broken", mv.version)
@@ -210,7 +212,7 @@ def test_bearer_token_from_the_environment(monkeypatch, bundle_dir):
 def reloading(good_version):
     """A service of its own on its own model, so that moving its champion leaves the module's service as it was."""
     from deploy.service import create_app
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     name = f"{NAME}-reload"
     tracking.client().create_registered_model(name)
@@ -223,6 +225,7 @@ def reloading(good_version):
 
 
 def test_hot_reload_while_serving_fails_no_request(reloading, good_version):
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry.promote import promote_challenger
 
     name, champion, service = reloading
@@ -243,7 +246,8 @@ def test_hot_reload_while_serving_fails_no_request(reloading, good_version):
     try:
         time.sleep(0.5)
         new = _register_copy(good_version, "challenger", name)
-        decision = promote_challenger(name, margin=0.0)  # the same model scores a tie: promoted
+        # the same model scores a tie: promoted
+        decision = promote_challenger(name, margin=0.0, shadow_gate=check_shadow)
         assert decision.decision == "promoted", decision.reason
         deadline = time.monotonic() + 30
         while service.get("/ready").json()["version"] != new and time.monotonic() < deadline:

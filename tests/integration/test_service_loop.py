@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def versions(flow_result, tmp_path_factory):
     """{champion, challenger}: two versions of the trained model, and a prediction log folder of their own."""
-    from tasks.registry import register, tracking
+    from tasks.platform import tracking
+    from tasks.registry import register
 
     reg = flow_result["result"]["registered"]
     trained = register.get_version(reg["name"], reg["version"])

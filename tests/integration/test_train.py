@@ -316,7 +316,7 @@ def test_resume_continues_from_the_last_checkpoint(clean_ref, tmp_path):
 def test_search_runs_nested_trials_then_trains_with_the_best(clean_ref, tmp_path):
     from tasks.io import read_json
     from tasks.modelling.search import tune_and_train
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     cfg = tiny(
         tmp_path,
@@ -368,7 +368,7 @@ def test_a_pruned_trial_stops_training_and_its_run_says_so(clean_ref, tmp_path):
     import optuna
 
     from tasks.modelling.search import run_trial
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     class PruneAtOnce(optuna.pruners.BasePruner):
         def prune(self, study, trial):
@@ -386,7 +386,7 @@ def test_a_pruned_trial_stops_training_and_its_run_says_so(clean_ref, tmp_path):
 
 def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, tmp_path):
     from tasks.modelling.train import train_model
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     run_id = tracking.start_run("tests-ddp", "ddp")
     # use_cpu: two gloo ranks on any machine (two NCCL ranks would need two GPUs; one-GPU machines refuse them).
@@ -411,7 +411,7 @@ def test_distributed_two_processes_log_once_and_keep_the_loss_scale(clean_ref, t
 def test_cli_resume_from_continues_the_same_run(flow_result, capsys):
     """`ftflow run --resume-from RUN` reuses the run folder, its config and its MLflow run; a finished training is not redone."""
     from flows.ops.cli import main
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     first = flow_result["result"]
     run_dir = Path(first["run_dir"])

@@ -64,6 +64,7 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     from flows.retrain import retrain
     from tasks.monitoring.monitor import monitor_model
     from tasks.monitoring.prediction_log import read_predictions
+    from tasks.monitoring.shadow import check_shadow
     from tasks.registry import register
     from tasks.registry.promote import promote_challenger
 
@@ -131,7 +132,7 @@ def test_serve_feed_back_drift_retrain_and_shadow(flow_result, prefect_harness, 
     shadow_rows = read_predictions(model_name=NAME).query("role == 'challenger'")
     assert set(shadow_rows["model_version"]) == {new} and len(shadow_rows) == MIN_SHADOW + 4
 
-    decision = promote_challenger(NAME)
+    decision = promote_challenger(NAME, shadow_gate=check_shadow)
     shadow = decision.shadow
     assert (shadow["champion_version"], shadow["challenger_version"]) == (str(champion["version"]), new)
     assert shadow["answers"] == MIN_SHADOW + 4 and 0 <= shadow["agreement"] <= 1 and shadow["feedback_rows"] == 20

@@ -56,7 +56,7 @@ def test_shadow_report_pairs_answers_and_scores_both_on_feedback(shadowed_log):
 @pytest.mark.parametrize("needed, promoted", [(0, True), (5, True), (6, False)])
 def test_the_gate_refuses_too_few_shadow_answers(shadowed_log, needed, promoted):
     from tasks.monitoring.shadow import check_shadow
-    from tasks.registry import tracking
+    from tasks.platform import tracking
 
     run_id = tracking.start_run("tests-shadow", "challenger-run")
     tracking.log_params(run_id, {"registry.min_shadow_answers": needed})
