@@ -45,8 +45,9 @@ test: setup browser check
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
-# The static checks and the unit layer: no servers, no training; about a minute.
+# The static checks and the unit layer: no servers, no training; about two minutes (mypy takes one).
 test-fast: setup check
 	$(OFFLINE) $(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
