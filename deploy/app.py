@@ -302,6 +302,7 @@ async def _lifespan(app: FastAPI):
         app.state.second = ModelHolder(s.model_copy(update={"alias": s.second_alias}))
         app.state.second.start()
         if s.shadow:
+            assert s.model_name is not None, "Settings refuses a shadow without a registered model"
             app.state.shadow = ShadowRunner(app.state.second, app.state.logger, s.model_name, s.shadow_queue)
     yield
     # Shadow answers first (they log too), then the log is drained: a clean shutdown loses no row.
@@ -353,9 +354,11 @@ def create_app(model_name: str | None = None, bundle_dir: str | None = None, **s
     app.state.logger = app.state.second = app.state.shadow = None  # set at start-up (_lifespan)
     app.include_router(probes)
     app.include_router(api)
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(HTTPException, _http_error)
+    # Starlette types a handler as taking any Exception; it calls each with the class it was registered for.
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    assert cfg.max_body_bytes is not None, "Settings derives max_body_bytes while validating"
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-    app.openapi = lambda: _openapi(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     return app

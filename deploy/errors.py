@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -49,7 +52,9 @@ def describe(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def error_response(status: int, errors: list[dict], headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status: int, errors: Sequence[Mapping[str, Any]], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """The JSON answer for `errors` (dicts with type, loc, msg); the input is never echoed back."""
     detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"]} for e in errors]
     return JSONResponse(status_code=status, headers=headers, content={"detail": detail, "message": describe(detail)})

@@ -15,8 +15,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploy.settings import Settings
+
+if TYPE_CHECKING:  # imported where a bundle is loaded: importing the app must not load ONNX Runtime
+    from tasks.inference.predictor import OnnxPredictor
 
 log = logging.getLogger("ftflow.serve")
 
@@ -27,7 +31,7 @@ MAX_RETRY_WAIT_S = 600  # longest wait before loading a failed version again
 class Served:
     """One loaded model version; replaced whole, never changed in place."""
 
-    predictor: object
+    predictor: OnnxPredictor
     version: str
     run_id: str | None
     tags: dict
@@ -66,6 +70,7 @@ class ModelHolder:
                 self.current = self.load_bundle(Path(s.bundle_dir), "local", None, {})
                 return True
             return False
+        assert s.model_name is not None, "Settings needs a model name when no bundle folder is given"
         target = None
         try:
             mv = register.version_by_alias(s.model_name, s.alias)

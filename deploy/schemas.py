@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -59,6 +59,13 @@ class PredictRequestRules(BaseModel):
         },
     )
 
+    if TYPE_CHECKING:
+        # The fields, as `predict_request_model`'s subclass declares them with one deployment's limits.
+        text: str | None
+        texts: list[str] | None
+        text_pair: str | None
+        text_pairs: list[str] | None
+
     @model_validator(mode="after")
     def _check_shape(self):
         if (self.text is None) == (self.texts is None):
@@ -67,16 +74,22 @@ class PredictRequestRules(BaseModel):
             raise _refuse("with 'text' send 'text_pair' (one string), not 'text_pairs'")
         if self.texts is not None and self.text_pair is not None:
             raise _refuse("with 'texts' send 'text_pairs' (a list), not 'text_pair'")
-        if self.text_pairs is not None and len(self.text_pairs) != len(self.texts):
-            raise _refuse(
-                f"'text_pairs' has {len(self.text_pairs)} entries but 'texts' has {len(self.texts)}; "
-                f"give one second text per text"
-            )
+        if self.text_pairs is not None:
+            assert self.texts is not None, "'text_pairs' without 'texts' was refused above"
+            if len(self.text_pairs) != len(self.texts):
+                raise _refuse(
+                    f"'text_pairs' has {len(self.text_pairs)} entries but 'texts' has {len(self.texts)}; "
+                    f"give one second text per text"
+                )
         return self
 
     def batch(self) -> tuple[list[str], list[str] | None]:
         """The texts and their second texts (None for single-text requests), as lists."""
-        texts = self.texts if self.texts is not None else [self.text]
+        if self.texts is not None:
+            texts = self.texts
+        else:
+            assert self.text is not None, "_check_shape lets exactly one of 'text' and 'texts' through"
+            texts = [self.text]
         pairs = self.text_pairs if self.text_pairs is not None else ([self.text_pair] if self.text_pair else None)
         return texts, pairs
 
@@ -110,7 +123,10 @@ def predict_request_model(max_batch: int, max_chars: int) -> type[PredictRequest
     return PredictRequest
 
 
-def parse_request(model: type[BaseModel], body: bytes) -> BaseModel:
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_request(model: type[Model], body: bytes) -> Model:
     """The body as `model`, or RequestValidationError with each error's place in the body."""
     try:
         data = json.loads(body)

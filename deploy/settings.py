@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 # Where each setting is read from; `Settings.from_env` arguments win over the environment.
 ENVIRONMENT = {
@@ -108,7 +109,7 @@ class Settings(BaseModel):
             raise ValueError("; ".join(_describe(err, given) for err in e.errors())) from None
 
 
-def _describe(err: dict, given: dict) -> str:
+def _describe(err: ErrorDetails, given: dict) -> str:
     name = str(err["loc"][0]) if err["loc"] else ""
     if name in ENVIRONMENT and given.get(name) is None:
         return f"environment variable {ENVIRONMENT[name]}={err['input']!r}: {err['msg']}"

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
@@ -47,7 +48,7 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
     cfg = load_config(config_path or DEFAULT_CONFIG)
     defaults = {"config": cfg.model_dump(mode="json")}
     # Module entrypoints: the runner imports `flows.x` wherever it runs, independent of its cwd.
-    common = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["finetune-flow", cfg.name]}
+    common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["finetune-flow", cfg.name]}
     return [
         nightly.to_deployment(
             "nightly",

@@ -59,7 +59,7 @@ class _ConsoleAroundBars(logging.Filter):
     def __init__(self, handler: logging.Handler):
         super().__init__()
         self.own_emit = handler.emit
-        handler.emit = self.emit_above_bars
+        handler.emit = self.emit_above_bars  # type: ignore[method-assign]  # on purpose: this handler's emit only
         handler.addFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:

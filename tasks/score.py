@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -118,6 +119,7 @@ def resolve_model(ref: str) -> ModelRef:
                 f"as {name}/VERSION or an existing alias as {name}@ALIAS"
             )
         version = aliases[alias]
+    assert version is not None, "parse_model_ref gives an alias or a version"
     try:
         mv = register.get_version(name, version)
     except ValueError as e:
@@ -150,6 +152,7 @@ def read_input(src: SourceConfig) -> tuple[pd.DataFrame, str]:
     if src.kind == "sql":  # lineage names the database and the query, never its password
         from sqlalchemy.engine import make_url
 
+        assert src.connection is not None, "SourceConfig refuses a sql source without a connection"
         origin = f"sql:{make_url(src.connection).render_as_string(hide_password=True)} {src.query}"
     if df.empty:
         raise ScoreInputError(f"the input {origin} holds no rows; nothing to score")
@@ -275,7 +278,10 @@ def prepare_scoring(
         df, task, labels, origin, text_column, text_pair_column if task == "pair_classification" else None, label_column
     )
     texts = texts_of(df, text_column)
-    pairs = texts_of(df, text_pair_column) if task == "pair_classification" else None
+    pairs = None
+    if task == "pair_classification":
+        assert text_pair_column is not None, "check_columns refuses a pair model without a second text column"
+        pairs = texts_of(df, text_pair_column)
     tokenizer = load_tokenizer(bundle, meta["max_length"])
     # Without offsets (not needed for a length): a third faster over 100,000 texts.
     encodings = tokenizer.encode_batch_fast(list(zip(texts, pairs)) if pairs else texts)
@@ -364,7 +370,8 @@ def gather_answers(plan: ScorePlan, shard_answers: list[list[dict]]) -> list[dic
             raise RuntimeError(f"a shard of {len(rows)} rows came back with {len(got)} answers")
         for i, a in zip(rows, got):
             answers[int(i)] = a
-    return answers
+    # No slot is None: plan_shards puts every row in one shard, and each shard's answers were counted above.
+    return cast(list[dict], answers)
 
 
 def write_output(df: pd.DataFrame, path: str | Path) -> Path:
@@ -393,6 +400,7 @@ def labelled_metrics(plan: ScorePlan, out: pd.DataFrame) -> dict[str, float]:
     if plan.task == "regression":
         preds, refs = list(out["prediction"]), [float(v) for v in plan.references]
     else:
+        assert plan.labels is not None, "a classifier has a label set (None only for regression)"
         index = {name: i for i, name in enumerate(plan.labels)}
         preds, refs = [index[p] for p in out["prediction"]], [index[str(v)] for v in plan.references]
     return compute_metrics_for(plan.task, preds, refs, plan.labels)

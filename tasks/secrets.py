@@ -38,7 +38,9 @@ def _is_reference(value: str) -> bool:
 
 def _is_literal(value: str | None) -> bool:
     # Already masked (a config read back from a run folder) is no longer a credential to warn about.
-    return bool(value) and value != MASK and not _is_reference(value)
+    if not value:
+        return False
+    return value != MASK and not _is_reference(value)
 
 
 def redact_url(url: str) -> str:

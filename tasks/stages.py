@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -22,6 +24,9 @@ from tasks.labels import is_per_class_metric
 from tasks.platform import tracking
 from tasks.progress import PROGRESS_RECORD
 from tasks.results import CleanResult, EvaluationResult, ExportResult, TrainResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _retry_on_transient(task, task_run, state) -> bool:
@@ -54,7 +59,7 @@ class _ToRunLogger(logging.Handler):
         )
 
 
-def logs_to_prefect(fn):
+def logs_to_prefect(fn: Callable[P, R]) -> Callable[P, R]:
     """Forward the `tasks.*` loggers to the run logger while `fn` runs, instead of patching print.
 
     Used with log_prints=False on the stages that run third-party code: Prefect's print patch
@@ -63,7 +68,7 @@ def logs_to_prefect(fn):
     """
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         logger, handler = logging.getLogger("tasks"), _ToRunLogger(get_run_logger())
         level, propagate = logger.level, logger.propagate
         logger.addHandler(handler)
@@ -194,6 +199,7 @@ def validate(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: 
     try:
         result = _run_cached("validate", _run_expectations, run_dir, run_id, clean_ref, cfg)
     except DataValidationError as e:
+        assert e.result is not None, "validate_data raises with its report attached"
         _log_validation(e.result, folder, cfg, run_id)
         raise
     _log_validation(result, folder, cfg, run_id)

@@ -21,6 +21,7 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class Credentials:
         return f"{self.prefect_user}:{self.prefect_password}"
 
 
-def read_credentials(env: dict[str, str] | None = None) -> Credentials | None:
+def read_credentials(env: Mapping[str, str] | None = None) -> Credentials | None:
     """The credentials from the clients' variables; None when none is set; an error naming what is missing or weak."""
     env = os.environ if env is None else env
     present = [v for v in CREDENTIAL_VARS if env.get(v)]

@@ -128,6 +128,7 @@ def wait_healthy(services: list[Service], timeout: float = START_TIMEOUT_S) -> N
     while waiting:
         for svc in list(waiting):
             ensure_alive(svc)
+            assert svc.health_url is not None, "only services with a health URL are waited for"
             r = http_get(svc.health_url)
             if r is not None and r.status_code == 200:
                 waiting.remove(svc)

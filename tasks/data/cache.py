@@ -81,11 +81,13 @@ def source_fingerprint(src: SourceConfig) -> str | None:
             files = source_files(src)
             return digest_files(files) if files and all(f.exists() for f in files) else None
         if src.kind == "disk":
+            assert src.path is not None, "SourceConfig refuses a disk source without a path"
             return digest_files([Path(src.path)]) if Path(src.path).exists() else None
         if src.kind == "package" and src.name in PACKAGE_FILES:
             dist, relpath = PACKAGE_FILES[src.name]
             return f"{dist}=={importlib.metadata.version(dist)}:{relpath}"
         if src.kind == "url":
+            assert src.sha256 is not None, "SourceConfig refuses a url source without its sha256"
             return f"sha256:{src.sha256.lower()}"  # the download is checked against it
         if src.kind == "hub" and src.revision and _COMMIT.match(src.revision):
             return f"hub:{src.name}/{src.config}/{src.split}@{src.revision}"
@@ -97,7 +99,7 @@ def source_fingerprint(src: SourceConfig) -> str | None:
 def sources_fingerprint(data: DataConfig) -> str | None:
     """The fingerprint of `source` and every extra source; None when any one is unknown (feedback grows)."""
     prints = [source_fingerprint(s) for s in [data.source, *data.extra_sources]]
-    return None if None in prints else "+".join(prints)
+    return None if None in prints else "+".join(p for p in prints if p is not None)
 
 
 def suite_digest(task: str) -> str:
@@ -117,7 +119,8 @@ def stage_key(stage: str, upstream: str | None, data: DataConfig) -> str | None:
 
 def relocate(value, old: str, new: str):
     """Every string path under `old` inside a (nested) result, rewritten to lie under `new`."""
-    if dataclasses.is_dataclass(value):  # a stage's typed result (tasks/results.py): a copy with the new paths
+    # A stage's typed result (tasks/results.py), an instance (never a class): a copy with the new paths.
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(
             value, **{f.name: relocate(getattr(value, f.name), old, new) for f in dataclasses.fields(value)}
         )

@@ -201,7 +201,9 @@ def describe_file(path: Path, df: pd.DataFrame) -> dict:
 
 def read_conll(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read `token<TAB>tag` lines, a blank line between sentences."""
-    tokens, tags, sentences = [], [], []
+    tokens: list[str] = []
+    tags: list[str] = []
+    sentences: list[tuple[list[str], list[str]]] = []
     text = read_text(Path(path), encoding)
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r")

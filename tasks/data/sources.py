@@ -56,7 +56,8 @@ PACKAGE_FILES = {
 def _package_file(dist: str, relpath: str) -> Path:
     # locate_file avoids importing the package: its own imports are heavy and not installed.
     try:
-        path = Path(importlib.metadata.distribution(dist).locate_file(relpath))
+        # typeshed: SimplePath; an installed (PathDistribution) package gives a pathlib.Path.
+        path = Path(importlib.metadata.distribution(dist).locate_file(relpath))  # type: ignore[arg-type]
     except importlib.metadata.PackageNotFoundError:
         raise DataSourceError(
             f"the packaged dataset needs the '{dist}' package; install it with "
@@ -154,6 +155,7 @@ def file_splits(paths: list[Path]) -> list[str | None]:
 
 def source_files(src: SourceConfig) -> list[Path]:
     """The files a file or conll source reads: a folder's files, a glob's matches, or the one file."""
+    assert src.path is not None, "SourceConfig refuses a file or conll source without a path"
     target = Path(src.path)
     if target.is_dir():
         # Hidden files and folders (.ipynb_checkpoints/, .DS_Store, .git/) are never data.
@@ -201,6 +203,7 @@ def _read_dataset_dict(obj) -> pd.DataFrame:
 def _read_disk(src: SourceConfig) -> pd.DataFrame:
     from datasets import load_from_disk
 
+    assert src.path is not None, "SourceConfig refuses a disk source without a path"
     if not Path(src.path).exists():
         raise DataSourceError(f"saved dataset folder '{src.path}' does not exist; check data.source.path")
     obj = load_from_disk(src.path)
@@ -237,6 +240,7 @@ def cache_dir() -> Path:
 
 
 def _read_url(src: SourceConfig) -> pd.DataFrame:
+    assert src.url is not None and src.sha256 is not None, "SourceConfig refuses a url source without url and sha256"
     url, secrets = expand_references(src.url, "data.source.url")
     shown = describe_source(src)
     name = src.url.rsplit("/", 1)[-1].split("?")[0] or "download"
@@ -283,6 +287,7 @@ def _sha256_file(path: Path) -> str:
 def _read_sql(src: SourceConfig) -> pd.DataFrame:
     import sqlalchemy
 
+    assert src.connection is not None and src.query is not None, "SourceConfig refuses sql without query, connection"
     connection, secrets = expand_references(src.connection, "data.source.connection")
     try:
         engine = sqlalchemy.create_engine(connection)

@@ -308,7 +308,7 @@ def validate_data(clean: CleanResult, cfg: DataConfig, run_dir: str | Path) -> d
     critical = [r for r in rows if not r["success"] and r["severity"] == "critical"]
     warnings = [r for r in rows if not r["success"] and r["severity"] == "warning"]
     blocking = critical + (warnings if cfg.validation.fail_on_warning else [])
-    result = {
+    result: dict[str, Any] = {
         "success": not blocking,
         # What a returned (non-raising) result can say: clean, or passed with warnings (and how many).
         "status": "warnings" if warnings else "passed",

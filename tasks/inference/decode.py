@@ -8,6 +8,7 @@ travels in the bundle meta and is applied here, so every scorer answers with the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -73,16 +74,24 @@ class Scores:
         """Per row: the top probability; NER: its mean over the words (1.0 without words); None for regression."""
         if self.task == "regression":
             return [None] * len(self)
+        assert self.probabilities is not None, "classifiers and NER have probabilities (None only for regression)"
         if self.task == "ner":
             return [float(p.max(-1).mean()) if len(p) else 1.0 for p in self.probabilities]
+        probs, preds = self.probabilities, self.predictions
+        assert isinstance(probs, np.ndarray) and isinstance(preds, np.ndarray), "a classifier's scores are arrays"
         # The chosen label's probability: under a threshold it need not be the largest.
-        return self.probabilities[np.arange(len(self)), self.predictions].astype(float).tolist()
+        return probs[np.arange(len(self)), preds].astype(float).tolist()
 
     def answers(self) -> list:
         """Per row: the label name, the value, or the word tags (the form a person reads)."""
         if self.task in ("classification", "pair_classification"):
+            assert self.labels is not None, "a classifier has a label set (None only for regression)"
+            assert isinstance(self.predictions, np.ndarray), "a classifier's predictions are an array of class ids"
             return [self.labels[int(k)] for k in self.predictions]
-        return [float(v) for v in self.predictions] if self.task == "regression" else list(self.predictions)
+        if self.task == "regression":
+            assert isinstance(self.predictions, np.ndarray), "regression predictions are an array of values"
+            return [float(v) for v in self.predictions]
+        return list(self.predictions)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -109,6 +118,7 @@ def decide(probs: np.ndarray, decision: Decision) -> np.ndarray:
     """Class ids from calibrated probabilities: the positive class at or above the threshold, else argmax."""
     if decision.threshold is None:
         return probs.argmax(-1).astype(np.int64)
+    assert decision.positive is not None, "a threshold is recorded with its positive class"
     return np.where(probs[:, decision.positive] >= decision.threshold, decision.positive, 1 - decision.positive).astype(
         np.int64
     )
@@ -122,9 +132,10 @@ def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None,
     if task == "regression":
         values = np.array([float(np.ravel(row)[0]) for row in logits], dtype=np.float64)
         return Scores(task, labels, values, None)
+    assert labels is not None, "classification and NER have a label set (None only for regression)"
     if task == "ner":
-        probs = [softmax(np.asarray(row, dtype=np.float32)) for row in logits]
-        return Scores(task, labels, [[labels[int(k)] for k in p.argmax(-1)] for p in probs], probs)
+        word_probs = [softmax(np.asarray(row, dtype=np.float32)) for row in logits]
+        return Scores(task, labels, [[labels[int(k)] for k in p.argmax(-1)] for p in word_probs], word_probs)
     if not logits:
         return Scores(task, labels, np.zeros(0, np.int64), np.zeros((0, len(labels)), np.float32))
     probs = softmax(np.stack(logits).astype(np.float32) / np.float32(decision.temperature))
@@ -133,13 +144,15 @@ def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None,
 
 def entities_of(text: str, spans: list[tuple[int, int]], tags: list[str], probs: np.ndarray) -> list[dict]:
     """Entities with character spans of whole words, from one BIO tag per word; score = mean word probability."""
-    entities, current = [], None
+    entities: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
     for (start, end), tag, p in zip(spans, tags, probs):
         score = float(p.max())
-        if opens_entity(tag, current and current["type"]):
+        if opens_entity(tag, current["type"] if current else None):
             current = {"type": entity_type(tag), "start": start, "end": end, "scores": [score]}
             entities.append(current)
         elif tag.startswith(INSIDE):
+            assert current is not None, "an I- tag that opens no entity continues the current one"
             current["end"] = end
             current["scores"].append(score)
         else:

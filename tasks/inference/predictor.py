@@ -83,6 +83,7 @@ class OnnxPredictor:
             if words is None:
                 words = [[t[a:b] for a, b in split_words(t)] for t in texts or []]
             encodings = encode_rows(self.tokenizer, words=words)
+            assert self.labels is not None, "NER has a tag set (None only for regression)"
             outside = outside_id(self.labels)
             logits = [
                 word_logits(row, e.word_ids, len(w), outside)
@@ -137,13 +138,16 @@ class OnnxPredictor:
         if self.task == "ner":
             spans = [split_words(t) for t in texts]
             s = self.score(words=[[t[a:b] for a, b in sp] for t, sp in zip(texts, spans)])
+            assert s.probabilities is not None and s.truncated is not None, "score gives NER probabilities and cuts"
             return [
                 {"entities": entities_of(t, sp, tags, p), "truncated": bool(cut)}
                 for t, sp, tags, p, cut in zip(texts, spans, s.predictions, s.probabilities, s.truncated)
             ]
         s = self.score(texts, pairs)
+        assert s.truncated is not None, "score always says which inputs it cut"
         if self.task == "regression":
             return [{"value": float(v), "truncated": bool(cut)} for v, cut in zip(s.predictions, s.truncated)]
+        assert self.labels is not None and s.probabilities is not None, "a classifier has labels and probabilities"
         return [
             {
                 "label": self.labels[int(k)],

@@ -77,4 +77,5 @@ def encode_rows(
     """One `tokenizers.Encoding` per row: texts (with their second texts), or rows of words (NER)."""
     if words is not None:
         return tokenizer.encode_batch([list(w) for w in words], is_pretokenized=True)
+    assert texts is not None, "give texts (with their pairs) or rows of words"
     return tokenizer.encode_batch(list(zip(texts, pairs)) if pairs is not None else list(texts))

@@ -46,7 +46,9 @@ def long_text_of_bundle(meta: dict) -> LongText:
     return LongText(**(meta.get("long_text") or {}))
 
 
-def aggregate_windows(logits: Sequence[np.ndarray], doc_ids: Sequence[int], n_docs: int, how: str) -> list[np.ndarray]:
+def aggregate_windows(
+    logits: Sequence[np.ndarray], doc_ids: Sequence[int] | np.ndarray, n_docs: int, how: str
+) -> list[np.ndarray]:
     """Per document, the mean or the element-wise max of its windows' logits (windows in any order)."""
     if how not in ("mean", "max"):
         raise ValueError(f"aggregate must be 'mean' or 'max', got {how!r}")

@@ -151,6 +151,7 @@ def encode_frame(
     carries its document's label, and `document` holds the row it came from.
     """
     if task == "ner":
+        assert labels is not None, "NER has a tag set (labels are None only for regression)"
         label2id = {name: i for i, name in enumerate(labels)}
         enc = tokenizer(
             list(df["tokens"]),
@@ -160,7 +161,11 @@ def encode_frame(
             padding="max_length" if pad_to_max_length else False,
         )
         out = {k: enc[k] for k in enc}
-        inside_of = {i: label2id[inside_tag(name)] for name, i in label2id.items() if inside_tag(name) in label2id}
+        inside_of = {
+            i: label2id[inside]
+            for name, i in label2id.items()
+            if (inside := inside_tag(name)) is not None and inside in label2id
+        }
         out["labels"] = [
             align_word_labels(enc.word_ids(i), [label2id[t] for t in tags], label_all_subtokens, inside_of)
             for i, tags in enumerate(df["tags"])
@@ -171,6 +176,7 @@ def encode_frame(
     if task == "regression":
         targets = [float(v) for v in df["label"]]
     else:
+        assert labels is not None, "classification has a label set (None only for regression)"
         label2id = {name: i for i, name in enumerate(labels)}
         targets = [label2id[str(v)] for v in df["label"]]
     if stride is None:

@@ -59,6 +59,7 @@ def frame_of_predictions(df: pd.DataFrame, scored: dict, task: str, labels: list
         out["confidence"] = scored["confidence"]
         out["mistakes"] = [describe_tag_mistakes(t, r, p) for t, r, p in zip(df["tokens"], refs, preds)]
     else:
+        assert labels is not None, "a classifier has a label set (None only for regression)"
         out["prediction"] = [labels[p] for p in preds]
         out["correct"] = [p == r for p, r in zip(preds, refs)]
         out["confidence"] = scored["confidence"]
@@ -100,6 +101,7 @@ def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list
     """
     if task == "regression":
         return []
+    assert labels is not None, "classification and NER have a label set (None only for regression)"
     metrics = scored["metrics"]
     if task == "ner":
         classes, predicted = entity_types(labels), None
@@ -205,6 +207,7 @@ def confusion_inputs(scored: dict, task: str, labels: list[str] | None) -> tuple
     if task == "regression":
         edges = regression_ranges(refs)
         return range_ids(refs, edges), range_ids(preds, edges), range_names(edges)
+    assert labels is not None, "classification and NER have a label set (None only for regression)"
     if task == "ner":
         names = list(dict.fromkeys(entity_type(t) for t in labels))
         index = {n: i for i, n in enumerate(names)}
@@ -267,8 +270,10 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
         refs = scored["references"]
         report = per_range_report(refs, scored["predictions"], regression_ranges(refs))
     elif task == "ner":
+        assert labels is not None, "NER has a tag set (None only for regression)"
         report = per_class_report(scored["metrics"], entity_types(labels))
     else:
+        assert labels is not None, "a classifier has a label set (None only for regression)"
         report = per_class_report(scored["metrics"], labels)
     report.to_csv(path, index=False)
     return str(path)
@@ -280,6 +285,7 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
     from tasks.modelling.calibration import fit_decision
     from tasks.modelling.predict import predict_logits, references_of
 
+    assert data.labels is not None, "only classifiers are calibrated, and they have a label set"
     validation = read_frame(data.splits["validation"])
     meta_path = model_dir / "finetune_flow.json"
     logits = predict_logits(

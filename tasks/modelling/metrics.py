@@ -35,6 +35,9 @@ import numpy as np
 
 from tasks.labels import IGNORE_INDEX
 
+# Predictions and references: lists, or the Trainer's arrays (class ids, values, tag lists).
+Values = Sequence[Any] | np.ndarray
+
 TASKS = ("classification", "pair_classification", "regression", "ner")
 
 _PRIMARY = {"classification": "f1", "pair_classification": "f1", "regression": "pearson", "ner": "f1"}
@@ -66,8 +69,8 @@ def greater_is_better(metric_name: str) -> bool:
 
 def compute_metrics_for(
     task: str,
-    predictions: Sequence[Any],
-    references: Sequence[Any],
+    predictions: Values,
+    references: Values,
     label_names: list[str] | None = None,
 ) -> dict[str, float]:
     """Score predictions against references for a task kind; see the module docstring for the keys."""
@@ -98,6 +101,7 @@ def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None
         if task == "regression":
             return compute_metrics_for(task, logits, label_ids)
         if task == "ner":
+            assert label_names is not None, "refused above: NER metrics need label_names"
             preds, refs = decode_tag_ids(logits.argmax(axis=-1), label_ids, label_names)
             return compute_metrics_for(task, preds, refs, label_names)
         return compute_metrics_for(task, logits.argmax(axis=-1), label_ids.reshape(-1), label_names)
@@ -128,14 +132,14 @@ def _unpack_eval_prediction(eval_pred) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(logits), np.asarray(label_ids)
 
 
-def _to_ints(values: Sequence[Any]) -> list[int]:
+def _to_ints(values: Values) -> list[int]:
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"expected one class id per example, got shape {arr.shape}; take argmax of logits first")
     return arr.astype(np.int64).tolist()
 
 
-def _to_floats(values: Sequence[Any]) -> list[float]:
+def _to_floats(values: Values) -> list[float]:
     arr = np.asarray(values, dtype=np.float64)
     # A regression head gives [N, 1]; anything wider is not one value per example.
     if arr.ndim > 1 and arr.size != arr.shape[0]:
@@ -143,7 +147,7 @@ def _to_floats(values: Sequence[Any]) -> list[float]:
     return arr.reshape(-1).tolist()
 
 
-def _to_tag_lists(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]):
+def _to_tag_lists(predictions: Sequence[Sequence[str]] | np.ndarray, references: Sequence[Sequence[str]] | np.ndarray):
     preds = [[str(tag) for tag in sentence] for sentence in predictions]
     refs = [[str(tag) for tag in sentence] for sentence in references]
     for i, (p, r) in enumerate(zip(preds, refs)):

@@ -17,6 +17,7 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
     if task == "regression":
         kwargs.update(num_labels=1, problem_type="regression")
     else:
+        assert labels is not None, "classification and NER heads have a label set (None only for regression)"
         kwargs.update(
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),

@@ -45,7 +45,10 @@ def write_model_card(
     # The values training used (a search may have changed them), else the config's.
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
-    labels = data.labels if task != "ner" else sorted(entity_types(data.labels))
+    labels = data.labels
+    if task == "ner":
+        assert labels is not None, "NER has a tag set (None only for regression)"
+        labels = sorted(entity_types(labels))
     weak_section = "" if task == "regression" else f"## Weak classes\n{weak_text}\n\n"
     card = f"""# {cfg.registry.model_name}
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+from typing import TypedDict
 
 log = logging.getLogger(__name__)
 
 # CPU features that run bf16 matrix products natively (Intel AMX, AVX512-BF16); without them
 # autocast emulates bf16 and trains slower than fp32.
 NATIVE_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+class Precision(TypedDict):
+    """The Trainer's two mixed-precision flags, passed to TrainingArguments as keywords."""
+
+    bf16: bool
+    fp16: bool
 
 
 def cpu_flags() -> set[str]:
@@ -31,7 +39,7 @@ def cpu_runs_bf16_natively(flags: set[str] | None = None) -> bool:
     return any(flag in flags for flag in NATIVE_CPU_BF16_FLAGS)
 
 
-def pick_precision(mode: str, use_cpu: bool) -> dict[str, bool]:
+def pick_precision(mode: str, use_cpu: bool) -> Precision:
     """The Trainer's precision flags: bf16 autocast where the device runs it natively, else fp16 (GPUs) or fp32.
 
     auto: on GPUs bf16 where native, else fp16; on CPUs bf16 with AMX-BF16 or AVX512-BF16, else

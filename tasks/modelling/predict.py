@@ -8,6 +8,7 @@ functions, so both backends read logits alike.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -76,11 +77,13 @@ def predict_logits(
         logits = forward(pad_rows({k: [enc[k][i] for i in idx] for k in keys}, tokenizer.pad_token_id or 0))
         for j, i in enumerate(idx):
             out[i] = logits[j, : lengths[i]] if task == "ner" else logits[j]
+    # No slot is None any more: length_buckets yields every row index exactly once.
+    rows = cast(list[np.ndarray], out)
     if task == "ner":
-        out = [word_logits(out[i], enc.word_ids(i), len(df["tokens"].iloc[i]), outside) for i in range(len(df))]
+        rows = [word_logits(rows[i], enc.word_ids(i), len(df["tokens"].iloc[i]), outside) for i in range(len(df))]
     elif long_text.chunks:
-        out = aggregate_windows(out, enc["overflow_to_sample_mapping"], len(df), long_text.aggregate)
-    return out
+        rows = aggregate_windows(rows, enc["overflow_to_sample_mapping"], len(df), long_text.aggregate)
+    return rows
 
 
 def references_of(df: pd.DataFrame, task: str, labels: list[str] | None) -> list:
@@ -89,6 +92,7 @@ def references_of(df: pd.DataFrame, task: str, labels: list[str] | None) -> list
         return [float(v) for v in df["label"]]
     if task == "ner":
         return [list(t) for t in df["tags"]]
+    assert labels is not None, "a classifier has a label set (None only for regression)"
     label2id = {name: i for i, name in enumerate(labels)}
     return [label2id[str(v)] for v in df["label"]]
 
@@ -124,7 +128,10 @@ def score_frame(
     as the core applies them; the raw logits come back too, for calibration. long_text: how the model
     reads documents longer than max_length (one aggregated answer per document in chunk mode).
     """
-    outside = outside_id(labels) if task == "ner" else 0
+    outside = 0
+    if task == "ner":
+        assert labels is not None, "NER has a tag set (None only for regression)"
+        outside = outside_id(labels)
     logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside, long_text)
     scores = decode_logits(task, logits, labels, decision)
     return {

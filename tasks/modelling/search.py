@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from tasks.config import PipelineConfig, SearchParam, TrainingConfig
 from tasks.io import read_frame, write_frames, write_json
@@ -24,7 +24,7 @@ SEARCH = "search"
 PRUNE_AFTER_TRIALS = 2  # trials that always run to the end: the median needs something to stand on
 
 
-def search_objective(cfg: PipelineConfig) -> tuple[str, str]:
+def search_objective(cfg: PipelineConfig) -> tuple[str, Literal["maximize", "minimize"]]:
     """(metric, direction) of the search: the configured ones, else the best-model metric and its direction."""
     from tasks.modelling.metrics import greater_is_better, primary_metric
 
@@ -43,6 +43,7 @@ def suggest_values(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
             TrainingConfig.model_fields[name].annotation,
             *get_args(TrainingConfig.model_fields[name].annotation),
         ):
+            assert param.low is not None and param.high is not None, "SearchParam: a range has low and high"
             values[name] = trial.suggest_int(name, int(param.low), int(param.high), log=param.log)
         else:
             values[name] = trial.suggest_float(name, param.low, param.high, log=param.log)

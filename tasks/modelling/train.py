@@ -128,13 +128,13 @@ def per_document(compute_metrics, documents: list[int], how: str):
     import numpy as np
     from transformers import EvalPrediction
 
-    documents = np.asarray(documents)
-    n_docs = int(documents.max()) + 1 if len(documents) else 0
-    first = np.unique(documents, return_index=True)[1]  # a document's windows all carry its label
+    doc_ids = np.asarray(documents)
+    n_docs = int(doc_ids.max()) + 1 if len(doc_ids) else 0
+    first = np.unique(doc_ids, return_index=True)[1]  # a document's windows all carry its label
 
     def compute(eval_pred) -> dict[str, float]:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        docs = np.stack(aggregate_windows(list(logits), documents, n_docs, how))
+        docs = np.stack(aggregate_windows(list(logits), doc_ids, n_docs, how))
         return compute_metrics(EvalPrediction(predictions=docs, label_ids=np.asarray(eval_pred.label_ids)[first]))
 
     return compute

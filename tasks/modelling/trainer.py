@@ -164,7 +164,8 @@ def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = T
         eval_strategy=strategy,
         save_strategy=strategy if checkpoints else "no",
         eval_steps=tc.eval_steps,
-        save_steps=tc.eval_steps,
+        # None only with save_strategy epoch or no, where transformers never reads save_steps.
+        save_steps=tc.eval_steps,  # type: ignore[arg-type]  # transformers types it float (default 500), not Optional
         logging_steps=tc.logging_steps,
         save_total_limit=tc.save_total_limit,
         load_best_model_at_end=checkpoints,  # the best checkpoint is never rotated out
@@ -189,10 +190,14 @@ def loss_spec_for(cfg: PipelineConfig, labels: list[str] | None, train_label_ids
     from tasks.modelling.losses import resolve_loss_name
 
     tc, task = cfg.training, cfg.data.task
+    class_weights = None
+    if task != "regression":
+        assert labels is not None, "classification and NER have a label set (None only for regression)"
+        class_weights = resolve_class_weights(cfg, train_label_ids, len(labels))
     return {
         "task": task,
         "loss_name": resolve_loss_name(task, tc.loss),
-        "class_weights": None if task == "regression" else resolve_class_weights(cfg, train_label_ids, len(labels)),
+        "class_weights": class_weights,
         "gamma": tc.focal_gamma,
         "alpha": tc.focal_alpha,
         "label_smoothing": tc.label_smoothing,

@@ -94,6 +94,7 @@ def monitor_model(
     with tempfile.TemporaryDirectory(prefix="ftflow-monitor-") as tmp:
         workdir = Path(tmp)
         champion = load_candidate(model_name, CHAMPION, workdir)
+        assert champion is not None, f"'{model_name}' had a '{CHAMPION}' version a moment ago"
         task = champion["meta"]["task"]
         result = {
             "model_name": model_name,

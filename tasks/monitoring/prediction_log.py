@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import pandas as pd
 import pyarrow as pa
@@ -71,9 +72,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def is_request_id(value: str | None, max_length: int = CLIENT_REQUEST_ID_MAX) -> bool:
+def is_request_id(value: str | None, max_length: int = CLIENT_REQUEST_ID_MAX) -> TypeGuard[str]:
     """Whether `value` may serve as a request id (letters, digits and ._:- ; at most `max_length`)."""
-    return bool(value) and len(value) <= max_length and re.match(REQUEST_ID_PATTERN, value) is not None
+    if not value:
+        return False
+    return len(value) <= max_length and re.match(REQUEST_ID_PATTERN, value) is not None
 
 
 def item_request_id(request_id: str, index: int, batch: bool) -> str:

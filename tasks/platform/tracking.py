@@ -188,7 +188,8 @@ def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, cont
 
     with warnings.catch_warnings():  # its hint about integer columns is for model signatures, not inputs
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(
+        # mlflow.data defines its from_* constructors at import time (its dataset registry): invisible to mypy.
+        ds = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             df.head(1000), source=dataset_source(redact_text(source)), name=name, digest=digest
         )
         entity = ds._to_mlflow_entity()

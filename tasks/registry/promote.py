@@ -249,8 +249,9 @@ def promote_challenger(
             eval_source=source,
             eval_rows=len(df),
             shadow=shadow.report,
-            same_data_digest=bool(champion)
-            and champion["tags"].get("data_digest") == challenger["tags"].get("data_digest"),
+            same_data_digest=bool(
+                champion and champion["tags"].get("data_digest") == challenger["tags"].get("data_digest")
+            ),
         )
         run_id = move_champion(d, extra_tags) if promoted else record_decision(d, extra_tags)
     return dataclasses.replace(d, record_run_id=run_id)
@@ -262,6 +263,7 @@ def move_champion(d: PromotionDecision, extra_tags: dict | None) -> str:
     Written in this order so that a crash at any point leaves a record that says what was meant;
     `promotion_history` tells from the alias whether the move happened.
     """
+    assert d.champion_after is not None, "a move names the version that becomes champion"
     run_id = record_decision(d, extra_tags, state=PENDING)
     try:
         register.set_alias(d.model_name, register.CHAMPION, d.champion_after)
