@@ -42,6 +42,7 @@ def promote(
     eval_data: str | None = None,
     allow_data_warnings: bool | None = None,
     break_lock: bool = False,
+    allow_below_baseline: bool | None = None,
 ) -> PromotionDecision:
     """Re-score a version and the champion on the same held-out data; move 'champion' if the version wins.
 
@@ -49,7 +50,9 @@ def promote(
     margin: how much better the challenger must be on the primary metric; default the challenger's
     registry.promotion_margin. eval_data: a pinned evaluation set (parquet/csv/jsonl) instead of the
     challenger run's held-out split. allow_data_warnings: promote a version whose data passed only
-    with warnings; default the challenger's registry.promote_with_data_warnings. break_lock: clear
+    with warnings; default the challenger's registry.promote_with_data_warnings. allow_below_baseline:
+    promote a version that did not beat the best baseline (tag beats_baseline=false); default the
+    challenger's registry.allow_below_baseline. break_lock: clear
     the lock of a promotion whose process is gone. One promotion per model at a time: a second one
     is refused (PromotionBusy).
     """
@@ -67,6 +70,7 @@ def promote(
         allow_data_warnings=allow_data_warnings,
         break_lock=break_lock,
         shadow_gate=check_shadow,  # the challenger's shadow answers: monitoring's verdict, the gate's input
+        allow_below_baseline=allow_below_baseline,
     )
     _publish(decision)
     return decision

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from tasks import quiet, stages
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.io import locked_folder, read_json, write_json, write_text
+from tasks.modelling.baselines import comparison_markdown, comparison_rows
 from tasks.modelling.checkpoints import TRAINING_SECTIONS
 from tasks.modelling.encode import check_model_source
 from tasks.platform import tracking
@@ -114,8 +115,9 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
     logger.info("MLflow run %s (%s); run folder %s", run_name, run_id, run_dir)
     with tracking.ended_run(run_id):
         raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
+        baselines = stages.baselines(clean_ref, cfg, str(run_dir), run_id)
         trained = stages.train(clean_ref, cfg, str(run_dir), run_id)
-        evaluation = stages.evaluate(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, raw["source"])
+        evaluation = stages.evaluate(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, raw["source"], baselines)
         exported = (
             stages.export(trained.model_dir, clean_ref, cfg, str(run_dir), run_id) if cfg.export.enabled else None
         )
@@ -127,6 +129,9 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
         "experiment": cfg.registry.experiment,
         "metrics": evaluation.metrics,
         "weak_classes": evaluation.weak_classes_text,
+        "baselines": comparison_rows(baselines, evaluation.baselines),
+        "baseline_verdict": evaluation.baselines["text"] if evaluation.baselines else None,
+        "baselines_table": comparison_markdown(baselines, evaluation.baselines),
         "registered": registered,
         "parity": exported.parity if exported else None,
         "serving_file": exported.serving_file if exported else None,
@@ -174,6 +179,8 @@ def summary_markdown(result: dict) -> str:
     lines += [
         f"| {k} | {v:.4f} |"
         for k, v in sorted(result["metrics"].items())
-        if isinstance(v, float) and "support" not in k
+        if isinstance(v, float) and "support" not in k and not k.startswith("baseline")
     ]
+    if result.get("baselines_table"):
+        lines += ["", "## Against cheap baselines (same splits)", "", result["baselines_table"]]
     return "\n".join(lines)

@@ -26,6 +26,17 @@ class CleanResult:
 
 
 @dataclass(frozen=True)
+class BaselineResult:
+    """The baselines stage's test scores per baseline and its test answers (empty when none applies)."""
+
+    dir: str  # RUN/baselines
+    metric: str  # the task's primary metric, which ranks the baselines and the model
+    scores: dict  # baseline -> {"test": metrics with intervals, "chosen": regularisation, "seconds", "train_rows"}
+    predictions: str | None  # test_predictions.parquet: one column per baseline, the test split's row order
+    seconds: float  # wall time of all baselines
+
+
+@dataclass(frozen=True)
 class TrainResult:
     """The train stage's model folder and training summary (and the search's, when one ran)."""
 
@@ -43,6 +54,7 @@ class EvaluationResult:
     files: dict[str, str]  # what -> file: metrics, predictions, model_card, plots, ...
     weak_classes: list[dict]
     weak_classes_text: str  # one readable paragraph; also in the model card
+    baselines: dict | None = None  # the model against the best baseline (baselines.compare_with_baselines)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from tasks.config import PipelineConfig
 from tasks.labels import is_per_class_metric
 from tasks.platform import tracking
 from tasks.progress import PROGRESS_RECORD
-from tasks.results import CleanResult, EvaluationResult, ExportResult, TrainResult
+from tasks.results import BaselineResult, CleanResult, EvaluationResult, ExportResult, TrainResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -248,6 +248,29 @@ def _log_lineage(clean_ref: CleanResult, run_id: str) -> None:
         )
 
 
+@task(name="baselines", timeout_seconds=3600, log_prints=False)
+@logs_to_prefect
+def baselines(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> BaselineResult:
+    """Fit the cheap baselines on the same splits; log their test metrics (evaluation compares the model)."""
+    from tasks.modelling.baselines import comparison_markdown, fit_baselines
+
+    quiet.silence_known_noise(torch_stage=True)
+    result = fit_baselines(clean_ref, cfg, run_dir)
+    if not result.scores:
+        get_run_logger().info("no baseline applies to %s (or baselines.enabled is false)", cfg.data.task)
+        return result
+    tracking.log_metrics(
+        run_id,
+        {f"baseline_{name}_test_{k}": float(v) for name, s in result.scores.items() for k, v in s["test"].items()}
+        | {"baselines_seconds": result.seconds},
+    )
+    tracking.log_artifact(run_id, result.dir, "baselines")
+    create_markdown_artifact(
+        comparison_markdown(result, None), key=_artifact_key(f"{cfg.name}-baselines"), description="baselines"
+    )
+    return result
+
+
 @task(
     name="train",
     retries=1,
@@ -297,13 +320,33 @@ def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str
 @task(name="evaluate", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
 def evaluate(
-    model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str, source: str = ""
+    model_dir: str,
+    clean_ref: CleanResult,
+    cfg: PipelineConfig,
+    run_dir: str,
+    run_id: str,
+    source: str = "",
+    baselines_ref: BaselineResult | None = None,
 ) -> EvaluationResult:
-    """Score on test; log metrics, plots, errors and the model card."""
+    """Score on test; log metrics, plots, errors and the model card; compare with the baselines."""
+    from tasks.modelling.baselines import comparison_markdown
     from tasks.modelling.evaluate import evaluate_model, weak_classes_markdown
 
     quiet.silence_known_noise(torch_stage=True)
-    result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source)
+    result = evaluate_model(model_dir, clean_ref, cfg, run_dir, source, baselines_ref)
+    if result.baselines is not None and baselines_ref is not None:
+        tracking.set_tags(
+            run_id,
+            {
+                "beats_baseline": str(result.baselines["beats"]).lower(),
+                "best_baseline": result.baselines["best_baseline"],
+            },
+        )
+        create_markdown_artifact(
+            "# The model against the baselines\n\n" + comparison_markdown(baselines_ref, result.baselines),
+            key=_artifact_key(f"{cfg.name}-baselines-comparison"),
+            description="the fine-tuned model beside the baselines on the same test rows",
+        )
     tracking.log_metrics(run_id, result.metrics)
     tracking.log_artifact(run_id, result.dir, "evaluation")
     tracking.log_artifact(run_id, result.files["model_card"], "model_card")

@@ -150,10 +150,17 @@ def print_result(result: dict) -> None:
     intervals = [
         f"{k[5:-7]} [{v:.4f}, {metrics[k[:-3] + 'high']:.4f}]"
         for k, v in sorted(metrics.items())
-        if k.endswith("_ci_low")
+        if k.startswith("test_") and k.endswith("_ci_low")
     ]
     if intervals:
         print("95% bootstrap intervals (test rows resampled): " + ", ".join(intervals))
+    if result.get("baselines"):
+        print("against cheap baselines (same splits; 95% intervals):")
+    for row in result.get("baselines") or []:
+        interval = f" [{row['ci_low']:.4f}, {row['ci_high']:.4f}]" if row["ci_low"] is not None else ""
+        print(f"  {row['model']:<14} test {row['metric']} {row['value']:.4f}{interval}")
+    if result.get("baseline_verdict"):
+        print(("" if "NOT" not in result["baseline_verdict"] else "BELOW BASELINE: ") + result["baseline_verdict"])
     if result.get("weak_classes"):
         print(f"WEAK CLASSES: {result['weak_classes']}")
     print(f"MLflow UI:    {result['ui_hint']}")

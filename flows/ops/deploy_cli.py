@@ -59,6 +59,7 @@ def cmd_promote(args) -> int:
             eval_data=args.eval_data,
             allow_data_warnings=args.allow_data_warnings,
             break_lock=args.break_lock,
+            allow_below_baseline=args.allow_below_baseline,
         )
     )
     if isinstance(d, int):
@@ -135,6 +136,13 @@ def add_deploy_commands(sub) -> None:
         default=None,
         help="promote even if the version's data passed validation only with warnings; "
         "default: the challenger config's registry.promote_with_data_warnings",
+    )
+    sp.add_argument(
+        "--allow-below-baseline",
+        action="store_true",
+        default=None,
+        help="promote even if the version did not beat the best cheap baseline on its test split "
+        "(tag beats_baseline=false); default: the challenger config's registry.allow_below_baseline",
     )
     sp.add_argument(
         "--break-lock",

@@ -5,6 +5,7 @@ reads presets and overrides. The names below are the package's public API.
 """
 
 from tasks.config.base import NAME_PATTERN, ConfigError, check_name
+from tasks.config.baselines import BaselineKind, BaselinesConfig
 from tasks.config.data import CleanConfig, DataConfig, SplitConfig, TaskKind, ValidationConfig, char_cap
 from tasks.config.load import apply_overrides, flatten_config, load_config
 from tasks.config.model import DecisionConfig, ExportConfig, MaxF1Target, MinPrecisionTarget, ModelConfig
@@ -15,6 +16,8 @@ from tasks.config.training import DistributedConfig, SearchConfig, SearchParam, 
 
 __all__ = [
     "NAME_PATTERN",
+    "BaselineKind",
+    "BaselinesConfig",
     "CleanConfig",
     "ConfigError",
     "DataConfig",

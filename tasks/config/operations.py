@@ -17,6 +17,11 @@ class RegistryConfig(Section):
     )
     experiment: str = Field("finetune-flow", description="MLflow experiment of the training runs")
     promotion_margin: float = Field(0.0, ge=0, description="challenger must beat champion by this much")
+    allow_below_baseline: bool = Field(
+        False,
+        description="promote a version that did not beat the best baseline on its test split beyond the interval "
+        "(tag beats_baseline=false); default: refuse",
+    )
     promote_with_data_warnings: bool = Field(
         False, description="promote a version whose data passed validation only with warnings (default: refuse)"
     )

@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import Section, check_name
+from tasks.config.baselines import BaselinesConfig
 from tasks.config.data import UNCAPPED_TASKS, DataConfig
 from tasks.config.model import DecisionConfig, ExportConfig, ModelConfig
 from tasks.config.operations import MonitoringConfig, RegistryConfig
@@ -31,6 +32,7 @@ class PipelineConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)

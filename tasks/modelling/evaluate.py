@@ -30,7 +30,7 @@ from tasks.config import PipelineConfig
 from tasks.io import read_frame, read_json, write_json, write_parquet
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.model_card import write_model_card
-from tasks.results import CleanResult, EvaluationResult
+from tasks.results import BaselineResult, CleanResult, EvaluationResult
 
 log = logging.getLogger(__name__)
 WORST_N = 50
@@ -353,13 +353,22 @@ def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
 
 
 def evaluate_model(
-    model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, source: str = ""
+    model_dir: str | Path,
+    data: CleanResult,
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    source: str = "",
+    baselines: BaselineResult | None = None,
 ) -> EvaluationResult:
-    """Score the model on the test split; write metrics, predictions, errors, plots and the model card."""
+    """Score the model on the test split; write metrics, predictions, errors, plots and the model card.
+
+    baselines: the baselines stage's result; the model is compared with the best of them on the same rows.
+    """
     import torch
 
     from tasks.inference.decode import Decision
     from tasks.inference.windows import long_text_of_bundle
+    from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
     from tasks.modelling.calibration import CALIBRATED_TASKS
     from tasks.modelling.confidence import interval_metrics
     from tasks.modelling.predict import score_frame, torch_forward
@@ -409,6 +418,13 @@ def evaluate_model(
         files["prediction_scatter"] = plot_prediction_scatter(
             scored["references"], scored["predictions"], out / "prediction_scatter.png"
         )
+    comparison = None
+    if baselines is not None:
+        comparison = compare_with_baselines(baselines, task, scored["predictions"], scored["references"], labels)
+        metrics.update(comparison_metrics(baselines, comparison))
+        files["baselines"] = write_json(out / "baselines.json", {"comparison": comparison, **baselines.scores})
+        if comparison is not None:
+            (log.info if comparison["beats"] else log.warning)("%s", comparison["text"])
     weak = find_weak_classes(scored, task, labels)
     n_classes = len(classes) - (1 if task == "ner" else 0)  # NER's matrix has "O", which is no entity type
     weak_text = describe_weak_classes(weak, n_classes, "test mentions" if task == "ner" else "test rows")
@@ -420,5 +436,13 @@ def evaluate_model(
         scored["metrics"],
         source,
         weak_text or f"None: every class has test F1 of at least {WEAK_F1} and is predicted.",
+        comparison_markdown(baselines, comparison) if baselines is not None else "",
     )
-    return EvaluationResult(metrics=metrics, dir=str(out), files=files, weak_classes=weak, weak_classes_text=weak_text)
+    return EvaluationResult(
+        metrics=metrics,
+        dir=str(out),
+        files=files,
+        weak_classes=weak,
+        weak_classes_text=weak_text,
+        baselines=comparison,
+    )

@@ -32,10 +32,16 @@ def long_text_note(cfg: PipelineConfig) -> str:
 
 
 def write_model_card(
-    model_dir: Path, cfg: PipelineConfig, data: CleanResult, metrics: dict, source: str, weak_text: str
+    model_dir: Path,
+    cfg: PipelineConfig,
+    data: CleanResult,
+    metrics: dict,
+    source: str,
+    weak_text: str,
+    baselines_text: str = "",
 ) -> str:
-    """The model's README: data, metrics, hyperparameters, intended use, limitations; `weak_text` names the
-    weak classes (or says there are none)."""
+    """The model's README: data, metrics, baselines, hyperparameters, intended use, limitations; `weak_text`
+    names the weak classes (or says there are none), `baselines_text` compares the model with the baselines."""
     rows = "\n".join(
         f"| {k} | {v:.4f} |"
         for k, v in sorted(metrics.items())
@@ -50,6 +56,7 @@ def write_model_card(
         assert labels is not None, "NER has a tag set (None only for regression)"
         labels = sorted(entity_types(labels))
     weak_section = "" if task == "regression" else f"## Weak classes\n{weak_text}\n\n"
+    baselines_section = f"## Against cheap baselines (same splits)\n{baselines_text}\n\n" if baselines_text else ""
     card = f"""# {cfg.registry.model_name}
 
 Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
@@ -65,7 +72,7 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 |---|---|
 {rows}
 
-{weak_section}## Hyperparameters
+{weak_section}{baselines_section}## Hyperparameters
 learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
 epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}

@@ -3,6 +3,8 @@
 The gate (every part must hold):
 - the challenger's ONNX parity check passed, and its data validation passed (version tag
   `data_validation`; "warnings" refuses unless registry.promote_with_data_warnings allows it);
+- the challenger beat the best cheap baseline on its test split (version tag `beats_baseline`;
+  "false" refuses unless registry.allow_below_baseline allows it);
 - there is no champion yet, or the challenger's primary metric beats the champion's by the
   margin on the SAME data (tasks/registry/holdout.py scores both with the ONNX file each serves).
 
@@ -42,6 +44,7 @@ from tasks.registry.lock import promotion_lock
 
 MARGIN_PARAM = "registry.promotion_margin"  # the training run's config value, the default margin
 WARNINGS_PARAM = "registry.promote_with_data_warnings"  # likewise, the default data-warnings policy
+BELOW_BASELINE_PARAM = "registry.allow_below_baseline"  # likewise, the default below-baseline policy
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,17 @@ def challenger_version(name: str) -> str:
     return str(mv.version)
 
 
-def failed_checks(tags: dict, allow_data_warnings: bool = False) -> list[str]:
-    """The required checks a version's tags do not show as passed (data warnings fail unless allowed)."""
+def failed_checks(tags: dict, allow_data_warnings: bool = False, allow_below_baseline: bool = False) -> list[str]:
+    """The required checks a version's tags do not show as passed (data warnings and a model below its
+    baseline fail unless allowed)."""
     failed = []
+    if tags.get(register.BEATS_BASELINE_TAG) == "false" and not allow_below_baseline:
+        failed.append(
+            f"the model did not beat the best baseline ({tags.get('best_baseline', '?')}, test score "
+            f"{tags.get('best_baseline_score', '?')}; difference interval {tags.get('baseline_difference_interval', '?')}"
+            f"; tag {register.BEATS_BASELINE_TAG}=false): serving it would be worse than a bag of words or as good at "
+            f"best; set registry.allow_below_baseline=true or pass --allow-below-baseline to promote it anyway"
+        )
     if str(tags.get(register.PARITY_TAG)).lower() != "true":
         failed.append(
             f"ONNX parity check did not pass (tag {register.PARITY_TAG}={tags.get(register.PARITY_TAG, 'missing')})"
@@ -126,6 +137,11 @@ def default_allow_data_warnings(challenger_run_id: str) -> bool:
     return str(tracking.run_params(challenger_run_id).get(WARNINGS_PARAM, "False")).lower() == "true"
 
 
+def default_allow_below_baseline(challenger_run_id: str) -> bool:
+    """The challenger config's registry.allow_below_baseline, else False."""
+    return str(tracking.run_params(challenger_run_id).get(BELOW_BASELINE_PARAM, "False")).lower() == "true"
+
+
 def decide(
     name: str,
     challenger: dict,
@@ -133,6 +149,7 @@ def decide(
     df: pd.DataFrame,
     margin: float,
     allow_data_warnings: bool = False,
+    allow_below_baseline: bool = False,
 ) -> GateVerdict:
     """Score both on `df` and apply the gate (nothing is moved here)."""
     from tasks.modelling.metrics import greater_is_better, primary_metric
@@ -144,7 +161,7 @@ def decide(
             verdict, reason=f"version {challenger['version']} is already champion; train a new challenger first"
         )
     chal = score_bundle(challenger["bundle"], df)[metric]
-    reasons = failed_checks(challenger["tags"], allow_data_warnings)
+    reasons = failed_checks(challenger["tags"], allow_data_warnings, allow_below_baseline)
     if champion is None:
         return dataclasses.replace(
             verdict,
@@ -189,6 +206,7 @@ def promote_challenger(
     version: str | None = None,
     allow_data_warnings: bool | None = None,
     break_lock: bool = False,
+    allow_below_baseline: bool | None = None,
     *,
     shadow_gate: ShadowCheck,
 ) -> PromotionDecision:
@@ -212,7 +230,9 @@ def promote_challenger(
             margin = default_margin(challenger["run_id"]) if margin is None else float(margin)
             if allow_data_warnings is None:
                 allow_data_warnings = default_allow_data_warnings(challenger["run_id"])
-            verdict = decide(name, challenger, champion, df, margin, allow_data_warnings)
+            if allow_below_baseline is None:
+                allow_below_baseline = default_allow_below_baseline(challenger["run_id"])
+            verdict = decide(name, challenger, champion, df, margin, allow_data_warnings, allow_below_baseline)
             shadow = shadow_gate(name, champion, challenger)  # registry.min_shadow_answers; the shadow report
         before = champion["version"] if champion else None
         promoted, reason = verdict.promoted, verdict.reason

@@ -21,6 +21,9 @@ MODEL_ARTIFACT = "model"
 # version was registered without a validation result.
 DATA_VALIDATION_TAG, DATA_WARNINGS_TAG = "data_validation", "data_validation_warnings"
 PARITY_TAG = "parity_passed"
+# "true" or "false": did the model beat the best baseline on its test split beyond the paired interval;
+# absent when no baseline ran (NER, baselines.enabled false, versions older than the baselines).
+BEATS_BASELINE_TAG = "beats_baseline"
 
 
 class RegistrationRefused(ValueError):
@@ -117,6 +120,18 @@ def model_tags(
     return tags
 
 
+def baseline_tags(comparison: dict | None) -> dict:
+    """The version's verdict against the best baseline (tasks/modelling/baselines.compare_with_baselines)."""
+    if comparison is None:
+        return {}
+    return {
+        BEATS_BASELINE_TAG: str(comparison["beats"]).lower(),
+        "best_baseline": comparison["best_baseline"],
+        "best_baseline_score": f"{comparison['best_baseline_score']:.4f}",
+        "baseline_difference_interval": f"[{comparison['difference_ci_low']:+.4f}, {comparison['difference_ci_high']:+.4f}]",
+    }
+
+
 def log_serving_model(run_id: str, bundle_dir: str | Path, data: CleanResult, cfg: PipelineConfig) -> None:
     """The bundle as an MLflow pyfunc model in the run (input examples from the test split)."""
     from tasks.io import read_frame
@@ -147,7 +162,7 @@ def register_model(
     c = tracking.client()
     name = cfg.registry.model_name
     source = f"{c.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT}"
-    tags = model_tags(cfg, data, evaluation.metrics, export, validation)
+    tags = model_tags(cfg, data, evaluation.metrics, export, validation) | baseline_tags(evaluation.baselines)
     # A retry (or a resumed run) after the version was made finds it: no second version of the same
     # model, and the files a registered version (perhaps the champion) points at are not written again.
     made = [

@@ -192,3 +192,45 @@ def test_weak_class_report_is_a_prefect_artifact_and_in_the_cli_summary(flow_res
     assert (res["weak_classes"] or "None: every class") in artifact.data
     print_result({**res, "weak_classes": "1 of 2 classes are weak on test: 'positive' is never predicted"})
     assert "WEAK CLASSES: 1 of 2 classes are weak on test: 'positive' is never predicted" in capsys.readouterr().out
+
+
+def test_baselines_run_beside_the_model_and_their_verdict_reaches_run_tags_card_summary_and_cli(flow_result, capsys):
+    """Same splits: the bag of words and the frozen-encoder probe are scored on the test rows the model was."""
+    import pandas as pd
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.ops.cli import print_result
+    from tasks.io import read_json
+    from tasks.modelling.metrics import compute_metrics_for
+    from tasks.registry import tracking
+    from tasks.registry.register import get_version
+
+    cfg, res = flow_result["config"], flow_result["result"]
+    run_dir = Path(res["run_dir"])
+    rows = {r["model"]: r for r in res["baselines"]}
+    assert set(rows) == {"bag_of_words", "probe", "fine-tuned"}
+    # Each baseline's test F1 is the metric of the answers it wrote, on the test split's rows and labels.
+    test = pd.read_parquet(run_dir / "data" / "clean" / "test.parquet")
+    written = pd.read_parquet(run_dir / "baselines" / "test_predictions.parquet")
+    labels = read_json(run_dir / "data" / "clean" / "labels.json")
+    refs = [labels.index(str(v)) for v in test["label"]]
+    for name in ("bag_of_words", "probe"):
+        assert len(written[name]) == len(test)
+        assert rows[name]["value"] == pytest.approx(compute_metrics_for("classification", written[name], refs)["f1"])
+    m = tracking.client().get_run(res["run_id"]).data.metrics
+    assert m["baseline_bag_of_words_test_f1"] == pytest.approx(rows["bag_of_words"]["value"])
+    assert m["beats_baseline"] in (0.0, 1.0) and "baselines_seconds" in m
+    verdict = "true" if m["beats_baseline"] == 1.0 else "false"
+    tags = get_version(res["registered"]["name"], res["registered"]["version"]).tags
+    assert tags["beats_baseline"] == verdict and tags["best_baseline"] in ("bag_of_words", "probe")
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "## Against cheap baselines (same splits)" in card and "| bag_of_words |" in card
+    assert res["baseline_verdict"] in card and "| fine-tuned |" in res["baselines_table"]
+    key = f"{cfg.name}-baselines-comparison"
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))[:1]
+    assert "| fine-tuned |" in artifact.data and res["baseline_verdict"] in artifact.data
+    print_result(res)
+    out = capsys.readouterr().out
+    assert "against cheap baselines" in out and "bag_of_words" in out and res["baseline_verdict"] in out
