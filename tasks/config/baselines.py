@@ -9,6 +9,7 @@ from pydantic import Field
 from tasks.config.base import Section
 
 BaselineKind = Literal["bag_of_words", "probe", "cosine"]
+ALL_KINDS: tuple[BaselineKind, ...] = ("bag_of_words", "probe", "cosine")
 
 
 class BaselinesConfig(Section):
@@ -16,7 +17,7 @@ class BaselinesConfig(Section):
 
     enabled: bool = Field(True, description="fit the baselines (classification, pairs, regression; not NER)")
     kinds: list[BaselineKind] = Field(
-        default_factory=lambda: ["bag_of_words", "probe", "cosine"],
+        default_factory=lambda: list(ALL_KINDS),
         description="bag_of_words: TF-IDF word 1-2-grams + logistic regression (ridge for regression); probe: "
         "the same linear model on the frozen pretrained encoder's mean-pooled embeddings; cosine: the cosine "
         "of a pair's two frozen embeddings, a line fitted on train (pair regression only)",
@@ -24,8 +25,8 @@ class BaselinesConfig(Section):
     probe_max_rows: int = Field(
         1000,
         ge=10,
-        description="the probe embeds at most this many train rows and as many validation rows (stable, "
-        "label-stratified samples; test is scored whole): the frozen encoder's forward pass is the baselines' "
-        "only slow part",
+        description="the probe embeds at most this many train rows (a stable, label-stratified sample; its "
+        "regularisation is chosen by cross-validation on them, and test is scored whole): the frozen encoder's "
+        "forward pass is the baselines' only slow part",
     )
     max_features: int = Field(200_000, ge=100, description="bag_of_words: the vocabulary's size cap")
