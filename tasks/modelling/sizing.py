@@ -278,3 +278,17 @@ def schedule_record(s: Schedule, tc) -> dict:
 
 def log_schedule(s: Schedule, tc) -> None:
     log.info(describe_schedule(s, tc))
+
+
+def resolved_tags(resolved: dict) -> dict[str, str]:
+    """The choices as MLflow tags on the run (train_summary.json "resolved_defaults" holds the full record)."""
+    length, schedule = resolved["max_length"], resolved["schedule"]
+    return {
+        "resolved.max_length": f"{length['max_length']} ({length['max_length_from']})",
+        "resolved.train_texts_longer": f"{length['train_texts_longer']} of {length['train_texts_measured']}",
+        "resolved.epochs": f"{schedule['epochs']:g}"
+        + (" (raised by training.min_updates)" if schedule["raised"] else ""),
+        "resolved.updates": str(schedule["updates"]),
+        "resolved.eval_steps": str(schedule["eval_steps"] or "per epoch"),
+        "resolved.early_stopping_patience": str(schedule["early_stopping_patience"] or "off"),
+    }

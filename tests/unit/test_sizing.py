@@ -160,3 +160,22 @@ def test_pairs_are_cut_from_the_longer_side_first(tokenizer):
         len(enc["input_ids"][0]) == 32
         and enc["input_ids"][0][: text_tokens + 1] == (tokenizer("a short first text")["input_ids"][:-1])
     )
+
+
+def test_the_choices_become_readable_run_tags():
+    from tasks.modelling.sizing import resolved_tags, schedule_record
+
+    tc = training()
+    record = {
+        "max_length": {
+            "max_length": 56,
+            "max_length_from": "auto (p98 of train token lengths)",
+            "train_texts_longer": 1,
+            "train_texts_measured": 66,
+        },
+        "schedule": schedule_record(plan_schedule(tc, 96), tc),
+    }
+    tags = resolved_tags(record)
+    assert tags["resolved.max_length"] == "56 (auto (p98 of train token lengths))"
+    assert tags["resolved.epochs"] == "50 (raised by training.min_updates)" and tags["resolved.updates"] == "150"
+    assert tags["resolved.early_stopping_patience"] == "3" and tags["resolved.eval_steps"] == "15"
