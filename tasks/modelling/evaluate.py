@@ -372,9 +372,11 @@ def evaluate_model(
     from tasks.modelling.calibration import CALIBRATED_TASKS
     from tasks.modelling.confidence import interval_metrics
     from tasks.modelling.predict import score_frame, torch_forward
+    from tasks.modelling.sizing import with_recorded_length
     from tasks.progress import counted_calls
 
     model, tokenizer, meta = load_trained(model_dir)
+    cfg = with_recorded_length(cfg, meta)  # max_length as trained (auto resolved), not as configured
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data.labels
