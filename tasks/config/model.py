@@ -39,9 +39,13 @@ class ModelConfig(Section):
 
     def window_stride(self) -> int:
         """The overlap of consecutive windows in tokens (the configured stride, else max_length // 4)."""
+        return self.length() // 4 if self.stride is None else self.stride
+
+    def length(self) -> int:
+        """max_length as a number of tokens; 'auto' must have been resolved first (training records it)."""
         if self.max_length == "auto":
             raise ValueError("model.max_length is still 'auto': resolve it first (tasks.modelling.sizing)")
-        return self.max_length // 4 if self.stride is None else self.stride
+        return self.max_length
 
     @model_validator(mode="after")
     def _check_stride(self) -> ModelConfig:

@@ -293,7 +293,7 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
         tokenizer,
         validation,
         cfg.data.task,
-        cfg.model.max_length,
+        cfg.model.length(),
         cfg.training.eval_batch_size,
         long_text=long_text_of_bundle(read_json(meta_path)),
     )
@@ -392,7 +392,7 @@ def evaluate_model(
             test,
             task,
             labels,
-            cfg.model.max_length,
+            cfg.model.length(),
             cfg.training.eval_batch_size,
             decision,
             long_text_of_bundle(meta),

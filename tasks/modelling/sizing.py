@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -193,11 +194,11 @@ def resolve_max_length(
     rows = sampled(train)
     lengths = token_lengths(tokenizer, rows, task)
     auto = m.max_length == "auto"
-    chosen = choose_max_length(lengths, limit, m.stride) if auto else m.max_length
+    chosen = choose_max_length(lengths, limit, m.stride) if auto else m.length()
     n = len(lengths)
     longer = sum(x > chosen for x in lengths)
     cap = min(limit or MAX_AUTO_LENGTH, MAX_AUTO_LENGTH)
-    record = {
+    record: dict[str, Any] = {
         "max_length": chosen,
         "max_length_from": f"auto (p{AUTO_PERCENTILE} of train token lengths)" if auto else "config",
         "train_texts_measured": n,

@@ -71,7 +71,7 @@ def build_datasets(tokenizer, data: CleanResult, cfg: PipelineConfig) -> dict:
             df,
             cfg.data.task,
             data.labels,
-            cfg.model.max_length,
+            cfg.model.length(),
             cfg.training.pad_to_max_length,
             cfg.model.label_all_subtokens,
             long_text.stride if long_text.chunks else None,
