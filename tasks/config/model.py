@@ -63,8 +63,8 @@ class ModelConfig(Section):
 class ExportConfig(Section):
     """ONNX export and its checks."""
 
-    enabled: bool = Field(True)
-    opset: int = Field(17, ge=11)
+    enabled: bool = Field(True, description="export the model to ONNX (needed to register and serve it)")
+    opset: int = Field(17, ge=11, description="ONNX opset of the exported graph")
     quantize: bool = Field(True, description="also write a dynamic int8 model")
     optimize: bool = Field(False, description="apply ONNX Runtime's transformer graph optimisation")
     parity_atol: float = Field(

@@ -59,9 +59,11 @@ class TrainingConfig(Section):
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="cross-entropy against (1 - e) one-hot + e uniform targets; 0 turns it off"
     )
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="batches whose gradients add up to one optimizer update (a larger effective batch)"
+    )
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
-    seed: int = Field(42)
+    seed: int = Field(42, description="seed of the head's initial weights, data order and dropout")
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     pad_to_max_length: bool = Field(False, description="pad every example to max_length (the old recipe)")
     mixed_precision: Literal["auto", "fp32", "no", "bf16", "fp16"] = Field(
@@ -70,7 +72,9 @@ class TrainingConfig(Section):
         "with AMX-BF16 or AVX512-BF16), else fp16 on GPUs and fp32 on CPUs; fp32 (or no) "
         "turns it off. Weights stay fp32",
     )
-    gradient_checkpointing: bool = Field(False)
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, ~30% more time"
+    )
     early_stopping_patience: int | None = Field(
         None,
         ge=1,
@@ -82,14 +86,14 @@ class TrainingConfig(Section):
         description="default: f1 (classification: the positive class's F1 with two labels, macro-F1 with "
         "more), pearson (regression), f1 (ner)",
     )
-    logging_steps: int = Field(20, ge=1)
+    logging_steps: int = Field(20, ge=1, description="log the training loss every N optimizer updates")
     eval_steps: int | None = Field(
         None,
         ge=1,
         description="evaluate every N steps; when empty, per epoch (or evaluations_auto times when min_updates "
         "raised the epochs)",
     )
-    save_total_limit: int = Field(2, ge=1)
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk (the best one is never rotated out)")
     use_cpu: bool = Field(False, description="train on CPU even when a GPU is present")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
