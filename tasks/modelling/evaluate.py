@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
-from tasks.io import read_frame, read_json, write_json, write_parquet
+from tasks.io import read_frame, read_json, save_figure, write_csv, write_json, write_parquet
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.model_card import write_model_card
 from tasks.results import BaselineResult, CleanResult, EvaluationResult
@@ -231,7 +231,7 @@ def plot_prediction_scatter(refs: list[float], preds: list[float], path: Path) -
     ax.set_xlabel("true")
     ax.set_ylabel("predicted")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return str(path)
 
@@ -259,7 +259,7 @@ def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], 
                 j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
             )
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return str(path)
 
@@ -275,7 +275,7 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
     else:
         assert labels is not None, "a classifier has a label set (None only for regression)"
         report = per_class_report(scored["metrics"], labels)
-    report.to_csv(path, index=False)
+    write_csv(report, path)
     return str(path)
 
 
@@ -404,7 +404,7 @@ def evaluate_model(
     out.mkdir(parents=True, exist_ok=True)
     pred = frame_of_predictions(test, scored, task, labels)
     write_parquet(pred, out / "predictions.parquet")
-    worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
+    write_csv(worst_errors(pred, task), out / "worst_errors.csv")
     files = {
         "metrics": write_json(out / "metrics.json", metrics),
         "predictions": str(out / "predictions.parquet"),
