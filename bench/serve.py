@@ -497,7 +497,7 @@ def print_peers(
 
     decision = (model_meta(torch_dir).get("decision") or {}) if torch_dir else {}
     temperature = float(decision.get("temperature", 1.0))
-    print(f"\nagainst what a user would run instead (same load; answers of {args.agreement_texts} texts compared):")
+    print(f"\nagainst what a user would run instead (same load; answers of {len(texts)} texts compared):")
     if uri:
         print(f"  mlflow: mlflow models serve -m {uri} --env-manager local (1 uvicorn worker)")
     if torch_dir:
