@@ -7,15 +7,21 @@ are scored twice with the same registered model:
   start-up, the Dask cluster, every shard, the output file), timed from outside;
 - the same texts one at a time through the inference core (`OnnxPredictor.predict([text])`, the
   service's batch-1 path), in this process, on 1 thread (the service's default) and on every core;
-  the faster of the two is the reference.
+  the faster of the two is the reference;
+- what a user would run instead (bench/peers.py): a `transformers` text-classification pipeline on
+  the same fine-tuned model's PyTorch weights (the registered version's run folder, RUN/model), on
+  the CPU, batch 64, the texts sorted by length, truncated at the model's max_length. It applies no
+  calibration and no threshold (a binary model's threshold can change labels; a temperature cannot).
 
-It prints texts/s of both arms and their ratio, how often their labels agree and the largest
+It prints texts/s of every arm and the ratios, how often their labels agree and the largest
 difference between their probabilities (a text's answer must not depend on how it was batched).
 Goal: `ftflow score` >= 4x the batch-1 path and >= 800 texts/s on 2 cores.
 
     python bench/score.py                                  # 100,000 texts, quickstart-sentiment@challenger
     python bench/score.py --texts 5000                     # a short look
     python bench/score.py --model NAME@ALIAS --workers 2 --batch-size 16
+    python bench/score.py --texts 5000 --pipeline-texts 1000   # the pipeline arm on the first 1,000 texts
+    python bench/score.py --no-pipeline                    # without the pipeline arm
 
 The model must be in the registry that MLFLOW_TRACKING_URI (or FTFLOW_MLRUNS) points at: `make run`
 registers the quickstart model. Run it on an idle machine: other work slows both arms, unevenly.
@@ -95,20 +101,48 @@ def batch1(bundle: Path, texts: list[str], threads: int) -> tuple[float, float, 
     return time.perf_counter() - start, time.process_time() - cpu, answers
 
 
+def pipeline_arm(model_dir: Path, texts: list[str], batch_size: int) -> tuple[float, float, list[dict]]:
+    """Wall and CPU seconds of the transformers pipeline over the texts (sorting included), and its answers."""
+    from bench.peers import classify, label_names, text_classifier
+
+    clf = text_classifier(model_dir, batch_size)
+    id2label = label_names(clf, model_dir)
+    classify(clf, texts[: 2 * batch_size], id2label)  # warm-up
+    cpu, start = time.process_time(), time.perf_counter()
+    answers = classify(clf, texts, id2label)
+    return time.perf_counter() - start, time.process_time() - cpu, answers
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="quickstart-sentiment@challenger", help="NAME, NAME@ALIAS or NAME/VERSION")
     p.add_argument("--texts", type=int, default=100_000, help="how many texts (default 100,000)")
     p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
     p.add_argument("--batch-size", type=int, default=None, help="ftflow score --batch-size (default: its own, 64)")
+    p.add_argument(
+        "--pipeline-texts",
+        type=int,
+        default=None,
+        help="texts for the transformers pipeline arm: the first N of the same texts (default: all)",
+    )
+    p.add_argument("--pipeline-batch-size", type=int, default=64, help="the pipeline's batch_size (default 64)")
+    p.add_argument("--no-pipeline", action="store_true", help="skip the transformers pipeline arm")
+    p.add_argument(
+        "--torch-model",
+        type=Path,
+        default=None,
+        help="the fine-tuned PyTorch model folder for the pipeline arm (default: RUN/model of the version's run)",
+    )
     args = p.parse_args(argv)
 
     import pandas as pd
 
+    from bench.peers import cpu_line, load_line, torch_model_dir
     from tasks.score import fetch_bundle, resolve_model
 
     model = resolve_model(args.model)
     bundle = fetch_bundle(model)
+    torch_dir = None if args.no_pipeline else (args.torch_model or torch_model_dir(model.run_id))
     texts = packaged_texts(args.texts)
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="ftflow-bench-score-") as tmp:
@@ -118,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         batch = run_ftflow_score(args.model, data, out, args.workers, args.batch_size)
         scored = pd.read_parquet(out, columns=["prediction", "probabilities"])
         singles = {n: batch1(bundle, texts, n) for n in sorted({1, cores})}
+        peer_texts = texts[: args.pipeline_texts or len(texts)]
+        peer = pipeline_arm(torch_dir, peer_texts, args.pipeline_batch_size) if torch_dir else None
         load_after = os.getloadavg()[0]
 
     threads, (single_s, _, single_answers) = min(singles.items(), key=lambda kv: kv[1][0])
@@ -148,6 +184,64 @@ def main(argv: list[str] | None = None) -> None:
         f"(goal >= 4x); ftflow score {batch_rate:.0f} texts/s (goal >= 800 on 2 cores); "
         f"labels agree on {agree:.2%} of texts, largest probability difference {worst:.1e}"
     )
+    if peer is not None:
+        print_pipeline_arm(peer, peer_texts, batch_rate, scored, bundle, torch_dir, args.pipeline_batch_size)
+    print(f"CPU: {cpu_line()}; {load_line()} at the end")
+
+
+def print_pipeline_arm(peer, texts, batch_rate, scored, bundle, torch_dir, batch_size) -> None:
+    """The pipeline arm's row, its ratio to ftflow score and how far its answers agree with ftflow score's."""
+    from bench.peers import agreement, fp32_check
+    from tasks.io import read_json
+
+    wall, cpu, answers = peer
+    n = len(texts)
+    rate = n / wall
+    decision = read_json(bundle / "finetune_flow.json").get("decision") or {}
+    temperature = float(decision.get("temperature", 1.0))
+    ours = [
+        {"label": label, "scores": dict(probs)}
+        for label, probs in zip(scored["prediction"][:n], scored["probabilities"][:n])
+    ]
+    same, raw, tempered = agreement(ours, answers, temperature)
+    print(f"\nwhat a user would run instead: transformers pipeline (PyTorch, CPU) on {torch_dir}")
+    print(f"{'arm':<46} {'seconds':>8} {'texts/s':>8} {'CPU ms/text':>12}")
+    print(
+        f"{f'transformers pipeline, batch {batch_size}, sorted':<46} {wall:>8.1f} {rate:>8.0f} "
+        f"{1000 * cpu / n:>12.2f}   ({n:,} texts, torch {torch_threads()} thread(s))"
+    )
+    check = fp32_check(torch_dir, texts, answers)
+    if check is not None:
+        print(
+            f"  cross-check, pipeline against the run's fp32 ONNX export (onnx/model.onnx, first {min(n, 2000):,} "
+            f"texts, batches of 64): labels equal on {check[0]:.2%}, largest probability difference {check[1]:.1e} "
+            f"with the temperature applied"
+        )
+    threshold = decision.get("threshold")
+    print(
+        f"ratio (ftflow score / pipeline), wall: {batch_rate / rate:.2f}x; labels equal to ftflow score's on "
+        f"{same:.2%} of texts; largest probability difference {raw:.1e} as answered"
+        + (
+            f", {tempered:.1e} with the bundle's temperature {temperature:.3g} applied to the pipeline's"
+            if temperature != 1.0
+            else ""
+        )
+    )
+    print(
+        "  the pipeline applies no calibration and no threshold (plain softmax, most probable label)"
+        + (
+            f"; this bundle decides with threshold {threshold} on '{decision.get('positive_label')}'"
+            if threshold is not None
+            else "; this bundle sets no threshold"
+        )
+        + f"; ftflow serves {read_json(bundle / 'finetune_flow.json').get('serving_file', 'model.onnx')}, the pipeline the fp32 PyTorch weights"
+    )
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def read_serving(bundle: Path) -> str:
