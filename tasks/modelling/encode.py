@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.kinds import kind_of
 from tasks.labels import IGNORE_INDEX, inside_tag
 
 
@@ -150,7 +151,8 @@ def encode_frame(
     stride (texts only): chunk long texts into windows that share `stride` tokens; each window
     carries its document's label, and `document` holds the row it came from.
     """
-    if task == "ner":
+    kind = kind_of(task)
+    if kind.is_token_level:
         assert labels is not None, "NER has a tag set (labels are None only for regression)"
         label2id = {name: i for i, name in enumerate(labels)}
         enc = tokenizer(
@@ -173,12 +175,14 @@ def encode_frame(
         return out
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
     out = encode_texts(tokenizer, list(df["text"]), pairs, max_length, pad_to_max_length, stride)
-    if task == "regression":
+    if kind.predicts_value:
         targets = [float(v) for v in df["label"]]
-    else:
+    elif kind.is_single_label:
         assert labels is not None, "classification has a label set (None only for regression)"
         label2id = {name: i for i, name in enumerate(labels)}
         targets = [label2id[str(v)] for v in df["label"]]
+    else:
+        raise kind.unsupported("target encoding")
     if stride is None:
         out["labels"] = targets
         return out
