@@ -173,16 +173,16 @@ def encode_frame(
             for i, tags in enumerate(df["tags"])
         ]
         return out
+    if not (kind.predicts_value or kind.is_single_label):
+        raise kind.unsupported("target encoding")
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
     out = encode_texts(tokenizer, list(df["text"]), pairs, max_length, pad_to_max_length, stride)
     if kind.predicts_value:
         targets = [float(v) for v in df["label"]]
-    elif kind.is_single_label:
+    else:
         assert labels is not None, "classification has a label set (None only for regression)"
         label2id = {name: i for i, name in enumerate(labels)}
         targets = [label2id[str(v)] for v in df["label"]]
-    else:
-        raise kind.unsupported("target encoding")
     if stride is None:
         out["labels"] = targets
         return out

@@ -12,10 +12,10 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
 
     from tasks.modelling.encode import ModelSourceError, resolve_model_path
 
-    path = resolve_model_path(cfg.model.name)
     kind = kind_of(cfg.data.task)
     if not (kind.predicts_value or kind.is_token_level or kind.is_single_label):
         raise kind.unsupported("model head")
+    path = resolve_model_path(cfg.model.name)
     kwargs: dict = {"revision": cfg.model.revision, "num_labels": kind.num_labels(labels)}
     if kind.has_labels:
         assert labels is not None, "num_labels refused a missing label set"
