@@ -1,5 +1,6 @@
 # make run: set up .venv and run the quickstart fine-tune. make test: set up and run the tests.
 # make lock: re-resolve pyproject.toml's ranges into requirements.lock (exact versions, committed).
+# make docs: build the docs site (docs/, mkdocs.yml) into site/; make test builds it too, strictly.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) requirements-data
 CONFIG ?= configs/quickstart.yaml
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: setup run test test-fast check browser lock bench
+.PHONY: setup run test test-fast check docs browser lock bench
 
 setup: $(STAMP)
 
@@ -38,7 +39,7 @@ browser:
 run: setup
 	$(OFFLINE) $(BIN)/ftflow run $(CONFIG) $(ARGS)
 
-test: setup browser check
+test: setup browser check docs
 	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The static checks (pyproject.toml configures each; .pre-commit-config.yaml runs the same before a commit):
@@ -50,8 +51,14 @@ check: setup
 	$(BIN)/mypy
 
 # The static checks and the unit layer: no servers, no training; about two minutes (mypy takes one).
+# The docs build is left to make test (tests/unit/test_docs.py still checks the generated references).
 test-fast: setup check
 	$(OFFLINE) $(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+# The docs site (mkdocs.yml) into site/. --strict: a broken link, anchor or API reference fails the build
+# (make test runs it). The config and CLI references are generated from the code by docs/gen_ref.py.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(OFFLINE) $(BIN)/mkdocs build --strict --site-dir site
 
 # Re-resolve the ranges in pyproject.toml in a throw-away venv and pin what resolved.
 lock:

@@ -53,10 +53,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def write_csv(df: pd.DataFrame, path: str | Path) -> str:
+    """Write a frame as CSV (no index) atomically; return the path."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return str(path)
+
+
+def save_figure(fig, path: str | Path, **options) -> str:
+    """Save a matplotlib figure atomically (its format from the path's suffix); return the path."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", **options)
+    return str(path)
+
+
 def write_text(path: str | Path, text: str) -> str:
     """Write a text file atomically; return its path."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return str(path)
 
 

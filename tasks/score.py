@@ -5,9 +5,10 @@ the input (all before any worker starts, so bad input is one clear error), cut t
 length-sorted shards of whole batches, score a shard (on a Dask worker; the bundle loads once per
 worker process), assemble the output and write it atomically, and record the run in MLflow.
 
-Rows are sorted by token length and cut into batches the way the export gate batches its test
-split (tasks/modelling/predict.py), so padding stays small and, at the gate's batch size, a labelled input
-scores exactly the metric the gate recorded for the serving file.
+Rows are sorted by token length and cut into shards of whole batches, so padding stays small; every row
+is answered by the same inference core (tasks/inference/predictor.py) the export gate scored the serving
+file with, and an answer does not depend on its batch (a dynamic int8 graph runs one row per call), so a
+labelled input scores exactly the metric the gate recorded for the serving file.
 """
 
 from __future__ import annotations

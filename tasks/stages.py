@@ -311,6 +311,10 @@ def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str
         s["best_metric"],
     )
     tracking.set_tags(run_id, {"training_precision": s.get("precision", "not recorded")})
+    if s.get("resolved_defaults"):  # what max_length auto and training.min_updates chose (tasks/modelling/sizing.py)
+        from tasks.modelling.sizing import resolved_tags
+
+        tracking.set_tags(run_id, resolved_tags(s["resolved_defaults"]))
     tracking.log_metrics(
         run_id,
         {"train_runtime_s": s["train_runtime_s"] or 0, "train_samples_per_second": s["train_samples_per_second"] or 0},

@@ -161,13 +161,16 @@ def mlflow_service(
 
 def mlflow_auth_env(home: Path, creds: Credentials) -> dict[str, str]:
     """The environment of MLflow's basic-auth app: a config file without secrets, the admin from `creds`."""
+    from tasks.io import write_text  # pandas behind it: kept off `ftflow --help`'s imports
+
     ini = home / "mlflow-auth.ini"
     ini.parent.mkdir(parents=True, exist_ok=True)
     # The password stays in the environment: nothing on disk holds it but MLflow's salted hash.
-    ini.write_text(
+    write_text(
+        ini,
         "[mlflow]\ndefault_permission = READ\n"
         f"database_uri = sqlite:///{(home / 'mlflow-auth.db').resolve()}\n"
-        f"admin_username = {creds.mlflow_user}\n"
+        f"admin_username = {creds.mlflow_user}\n",
     )
     return {
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),

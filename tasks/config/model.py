@@ -17,7 +17,13 @@ class ModelConfig(Section):
         description="hub id (e.g. bert-base-uncased), local folder, or 'minilm' for the packaged offline MiniLM",
     )
     revision: str | None = Field(None, description="hub revision to pin")
-    max_length: int = Field(128, ge=8, le=4096, description="longest tokenised input; longer is truncated")
+    max_length: Annotated[int, Field(ge=8, le=4096)] | Literal["auto"] = Field(
+        "auto",
+        description="longest tokenised input; longer is truncated (or chunked). auto: the 98th percentile "
+        "of the train split's token lengths, rounded up to a multiple of 8, at least 32, at most the "
+        "model's positions and 512; training logs what it chose and how many train texts it cuts, and "
+        "the model folder records the number, which evaluation, export and serving read",
+    )
     label_all_subtokens: bool = Field(False, description="NER: label every sub-token, not only the first")
     long_text: Literal["truncate", "chunk"] = Field(
         "truncate",
@@ -33,10 +39,18 @@ class ModelConfig(Section):
 
     def window_stride(self) -> int:
         """The overlap of consecutive windows in tokens (the configured stride, else max_length // 4)."""
-        return self.max_length // 4 if self.stride is None else self.stride
+        return self.length() // 4 if self.stride is None else self.stride
+
+    def length(self) -> int:
+        """max_length as a number of tokens; 'auto' must have been resolved first (training records it)."""
+        if self.max_length == "auto":
+            raise ValueError("model.max_length is still 'auto': resolve it first (tasks.modelling.sizing)")
+        return self.max_length
 
     @model_validator(mode="after")
     def _check_stride(self) -> ModelConfig:
+        if self.max_length == "auto":  # auto picks at least twice the stride (tasks.modelling.sizing)
+            return self
         if self.window_stride() > self.max_length // 2:
             raise ValueError(
                 f"model.stride = {self.stride} is more than half of model.max_length "
@@ -49,8 +63,8 @@ class ModelConfig(Section):
 class ExportConfig(Section):
     """ONNX export and its checks."""
 
-    enabled: bool = Field(True)
-    opset: int = Field(17, ge=11)
+    enabled: bool = Field(True, description="export the model to ONNX (needed to register and serve it)")
+    opset: int = Field(17, ge=11, description="ONNX opset of the exported graph")
     quantize: bool = Field(True, description="also write a dynamic int8 model")
     optimize: bool = Field(False, description="apply ONNX Runtime's transformer graph optimisation")
     parity_atol: float = Field(

@@ -19,7 +19,28 @@ class TrainingConfig(Section):
     learning_rate: float = Field(5e-5, gt=0, description="peak learning rate")
     train_batch_size: int = Field(32, ge=1, description="examples per device per step")
     eval_batch_size: int = Field(64, ge=1, description="examples per device at evaluation")
-    epochs: float = Field(3.0, gt=0, description="passes over train")
+    epochs: float = Field(
+        3.0, gt=0, description="passes over train; more when they give fewer than min_updates optimizer updates"
+    )
+    min_updates: int = Field(
+        300,
+        ge=0,
+        description="the fewest optimizer updates a run makes: when `epochs` over the train split give fewer, "
+        "training runs more epochs (at most max_epochs_auto), evaluates evaluations_auto times over the run "
+        "(unless eval_steps is set), stops early after 3 evaluations without a better primary metric (unless "
+        "early_stopping_patience is set) and keeps the best checkpoint. 300: a fresh head and the body need a "
+        "few hundred updates (a 7-class set of 484 rows got 0.69 accuracy after ~48); train splits of 10k+ "
+        "rows reach it within 1 epoch and are unchanged. 0 turns the floor off; max_steps > 0 overrides it",
+    )
+    max_epochs_auto: float = Field(
+        50.0, gt=0, description="min_updates raises the epochs to at most this, so a tiny train split ends"
+    )
+    evaluations_auto: int = Field(
+        10,
+        ge=1,
+        description="when min_updates raised the epochs and eval_steps is empty: evaluate (and checkpoint) "
+        "about this many times over the run, steps-based",
+    )
     max_steps: int = Field(-1, description="stop after this many steps; -1 to use epochs")
     weight_decay: float = Field(0.01, ge=0, description="decoupled weight decay")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps for linear warm-up")
@@ -38,9 +59,11 @@ class TrainingConfig(Section):
     label_smoothing: float = Field(
         0.0, ge=0, lt=1, description="cross-entropy against (1 - e) one-hot + e uniform targets; 0 turns it off"
     )
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="batches whose gradients add up to one optimizer update (a larger effective batch)"
+    )
     max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping; 0 disables")
-    seed: int = Field(42)
+    seed: int = Field(42, description="seed of the head's initial weights, data order and dropout")
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     pad_to_max_length: bool = Field(False, description="pad every example to max_length (the old recipe)")
     mixed_precision: Literal["auto", "fp32", "no", "bf16", "fp16"] = Field(
@@ -49,16 +72,28 @@ class TrainingConfig(Section):
         "with AMX-BF16 or AVX512-BF16), else fp16 on GPUs and fp32 on CPUs; fp32 (or no) "
         "turns it off. Weights stay fp32",
     )
-    gradient_checkpointing: bool = Field(False)
-    early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, ~30% more time"
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="stop after this many evaluations without improvement; empty: off, or 3 when min_updates "
+        "raised the epochs",
+    )
     metric_for_best_model: str | None = Field(
         None,
         description="default: f1 (classification: the positive class's F1 with two labels, macro-F1 with "
         "more), pearson (regression), f1 (ner)",
     )
-    logging_steps: int = Field(20, ge=1)
-    eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps; per epoch when empty")
-    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(20, ge=1, description="log the training loss every N optimizer updates")
+    eval_steps: int | None = Field(
+        None,
+        ge=1,
+        description="evaluate every N steps; when empty, per epoch (or evaluations_auto times when min_updates "
+        "raised the epochs)",
+    )
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk (the best one is never rotated out)")
     use_cpu: bool = Field(False, description="train on CPU even when a GPU is present")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 

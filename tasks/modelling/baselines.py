@@ -124,7 +124,12 @@ def embedding_features(
     path = resolve_model_path(cfg.model.name)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.model.revision)
     model = AutoModel.from_pretrained(path, revision=cfg.model.revision).eval()
-    length = min(cfg.model.max_length if isinstance(cfg.model.max_length, int) else 128, 512)
+    if cfg.model.max_length == "auto":  # as training will choose it: from the train split's token lengths
+        from tasks.modelling.sizing import choose_max_length, token_lengths
+
+        length = choose_max_length(token_lengths(tokenizer, splits["train"], cfg.data.task), 512, cfg.model.stride)
+    else:
+        length = min(cfg.model.length(), 512)
     features: dict[str, np.ndarray] = {}
     pair_vectors: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
     for name, df in splits.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.inference.decode import softmax
+from tasks.io import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def plot_reliability_diagram(
         )
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return str(path)
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
-from tasks.io import read_frame, read_json, write_json, write_parquet
+from tasks.io import read_frame, read_json, save_figure, write_csv, write_json, write_parquet
 from tasks.kinds import kind_of
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.model_card import write_model_card
@@ -243,7 +243,7 @@ def plot_prediction_scatter(refs: list[float], preds: list[float], path: Path) -
     ax.set_xlabel("true")
     ax.set_ylabel("predicted")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return str(path)
 
@@ -271,7 +271,7 @@ def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], 
                 j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
             )
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return str(path)
 
@@ -290,7 +290,7 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
         report = per_class_report(scored["metrics"], labels)
     else:
         raise kind.unsupported("per-class report")
-    report.to_csv(path, index=False)
+    write_csv(report, path)
     return str(path)
 
 
@@ -308,7 +308,7 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
         tokenizer,
         validation,
         cfg.data.task,
-        cfg.model.max_length,
+        cfg.model.length(),
         cfg.training.eval_batch_size,
         long_text=long_text_of_bundle(read_json(meta_path)),
     )
@@ -386,9 +386,11 @@ def evaluate_model(
     from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
     from tasks.modelling.confidence import interval_metrics
     from tasks.modelling.predict import score_frame, torch_forward
+    from tasks.modelling.sizing import with_recorded_length
     from tasks.progress import counted_calls
 
     model, tokenizer, meta = load_trained(model_dir)
+    cfg = with_recorded_length(cfg, meta)  # max_length as trained (auto resolved), not as configured
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data.labels
@@ -405,7 +407,7 @@ def evaluate_model(
             test,
             task,
             labels,
-            cfg.model.max_length,
+            cfg.model.length(),
             cfg.training.eval_batch_size,
             decision,
             long_text_of_bundle(meta),
@@ -417,7 +419,7 @@ def evaluate_model(
     out.mkdir(parents=True, exist_ok=True)
     pred = frame_of_predictions(test, scored, task, labels)
     write_parquet(pred, out / "predictions.parquet")
-    worst_errors(pred, task).to_csv(out / "worst_errors.csv", index=False)
+    write_csv(worst_errors(pred, task), out / "worst_errors.csv")
     files = {
         "metrics": write_json(out / "metrics.json", metrics),
         "predictions": str(out / "predictions.parquet"),

@@ -174,8 +174,10 @@ def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
     from tasks.modelling.evaluate import load_trained
     from tasks.modelling.metrics import primary_metric
     from tasks.modelling.predict import metrics_of, score_frame, torch_forward
+    from tasks.modelling.sizing import with_recorded_length
 
     model, tokenizer, meta = load_trained(model_dir)
+    cfg = with_recorded_length(cfg, meta)  # max_length as trained (auto resolved), not as configured
     task, batch = cfg.data.task, cfg.training.eval_batch_size
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
     if cfg.export.optimize:
@@ -189,7 +191,7 @@ def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
         test,
         task,
         data.labels,
-        cfg.model.max_length,
+        cfg.model.length(),
         batch,
         decision,
         long_text_of_bundle(meta),

@@ -28,7 +28,7 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
     except OSError as e:
         raise ModelSourceError(f"cannot load model '{cfg.model.name}': {e}") from None
     limit = position_limit(model.config)
-    if limit and cfg.model.max_length > limit:
+    if limit and cfg.model.max_length != "auto" and cfg.model.max_length > limit:
         # Caught here, not as an index error in a batch of long texts or in the ONNX parity check.
         raise ValueError(
             f"model.max_length = {cfg.model.max_length} is more than model '{cfg.model.name}' takes "

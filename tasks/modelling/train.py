@@ -9,7 +9,8 @@ plain second call) resumes from the last complete one, and refuses when the data
 the model changed. The loss is ours (tasks.modelling.losses), scaled so that gradient
 accumulation and DDP average over examples exactly as one large batch would.
 
-Its parts, one concern each: precision.py (bf16/fp16/fp32), model.py (body and head),
+Its parts, one concern each: sizing.py (max_length auto, the update floor), precision.py
+(bf16/fp16/fp32), model.py (body and head),
 trainer.py (the Trainer subclass, loss, class weights, TrainingArguments), callbacks.py
 (history into MLflow and the log), checkpoints.py (last complete checkpoint, resume
 digests), distributed.py (the torchrun launch). This module builds and runs them.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,7 +40,14 @@ from tasks.modelling.checkpoints import (
     spec_digest,
 )
 from tasks.modelling.distributed import launch_distributed
-from tasks.modelling.model import build_model
+from tasks.modelling.model import build_model, position_limit
+from tasks.modelling.sizing import (
+    log_schedule,
+    plan_schedule,
+    resolve_max_length,
+    schedule_record,
+    with_schedule,
+)
 from tasks.modelling.trainer import loss_spec_for, make_trainer_class, training_arguments
 from tasks.results import CleanResult, TrainResult
 
@@ -63,7 +72,7 @@ def build_datasets(tokenizer, data: CleanResult, cfg: PipelineConfig) -> dict:
             df,
             cfg.data.task,
             data.labels,
-            cfg.model.max_length,
+            cfg.model.length(),
             cfg.training.pad_to_max_length,
             cfg.model.label_all_subtokens,
             long_text.stride if long_text.chunks else None,
@@ -81,7 +90,11 @@ def build_trainer(
     callbacks: list | None = None,
     checkpoints: bool = True,
 ):
-    """Model, encoded splits, collator, loss and callbacks assembled into a PipelineTrainer."""
+    """Model, encoded splits, collator, loss and callbacks assembled into a PipelineTrainer.
+
+    Returns (trainer, the config with the data-fitted defaults resolved, the record of those choices):
+    model.max_length auto becomes a number and training.min_updates may raise the epochs (sizing.py).
+    """
     import torch
     from transformers import (
         DataCollatorForTokenClassification,
@@ -93,11 +106,21 @@ def build_trainer(
     from tasks.modelling.encode import load_tokenizer, resolve_model_path
     from tasks.modelling.metrics import make_trainer_compute_metrics
 
-    tc, task, labels = cfg.training, cfg.data.task, data.labels
-    torch.manual_seed(tc.seed)  # the new head's initial weights
+    task, labels = cfg.data.task, data.labels
+    torch.manual_seed(cfg.training.seed)  # the new head's initial weights
     tokenizer = load_tokenizer(resolve_model_path(cfg.model.name), cfg.model.revision)
     model = build_model(cfg, labels)  # first: it refuses a max_length the model cannot take before any encoding
+    say = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone tells the choices
+    cfg, length = resolve_max_length(
+        cfg, tokenizer, read_frame(data.splits["train"]), position_limit(model.config), say=say
+    )
     datasets = build_datasets(tokenizer, data, cfg)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    schedule = plan_schedule(cfg.training, len(datasets["train"]), world_size, checkpoints)
+    if say:
+        log_schedule(schedule, cfg.training)
+    cfg = with_schedule(cfg, schedule)
+    tc = cfg.training
     kind = kind_of(task)
     collator = (
         DataCollatorForTokenClassification(tokenizer) if kind.is_token_level else DataCollatorWithPadding(tokenizer)
@@ -124,7 +147,7 @@ def build_trainer(
         keep_eval_order=documents is not None,
     )
     trainer.remove_callback(PrinterCallback)  # the tracking callback logs the same history
-    return trainer
+    return trainer, cfg, {"max_length": length, "schedule": schedule_record(schedule, cfg.training)}
 
 
 def per_document(compute_metrics, documents: list[int], how: str):
@@ -152,7 +175,7 @@ def fit(spec: dict, callbacks: list | None = None) -> dict:
     cfg = PipelineConfig.model_validate(spec["config"])
     data, run_dir = CleanResult(**spec["data"]), Path(spec["run_dir"])
     trial = spec.get("trial", False)
-    trainer = build_trainer(cfg, data, run_dir, spec.get("run_id"), callbacks, checkpoints=not trial)
+    trainer, used, resolved = build_trainer(cfg, data, run_dir, spec.get("run_id"), callbacks, checkpoints=not trial)
     resume = last_checkpoint(run_dir / CHECKPOINTS)
     result = trainer.train(resume_from_checkpoint=resume)
     summary = {
@@ -168,17 +191,25 @@ def fit(spec: dict, callbacks: list | None = None) -> dict:
         "world_size": trainer.args.world_size,
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",  # what auto chose
         "spec_digest": spec_digest(spec),
+        "resolved_defaults": resolved,  # what max_length auto and the update floor chose (sizing.py)
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():
         if not trial:
-            save_model_folder(trainer, cfg, data, run_dir / MODEL)
+            save_model_folder(trainer, cfg, data, run_dir / MODEL, used)
         write_json(run_dir / "train_summary.json", summary)
     return summary
 
 
-def save_model_folder(trainer, cfg: PipelineConfig, data: CleanResult, model_dir: Path) -> None:
-    """The best model (loaded at the end of training), its tokenizer and our metadata file."""
+def save_model_folder(
+    trainer, cfg: PipelineConfig, data: CleanResult, model_dir: Path, used: PipelineConfig | None = None
+) -> None:
+    """The best model (loaded at the end of training), its tokenizer and our metadata file.
+
+    `used`: the config as trained, its defaults resolved (an integer max_length, the epochs run);
+    evaluation, export and serving read max_length from here. The digest stays the run config's.
+    """
+    used = used or cfg
     trainer.save_model(str(model_dir))
     trainer.processing_class.save_pretrained(str(model_dir))
     write_json(
@@ -186,12 +217,12 @@ def save_model_folder(trainer, cfg: PipelineConfig, data: CleanResult, model_dir
         {
             "task": cfg.data.task,
             "labels": data.labels,
-            "max_length": cfg.model.max_length,
+            "max_length": used.model.max_length,
             "base_model": cfg.model.name,
             "config_digest": cfg.digest(),
             "data_digest": data.digest,
-            "long_text": recorded_long_text(cfg.model),
-            "training": cfg.training.model_dump(mode="json"),  # the values used, after any search
+            "long_text": recorded_long_text(used.model),
+            "training": used.training.model_dump(mode="json"),  # the values used, after any search and the floor
         },
     )
 

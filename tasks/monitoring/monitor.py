@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import MonitoringConfig
+from tasks.io import write_text
 from tasks.kinds import kind_of
 from tasks.platform import tracking
 
@@ -175,7 +176,7 @@ def monitor_model(
             out.mkdir()
             plot = plot_distributions(reference, window, out / "distributions.png") if reference is not None else None
             write_html_report(result, drift, plot, out / "report.html")
-            (out / "monitor.json").write_text(json.dumps(result, indent=2, default=str))
-            (out / "report.md").write_text(report_markdown(result))
+            write_text(out / "monitor.json", json.dumps(result, indent=2, default=str))
+            write_text(out / "report.md", report_markdown(result))
             tracking.log_artifact(run_id, out)
     return result

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.io import save_figure, write_text
 from tasks.monitoring.drift import DriftReport, word_counts
 
 
@@ -41,7 +42,7 @@ def plot_distributions(reference: pd.DataFrame, current: pd.DataFrame, path: Pat
     ax.set_title("predicted class shares")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -121,5 +122,5 @@ def write_html_report(result: dict, drift: DriftReport | None, plot: Path | None
         data = base64.b64encode(plot.read_bytes()).decode()
         parts.append(f"<h2>Distributions</h2><img alt='distributions' src='data:image/png;base64,{data}'>")
     parts.append(f"<h2>Summary</h2><pre>{md}</pre></body></html>")
-    path.write_text("".join(parts), encoding="utf-8")
+    write_text(path, "".join(parts))
     return path

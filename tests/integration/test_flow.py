@@ -203,7 +203,7 @@ def test_baselines_run_beside_the_model_and_their_verdict_reaches_run_tags_card_
     from flows.ops.cli import print_result
     from tasks.io import read_json
     from tasks.modelling.metrics import compute_metrics_for
-    from tasks.registry import tracking
+    from tasks.platform import tracking
     from tasks.registry.register import get_version
 
     cfg, res = flow_result["config"], flow_result["result"]

@@ -225,7 +225,7 @@ def test_bf16_training_keeps_fp32_weights_and_onnx_parity(clean_ref, tmp_path):
     trained = train_model(clean_ref, cfg, tmp_path / "run", callbacks=[WatchMatmuls()])
     assert torch.bfloat16 in seen and trained.summary["precision"] == "bf16"  # autocast was on while training
     with safe_open(Path(trained.model_dir) / "model.safetensors", "pt") as f:
-        assert {f.get_tensor(k).dtype for k in f} == {torch.float32}
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}  # noqa: SIM118  (safe_open is not iterable)
     exported = export_model(trained.model_dir, clean_ref, cfg, tmp_path / "run")
     assert exported.parity["passed"] and exported.parity["max_abs_diff"] < 1e-4
 
