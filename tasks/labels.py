@@ -1,4 +1,4 @@
-"""Label and tag rules, in one place: BIO tags, the ignore index, label spellings, losses per task.
+"""Label and tag rules, in one place: BIO tags, the ignore index, label spellings.
 
 Every stage reads labels through these rules (clean quarantines by them, validation checks
 them, training encodes them, metrics and the inference core decode them), so a tag or a label
@@ -24,14 +24,6 @@ _BIO_TAG = re.compile(r"^(O|[BI]-.+)$")
 # The label id the loss and the metrics skip: padding, special tokens and later sub-tokens.
 # -100 is torch's cross-entropy default, which the Hugging Face collators pad labels with.
 IGNORE_INDEX = -100
-
-# Which training.loss each task kind allows; "auto" picks the first real one (see losses.py).
-LOSSES_FOR_TASK: dict[str, tuple[str, ...]] = {
-    "classification": ("auto", "cross_entropy", "focal"),
-    "pair_classification": ("auto", "cross_entropy", "focal"),
-    "ner": ("auto", "cross_entropy", "focal"),
-    "regression": ("auto", "mse"),
-}
 
 _RESERVED_SUFFIXES = {"macro", "micro", "weighted"}
 
@@ -132,13 +124,3 @@ def is_per_class_metric(name: str) -> bool:
     label_keys never lets a label read `macro`, `micro` or `weighted`, so `f1_macro` is always a summary.
     """
     return bool(_PER_CLASS.search(name)) and not name.endswith(("_ci_low", "_ci_high"))
-
-
-# --- losses -------------------------------------------------------------------------------------------
-
-
-def allowed_losses(task: str) -> tuple[str, ...]:
-    """The training.loss values a task kind allows; refuses an unknown task kind."""
-    if task not in LOSSES_FOR_TASK:
-        raise ValueError(f"unknown task '{task}'; allowed: {', '.join(LOSSES_FOR_TASK)}")
-    return LOSSES_FOR_TASK[task]

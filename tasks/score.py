@@ -31,6 +31,7 @@ from tasks.config import SourceConfig, TrainingConfig
 from tasks.data.readers import DataSourceError
 from tasks.data.sources import cache_dir, describe_source, read_source
 from tasks.io import digest_frames, read_json
+from tasks.kinds import kind_of
 from tasks.labels import labels_as_strings
 from tasks.platform import tracking
 from tasks.registry import register
@@ -203,7 +204,8 @@ def check_columns(
             f"column(s) {missing} not found in {origin}; columns present: {present}. "
             f"Name the text column with --text-column (and the second text with --text-pair-column)"
         )
-    if task == "pair_classification" and not text_pair_column:
+    kind = kind_of(task)
+    if kind.reads_pairs and not text_pair_column:
         raise ScoreInputError(
             f"this model classifies text pairs: name the second text's column of {origin} with "
             f"--text-pair-column (columns present: {present})"
@@ -225,7 +227,7 @@ def check_columns(
         from tasks.registry.holdout import check_columns as check_labels
 
         view = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
-        if task in ("classification", "pair_classification"):
+        if kind.is_single_label:
             view["label"] = labels_as_strings(view["label"], labels)
         if text_pair_column:
             view["text_pair"] = df[text_pair_column]
@@ -271,16 +273,15 @@ def prepare_scoring(
     bundle = fetch_bundle(model)
     meta = read_json(bundle / "finetune_flow.json")
     task, labels = meta["task"], meta["labels"]
-    if task == "ner":
+    kind = kind_of(task)
+    if kind.is_token_level:
         label_column = None  # NER answers are entity spans; word tags are scored by the training flow
-    if task == "pair_classification" and text_pair_column is None and "text_pair" in df.columns:
+    if kind.reads_pairs and text_pair_column is None and "text_pair" in df.columns:
         text_pair_column = "text_pair"  # a run's own data/clean/*.parquet names it so
-    check_columns(
-        df, task, labels, origin, text_column, text_pair_column if task == "pair_classification" else None, label_column
-    )
+    check_columns(df, task, labels, origin, text_column, text_pair_column if kind.reads_pairs else None, label_column)
     texts = texts_of(df, text_column)
     pairs = None
-    if task == "pair_classification":
+    if kind.reads_pairs:
         assert text_pair_column is not None, "check_columns refuses a pair model without a second text column"
         pairs = texts_of(df, text_pair_column)
     tokenizer = load_tokenizer(bundle, meta["max_length"])
@@ -290,7 +291,7 @@ def prepare_scoring(
     references = None
     if label_column:
         references = df[label_column]
-        if task != "regression":
+        if kind.is_single_label:
             references = labels_as_strings(references, labels)
     return ScorePlan(
         model=model,
@@ -350,14 +351,17 @@ def score_shard(
 def assemble_output(plan: ScorePlan, answers: list[dict]) -> pd.DataFrame:
     """The input columns plus prediction, confidence and probabilities (classifiers), truncated, model_version."""
     out = plan.frame.copy()
-    if plan.task == "regression":
+    kind = kind_of(plan.task)
+    if kind.predicts_value:
         out["prediction"] = [a["value"] for a in answers]
-    elif plan.task == "ner":
+    elif kind.is_token_level:
         out["prediction"] = [a["entities"] for a in answers]
-    else:
+    elif kind.is_single_label:
         out["prediction"] = [a["label"] for a in answers]
         out["confidence"] = np.array([a["score"] for a in answers], dtype=np.float64)
         out["probabilities"] = [a["scores"] for a in answers]
+    else:
+        raise kind.unsupported("batch scoring output")
     out["truncated"] = [bool(a["truncated"]) for a in answers]
     out["model_version"] = plan.model.version
     return out
@@ -398,12 +402,15 @@ def labelled_metrics(plan: ScorePlan, out: pd.DataFrame) -> dict[str, float]:
 
     if plan.references is None:
         return {}
-    if plan.task == "regression":
+    kind = kind_of(plan.task)
+    if kind.predicts_value:
         preds, refs = list(out["prediction"]), [float(v) for v in plan.references]
-    else:
+    elif kind.is_single_label:
         assert plan.labels is not None, "a classifier has a label set (None only for regression)"
         index = {name: i for i, name in enumerate(plan.labels)}
         preds, refs = [index[p] for p in out["prediction"]], [index[str(v)] for v in plan.references]
+    else:
+        raise kind.unsupported("labelled batch metrics")
     return compute_metrics_for(plan.task, preds, refs, plan.labels)
 
 

@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks import quiet
 from tasks.config import PipelineConfig
+from tasks.kinds import kind_of
 from tasks.labels import is_per_class_metric
 from tasks.platform import tracking
 from tasks.progress import PROGRESS_RECORD
@@ -373,7 +374,7 @@ def evaluate(
     get_run_logger().info(
         "test metrics: %s", {r["metric"]: r["value"] for r in rows if not is_per_class_metric(r["metric"])}
     )
-    if cfg.data.task == "regression":
+    if not kind_of(cfg.data.task).has_labels:  # no classes, so no weak ones
         return result
     if result.weak_classes:
         get_run_logger().warning(result.weak_classes_text)

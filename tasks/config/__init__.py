@@ -6,7 +6,7 @@ reads presets and overrides. The names below are the package's public API.
 
 from tasks.config.base import NAME_PATTERN, ConfigError, check_name
 from tasks.config.baselines import BaselineKind, BaselinesConfig
-from tasks.config.data import CleanConfig, DataConfig, SplitConfig, TaskKind, ValidationConfig, char_cap
+from tasks.config.data import CleanConfig, DataConfig, SplitConfig, TaskName, ValidationConfig, char_cap
 from tasks.config.load import apply_overrides, flatten_config, load_config
 from tasks.config.model import DecisionConfig, ExportConfig, MaxF1Target, MinPrecisionTarget, ModelConfig
 from tasks.config.operations import MonitoringConfig, RegistryConfig
@@ -34,7 +34,7 @@ __all__ = [
     "SearchParam",
     "SourceConfig",
     "SplitConfig",
-    "TaskKind",
+    "TaskName",
     "TrainingConfig",
     "ValidationConfig",
     "apply_overrides",

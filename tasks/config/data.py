@@ -8,10 +8,10 @@ from pydantic import Field, model_validator
 
 from tasks.config.base import Section
 from tasks.config.sources import SourceConfig
+from tasks.kinds import kind_of
 
-TaskKind = Literal["classification", "pair_classification", "regression", "ner"]
-# Tasks whose long texts the model reads whole (model.long_text) or cuts: no character cap by default.
-UNCAPPED_TASKS = ("classification", "regression")
+# The registered kinds' names (tasks.kinds), spelled out so the config form lists them; a unit test holds the two equal.
+TaskName = Literal["classification", "pair_classification", "regression", "ner"]
 DEFAULT_MAX_CHARS = 10_000  # the cap of pair classification and NER, whose texts are short by nature
 
 
@@ -60,10 +60,10 @@ class ValidationConfig(Section):
 
 
 def char_cap(max_chars: int | None, task: str) -> int | None:
-    """The character cap in force: the configured one, else none for classification/regression, else 10,000."""
+    """The character cap in force: the configured one, else none for kinds that read long texts, else 10,000."""
     if max_chars is not None:
         return max_chars
-    return None if task in UNCAPPED_TASKS else DEFAULT_MAX_CHARS
+    return None if kind_of(task).uncapped else DEFAULT_MAX_CHARS
 
 
 class DataConfig(Section):
@@ -76,7 +76,7 @@ class DataConfig(Section):
         "served predictions; same columns as `source` (feedback rows come as text/label), same "
         "cleaning and stable hash splits",
     )
-    task: TaskKind = Field("classification", description="classification | pair_classification | regression | ner")
+    task: TaskName = Field("classification", description="classification | pair_classification | regression | ner")
     text_column: str = Field("text", description="column holding the text (the first text for pairs)")
     text_pair_column: str | None = Field(None, description="column holding the second text (pairs)")
     label_column: str = Field("label", description="column holding the label or target value")
@@ -95,6 +95,6 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check_pairs(self) -> DataConfig:
-        if self.task == "pair_classification" and not self.text_pair_column:
-            raise ValueError("task 'pair_classification' needs data.text_pair_column")
+        if kind_of(self.task).reads_pairs and not self.text_pair_column:
+            raise ValueError(f"task '{self.task}' needs data.text_pair_column")
         return self

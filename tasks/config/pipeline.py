@@ -14,11 +14,11 @@ from pydantic import Field, field_validator, model_validator
 
 from tasks.config.base import Section, check_name
 from tasks.config.baselines import BaselinesConfig
-from tasks.config.data import UNCAPPED_TASKS, DataConfig
+from tasks.config.data import DataConfig
 from tasks.config.model import DecisionConfig, ExportConfig, ModelConfig
 from tasks.config.operations import MonitoringConfig, RegistryConfig
 from tasks.config.training import SearchConfig, TrainingConfig
-from tasks.labels import allowed_losses
+from tasks.kinds import kind_of
 
 
 class PipelineConfig(Section):
@@ -47,23 +47,24 @@ class PipelineConfig(Section):
     @model_validator(mode="after")
     def _check_loss_fits_task(self) -> PipelineConfig:
         t, task = self.training, self.data.task
-        allowed = allowed_losses(task)
+        kind = kind_of(task)
+        allowed = kind.losses
         if t.loss not in allowed:
             raise ValueError(f"training.loss '{t.loss}' does not fit data.task '{task}'; allowed: {', '.join(allowed)}")
         if t.focal_alpha is not None and t.class_weights not in (None, "auto"):
             raise ValueError("set training.focal_alpha or training.class_weights, not both (focal alpha is the weight)")
-        if task == "regression" and (t.class_weights not in (None, "auto") or t.focal_alpha is not None):
-            raise ValueError("training.class_weights / focal_alpha need a classification task, not regression")
-        if t.label_smoothing and (task == "regression" or t.loss == "focal"):
+        if not kind.has_labels and (t.class_weights not in (None, "auto") or t.focal_alpha is not None):
+            raise ValueError(f"training.class_weights / focal_alpha need a classification task, not {task}")
+        if t.label_smoothing and (not kind.has_labels or t.loss == "focal"):
             raise ValueError(
                 "training.label_smoothing applies to cross-entropy; "
-                f"set it to 0 for {'regression' if task == 'regression' else 'the focal loss'}"
+                f"set it to 0 for {task if not kind.has_labels else 'the focal loss'}"
             )
         return self
 
     @model_validator(mode="after")
     def _check_threshold_fits_task(self) -> PipelineConfig:
-        if self.decision.threshold is not None and self.data.task not in ("classification", "pair_classification"):
+        if self.decision.threshold is not None and not kind_of(self.data.task).calibrated:
             raise ValueError(
                 f"decision.threshold applies to binary classifiers, not data.task '{self.data.task}'; set it to null"
             )
@@ -71,7 +72,7 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _check_long_text_fits_task(self) -> PipelineConfig:
-        if self.model.long_text == "chunk" and self.data.task not in UNCAPPED_TASKS:
+        if self.model.long_text == "chunk" and not kind_of(self.data.task).uncapped:
             raise ValueError(
                 f"model.long_text 'chunk' reads long documents for classification and regression, "
                 f"not {self.data.task}; set model.long_text to truncate"

@@ -41,6 +41,11 @@ CODE_FILES = (
     "config/data.py",
     "secrets.py",
     "labels.py",
+    "kinds/__init__.py",
+    "kinds/base.py",
+    "kinds/classification.py",
+    "kinds/regression.py",
+    "kinds/ner.py",
     "inference/normalize.py",
     "results.py",
 )

@@ -18,6 +18,7 @@ from tasks.config import DataConfig, char_cap
 from tasks.data.readers import LINE_CONTENT, PARSE_ERROR
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
+from tasks.kinds import kind_of
 from tasks.labels import entity_types, is_bio_tag, tag_set
 from tasks.results import CleanResult
 
@@ -87,7 +88,7 @@ def normalize_text(s: pd.Series, cfg: DataConfig) -> pd.Series:
 
 def row_keys(df: pd.DataFrame, task: str) -> pd.Series:
     """The text identity of each row: what duplicates, conflicts and leakage compare."""
-    if task == "ner":
+    if kind_of(task).is_token_level:
         return df["tokens"].map(" ".join)
     if "text_pair" in df.columns:
         return df["text"].astype(str) + "\x1f" + df["text_pair"].astype(str)
@@ -175,12 +176,15 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
     """Normalise texts in place; quarantine empty, over-long, unlabelled and malformed rows."""
     if PARSE_ERROR in df.columns:  # lines the collect stage could not parse: quarantined first, with their line
         rules.remove(df[PARSE_ERROR].notna().to_numpy(), "unparseable_line")
-    if cfg.task == "ner":
+    kind = kind_of(cfg.task)
+    if kind.is_token_level:
         n_tokens = df["tokens"].map(len).to_numpy()
         rules.remove(n_tokens != df["tags"].map(len).to_numpy(), "tokens_tags_length_mismatch")
         rules.remove(n_tokens == 0, "empty_text")
         rules.remove(df["tags"].map(lambda tags: not all(is_bio_tag(t) for t in tags)), "invalid_bio_tag")
         return
+    if not (kind.is_single_label or kind.predicts_value):
+        raise kind.unsupported("cleaning rules")
     for col in ("text", "text_pair"):
         if col not in df.columns:
             continue
@@ -192,12 +196,12 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
         cap = char_cap(cfg.clean.max_chars, cfg.task)
         if cap is not None:
             rules.remove(df[col].str.len().gt(cap).fillna(False).to_numpy(dtype=bool), "too_long")
-    if cfg.task != "regression":
+    if kind.is_single_label:
         df["label"] = normalize_labels(df["label"], cfg, rules.report)
     if "label_raw" in df.columns:  # a regression target that is not a number ("n/a", "3,5")
         rules.remove(df["label_raw"].notna().to_numpy(), "invalid_label")
     rules.remove(df["label"].isna().to_numpy(), "missing_label")
-    if cfg.task != "regression" and cfg.labels:
+    if kind.is_single_label and cfg.labels:
         rules.remove(~df["label"].isin(cfg.labels).to_numpy(), "unknown_label")
 
 
@@ -220,7 +224,7 @@ def apply_set_rules(keys: pd.Series, label_key: pd.Series, split: np.ndarray, cf
         pos = np.flatnonzero(rules.kept)
         dup = pd.DataFrame({"k": k[pos], "l": lab[pos], "s": split[pos]}).duplicated().to_numpy()
         rules.remove(mark(len(k), pos[dup]), "duplicate")
-    if cfg.clean.drop_conflicts and cfg.task in ("classification", "pair_classification", "ner"):
+    if cfg.clean.drop_conflicts and kind_of(cfg.task).has_labels:  # a value may differ between annotators
         pos = np.flatnonzero(rules.kept)
         n_labels = pd.Series(lab[pos]).groupby(k[pos]).transform("nunique").to_numpy()
         rules.remove(mark(len(k), pos[n_labels > 1]), "conflicting_labels")
@@ -251,12 +255,13 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
     if sampled_out.any():
         report["sampled_out"] = int(sampled_out.sum())  # not bad rows: left out by data.max_rows
         rules.kept &= ~sampled_out
-    label_key = df["tags"].map(" ".join) if task == "ner" else df["label"].astype(str)
+    kind = kind_of(task)
+    label_key = df["tags"].map(" ".join) if kind.is_token_level else df["label"].astype(str)
     apply_set_rules(keys, label_key, split, cfg, rules)
 
     kept = df[rules.kept].drop(columns=["label_raw", PARSE_ERROR, LINE_CONTENT], errors="ignore")
     splits = {name: kept[kept["split"].eq(name)].drop(columns="split").reset_index(drop=True) for name in SPLITS}
-    if cfg.clean.augment and task in ("classification", "regression"):
+    if cfg.clean.augment and kind.augments:
         extra = augment_rows(splits["train"], cfg.clean.augment_copies, cfg.splits.seed)
         report["augmented_rows"] = len(extra)
         splits["train"] = pd.concat([splits["train"], extra], ignore_index=True)
@@ -272,13 +277,16 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
 
 def resolve_labels(splits: dict[str, pd.DataFrame], cfg: DataConfig) -> list[str] | None:
     """The label list in id order: declared, or sorted from the data. None for regression."""
-    if cfg.task == "regression":
+    kind = kind_of(cfg.task)
+    if not kind.has_labels:
         return None
     if cfg.labels:
         return list(cfg.labels)
-    if cfg.task == "ner":
+    if kind.is_token_level:
         tags = {t for frame in splits.values() for tags in frame["tags"] for t in tags}
         return tag_set(entity_types(tags))
+    if not kind.is_single_label:
+        raise kind.unsupported("label set")
     return sorted(pd.concat([frame["label"] for frame in splits.values()]).astype(str).unique())
 
 

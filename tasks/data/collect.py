@@ -17,12 +17,14 @@ from tasks.config import DataConfig, SourceConfig
 from tasks.data.readers import LINE_CONTENT, PARSE_ERROR, DataSourceError
 from tasks.data.sources import describe_source, read_source
 from tasks.io import digest_frames, write_frames
+from tasks.kinds import kind_of
 from tasks.labels import labels_as_strings
 
 
 def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
     """Rename the configured columns to the canonical ones; unknown names list what exists."""
-    if cfg.task == "ner":
+    kind = kind_of(cfg.task)
+    if kind.is_token_level:
         wanted = {cfg.tokens_column: "tokens", cfg.tags_column: "tags"}
     else:
         wanted = {cfg.text_column: "text", cfg.label_column: "label"}
@@ -44,10 +46,10 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
         )
     carried = [c for c in ("split", PARSE_ERROR, LINE_CONTENT) if c in df.columns]
     out = df[list(wanted) + carried].rename(columns=wanted)
-    if cfg.task == "ner":
+    if kind.is_token_level:
         out["tokens"] = out["tokens"].map(_as_list)
         out["tags"] = out["tags"].map(_as_list)
-    elif cfg.task == "regression":
+    elif kind.predicts_value:
         numeric = pd.to_numeric(out["label"], errors="coerce")
         unreadable = numeric.isna() & out["label"].notna()
         if unreadable.any():  # kept as read, so the quarantine shows "3,5" or "n/a", not an empty cell

@@ -36,6 +36,7 @@ from tasks.config import DataConfig, char_cap
 from tasks.data.clean import SPLITS, row_keys
 from tasks.data.gx_suite import LABEL_FRAMES, SAMPLE_LIMIT, SCOPES, run_suite
 from tasks.io import read_frame, write_json, write_text
+from tasks.kinds import kind_of
 from tasks.labels import find_bio_break
 from tasks.results import CleanResult
 
@@ -55,7 +56,8 @@ class DataValidationError(ValueError):
 
 
 def suite_path(task: str) -> Path:
-    return EXPECTATIONS_DIR / f"{task}.json"
+    """The kind's reviewed suite under expectations/."""
+    return EXPECTATIONS_DIR / kind_of(task).expectation_suite
 
 
 def load_suite(task: str) -> dict:
@@ -103,7 +105,7 @@ def as_list(value) -> list:
 
 def add_helper_columns(df: pd.DataFrame, task: str) -> pd.DataFrame:
     """Add the `_`-prefixed columns the NER suite checks; other tasks need none per split."""
-    if task != "ner" or not {"tokens", "tags"} <= set(df.columns):
+    if not kind_of(task).is_token_level or not {"tokens", "tags"} <= set(df.columns):
         return df
     df = df.copy()
     tokens = df["tokens"].map(as_list)
@@ -117,7 +119,7 @@ def add_helper_columns(df: pd.DataFrame, task: str) -> pd.DataFrame:
 
 def text_hashes(df: pd.DataFrame, task: str) -> np.ndarray:
     """64-bit hashes of each row's identity (the clean stage's definition) for leakage checks."""
-    keys = df["_text"] if task == "ner" else row_keys(df, task)
+    keys = df["_text"] if kind_of(task).is_token_level else row_keys(df, task)
     # isin on Arrow-backed strings walks Python objects (~9 s per 1M rows); on uint64 hashes it is
     # a hash-table lookup. A false match needs a 64-bit collision (~1e-8 at a million rows).
     # categorize=False: same hashes without factorising first, ~2x faster on unique texts.
@@ -126,7 +128,7 @@ def text_hashes(df: pd.DataFrame, task: str) -> np.ndarray:
 
 def build_all_rows(splits: dict[str, pd.DataFrame], task: str) -> pd.DataFrame:
     """All splits in one frame with `split` and `_in_train` (text also present in train)."""
-    shown = {"ner": ["_text"], "pair_classification": ["text", "text_pair"]}.get(task, ["text"])
+    shown = kind_of(task).shown_columns
     parts = []
     try:
         train_keys = text_hashes(splits["train"], task)
@@ -147,7 +149,7 @@ def build_all_rows(splits: dict[str, pd.DataFrame], task: str) -> pd.DataFrame:
 
 def count_labels(df: pd.DataFrame, task: str) -> pd.Series:
     """Occurrences of each class (rows) or NER tag (tokens) in one split."""
-    if task == "ner":
+    if kind_of(task).is_token_level:
         if "tags" not in df.columns:
             return pd.Series(dtype="int64")
         return pd.Series(chain.from_iterable(df["tags"].map(as_list)), dtype=object).value_counts()
@@ -158,11 +160,12 @@ def count_labels(df: pd.DataFrame, task: str) -> pd.Series:
 
 def build_label_table(counts: dict[str, pd.Series], task: str, labels: list[str] | None) -> pd.DataFrame:
     """One row per (split, class or tag): rows and share of that split."""
-    name = "tag" if task == "ner" else "label"
+    token_level = kind_of(task).is_token_level
+    name = "tag" if token_level else "label"
     rows = []
     for split, vc in counts.items():
         # Declared classes absent from a split get share 0, so the class-share check sees them.
-        keys = list(vc.index) + ([x for x in labels if x not in vc.index] if labels and task != "ner" else [])
+        keys = list(vc.index) + ([x for x in labels if x not in vc.index] if labels and not token_level else [])
         total = int(vc.sum()) or 1
         rows += [
             {"split": split, name: str(k), "rows": int(vc.get(k, 0)), "share": float(vc.get(k, 0)) / total}
@@ -175,7 +178,7 @@ def build_frames(splits: dict[str, pd.DataFrame], task: str, labels: list[str] |
     """Every frame a scope can name: the splits, all rows, and the label tables."""
     frames = {name: add_helper_columns(splits[name], task) for name in SPLITS}
     frames["all_rows"] = build_all_rows(frames, task)
-    if task != "regression":
+    if kind_of(task).has_labels:
         counts = {name: count_labels(frames[name], task) for name in SPLITS}
         table = build_label_table(counts, task, labels)
         frames["all_labels"] = table
@@ -202,10 +205,11 @@ def profile_splits(frames: dict[str, pd.DataFrame], task: str) -> dict:
     `token_count_percentiles`, pairs `text_pair_length_percentiles`.
     """
     profile: dict[str, Any] = {"task": task, "rows": {}, "labels": {}, "length_percentiles": {}}
+    kind = kind_of(task)
     for name in SPLITS:
         df = frames[name]
         profile["rows"][name] = len(df)
-        if task == "regression" and "label" in df.columns:
+        if kind.predicts_value and "label" in df.columns:
             lab = pd.to_numeric(df["label"], errors="coerce")
             profile["labels"][name] = (
                 {
@@ -220,7 +224,7 @@ def profile_splits(frames: dict[str, pd.DataFrame], task: str) -> dict:
             )
         else:
             profile["labels"][name] = {str(k): int(v) for k, v in count_labels(df, task).items()}
-        text_col = "_text" if task == "ner" else "text"
+        text_col = "_text" if kind.is_token_level else "text"
         if text_col in df.columns:
             profile["length_percentiles"][name] = describe_lengths(df[text_col].str.len())
         if "text_pair" in df.columns:

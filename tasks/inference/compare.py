@@ -19,22 +19,25 @@ def compare_answers(reference: Scores, candidate: Scores, value_tolerance: float
             f"{len(candidate)} {candidate.task} answers: score the same rows with the same model kind"
         )
     rows = len(reference)
-    if reference.task == "regression":
+    kind = reference.kind
+    if kind.predicts_value:
         diff = np.abs(np.asarray(reference.predictions) - np.asarray(candidate.predictions))
         changed = diff > value_tolerance
         largest = float(diff.max()) if rows else 0.0
-    elif reference.task == "ner":
+    elif kind.is_token_level:
         assert reference.probabilities is not None and candidate.probabilities is not None, "NER has probabilities"
         changed = np.array([list(a) != list(b) for a, b in zip(reference.predictions, candidate.predictions)])
         largest = max(
             (float(np.abs(a - b).max()) for a, b in zip(reference.probabilities, candidate.probabilities) if len(a)),
             default=0.0,
         )
-    else:
+    elif kind.is_single_label:
         assert isinstance(reference.probabilities, np.ndarray), "a classifier's probabilities are one array"
         assert isinstance(candidate.probabilities, np.ndarray), "a classifier's probabilities are one array"
         changed = np.asarray(reference.predictions) != np.asarray(candidate.predictions)
         largest = float(np.abs(reference.probabilities - candidate.probabilities).max()) if rows else 0.0
+    else:
+        raise kind.unsupported("answer comparison")
     n_changed = int(np.sum(changed))
     return {
         "rows": rows,

@@ -12,31 +12,21 @@ from typing import Any
 
 import numpy as np
 
+from tasks.kinds import TaskKind, kind_of
+from tasks.kinds.decision import PLAIN, Decision, decide, softmax
 from tasks.labels import INSIDE, entity_type, opens_entity
 
-
-@dataclass(frozen=True)
-class Decision:
-    """How class logits become an answer: probabilities = softmax(logits / temperature); for binary
-    classifiers with a threshold, the answer is the `positive` class when its probability >= threshold."""
-
-    temperature: float = 1.0
-    threshold: float | None = None
-    positive: int | None = None
-
-    @classmethod
-    def of_meta(cls, meta: dict) -> Decision:
-        """The rule a model folder's or bundle's finetune_flow.json records (none recorded: plain softmax, argmax)."""
-        d = meta.get("decision") or {}
-        label = d.get("positive_label")
-        return cls(
-            float(d.get("temperature", 1.0)),
-            d.get("threshold"),
-            meta["labels"].index(label) if label is not None else None,
-        )
-
-
-PLAIN = Decision()
+__all__ = [
+    "PLAIN",
+    "Decision",
+    "Scores",
+    "decide",
+    "decode_logits",
+    "describe_rule",
+    "entities_of",
+    "softmax",
+    "word_logits",
+]
 
 
 def describe_rule(record: dict) -> str:
@@ -70,35 +60,18 @@ class Scores:
     def __len__(self) -> int:
         return len(self.predictions)
 
+    @property
+    def kind(self) -> TaskKind:
+        """The task kind whose answers these are."""
+        return kind_of(self.task)
+
     def confidence(self) -> list[float | None]:
         """Per row: the top probability; NER: its mean over the words (1.0 without words); None for regression."""
-        if self.task == "regression":
-            return [None] * len(self)
-        assert self.probabilities is not None, "classifiers and NER have probabilities (None only for regression)"
-        if self.task == "ner":
-            return [float(p.max(-1).mean()) if len(p) else 1.0 for p in self.probabilities]
-        probs, preds = self.probabilities, self.predictions
-        assert isinstance(probs, np.ndarray) and isinstance(preds, np.ndarray), "a classifier's scores are arrays"
-        # The chosen label's probability: under a threshold it need not be the largest.
-        return probs[np.arange(len(self)), preds].astype(float).tolist()
+        return self.kind.confidence(self.predictions, self.probabilities)
 
     def answers(self) -> list:
         """Per row: the label name, the value, or the word tags (the form a person reads)."""
-        if self.task in ("classification", "pair_classification"):
-            assert self.labels is not None, "a classifier has a label set (None only for regression)"
-            assert isinstance(self.predictions, np.ndarray), "a classifier's predictions are an array of class ids"
-            return [self.labels[int(k)] for k in self.predictions]
-        if self.task == "regression":
-            assert isinstance(self.predictions, np.ndarray), "regression predictions are an array of values"
-            return [float(v) for v in self.predictions]
-        return list(self.predictions)
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Probabilities along the last axis (shifted by the max, so large logits do not overflow)."""
-    z = x - x.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+        return self.kind.answers(self.predictions, self.labels)
 
 
 def word_logits(token_logits: np.ndarray, word_ids: list, n_words: int, outside: int = 0) -> np.ndarray:
@@ -114,32 +87,13 @@ def word_logits(token_logits: np.ndarray, word_ids: list, n_words: int, outside:
     return words
 
 
-def decide(probs: np.ndarray, decision: Decision) -> np.ndarray:
-    """Class ids from calibrated probabilities: the positive class at or above the threshold, else argmax."""
-    if decision.threshold is None:
-        return probs.argmax(-1).astype(np.int64)
-    assert decision.positive is not None, "a threshold is recorded with its positive class"
-    return np.where(probs[:, decision.positive] >= decision.threshold, decision.positive, 1 - decision.positive).astype(
-        np.int64
-    )
-
-
 def decode_logits(task: str, logits: list[np.ndarray], labels: list[str] | None, decision: Decision = PLAIN) -> Scores:
     """Scores from logits per row: [labels] per text, [1] per regression text, [words, labels] per NER row.
 
     decision: the temperature and threshold of classification models (NER and regression ignore it).
     """
-    if task == "regression":
-        values = np.array([float(np.ravel(row)[0]) for row in logits], dtype=np.float64)
-        return Scores(task, labels, values, None)
-    assert labels is not None, "classification and NER have a label set (None only for regression)"
-    if task == "ner":
-        word_probs = [softmax(np.asarray(row, dtype=np.float32)) for row in logits]
-        return Scores(task, labels, [[labels[int(k)] for k in p.argmax(-1)] for p in word_probs], word_probs)
-    if not logits:
-        return Scores(task, labels, np.zeros(0, np.int64), np.zeros((0, len(labels)), np.float32))
-    probs = softmax(np.stack(logits).astype(np.float32) / np.float32(decision.temperature))
-    return Scores(task, labels, decide(probs, decision), probs)
+    predictions, probabilities = kind_of(task).decode(logits, labels, decision)
+    return Scores(task, labels, predictions, probabilities)
 
 
 def entities_of(text: str, spans: list[tuple[int, int]], tags: list[str], probs: np.ndarray) -> list[dict]:

@@ -14,6 +14,7 @@ from tasks.inference.session import create_session, quantises_per_call
 from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
 from tasks.inference.windows import aggregate_windows, long_text_of_bundle, windows_of
 from tasks.io import read_json
+from tasks.kinds import kind_of
 from tasks.labels import outside_id
 
 DEFAULT_BATCH_SIZE = 32  # rows per ONNX Runtime call; length buckets keep the padding small
@@ -32,6 +33,7 @@ class OnnxPredictor:
         self.dir = Path(bundle_dir)
         self.meta = read_json(self.dir / "finetune_flow.json")
         self.task: str = self.meta["task"]
+        self.kind = kind_of(self.task)  # an unknown kind fails here, not in its first answer
         self.labels: list[str] | None = self.meta["labels"]
         self.decision = Decision.of_meta(self.meta)
         self.max_length: int = self.meta["max_length"]
@@ -47,7 +49,8 @@ class OnnxPredictor:
 
     @property
     def needs_pairs(self) -> bool:
-        return self.task == "pair_classification"
+        """Whether the model reads a second text with each text."""
+        return self.kind.reads_pairs
 
     def run_logits(self, encodings: list) -> list[np.ndarray]:
         """Logits per row in input order ([labels] per text, [tokens, labels] per NER row), batched by length.
@@ -68,7 +71,7 @@ class OnnxPredictor:
             )
             logits = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
             for j, i in enumerate(idx):
-                out[i] = logits[j, : lengths[i]] if self.task == "ner" else logits[j]
+                out[i] = logits[j, : lengths[i]] if self.kind.is_token_level else logits[j]
         return out
 
     def score(
@@ -79,7 +82,7 @@ class OnnxPredictor:
         Texts go through the clean stage's normalisation first (NER text is not normalised there,
         nor here: entity spans index the caller's own text).
         """
-        if self.task == "ner":
+        if self.kind.is_token_level:
             if words is None:
                 words = [[t[a:b] for a, b in split_words(t)] for t in texts or []]
             encodings = encode_rows(self.tokenizer, words=words)
@@ -119,14 +122,14 @@ class OnnxPredictor:
 
     def predict_frame(self, df) -> Scores:
         """Score a frame laid out like a clean split: `text` (and `text_pair`), or `tokens` for NER."""
-        need = ["tokens"] if self.task == "ner" else ["text", "text_pair"] if self.needs_pairs else ["text"]
+        need = self.kind.input_columns
         missing = [c for c in need if c not in df.columns]
         if missing:
             raise ValueError(
                 f"a {self.task} model scores frames with column(s) {need}; this one lacks {missing} "
                 f"(it has {list(df.columns)})"
             )
-        if self.task == "ner":
+        if self.kind.is_token_level:
             return self.score(words=[[str(w) for w in row] for row in df["tokens"]])
         pairs = [str(t) for t in df["text_pair"]] if "text_pair" in df.columns else None
         return self.score([str(t) for t in df["text"]], pairs)
@@ -135,7 +138,7 @@ class OnnxPredictor:
         """Predict a batch; each answer says whether its input was truncated at max_length."""
         if not texts:
             return []
-        if self.task == "ner":
+        if self.kind.is_token_level:
             spans = [split_words(t) for t in texts]
             s = self.score(words=[[t[a:b] for a, b in sp] for t, sp in zip(texts, spans)])
             assert s.probabilities is not None and s.truncated is not None, "score gives NER probabilities and cuts"
@@ -145,8 +148,10 @@ class OnnxPredictor:
             ]
         s = self.score(texts, pairs)
         assert s.truncated is not None, "score always says which inputs it cut"
-        if self.task == "regression":
+        if self.kind.predicts_value:
             return [{"value": float(v), "truncated": bool(cut)} for v, cut in zip(s.predictions, s.truncated)]
+        if not self.kind.is_single_label:
+            raise self.kind.unsupported("answer for the service")
         assert self.labels is not None and s.probabilities is not None, "a classifier has labels and probabilities"
         return [
             {

@@ -23,7 +23,7 @@ class OnnxTextModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """One row per input row: label and scores, value, or NER entities (nested answers as JSON text)."""
-        if self.predictor.task == "ner":
+        if self.predictor.kind.is_token_level:
             texts = [" ".join(t) if not isinstance(t, str) else t for t in model_input["text"]]
         else:
             texts = [str(t) for t in model_input["text"]]

@@ -27,11 +27,11 @@ import pandas as pd
 
 from tasks.config import PipelineConfig
 from tasks.io import read_frame, write_json, write_parquet
+from tasks.kinds import kind_of
 from tasks.results import BaselineResult, CleanResult
 
 log = logging.getLogger(__name__)
 
-BASELINE_TASKS = ("classification", "pair_classification", "regression")
 LOGISTIC_C = (0.25, 1.0, 4.0, 16.0)
 RIDGE_ALPHA = (0.1, 1.0, 10.0, 100.0)
 EMBED_BATCH = 64
@@ -39,14 +39,23 @@ EMBED_BATCH = 64
 
 def applicable_kinds(cfg: PipelineConfig, pairs: bool) -> list[str]:
     """The configured baselines that fit this task (cosine needs pairs and a numeric target)."""
-    if not cfg.baselines.enabled or cfg.data.task not in BASELINE_TASKS:
+    kind = kind_of(cfg.data.task)
+    if not cfg.baselines.enabled or not kind.has_baselines:
         return []
-    return [k for k in cfg.baselines.kinds if k != "cosine" or (pairs and cfg.data.task == "regression")]
+    return [k for k in cfg.baselines.kinds if k != "cosine" or (pairs and kind.predicts_value)]
+
+
+def fits_values(task: str) -> bool:
+    """Whether a kind's baselines fit values (ridge) rather than classes (logistic); refuses any other kind."""
+    kind = kind_of(task)
+    if not (kind.predicts_value or kind.is_single_label):
+        raise kind.unsupported("baselines")
+    return kind.predicts_value
 
 
 def targets_of(df: pd.DataFrame, task: str, labels: list[str] | None) -> np.ndarray:
     """Class ids (labels' order) or float targets of a split."""
-    if task == "regression":
+    if fits_values(task):
         return df["label"].astype(float).to_numpy()
     index = {name: i for i, name in enumerate(labels or [])}
     return np.asarray([index[str(v)] for v in df["label"]], dtype=np.int64)
@@ -139,7 +148,7 @@ def fit_linear(task: str, x: dict[str, Any], y: dict[str, np.ndarray], primary: 
 
     from tasks.modelling.metrics import compute_metrics_for, greater_is_better
 
-    if task == "regression":
+    if fits_values(task):
         grid = [("alpha", a, Ridge(alpha=a)) for a in RIDGE_ALPHA]
     else:
         grid = [
@@ -165,7 +174,7 @@ def fit_linear_cv(task: str, x: np.ndarray, y: np.ndarray):
     from sklearn.linear_model import LogisticRegression, RidgeCV
     from sklearn.model_selection import GridSearchCV
 
-    if task == "regression":
+    if fits_values(task):
         model = RidgeCV(alphas=RIDGE_ALPHA).fit(x, y)
         return model, {"alpha": float(model.alpha_)}
     counts = np.bincount(y)
@@ -287,7 +296,7 @@ def compare_with_baselines(
     sign = 1.0 if greater_is_better(metric) else -1.0
     best = max(baselines.scores, key=lambda k: sign * baselines.scores[k]["test"][metric])
     best_preds = read_frame(baselines.predictions)[best].tolist()
-    if task != "regression":
+    if not fits_values(task):
         best_preds = [int(p) for p in best_preds]
     model_score = compute_metrics_for(task, model_predictions, references, labels)[metric]
     k = len(labels or []) or 2

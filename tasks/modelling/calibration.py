@@ -23,7 +23,6 @@ from tasks.io import save_figure
 
 log = logging.getLogger(__name__)
 
-CALIBRATED_TASKS = ("classification", "pair_classification")
 ECE_BINS = 15
 # log T is searched in [log 0.05, log 20]: beyond, a model is degenerate rather than mis-calibrated.
 LOG_T_BOUNDS = (float(np.log(0.05)), float(np.log(20.0)))

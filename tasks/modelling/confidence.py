@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.kinds import kind_of
+
 CONFIDENCE = 0.95
 RESAMPLES = 1000
 POISSON_FROM = 20_000
@@ -134,11 +136,14 @@ def paired_difference_interval(
 
 def _metric_stat(task: str, metric: str, predictions: Sequence[Any], references: Sequence[Any], num_labels: int):
     """(per-row sums, the metric of summed rows) for a task kind's metric."""
-    if task == "regression":
+    kind = kind_of(task)
+    if kind.predicts_value:
         return _regression_stat(metric, predictions, references)
-    if task == "ner":
+    if kind.is_token_level:
         return _ner_stat(metric, predictions, references)
-    return _classification_stat(metric, list(predictions), list(references), num_labels)
+    if kind.is_single_label:
+        return _classification_stat(metric, list(predictions), list(references), num_labels)
+    raise kind.unsupported("bootstrap statistics")
 
 
 def _resampled(n: int, score, resamples: int, seed: int) -> np.ndarray:
@@ -166,10 +171,8 @@ def _percentiles(scores: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def interval_metrics(task: str, scored: dict, labels: list[str] | None) -> dict[str, float]:
-    """`<metric>_ci_low` / `<metric>_ci_high` for the task's primary metric (and accuracy for classifiers)."""
-    from tasks.modelling.metrics import primary_metric
-
-    names = [primary_metric(task)] + (["accuracy"] if task in ("classification", "pair_classification") else [])
+    """`<metric>_ci_low` / `<metric>_ci_high` for the kind's interval metrics (its primary, and accuracy for classifiers)."""
+    names = kind_of(task).interval_metrics
     out: dict[str, float] = {}
     for name in names:
         low, high = bootstrap_interval(

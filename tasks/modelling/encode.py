@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.kinds import kind_of
 from tasks.labels import IGNORE_INDEX, inside_tag
 
 
@@ -150,7 +151,8 @@ def encode_frame(
     stride (texts only): chunk long texts into windows that share `stride` tokens; each window
     carries its document's label, and `document` holds the row it came from.
     """
-    if task == "ner":
+    kind = kind_of(task)
+    if kind.is_token_level:
         assert labels is not None, "NER has a tag set (labels are None only for regression)"
         label2id = {name: i for i, name in enumerate(labels)}
         enc = tokenizer(
@@ -171,9 +173,11 @@ def encode_frame(
             for i, tags in enumerate(df["tags"])
         ]
         return out
+    if not (kind.predicts_value or kind.is_single_label):
+        raise kind.unsupported("target encoding")
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
     out = encode_texts(tokenizer, list(df["text"]), pairs, max_length, pad_to_max_length, stride)
-    if task == "regression":
+    if kind.predicts_value:
         targets = [float(v) for v in df["label"]]
     else:
         assert labels is not None, "classification has a label set (None only for regression)"

@@ -28,6 +28,7 @@ import pandas as pd
 
 from tasks.config import PipelineConfig
 from tasks.io import read_frame, read_json, save_figure, write_csv, write_json, write_parquet
+from tasks.kinds import kind_of
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.model_card import write_model_card
 from tasks.results import BaselineResult, CleanResult, EvaluationResult
@@ -42,7 +43,9 @@ def load_trained(model_dir: str | Path):
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     meta = read_json(Path(model_dir) / "finetune_flow.json")
-    cls = AutoModelForTokenClassification if meta["task"] == "ner" else AutoModelForSequenceClassification
+    cls = (
+        AutoModelForTokenClassification if kind_of(meta["task"]).is_token_level else AutoModelForSequenceClassification
+    )
     return cls.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir), meta
 
 
@@ -50,19 +53,22 @@ def frame_of_predictions(df: pd.DataFrame, scored: dict, task: str, labels: list
     """The test split with prediction, confidence and correctness per row."""
     out = df.drop(columns=[c for c in ("raw_index",) if c in df.columns]).copy()
     preds, refs = scored["predictions"], scored["references"]
-    if task == "regression":
+    kind = kind_of(task)
+    if kind.predicts_value:
         out["prediction"] = preds
         out["abs_error"] = np.abs(np.array(preds) - np.array(refs))
-    elif task == "ner":
+    elif kind.is_token_level:
         out["prediction"] = preds
         out["correct"] = [p == r for p, r in zip(preds, refs)]
         out["confidence"] = scored["confidence"]
         out["mistakes"] = [describe_tag_mistakes(t, r, p) for t, r, p in zip(df["tokens"], refs, preds)]
-    else:
+    elif kind.is_single_label:
         assert labels is not None, "a classifier has a label set (None only for regression)"
         out["prediction"] = [labels[p] for p in preds]
         out["correct"] = [p == r for p, r in zip(preds, refs)]
         out["confidence"] = scored["confidence"]
+    else:
+        raise kind.unsupported("prediction frame")
     return out
 
 
@@ -73,7 +79,7 @@ def describe_tag_mistakes(tokens: list[str], refs: list[str], preds: list[str]) 
 
 def worst_errors(pred: pd.DataFrame, task: str, n: int = WORST_N) -> pd.DataFrame:
     """The N most confident mistakes (largest errors for regression)."""
-    if task == "regression":
+    if kind_of(task).predicts_value:
         return pred.sort_values("abs_error", ascending=False).head(n)
     wrong = pred[~pred["correct"]]
     return wrong.sort_values("confidence", ascending=False).head(n)
@@ -99,15 +105,18 @@ def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list
     A high accuracy hides them: on skewed data a model can score 0.95 while never predicting
     the rarest class.
     """
-    if task == "regression":
+    kind = kind_of(task)
+    if not kind.has_labels:
         return []
     assert labels is not None, "classification and NER have a label set (None only for regression)"
     metrics = scored["metrics"]
-    if task == "ner":
+    if kind.is_token_level:
         classes, predicted = entity_types(labels), None
-    else:
+    elif kind.is_single_label:
         classes = labels
         predicted = np.bincount(np.asarray(scored["predictions"], dtype=np.int64), minlength=len(labels))
+    else:
+        raise kind.unsupported("weak-class rule")
     weak = []
     for i, (name, key) in enumerate(zip(classes, label_keys(classes))):
         f1, support = metrics.get(f"f1_{key}"), int(metrics.get(f"support_{key}") or 0)
@@ -204,17 +213,20 @@ def per_range_report(refs: list[float], preds: list[float], edges: np.ndarray) -
 def confusion_inputs(scored: dict, task: str, labels: list[str] | None) -> tuple[list[int], list[int], list[str]]:
     """(true ids, predicted ids, class names) for the confusion matrix of any task kind."""
     refs, preds = scored["references"], scored["predictions"]
-    if task == "regression":
+    kind = kind_of(task)
+    if kind.predicts_value:
         edges = regression_ranges(refs)
         return range_ids(refs, edges), range_ids(preds, edges), range_names(edges)
     assert labels is not None, "classification and NER have a label set (None only for regression)"
-    if task == "ner":
+    if kind.is_token_level:
         names = list(dict.fromkeys(entity_type(t) for t in labels))
         index = {n: i for i, n in enumerate(names)}
         flat_r = [index[entity_type(t)] for sent in refs for t in sent]
         flat_p = [index[entity_type(t)] for sent in preds for t in sent]
         return flat_r, flat_p, names
-    return list(refs), list(preds), list(labels)
+    if kind.is_single_label:
+        return list(refs), list(preds), list(labels)
+    raise kind.unsupported("confusion matrix")
 
 
 def plot_prediction_scatter(refs: list[float], preds: list[float], path: Path) -> str:
@@ -266,15 +278,18 @@ def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], 
 
 def write_class_report(scored: dict, task: str, labels: list[str] | None, path: Path) -> str:
     """per_class_report.csv: per label, per entity type (NER) or per target range (regression)."""
-    if task == "regression":
+    kind = kind_of(task)
+    if kind.predicts_value:
         refs = scored["references"]
         report = per_range_report(refs, scored["predictions"], regression_ranges(refs))
-    elif task == "ner":
+    elif kind.is_token_level:
         assert labels is not None, "NER has a tag set (None only for regression)"
         report = per_class_report(scored["metrics"], entity_types(labels))
-    else:
+    elif kind.is_single_label:
         assert labels is not None, "a classifier has a label set (None only for regression)"
         report = per_class_report(scored["metrics"], labels)
+    else:
+        raise kind.unsupported("per-class report")
     write_csv(report, path)
     return str(path)
 
@@ -369,7 +384,6 @@ def evaluate_model(
     from tasks.inference.decode import Decision
     from tasks.inference.windows import long_text_of_bundle
     from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
-    from tasks.modelling.calibration import CALIBRATED_TASKS
     from tasks.modelling.confidence import interval_metrics
     from tasks.modelling.predict import score_frame, torch_forward
     from tasks.modelling.sizing import with_recorded_length
@@ -380,8 +394,9 @@ def evaluate_model(
     if torch.cuda.is_available() and not cfg.training.use_cpu:
         model.to("cuda")  # full precision still: the test metrics must match what was trained
     task, labels = cfg.data.task, data.labels
+    kind = kind_of(task)
     forward = torch_forward(model)
-    record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if task in CALIBRATED_TASKS else None
+    record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if kind.calibrated else None
     test = read_frame(data.splits["test"])
     decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
     batches = -(-len(test) // cfg.training.eval_batch_size)
@@ -416,7 +431,7 @@ def evaluate_model(
     if record is not None:  # the model card reads the test figures from the model folder's meta
         metrics.update(record_test_calibration(record, scored, Path(model_dir)))
         files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
-    if task == "regression":
+    if kind.predicts_value:
         files["prediction_scatter"] = plot_prediction_scatter(
             scored["references"], scored["predictions"], out / "prediction_scatter.png"
         )
@@ -428,8 +443,8 @@ def evaluate_model(
         if comparison is not None:
             (log.info if comparison["beats"] else log.warning)("%s", comparison["text"])
     weak = find_weak_classes(scored, task, labels)
-    n_classes = len(classes) - (1 if task == "ner" else 0)  # NER's matrix has "O", which is no entity type
-    weak_text = describe_weak_classes(weak, n_classes, "test mentions" if task == "ner" else "test rows")
+    n_classes = len(classes) - (1 if kind.is_token_level else 0)  # NER's matrix has "O", which is no entity type
+    weak_text = describe_weak_classes(weak, n_classes, kind.report_unit)
     files["weak_classes"] = write_json(out / "weak_classes.json", weak)
     files["model_card"] = write_model_card(
         Path(model_dir),

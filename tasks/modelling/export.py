@@ -97,7 +97,7 @@ def check_parity(reference: Scores, onnx: Scores, atol: float) -> dict:
         "atol": atol,
         "rows": found["rows"],
         "changed_rows": found["changed_rows"],
-        "compared": "value" if reference.task == "regression" else "probability",
+        "compared": "value" if reference.kind.predicts_value else "probability",
     }
 
 
@@ -108,7 +108,7 @@ def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: flo
     a, b = fp32_metrics[metric], int8_metrics[metric]
     loss = (a - b) if greater_is_better(metric) else (b - a)
     ok = loss <= max_drop
-    spread = float(np.ptp(fp32.predictions)) if fp32.task == "regression" and len(fp32) else 0.0
+    spread = float(np.ptp(fp32.predictions)) if fp32.kind.predicts_value and len(fp32) else 0.0
     changed = compare_answers(fp32, int8, REGRESSION_CHANGE * spread)
     return {
         "metric": metric,

@@ -16,19 +16,18 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from tasks.labels import IGNORE_INDEX, allowed_losses
+from tasks.kinds import kind_of
+from tasks.labels import IGNORE_INDEX
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def resolve_loss_name(task: str, loss: str) -> str:
     """Map training.loss 'auto' to cross_entropy or mse and refuse losses the task cannot use."""
-    allowed = allowed_losses(task)
-    if loss not in allowed:
-        raise ValueError(f"training.loss = '{loss}' does not fit task '{task}'; allowed: {', '.join(allowed)}")
-    if loss == "auto":
-        return "mse" if task == "regression" else "cross_entropy"
-    return loss
+    kind = kind_of(task)
+    if loss not in kind.losses:
+        raise ValueError(f"training.loss = '{loss}' does not fit task '{task}'; allowed: {', '.join(kind.losses)}")
+    return kind.default_loss if loss == "auto" else loss
 
 
 def balanced_class_weights(label_ids: Iterable[int], num_labels: int) -> list[float]:

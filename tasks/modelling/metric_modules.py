@@ -12,6 +12,7 @@ import datasets
 import evaluate
 import numpy as np
 
+from tasks.kinds import TaskKind, kind_of
 from tasks.labels import entity_types, label_keys
 
 _REPORT_AVERAGES = {"micro avg", "macro avg", "weighted avg"}
@@ -131,13 +132,17 @@ class NerMetrics(evaluate.Metric):
         return {k: float(v) for k, v in result.items()}
 
 
-def build_metric(task: str) -> evaluate.Metric:
+def build_metric(task: str | TaskKind) -> evaluate.Metric:
     """A fresh in-memory metric module for a task kind."""
-    cls = {
-        "classification": ClassificationMetrics,
-        "pair_classification": ClassificationMetrics,
-        "regression": RegressionMetrics,
-        "ner": NerMetrics,
-    }[task]
+    kind = kind_of(task)
+    cls: type[evaluate.Metric]
+    if kind.predicts_value:
+        cls = RegressionMetrics
+    elif kind.is_token_level:
+        cls = NerMetrics
+    elif kind.is_single_label:
+        cls = ClassificationMetrics
+    else:
+        raise kind.unsupported("metric module")
     # In memory: nothing to share across processes, and no arrow cache files to clean up.
     return cls(keep_in_memory=True)

@@ -22,8 +22,8 @@ Keys returned by `compute_metrics_for` (all plain floats):
   and `support_<TYPE>` (true entities) per entity type (every type in the tag set when label_names is given, plus any
   that occur), and `accuracy`: the token-level accuracy over all scored tokens, `O` included.
 
-Primary metric (the default `metric_for_best_model`): `f1` for classification,
-pair_classification and ner, `pearson` for regression.
+Primary metric (the default `metric_for_best_model`): each kind's `primary_metric` (tasks.kinds):
+`f1` for classification, pair_classification and ner, `pearson` for regression.
 """
 
 from __future__ import annotations
@@ -33,28 +33,19 @@ from typing import Any
 
 import numpy as np
 
+from tasks.kinds import kind_of
 from tasks.labels import IGNORE_INDEX
 
 # Predictions and references: lists, or the Trainer's arrays (class ids, values, tag lists).
 Values = Sequence[Any] | np.ndarray
 
-TASKS = ("classification", "pair_classification", "regression", "ner")
-
-_PRIMARY = {"classification": "f1", "pair_classification": "f1", "regression": "pearson", "ner": "f1"}
 _LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
 _SPLIT_PREFIXES = ("eval_", "test_", "validation_", "val_", "train_")
 
 
-def check_task(task: str) -> None:
-    """Refuse an unknown task kind with the allowed values."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task '{task}'; allowed: {', '.join(TASKS)}")
-
-
 def primary_metric(task: str) -> str:
     """The metric that selects the best checkpoint and gates promotion for a task kind."""
-    check_task(task)
-    return _PRIMARY[task]
+    return kind_of(task).primary_metric
 
 
 def greater_is_better(metric_name: str) -> bool:
@@ -74,37 +65,43 @@ def compute_metrics_for(
     label_names: list[str] | None = None,
 ) -> dict[str, float]:
     """Score predictions against references for a task kind; see the module docstring for the keys."""
-    check_task(task)
+    kind = kind_of(task)
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if len(references) == 0:
         raise ValueError("no examples to score")
     from tasks.modelling.metric_modules import build_metric
 
-    metric = build_metric(task)
-    if task == "regression":
+    metric = build_metric(kind)
+    if kind.predicts_value:
         return metric.compute(predictions=_to_floats(predictions), references=_to_floats(references))
-    if task == "ner":
+    if kind.is_token_level:
         preds, refs = _to_tag_lists(predictions, references)
         return metric.compute(predictions=preds, references=refs, label_names=label_names)
-    return metric.compute(predictions=_to_ints(predictions), references=_to_ints(references), label_names=label_names)
+    if kind.is_single_label:
+        return metric.compute(
+            predictions=_to_ints(predictions), references=_to_ints(references), label_names=label_names
+        )
+    raise kind.unsupported("metrics")
 
 
 def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None) -> Callable[[Any], dict[str, float]]:
     """A `compute_metrics` callable for the HF Trainer: logits and label ids in, metric dict out."""
-    check_task(task)
-    if task == "ner" and not label_names:
+    kind = kind_of(task)
+    if kind.is_token_level and not label_names:
         raise ValueError("NER metrics need label_names (the tag set in id order) to turn ids into tags")
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits, label_ids = _unpack_eval_prediction(eval_pred)
-        if task == "regression":
+        if kind.predicts_value:
             return compute_metrics_for(task, logits, label_ids)
-        if task == "ner":
+        if kind.is_token_level:
             assert label_names is not None, "refused above: NER metrics need label_names"
             preds, refs = decode_tag_ids(logits.argmax(axis=-1), label_ids, label_names)
             return compute_metrics_for(task, preds, refs, label_names)
-        return compute_metrics_for(task, logits.argmax(axis=-1), label_ids.reshape(-1), label_names)
+        if kind.is_single_label:
+            return compute_metrics_for(task, logits.argmax(axis=-1), label_ids.reshape(-1), label_names)
+        raise kind.unsupported("Trainer metrics")
 
     return compute_metrics
 

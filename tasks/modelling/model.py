@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tasks.config import PipelineConfig
+from tasks.kinds import kind_of
 
 
 def build_model(cfg: PipelineConfig, labels: list[str] | None):
@@ -11,21 +12,17 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
 
     from tasks.modelling.encode import ModelSourceError, resolve_model_path
 
+    kind = kind_of(cfg.data.task)
+    if not (kind.predicts_value or kind.is_token_level or kind.is_single_label):
+        raise kind.unsupported("model head")
     path = resolve_model_path(cfg.model.name)
-    task = cfg.data.task
-    kwargs: dict = {"revision": cfg.model.revision}
-    if task == "regression":
-        kwargs.update(num_labels=1, problem_type="regression")
-    else:
-        assert labels is not None, "classification and NER heads have a label set (None only for regression)"
-        kwargs.update(
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-        )
-        if task != "ner":
-            kwargs["problem_type"] = "single_label_classification"
-    cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
+    kwargs: dict = {"revision": cfg.model.revision, "num_labels": kind.num_labels(labels)}
+    if kind.has_labels:
+        assert labels is not None, "num_labels refused a missing label set"
+        kwargs.update(id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+    if kind.problem_type is not None:  # NER leaves it unset: transformers' token heads have none
+        kwargs["problem_type"] = kind.problem_type
+    cls = AutoModelForTokenClassification if kind.is_token_level else AutoModelForSequenceClassification
     try:
         model = cls.from_pretrained(path, **kwargs)
     except OSError as e:

@@ -7,17 +7,9 @@ from pathlib import Path
 
 from tasks.config import PipelineConfig
 from tasks.io import read_json, write_text
+from tasks.kinds import kind_of
 from tasks.labels import entity_types
 from tasks.results import CleanResult
-
-INTENDED_USE = {
-    "classification": "Assigning one of the labels above to a short English text like the training data.",
-    "pair_classification": "Deciding the relation (one of the labels above) between two short English texts, "
-    "such as whether they are paraphrases.",
-    "regression": "Scoring a short English text on the training data's numeric scale.",
-    "ner": "Tagging entity mentions (the types above) in short English texts like the training data, "
-    "word by word, with BIO tags.",
-}
 
 
 def long_text_note(cfg: PipelineConfig) -> str:
@@ -51,11 +43,12 @@ def write_model_card(
     # The values training used (a search may have changed them), else the config's.
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
+    kind = kind_of(task)
     labels = data.labels
-    if task == "ner":
+    if kind.is_token_level:
         assert labels is not None, "NER has a tag set (None only for regression)"
         labels = sorted(entity_types(labels))
-    weak_section = "" if task == "regression" else f"## Weak classes\n{weak_text}\n\n"
+    weak_section = f"## Weak classes\n{weak_text}\n\n" if kind.has_labels else ""
     baselines_section = f"## Against cheap baselines (same splits)\n{baselines_text}\n\n" if baselines_text else ""
     card = f"""# {cfg.registry.model_name}
 
@@ -65,7 +58,7 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 - Source: `{source}`; content digest `{data.digest}`
 - Rows (train / validation / test): {data.report["rows_out"]}
 - Quarantined by cleaning: {data.report["quarantined"]} ({data.report["removed"]})
-- {"Target: a number" if task == "regression" else ("Entity types: " if task == "ner" else "Labels: ") + str(labels)}
+- {f"{kind.target_noun}: " + (str(labels) if kind.has_labels else "a number")}
 
 ## Test metrics
 | metric | value |
@@ -76,10 +69,10 @@ Fine-tuned by finetune-flow from `{cfg.model.name}` for **{task}**.
 learning rate {hp.learning_rate}, batch {hp.train_batch_size} x {hp.gradient_accumulation_steps} accumulation,
 epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, schedule {hp.scheduler},
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
-{"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and task == "ner" else ""}; config digest `{cfg.digest()}`.
+{"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and kind.is_token_level else ""}; config digest `{cfg.digest()}`.
 
 {decision_card(meta.get("decision"))}## Intended use
-{INTENDED_USE[task]}
+{kind.intended_use}
 
 ## Limitations
 Scores hold for text like the test split only; {long_text_note(cfg)};

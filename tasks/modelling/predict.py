@@ -16,6 +16,7 @@ import pandas as pd
 from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
 from tasks.inference.decode import PLAIN, Decision, Scores, decode_logits, word_logits
 from tasks.inference.windows import LongText, aggregate_windows
+from tasks.kinds import kind_of
 from tasks.labels import outside_id
 
 Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -39,7 +40,7 @@ def torch_forward(model) -> Forward:
 def encode_inputs(tokenizer, df: pd.DataFrame, task: str, max_length: int, long_text: LongText = LongText()):
     """Tokenise a frame for inference; returns the encoding (with word ids for NER; windows when chunking,
     with `overflow_to_sample_mapping` naming each window's row)."""
-    if task == "ner":
+    if kind_of(task).is_token_level:
         return tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=True, max_length=max_length)
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
     if long_text.chunks:
@@ -69,6 +70,7 @@ def predict_logits(
     outside: the id of the NER "O" label, which words cut off by truncation are given.
     long_text: chunking reads every window of a long text and aggregates their logits per row.
     """
+    token_level = kind_of(task).is_token_level
     enc = encode_inputs(tokenizer, df, task, max_length, long_text)
     keys = [k for k in INPUT_NAMES if k in enc]
     lengths = [len(ids) for ids in enc["input_ids"]]
@@ -76,10 +78,10 @@ def predict_logits(
     for idx in length_buckets(lengths, batch_size):
         logits = forward(pad_rows({k: [enc[k][i] for i in idx] for k in keys}, tokenizer.pad_token_id or 0))
         for j, i in enumerate(idx):
-            out[i] = logits[j, : lengths[i]] if task == "ner" else logits[j]
+            out[i] = logits[j, : lengths[i]] if token_level else logits[j]
     # No slot is None any more: length_buckets yields every row index exactly once.
     rows = cast(list[np.ndarray], out)
-    if task == "ner":
+    if token_level:
         rows = [word_logits(rows[i], enc.word_ids(i), len(df["tokens"].iloc[i]), outside) for i in range(len(df))]
     elif long_text.chunks:
         rows = aggregate_windows(rows, enc["overflow_to_sample_mapping"], len(df), long_text.aggregate)
@@ -88,13 +90,7 @@ def predict_logits(
 
 def references_of(df: pd.DataFrame, task: str, labels: list[str] | None) -> list:
     """Ground truth in the form the scorers predict (class ids, values, tag lists)."""
-    if task == "regression":
-        return [float(v) for v in df["label"]]
-    if task == "ner":
-        return [list(t) for t in df["tags"]]
-    assert labels is not None, "a classifier has a label set (None only for regression)"
-    label2id = {name: i for i, name in enumerate(labels)}
-    return [label2id[str(v)] for v in df["label"]]
+    return kind_of(task).references_of(df, labels)
 
 
 def as_list(scores: Scores) -> list:
@@ -129,7 +125,7 @@ def score_frame(
     reads documents longer than max_length (one aggregated answer per document in chunk mode).
     """
     outside = 0
-    if task == "ner":
+    if kind_of(task).is_token_level:
         assert labels is not None, "NER has a tag set (None only for regression)"
         outside = outside_id(labels)
     logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside, long_text)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PipelineConfig
-from tasks.config.data import UNCAPPED_TASKS
+from tasks.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def sampled(df: pd.DataFrame, n: int = LENGTH_SAMPLE) -> pd.DataFrame:
 
 def token_lengths(tokenizer, df: pd.DataFrame, task: str) -> list[int]:
     """Tokens per row with special tokens, untruncated (pairs: both texts together)."""
-    if task == "ner":
+    if kind_of(task).is_token_level:
         enc = tokenizer(list(df["tokens"]), is_split_into_words=True, truncation=False, verbose=False)
     else:
         pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
@@ -211,7 +211,7 @@ def resolve_max_length(
         "token_length_max": max(lengths, default=0),
         "long_text": m.long_text,
     }
-    shares = pair_shares(tokenizer, rows, chosen) if task == "pair_classification" else None
+    shares = pair_shares(tokenizer, rows, chosen) if kind_of(task).reads_pairs else None
     if shares is not None:
         record["pairs"] = shares
     of = f"{n:,} train texts" + (f" (an even sample of {len(train):,})" if n < len(train) else "")
@@ -259,7 +259,7 @@ def long_text_advice(task: str, long_text: str, longer: int, n: int, max_length:
     ways = []
     if max_length < cap:
         ways.append(f"model.max_length {cap} (the most the model reads) or auto would read more of them")
-    if task in UNCAPPED_TASKS:
+    if kind_of(task).uncapped:
         ways.append(
             "model.long_text: chunk would read them whole (overlapping windows of max_length tokens, one "
             "answer per document; training takes about as many times longer as a text has windows)"

@@ -28,6 +28,7 @@ from pathlib import Path
 from tasks.config import PipelineConfig
 from tasks.inference.windows import aggregate_windows, long_text_of, recorded_long_text
 from tasks.io import read_frame, write_json
+from tasks.kinds import kind_of
 from tasks.modelling.callbacks import make_tracking_callback
 from tasks.modelling.checkpoints import (
     CHECKPOINTS,
@@ -120,8 +121,11 @@ def build_trainer(
         log_schedule(schedule, cfg.training)
     cfg = with_schedule(cfg, schedule)
     tc = cfg.training
-    collator = DataCollatorForTokenClassification(tokenizer) if task == "ner" else DataCollatorWithPadding(tokenizer)
-    train_ids = [] if task == "regression" else datasets["train"]["labels"]  # NER: nested, -100 skipped
+    kind = kind_of(task)
+    collator = (
+        DataCollatorForTokenClassification(tokenizer) if kind.is_token_level else DataCollatorWithPadding(tokenizer)
+    )
+    train_ids = datasets["train"]["labels"] if kind.has_labels else []  # NER: nested, -100 skipped
     compute_metrics = make_trainer_compute_metrics(task, labels)
     documents = list(datasets["validation"]["document"]) if "document" in datasets["validation"].column_names else None
     if documents is not None:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tasks.config import PipelineConfig
+from tasks.kinds import kind_of
 from tasks.modelling.checkpoints import CHECKPOINTS
 from tasks.modelling.precision import pick_precision
 
@@ -106,7 +107,7 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
     if weights == "auto":
         skew = (
             class_skew(train_labels, num_labels)
-            if cfg.data.task in ("classification", "pair_classification") and cfg.training.focal_alpha is None
+            if kind_of(cfg.data.task).skew_weighted and cfg.training.focal_alpha is None
             else 0
         )
         weights = "balanced" if skew >= AUTO_BALANCE_RATIO else None
@@ -191,7 +192,7 @@ def loss_spec_for(cfg: PipelineConfig, labels: list[str] | None, train_label_ids
 
     tc, task = cfg.training, cfg.data.task
     class_weights = None
-    if task != "regression":
+    if kind_of(task).has_labels:
         assert labels is not None, "classification and NER have a label set (None only for regression)"
         class_weights = resolve_class_weights(cfg, train_label_ids, len(labels))
     return {

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.kinds import kind_of
+
 _WORDS = re.compile(r"\w+", re.UNICODE)
 
 
@@ -212,13 +214,16 @@ def compare_windows(
             "oov_rate_current": float(cur_oov.mean()),
         }
     if "prediction" in reference and "prediction" in current and current["prediction"].notna().any():
-        if task == "regression":
+        kind = kind_of(task)
+        if kind.predicts_value:
             a, b = reference["prediction"].astype(float).to_numpy(), current["prediction"].astype(float).to_numpy()
             raw.append(("prediction", "prediction", "ks", _ks(a, b)))
             summaries |= {"prediction_mean_reference": float(a.mean()), "prediction_mean_current": float(b.mean())}
-        else:
+        elif kind.is_single_label:
             raw.append(("prediction", "prediction", "chi2", _chi2(reference["prediction"], current["prediction"])))
             summaries |= _shares(reference["prediction"], "reference") | _shares(current["prediction"], "current")
+        else:
+            raise kind.unsupported("prediction drift test")
     if "confidence" in reference and "confidence" in current and current["confidence"].notna().any():
         a, b = reference["confidence"].dropna().to_numpy(), current["confidence"].dropna().to_numpy()
         raw.append(("confidence", "confidence", "ks", _ks(a, b)))

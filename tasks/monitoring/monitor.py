@@ -16,6 +16,7 @@ import pandas as pd
 
 from tasks.config import MonitoringConfig
 from tasks.io import write_text
+from tasks.kinds import kind_of
 from tasks.platform import tracking
 
 MONITORING_EXPERIMENT = "monitoring"
@@ -32,8 +33,8 @@ def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.D
     df = read_frame(local)
     if len(df) > rows:
         df = df.sample(rows, random_state=seed)
-    task = candidate["meta"]["task"]
-    if task == "ner":  # no per-text label to compare; the words are still the input
+    kind = kind_of(candidate["meta"]["task"])
+    if kind.is_token_level:  # no per-text label to compare; the words are still the input
         return pd.DataFrame({"text": [" ".join(t) for t in df["tokens"]]})
     predictor = OnnxPredictor(candidate["bundle"])
     texts = df["text"].astype(str).tolist()
@@ -41,8 +42,10 @@ def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.D
     answers = []
     for i in range(0, len(texts), 64):
         answers += predictor.predict(texts[i : i + 64], pairs[i : i + 64] if pairs else None)
-    if task == "regression":
+    if kind.predicts_value:
         return pd.DataFrame({"text": texts, "prediction": [a["value"] for a in answers], "confidence": np.nan})
+    if not kind.is_single_label:
+        raise kind.unsupported("drift reference")
     return pd.DataFrame(
         {"text": texts, "prediction": [a["label"] for a in answers], "confidence": [a["score"] for a in answers]}
     )
@@ -56,10 +59,13 @@ def feedback_quality(window: pd.DataFrame, task: str, location: str | None = Non
     out: dict = {"rows": len(rows), "accuracy": None, "mae": None}
     if rows.empty:
         return out
-    if task == "regression":
+    kind = kind_of(task)
+    if kind.predicts_value:
         out["mae"] = float(np.mean(np.abs(rows["prediction"].astype(float) - rows["label"].astype(float))))
-    else:
+    elif kind.is_single_label or kind.is_token_level:  # the logged answer against the corrected one, as text
         out["accuracy"] = float((rows["prediction"].astype(str) == rows["label"].astype(str)).mean())
+    else:
+        raise kind.unsupported("feedback quality")
     return out
 
 
@@ -113,7 +119,7 @@ def monitor_model(
         if len(window) >= s.min_rows:
             reference = load_reference(champion, workdir, s.reference_rows, s.seed)
             current = window[["text", "prediction", "confidence"]]
-            if task == "ner":
+            if kind_of(task).is_token_level:  # a sentence's answer is its entities: no one label to compare
                 current = current.drop(columns=["prediction", "confidence"])
             vocabulary, lowercase = tokenizer_vocabulary(champion["bundle"])
             drift = compare_windows(

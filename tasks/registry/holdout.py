@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.io import read_frame, read_json
+from tasks.kinds import kind_of
 from tasks.platform import tracking
 from tasks.registry import register
 
@@ -62,9 +63,8 @@ def read_eval_frame(eval_data: str | None, challenger_run_id: str, workdir: Path
 
 def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | None = None) -> None:
     """Refuse an evaluation set without the task's columns, without rows, or with labels the model lacks."""
-    need = {"ner": ["tokens", "tags"], "pair_classification": ["text", "text_pair", "label"]}.get(
-        task, ["text", "label"]
-    )
+    kind = kind_of(task)
+    need = kind.input_columns + kind.target_columns
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ValueError(
@@ -73,7 +73,7 @@ def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | N
         )
     if df.empty:
         raise ValueError(f"evaluation set {where} has no rows")
-    if task == "regression":
+    if kind.predicts_value:
         bad = df.loc[pd.to_numeric(df["label"], errors="coerce").isna(), "label"]
         if len(bad):
             raise ValueError(
@@ -83,7 +83,7 @@ def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | N
         return
     if labels is None:
         return
-    seen = df["tags"].explode() if task == "ner" else df["label"]
+    seen = df["tags"].explode() if kind.is_token_level else df["label"]
     unknown = sorted({str(v) for v in seen.dropna()} - set(labels)) + (["<empty>"] if seen.isna().any() else [])
     if unknown:
         raise ValueError(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.kinds import kind_of
 from tasks.labels import labels_as_strings
 from tasks.platform import tracking
 from tasks.registry import register
@@ -224,7 +225,7 @@ def promote_challenger(
             champion = load_candidate(name, register.CHAMPION, work)
             df, source = read_eval_frame(eval_data, challenger["run_id"], work)
             task, labels = challenger["meta"]["task"], challenger["meta"]["labels"]
-            if task in ("classification", "pair_classification") and "label" in df.columns:
+            if kind_of(task).is_single_label and "label" in df.columns:
                 df["label"] = labels_as_strings(df["label"], labels)  # read like training data: 1.0 -> "1"
             check_columns(df, task, source, labels)
             margin = default_margin(challenger["run_id"]) if margin is None else float(margin)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tasks.config import PipelineConfig
 from tasks.io import read_json
+from tasks.kinds import kind_of
 from tasks.platform import tracking
 from tasks.results import CleanResult, EvaluationResult, ExportResult
 
@@ -64,15 +65,14 @@ def save_serving_model(
     import pandas as pd
     from mlflow.models import infer_signature
 
-    example = pd.DataFrame({"text": [str(t) if task != "ner" else " ".join(t) for t in example_texts[:2]]})
-    if task == "pair_classification":
+    kind = kind_of(task)
+    example = pd.DataFrame({"text": [" ".join(t) if kind.is_token_level else str(t) for t in example_texts[:2]]})
+    if kind.reads_pairs:
         if not example_pairs:
-            raise ValueError("a pair_classification model needs example second texts (example_pairs) for its signature")
+            raise ValueError(f"a {task} model needs example second texts (example_pairs) for its signature")
         example["text_pair"] = [str(t) for t in example_pairs[:2]]
     out_example = (
-        pd.DataFrame({"label": ["x"] * len(example), "score": [0.5] * len(example)})
-        if task in ("classification", "pair_classification")
-        else None
+        pd.DataFrame({"label": ["x"] * len(example), "score": [0.5] * len(example)}) if kind.is_single_label else None
     )
     mlflow.pyfunc.save_model(
         # Models-from-code: the model is this file, run at load time; loading a version unpickles nothing.
@@ -137,7 +137,7 @@ def log_serving_model(run_id: str, bundle_dir: str | Path, data: CleanResult, cf
     from tasks.io import read_frame
 
     test = read_frame(data.splits["test"])
-    examples = list(test["tokens"].head(2)) if cfg.data.task == "ner" else list(test["text"].head(2))
+    examples = list(test[kind_of(cfg.data.task).input_columns[0]].head(2))  # texts, or NER's words
     pairs = list(test["text_pair"].head(2)) if "text_pair" in test.columns else None
     with tempfile.TemporaryDirectory() as tmp:
         local = save_serving_model(bundle_dir, Path(tmp) / MODEL_ARTIFACT, examples, cfg.data.task, pairs)

@@ -12,9 +12,9 @@ from seqeval.metrics.sequence_labeling import get_entities
 from tasks.config import load_config
 from tasks.data.clean import clean_frame, resolve_labels
 from tasks.inference.decode import entities_of
+from tasks.kinds import kind_of, known_kinds
 from tasks.labels import (
     IGNORE_INDEX,
-    LOSSES_FOR_TASK,
     entity_type,
     entity_types,
     find_bio_break,
@@ -108,13 +108,13 @@ def test_sub_tokens_continue_their_word_with_the_inside_tag():
     assert outside_id(["B-PER", "I-PER", "O"]) == 2 and outside_id(["B-PER"]) == 0
 
 
-@pytest.mark.parametrize("task", sorted(LOSSES_FOR_TASK))
+@pytest.mark.parametrize("task", known_kinds())
 def test_config_and_losses_read_the_one_loss_table(task):
     from tasks.modelling.losses import resolve_loss_name
 
     for loss in ("auto", "cross_entropy", "mse", "focal"):
-        allowed = loss in LOSSES_FOR_TASK[task]
-        pair = ["data.text_pair_column=text_pair"] if task == "pair_classification" else []
+        allowed = loss in kind_of(task).losses
+        pair = ["data.text_pair_column=text_pair"] if kind_of(task).reads_pairs else []
         try:
             load_config(None, [f"data.task={task}", f"training.loss={loss}", *pair])
             refused = False
@@ -122,7 +122,7 @@ def test_config_and_losses_read_the_one_loss_table(task):
             refused = "does not fit" in str(e)
         assert refused != allowed, (task, loss)
         if allowed:
-            assert resolve_loss_name(task, loss) in LOSSES_FOR_TASK[task]
+            assert resolve_loss_name(task, loss) in kind_of(task).losses
         else:
             with pytest.raises(ValueError, match="does not fit"):
                 resolve_loss_name(task, loss)
