@@ -75,6 +75,27 @@ def up(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL for the session (flows/ops/postgres.py, as `ftflow up --postgres` starts one); stopped at the end.
+
+    Its folder is open to other users: run as root, the server runs as the `postgres` OS user, which
+    must reach it (pytest's own temp folders are closed to others).
+    """
+    import shutil
+
+    from flows.ops.postgres import LocalPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="ftflow-pg-"))
+    folder.chmod(0o755)
+    # Durability off: a throw-away server; its checkpoints would otherwise cost seconds at each stop.
+    fast = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    server = LocalPostgres(folder / "data", log_path=folder / "postgres.log", settings=fast).start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def manual_run(up, tmp_path_factory):
     """A `fine-tune/manual` run triggered through the Prefect API on the shared stack."""
     from tests import stack_support
