@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) requirements-data
 CONFIG ?= configs/quickstart.yaml
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: setup run test test-fast check docs browser lock bench
+.PHONY: setup run test test-fast check docs browser postgres lock bench
 
 setup: $(STAMP)
 
@@ -36,10 +36,24 @@ browser:
 	echo "installing chromium, chromium-driver and fonts-liberation with apt-get (the browser tests need them)"; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-liberation >/dev/null
 
+# The PostgreSQL tests (the team database: ftflow up --postgres / --database) start a real server from
+# the server binaries (initdb, postgres): Debian's postgresql package, found in /usr/lib/postgresql/N/bin,
+# on the PATH, or in FTFLOW_POSTGRES_BIN. Run as root, the server runs as the package's `postgres` user.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+	  || { [ -n "$$FTFLOW_POSTGRES_BIN" ] && [ -x "$$FTFLOW_POSTGRES_BIN/initdb" ]; }; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make test needs the PostgreSQL server binaries (initdb, postgres) for the team-database tests; this machine has no apt-get: install PostgreSQL with your package manager (or set FTFLOW_POSTGRES_BIN to its bin folder) and run make test again" >&2; exit 1; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	else echo "make test needs the PostgreSQL server for the team-database tests; installing it needs root: run 'sudo apt-get install -y postgresql' once, then make test" >&2; exit 1; fi; \
+	echo "installing postgresql with apt-get (the team-database tests start a real server; none is left running)"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+
 run: setup
 	$(OFFLINE) $(BIN)/ftflow run $(CONFIG) $(ARGS)
 
-test: setup browser check docs
+test: setup browser postgres check docs
 	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The static checks (pyproject.toml configures each; .pre-commit-config.yaml runs the same before a commit):

@@ -7,6 +7,8 @@ The suite in three layers (`make test` runs all, `make test-fast` the unit layer
   per session and is shared).
 - tests/system: `ftflow up` as a user runs it (Prefect and MLflow servers, served deployments, one
   stack per session shared through `up`), the HTTP service as a process, the UIs in a browser.
+A real PostgreSQL (`postgres`, the server `ftflow up --postgres` starts; `make test` installs it) backs the
+prediction log's PostgreSQL tests and the team stack (tests/system/test_team_stack.py).
 Each test passes alone and in any order: state a test changes is its own (its tmp_path, its
 registered model name, `monkeypatch`), or is read by the module fixture that made it. Helpers
 shared between files live in tests/support.py; a test file never imports another.
@@ -72,6 +74,27 @@ def up(tmp_path_factory):
     yield stack
     stack.stop()
     env.undo()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL for the session (flows/ops/postgres.py, as `ftflow up --postgres` starts one); stopped at the end.
+
+    Its folder is open to other users: run as root, the server runs as the `postgres` OS user, which
+    must reach it (pytest's own temp folders are closed to others).
+    """
+    import shutil
+
+    from flows.ops.postgres import LocalPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="ftflow-pg-"))
+    folder.chmod(0o755)
+    # Durability off: a throw-away server; its checkpoints would otherwise cost seconds at each stop.
+    fast = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+    server = LocalPostgres(folder / "data", log_path=folder / "postgres.log", settings=fast).start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -37,14 +37,17 @@ CREDENTIALS = {
 class UpProcess:
     """`ftflow up` in a subprocess; its printed URLs; SIGTERM to stop it."""
 
-    def __init__(self, home: Path, config: Path):
+    def __init__(self, home: Path, config: Path, args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.home, self.config = home, config
+        self.args, self.env = list(args), env or {}  # more options (--database URL, --postgres), their variables
         self.start()
 
     def start(self) -> None:
         """Run `ftflow up` on this home (again, after a stop) and wait until it says it is up."""
         # Poll often: a triggered run starts sooner. INFO logs: the serving log shows each stage and the shutdown.
-        env = dict(os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO", **CREDENTIALS)
+        env = dict(
+            os.environ, PREFECT_RUNNER_POLL_FREQUENCY="2", PREFECT_LOGGING_LEVEL="INFO", **CREDENTIALS, **self.env
+        )
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -59,6 +62,7 @@ class UpProcess:
                 str(self.home),
                 "--config",
                 str(self.config),
+                *self.args,
             ],
             cwd=ROOT,
             env=env,

@@ -11,6 +11,13 @@ MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD) both servers require them: P
 auth (PREFECT_SERVER_API_AUTH_STRING) and MLflow's `basic-auth` app, whose admin is created from
 them. Every child inherits them, so the served deployments, their flow runs, the CLI and the
 serving process pass them. A host other than loopback is refused without them.
+
+Database: SQLite files by default (Prefect's under the home, MLflow's in the project's store). With
+a PostgreSQL server (`database`, from `ftflow up --database URL`, or `postgres=True`, a local one in
+the home that starts first and stops last: flows/ops/postgres.py) the three stores live in its
+databases prefect, mlflow and predictions; MLflow then proxies the artifacts (`--serve-artifacts`,
+kept in the home), so a client needs only the tracking URL. The URLs, password included, reach the
+children through their environment only: never a command line, a file or a log line.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.ops.postgres import PASSWORD_ENV, Database, LocalPostgres, ensure_databases
 from flows.ops.supervisor import (
     START_TIMEOUT_S,
     STOP_GRACE_S,
@@ -97,8 +105,11 @@ def read_credentials(env: Mapping[str, str] | None = None) -> Credentials | None
     return creds
 
 
-def prefect_service(home: Path, host: str, port: int, root: Path, creds: Credentials | None = None) -> Service:
-    """`prefect server start` with its SQLite database under `home`/prefect; basic auth when `creds` are given."""
+def prefect_service(
+    home: Path, host: str, port: int, root: Path, creds: Credentials | None = None, database: Database | None = None
+) -> Service:
+    """`prefect server start`: its database in PostgreSQL (`database`) or SQLite under `home`/prefect; basic auth
+    when `creds` are given."""
     url = f"http://{host}:{port}"
     # The UI's bundle asks for its API at PREFECT_UI_API_URL, which defaults to port 4200, not --port.
     env = base_env() | {
@@ -114,14 +125,27 @@ def prefect_service(home: Path, host: str, port: int, root: Path, creds: Credent
     env.pop("PREFECT_SERVER_API_AUTH_STRING", None)  # only the credentials checked above turn auth on
     if creds:
         env["PREFECT_SERVER_API_AUTH_STRING"] = creds.prefect_auth_string
+    if database:
+        env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)  # the newer name would win over ours
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database.prefect_url
     argv = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
     return Service("prefect", argv, env, f"{url}/api/health", home / "logs" / "prefect.log", root)
 
 
 def mlflow_service(
-    store: Path, host: str, port: int, root: Path, home: Path, creds: Credentials | None = None
+    store: Path,
+    host: str,
+    port: int,
+    root: Path,
+    home: Path,
+    creds: Credentials | None = None,
+    database: Database | None = None,
 ) -> Service:
     """`mlflow server` on the project's store: the same SQLite file and artifact folder as direct runs.
+
+    With `database`, the backend store is its `mlflow` database (the URL in MLFLOW_BACKEND_STORE_URI,
+    not the command line, where `ps` shows it) and the server proxies the artifacts: new experiments
+    get `mlflow-artifacts:/` roots kept under `home`/mlflow-artifacts, so clients need only its URL.
 
     `--default-artifact-root` is a file URI, so experiments made through the server keep their
     artifacts where direct SQLite runs find them (an `mlflow-artifacts:/` root would need the
@@ -129,21 +153,27 @@ def mlflow_service(
     that upload through the server's proxy. With `creds` the server runs MLflow's `basic-auth`
     app: its user database under `home`, its admin made from the credentials (never a default).
     """
-    artifacts = (store / "artifacts").resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
     # Job execution off and one worker: ~0.5 GB and ~6 s to healthy instead of ~3 GB and ~20 s.
     env = base_env() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     url = f"http://{host}:{port}"
-    argv = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{(store / 'mlflow.db').resolve()}",
-        "--default-artifact-root",
-        artifacts.as_uri(),
+    argv = [sys.executable, "-m", "mlflow", "server"]
+    if database:
+        artifacts = (home / "mlflow-artifacts").resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        env["MLFLOW_BACKEND_STORE_URI"] = database.mlflow_url
+        argv += ["--serve-artifacts", "--default-artifact-root", "mlflow-artifacts:/"]
+    else:
+        artifacts = (store / "artifacts").resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        env.pop("MLFLOW_BACKEND_STORE_URI", None)
+        argv += [
+            "--backend-store-uri",
+            f"sqlite:///{(store / 'mlflow.db').resolve()}",
+            "--default-artifact-root",
+            artifacts.as_uri(),
+        ]
+    argv += [
         "--artifacts-destination",
         str(artifacts),
         "--host",
@@ -236,6 +266,9 @@ class Stack:
         serve: bool = True,
         serve_env: dict[str, str] | None = None,
         credentials: Credentials | None = None,
+        database: Database | None = None,
+        postgres: bool = False,
+        postgres_port: int = 0,
     ):
         from tasks.platform.tracking import store_dir
 
@@ -245,6 +278,15 @@ class Stack:
         self.host, self.config, self.timezone = host, config, timezone
         self.serve, self.serve_env = serve, serve_env or {}
         self.credentials = credentials
+        if database and postgres:
+            raise ValueError("either a database server (--database) or a local one (--postgres), not both")
+        # A local PostgreSQL in the home: the first to start, the last to stop.
+        self.postgres = (
+            LocalPostgres(self.home / "postgres", postgres_port, log_path=self.home / "logs" / "postgres.log")
+            if postgres
+            else None
+        )
+        self.database = self.postgres.database if self.postgres else database
         self.prefect_port = pick_port(host, prefect_port, "--prefect-port")
         self.mlflow_port = pick_port(host, mlflow_port, "--mlflow-port")
         self.services: list[Service] = []
@@ -270,11 +312,16 @@ class Stack:
         """Start the servers side by side, wait for health, then serve the deployments and wait for that."""
         from flows.deployments import DEPLOYMENT_NAMES
 
+        db = self.database
         servers = [
-            prefect_service(self.home, self.host, self.prefect_port, self.root, self.credentials),
-            mlflow_service(self.store, self.host, self.mlflow_port, self.root, self.home, self.credentials),
+            prefect_service(self.home, self.host, self.prefect_port, self.root, self.credentials, db),
+            mlflow_service(self.store, self.host, self.mlflow_port, self.root, self.home, self.credentials, db),
         ]
         try:
+            if self.postgres:
+                self.postgres.start(timeout)
+            elif db:
+                ensure_databases(db)
             for svc in servers:
                 start_service(svc)
                 self.services.append(svc)
@@ -282,8 +329,10 @@ class Stack:
             if self.credentials:
                 check_mlflow_login(servers[1], self.mlflow_url, self.credentials, self.home)
             if self.serve:
+                # The flows' prediction log (the monitor reads it) in the database, unless the caller says otherwise.
+                serve_env = ({"FTFLOW_PREDICTION_LOG": db.predictions_url} if db else {}) | self.serve_env
                 svc = serve_service(
-                    self.prefect_api, self.mlflow_url, self.home, self.root, self.config, self.timezone, self.serve_env
+                    self.prefect_api, self.mlflow_url, self.home, self.root, self.config, self.timezone, serve_env
                 )
                 since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
                 start_service(svc)
@@ -304,17 +353,34 @@ class Stack:
                 stop_service(svc, grace)
             except Exception as e:
                 log.warning("stopping %s failed: %s: %s", svc.name, type(e).__name__, e)
+        if self.postgres:  # last: the servers above close their sessions first
+            try:
+                self.postgres.stop(grace)
+            except Exception as e:
+                log.warning("stopping postgres failed: %s: %s", type(e).__name__, e)
 
     def check(self) -> None:
         """Raise StackError if a child has died."""
         for svc in self.services:
             ensure_alive(svc)
+        if self.postgres and self.postgres.service:
+            ensure_alive(self.postgres.service)
 
     def describe(self) -> str:
-        lines = [
-            f"Prefect UI:   {self.prefect_url}   (API {self.prefect_api})",
-            f"MLflow UI:    {self.mlflow_url}   (store {self.store})",
-        ]
+        db = self.database
+        if db:
+            where = "PostgreSQL in " + str(self.postgres.data_dir) if self.postgres else "PostgreSQL"
+            lines = [
+                f"Prefect UI:   {self.prefect_url}   (API {self.prefect_api})",
+                f"MLflow UI:    {self.mlflow_url}   (artifacts proxied, kept in {self.home / 'mlflow-artifacts'})",
+                f"database:     {where}: {db.shown('prefect', 'asyncpg')}, {db.shown('mlflow')}, "
+                f"{db.shown('predictions')}",
+            ]
+        else:
+            lines = [
+                f"Prefect UI:   {self.prefect_url}   (API {self.prefect_api})",
+                f"MLflow UI:    {self.mlflow_url}   (store {self.store})",
+            ]
         if self.serve:
             from flows.deployments import DEPLOYMENT_NAMES
 
@@ -330,6 +396,11 @@ class Stack:
             f"logs:         {self.home / 'logs'}",
             f"clients:      export PREFECT_API_URL={self.prefect_api} MLFLOW_TRACKING_URI={self.mlflow_url}",
         ]
+        if db:
+            lines.append(
+                f"              and FTFLOW_PREDICTION_LOG={db.shown('predictions')} for the service "
+                + (f"(the password: set {PASSWORD_ENV} before `ftflow up`)" if self.postgres else "(your password)")
+            )
         return "\n".join(lines)
 
     def __enter__(self) -> Stack:

@@ -40,6 +40,8 @@ class Service:
     health_url: str | None
     log_path: Path
     cwd: Path
+    user: str | None = None  # run as this OS user (ftflow up as root starts PostgreSQL as `postgres`)
+    stop_signal: int = signal.SIGTERM  # what asks it to stop (PostgreSQL: SIGINT, its fast shutdown)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def log_tail(self, lines: int = 25) -> str:
@@ -88,16 +90,31 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM if `ftflow up` itself is killed (even by SIGKILL).
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with_parent_fn():
+    """What a child runs before exec so it gets SIGTERM if `ftflow up` is killed (even by SIGKILL); Linux only.
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc is loaded here, in the parent: a child that has dropped to another user may not read this Python's files.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+    def die_with_parent() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return die_with_parent
 
 
 def start_service(svc: Service) -> None:
     svc.log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Another user's child drops root before the death signal is set (a change of user clears the death signal).
+    as_user = {}
+    if svc.user:
+        import pwd
+
+        as_user = {"user": svc.user, "group": pwd.getpwnam(svc.user).pw_gid, "extra_groups": []}
     with open(svc.log_path, "ab") as log:
         svc.proc = subprocess.Popen(
             svc.argv,
@@ -107,7 +124,8 @@ def start_service(svc: Service) -> None:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent_fn(),
+            **as_user,  # type: ignore[call-overload]
         )
 
 
@@ -177,7 +195,7 @@ def wait_served(
 
 
 def stop_service(svc: Service, grace: float = STOP_GRACE_S) -> None:
-    """SIGTERM the child's process group, wait, then SIGKILL whatever of its tree is left."""
+    """The child's stop signal (SIGTERM) to its process group, wait, then SIGKILL whatever of its tree is left."""
     import psutil
 
     if svc.proc is None:
@@ -186,7 +204,7 @@ def stop_service(svc: Service, grace: float = STOP_GRACE_S) -> None:
         tree = psutil.Process(svc.proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         tree = []
-    _signal_group(svc.proc.pid, signal.SIGTERM)
+    _signal_group(svc.proc.pid, svc.stop_signal)
     try:
         svc.proc.wait(grace)
     except subprocess.TimeoutExpired:

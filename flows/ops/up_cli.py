@@ -6,10 +6,12 @@ Only the standard library is imported at module level: `ftflow --help` stays fas
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 
+from flows.ops.postgres import DATABASE_URL_ENV, Database, parse_database_url
 from flows.ops.stack import (
     DEFAULT_HOME,
     DEFAULT_MLFLOW_PORT,
@@ -33,8 +35,25 @@ def _raise_stop(signum, frame) -> None:
     raise _Stop()
 
 
+def database_of(args) -> Database | None:
+    """The PostgreSQL server of --database (or FTFLOW_DATABASE_URL), `${NAME}` expanded; None without one."""
+    url = args.database if args.database is not None else os.environ.get(DATABASE_URL_ENV)
+    if not url or args.postgres:
+        return None
+    from tasks.secrets import literal_credentials
+
+    if "--database" in sys.argv and literal_credentials(url):
+        print(
+            "note: --database holds a literal password, which `ps` and the shell's history show; write it as "
+            "'postgresql://user:${PGPASSWORD}@host' (single quotes) with PGPASSWORD exported, or use "
+            f"{DATABASE_URL_ENV}",
+            file=sys.stderr,
+        )
+    return parse_database_url(url)
+
+
 def check_up_args(args) -> None:
-    """Refuse a bad config or time zone here, before any server starts."""
+    """Refuse a bad config, time zone or database URL here, before any server starts."""
     import zoneinfo
 
     from tasks.config import load_config
@@ -52,6 +71,9 @@ def check_up_args(args) -> None:
         zoneinfo.ZoneInfo(args.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"--timezone '{args.timezone}' is not an IANA time zone; e.g. UTC, Europe/Berlin") from None
+    if args.postgres and args.database:
+        raise ValueError("--postgres starts a local PostgreSQL, --database names a server: give one of them")
+    database_of(args)
 
 
 def cmd_up(args) -> int:
@@ -74,8 +96,15 @@ def cmd_up(args) -> int:
             timezone=args.timezone,
             serve=not args.no_serve,
             credentials=read_credentials(),
+            database=database_of(args),
+            postgres=args.postgres,
+            postgres_port=args.postgres_port,
         )
-        print(f"starting Prefect server, MLflow server{' and the deployments' if stack.serve else ''} ...", flush=True)
+        first = "PostgreSQL, " if args.postgres else ""
+        print(
+            f"starting {first}Prefect server, MLflow server{' and the deployments' if stack.serve else ''} ...",
+            flush=True,
+        )
         stack.start()
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -123,6 +152,27 @@ def add_up_command(sub) -> None:
     )
     sp.add_argument("--prefect-port", type=int, default=DEFAULT_PREFECT_PORT, help="Prefect port; 0 picks a free one")
     sp.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT, help="MLflow port; 0 picks a free one")
-    sp.add_argument("--home", default=DEFAULT_HOME, help="folder for the Prefect database and the logs")
+    sp.add_argument(
+        "--home",
+        default=DEFAULT_HOME,
+        help="folder for the Prefect database and the logs (with --postgres: the PostgreSQL data, with a "
+        "database: MLflow's artifacts)",
+    )
+    db = sp.add_mutually_exclusive_group()
+    db.add_argument(
+        "--database",
+        default=None,
+        metavar="URL",
+        help=f"a PostgreSQL server for the three stores (databases prefect, mlflow, predictions, created when "
+        f"missing), e.g. 'postgresql://ftflow:${{PGPASSWORD}}@db:5432': ${{NAME}} is read from the environment; "
+        f"{DATABASE_URL_ENV} when omitted; MLflow then proxies the artifacts",
+    )
+    db.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start a local PostgreSQL (initdb in --home/postgres, loopback, a password generated at each start "
+        "unless FTFLOW_POSTGRES_PASSWORD is set) for the three stores, stopped with the stack",
+    )
+    sp.add_argument("--postgres-port", type=int, default=0, help="the local PostgreSQL's port; 0 picks a free one")
     sp.add_argument("--no-serve", action="store_true", help="start only the two servers, not the deployments")
     sp.set_defaults(func=cmd_up)

@@ -190,13 +190,15 @@ class ParquetSink:
 
 
 class SqlSink:
-    """Rows in a SQL table through SQLAlchemy (SQLite tested; PostgreSQL the production choice)."""
+    """Rows in a SQL table through SQLAlchemy: SQLite, or PostgreSQL (postgresql+psycopg://; `ftflow up
+    --postgres` or `--database` points the stack's flows at its `predictions` database). Both tested."""
 
     def __init__(self, url: str, table: str = PREDICTIONS, schema: pa.Schema = PREDICTION_SCHEMA):
         import sqlalchemy as sa
 
         self.url, self.schema = url, schema
-        self.engine = sa.create_engine(url)
+        # pre_ping: a pooled connection a database restart closed is replaced, not handed to a write.
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
         types = {pa.string(): sa.Text, pa.float64(): sa.Float}
         cols = []
         for f in schema:
@@ -206,9 +208,12 @@ class SqlSink:
         try:
             self.table.metadata.create_all(self.engine)
         except sa.exc.SQLAlchemyError as e:
+            from tasks.secrets import redact_text
+
             raise ValueError(
-                f"prediction log {url!r}: cannot create table '{table}': {str(e).splitlines()[0]}; "
-                f"check {LOG_ENV} and that the database is reachable and writable"
+                f"prediction log {self.engine.url.render_as_string(hide_password=True)!r}: cannot create table "
+                f"'{table}': {redact_text(str(e).splitlines()[0])}; check {LOG_ENV} and that the database is "
+                f"reachable and writable"
             ) from None
 
     def __repr__(self) -> str:
