@@ -17,7 +17,12 @@ pytestmark = pytest.mark.slow
 
 # Warnings a user may still see, each with what they can do about it.
 # Warnings a user can act on, allowed in the output: the tiny run's model is weak on a class.
-ACTIONABLE: tuple[str, ...] = (r"classes are weak on test",)
+# Warnings that tell the user something about their model or data, and what to do about it.
+ACTIONABLE: tuple[str, ...] = (
+    r"classes are weak on test",
+    r"does NOT beat the best baseline .*Try ",
+    r"train texts \(\d+%\) are longer than max_length \d+ tokens .* would read",
+)
 WARNING_LINE = re.compile(r"\bWARNING\b|Warning\b|warnings\.warn")
 
 
