@@ -116,9 +116,13 @@ def read_feedback(location: str | None = None) -> pd.DataFrame:
 
 
 def join_feedback(predictions: pd.DataFrame, location: str | None = None) -> pd.DataFrame:
-    """Logged predictions that have feedback, with the corrected label in `label`."""
+    """Logged predictions that have feedback, with the corrected label in `label`: one row per request id.
+
+    A correction counts once however many rows share its id (a log written before ids were the server's
+    holds a client's id on many rows), so no client can turn one correction into many.
+    """
     fb = read_feedback(location)[["request_id", "label"]]
-    return predictions.merge(fb, on="request_id", how="inner")
+    return predictions.drop_duplicates("request_id").merge(fb, on="request_id", how="inner")
 
 
 def feedback_rows(model_name: str | None = None, location: str | None = None) -> pd.DataFrame:
