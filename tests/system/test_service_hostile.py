@@ -222,3 +222,35 @@ def test_listening_beyond_loopback_needs_a_token_or_insecure(ner_bundle, caplog)
         timeout=60,
     )
     assert out.returncode == 2 and "pass --insecure" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("escape", ["../elsewhere/model.onnx", "ABSOLUTE"])
+def test_a_serving_file_outside_its_bundle_is_refused_at_start(ner_bundle, tmp_path, escape):
+    """On main the bundle's `serving_file` was joined unchecked: `../` (or an absolute path) served any ONNX file."""
+    import shutil
+    import socket
+
+    bundle = shutil.copytree(ner_bundle, tmp_path / "bundle")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(ner_bundle / "model.onnx", elsewhere / "model.onnx")
+    meta = json.loads((bundle / "finetune_flow.json").read_text())
+    meta["serving_file"] = str(elsewhere / "model.onnx") if escape == "ABSOLUTE" else escape
+    (bundle / "finetune_flow.json").write_text(json.dumps(meta))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "deploy.service", "--bundle", str(bundle), "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the service started and served the file outside its bundle: {str(e.stderr)[-1000:]}")
+    assert out.returncode != 0
+    assert "points outside the bundle" in out.stderr and "serving_file" in out.stderr, out.stderr[-3000:]
