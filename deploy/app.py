@@ -29,7 +29,7 @@ from deploy.errors import ServiceError, error_response, error_responses
 from deploy.model_holder import ModelHolder, Served
 from deploy.schemas import FeedbackRequest, PredictRequestRules, parse_request, predict_request_model
 from deploy.settings import Settings
-from deploy.traffic import ShadowJob, ShadowRunner, log_answers, request_id_from, routes_to_canary, text_ids
+from deploy.traffic import ShadowJob, ShadowRunner, log_answers, request_ids, routes_to_canary, text_ids
 
 log = logging.getLogger("ftflow.serve")
 INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed off the event loop, so probes keep answering
@@ -188,9 +188,9 @@ def predict(
 ) -> JSONResponse:
     # A plain `def`: FastAPI runs it in its thread pool; ONNX Runtime releases the GIL meanwhile.
     state = request.app.state
-    rid = request_id_from(request.headers.get("x-request-id"))
+    rid, client_id = request_ids(request.headers.get("x-request-id"))
     answering, role = served, "champion"
-    if settings.canary_percent and routes_to_canary(rid, settings.canary_percent):
+    if settings.canary_percent and routes_to_canary(client_id or rid, settings.canary_percent):
         canary = state.second.current
         if canary is not None and canary.version != served.version:  # none loaded yet: the champion answers
             answering, role = canary, "canary"
@@ -225,18 +225,24 @@ def predict(
             answering.version,
             role,
             latency_ms,
+            client_id,
         )
     if state.shadow is not None and role == "champion":
-        state.shadow.submit(ShadowJob(ids, texts, pairs, served.version))
+        state.shadow.submit(ShadowJob(ids, texts, pairs, served.version, client_id))
     for item_id, answer in zip(ids, predictions):
         answer["request_id"] = item_id
     return JSONResponse(
         {
             "request_id": rid,
+            "client_request_id": client_id,
             "model": {"name": settings.model_name, "version": answering.version, "role": role},
             "predictions": predictions,
         },
-        headers={"X-Model-Version": answering.version, "X-Request-ID": rid},
+        headers={
+            "X-Model-Version": answering.version,
+            "X-Request-ID": rid,
+            **({"X-Client-Request-ID": client_id} if client_id else {}),
+        },
     )
 
 

@@ -62,6 +62,7 @@ class ModelHolder:
 
     def refresh(self) -> bool:
         """Load the alias's version if it is not the one served; True when a new model went live."""
+        from tasks.platform import tracking
         from tasks.registry import register
 
         s = self.settings
@@ -91,7 +92,10 @@ class ModelHolder:
             folder = register.download_bundle(s.model_name, version, target)
             fresh = self.load_bundle(folder, version, mv.run_id, dict(mv.tags))
         except Exception as e:  # keep serving what we have; /ready and the log say what went wrong
-            self.last_error = f"loading {s.model_name}@{s.alias} failed: {type(e).__name__}: {e}"
+            # /ready shows this to anyone, and MLflow's errors name the tracking URI, password and all.
+            self.last_error = tracking.redact_tracking(
+                f"loading {s.model_name}@{s.alias} failed: {type(e).__name__}: {e}"
+            )
             if target is not None:
                 failures += 1
                 wait = min(s.poll_seconds * 2**failures, MAX_RETRY_WAIT_S)

@@ -27,13 +27,15 @@ log = logging.getLogger("ftflow.serve")
 CANARY_BUCKETS = 10_000  # canary shares are honoured to 0.01%
 
 
-def request_id_from(header: str | None) -> str:
-    """The client's X-Request-ID when it is a valid id, else a fresh one."""
-    return header if is_request_id(header) else new_request_id()
+def request_ids(header: str | None) -> tuple[str, str | None]:
+    """(the request's id, the client's X-Request-ID or None): the id is always a fresh one of the server's,
+    the key /feedback corrects; a valid X-Request-ID is only logged and answered beside it, to correlate."""
+    return new_request_id(), header if is_request_id(header) else None
 
 
 def routes_to_canary(request_id: str, percent: float) -> bool:
-    """Whether this request goes to the canary: a stable hash of its id, so a retried id lands on the same model."""
+    """Whether this request goes to the canary: a stable hash of an id (the client's when it sent one, so a
+    retried request lands on the same model)."""
     if percent <= 0:
         return False
     bucket = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") % CANARY_BUCKETS
@@ -50,6 +52,7 @@ def log_answers(
     version: str,
     role: str,
     latency_ms: float,
+    client_id: str | None = None,
 ) -> None:
     """One log row per answered text (the request's model latency on each row)."""
     for i, (rid, answer, text) in enumerate(zip(ids, answers, texts)):
@@ -63,6 +66,7 @@ def log_answers(
                 role=role,
                 text_pair=pairs[i] if pairs else None,
                 request_id=rid,
+                client_request_id=client_id,
             )
         )
 
@@ -78,6 +82,7 @@ class ShadowJob:
     texts: list[str]
     pairs: list[str] | None
     served_version: str
+    client_id: str | None = None
 
 
 class ShadowRunner:
@@ -137,6 +142,7 @@ class ShadowRunner:
                         shadow.version,
                         "challenger",
                         latency_ms,
+                        job.client_id,
                     )
                 self.answered += 1
             except Exception:  # a failing shadow must never touch the served answers; counted and logged

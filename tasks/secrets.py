@@ -23,8 +23,9 @@ SECRET_PARAM = re.compile(
 )
 # A URL anywhere in a string: scheme://… up to whitespace or a closing quote.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
-# user:password@ right after the scheme (the password may itself be a ${REF}).
-_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@:]*):(?P<pw>[^/?#@]*)@")
+# Where a URL's user part may begin: right after the scheme, a user name, then ':' (the password follows).
+_USER = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#\s'\"<>`]*:")
+PASSWORD_MAX = 256  # the longest password looked for; a line break ends one
 _QUERY_PAIR = re.compile(r"(?P<sep>[?&;])(?P<key>[^=&;#]+)=(?P<value>[^&;#]*)")
 
 
@@ -52,31 +53,63 @@ def redact_url(url: str) -> str:
             return f"{m['sep']}{key}={MASK}"
         return m.group(0)
 
-    def mask_userinfo(m: re.Match) -> str:
-        pw = m["pw"]
-        return m.group(0) if not pw or _is_reference(pw) else f"{m['head']}:{MASK}@"
+    return _QUERY_PAIR.sub(mask_query, _mask_passwords(url))
 
-    url = _USERINFO.sub(mask_userinfo, url, count=1)
-    return _QUERY_PAIR.sub(mask_query, url)
+
+def password_end(text: str, start: int) -> int | None:
+    """Where the password that begins at `text[start]` ends (the index of its '@'), or None: no password.
+
+    Read as both parsers that open these URLs read it, and the longer of the two masked: urllib
+    ends the user part at the last '@' before the first '/', '?', '#' (so 'p@ss' is a password);
+    SQLAlchemy at the first '@' (so 'pa/ss', 'ab#c', 'a?b' and 'pa ss' are passwords too). The cost: in
+    'http://host:8080/x?mail=a@b' the port and path are masked too, as SQLAlchemy would read them.
+    """
+    # A line break or the next URL's '://' ends the search: in free text an '@' further on is someone's address.
+    window = re.split(r"[\r\n]|://", text[start : start + PASSWORD_MAX + 1], maxsplit=1)[0]
+    netloc = re.search(r"[/?#]", window)  # urllib's user part may hold spaces and '@'s
+    last_in_netloc = window.rfind("@", 0, netloc.start() if netloc else len(window))
+    end = last_in_netloc if last_in_netloc >= 0 else window.find("@")
+    return None if end < 0 else start + end
+
+
+def url_password(url: str) -> str | None:
+    """The password of `url`'s user part as the masker reads it (see password_end), or None."""
+    user = _USER.match(url)
+    end = password_end(url, user.end()) if user else None
+    return url[user.end() : end] if user and end is not None else None
+
+
+def _mask_passwords(text: str) -> str:
+    """`text` with the literal password of every URL's user part masked (references kept)."""
+    out, pos = [], 0
+    while m := _USER.search(text, pos):
+        end = password_end(text, m.end())
+        if end is None:
+            out.append(text[pos : m.end()])
+            pos = m.end()
+            continue
+        pw = text[m.end() : end]
+        out.append(text[pos : m.end()] + (pw if not pw or _is_reference(pw) else MASK) + "@")
+        pos = end + 1
+    return "".join(out) + text[pos:]
 
 
 def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     """`text` with every URL's literal credentials masked and each value in `secrets` replaced by ***."""
     for value in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
         text = text.replace(value, MASK)
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL.sub(lambda m: redact_url(m.group(0)), _mask_passwords(text))
 
 
 def literal_credentials(url: str) -> list[str]:
     """What in `url` is a literal credential (a password, a `token=` value), by name; [] when none."""
     found: list[str] = []
+    if _is_literal(url_password(url)):
+        found.append("the password of the user part")
     try:
-        parts = urlsplit(url)
-        password = parts.password
+        parts = urlsplit(_mask_passwords(url))
     except ValueError:
         return found
-    if _is_literal(password):
-        found.append("the password of the user part")
     found += [
         f"query parameter '{k}'"
         for k, v in parse_qsl(parts.query, keep_blank_values=True)

@@ -20,6 +20,23 @@ from tasks.labels import outside_id
 DEFAULT_BATCH_SIZE = 32  # rows per ONNX Runtime call; length buckets keep the padding small
 
 
+def file_in_bundle(bundle_dir: Path, name: str) -> Path:
+    """`bundle_dir / name` when it lies inside the bundle; a ValueError naming both otherwise.
+
+    The name comes from the bundle's own metadata (`serving_file`), which travels with a registered
+    model: joined unchecked, `../x.onnx` or an absolute path would load any ONNX file on the machine.
+    """
+    root = bundle_dir.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise ValueError(
+            f"bundle {bundle_dir}: serving_file {str(name)[:200]!r} in finetune_flow.json points outside the "
+            f"bundle ({path}); a bundle serves only a file of its own folder, e.g. 'model.onnx'. Re-export the "
+            f"model (ftflow run) or correct serving_file"
+        )
+    return path
+
+
 class OnnxPredictor:
     """Loads a serving bundle (model.onnx or model.int8.onnx, tokenizer.json, finetune_flow.json)."""
 
@@ -38,13 +55,14 @@ class OnnxPredictor:
         self.decision = Decision.of_meta(self.meta)
         self.max_length: int = self.meta["max_length"]
         self.model_file = model_file or self.meta.get("serving_file", "model.onnx")
+        model_path = file_in_bundle(self.dir, self.model_file)
         self.normalize = rules_of_bundle(self.meta)
         self.long_text = long_text_of_bundle(self.meta)
         self.tokenizer = load_tokenizer(self.dir, self.max_length, self.long_text.stride)
         self.pad_id = pad_id_of(self.dir, self.tokenizer)
-        self.session = create_session(self.dir / self.model_file, threads)
+        self.session = create_session(model_path, threads)
         # One row per call for a dynamic int8 model: only then is an answer independent of the texts beside it.
-        self.rows_per_call = 1 if quantises_per_call(self.dir / self.model_file) else batch_size
+        self.rows_per_call = 1 if quantises_per_call(model_path) else batch_size
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     @property

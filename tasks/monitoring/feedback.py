@@ -32,6 +32,29 @@ class FeedbackError(ValueError):
         super().__init__(f"feedback refused, nothing stored: {shown}{more}")
 
 
+SHOWN_CHARS = 40  # an error shows at most this much of a label, marked as cut: a 1 MB label is not echoed
+
+
+def shown(label) -> str:
+    """`label` as an error shows it: its repr, or a marked prefix with its length when long."""
+    text = (
+        repr(label) if not isinstance(label, int) or label.bit_length() < 128 else f"a {len(str(label))}-digit number"
+    )
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters, cut)"
+
+
+def as_number(label) -> float | None:
+    """`label` as a finite float, or None when it is not a number, or none a float can hold ("inf", 1e400,
+    a 400-digit integer, true/false)."""
+    if isinstance(label, bool):
+        return None
+    try:
+        value = float(label.strip() if isinstance(label, str) else label)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def allowed_labels(prediction: pd.Series) -> list[str] | None:
     """The labels the model that answered knows (the keys of its logged probabilities); None: a number."""
     if isinstance(prediction.get("probabilities"), str):
@@ -46,8 +69,11 @@ def spell_label(label, prediction: pd.Series) -> str:
 
     if label is None:
         return ""
+    if allowed_labels(prediction) is None:  # a value: stored as a float spells it, so 1 and "1.0" are one value
+        value = as_number(label)
+        return repr(value) if value is not None else str(label)
     text = label.strip() if isinstance(label, str) else label
-    if isinstance(text, bool):
+    if as_number(text) is None:  # a word, true/false, or inf / 1e400 / 10**400 (no class number): as written
         return str(text)
     return str(labels_as_strings(pd.Series([text], dtype=object), allowed_labels(prediction)).iloc[0])
 
@@ -59,13 +85,14 @@ def check_label(label, prediction: pd.Series) -> str | None:
     labels = allowed_labels(prediction)
     if labels is not None:
         if spell_label(label, prediction) not in labels:
-            return f"label {label!r} is not one the model knows: {', '.join(labels)}"
+            return f"label {shown(label)} is not one the model knows: {', '.join(labels)}"
         return None
-    try:
-        value = float(label)
-    except (TypeError, ValueError):
-        return f"label {label!r} is not a number, and this model answers with a value"
-    return None if math.isfinite(value) else f"label {label!r} is not a finite number"
+    if as_number(label) is None:
+        return (
+            f"label {shown(label)} is not a number (a finite one a float can hold), and this model answers "
+            f"with a value: send a number such as 0.5"
+        )
+    return None
 
 
 def record_feedback(items: list[dict], logger: PredictionLogger | None = None, location: str | None = None) -> int:
@@ -116,9 +143,13 @@ def read_feedback(location: str | None = None) -> pd.DataFrame:
 
 
 def join_feedback(predictions: pd.DataFrame, location: str | None = None) -> pd.DataFrame:
-    """Logged predictions that have feedback, with the corrected label in `label`."""
+    """Logged predictions that have feedback, with the corrected label in `label`: one row per request id.
+
+    A correction counts once however many rows share its id (a log written before ids were the server's
+    holds a client's id on many rows), so no client can turn one correction into many.
+    """
     fb = read_feedback(location)[["request_id", "label"]]
-    return predictions.merge(fb, on="request_id", how="inner")
+    return predictions.drop_duplicates("request_id").merge(fb, on="request_id", how="inner")
 
 
 def feedback_rows(model_name: str | None = None, location: str | None = None) -> pd.DataFrame:

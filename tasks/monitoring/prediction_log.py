@@ -34,8 +34,9 @@ LOG_ENV = "FTFLOW_PREDICTION_LOG"
 LOG_TEXTS_ENV = "FTFLOW_LOG_TEXTS"
 PREDICTIONS = "predictions"
 ROLES = ("champion", "challenger", "canary")
-# A request id: what new_request_id() makes, or a client's own (X-Request-ID); a batch's texts get
-# "<id>-<index>" (item_request_id), so a logged id is at most a little longer than a client's.
+# A request id is the server's: what new_request_id() makes, a batch's texts "<id>-<index>" (item_request_id).
+# A client's X-Request-ID, when valid, is only logged beside it (client_request_id) to correlate: were it the
+# key, 30 answers sent with one id and one correction would count as 30 corrections.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 CLIENT_REQUEST_ID_MAX = 64
 REQUEST_ID_MAX = 80
@@ -43,6 +44,7 @@ REQUEST_ID_MAX = 80
 PREDICTION_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
+        ("client_request_id", pa.string()),
         ("time", pa.timestamp("us", tz="UTC")),
         ("model_name", pa.string()),
         ("model_version", pa.string()),
@@ -95,6 +97,7 @@ def prediction_record(
     request_id: str | None = None,
     when: dt.datetime | None = None,
     keep_text: bool | None = None,
+    client_request_id: str | None = None,
 ) -> dict:
     """One log row from one answer of OnnxPredictor.predict ({label, score, scores} | {value} | {entities})."""
     if role not in ROLES:
@@ -109,6 +112,7 @@ def prediction_record(
     entities = answer.get("entities")
     return {
         "request_id": request_id or new_request_id(),
+        "client_request_id": client_request_id,
         "time": when or dt.datetime.now(dt.UTC),
         "model_name": model_name,
         "model_version": str(model_version),

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.secrets import redact_text, redact_url
+from tasks.secrets import redact_text, redact_url, url_password
 
 DEFAULT_STORE_DIR = "mlruns"
 _READY_STORES: set[str] = set()  # SQLite stores this process has seen created
@@ -38,6 +38,18 @@ def tracking_uri() -> str:
 def shown_tracking_uri() -> str:
     """The tracking URI as it may be printed or stored: a password in it masked."""
     return redact_url(tracking_uri())
+
+
+def redact_tracking(text: str) -> str:
+    """`text` (an MLflow error, say) with the tracking server's credentials masked: every URL's password,
+    and the URI's password and MLFLOW_TRACKING_PASSWORD / _TOKEN wherever they appear, encoded or not."""
+    from urllib.parse import unquote
+
+    password = url_password(os.environ.get("MLFLOW_TRACKING_URI") or "")
+    values = [password, unquote(password or "")] + [
+        os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("PASSWORD", "TOKEN")
+    ]
+    return redact_text(text, tuple(v for v in values if v))
 
 
 def configure() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import small_config, start_together
+from tests.support import ROOT, small_config, start_together
 
 NAME = "test-promote"
 pytestmark = pytest.mark.slow
@@ -459,24 +459,94 @@ def test_a_lock_left_by_a_dead_process_is_cleared_and_a_live_one_refuses():
     import subprocess
 
     from tasks.platform import tracking
-    from tasks.registry.lock import LOCK_SUFFIX, PromotionBusy, promotion_lock
+    from tasks.registry.lock import PromotionBusy, lock_name, promotion_lock
 
     name = "test-promote-lock"
     dead = subprocess.Popen(["true"])
     dead.wait()
     c = tracking.client()
     c.create_registered_model(
-        name + LOCK_SUFFIX,
+        lock_name(name),
         tags={"action": "promote version 9", "pid": str(dead.pid), "host": socket.gethostname(), "since": "earlier"},
     )
     with promotion_lock(name, "promote version 10"):  # the holder is gone: its lock is cleared
-        assert c.get_registered_model(name + LOCK_SUFFIX).tags["action"] == "promote version 10"
+        assert c.get_registered_model(lock_name(name)).tags["action"] == "promote version 10"
         with (
             pytest.raises(PromotionBusy, match=r"in progress \(promote version 10, pid \d+ .*--break-lock"),
             promotion_lock(name, "rollback"),
         ):
             pass
-    assert not list(c.search_registered_models(f"name = '{name}{LOCK_SUFFIX}'"))  # released
+    assert not list(c.search_registered_models(f"name = '{lock_name(name)}'"))  # released
+
+
+# A promoter in its own process: its MLflow client warmed up, waits for GO, then takes MODEL's lock and holds it 10 s.
+LOCK_WORKER = """
+import sys, time
+from pathlib import Path
+from tasks.platform import tracking
+from tasks.registry.lock import PromotionBusy, promotion_lock
+go, out, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+tracking.client().search_registered_models(max_results=1)  # the first call opens the store: seconds
+Path(f"{go}.ready-{out.name}").touch()
+while not go.exists():
+    time.sleep(0.002)
+try:
+    with promotion_lock(model, "promote version 2"):
+        out.write_text(f"entered {time.time()}")
+        time.sleep(10)
+        out.write_text(out.read_text() + f" left {time.time()}")
+except PromotionBusy as e:
+    out.write_text(f"busy {e}")
+"""
+
+
+def test_promoters_released_together_on_a_dead_lock_let_exactly_one_in(tmp_path):
+    """On main each promoter deleted the dead lock by name: the second's delete removed the first one's live
+    lock and both entered (and the first's release deleted the second's lock)."""
+    import itertools
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tasks.platform import tracking
+    from tasks.registry.lock import lock_name, promotion_lock
+
+    name, workers = "test-promote-lock-race", 4
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    c = tracking.client()
+    c.create_registered_model(
+        lock_name(name),
+        tags={"action": "promote version 1", "pid": str(dead.pid), "host": socket.gethostname(), "since": "earlier"},
+    )
+    go = tmp_path / "go"
+    outs = [tmp_path / f"worker-{i}" for i in range(workers)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", LOCK_WORKER, str(go), str(o), name], env=env) for o in outs]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.ready-*"))) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # all released at the same instant
+    assert [p.wait(timeout=180) for p in procs] == [0] * workers
+    said = [o.read_text() for o in outs]
+    entered = [s for s in said if s.startswith("entered")]
+    spans = sorted((float(s.split()[1]), float(s.split()[3])) for s in entered)
+    assert all(left <= enter for (_, left), (enter, _) in itertools.pairwise(spans)), said  # never two at once
+    assert len(entered) == 1, said
+    assert all(s.startswith("busy") and "promote version 2" in s for s in said if s not in entered), said
+    assert not list(c.search_registered_models(f"name = '{lock_name(name)}'"))  # released by its holder
+    with promotion_lock(name, "rollback"):  # and free again
+        pass
+
+
+def test_a_model_name_cannot_be_a_lock_name():
+    from tasks.config.base import check_name
+    from tasks.registry.lock import lock_name
+
+    with pytest.raises(ValueError, match="may hold only letters"):
+        check_name(lock_name("m"), "registry.model_name")
 
 
 def test_a_champion_moved_while_scoring_refuses_the_promotion(txn, monkeypatch):

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from tests.support import small_config
+from tests.support import ROOT, small_config
 
 TOKEN = "CANARYtok3n9d1e"
 PASSWORD = "CANARYpassw0rd7c2"
@@ -51,6 +53,102 @@ def test_redact_text_masks_urls_inside_messages_and_known_values():
         redact_text(msg, ("s3cretvalue",))
         == "cannot open 'mysql://u:***@h:3306/d' nor https://x/y?password=*** (secret ***)"
     )
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "ab#c", "a?b", "pa ss", "p@ss", "a@b:1", "s3cr:et"])
+def test_passwords_sqlalchemy_or_urllib_read_unencoded_are_masked(password):
+    """On main the masker stopped at '/', '#', '?' or a space: 'pa/ss' was shown whole."""
+    from tasks.secrets import literal_credentials, redact_text, redact_url
+
+    url = f"postgresql://reader:{password}@db.example:5432/x?sslmode=require"
+    assert redact_url(url) == "postgresql://reader:***@db.example:5432/x?sslmode=require"
+    said = redact_text(f"(psycopg.OperationalError) cannot connect to {url}: refused")
+    assert (
+        said
+        == "(psycopg.OperationalError) cannot connect to postgresql://reader:***@db.example:5432/x?sslmode=require: refused"
+    )
+    assert literal_credentials(url) == ["the password of the user part"]
+
+
+PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=40)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(password=PRINTABLE)
+def test_every_printable_password_a_parser_reads_back_is_masked(password):
+    """Property: a password SQLAlchemy or urllib reads back from the URL unencoded never survives the masker."""
+    from urllib.parse import urlsplit
+
+    from sqlalchemy.engine import make_url
+
+    from tasks.secrets import REFERENCE, redact_text, redact_url
+
+    url = f"postgresql://reader:{password}@db.example:5432/x"
+
+    def reads(parse) -> bool:
+        try:
+            return parse(url) == password
+        except ValueError:
+            return False
+
+    assume("://" not in password and not REFERENCE.fullmatch(password))  # a URL inside, or a ${REF} kept on purpose
+    assume(reads(lambda u: make_url(u).password) or reads(lambda u: urlsplit(u).password))
+    masked = "postgresql://reader:***@db.example:5432/x"
+    assert redact_url(url) == masked
+    assert (
+        redact_text(f"could not open '{url}' (timeout)\nretrying {url}")
+        == f"could not open '{masked}' (timeout)\nretrying {masked}"
+    )
+
+
+@pytest.mark.parametrize("password", ["CANARYpassw0rd7c2", "CANARY/pa?ss 7c2"])
+def test_ready_and_the_service_log_never_show_the_tracking_password(password, tmp_path):
+    """On main /ready (no token needed) answered MLflow's error, tracking URI and password included."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port, closed = s.getsockname()[1], s.getsockname()[1] + 1  # nothing listens beside a fresh port
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MLFLOW_TRACKING_URI": f"http://ops:{password}@127.0.0.1:{closed}",
+        "MLFLOW_TRACKING_PASSWORD": password,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+    }
+    log = (tmp_path / "service.log").open("w+")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "deploy.service", "some-model", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and service.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5)
+                if "failed" in ready.text:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+    finally:
+        service.terminate()
+        service.wait(timeout=60)
+    said = (tmp_path / "service.log").read_text()
+    assert ready is not None and ready.status_code == 503 and "failed" in ready.text, said[-2000:]
+    # Not even a piece: each canary starts with CANARY, wherever a parser cut the URL.
+    assert "CANARY" not in ready.text and "ops:***@" in ready.text, ready.text
+    assert "failed" in said and "CANARY" not in said, said[-3000:]
 
 
 def test_reference_expands_only_in_memory_and_names_a_missing_variable(monkeypatch):

@@ -61,9 +61,11 @@ def test_every_answer_is_logged_with_its_request_id_and_the_log_is_drained_at_sh
         assert len(rid) == 32 and fresh.headers["x-request-id"] == rid
         assert fresh.json()["predictions"][0]["request_id"] == rid and fresh.json()["model"]["role"] == "champion"
         own = client.post("/predict", json={"text": "dull"}, headers={"X-Request-ID": "client-42.a"})
-        assert own.json()["request_id"] == own.headers["x-request-id"] == "client-42.a"  # a valid id is kept
+        # The key is the server's; a valid client id is kept beside it, to correlate.
+        assert own.json()["client_request_id"] == own.headers["x-client-request-id"] == "client-42.a"
+        assert len(own.json()["request_id"]) == 32 and own.headers["x-request-id"] == own.json()["request_id"]
         bad = client.post("/predict", json={"text": "dull"}, headers={"X-Request-ID": "no spaces; " + "x" * 80})
-        assert len(bad.json()["request_id"]) == 32  # an invalid one is replaced
+        assert len(bad.json()["request_id"]) == 32 and bad.json()["client_request_id"] is None  # invalid: dropped
         batch = client.post("/predict", json={"texts": ["tedious", "a delight", "fine"]}).json()
         assert [p["request_id"] for p in batch["predictions"]] == [f"{batch['request_id']}-{i}" for i in range(3)]
         info = client.get("/model").json()
@@ -71,7 +73,8 @@ def test_every_answer_is_logged_with_its_request_id_and_the_log_is_drained_at_sh
         assert info["shadow"] == {"enabled": False} and info["canary"] == {"percent": 0.0}
     rows = logged()  # read right after shutdown: the writer's 1-second interval had not passed, the drain wrote them
     assert len(rows) - before == 6
-    row = rows[rows["request_id"] == "client-42.a"].iloc[0]
+    row = rows[rows["client_request_id"] == "client-42.a"].iloc[0]
+    assert row["request_id"] == own.json()["request_id"]
     answer = own.json()["predictions"][0]
     assert (row["role"], row["model_version"], row["prediction"]) == ("champion", versions["champion"], answer["label"])
     assert pd.isna(row["text"]) and row["text_hash"] == text_hash("dull") and row["latency_ms"] > 0
@@ -112,6 +115,36 @@ def test_feedback_is_stored_one_or_many_and_wrong_items_are_422_naming_them(vers
     stored = read_feedback().set_index("request_id")["label"]
     # The refused requests stored nothing.
     assert stored.to_dict() == {single: "positive", ids[0]: "negative", ids[1]: "negative"}
+
+
+def test_one_correction_counts_once_however_many_answers_a_client_sent_with_its_id(versions):
+    """30 answers sent with one X-Request-ID and one wrong-label correction: one feedback row, not 30.
+
+    On main the client's id was the key: the correction joined all 30 rows, met min_feedback_rows (30)
+    and dropped the feedback accuracy to 0, so one client could force a retrain."""
+    from deploy.service import create_app
+    from tasks.monitoring.monitor import feedback_quality
+    from tasks.monitoring.prediction_log import text_hash
+
+    text = "a one-off text for the feedback integrity test"
+    with running(create_app(NAME, poll_seconds=0)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        answers = [
+            client.post("/predict", json={"text": text}, headers={"X-Request-ID": "same-id"}).json() for _ in range(30)
+        ]
+        assert len({a["request_id"] for a in answers}) == 30  # each answer its own key
+        assert {a["client_request_id"] for a in answers} == {"same-id"}
+        predicted = answers[0]["predictions"][0]["label"]
+        wrong = "negative" if predicted == "positive" else "positive"
+        stored = client.post("/feedback", json={"request_id": answers[0]["request_id"], "label": wrong})
+        assert stored.json() == {"stored": 1}
+        # The client's own id names no answer: a correction through it is refused, not spread over 30 rows.
+        through_client_id = client.post("/feedback", json={"request_id": "same-id", "label": wrong})
+        assert through_client_id.status_code == 422 and "unknown request id" in through_client_id.json()["message"]
+    window = logged(role="champion")
+    window = window[window["text_hash"] == text_hash(text)]
+    assert len(window) == 30 and set(window["client_request_id"]) == {"same-id"}
+    quality = feedback_quality(window, "classification")
+    assert quality["rows"] == 1 and quality["accuracy"] == 0.0
 
 
 def test_shadow_answers_every_request_off_the_path_and_both_answers_are_logged(versions):
@@ -185,4 +218,4 @@ def test_canary_answers_a_sticky_share_with_the_challenger(versions):
     assert 0 < sum(routes_to_canary(i, 50) for i in ids) < len(ids)
     canary_rows = logged(role="canary")
     assert set(canary_rows["model_version"]) == {versions["challenger"]}
-    assert set(canary_rows["request_id"]) == {i for i in ids if routes_to_canary(i, 50)}
+    assert set(canary_rows["client_request_id"]) == {i for i in ids if routes_to_canary(i, 50)}

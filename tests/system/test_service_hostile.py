@@ -166,6 +166,42 @@ def test_invalid_unicode_and_json_get_422_naming_the_place(guarded, raw, loc, sa
     assert r.json()["detail"][0]["loc"] == loc and says in r.json()["message"]
 
 
+# Labels as a client writes them in the JSON body: none of them can be a class name or a value.
+UNLABELS = [
+    '"inf"', '"-inf"', '"nan"', '"1e400"', "1e400", "-1e400", "Infinity", "NaN", "9" * 400, "true",
+    json.dumps("x" * 100_000), json.dumps("\ufb03" * 5_000), '"\\u200b"',
+]  # fmt: skip
+
+
+def test_labels_that_cannot_be_labels_get_422_naming_the_field_and_never_their_echo(ner_bundle, tmp_path, monkeypatch):
+    """On main "inf", "1e400" or a 400-digit number got a plain-text 500 and a long label was echoed twice."""
+    from deploy.service import create_app
+    from tasks.monitoring.prediction_log import ParquetSink, prediction_record
+
+    monkeypatch.setenv("FTFLOW_PREDICTION_LOG", str(tmp_path))
+    classes = {"label": "pos", "score": 0.9, "scores": {"neg": 0.1, "pos": 0.9}}
+    ParquetSink(tmp_path / "predictions").write(
+        [
+            prediction_record({"value": 0.5}, "a value", "m", "1", 1.0, request_id="regression-1"),
+            prediction_record(classes, "a class", "m", "1", 1.0, request_id="classes-1"),
+        ]
+    )
+    answers = []
+    with running(create_app(bundle_dir=str(ner_bundle))) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for rid in ("regression-1", "classes-1"):
+            for label in UNLABELS:
+                body = f'{{"request_id": "{rid}", "label": {label}}}'.encode()
+                answers.append((rid, label, client.post("/feedback", content=body)))
+        # A real value still goes in.
+        assert client.post("/feedback", json={"request_id": "regression-1", "label": "0.25"}).json() == {"stored": 1}
+    for rid, label, r in answers:
+        assert r.status_code == 422, (rid, label[:40], r.status_code, r.text[:300])
+        assert r.json()["detail"][0]["loc"][:2] == ["body", "label"], r.text[:300]  # true: ["body", "label", "str"]
+        assert len(r.text) < 600, (rid, label[:40], r.text[:300])  # a short, marked prefix at most
+    long = [r for _, label, r in answers if "x" * 100 in label]
+    assert long and all("characters, cut" in r.json()["message"] for r in long)
+
+
 def test_listening_beyond_loopback_needs_a_token_or_insecure(ner_bundle, caplog):
     from deploy.service import check_exposure
 
@@ -186,3 +222,35 @@ def test_listening_beyond_loopback_needs_a_token_or_insecure(ner_bundle, caplog)
         timeout=60,
     )
     assert out.returncode == 2 and "pass --insecure" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("escape", ["../elsewhere/model.onnx", "ABSOLUTE"])
+def test_a_serving_file_outside_its_bundle_is_refused_at_start(ner_bundle, tmp_path, escape):
+    """On main the bundle's `serving_file` was joined unchecked: `../` (or an absolute path) served any ONNX file."""
+    import shutil
+    import socket
+
+    bundle = shutil.copytree(ner_bundle, tmp_path / "bundle")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(ner_bundle / "model.onnx", elsewhere / "model.onnx")
+    meta = json.loads((bundle / "finetune_flow.json").read_text())
+    meta["serving_file"] = str(elsewhere / "model.onnx") if escape == "ABSOLUTE" else escape
+    (bundle / "finetune_flow.json").write_text(json.dumps(meta))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "deploy.service", "--bundle", str(bundle), "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the service started and served the file outside its bundle: {str(e.stderr)[-1000:]}")
+    assert out.returncode != 0
+    assert "points outside the bundle" in out.stderr and "serving_file" in out.stderr, out.stderr[-3000:]

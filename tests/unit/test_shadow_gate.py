@@ -81,12 +81,15 @@ def test_canary_share_follows_the_percent_and_is_stable():
     assert [routes_to_canary(i, 30) for i in ids[:50]] == [routes_to_canary(i, 30) for i in ids[:50]]
 
 
-def test_request_ids_from_clients_are_kept_only_when_valid():
-    from deploy.traffic import request_id_from
+def test_request_ids_are_the_servers_and_a_clients_is_kept_beside_only_when_valid():
+    from deploy.traffic import request_ids
 
-    assert request_id_from("order-17:a.b") == "order-17:a.b"
+    rid, client = request_ids("order-17:a.b")
+    assert client == "order-17:a.b" and rid != client and len(rid) == 32
+    assert request_ids("order-17:a.b")[0] != rid  # the same client id twice: two requests, two keys
     for bad in (None, "", "has space", "-leading-dash", "x" * 65, "ümlaut", "a\nb"):
-        assert request_id_from(bad) != bad and len(request_id_from(bad)) == 32
+        rid, client = request_ids(bad)
+        assert client is None and len(rid) == 32
 
 
 def test_settings_refuse_shadow_without_a_registry_or_on_the_served_alias():
