@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -211,6 +212,7 @@ class SqlSink:
         self.table = sa.Table(table, sa.MetaData(), *cols)
         try:
             self.table.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except sa.exc.SQLAlchemyError as e:
             from tasks.secrets import redact_text
 
@@ -219,6 +221,25 @@ class SqlSink:
                 f"'{table}': {redact_text(str(e).splitlines()[0])}; check {LOG_ENV} and that the database is "
                 f"reachable and writable"
             ) from None
+
+    def _add_missing_columns(self) -> None:
+        """Columns a newer schema added (e.g. client_request_id) are added to a table an older version made,
+        nullable: its old rows keep their values, new rows are written whole."""
+        import sqlalchemy as sa
+
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(self.table.name)}
+        missing = [c for c in self.table.columns if c.name not in have]
+        if not missing:
+            return
+        prep = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as conn:
+            for col in missing:
+                kind = col.type.compile(dialect=self.engine.dialect)
+                conn.execute(
+                    sa.text(f"ALTER TABLE {prep.quote(self.table.name)} ADD COLUMN {prep.quote(col.name)} {kind}")
+                )
+        added = ", ".join(c.name for c in missing)
+        logging.getLogger(__name__).info("prediction log table %s: added column(s) %s", self.table.name, added)
 
     def __repr__(self) -> str:
         return f"SqlSink({self.engine.url.render_as_string(hide_password=True)}, {self.table.name})"

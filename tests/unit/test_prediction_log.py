@@ -146,3 +146,22 @@ def test_feedback_finds_a_prediction_still_in_the_loggers_queue(tmp_path, monkey
 def test_sql_sink_names_the_url_when_it_cannot_open(tmp_path):
     with pytest.raises(ValueError, match="FTFLOW_PREDICTION_LOG"):
         SqlSink(f"sqlite:///{tmp_path}/missing-folder/x.db")
+
+
+def test_sql_sink_adds_the_columns_a_newer_schema_has_to_an_older_table(tmp_path):
+    """A table an older version made (no client_request_id) takes new rows whole; its old rows stay."""
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    from tasks.monitoring.prediction_log import PREDICTION_SCHEMA
+
+    url = f"sqlite:///{tmp_path}/log.db"
+    old_schema = pa.schema([f for f in PREDICTION_SCHEMA if f.name != "client_request_id"])
+    assert len(old_schema) == len(PREDICTION_SCHEMA) - 1  # the column this test is about exists today
+    SqlSink(url, schema=old_schema).write([record(0)])
+    sink = SqlSink(url)
+    sink.write([{**record(1), "client_request_id": "c-1"}])
+    names = {c["name"] for c in sa.inspect(sa.create_engine(url)).get_columns("predictions")}
+    assert "client_request_id" in names
+    rows = sink.read().sort_values("request_id")
+    assert len(rows) == 2 and rows["client_request_id"].isna().sum() == 1 and "c-1" in set(rows["client_request_id"])
