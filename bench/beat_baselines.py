@@ -59,7 +59,7 @@ def clean_splits(preset: str, folder: Path) -> dict[str, pd.DataFrame]:
     from tasks.io import read_frame
 
     cfg = load_config(ROOT / "configs" / preset, ["data.max_rows=null"] if preset == "sentiment_scores.yaml" else [])
-    ref = clean_data(collect_data(cfg.data, folder)["path"], cfg.data, folder)
+    ref = clean_data(collect_data(cfg.data, folder).path, cfg.data, folder)
     return {name: read_frame(path) for name, path in ref.splits.items()}
 
 
@@ -115,7 +115,7 @@ def run_cut(name: str, csv: Path, labels: list[str] | None, folder: Path, extra:
     ]
     cfg = load_config(None, overrides)
     t0 = time.perf_counter()
-    data = clean_data(collect_data(cfg.data, folder)["path"], cfg.data, folder)
+    data = clean_data(collect_data(cfg.data, folder).path, cfg.data, folder)
     baselines = fit_baselines(data, cfg, folder)
     trained = train_model(data, cfg, folder)
     evaluation = evaluate_model(trained.model_dir, data, cfg, folder, str(csv), baselines)

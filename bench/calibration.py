@@ -64,7 +64,7 @@ def measure(args, name: str, work: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     cfg = build_config(args, name, folder)
     raw = collect_data(cfg.data, folder)
-    clean_ref = clean_data(raw["path"], cfg.data, folder)
+    clean_ref = clean_data(raw.path, cfg.data, folder)
     trained = train_model(clean_ref, cfg, folder)  # a finished training in the folder is reused, not repeated
     evaluation = evaluate_model(trained.model_dir, clean_ref, cfg, folder)
     m, d = evaluation.metrics, read_json(Path(trained.model_dir) / "finetune_flow.json")["decision"]

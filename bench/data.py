@@ -142,7 +142,7 @@ def run_step_here(step: str, config: Path, run_dir: Path) -> dict:
     from tasks.data.clean import clean_data
     from tasks.data.collect import collect_data
     from tasks.io import read_json, write_json
-    from tasks.results import CleanResult
+    from tasks.results import CleanResult, CollectResult
 
     if step == "validate":
         import great_expectations  # noqa: F401
@@ -153,17 +153,17 @@ def run_step_here(step: str, config: Path, run_dir: Path) -> dict:
     t1, cpu1 = time.perf_counter(), time.process_time()
     if step == "collect":
         ref = collect_data(cfg, run_dir)
-        rows = ref["rows"]
+        rows = ref.rows
     elif step == "clean":
-        raw = read_json(refs / "collect.json")
-        ref = clean_data(raw["path"], cfg, run_dir)
-        rows = raw["rows"]
+        raw = CollectResult(**read_json(refs / "collect.json"))
+        ref = clean_data(raw.path, cfg, run_dir)
+        rows = raw.rows
     else:
         clean = CleanResult(**read_json(refs / "clean.json"))
         ref = validate_data(clean, cfg, run_dir)
         rows = sum(clean.report["rows_out"].values())
     seconds, cpu = time.perf_counter() - t1, time.process_time() - cpu1
-    write_json(refs / f"{step}.json", dataclasses.asdict(ref) if step == "clean" else ref)
+    write_json(refs / f"{step}.json", dataclasses.asdict(ref))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return {
         "step": step,

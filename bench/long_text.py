@@ -87,7 +87,7 @@ def main() -> None:
     variants = {"truncate": load_config(args.config, [*sets, "model.long_text=truncate"]), "chunk": chunk_cfg}
     variants = {k: v for k, v in variants.items() if args.only in (None, k)}
     raw = collect_data(chunk_cfg.data, tmp / "data")
-    clean = clean_data(raw["path"], chunk_cfg.data, tmp / "data")
+    clean = clean_data(raw.path, chunk_cfg.data, tmp / "data")
     print(
         f"speeches: {clean.report['rows_out']} (train/validation/test), quarantined "
         f"{clean.report['quarantined']}; max_length {chunk_cfg.model.max_length}, stride "

@@ -59,7 +59,7 @@ def prepare(workdir: Path, rows: int, epochs: float) -> None:
     cfg = bench_config(workdir, rows, epochs)
     (workdir / "config.json").write_text(cfg.model_dump_json())
     data_dir = workdir / "prepared"
-    ref = clean_data(collect_data(cfg.data, data_dir)["path"], cfg.data, data_dir)
+    ref = clean_data(collect_data(cfg.data, data_dir).path, cfg.data, data_dir)
     (workdir / "data.json").write_text(json.dumps(dataclasses.asdict(ref), default=str))
 
 

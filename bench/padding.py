@@ -95,7 +95,7 @@ def prepare_data(cfg, folder: Path) -> CleanResult:
     from tasks.data.collect import collect_data
 
     raw = collect_data(cfg.data, folder)
-    return clean_data(raw["path"], cfg.data, folder)
+    return clean_data(raw.path, cfg.data, folder)
 
 
 def mean_tokens(clean_ref: CleanResult, max_length: int) -> float:

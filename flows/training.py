@@ -5,6 +5,7 @@ One MLflow run per flow run, opened here; every task logs into it by id.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tasks.modelling.baselines import comparison_markdown, comparison_rows
 from tasks.modelling.checkpoints import TRAINING_SECTIONS
 from tasks.modelling.encode import check_model_source
 from tasks.platform import tracking
-from tasks.results import CleanResult
+from tasks.results import CleanResult, CollectResult, ValidationResult
 
 
 def open_run(cfg: PipelineConfig, kind: str) -> tuple[str, str, Path]:
@@ -82,7 +83,9 @@ def check_resume_config(cfg: PipelineConfig, saved: PipelineConfig, run_dir: Pat
         )
 
 
-def run_data_stage(cfg: PipelineConfig, run_dir: Path, run_id: str) -> tuple[dict, CleanResult, dict]:
+def run_data_stage(
+    cfg: PipelineConfig, run_dir: Path, run_id: str
+) -> tuple[CollectResult, CleanResult, ValidationResult]:
     raw = stages.collect(cfg, str(run_dir), run_id)
     clean_ref = stages.clean(raw, cfg, str(run_dir), run_id)
     validation = stages.validate(clean_ref, cfg, str(run_dir), run_id)
@@ -117,7 +120,7 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
         raw, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
         baselines = stages.baselines(clean_ref, cfg, str(run_dir), run_id)
         trained = stages.train(clean_ref, cfg, str(run_dir), run_id)
-        evaluation = stages.evaluate(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, raw["source"], baselines)
+        evaluation = stages.evaluate(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, raw.source, baselines)
         exported = (
             stages.export(trained.model_dir, clean_ref, cfg, str(run_dir), run_id) if cfg.export.enabled else None
         )
@@ -132,7 +135,7 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
         "baselines": comparison_rows(baselines, evaluation.baselines),
         "baseline_verdict": evaluation.baselines["text"] if evaluation.baselines else None,
         "baselines_table": comparison_markdown(baselines, evaluation.baselines),
-        "registered": registered,
+        "registered": dataclasses.asdict(registered) if registered else None,  # plain, for the UI and the CLI
         "parity": exported.parity if exported else None,
         "serving_file": exported.serving_file if exported else None,
         "tracking_uri": tracking.shown_tracking_uri(),
@@ -157,7 +160,7 @@ def validate_only(config: PipelineConfig = PipelineConfig()) -> dict:
         "run_dir": str(run_dir),
         "rows": clean_ref.report["rows_out"],
         "quarantined": clean_ref.report["quarantined"],
-        "validation": validation,
+        "validation": dataclasses.asdict(validation),
         "ui_hint": tracking.run_url_hint(run_id),
     }
 

@@ -3,13 +3,26 @@
 Prefect persists the data stages' results with its default (cloudpickle) serializer and caches
 them on content digests (tasks/stages.py); tasks/data/cache.py rewrites their paths when a cached
 result is reused in a new run folder. The JSON files the stages write beside them
-(cleaning_report.json, train_summary.json, metrics.json, export_report.json) are what people and
-other tools read; these records only point at them.
+(cleaning_report.json, validation/summary.json, train_summary.json, metrics.json, export_report.json)
+are what people and other tools read; these records only point at them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """The collect stage's raw snapshot of every source, its content digest and what each file held."""
+
+    path: str  # RUN/data/raw/all.parquet: every row read, in the canonical columns
+    rows: int  # rows in the snapshot (unparseable lines included; clean quarantines them)
+    digest: str  # content digest of the snapshot; the clean stage's cache key is made of it
+    source: str  # the sources described, joined by " + "; a run tag and the model card name it
+    columns: list[str]  # the snapshot's columns
+    files: list[dict]  # one per file read: file, encoding, rows, unparseable_lines
+    unparseable_lines: int  # lines no parser could read, over all files
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,23 @@ class CleanResult:
     report: dict  # cleaning_report.json's content: rows in and out, rows each rule removed
     report_path: str
     digest: str  # content digest of the three splits; models and checkpoints are tied to it
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """The validate stage's verdict, its failed expectations, its reports and the data profile."""
+
+    success: bool  # no blocking failure (critical ones, and warnings when fail_on_warning is set)
+    status: str  # "passed" or "warnings": what a returned (non-raising) result can say
+    warning_count: int  # failed warning-severity expectations; a registered version's tag carries it
+    critical_failures: list[dict]  # failed critical expectations, each as a summary.json row
+    warnings: list[dict]  # failed warning expectations, each as a summary.json row
+    summary_path: str  # RUN/data/validation/summary.json: every expectation's outcome
+    summary_md: str  # the same as a Markdown table (a Prefect artifact)
+    data_docs_dir: str  # Great Expectations' Data Docs
+    data_docs_index: str  # their index.html
+    profile: dict  # rows, label distribution and length percentiles per split, as in profile.json
+    profile_path: str  # RUN/data/validation/profile.json
 
 
 @dataclass(frozen=True)
@@ -68,3 +98,14 @@ class ExportResult:
     int8_gate: dict | None  # what int8 costs in the primary metric, and whether it serves
     serving_file: str  # model.onnx or model.int8.onnx
     report_path: str  # export_report.json
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """The register stage's new (or found again) model version and the alias it holds."""
+
+    name: str  # the registered model (registry.model_name)
+    version: str  # the version number, as MLflow's client spells it
+    alias: str  # "challenger"
+    source: str  # the run's logged pyfunc model the version points at
+    model_uri: str  # models:/NAME/VERSION

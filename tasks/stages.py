@@ -24,7 +24,16 @@ from tasks.kinds import kind_of
 from tasks.labels import is_per_class_metric
 from tasks.platform import tracking
 from tasks.progress import PROGRESS_RECORD
-from tasks.results import BaselineResult, CleanResult, EvaluationResult, ExportResult, TrainResult
+from tasks.results import (
+    BaselineResult,
+    CleanResult,
+    CollectResult,
+    EvaluationResult,
+    ExportResult,
+    RegisteredVersion,
+    TrainResult,
+    ValidationResult,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,7 +109,7 @@ def _data_cache_key(stage: str):
         if stage == "collect":
             upstream = data_cache.sources_fingerprint(data)
         elif stage == "clean":
-            upstream = params["raw"]["digest"]
+            upstream = params["raw"].digest
         else:
             ref = params["clean_ref"]
             upstream = f"{ref.digest}:{ref.labels}:{data_cache.suite_digest(data.task)}"
@@ -117,10 +126,10 @@ def _read_source(cfg: PipelineConfig, run_dir: str) -> dict:
 
 
 @task(name="clean-rows", persist_result=True, cache_key_fn=_data_cache_key("clean"))
-def _clean_rows(raw: dict, cfg: PipelineConfig, run_dir: str) -> dict:
+def _clean_rows(raw: CollectResult, cfg: PipelineConfig, run_dir: str) -> dict:
     from tasks.data.clean import clean_data
 
-    return {"run_dir": run_dir, "ref": clean_data(raw["path"], cfg.data, run_dir)}
+    return {"run_dir": run_dir, "ref": clean_data(raw.path, cfg.data, run_dir)}
 
 
 @task(name="run-expectations", persist_result=True, cache_key_fn=_data_cache_key("validate"))
@@ -149,11 +158,11 @@ def _run_cached(stage: str, work, run_dir: str, run_id: str, *args):
 @task(
     name="collect", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600, retry_condition_fn=_retry_on_transient
 )
-def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> CollectResult:
     """Read the source and snapshot it raw (reused when the source is unchanged)."""
     ref = _run_cached("collect", _read_source, run_dir, run_id, cfg)
-    get_run_logger().info("collected %d rows from %s (digest %s)", ref["rows"], ref["source"], ref["digest"])
-    for f in ref.get("files", []):  # the encoding `auto` chose, and lines set aside, per file
+    get_run_logger().info("collected %d rows from %s (digest %s)", ref.rows, ref.source, ref.digest)
+    for f in ref.files:  # the encoding `auto` chose, and lines set aside, per file
         get_run_logger().info(
             "read %s: %d rows, encoding %s, %d unparseable line(s) quarantined",
             f["file"],
@@ -161,12 +170,12 @@ def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
             f["encoding"],
             f["unparseable_lines"],
         )
-    tracking.log_params(run_id, {"data.raw_rows": ref["rows"], "data.raw_digest": ref["digest"]})
+    tracking.log_params(run_id, {"data.raw_rows": ref.rows, "data.raw_digest": ref.digest})
     return ref
 
 
 @task(name="clean", timeout_seconds=3600)
-def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> CleanResult:
+def clean(raw: CollectResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> CleanResult:
     """Clean, split, and quarantine; log the report and the quarantine file."""
     try:
         ref = _run_cached("clean", _clean_rows, run_dir, run_id, raw, cfg)
@@ -184,7 +193,7 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> CleanRes
         run_id,
         {f"data_rows_{k}": v for k, v in report["rows_out"].items()} | {"data_quarantined": report["quarantined"]},
     )
-    tracking.set_tags(run_id, {"data_digest": ref.digest, "data_source": raw["source"]})
+    tracking.set_tags(run_id, {"data_digest": ref.digest, "data_source": raw.source})
     tracking.log_artifact(run_id, Path(ref.dir) / "labels.json", "data")
     # The held-out split travels with the run: promotion re-scores models on it from the registry alone.
     tracking.log_artifact(run_id, ref.splits["test"], "data")
@@ -192,7 +201,7 @@ def clean(raw: dict, cfg: PipelineConfig, run_dir: str, run_id: str) -> CleanRes
 
 
 @task(name="validate", timeout_seconds=3600)
-def validate(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> dict:
+def validate(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> ValidationResult:
     """Great Expectations checks; critical failures stop the flow before training."""
     from tasks.data.validate import DataValidationError, describe_finding
 
@@ -205,12 +214,12 @@ def validate(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: 
         raise
     _log_validation(result, folder, cfg, run_id)
     _log_lineage(clean_ref, run_id)
-    for warning in result["warnings"]:  # not blocking, but the user should read them before the metrics
+    for warning in result.warnings:  # not blocking, but the user should read them before the metrics
         get_run_logger().warning("data validation warning:\n%s", "\n".join(describe_finding(warning)))
     return result
 
 
-def _log_validation(result: dict, folder: Path, cfg: PipelineConfig, run_id: str) -> None:
+def _log_validation(result: ValidationResult, folder: Path, cfg: PipelineConfig, run_id: str) -> None:
     """Summary, profile and Data Docs to MLflow; the summary table as a Prefect artifact."""
     if folder.exists():
         tracking.log_artifact(run_id, folder, "data/validation")
@@ -222,12 +231,12 @@ def _log_validation(result: dict, folder: Path, cfg: PipelineConfig, run_id: str
     tracking.log_metrics(
         run_id,
         {
-            "data_validation_warnings": len(result.get("warnings", [])),
-            "data_validation_critical": len(result.get("critical_failures", [])),
+            "data_validation_warnings": len(result.warnings),
+            "data_validation_critical": len(result.critical_failures),
         },
     )
     flat = {}
-    for split, stats in ((result.get("profile") or {}).get("length_percentiles") or {}).items():
+    for split, stats in (result.profile.get("length_percentiles") or {}).items():
         for k, v in (stats or {}).items():
             if v is not None:
                 flat[f"data_len_{split}_{k}"] = v
@@ -439,13 +448,13 @@ def register(
     evaluation: EvaluationResult,
     clean_ref: CleanResult,
     cfg: PipelineConfig,
-    validation: dict | None,
-) -> dict:
+    validation: ValidationResult | None,
+) -> RegisteredVersion:
     """New registry version with alias 'challenger'."""
     from tasks.registry.register import register_model
 
     quiet.silence_known_noise()
     result = register_model(run_id, export_ref, evaluation, clean_ref, cfg, validation)
-    tracking.set_tags(run_id, {"registered_model": result["name"], "registered_version": result["version"]})
-    get_run_logger().info("registered %s version %s as '%s'", result["name"], result["version"], result["alias"])
+    tracking.set_tags(run_id, {"registered_model": result.name, "registered_version": result.version})
+    get_run_logger().info("registered %s version %s as '%s'", result.name, result.version, result.alias)
     return result

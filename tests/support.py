@@ -66,7 +66,7 @@ def prepare(cfg, folder: Path) -> dict:
     from tasks.data.collect import collect_data
 
     raw = collect_data(cfg.data, folder)
-    return clean_data(raw["path"], cfg.data, folder)
+    return clean_data(raw.path, cfg.data, folder)
 
 
 def run_pipeline(cfg, folder: Path) -> tuple[dict, dict, dict]:

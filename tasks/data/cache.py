@@ -124,7 +124,8 @@ def stage_key(stage: str, upstream: str | None, data: DataConfig) -> str | None:
 
 def relocate(value, old: str, new: str):
     """Every string path under `old` inside a (nested) result, rewritten to lie under `new`."""
-    # A stage's typed result (tasks/results.py), an instance (never a class): a copy with the new paths.
+    # A stage's typed result (tasks/results.py: CollectResult, CleanResult, ValidationResult), an instance
+    # (never a class): a copy with the new paths.
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(
             value, **{f.name: relocate(getattr(value, f.name), old, new) for f in dataclasses.fields(value)}
@@ -140,7 +141,7 @@ def relocate(value, old: str, new: str):
 
 def paths_in(value, root: str) -> list[str]:
     """The string paths under `root` that a (nested) result names."""
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [p for f in dataclasses.fields(value) for p in paths_in(getattr(value, f.name), root)]
     if isinstance(value, dict):
         return [p for v in value.values() for p in paths_in(v, root)]

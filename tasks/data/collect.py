@@ -19,6 +19,7 @@ from tasks.data.sources import describe_source, read_source
 from tasks.io import digest_frames, write_frames
 from tasks.kinds import kind_of
 from tasks.labels import labels_as_strings
+from tasks.results import CollectResult
 
 
 def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
@@ -85,7 +86,7 @@ def read_mapped(src: SourceConfig, cfg: DataConfig) -> pd.DataFrame:
     return df
 
 
-def collect_data(cfg: DataConfig, run_dir: str | Path) -> dict:
+def collect_data(cfg: DataConfig, run_dir: str | Path) -> CollectResult:
     """Read the source, map its columns, and snapshot it as parquet under `run_dir/data/raw`."""
     sources = [cfg.source, *cfg.extra_sources]
     origin = " + ".join(describe_source(s) for s in sources)
@@ -98,12 +99,12 @@ def collect_data(cfg: DataConfig, run_dir: str | Path) -> dict:
         df = df.drop(columns="split")
     out_dir = Path(run_dir) / "data" / "raw"
     paths = write_frames({"all": df}, out_dir)
-    return {
-        "path": paths["all"],
-        "rows": len(df),
-        "digest": digest_frames({"all": df}),
-        "source": origin,
-        "columns": list(df.columns),
-        "files": files,
-        "unparseable_lines": sum(f["unparseable_lines"] for f in files),
-    }
+    return CollectResult(
+        path=paths["all"],
+        rows=len(df),
+        digest=digest_frames({"all": df}),
+        source=origin,
+        columns=list(df.columns),
+        files=files,
+        unparseable_lines=sum(f["unparseable_lines"] for f in files),
+    )

@@ -38,16 +38,16 @@ from tasks.data.gx_suite import LABEL_FRAMES, SAMPLE_LIMIT, SCOPES, run_suite
 from tasks.io import read_frame, write_json, write_text
 from tasks.kinds import kind_of
 from tasks.labels import find_bio_break
-from tasks.results import CleanResult
+from tasks.results import CleanResult, ValidationResult
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SEVERITIES = ("critical", "warning")
 
 
 class DataValidationError(ValueError):
-    """Critical expectations failed (or warnings, with fail_on_warning); `result` holds the report dict."""
+    """Critical expectations failed (or warnings, with fail_on_warning); `result` holds the stage's report."""
 
-    def __init__(self, message: str, result: dict | None = None):
+    def __init__(self, message: str, result: ValidationResult | None = None):
         super().__init__(message)
         self.result = result
 
@@ -295,7 +295,7 @@ def format_failures(failures: list[dict], task: str, summary_md: str, docs_index
     return "\n".join(lines)
 
 
-def validate_data(clean: CleanResult, cfg: DataConfig, run_dir: str | Path) -> dict:
+def validate_data(clean: CleanResult, cfg: DataConfig, run_dir: str | Path) -> ValidationResult:
     """Run the task's expectation suite on the cleaned splits; write reports; raise on critical failures."""
     out_dir = Path(run_dir) / "data" / "validation"
     docs_dir = out_dir / "data_docs"
@@ -312,23 +312,23 @@ def validate_data(clean: CleanResult, cfg: DataConfig, run_dir: str | Path) -> d
     critical = [r for r in rows if not r["success"] and r["severity"] == "critical"]
     warnings = [r for r in rows if not r["success"] and r["severity"] == "warning"]
     blocking = critical + (warnings if cfg.validation.fail_on_warning else [])
-    result: dict[str, Any] = {
-        "success": not blocking,
-        # What a returned (non-raising) result can say: clean, or passed with warnings (and how many).
-        "status": "warnings" if warnings else "passed",
-        "warning_count": len(warnings),
-        "critical_failures": critical,
-        "warnings": warnings,
-        "summary_path": write_json(out_dir / "summary.json", rows),
-        "summary_md": str(out_dir / "summary.md"),
-        "data_docs_dir": str(docs_dir),
-        "data_docs_index": str(docs_dir / "index.html"),
-        "profile": profile,
-        "profile_path": write_json(out_dir / "profile.json", profile),
-    }
-    write_text(result["summary_md"], render_markdown(rows, cfg.task, result["success"]))
+    summary_md = out_dir / "summary.md"
+    result = ValidationResult(
+        success=not blocking,
+        status="warnings" if warnings else "passed",
+        warning_count=len(warnings),
+        critical_failures=critical,
+        warnings=warnings,
+        summary_path=write_json(out_dir / "summary.json", rows),
+        summary_md=str(summary_md),
+        data_docs_dir=str(docs_dir),
+        data_docs_index=str(docs_dir / "index.html"),
+        profile=profile,
+        profile_path=write_json(out_dir / "profile.json", profile),
+    )
+    write_text(summary_md, render_markdown(rows, cfg.task, result.success))
     if blocking:
         raise DataValidationError(
-            format_failures(blocking, cfg.task, result["summary_md"], result["data_docs_index"]), result
+            format_failures(blocking, cfg.task, result.summary_md, result.data_docs_index), result
         )
     return result

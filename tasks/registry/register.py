@@ -14,7 +14,7 @@ from tasks.config import PipelineConfig
 from tasks.io import read_json
 from tasks.kinds import kind_of
 from tasks.platform import tracking
-from tasks.results import CleanResult, EvaluationResult, ExportResult
+from tasks.results import CleanResult, EvaluationResult, ExportResult, RegisteredVersion, ValidationResult
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 MODEL_ARTIFACT = "model"
@@ -88,18 +88,21 @@ def save_serving_model(
     return target
 
 
-def validation_tags(validation: dict | None) -> dict:
+def validation_tags(validation: ValidationResult | None) -> dict:
     """The data-validation tags of a version: passed, or warnings with their count; none without a result."""
     if validation is None:
         return {}
-    count = validation.get("warning_count", len(validation.get("warnings") or []))  # older cached results
-    if count:
-        return {DATA_VALIDATION_TAG: "warnings", DATA_WARNINGS_TAG: str(count)}
+    if validation.warning_count:
+        return {DATA_VALIDATION_TAG: "warnings", DATA_WARNINGS_TAG: str(validation.warning_count)}
     return {DATA_VALIDATION_TAG: "passed"}
 
 
 def model_tags(
-    cfg: PipelineConfig, data: CleanResult, metrics: dict, export: ExportResult, validation: dict | None
+    cfg: PipelineConfig,
+    data: CleanResult,
+    metrics: dict,
+    export: ExportResult,
+    validation: ValidationResult | None,
 ) -> dict:
     tags = {
         "task": cfg.data.task,
@@ -150,8 +153,8 @@ def register_model(
     evaluation: EvaluationResult,
     data: CleanResult,
     cfg: PipelineConfig,
-    validation: dict | None = None,
-) -> dict:
+    validation: ValidationResult | None = None,
+) -> RegisteredVersion:
     """Log the serving model to the run and register it as a new version with alias 'challenger'."""
     if not export.parity["passed"]:
         p = export.parity
@@ -181,13 +184,13 @@ def register_model(
         ensure_registered_model(name, f"finetune-flow {cfg.data.task} model ({cfg.name})")
         version = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
     c.set_registered_model_alias(name, CHALLENGER, version.version)
-    return {
-        "name": name,
-        "version": str(version.version),
-        "alias": CHALLENGER,
-        "source": source,
-        "model_uri": f"models:/{name}/{version.version}",
-    }
+    return RegisteredVersion(
+        name=name,
+        version=str(version.version),
+        alias=CHALLENGER,
+        source=source,
+        model_uri=f"models:/{name}/{version.version}",
+    )
 
 
 def ensure_registered_model(name: str, description: str) -> None:

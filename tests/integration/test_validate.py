@@ -59,7 +59,7 @@ def classification_frames(n_train: int = 20, train_labels=None) -> tuple[pd.Data
 
 
 def failed(result: dict) -> set[tuple[str, str]]:
-    return {(r["split"], r["expectation"]) for r in result["critical_failures"] + result["warnings"]}
+    return {(r["split"], r["expectation"]) for r in result.critical_failures + result.warnings}
 
 
 def test_every_suite_loads_into_gx_with_severity_and_scope():
@@ -84,28 +84,28 @@ def test_bio_break_finds_i_tag_without_its_b_tag():
 
 def test_packaged_classification_passes_and_writes_reports(tmp_path):
     cfg = data_config("data.source.name=sms_spam", "data.max_rows=400", "data.validation.min_rows=50")
-    clean = clean_data(collect_data(cfg, tmp_path)["path"], cfg, tmp_path)
+    clean = clean_data(collect_data(cfg, tmp_path).path, cfg, tmp_path)
     result = validate_data(clean, cfg, tmp_path)  # returns only when nothing critical failed (else raises)
-    assert (result["status"], result["warning_count"], result["warnings"]) == ("passed", 0, [])
-    profile = result["profile"]
+    assert (result.status, result.warning_count, result.warnings) == ("passed", 0, [])
+    profile = result.profile
     assert profile["rows"] == clean.report["rows_out"]
     assert set(profile["labels"]["train"]) == {"ham", "spam"}
     assert set(profile["length_percentiles"]["train"]) == {"p50", "p90", "p99", "max"}
-    assert json.loads(Path(result["profile_path"]).read_text()) == json.loads(json.dumps(profile))
-    rows = json.loads(Path(result["summary_path"]).read_text())
+    assert json.loads(Path(result.profile_path).read_text()) == json.loads(json.dumps(profile))
+    rows = json.loads(Path(result.summary_path).read_text())
     assert {r["split"] for r in rows} == {"train", "validation", "test", "all_rows", "train_labels"}
     assert all(r["success"] for r in rows)  # every expectation held, warnings included
-    assert "| split | expectation |" in Path(result["summary_md"]).read_text()
-    assert (Path(result["data_docs_dir"]) / "index.html").exists()
+    assert "| split | expectation |" in Path(result.summary_md).read_text()
+    assert (Path(result.data_docs_dir) / "index.html").exists()
 
 
 def test_packaged_ner_passes(tmp_path):
     cfg = data_config("data.source.name=tweet_ner", "data.task=ner", "data.max_rows=300")
-    clean = clean_data(collect_data(cfg, tmp_path)["path"], cfg, tmp_path)
+    clean = clean_data(collect_data(cfg, tmp_path).path, cfg, tmp_path)
     result = validate_data(clean, cfg, tmp_path)
-    assert (result["status"], result["warning_count"], result["warnings"]) == ("passed", 0, [])
-    assert result["profile"]["token_count_percentiles"]["train"]["max"] >= 1
-    assert "O" in result["profile"]["labels"]["train"]
+    assert (result.status, result.warning_count, result.warnings) == ("passed", 0, [])
+    assert result.profile["token_count_percentiles"]["train"]["max"] >= 1
+    assert "O" in result.profile["labels"]["train"]
 
 
 def test_single_class_train_fails_critically_and_still_writes_reports(tmp_path):
@@ -142,17 +142,17 @@ def test_class_rule_counts_rows_critical_below_10_and_names_each_class_below_30(
     with pytest.raises(DataValidationError) as err:
         validate_data(clean, data_config(*defaults), tmp_path)
     result = err.value.result
-    [critical] = result["critical_failures"]
+    [critical] = result.critical_failures
     assert critical["expectation"] == "expect_column_values_to_be_between(rows)"
     assert [s["label"] for s in critical["samples"]] == ["odd"] and "data.label_map" in critical["hint"]
-    [warning] = result["warnings"]
+    [warning] = result.warnings
     assert sorted(s["label"] for s in warning["samples"]) == ["odd", "pos"]  # every class under 30 named
     assert "classes: label='odd' (3 rows)" in str(err.value)
     # 3 rows of 63 is 4.8%: a share rule would have let it through; 20 rows is a warning only.
     train, validation, test = classification_frames(60, ["neg"] * 40 + ["pos"] * 20)
     clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
     result = validate_data(clean, data_config(*defaults), tmp_path)
-    assert result["status"] == "warnings" and [s["label"] for s in result["warnings"][0]["samples"]] == ["pos"]
+    assert result.status == "warnings" and [s["label"] for s in result.warnings[0]["samples"]] == ["pos"]
 
 
 def test_leakage_between_splits_is_detected(tmp_path):
@@ -178,7 +178,7 @@ def test_warnings_pass_unless_fail_on_warning(tmp_path):
     train.loc[3, "text"] = train.loc[2, "text"]
     clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
     result = validate_data(clean, data_config(), tmp_path)
-    assert (result["status"], result["warning_count"]) == ("warnings", 1)
+    assert (result.status, result.warning_count) == ("warnings", 1)
     assert failed(result) == {("train", "expect_column_values_to_be_unique(text)")}
     with pytest.raises(DataValidationError, match=r"\[warning\] train: expect_column_values_to_be_unique"):
         validate_data(clean, data_config("data.validation.fail_on_warning=true"), tmp_path)
@@ -202,12 +202,12 @@ def test_ner_length_mismatch_bad_tags_and_bio_order_are_caught(tmp_path):
     with pytest.raises(DataValidationError) as err:
         validate_data(clean, data_config("data.task=ner"), tmp_path)
     result = err.value.result
-    assert {(r["split"], r["expectation"]) for r in result["critical_failures"]} == {
+    assert {(r["split"], r["expectation"]) for r in result.critical_failures} == {
         ("train", "expect_column_pair_values_to_be_equal(_n_tokens, _n_tags)"),
         ("all_labels", "expect_column_values_to_match_regex(tag)"),
         ("all_labels", "expect_column_values_to_be_in_set(tag)"),
     }
-    assert [(r["split"], r["samples"][0]["_bio_break"]) for r in result["warnings"]] == [
+    assert [(r["split"], r["samples"][0]["_bio_break"]) for r in result.warnings] == [
         ("validation", "I-LOC after O at token 2")
     ]
     message = str(err.value)
@@ -239,7 +239,7 @@ def test_the_class_warning_names_every_small_class_not_five(tmp_path):
     train, validation, test = classification_frames(len(train_labels), train_labels)
     clean = write_clean(tmp_path, train, validation, test, ["big", *small])
     result = validate_data(clean, data_config("data.validation.warn_class_rows=30"), tmp_path)
-    [warning] = result["warnings"]
+    [warning] = result.warnings
     assert sorted(s["label"] for s in warning["samples"]) == sorted(small)
 
 
@@ -247,6 +247,6 @@ def test_long_texts_pass_classification_by_default_and_fail_a_configured_cap(tmp
     train, validation, test = classification_frames()
     test.loc[0, "text"] = "long " * 4_000  # 20,000 characters: a long document, not bad data
     clean = write_clean(tmp_path, train, validation, test, ["neg", "pos"])
-    assert validate_data(clean, data_config(), tmp_path)["success"]
+    assert validate_data(clean, data_config(), tmp_path).success
     with pytest.raises(DataValidationError, match="expect_column_value_lengths_to_be_between"):
         validate_data(clean, data_config("data.validation.max_chars=10000"), tmp_path)

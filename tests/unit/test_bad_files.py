@@ -30,7 +30,7 @@ def collect_and_clean(path: Path, tmp_path: Path, *overrides: str):
     """(collect ref, splits, quarantine, cleaning report) of one file."""
     cfg = config(path, *overrides)
     raw = collect_data(cfg.data, tmp_path / "run")
-    splits, quarantine, report = clean_frame(pd.read_parquet(raw["path"]), cfg.data)
+    splits, quarantine, report = clean_frame(pd.read_parquet(raw.path), cfg.data)
     return raw, splits, quarantine, report
 
 
@@ -55,7 +55,7 @@ def jsonl_text(rows=REVIEWS) -> str:
 def test_utf8_bom_is_accepted_in_every_text_format(tmp_path, name, text):
     (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
     raw, splits, _, _ = collect_and_clean(tmp_path / name, tmp_path)
-    assert raw["rows"] == 30 and raw["files"][0]["encoding"] == "utf-8-sig"
+    assert raw.rows == 30 and raw.files[0]["encoding"] == "utf-8-sig"
     assert not kept(splits)["text"].str.contains("\ufeff").any()
 
 
@@ -70,7 +70,7 @@ def test_utf8_bom_in_conll(tmp_path):
 def test_utf16_with_bom_as_excel_saves_unicode_text(tmp_path):
     (tmp_path / "d.tsv").write_bytes(csv_text(sep="\t").encode("utf-16"))
     raw, _, _, _ = collect_and_clean(tmp_path / "d.tsv", tmp_path)
-    assert raw["rows"] == 30 and raw["files"][0]["encoding"] == "utf-16"
+    assert raw.rows == 30 and raw.files[0]["encoding"] == "utf-16"
 
 
 WINDOWS_ROWS = [
@@ -92,7 +92,7 @@ def test_windows_1252_reads_with_its_encoding_or_auto(tmp_path, encoding):
     (tmp_path / "d.csv").write_bytes(csv_text(WINDOWS_ROWS).encode("cp1252"))
     raw, splits, _, _ = collect_and_clean(tmp_path / "d.csv", tmp_path, f"data.source.encoding={encoding}")
     assert "The café’s crème brûlée was “perfect” – we’ll be back 7" in set(kept(splits)["text"])
-    assert raw["files"][0]["encoding"] == "cp1252"  # auto reports what it chose
+    assert raw.files[0]["encoding"] == "cp1252"  # auto reports what it chose
 
 
 def test_unknown_encoding_name_is_one_clear_error(tmp_path):
@@ -104,7 +104,7 @@ def test_unknown_encoding_name_is_one_clear_error(tmp_path):
 def test_gzipped_csv_with_bom_and_crlf_line_ends(tmp_path):
     (tmp_path / "d.csv.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + csv_text().replace("\n", "\r\n").encode()))
     raw, splits, _, _ = collect_and_clean(tmp_path / "d.csv.gz", tmp_path)
-    assert raw["rows"] == 30 and set(kept(splits)["label"]) == {"pos", "neg"}
+    assert raw.rows == 30 and set(kept(splits)["label"]) == {"pos", "neg"}
 
 
 # --- lines that cannot be parsed ------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_jsonl_broken_line_is_quarantined_with_its_line_number(tmp_path):
     lines[9] = json.dumps({"text": "a line\u2028separator inside", "label": "pos"}, ensure_ascii=False)
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
     raw, splits, quarantine, report = collect_and_clean(tmp_path / "d.jsonl", tmp_path)
-    assert raw["unparseable_lines"] == 2 and raw["files"][0]["rows"] == 28
+    assert raw.unparseable_lines == 2 and raw.files[0]["rows"] == 28
     assert report["removed"]["unparseable_line"] == 2 and len(kept(splits)) == 28
     bad = quarantine[quarantine["reason"].eq("unparseable_line")]
     assert bad["parse_error"].str.extract(r"^(d\.jsonl:\d+):")[0].tolist() == ["d.jsonl:3", "d.jsonl:6"]
@@ -154,7 +154,7 @@ def test_hidden_files_and_folders_are_not_data(tmp_path):
     (tmp_path / "data" / ".ipynb_checkpoints" / "reviews-checkpoint.csv").write_text(csv_text())
     (tmp_path / "data" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     raw, _, _, _ = collect_and_clean(tmp_path / "data", tmp_path)
-    assert raw["rows"] == 30 and [Path(f["file"]).name for f in raw["files"]] == ["reviews.csv"]
+    assert raw.rows == 30 and [Path(f["file"]).name for f in raw.files] == ["reviews.csv"]
 
 
 # --- labels ---------------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_unreadable_regression_targets_are_quarantined_as_read(tmp_path):
             "data.splits.validation_fraction=0",
         ],
     )
-    raw = pd.read_parquet(collect_data(cfg.data, tmp_path / "run")["path"])
+    raw = pd.read_parquet(collect_data(cfg.data, tmp_path / "run").path)
     assert raw["label_raw"].tolist()[1:3] == ["n/a", "3,5"]  # the raw snapshot keeps what the file said
     splits, q, _ = clean_frame(raw, cfg.data)
     assert splits["train"]["label"].tolist() == [3.5] and "label_raw" not in splits["train"].columns

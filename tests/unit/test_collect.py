@@ -37,9 +37,9 @@ def test_file_formats(tmp_path, fmt):
     }[fmt]()
     cfg = cfg_for(kind="file", path=str(path))
     ref = collect_data(cfg.data, tmp_path / "run")
-    out = pd.read_parquet(ref["path"])
+    out = pd.read_parquet(ref.path)
     assert list(out["text"]) == list(ROWS["sentence"]) and list(out["label"]) == list(ROWS["verdict"])
-    assert ref["rows"] == 4 and len(ref["digest"]) == 16
+    assert ref.rows == 4 and len(ref.digest) == 16
 
 
 def test_folder_with_split_files(tmp_path):
@@ -102,7 +102,7 @@ def test_hub_dataset_through_a_local_copy(tmp_path):
         ],
     )
     ref = collect_data(cfg.data, tmp_path / "run")
-    out = pd.read_parquet(ref["path"])
+    out = pd.read_parquet(ref.path)
     assert set(out["split"]) == {"train", "validation", "test"}
     assert set(out["label"]) == {"equivalent", "not_equivalent"}  # class names, not ids
     assert sorted(set(zip(out["text"], out["text_pair"]))) == [("a b", "a b!"), ("c d", "x y")]  # pairs kept together
@@ -136,7 +136,7 @@ def test_sql_source_on_sqlite(tmp_path):
     with sqlite3.connect(db) as conn:
         ROWS.to_sql("reviews", conn, index=False)
     cfg = cfg_for(kind="sql", connection=f"sqlite:///{db}", query="SELECT sentence, verdict FROM reviews")
-    assert len(collect_data(cfg.data, tmp_path / "run")["columns"]) == 2
+    assert len(collect_data(cfg.data, tmp_path / "run").columns) == 2
 
 
 def test_unreachable_sql_is_a_clear_error(tmp_path):
@@ -197,8 +197,8 @@ def test_ten_megabyte_single_line_is_read_then_quarantined_as_too_long(tmp_path)
     cfg = cfg_for(kind="file", path=str(csv))
     cfg.data.clean.max_chars = 10_000  # classification has no cap by default; a user sets one like this
     raw = collect_data(cfg.data, tmp_path / "run")
-    assert raw["rows"] == 200
-    ref = clean_data(raw["path"], cfg.data, tmp_path / "run")
+    assert raw.rows == 200
+    ref = clean_data(raw.path, cfg.data, tmp_path / "run")
     q = pd.read_parquet(ref.quarantine)
     assert q[["raw_index", "reason"]].values.tolist() == [[57, "too_long"]]
     assert ref.report["removed"]["too_long"] == 1 and sum(ref.report["rows_out"].values()) == 199

@@ -43,8 +43,8 @@ def test_feedback_rows_join_a_split_source_and_get_stable_hash_splits(tmp_path, 
     ).data
     assert sources_fingerprint(cfg) is None  # feedback grows: the collect stage is never reused from cache
     raw = collect_data(cfg, tmp_path / "run")
-    assert raw["rows"] == 80 + 62 and "feedback:m" in raw["source"]
-    cleaned = clean_data(raw["path"], cfg, tmp_path / "run")
+    assert raw.rows == 80 + 62 and "feedback:m" in raw.source
+    cleaned = clean_data(raw.path, cfg, tmp_path / "run")
     reasons = pd.read_parquet(cleaned.quarantine)["reason"].value_counts().to_dict()
     assert reasons.get("empty_text") == 1 and reasons.get("conflicting_labels", 0) >= 1
     splits = {name: pd.read_parquet(path) for name, path in cleaned.splits.items()}
@@ -52,6 +52,6 @@ def test_feedback_rows_join_a_split_source_and_get_stable_hash_splits(tmp_path, 
     assert sum(len(df) for df in served.values()) == 60
     assert len(served["train"]) > 30 and len(served["test"]) + len(served["validation"]) > 0  # hashed, not "nan"
 
-    again = clean_data(collect_data(cfg, tmp_path / "run2")["path"], cfg, tmp_path / "run2")
+    again = clean_data(collect_data(cfg, tmp_path / "run2").path, cfg, tmp_path / "run2")
     for name in splits:  # stable: the same feedback row lands in the same split on the next retrain
         assert set(pd.read_parquet(again.splits[name])["text"]) == set(splits[name]["text"])

@@ -13,7 +13,8 @@ import pytest
 from tasks.config import load_config
 from tasks.data.cache import adopt_result, paths_in
 from tasks.data.clean import clean_data
-from tasks.results import CleanResult
+from tasks.data.collect import collect_data
+from tasks.results import CleanResult, CollectResult, RegisteredVersion, ValidationResult
 
 
 def cleaned(run_dir: Path) -> CleanResult:
@@ -54,3 +55,86 @@ def test_a_reused_clean_result_points_at_its_own_copies_in_the_new_run_folder(tm
 
     shutil.rmtree(first / "data")
     assert adopt_result(ref, "clean", first, third) is None  # its files are gone: the stage must run again
+
+
+def collected(run_dir: Path, source: Path) -> CollectResult:
+    pd.DataFrame({"text": ["a good film", "a dull film"], "label": ["pos", "neg"]}).to_csv(source, index=False)
+    return collect_data(load_config(None, ["data.source.kind=file", f"data.source.path={source}"]).data, run_dir)
+
+
+def test_a_collect_result_round_trips_and_a_reused_one_points_at_its_own_snapshot(tmp_path):
+    from prefect.serializers import PickleSerializer
+
+    first, second = tmp_path / "run-1", tmp_path / "run-2"
+    ref = collected(first, tmp_path / "reviews.csv")
+    assert isinstance(ref, CollectResult) and (ref.rows, ref.unparseable_lines) == (2, 0)
+    assert [Path(f["file"]).name for f in ref.files] == ["reviews.csv"]
+    serializer = PickleSerializer()
+    assert serializer.loads(serializer.dumps(ref)) == ref
+    assert CollectResult(**json.loads(json.dumps(dataclasses.asdict(ref)))) == ref  # bench/data.py's refs
+
+    moved = adopt_result(ref, "collect", first, second)
+    assert isinstance(moved, CollectResult) and moved.path == str(second / "data" / "raw" / "all.parquet")
+    assert Path(moved.path).read_bytes() == Path(ref.path).read_bytes()
+    # The source and its files lie outside the run folder: named as they were.
+    assert (moved.digest, moved.source, moved.files) == (ref.digest, ref.source, ref.files)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ref.rows = 3
+
+
+def validated(run_dir: Path, warnings: list[dict]) -> ValidationResult:
+    folder = run_dir / "data" / "validation"
+    (folder / "data_docs").mkdir(parents=True)
+    for name in ("summary.json", "summary.md", "profile.json", "data_docs/index.html"):
+        (folder / name).write_text("{}")
+    return ValidationResult(
+        success=True,
+        status="warnings" if warnings else "passed",
+        warning_count=len(warnings),
+        critical_failures=[],
+        warnings=warnings,
+        summary_path=str(folder / "summary.json"),
+        summary_md=str(folder / "summary.md"),
+        data_docs_dir=str(folder / "data_docs"),
+        data_docs_index=str(folder / "data_docs" / "index.html"),
+        profile={"rows": {"train": 10}},
+        profile_path=str(folder / "profile.json"),
+    )
+
+
+def test_a_reused_validation_result_points_at_its_own_reports_and_still_tags_the_version(tmp_path):
+    from prefect.serializers import PickleSerializer
+
+    from tasks.registry.register import DATA_VALIDATION_TAG, DATA_WARNINGS_TAG, validation_tags
+
+    first, second = tmp_path / "run-1", tmp_path / "run-2"
+    warning = {"split": "train", "expectation": "expect_column_values_to_be_unique(text)", "severity": "warning"}
+    ref = validated(first, [warning])
+    serializer = PickleSerializer()
+    assert serializer.loads(serializer.dumps(ref)) == ref
+    moved = adopt_result(ref, "validate", first, second)
+    assert isinstance(moved, ValidationResult)
+    assert paths_in(moved, str(first)) == [] and len(paths_in(moved, str(second))) == 5
+    assert (moved.warnings, moved.profile, moved.status) == (ref.warnings, ref.profile, "warnings")
+    assert validation_tags(moved) == {DATA_VALIDATION_TAG: "warnings", DATA_WARNINGS_TAG: "1"}
+    assert validation_tags(validated(tmp_path / "run-3", [])) == {DATA_VALIDATION_TAG: "passed"}
+    assert validation_tags(None) == {}
+
+
+def test_a_validation_error_carries_the_stages_result():
+    from tasks.data.validate import DataValidationError
+
+    ref = ValidationResult(False, "passed", 0, [{"split": "train"}], [], "s.json", "s.md", "docs", "i.html", {}, "p")
+    err = DataValidationError("data validation failed", ref)
+    assert err.result is ref and isinstance(err, ValueError) and str(err) == "data validation failed"
+
+
+def test_a_registered_version_is_a_plain_dict_in_the_flows_output():
+    reg = RegisteredVersion("m", "3", "challenger", "runs:/r/model", "models:/m/3")
+    assert dataclasses.asdict(reg) == {
+        "name": "m",
+        "version": "3",
+        "alias": "challenger",
+        "source": "runs:/r/model",
+        "model_uri": "models:/m/3",
+    }
