@@ -6,6 +6,8 @@ Routes live at module level; what differs between deployments sits in app state:
 `shadow` (its worker, when FTFLOW_SHADOW is set); deploy/traffic.py says what happens to an answer.
 A request's order: body cap on Content-Length (BodyLimit) -> bearer token -> body read under the cap
 -> JSON -> request model (every input rule) -> the model's own rule (pairs or not) -> prediction.
+With FTFLOW_API_TOKEN the API's description (/docs, /redoc, /openapi.json) needs the token too; only
+the probes (/health, /ready) stay open.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -345,14 +348,40 @@ def _openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
+# With a token, the API's description is behind it too: FastAPI's own open routes are turned off and
+# these take their place, guarded by the same `require_token` as /predict (a gateway that adds the
+# header to every request lets a browser read /docs, whose page then fetches /openapi.json through it).
+docs = APIRouter(dependencies=[Depends(require_token)], include_in_schema=False)
+OPENAPI_URL = "/openapi.json"
+
+
+@docs.get(OPENAPI_URL)
+async def openapi_document(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@docs.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - Swagger UI")
+
+
+@docs.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - ReDoc")
+
+
 def create_app(model_name: str | None = None, bundle_dir: str | None = None, **settings) -> FastAPI:
     """The FastAPI app serving `model_name`@champion (or a local bundle folder); settings as in Settings."""
     cfg = Settings.from_env(model_name=model_name, bundle_dir=bundle_dir, **settings)
+    guarded = cfg.api_token is not None  # docs follow the token: open without one, behind it with one
     app = FastAPI(
         title="finetune-flow model service",
         lifespan=_lifespan,
         description=f"Answers with {cfg.model_name or cfg.bundle_dir}"
         f"{'@' + cfg.alias if cfg.model_name else ''} through ONNX Runtime.",
+        openapi_url=None if guarded else OPENAPI_URL,
+        docs_url=None if guarded else "/docs",
+        redoc_url=None if guarded else "/redoc",
     )
     app.state.settings = cfg
     app.state.holder = ModelHolder(cfg)
@@ -360,6 +389,8 @@ def create_app(model_name: str | None = None, bundle_dir: str | None = None, **s
     app.state.logger = app.state.second = app.state.shadow = None  # set at start-up (_lifespan)
     app.include_router(probes)
     app.include_router(api)
+    if guarded:
+        app.include_router(docs)
     # Starlette types a handler as taking any Exception; it calls each with the class it was registered for.
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]

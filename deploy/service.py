@@ -5,8 +5,9 @@ downloads the champion's serving bundle and then follows the alias (deploy/model
 routes are in deploy/app.py, the request rules in deploy/schemas.py.
 
 Settings (environment; `create_app` arguments and command-line options win; deploy/settings.py):
-  FTFLOW_API_TOKEN       bearer token required on /predict, /feedback and /model; required to listen beyond
-                         loopback unless --insecure is given
+  FTFLOW_API_TOKEN       bearer token required on /predict, /feedback, /model and the docs (/docs, /redoc,
+                         /openapi.json); at least 16 characters, not a pattern (the service refuses to start
+                         otherwise); required to listen beyond loopback unless --insecure is given
   FTFLOW_MAX_BATCH       most texts in one request (default 64)
   FTFLOW_MAX_CHARS       most characters in one text (default 20000); longer is refused, not cut
   FTFLOW_MAX_BODY_BYTES  largest request body (default: a full batch of the longest texts and pairs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 # Where each setting is read from; `Settings.from_env` arguments win over the environment.
@@ -24,6 +24,18 @@ ENVIRONMENT = {
 # A character sent as a JSON \uXXXX escape takes 6 bytes; a request holds texts and their pairs.
 BYTES_PER_CHAR = 6
 JSON_OVERHEAD_BYTES = 64 * 1024
+# The shortest FTFLOW_API_TOKEN accepted. 16 random characters of the URL-safe alphabet are 96 bits:
+# far beyond guessing over the network, and still easy to paste. Shorter is in practice a word or a
+# pet phrase, which a dictionary finds; `secrets.token_urlsafe(24)` (32 characters) is the advice.
+MIN_TOKEN_CHARS = 16
+# Fewer distinct characters than this is a pattern (`aaaa...`, `abab...`, `abcabc...`), not a random token.
+MIN_TOKEN_DISTINCT = 4
+TOKEN_ADVICE = (
+    f"use at least {MIN_TOKEN_CHARS} random characters, e.g. "
+    "FTFLOW_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+)
+# Settings whose value is a secret: an error about them never shows the value.
+SECRETS = {"api_token"}
 
 
 class Settings(BaseModel):
@@ -34,7 +46,11 @@ class Settings(BaseModel):
     model_name: str | None = Field(None, description="registered model to serve at `alias`")
     bundle_dir: str | None = Field(None, description="serve this local bundle (a run's onnx/ folder) instead")
     alias: str = "champion"
-    api_token: str | None = Field(None, description="bearer token required on /predict and /model")
+    api_token: str | None = Field(
+        None,
+        description="bearer token required on /predict, /feedback, /model and the API docs "
+        f"(at least {MIN_TOKEN_CHARS} characters, not a pattern)",
+    )
     max_batch: int = Field(64, ge=1, description="most texts in one request")
     max_chars: int = Field(20_000, ge=1, description="most characters in one text; longer is refused, not cut")
     max_body_bytes: int | None = Field(
@@ -73,6 +89,13 @@ class Settings(BaseModel):
         1_000, ge=1, description="requests waiting for the shadow model; when full the oldest are dropped and counted"
     )
 
+    @field_validator("api_token")
+    @classmethod
+    def _strong_token(cls, token: str | None) -> str | None:
+        if token is not None and (problem := token_weakness(token)):
+            raise ValueError(f"{problem}; {TOKEN_ADVICE}")
+        return token
+
     @model_validator(mode="after")
     def _fill_body_limit(self) -> Settings:
         if not (self.model_name or self.bundle_dir):
@@ -109,8 +132,29 @@ class Settings(BaseModel):
             raise ValueError("; ".join(_describe(err, given) for err in e.errors())) from None
 
 
+def token_weakness(token: str) -> str | None:
+    """Why `token` is too weak to be FTFLOW_API_TOKEN (never quoting it), or None when it will do."""
+    if not all("!" <= c <= "~" for c in token):  # what a client can send after 'Bearer ' in a header
+        return (
+            "FTFLOW_API_TOKEN holds a space, a control or a non-ASCII character, which no client can send "
+            "in an Authorization header (a trailing newline from a secret file?)"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"FTFLOW_API_TOKEN is {len(token)} characters"
+    distinct = len(set(token))
+    if distinct == 1:
+        return f"FTFLOW_API_TOKEN is one character repeated {len(token)} times"
+    if distinct < MIN_TOKEN_DISTINCT:
+        return f"FTFLOW_API_TOKEN is {len(token)} characters but only {distinct} different ones: a pattern, not random"
+    return None
+
+
 def _describe(err: ErrorDetails, given: dict) -> str:
     name = str(err["loc"][0]) if err["loc"] else ""
+    if name in SECRETS:  # the message names the setting; the value is a secret and is not echoed
+        own = err["type"] == "value_error"  # our validator's message starts with the variable's name
+        msg = err["msg"].removeprefix("Value error, ") if own else f"{ENVIRONMENT[name]}: {err['msg']}"
+        return f"environment variable {msg}" if given.get(name) is None else msg
     if name in ENVIRONMENT and given.get(name) is None:
         return f"environment variable {ENVIRONMENT[name]}={err['input']!r}: {err['msg']}"
     return f"{name}: {err['msg']}" if name else err["msg"].removeprefix("Value error, ")

@@ -196,13 +196,13 @@ def test_pair_model_through_mlflow_pyfunc_reads_the_second_text(tmp_path, pair_b
 def test_bearer_token_from_the_environment(monkeypatch, bundle_dir):
     from deploy.service import create_app
 
-    monkeypatch.setenv("FTFLOW_API_TOKEN", "s3cret-token")
+    monkeypatch.setenv("FTFLOW_API_TOKEN", "s3cret-token-4f9b2e71")
     with running(create_app(bundle_dir=str(bundle_dir))) as url:
         body = {"text": "fine"}
         assert httpx.post(f"{url}/predict", json=body).status_code == 401
         wrong = httpx.post(f"{url}/predict", json=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
-        right = httpx.post(f"{url}/predict", json=body, headers={"Authorization": "Bearer s3cret-token"})
+        right = httpx.post(f"{url}/predict", json=body, headers={"Authorization": "Bearer s3cret-token-4f9b2e71"})
         assert right.status_code == 200
         assert httpx.get(f"{url}/model").status_code == 401
         assert httpx.get(f"{url}/health").status_code == 200  # probes need no token

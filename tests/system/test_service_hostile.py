@@ -24,7 +24,7 @@ from tests.support import ROOT, export_ner_bundle, running
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "fuzz-token"
+TOKEN = "fuzz-token-7c1e9a2b4d"  # 16+ characters: the service refuses a weaker one
 LIMITS = {"max_batch": 4, "max_chars": 200}  # small, so fuzzed requests cross them often
 FUZZ_REQUESTS = 300  # per run; two runs (without and with a token): 600 requests
 BODY_CAP = 2_000_000
@@ -59,7 +59,9 @@ def _fuzz(url: str, token: str | None) -> dict:
     import schemathesis
     from schemathesis.generation.modes import GenerationMode
 
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    # With a token the document itself is behind it (as /docs and /redoc are).
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=auth)
     cases = st.one_of(schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE))
     seen = {"requests": 0, "5xx": 0, "by_status": {}, "by_operation": {}}
 
@@ -141,6 +143,63 @@ def test_a_body_above_the_cap_is_refused_before_it_is_read(guarded):
     streamed = guarded.post("/predict", content=(big[i : i + 65_536] for i in range(0, len(big), 65_536)))
     assert streamed.request.headers.get("transfer-encoding") == "chunked"
     assert streamed.status_code == 413 and "goes past the limit" in streamed.json()["message"]
+
+
+DOCS = ("/docs", "/redoc", "/openapi.json")
+
+
+def test_with_a_token_the_docs_need_it_too(guarded):
+    """On main /docs and /openapi.json answered anyone, token or not; now only the probes stay open."""
+    base = str(guarded.base_url).rstrip("/")
+    for path in DOCS:
+        for headers in ({}, {"Authorization": "Bearer not-the-token-at-all"}):
+            refused = httpx.get(base + path, headers=headers)
+            assert refused.status_code == 401, (path, refused.status_code)
+            assert refused.headers["www-authenticate"] == "Bearer"
+            assert refused.json()["detail"][0]["loc"] == ["header", "authorization"]
+        assert guarded.get(path).status_code == 200, path  # the client sends the token
+    assert "/openapi.json" in guarded.get("/docs").text and "/openapi.json" in guarded.get("/redoc").text
+    document = guarded.get("/openapi.json").json()
+    assert {"/predict", "/feedback", "/model", "/health", "/ready"} <= set(document["paths"])
+    assert not set(DOCS) & set(document["paths"]) and "bearer" in str(document["components"]["securitySchemes"]).lower()
+    assert httpx.get(f"{base}/docs/oauth2-redirect").status_code == 404  # FastAPI's extra page is gone too
+    for probe in ("/health", "/ready"):
+        assert httpx.get(base + probe).status_code == 200, probe
+
+
+def test_without_a_token_the_docs_stay_open(ner_bundle, monkeypatch):
+    from deploy.service import create_app
+
+    monkeypatch.delenv("FTFLOW_API_TOKEN", raising=False)
+    with running(create_app(bundle_dir=str(ner_bundle))) as url:
+        for path in DOCS:
+            assert httpx.get(url + path).status_code == 200, path
+        assert "securitySchemes" not in httpx.get(f"{url}/openapi.json").json()["components"]
+
+
+@pytest.mark.parametrize(
+    "token, says",
+    [
+        ("hunter2", "FTFLOW_API_TOKEN is 7 characters"),
+        ("z" * 24, "FTFLOW_API_TOKEN is one character repeated 24 times"),
+    ],
+    ids=["short", "repeated"],
+)
+def test_a_weak_token_is_refused_at_start(ner_bundle, token, says):
+    """On main a one-character FTFLOW_API_TOKEN started the service: one guess away from open."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FTFLOW_API_TOKEN": token}
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy.service", "--bundle", str(ner_bundle), "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"environment variable {says}" in out.stderr, out.stderr[-2000:]
+    assert "at least 16 random characters" in out.stderr and "secrets.token_urlsafe(24)" in out.stderr
+    assert token not in out.stderr  # the refusal does not print the secret
 
 
 def test_the_token_is_checked_before_the_body_is_parsed(guarded):
