@@ -113,7 +113,12 @@ def test_quickstart_output_has_only_actionable_warnings_and_ends_with_the_summar
     step_lines = [line for line in output.splitlines() if re.search(r"step \d+/\d+ train_loss=", line)]
     assert step_lines and all(re.search(r"eta \d+:\d\d$", line) for line in step_lines)
     lines = [line for line in output.splitlines() if line.strip()]
-    assert lines[-1].startswith("MLflow UI:") and any(line.startswith("test metrics:") for line in lines[-4:])
+    assert lines[-1].startswith("MLflow UI:")
+    # The summary ends the output: test metrics, then the cheap baselines beside the model, then the UI hint.
+    summary = lines[-12:]
+    metrics_at = next(i for i, line in enumerate(summary) if line.startswith("test metrics:"))
+    baselines_at = next(i for i, line in enumerate(summary) if line.startswith("against cheap baselines"))
+    assert metrics_at < baselines_at and any("fine-tuned" in line for line in summary[baselines_at:])
 
 
 class Terminal(io.StringIO):
