@@ -8,16 +8,12 @@ import os
 import sys
 import time
 
+from flows.ops.command_env import prepare_command_env
+
 EPILOG = (
     "Examples:\n  ftflow run configs/quickstart.yaml\n  ftflow run configs/sentiment.yaml --set training.epochs=2\n"
     "  ftflow run --resume-from runs/sentiment-20261129-020952-689d1553"
 )
-
-
-def _prepare_env() -> None:
-    # No run of ours needs a hub: stay offline unless the user asked otherwise.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _load(args):
@@ -86,7 +82,7 @@ def cmd_run(args) -> int:
             )
     cfg = _load(args)
     check_model(cfg)
-    _prepare_env()
+    prepare_command_env(hub_offline=False)  # a config may name a hub model
     from flows.ops.temporary_server import prefect_api
     from flows.training import fine_tune
 
@@ -102,7 +98,7 @@ def cmd_run(args) -> int:
 
 def cmd_validate(args) -> int:
     cfg = _load(args)
-    _prepare_env()
+    prepare_command_env(hub_offline=False)  # a config may name a hub model
     from flows.ops.temporary_server import prefect_api
     from flows.training import validate_only
 

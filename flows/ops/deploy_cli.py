@@ -6,19 +6,13 @@ so `ftflow --help` stays fast.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING
 
+from flows.ops.command_env import prepare_command_env, print_refusal
+
 if TYPE_CHECKING:
     from tasks.registry.decision import PromotionDecision
-
-
-def _prepare_env() -> None:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bundles carry their tokenizer: nothing to fetch
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def print_decision(d: PromotionDecision) -> None:
@@ -43,12 +37,11 @@ def run_locked(move):
         print(f"\nrefused: {e}", file=sys.stderr)
         return BUSY_EXIT
     except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+        return print_refusal(e)
 
 
 def cmd_promote(args) -> int:
-    _prepare_env()
+    prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
     from flows.deploy import promote
 
     d = run_locked(
@@ -69,7 +62,7 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    _prepare_env()
+    prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
     from flows.deploy import rollback
 
     d = run_locked(lambda: rollback(model_name=args.name, to_version=args.to, break_lock=args.break_lock))
@@ -80,7 +73,7 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_history(args) -> int:
-    _prepare_env()
+    prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
     from tasks.registry.decision import promotion_history
     from tasks.registry.decision_text import history_table
     from tasks.registry.register import CHAMPION, version_by_alias
@@ -99,7 +92,7 @@ def cmd_history(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    _prepare_env()
+    prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
     from deploy.service import serve
 
     try:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
+
+from flows.ops.command_env import prepare_command_env, print_refusal
 
 
 def cmd_monitor(args) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedding model is the packaged MiniLM
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    prepare_command_env()  # the embedding model is the packaged MiniLM: offline
     from tasks.config import ConfigError, load_config
 
     try:
@@ -22,8 +20,7 @@ def cmd_monitor(args) -> int:
     try:
         r = monitor(model_name=args.name, monitoring=settings)
     except ValueError as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+        return print_refusal(e)
     print(f"\n=== monitor: {r['model_name']} (champion version {r['champion_version']}) {r['status'].upper()} ===")
     print(f"window:    {r['window_start']} -> {r['window_end']}, {r['rows']} logged predictions")
     for t in (r["drift"] or {}).get("tests", []):

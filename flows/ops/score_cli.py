@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
+from flows.ops.command_env import prepare_command_env, print_refusal
 
 
 def cmd_score(args) -> int:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bundles carry their tokenizer: nothing to fetch
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
     from flows.score import score
 
     try:
@@ -28,8 +25,7 @@ def cmd_score(args) -> int:
             **given,
         )
     except ValueError as e:  # our refusals speak to the user; the traceback is in the Prefect log above
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+        return print_refusal(e)
     print(f"\n=== scored {r['rows']} rows with {r['model']} ===")
     print(f"output:     {r['output']}")
     print(f"speed:      {r['texts_per_second']:.0f} texts/s ({r['seconds']:.1f} s on Dask)")
