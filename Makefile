@@ -57,7 +57,7 @@ test: setup browser postgres check docs
 	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The static checks (pyproject.toml configures each; .pre-commit-config.yaml runs the same before a commit):
-# ruff, and import-linter's contracts (the layers of docs/ARCHITECTURE.md).
+# ruff (lint and format), import-linter's contracts (the layers of docs/ARCHITECTURE.md) and mypy.
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
