@@ -380,9 +380,9 @@ def evaluate(
         if isinstance(v, float) and "support" not in k
     ]
     create_table_artifact(rows, key=_artifact_key(f"{cfg.name}-test-metrics"), description="test metrics")
-    get_run_logger().info(
-        "test metrics: %s", {r["metric"]: r["value"] for r in rows if not is_per_class_metric(r["metric"])}
-    )
+    # The baselines' figures have their own lines (the baselines stage, the verdict above).
+    shown = {r["metric"]: r["value"] for r in rows if not is_per_class_metric(r["metric"])}
+    get_run_logger().info("test metrics: %s", {k: v for k, v in shown.items() if not k.startswith("baseline")})
     if not kind_of(cfg.data.task).has_labels:  # no classes, so no weak ones
         return result
     if result.weak_classes:
