@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tasks.inference.normalize import normalize_one
 from tasks.monitoring.prediction_log import REQUEST_ID_MAX, REQUEST_ID_PATTERN
 
 # What to do about a refusal, added to pydantic's own message.
@@ -42,6 +43,13 @@ HINTS = {
 def _check_not_blank(text: str) -> str:
     if not text.strip():
         raise PydanticCustomError("blank_text", "is only whitespace; send text to classify")
+    # Zero-width spaces, a BOM, NUL or line separators survive strip() but not the normaliser the model
+    # reads through: such a text would be answered from nothing. Normalised only when no letter or
+    # digit is seen, so an ordinary text is not normalised twice.
+    if not any(ch.isalnum() for ch in text) and not normalize_one(text):
+        raise PydanticCustomError(
+            "blank_text", "has nothing to read once normalised (only invisible or control characters); send text"
+        )
     return text
 
 

@@ -95,6 +95,8 @@ def test_predict_one_text_and_a_batch(service, champion):
         ({"texts": []}, "texts: List should have at least 1 item"),
         ({"text": ""}, "text: String should have at least 1 character"),
         ({"texts": ["fine", "   "]}, "texts[1]: is only whitespace"),
+        ({"text": "\u200b\u200b"}, "text: has nothing to read once normalised"),  # zero-width spaces
+        ({"texts": ["fine", "\ufeff\x00"]}, "texts[1]: has nothing to read once normalised"),  # a BOM and NUL
         ({"texts": ["fine", 3]}, "texts[1]: Input should be a valid string"),
         ({"text": 42}, "text: Input should be a valid string"),
         ({"texts": ["a", "b", "c", "d", "e"]}, "texts: List should have at most 4 items"),
