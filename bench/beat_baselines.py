@@ -32,6 +32,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.peers import cpu_line  # noqa: E402
 from tasks.config import load_config  # noqa: E402
 
 CORPORA = {
@@ -41,15 +42,6 @@ CORPORA = {
     "pair_scores": {"preset": "sentiment_scores.yaml", "task": "regression"},
 }
 PAIR_ROWS = {"train": 2000, "validation": 200, "test": 600}
-
-
-def cpu_note() -> str:
-    """The CPU and the vector extensions that decide its speed (machines differ between sessions)."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    return f"CPU: {model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512/amx'}"
 
 
 def clean_splits(preset: str, folder: Path) -> dict[str, pd.DataFrame]:
@@ -148,7 +140,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON lines here")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(cpu_note())
+    print(cpu_line())
     rows = []
     with tempfile.TemporaryDirectory(prefix="ftflow-small-") as tmp:
         work = Path(tmp)

@@ -54,11 +54,8 @@ def fits_values(task: str) -> bool:
 
 
 def targets_of(df: pd.DataFrame, task: str, labels: list[str] | None) -> np.ndarray:
-    """Class ids (labels' order) or float targets of a split."""
-    if fits_values(task):
-        return df["label"].astype(float).to_numpy()
-    index = {name: i for i, name in enumerate(labels or [])}
-    return np.asarray([index[str(v)] for v in df["label"]], dtype=np.int64)
+    """Class ids (labels' order) or float targets of a split, as the kind reads them for every scorer."""
+    return np.asarray(kind_of(task).references_of(df, labels))
 
 
 def probe_sample(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
