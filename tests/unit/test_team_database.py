@@ -61,8 +61,14 @@ def test_the_urls_reach_the_servers_through_their_environment_not_their_command_
     assert "PREFECT_API_DATABASE_CONNECTION_URL" not in prefect_service(tmp_path, "127.0.0.1", 4300, tmp_path).env
 
 
-def test_up_refuses_both_database_options_and_a_bad_url_before_starting_anything(capsys):
+def test_up_refuses_both_database_options_and_a_bad_url_before_starting_anything(capsys, monkeypatch):
     import argparse
+
+    from flows.ops.stack import CREDENTIAL_VARS
+
+    # The session's `up` fixture sets half of these for its clients; this refusal is about the URL alone.
+    for key in CREDENTIAL_VARS:
+        monkeypatch.delenv(key, raising=False)
 
     from flows.ops.up_cli import add_up_command
 
