@@ -124,3 +124,58 @@ def is_per_class_metric(name: str) -> bool:
     label_keys never lets a label read `macro`, `micro` or `weighted`, so `f1_macro` is always a summary.
     """
     return bool(_PER_CLASS.search(name)) and not name.endswith(("_ci_low", "_ci_high"))
+
+
+# --- label sets (multi_label) -------------------------------------------------------------------------
+
+
+class LabelSetError(ValueError):
+    """A label column that cannot be read as label sets; the message names the rows and the fix."""
+
+
+def _label_set_form(value, separator: str | None) -> tuple[str, list[str] | None]:
+    """('missing' | 'list' | 'string', the labels) of one cell; JSON-list strings count as lists."""
+    import json
+
+    if value is None or (isinstance(value, float) and value != value):
+        return "missing", None
+    if isinstance(value, (list, tuple)) or (hasattr(value, "ndim") and getattr(value, "ndim", 0) == 1):
+        return "list", [str(v).strip() for v in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return "list", [str(v).strip() for v in parsed]
+    if not text:
+        return "empty", []
+    return "string", [p.strip() for p in text.split(separator)] if separator else [text]
+
+
+def label_sets_of(column: pd.Series, separator: str | None, origin: str = "the data") -> pd.Series:
+    """Each cell as a list of label names (missing stays None; an empty cell or `[]` is the empty set).
+
+    A cell is a list (a Parquet/JSONL list, or a JSON list such as '["a", "b"]' in a CSV) or a string
+    split at `separator` ('a|b'); a string without a separator is one label. A column mixing lists and
+    plain strings is refused: which of '["a", "b"]' and 'a, b' is one label would be a guess.
+    """
+    import pandas as pd
+
+    forms, sets = [], []
+    for value in column.tolist():
+        form, names = _label_set_form(value, separator)
+        forms.append(form)
+        sets.append(None if names is None else [n for n in names if n])
+    seen = pd.Series(forms, index=column.index)
+    if (seen == "list").any() and (seen == "string").any():
+        first_list = column[seen == "list"].iloc[0]
+        first_string = column[seen == "string"].iloc[0]
+        raise LabelSetError(
+            f"the label column of {origin} mixes lists and plain strings: {int((seen == 'list').sum())} rows hold "
+            f"a list (first: {str(first_list)[:60]!r}) and {int((seen == 'string').sum())} a string (first: "
+            f"{str(first_string)[:60]!r}). Write every row's labels one way: a JSON list, or a string with "
+            "data.label_separator between the labels (e.g. 'a|b' with label_separator: '|')"
+        )
+    return pd.Series(sets, index=column.index, dtype=object, name=column.name)

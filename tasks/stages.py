@@ -365,14 +365,15 @@ def evaluate(
     tracking.log_artifact(run_id, result.dir, "evaluation")
     tracking.log_artifact(run_id, result.files["model_card"], "model_card")
     m = result.metrics
-    if "calibration_temperature" in m:  # classifiers: fitted on validation, applied by every scorer
+    if "test_ece_before" in m:  # classifiers: fitted on validation, applied by every scorer
+        per_label = "decision_threshold_mean" in m
         get_run_logger().info(
-            "calibration: temperature %.4f, test ECE %.4f -> %.4f (floor from sampling alone %.4f); threshold %s",
-            m["calibration_temperature"],
+            "calibration: %s, test ECE %.4f -> %.4f (floor from sampling alone %.4f); threshold %s",
+            "Platt scaling per label" if per_label else f"temperature {m['calibration_temperature']:.4f}",
             m["test_ece_before"],
             m["test_ece_after"],
             m["test_ece_floor"],
-            m.get("decision_threshold", "none"),
+            f"per label, mean {m['decision_threshold_mean']:.3f}" if per_label else m.get("decision_threshold", "none"),
         )
     rows = [
         {"metric": k, "value": round(v, 4)}

@@ -11,7 +11,7 @@ from tasks.config.sources import SourceConfig
 from tasks.kinds import kind_of
 
 # The registered kinds' names (tasks.kinds), spelled out so the config form lists them; a unit test holds the two equal.
-TaskName = Literal["classification", "pair_classification", "regression", "ner"]
+TaskName = Literal["classification", "pair_classification", "regression", "ner", "multi_label"]
 DEFAULT_MAX_CHARS = 10_000  # the cap of pair classification and NER, whose texts are short by nature
 
 
@@ -76,10 +76,21 @@ class DataConfig(Section):
         "served predictions; same columns as `source` (feedback rows come as text/label), same "
         "cleaning and stable hash splits",
     )
-    task: TaskName = Field("classification", description="classification | pair_classification | regression | ner")
+    task: TaskName = Field(
+        "classification", description="classification | pair_classification | regression | ner | multi_label"
+    )
     text_column: str = Field("text", description="column holding the text (the first text for pairs)")
     text_pair_column: str | None = Field(None, description="column holding the second text (pairs)")
-    label_column: str = Field("label", description="column holding the label or target value")
+    label_column: str = Field(
+        "label",
+        description="column holding the label or target value; multi_label: a list (JSON list, or a list "
+        "column in Parquet/JSONL) or a delimited string (see label_separator); empty means none of the labels",
+    )
+    label_separator: str | None = Field(
+        None,
+        min_length=1,
+        description="multi_label: the character(s) between a row's labels in a string cell, e.g. '|' for 'a|b'",
+    )
     tokens_column: str = Field("tokens", description="NER: column holding the list of words")
     tags_column: str = Field("tags", description="NER: column holding the list of BIO tags")
     labels: list[str] | None = Field(
@@ -92,6 +103,12 @@ class DataConfig(Section):
     splits: SplitConfig = Field(default_factory=SplitConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+
+    @model_validator(mode="after")
+    def _check_separator(self) -> DataConfig:
+        if self.label_separator is not None and not kind_of(self.task).is_multi_label:
+            raise ValueError(f"data.label_separator reads label sets (task multi_label), not task '{self.task}'")
+        return self
 
     @model_validator(mode="after")
     def _check_pairs(self) -> DataConfig:

@@ -86,7 +86,9 @@ class MinPrecisionTarget(Section):
     """Threshold target: the lowest threshold (most recall) whose precision of `label` on validation is >= this."""
 
     min_precision: float = Field(gt=0, le=1, description="the precision to reach, e.g. 0.99")
-    label: str = Field(description="the positive label, e.g. spam")
+    label: str | None = Field(
+        None, description="the positive label, e.g. spam (binary classifiers need it; multi_label: none = every label)"
+    )
 
 
 def _threshold_form(value: Any) -> str | None:
@@ -125,5 +127,7 @@ class DecisionConfig(Section):
     threshold: ThresholdRule | None = Field(
         None,
         description="binary classifiers: null (argmax), a number (the second label is positive when its "
-        "probability >= it), {max_f1: LABEL} or {min_precision: 0.99, label: LABEL}",
+        "probability >= it), {max_f1: LABEL} or {min_precision: 0.99, label: LABEL}; multi_label: null "
+        "(each label's best F1 on validation), a number (every label) or {min_precision: 0.9} (each label, "
+        "or only `label`)",
     )

@@ -64,10 +64,13 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _check_threshold_fits_task(self) -> PipelineConfig:
-        if self.decision.threshold is not None and not kind_of(self.data.task).calibrated:
+        rule, kind = self.decision.threshold, kind_of(self.data.task)
+        if rule is not None and not kind.calibrated:
             raise ValueError(
                 f"decision.threshold applies to binary classifiers, not data.task '{self.data.task}'; set it to null"
             )
+        if getattr(rule, "min_precision", None) is not None and rule.label is None and not kind.is_multi_label:  # type: ignore[union-attr]
+            raise ValueError("decision.threshold {min_precision: P} needs the positive label: add label: LABEL")
         return self
 
     @model_validator(mode="after")

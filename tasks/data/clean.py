@@ -19,6 +19,7 @@ from tasks.data.readers import LINE_CONTENT, PARSE_ERROR
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
 from tasks.kinds import kind_of
+from tasks.kinds.multi_label import label_set_key
 from tasks.labels import entity_types, is_bio_tag, tag_set
 from tasks.results import CleanResult
 
@@ -72,6 +73,30 @@ def normalize_labels(labels: pd.Series, cfg: DataConfig, report: dict) -> pd.Ser
         report["changed"]["label_case_folded"] = int(text[present].isin(list(folded)).sum())
         text[present] = text[present].replace(folded)
     return text
+
+
+def normalize_label_sets(label_sets: pd.Series, cfg: DataConfig, report: dict) -> pd.Series:
+    """Each label set with its names stripped and renamed by data.label_map, without repeats, sorted.
+
+    Case spellings follow the single-label rule: one declared spelling wins, two undeclared ones refuse the run.
+    """
+    present = label_sets.notna()
+    flat = pd.Series([name for names in label_sets[present] for name in names], dtype=object)
+    spelled = normalize_labels(flat, cfg, report) if len(flat) else flat
+    renamed = dict(zip(flat, spelled))
+    out = label_sets.astype(object).copy()
+    out[present] = [sorted({renamed[n] for n in names}) for names in label_sets[present]]
+    return out
+
+
+def label_keys_of(df: pd.DataFrame, task: str) -> pd.Series:
+    """One string per row's target, equal for equal targets: what duplicates and conflicts compare."""
+    kind = kind_of(task)
+    if kind.is_token_level:
+        return df["tags"].map(" ".join)
+    if kind.is_multi_label:
+        return df["label"].map(lambda names: label_set_key(names) if names is not None else "\x00")
+    return df["label"].astype(str)
 
 
 def to_arrow_strings(s: pd.Series) -> pa.Array:
@@ -183,7 +208,7 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
         rules.remove(n_tokens == 0, "empty_text")
         rules.remove(df["tags"].map(lambda tags: not all(is_bio_tag(t) for t in tags)), "invalid_bio_tag")
         return
-    if not (kind.is_single_label or kind.predicts_value):
+    if not (kind.is_single_label or kind.predicts_value or kind.is_multi_label):
         raise kind.unsupported("cleaning rules")
     for col in ("text", "text_pair"):
         if col not in df.columns:
@@ -203,6 +228,12 @@ def apply_row_rules(df: pd.DataFrame, cfg: DataConfig, rules: Rules) -> None:
     rules.remove(df["label"].isna().to_numpy(), "missing_label")
     if kind.is_single_label and cfg.labels:
         rules.remove(~df["label"].isin(cfg.labels).to_numpy(), "unknown_label")
+    if kind.is_multi_label:
+        df["label"] = normalize_label_sets(df["label"], cfg, rules.report)
+        if cfg.labels:
+            declared = set(cfg.labels)
+            unknown = df["label"].map(lambda names: names is not None and not set(names) <= declared)
+            rules.remove(unknown.to_numpy(dtype=bool), "unknown_label")
 
 
 def select_sampled_out(keys: pd.Series, kept: np.ndarray, cfg: DataConfig) -> np.ndarray:
@@ -256,8 +287,7 @@ def clean_frame(raw: pd.DataFrame, cfg: DataConfig) -> tuple[dict[str, pd.DataFr
         report["sampled_out"] = int(sampled_out.sum())  # not bad rows: left out by data.max_rows
         rules.kept &= ~sampled_out
     kind = kind_of(task)
-    label_key = df["tags"].map(" ".join) if kind.is_token_level else df["label"].astype(str)
-    apply_set_rules(keys, label_key, split, cfg, rules)
+    apply_set_rules(keys, label_keys_of(df, task), split, cfg, rules)
 
     kept = df[rules.kept].drop(columns=["label_raw", PARSE_ERROR, LINE_CONTENT], errors="ignore")
     splits = {name: kept[kept["split"].eq(name)].drop(columns="split").reset_index(drop=True) for name in SPLITS}
@@ -285,6 +315,8 @@ def resolve_labels(splits: dict[str, pd.DataFrame], cfg: DataConfig) -> list[str
     if kind.is_token_level:
         tags = {t for frame in splits.values() for tags in frame["tags"] for t in tags}
         return tag_set(entity_types(tags))
+    if kind.is_multi_label:
+        return sorted({name for frame in splits.values() for names in frame["label"] for name in names})
     if not kind.is_single_label:
         raise kind.unsupported("label set")
     return sorted(pd.concat([frame["label"] for frame in splits.values()]).astype(str).unique())

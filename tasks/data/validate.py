@@ -147,8 +147,24 @@ def build_all_rows(splits: dict[str, pd.DataFrame], task: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def add_label_set_columns(df: pd.DataFrame, labels: list[str] | None) -> pd.DataFrame:
+    """Multi-label helper columns: `_n_labels` per row and `_outside_labels`, the names not in the label set."""
+    if "label" not in df.columns:
+        return df
+    df = df.copy()
+    sets = df["label"].map(as_list)
+    known = set(labels or [])
+    df["_n_labels"] = sets.map(len)
+    df["_outside_labels"] = sets.map(lambda names: ", ".join(str(n) for n in names if n not in known))
+    return df
+
+
 def count_labels(df: pd.DataFrame, task: str) -> pd.Series:
-    """Occurrences of each class (rows) or NER tag (tokens) in one split."""
+    """Occurrences of each class (rows), label of a label set (rows carrying it) or NER tag (tokens) in one split."""
+    if kind_of(task).is_multi_label:
+        if "label" not in df.columns:
+            return pd.Series(dtype="int64")
+        return pd.Series(chain.from_iterable(df["label"].map(as_list)), dtype=object).value_counts()
     if kind_of(task).is_token_level:
         if "tags" not in df.columns:
             return pd.Series(dtype="int64")
@@ -177,6 +193,8 @@ def build_label_table(counts: dict[str, pd.Series], task: str, labels: list[str]
 def build_frames(splits: dict[str, pd.DataFrame], task: str, labels: list[str] | None) -> dict[str, pd.DataFrame]:
     """Every frame a scope can name: the splits, all rows, and the label tables."""
     frames = {name: add_helper_columns(splits[name], task) for name in SPLITS}
+    if kind_of(task).is_multi_label:
+        frames = {name: add_label_set_columns(frame, labels) for name, frame in frames.items()}
     frames["all_rows"] = build_all_rows(frames, task)
     if kind_of(task).has_labels:
         counts = {name: count_labels(frames[name], task) for name in SPLITS}

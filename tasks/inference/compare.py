@@ -10,7 +10,8 @@ from tasks.inference.decode import Scores
 def compare_answers(reference: Scores, candidate: Scores, value_tolerance: float) -> dict:
     """Rows whose answer differs, and the largest probability difference (regression: value difference).
 
-    An answer differs when the label differs, any word's tag differs (NER), or a regression value
+    An answer differs when the label differs, any label decision differs (multi-label), any word's tag
+    differs (NER), or a regression value
     moves by more than `value_tolerance`.
     """
     if reference.task != candidate.task or len(reference) != len(candidate):
@@ -31,10 +32,12 @@ def compare_answers(reference: Scores, candidate: Scores, value_tolerance: float
             (float(np.abs(a - b).max()) for a, b in zip(reference.probabilities, candidate.probabilities) if len(a)),
             default=0.0,
         )
-    elif kind.is_single_label:
+    elif kind.is_single_label or kind.is_multi_label:
         assert isinstance(reference.probabilities, np.ndarray), "a classifier's probabilities are one array"
         assert isinstance(candidate.probabilities, np.ndarray), "a classifier's probabilities are one array"
         changed = np.asarray(reference.predictions) != np.asarray(candidate.predictions)
+        if changed.ndim == 2:  # multi-label: a row changes when any label decision does
+            changed = changed.any(axis=1)
         largest = float(np.abs(reference.probabilities - candidate.probabilities).max()) if rows else 0.0
     else:
         raise kind.unsupported("answer comparison")

@@ -32,13 +32,15 @@ __all__ = [
 def describe_rule(record: dict) -> str:
     """How the threshold of a decision record (the meta's "decision") was set, in words, for the model card and /model."""
     rule = record.get("rule")
+    per_label = record.get("thresholds") is not None
     if rule is None:
-        return "none (the most probable label)"
+        return "each label's best F1 on validation" if per_label else "none (the most probable label)"
     if isinstance(rule, float):
-        return f"fixed at {rule}"
+        return f"fixed at {rule}" + (" for every label" if per_label else "")
     if "max_f1" in rule:
         return f"the best F1 of '{rule['max_f1']}' on validation"
-    return f"the most recall at precision >= {rule['min_precision']} of '{rule['label']}' on validation"
+    which = f"'{rule['label']}'" if rule.get("label") else "each label"
+    return f"the most recall at precision >= {rule['min_precision']} of {which} on validation"
 
 
 @dataclass(frozen=True)

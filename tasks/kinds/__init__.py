@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from tasks.kinds.base import TaskKind, UnknownTaskKind, UnsupportedTaskKind
 from tasks.kinds.classification import CLASSIFICATION, PAIR_CLASSIFICATION
+from tasks.kinds.multi_label import MULTI_LABEL
 from tasks.kinds.ner import NER
 from tasks.kinds.regression import REGRESSION
 
-_KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (CLASSIFICATION, PAIR_CLASSIFICATION, REGRESSION, NER)}
+_KINDS: dict[str, TaskKind] = {
+    kind.name: kind for kind in (CLASSIFICATION, PAIR_CLASSIFICATION, REGRESSION, NER, MULTI_LABEL)
+}
 
 
 def known_kinds() -> tuple[str, ...]:

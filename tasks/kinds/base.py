@@ -4,7 +4,7 @@ A kind is a frozen object with plain facts (its losses, primary metric, calibrat
 reads) and the light behaviour that differs between kinds (decoding logits into answers, reading
 targets). Torch-free and pandas-free at import: the config models and the inference core ask it.
 Heavy code (heads, metric modules, collators) lives in tasks.modelling and picks its branch by the
-kind's answer shape (`is_single_label`, `predicts_value`, `is_token_level`), raising for any other.
+kind's answer shape (`is_single_label`, `predicts_value`, `is_token_level`, `is_multi_label`), raising for any other.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class UnsupportedTaskKind(NotImplementedError):
 class TaskKind(ABC):
     """One task kind: what differs between classification, pairs, regression, NER and the next one.
 
-    Exactly one of `is_single_label`, `predicts_value` and `is_token_level` is True for the built-in
-    kinds; code that branches on the answer shape asks these and raises `unsupported` for anything else.
+    Exactly one of `is_single_label`, `predicts_value`, `is_token_level` and `is_multi_label` is True for
+    the built-in kinds; code that branches on the answer shape asks these and raises `unsupported` for anything else.
     """
 
     name: str
@@ -42,6 +42,7 @@ class TaskKind(ABC):
     is_single_label: bool = False  # one class per text, softmax over the label set
     predicts_value: bool = False  # one number per text
     is_token_level: bool = False  # one BIO tag per word
+    is_multi_label: bool = False  # any number of labels per text (none included), sigmoid per label
     # What it reads and how.
     reads_pairs: bool = False  # two texts per row: text and text_pair
     uncapped: bool = False  # long texts read whole or in chunks (model.long_text): no character cap by default

@@ -269,3 +269,116 @@ def fit_decision(cfg, logits: np.ndarray, refs: np.ndarray, labels: list[str]) -
     fitted.update(precision=choice.precision, recall=choice.recall, f1=choice.f1, target_met=choice.met)
     record.update(threshold=choice.threshold, positive_label=positive_label, rule=rule)
     return record
+
+
+# --- multi-label: every label is its own binary decision -------------------------------------------------
+
+
+def binary_view(logits: np.ndarray, refs: np.ndarray, scales=None, biases=None) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-label logits [N, L] and 0/1 refs as N x L binary rows: logits [0, a_j z + b_j], class id y.
+
+    sigmoid(z) = softmax([0, z])[1], so every softmax measure above (NLL, ECE, reliability) reads
+    each label decision as a two-class answer.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if scales is not None and biases is not None:
+        z = z * np.asarray(scales, dtype=np.float64) + np.asarray(biases, dtype=np.float64)
+    pairs = np.stack([np.zeros_like(z), z], axis=-1).reshape(-1, 2)
+    return pairs, np.asarray(refs, dtype=np.int64).reshape(-1)
+
+
+def fit_platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling of one label: (a, b) minimising the log loss of sigmoid(a z + b) on these rows.
+
+    Platt's smoothed targets ((N+ + 1) / (N+ + 2) and 1 / (N- + 2)) keep a few validation rows from
+    pushing the probabilities to 0 or 1. A label without positives or negatives here keeps (1, 0).
+    """
+    from scipy.optimize import minimize
+
+    z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 1.0, 0.0
+    t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        s = ab[0] * z + ab[1]
+        # log(1 + e^s) - t s, stable for large |s|; its gradient is (sigmoid(s) - t) times (z, 1).
+        value = np.logaddexp(0.0, s) - t * s
+        g = 1.0 / (1.0 + np.exp(-s)) - t
+        return float(value.mean()), np.array([float((g * z).mean()), float(g.mean())])
+
+    found = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(1e-3, 100.0), (-50.0, 50.0)])
+    return float(found.x[0]), float(found.x[1])
+
+
+def label_thresholds(cfg, probs: np.ndarray, refs: np.ndarray, labels: list[str]) -> tuple[list[float], list[dict]]:
+    """Per label: the threshold of decision.threshold on validation, and what it achieved.
+
+    null: each label's best F1 (a label with no positive validation row keeps 0.5); a number: that
+    value for every label; {min_precision: P}: each label's most recall at precision >= P (only the
+    named label with `label`, the others their best F1).
+    """
+    rule = cfg.threshold
+    if rule is not None and not isinstance(rule, float) and "max_f1" in rule.model_dump():
+        raise ValueError(
+            "decision.threshold {max_f1: LABEL} picks one positive label of a binary classifier; a multi-label "
+            "model chooses every label's best-F1 threshold with decision.threshold null"
+        )
+    if rule is not None and not isinstance(rule, float) and rule.label is not None and rule.label not in labels:
+        raise ValueError(
+            f"decision.threshold names label '{rule.label}', which the model does not have; its labels are {labels}"
+        )
+    thresholds, achieved = [], []
+    for j, name in enumerate(labels):
+        scores, positive = probs[:, j], refs[:, j].astype(bool)
+        if isinstance(rule, float):
+            choice = measure_threshold(scores, positive, rule)
+        elif not positive.any():
+            choice = measure_threshold(scores, positive, 0.5)
+        elif rule is not None and rule.label in (None, name):
+            choice = choose_threshold(scores, positive, {"min_precision": rule.min_precision, "label": name})
+        else:
+            choice = choose_threshold(scores, positive, {"max_f1": name})
+        thresholds.append(choice.threshold)
+        achieved.append(
+            {"label": name, "precision": choice.precision, "recall": choice.recall, "f1": choice.f1, "met": choice.met}
+        )
+    return thresholds, achieved
+
+
+def fit_multi_label_decision(cfg, logits: np.ndarray, refs: np.ndarray, labels: list[str]) -> dict:
+    """The decision record of a multi-label model: per-label Platt scaling and thresholds fitted on validation.
+
+    decision.calibration "temperature" means, for label sets, a scale and a bias per label: the positive
+    weights of training shift a rare label's logits, which a temperature alone cannot undo.
+    """
+    from tasks.kinds.decision import sigmoid
+
+    logits, refs = np.asarray(logits, dtype=np.float64), np.asarray(refs, dtype=np.int64)
+    k = len(labels)
+    fitted = [fit_platt(logits[:, j], refs[:, j]) for j in range(k)] if cfg.calibration == "temperature" else []
+    scales = [a for a, _ in fitted] or [1.0] * k
+    biases = [b for _, b in fitted] or [0.0] * k
+    before, after = binary_view(logits, refs), binary_view(logits, refs, scales, biases)
+    probs = sigmoid((logits * np.asarray(scales) + np.asarray(biases)).astype(np.float32))
+    thresholds, achieved = label_thresholds(cfg, probs, refs, labels)
+    rule = cfg.threshold if cfg.threshold is None or isinstance(cfg.threshold, float) else cfg.threshold.model_dump()
+    return {
+        "calibration": cfg.calibration,
+        "temperature": 1.0,
+        "scales": scales,
+        "biases": biases,
+        "threshold": None,
+        "thresholds": thresholds,
+        "positive_label": None,
+        "rule": rule,
+        "per_label": achieved,
+        "validation": {
+            "rows": len(refs),
+            "ece_before": expected_calibration_error(calibrated_probabilities(before[0], 1.0), before[1]),
+            "ece_after": expected_calibration_error(calibrated_probabilities(after[0], 1.0), after[1]),
+            "nll_before": negative_log_likelihood(*before),
+            "nll_after": negative_log_likelihood(*after),
+        },
+    }

@@ -96,6 +96,30 @@ def _ner_stat(metric: str, preds: Sequence[Sequence[str]], refs: Sequence[Sequen
     return per_row, pick[metric]
 
 
+def _multi_label_stat(metric: str, preds: Sequence[Any], refs: Sequence[Any]):
+    """Per row: per label true positive, predicted, true (3k columns); whether the whole set is right; 1."""
+    p, r = np.asarray(preds, dtype=float), np.asarray(refs, dtype=float)
+    if p.ndim != 2 or p.shape != r.shape:
+        raise ValueError(f"multi-label predictions {p.shape} and references {r.shape} must be [rows, labels]")
+    k = p.shape[1]
+    right = (p == r).all(axis=1, keepdims=True).astype(float)
+    per_row = np.concatenate([p * r, p, r, right, np.ones_like(right)], axis=1)
+
+    def parts(s):
+        return s[:, :k], s[:, k : 2 * k], s[:, 2 * k : 3 * k]
+
+    if metric == "f1_micro":
+        return per_row, lambda s: _f1(*(x.sum(axis=1) for x in parts(s)))
+    if metric == "f1_macro":  # over every label, an absent one counting 0 (sklearn's multi-label macro)
+        return per_row, lambda s: _f1(*parts(s)).mean(axis=1)
+    if metric == "subset_accuracy":
+        return per_row, lambda s: s[:, 3 * k] / s[:, 3 * k + 1]
+    if metric.startswith("f1_label:"):  # one label's F1, by its id
+        j = int(metric.split(":", 1)[1])
+        return per_row, lambda s: _f1(s[:, j], s[:, k + j], s[:, 2 * k + j])
+    raise ValueError(f"no bootstrap interval for multi-label metric '{metric}'")
+
+
 def bootstrap_interval(
     task: str,
     metric: str,
@@ -143,6 +167,8 @@ def _metric_stat(task: str, metric: str, predictions: Sequence[Any], references:
         return _ner_stat(metric, predictions, references)
     if kind.is_single_label:
         return _classification_stat(metric, list(predictions), list(references), num_labels)
+    if kind.is_multi_label:
+        return _multi_label_stat(metric, predictions, references)
     raise kind.unsupported("bootstrap statistics")
 
 
@@ -179,4 +205,10 @@ def interval_metrics(task: str, scored: dict, labels: list[str] | None) -> dict[
             task, name, scored["predictions"], scored["references"], num_labels=len(labels or []) or 2
         )
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
+    if kind_of(task).is_multi_label and labels:  # per-label F1 moves most on rare labels: each gets its interval
+        from tasks.labels import label_keys
+
+        for j, key in enumerate(label_keys(labels)):
+            low, high = bootstrap_interval(task, f"f1_label:{j}", scored["predictions"], scored["references"])
+            out[f"f1_{key}_ci_low"], out[f"f1_{key}_ci_high"] = low, high
     return out

@@ -173,12 +173,15 @@ def encode_frame(
             for i, tags in enumerate(df["tags"])
         ]
         return out
-    if not (kind.predicts_value or kind.is_single_label):
+    if not (kind.predicts_value or kind.is_single_label or kind.is_multi_label):
         raise kind.unsupported("target encoding")
     pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
     out = encode_texts(tokenizer, list(df["text"]), pairs, max_length, pad_to_max_length, stride)
+    targets: list
     if kind.predicts_value:
         targets = [float(v) for v in df["label"]]
+    elif kind.is_multi_label:  # 0/1 floats per label: BCE's targets
+        targets = [[float(v) for v in row] for row in kind.references_of(df, labels)]
     else:
         assert labels is not None, "classification has a label set (None only for regression)"
         label2id = {name: i for i, name in enumerate(labels)}

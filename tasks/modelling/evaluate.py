@@ -67,6 +67,18 @@ def frame_of_predictions(df: pd.DataFrame, scored: dict, task: str, labels: list
         out["prediction"] = [labels[p] for p in preds]
         out["correct"] = [p == r for p, r in zip(preds, refs)]
         out["confidence"] = scored["confidence"]
+    elif kind.is_multi_label:  # right only when the whole label set is; the mistakes name the labels
+        assert labels is not None, "a multi-label model has a label set"
+        out["prediction"] = kind.answers(preds, labels)
+        out["correct"] = [list(p) == list(r) for p, r in zip(preds, refs)]
+        out["confidence"] = scored["confidence"]
+        out["mistakes"] = [
+            "; ".join(
+                [f"missed {labels[j]}" for j, (a, b) in enumerate(zip(p, r)) if b and not a]
+                + [f"added {labels[j]}" for j, (a, b) in enumerate(zip(p, r)) if a and not b]
+            )
+            for p, r in zip(preds, refs)
+        ]
     else:
         raise kind.unsupported("prediction frame")
     return out
@@ -115,6 +127,9 @@ def find_weak_classes(scored: dict, task: str, labels: list[str] | None) -> list
     elif kind.is_single_label:
         classes = labels
         predicted = np.bincount(np.asarray(scored["predictions"], dtype=np.int64), minlength=len(labels))
+    elif kind.is_multi_label:  # per label: the rows it was given to
+        classes = labels
+        predicted = np.asarray(scored["predictions"], dtype=np.int64).reshape(-1, len(labels)).sum(axis=0)
     else:
         raise kind.unsupported("weak-class rule")
     weak = []
@@ -288,16 +303,59 @@ def write_class_report(scored: dict, task: str, labels: list[str] | None, path: 
     elif kind.is_single_label:
         assert labels is not None, "a classifier has a label set (None only for regression)"
         report = per_class_report(scored["metrics"], labels)
+    elif kind.is_multi_label:
+        assert labels is not None, "a multi-label model has a label set"
+        report = per_class_report(scored["metrics"], labels).join(
+            label_confusions(scored["predictions"], scored["references"], labels).drop(columns="class")
+        )
     else:
         raise kind.unsupported("per-class report")
     write_csv(report, path)
     return str(path)
 
 
+def label_confusions(preds, refs, labels: list[str]) -> pd.DataFrame:
+    """Per label: true positives, false positives, false negatives and true negatives over the rows."""
+    p = np.asarray(preds, dtype=bool).reshape(-1, len(labels))
+    r = np.asarray(refs, dtype=bool).reshape(-1, len(labels))
+    return pd.DataFrame(
+        {
+            "class": labels,
+            "tp": (p & r).sum(axis=0),
+            "fp": (p & ~r).sum(axis=0),
+            "fn": (~p & r).sum(axis=0),
+            "tn": (~p & ~r).sum(axis=0),
+        }
+    )
+
+
+def plot_label_confusions(preds, refs, labels: list[str], path: Path) -> str:
+    """Multi-label confusion: one row per label with its TP, FN, FP and TN counts, shaded by share of rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = label_confusions(preds, refs, labels)[["tp", "fn", "fp", "tn"]].to_numpy()
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(5.0, 1.0 + 0.35 * k), dpi=120)
+    ax.imshow(share, cmap="Blues", aspect="auto", vmin=0, vmax=1)
+    ax.set_xticks(range(4), ["true +", "missed", "added", "true -"])
+    ax.set_yticks(range(k), labels)
+    for i in range(k):
+        for j in range(4):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return str(path)
+
+
 def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg: PipelineConfig) -> dict:
     """Fit temperature and threshold on the validation split; record them in the model folder's meta."""
     from tasks.inference.windows import long_text_of_bundle
-    from tasks.modelling.calibration import fit_decision
+    from tasks.modelling.calibration import fit_decision, fit_multi_label_decision
     from tasks.modelling.predict import predict_logits, references_of
 
     assert data.labels is not None, "only classifiers are calibrated, and they have a label set"
@@ -312,7 +370,8 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
         cfg.training.eval_batch_size,
         long_text=long_text_of_bundle(read_json(meta_path)),
     )
-    record = fit_decision(
+    fit = fit_multi_label_decision if kind_of(cfg.data.task).is_multi_label else fit_decision
+    record = fit(
         cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task, data.labels)), data.labels
     )
     # The model folder carries its decision rule: export copies this file into the serving bundle.
@@ -329,39 +388,57 @@ def record_test_calibration(record: dict, scored: dict, model_dir: Path) -> dict
         negative_log_likelihood,
     )
 
-    logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
-    t, v = record["temperature"], record["validation"]
+    (logits, refs, t), (raw, _, _) = calibration_view(record, scored), calibration_view(record, scored, False)
+    v = record["validation"]
     after = calibrated_probabilities(logits, t)
     record["test"] = {
-        "rows": len(refs),
-        "ece_before": expected_calibration_error(calibrated_probabilities(logits, 1.0), refs),
+        "rows": len(scored["references"]),
+        "ece_before": expected_calibration_error(calibrated_probabilities(raw, 1.0), refs),
         "ece_after": expected_calibration_error(after, refs),
         "ece_floor": ece_floor(after),
-        "nll_before": negative_log_likelihood(logits, refs),
+        "nll_before": negative_log_likelihood(raw, refs),
         "nll_after": negative_log_likelihood(logits, refs, t),
     }
     meta_path = model_dir / "finetune_flow.json"
     write_json(meta_path, {**read_json(meta_path), "decision": record})
     out = {
-        "calibration_temperature": t,
+        **({} if record.get("scales") is not None else {"calibration_temperature": t}),
         **{f"test_{k}": float(x) for k, x in record["test"].items() if k != "rows"},
         **{f"validation_{k}": float(v[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after")},
     }
+    if record.get("thresholds") is not None:  # multi-label: per-label values, their mean in the run's metrics
+        out["decision_threshold_mean"] = float(np.mean(record["thresholds"]))
     if record["threshold"] is not None:
         out["decision_threshold"] = float(record["threshold"])
         out.update({f"validation_threshold_{k}": float(v[k]) for k in ("precision", "recall", "f1", "target_met")})
     return out
 
 
+def calibration_view(record: dict, scored: dict, calibrated: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """(logits, class ids, temperature) on which the softmax calibration measures read the test split.
+
+    Multi-label: every label decision as a two-class row, with the label's Platt scaling applied when calibrated.
+    """
+    from tasks.modelling.calibration import binary_view
+
+    logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
+    if record.get("scales") is not None:
+        scaling = (record["scales"], record["biases"]) if calibrated else (None, None)
+        return (*binary_view(logits, refs, *scaling), 1.0)
+    return logits, refs, record["temperature"] if calibrated else 1.0
+
+
 def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
     """The test split's reliability diagram before and after temperature scaling."""
     from tasks.modelling.calibration import calibrated_probabilities, plot_reliability_diagram
 
-    logits, refs, t = np.stack(scored["logits"]), np.asarray(scored["references"]), record["temperature"]
+    raw, refs, _ = calibration_view(record, scored, False)
+    logits, _, t = calibration_view(record, scored)
+    name = "per-label Platt" if record.get("scales") is not None else f"T = {t:.3f}"
     return plot_reliability_diagram(
         {
-            "test, uncalibrated": (calibrated_probabilities(logits, 1.0), refs),
-            f"test, T = {t:.3f}": (calibrated_probabilities(logits, t), refs),
+            "test, uncalibrated": (calibrated_probabilities(raw, 1.0), refs),
+            f"test, {name}": (calibrated_probabilities(logits, t), refs),
         },
         path,
     )
@@ -426,8 +503,15 @@ def evaluate_model(
         "worst_errors": str(out / "worst_errors.csv"),
     }
     files["per_class_report"] = write_class_report(scored, task, labels, out / "per_class_report.csv")
-    refs, preds, classes = confusion_inputs(scored, task, labels)
-    files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
+    if kind.is_multi_label:  # one 2 x 2 per label, not one matrix over label sets
+        assert labels is not None, "a multi-label model has a label set"
+        classes = list(labels)
+        files["confusion_matrix"] = plot_label_confusions(
+            scored["predictions"], scored["references"], labels, out / "confusion_matrix.png"
+        )
+    else:
+        refs, preds, classes = confusion_inputs(scored, task, labels)
+        files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
     if record is not None:  # the model card reads the test figures from the model folder's meta
         metrics.update(record_test_calibration(record, scored, Path(model_dir)))
         files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")

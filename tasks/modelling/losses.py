@@ -1,8 +1,10 @@
-"""Training losses: cross-entropy (optionally class-weighted), focal, and MSE for regression.
+"""Training losses: cross-entropy (optionally class-weighted), focal, MSE for regression, and for
+multi-label models binary cross-entropy (optionally with per-label positive weights) and sigmoid focal.
 
 Shapes: classification logits [B, C] with labels [B]; NER logits [B, T, C] with labels
 [B, T] where IGNORE_INDEX marks padding and later sub-tokens; regression logits [B] or
-[B, 1] with float labels [B].
+[B, 1] with float labels [B]; multi-label logits [B, L] with 0/1 float labels [B, L], the mean
+taken over all B x L decisions (as torch's BCE-with-logits does).
 
 Mean reductions follow torch's weighted cross-entropy convention: sum(w_i * l_i) / sum(w_i)
 over the scored positions, so focal loss with gamma=0 and alpha=w is exactly
@@ -49,6 +51,67 @@ def balanced_class_weights(label_ids: Iterable[int], num_labels: int) -> list[fl
     weights = ids.numel() / (num_labels * counts)
     weights[counts == 0] = 1.0
     return weights.tolist()
+
+
+# A label seen once in 2,000 rows would get a positive weight of 2,000: one example would then
+# outweigh a batch. Capped, a rare label still counts 50 times a negative.
+MAX_POSITIVE_WEIGHT = 50.0
+
+
+def positive_weights(targets) -> list[float]:
+    """Per-label positive weights for BCE: negatives / positives of each label in train, capped at 50.
+
+    A label never seen positive gets 1.0: there is no positive term for it to weigh.
+    """
+    y = torch.as_tensor(targets, dtype=torch.float64)
+    if y.dim() != 2 or y.shape[0] == 0:
+        raise ValueError("positive weights need a [rows, labels] 0/1 matrix with at least one row")
+    pos = y.sum(dim=0)
+    weights = ((y.shape[0] - pos) / pos.clamp(min=1)).clamp(max=MAX_POSITIVE_WEIGHT)
+    weights[pos == 0] = 1.0
+    return weights.tolist()
+
+
+def label_skew(targets) -> float:
+    """How much rarer than its absence the rarest label is: max over labels of negatives / positives."""
+    y = torch.as_tensor(targets, dtype=torch.float64)
+    if y.dim() != 2 or y.shape[0] == 0:
+        return 0.0
+    pos = y.sum(dim=0).clamp(min=1)
+    return float(((y.shape[0] - y.sum(dim=0)) / pos).max())
+
+
+def multi_label_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    gamma: float | None = None,
+    pos_weight: torch.Tensor | Sequence[float] | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Binary cross-entropy per label (gamma None), or sigmoid focal loss (Lin et al., 2017) with `gamma`.
+
+    pos_weight [L] multiplies each label's positive term. Focal: -w y (1-p)^g log p - (1-y) p^g log(1-p);
+    with gamma 0 it is exactly the weighted BCE. "mean" divides by B x L, "none" gives [B, L].
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction '{reduction}' is not one of {', '.join(_REDUCTIONS)}")
+    z, y = logits.float(), targets.float()
+    if z.shape != y.shape:
+        raise ValueError(f"multi-label logits {tuple(z.shape)} do not match the 0/1 labels {tuple(y.shape)}")
+    w = _class_weight_tensor(pos_weight, z.shape[-1], z.device)
+    if gamma is None:
+        losses = F.binary_cross_entropy_with_logits(z, y, pos_weight=w, reduction="none")
+    else:
+        if gamma < 0:
+            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
+        log_p, log_not_p = F.logsigmoid(z), F.logsigmoid(-z)
+        p = log_p.exp()
+        positive = -((1.0 - p).clamp(min=0.0) ** gamma) * log_p
+        negative = -(p**gamma) * log_not_p
+        losses = y * positive * (w if w is not None else 1.0) + (1.0 - y) * negative
+    if reduction == "none":
+        return losses
+    return losses.sum() if reduction == "sum" else losses.mean()
 
 
 def focal_loss(
@@ -125,6 +188,16 @@ def compute_loss(
         raise ValueError(
             f"training.class_weights = '{class_weights}' must be resolved to numbers first "
             "(balanced_class_weights(train_label_ids, num_labels))"
+        )
+    if kind_of(task).is_multi_label:
+        if class_weights is not None and alpha is not None:
+            raise ValueError("focal loss takes training.class_weights or training.focal_alpha as alpha, not both")
+        return multi_label_loss(
+            logits,
+            labels,
+            gamma if loss_name == "focal" else None,
+            alpha if alpha is not None else class_weights,
+            reduction,
         )
     if loss_name == "mse":
         if class_weights is not None or alpha is not None:

@@ -132,6 +132,55 @@ class NerMetrics(evaluate.Metric):
         return {k: float(v) for k, v in result.items()}
 
 
+class MultiLabelMetrics(evaluate.Metric):
+    """Micro, macro and samples F1, subset accuracy, Hamming loss, per-label precision/recall/F1/support."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description="Multi-label classification: micro/macro/samples precision, recall and F1, subset "
+            "accuracy, Hamming loss, per-label scores.",
+            citation="",
+            inputs_description="predictions, references: one 0/1 list per row over the label set; "
+            "label_names: names in id order (optional)",
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("int64")),
+                    "references": datasets.Sequence(datasets.Value("int64")),
+                }
+            ),
+        )
+
+    def _compute(self, predictions, references, label_names=None):
+        from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support
+
+        preds, refs = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
+        if preds.ndim != 2 or preds.shape != refs.shape:
+            raise ValueError(
+                f"multi-label predictions {preds.shape} and references {refs.shape} must be [rows, labels]"
+            )
+        names = list(label_names) if label_names else [str(i) for i in range(refs.shape[1])]
+        result: dict[str, float] = {
+            "subset_accuracy": accuracy_score(refs, preds),
+            "hamming_loss": hamming_loss(refs, preds),
+        }
+        with warnings.catch_warnings():
+            # A row with no true and no predicted label has no samples-F1; zero_division says what it counts as.
+            warnings.simplefilter("ignore")
+            for average in ("micro", "macro", "samples"):
+                # samples: an empty answer to an empty truth is right (1), as subset accuracy counts it.
+                p, r, f, _ = precision_recall_fscore_support(
+                    refs, preds, average=average, zero_division=1 if average == "samples" else 0
+                )
+                result.update({f"precision_{average}": p, f"recall_{average}": r, f"f1_{average}": f})
+            p, r, f, support = precision_recall_fscore_support(refs, preds, average=None, zero_division=0)
+        for i, key in enumerate(label_keys(names)):
+            result[f"precision_{key}"] = p[i]
+            result[f"recall_{key}"] = r[i]
+            result[f"f1_{key}"] = f[i]
+            result[f"support_{key}"] = support[i]
+        return {k: float(v) for k, v in result.items()}
+
+
 def build_metric(task: str | TaskKind) -> evaluate.Metric:
     """A fresh in-memory metric module for a task kind."""
     kind = kind_of(task)
@@ -142,6 +191,8 @@ def build_metric(task: str | TaskKind) -> evaluate.Metric:
         cls = NerMetrics
     elif kind.is_single_label:
         cls = ClassificationMetrics
+    elif kind.is_multi_label:
+        cls = MultiLabelMetrics
     else:
         raise kind.unsupported("metric module")
     # In memory: nothing to share across processes, and no arrow cache files to clean up.

@@ -14,6 +14,9 @@ Keys returned by `compute_metrics_for` (all plain floats):
   default); a declared class that is absent from both reports 0 in its own keys.
   `<label>` comes from `tasks.labels.label_keys(label_names)`: the name with characters outside
   [A-Za-z0-9_.-] replaced by `_` (the class id when no names are given).
+- multi_label: `f1_micro`, `f1_macro`, `f1_samples` (and their precision_/recall_), `subset_accuracy`
+  (the whole label set right), `hamming_loss` (the share of wrong label decisions), and per label
+  `precision_<label>`, `recall_<label>`, `f1_<label>`, `support_<label>` (rows carrying it).
 - regression: `pearson`, `spearman`, `mse`, `rmse`, `mae`. A constant prediction or
   reference has no defined correlation: pearson and spearman are then 0.0, not NaN.
 - ner: entity-level micro `precision`, `recall`, `f1` from seqeval in its default
@@ -23,7 +26,7 @@ Keys returned by `compute_metrics_for` (all plain floats):
   that occur), and `accuracy`: the token-level accuracy over all scored tokens, `O` included.
 
 Primary metric (the default `metric_for_best_model`): each kind's `primary_metric` (tasks.kinds):
-`f1` for classification, pair_classification and ner, `pearson` for regression.
+`f1` for classification, pair_classification and ner, `f1_micro` for multi_label, `pearson` for regression.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from tasks.labels import IGNORE_INDEX
 # Predictions and references: lists, or the Trainer's arrays (class ids, values, tag lists).
 Values = Sequence[Any] | np.ndarray
 
-_LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
+_LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae", "hamming_loss"}
 _SPLIT_PREFIXES = ("eval_", "test_", "validation_", "val_", "train_")
 
 
@@ -82,6 +85,12 @@ def compute_metrics_for(
         return metric.compute(
             predictions=_to_ints(predictions), references=_to_ints(references), label_names=label_names
         )
+    if kind.is_multi_label:
+        return metric.compute(
+            predictions=np.asarray(predictions, dtype=np.int64).tolist(),
+            references=np.asarray(references, dtype=np.int64).tolist(),
+            label_names=label_names,
+        )
     raise kind.unsupported("metrics")
 
 
@@ -101,6 +110,8 @@ def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None
             return compute_metrics_for(task, preds, refs, label_names)
         if kind.is_single_label:
             return compute_metrics_for(task, logits.argmax(axis=-1), label_ids.reshape(-1), label_names)
+        if kind.is_multi_label:  # during training: each label at logit 0 (probability 0.5)
+            return compute_metrics_for(task, (logits >= 0).astype(np.int64), label_ids.astype(np.int64), label_names)
         raise kind.unsupported("Trainer metrics")
 
     return compute_metrics

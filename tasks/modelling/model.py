@@ -13,7 +13,7 @@ def build_model(cfg: PipelineConfig, labels: list[str] | None):
     from tasks.modelling.encode import ModelSourceError, resolve_model_path
 
     kind = kind_of(cfg.data.task)
-    if not (kind.predicts_value or kind.is_token_level or kind.is_single_label):
+    if not (kind.predicts_value or kind.is_token_level or kind.is_single_label or kind.is_multi_label):
         raise kind.unsupported("model head")
     path = resolve_model_path(cfg.model.name)
     kwargs: dict = {"revision": cfg.model.revision, "num_labels": kind.num_labels(labels)}

@@ -98,13 +98,28 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
     """Per-class loss weights in label order, or None.
 
     auto: balanced for single-label classifiers whose classes are skewed 5:1 or more (a rare class
-    is otherwise never predicted); none for NER, where "O" outnumbers every entity tag by design,
+    is otherwise never predicted); for multi-label models, positive weights (negatives / positives per
+    label) when a label is 5 times rarer than its absence; none for NER, where "O" outnumbers every entity tag by design,
     and none when focal_alpha already weighs the classes.
     """
-    from tasks.modelling.losses import balanced_class_weights
+    from tasks.modelling.losses import balanced_class_weights, label_skew, positive_weights
 
     weights = cfg.training.class_weights
-    if weights == "auto":
+    if kind_of(cfg.data.task).is_multi_label:
+        # Per-label positive weights (BCE's pos_weight): the same question, asked of each label against its absence.
+        if weights == "auto" and cfg.training.focal_alpha is None:
+            skew = label_skew(train_labels)
+            weights = "balanced" if skew >= AUTO_BALANCE_RATIO else None
+            if weights:
+                log.info(
+                    "label weights: balanced (training.class_weights auto: a label is %.1fx rarer than its absence)",
+                    skew,
+                )
+        elif weights == "auto":
+            weights = None
+        if weights == "balanced":
+            return positive_weights(train_labels)
+    elif weights == "auto":
         skew = (
             class_skew(train_labels, num_labels)
             if kind_of(cfg.data.task).skew_weighted and cfg.training.focal_alpha is None

@@ -140,8 +140,10 @@ def test_decision_config_errors_name_the_field_and_the_fix():
         load_config(None, ["data.task=regression", "decision.threshold=0.5"])
     with pytest.raises(ConfigError, match=r"decision.threshold = \{...\}: give a number between 0 and 1, \{max_f1"):
         load_config(None, ["decision.threshold={max_f: spam}"])
-    with pytest.raises(ConfigError, match="decision.threshold.MinPrecisionTarget.label = .*Field required"):
+    with pytest.raises(ConfigError, match="threshold {min_precision: P} needs the positive label: add label: LABEL"):
         load_config(None, ["decision.threshold={min_precision: 0.99}"])
+    # A multi-label model reads it as every label's target.
+    assert load_config(None, ["data.task=multi_label", "decision.threshold={min_precision: 0.99}"])
     logits, refs = overconfident_set(200, 3)
     with pytest.raises(ValueError, match="needs a binary classifier; this one has 3 labels"):
         fit_decision(DecisionConfig(threshold={"max_f1": "a"}), logits, refs, ["a", "b", "c"])

@@ -131,7 +131,8 @@ def test_every_kind_has_one_answer_shape_and_an_expectation_suite():
     for name in known_kinds():
         kind = kind_of(name)
         assert kind_of(kind) is kind and kind.name == name
-        assert [kind.is_single_label, kind.predicts_value, kind.is_token_level].count(True) == 1, name
+        shapes = [kind.is_single_label, kind.predicts_value, kind.is_token_level, kind.is_multi_label]
+        assert shapes.count(True) == 1, name
         suite = ROOT / "expectations" / kind.expectation_suite
         assert suite.is_file() and json.loads(suite.read_text())["expectations"], name
     assert {p.stem for p in (ROOT / "expectations").glob("*.json")} == set(known_kinds())
