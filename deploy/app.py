@@ -82,12 +82,15 @@ def decision_fields(record: dict | None) -> dict:
 
     if record is None:  # regression, NER, or a bundle from before calibration
         return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}
-    return {
+    fields = {
         "temperature": record["temperature"],
         "threshold": record["threshold"],
         "positive_label": record["positive_label"],
         "threshold_rule": describe_rule(record),
     }
+    if record.get("thresholds") is not None:  # multi-label: each label's own threshold
+        fields["label_thresholds"] = {p["label"]: t for p, t in zip(record["per_label"], record["thresholds"])}
+    return fields
 
 
 async def predict_request(request: Request, _: Annotated[None, Depends(require_token)]) -> PredictRequestRules:

@@ -171,8 +171,13 @@ RequestId = Annotated[
     StringConstraints(strict=True, max_length=REQUEST_ID_MAX, pattern=REQUEST_ID_PATTERN),
     Field(description="the id /predict answered with (each text of a batch has its own)"),
 ]
-# A class name for classification, a number for regression; the model's own labels are checked when stored.
-Label = Annotated[StrictStr | StrictInt | StrictFloat, Field(description="the correct label (or value)")]
+# A class name for classification, a number for regression, a list of names for a multi-label model; the
+# model's own labels are checked when stored.
+LabelSet = Annotated[list[StrictStr], Field(max_length=1000)]
+Label = Annotated[
+    StrictStr | StrictInt | StrictFloat | LabelSet,
+    Field(description="the correct label, value, or (multi-label) list of labels; [] for none of them"),
+]
 
 
 class FeedbackItem(BaseModel):

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 LOCK_FILE = ".ftflow.lock"
@@ -138,12 +139,17 @@ def digest_frames(frames: dict[str, pd.DataFrame]) -> str:
         df = frames[name]
         h.update(name.encode())
         h.update(json.dumps(list(df.columns)).encode())
-        # Only object columns can hold lists (NER tokens/tags); scanning the others row by row cost
-        # seconds per million rows.
-        lists = [
-            c for c in df.columns if df[c].dtype == object and df[c].map(lambda v: isinstance(v, (list, tuple))).any()
-        ]
-        hashable = df.assign(**{c: df[c].map(json.dumps) for c in lists}) if lists else df
+        # Only object columns can hold lists (NER tokens/tags, label sets; Parquet gives them back as arrays);
+        # scanning the others row by row cost seconds per million rows.
+        sequence = (list, tuple, np.ndarray)
+        lists = [c for c in df.columns if df[c].dtype == object and df[c].map(lambda v: isinstance(v, sequence)).any()]
+        hashable = (
+            df.assign(
+                **{c: df[c].map(lambda v: json.dumps(list(v) if isinstance(v, np.ndarray) else v)) for c in lists}
+            )
+            if lists
+            else df
+        )
         h.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
     return h.hexdigest()[:16]
 

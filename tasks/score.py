@@ -32,7 +32,7 @@ from tasks.data.readers import DataSourceError
 from tasks.data.sources import cache_dir, describe_source, read_source
 from tasks.io import digest_frames, read_json
 from tasks.kinds import kind_of
-from tasks.labels import labels_as_strings
+from tasks.labels import LabelSetError, label_sets_of, labels_as_strings
 from tasks.platform import tracking
 from tasks.registry import register
 
@@ -227,8 +227,7 @@ def check_columns(
         from tasks.registry.holdout import check_columns as check_labels
 
         view = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
-        if kind.is_single_label:
-            view["label"] = labels_as_strings(view["label"], labels)
+        view["label"] = targets_as_read(view["label"], task, labels)
         if text_pair_column:
             view["text_pair"] = df[text_pair_column]
         try:
@@ -238,6 +237,19 @@ def check_columns(
                 f"{e}; the labels are only compared with the predictions: drop or rename "
                 f"the column '{label_column}' to score without them"
             ) from None
+
+
+def targets_as_read(column: pd.Series, task: str, labels: list[str] | None) -> pd.Series:
+    """An input's label column as the model's references read it: class names, label sets, or values as given."""
+    kind = kind_of(task)
+    if kind.is_single_label:
+        return labels_as_strings(column, labels)
+    if kind.is_multi_label:
+        try:
+            return label_sets_of(column, None, "the scoring input")
+        except LabelSetError as e:
+            raise ScoreInputError(str(e)) from None
+    return column
 
 
 def texts_of(df: pd.DataFrame, column: str) -> list[str]:
@@ -290,9 +302,7 @@ def prepare_scoring(
     lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
     references = None
     if label_column:
-        references = df[label_column]
-        if kind.is_single_label:
-            references = labels_as_strings(references, labels)
+        references = targets_as_read(df[label_column], task, labels)
     return ScorePlan(
         model=model,
         bundle_dir=str(bundle),
@@ -360,6 +370,9 @@ def assemble_output(plan: ScorePlan, answers: list[dict]) -> pd.DataFrame:
         out["prediction"] = [a["label"] for a in answers]
         out["confidence"] = np.array([a["score"] for a in answers], dtype=np.float64)
         out["probabilities"] = [a["scores"] for a in answers]
+    elif kind.is_multi_label:  # the chosen labels as a list, every label's probability beside them
+        out["prediction"] = [a["labels"] for a in answers]
+        out["probabilities"] = [a["scores"] for a in answers]
     else:
         raise kind.unsupported("batch scoring output")
     out["truncated"] = [bool(a["truncated"]) for a in answers]
@@ -409,6 +422,12 @@ def labelled_metrics(plan: ScorePlan, out: pd.DataFrame) -> dict[str, float]:
         assert plan.labels is not None, "a classifier has a label set (None only for regression)"
         index = {name: i for i, name in enumerate(plan.labels)}
         preds, refs = [index[p] for p in out["prediction"]], [index[str(v)] for v in plan.references]
+    elif kind.is_multi_label:
+        from tasks.kinds.multi_label import multi_hot
+
+        assert plan.labels is not None, "a multi-label model has a label set"
+        preds = multi_hot(list(out["prediction"]), plan.labels).tolist()
+        refs = multi_hot(list(plan.references), plan.labels).tolist()
     else:
         raise kind.unsupported("labelled batch metrics")
     return compute_metrics_for(plan.task, preds, refs, plan.labels)

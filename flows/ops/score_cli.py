@@ -30,7 +30,9 @@ def cmd_score(args) -> int:
     print(f"output:     {r['output']}")
     print(f"speed:      {r['texts_per_second']:.0f} texts/s ({r['seconds']:.1f} s on Dask)")
     if r["metrics"]:
-        shown = {k: v for k, v in sorted(r["metrics"].items()) if "_" not in k or k.endswith("_macro")}
+        # The summaries (per-class keys carry a label name): f1, accuracy, f1_macro, f1_micro, subset_accuracy ...
+        summary = ("_macro", "_micro", "_samples", "subset_accuracy", "hamming_loss")
+        shown = {k: v for k, v in sorted(r["metrics"].items()) if "_" not in k or k.endswith(summary)}
         print("vs labels:  " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     print(f"MLflow run: {r['run_id']} in experiment 'scoring' (input digest {r['input_digest']})")
     return 0

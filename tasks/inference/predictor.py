@@ -168,6 +168,16 @@ class OnnxPredictor:
         assert s.truncated is not None, "score always says which inputs it cut"
         if self.kind.predicts_value:
             return [{"value": float(v), "truncated": bool(cut)} for v, cut in zip(s.predictions, s.truncated)]
+        if self.kind.is_multi_label:
+            assert self.labels is not None and s.probabilities is not None, "a multi-label model has labels"
+            return [
+                {
+                    "labels": names,
+                    "scores": {name: float(v) for name, v in zip(self.labels, p)},
+                    "truncated": bool(cut),
+                }
+                for names, p, cut in zip(self.kind.answers(s.predictions, self.labels), s.probabilities, s.truncated)
+            ]
         if not self.kind.is_single_label:
             raise self.kind.unsupported("answer for the service")
         assert self.labels is not None and s.probabilities is not None, "a classifier has labels and probabilities"

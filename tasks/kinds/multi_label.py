@@ -77,6 +77,16 @@ def multi_hot(label_sets: Sequence[Sequence[str]] | pd.Series, labels: Sequence[
     return out
 
 
+def label_set_text(names: Sequence[str]) -> str:
+    """A label set as the prediction log and feedback store it: a sorted JSON list, e.g. '["billing", "refund"]'.
+
+    Equal sets read equal, and the collect stage reads it back as a list (a JSON list in a string cell).
+    """
+    import json
+
+    return json.dumps(sorted(set(names)), ensure_ascii=False)
+
+
 def label_set_key(names: Sequence[str]) -> str:
     """One string per label set, equal for equal sets (duplicates, conflicts, drift and feedback compare it)."""
     return "|".join(sorted(set(names)))

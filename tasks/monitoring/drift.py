@@ -175,6 +175,14 @@ def _shares(values: pd.Series, prefix: str) -> dict[str, float]:
     return {f"{prefix}_share_{k}": float(v) for k, v in values.value_counts(normalize=True).items()}
 
 
+def label_occurrences(predictions: pd.Series) -> pd.Series:
+    """Logged label sets (JSON lists) as one entry per label given, "(none)" for an empty answer."""
+    import json
+
+    sets = predictions.dropna().map(json.loads)
+    return pd.Series([name for names in sets for name in (names or ["(none)"])], dtype=object)
+
+
 def compare_windows(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -222,6 +230,10 @@ def compare_windows(
         elif kind.is_single_label:
             raw.append(("prediction", "prediction", "chi2", _chi2(reference["prediction"], current["prediction"])))
             summaries |= _shares(reference["prediction"], "reference") | _shares(current["prediction"], "current")
+        elif kind.is_multi_label:  # how often each label is given (and none), not which combinations
+            a, b = label_occurrences(reference["prediction"]), label_occurrences(current["prediction"])
+            raw.append(("prediction", "prediction", "chi2", _chi2(a, b)))
+            summaries |= _shares(a, "reference") | _shares(b, "current")
         else:
             raise kind.unsupported("prediction drift test")
     if "confidence" in reference and "confidence" in current and current["confidence"].notna().any():

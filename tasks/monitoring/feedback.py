@@ -62,6 +62,29 @@ def allowed_labels(prediction: pd.Series) -> list[str] | None:
     return None
 
 
+def answered_label_set(prediction: pd.Series) -> bool:
+    """Whether the logged answer is a label set (a multi-label model logs a JSON list)."""
+    logged = prediction.get("prediction")
+    if not isinstance(logged, str) or not logged.startswith("["):
+        return False
+    try:
+        return isinstance(json.loads(logged), list)
+    except ValueError:
+        return False
+
+
+def label_set_of(label) -> list[str] | None:
+    """A corrected label set as sent: a list of strings, or a JSON list in a string; None for anything else."""
+    if isinstance(label, str) and label.strip().startswith("["):
+        try:
+            label = json.loads(label)
+        except ValueError:
+            return None
+    if isinstance(label, list) and all(isinstance(name, str) for name in label):
+        return [name.strip() for name in label]
+    return None
+
+
 def spell_label(label, prediction: pd.Series) -> str:
     """The label as training data spells it: surrounding spaces dropped, a number as its class name
     (1, 1.0 and "1.0" all read "1", as the clean stage reads a label column), else the text as given."""
@@ -69,6 +92,12 @@ def spell_label(label, prediction: pd.Series) -> str:
 
     if label is None:
         return ""
+    if answered_label_set(prediction):
+        from tasks.kinds.multi_label import label_set_text
+
+        names = label_set_of(label)
+        assert names is not None, "check_label refuses anything but a list of label names"
+        return label_set_text(names)
     if allowed_labels(prediction) is None:  # a value: stored as a float spells it, so 1 and "1.0" are one value
         value = as_number(label)
         return repr(value) if value is not None else str(label)
@@ -83,7 +112,17 @@ def check_label(label, prediction: pd.Series) -> str | None:
     if isinstance(prediction.get("entities"), str):
         return "feedback on entity answers (NER) is not supported; correct the training data instead"
     labels = allowed_labels(prediction)
+    if labels is not None and answered_label_set(prediction):
+        names = label_set_of(label)
+        if names is None:
+            return f"label {shown(label)} is not a list of label names; send the correct set, e.g. [] or {labels[:2]}"
+        unknown = [n for n in names if n not in labels]
+        if unknown:
+            return f"labels {shown(unknown)} are not ones the model knows: {', '.join(labels)}"
+        return None
     if labels is not None:
+        if isinstance(label, list):
+            return f"label {shown(label)} is a list, and this model answers with one label: send one of {', '.join(labels)}"
         if spell_label(label, prediction) not in labels:
             return f"label {shown(label)} is not one the model knows: {', '.join(labels)}"
         return None

@@ -44,6 +44,11 @@ def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.D
         answers += predictor.predict(texts[i : i + 64], pairs[i : i + 64] if pairs else None)
     if kind.predicts_value:
         return pd.DataFrame({"text": texts, "prediction": [a["value"] for a in answers], "confidence": np.nan})
+    if kind.is_multi_label:
+        from tasks.kinds.multi_label import label_set_text
+
+        predictions = [label_set_text(a["labels"]) for a in answers]
+        return pd.DataFrame({"text": texts, "prediction": predictions, "confidence": np.nan})
     if not kind.is_single_label:
         raise kind.unsupported("drift reference")
     return pd.DataFrame(
@@ -62,7 +67,7 @@ def feedback_quality(window: pd.DataFrame, task: str, location: str | None = Non
     kind = kind_of(task)
     if kind.predicts_value:
         out["mae"] = float(np.mean(np.abs(rows["prediction"].astype(float) - rows["label"].astype(float))))
-    elif kind.is_single_label or kind.is_token_level:  # the logged answer against the corrected one, as text
+    elif kind.is_single_label or kind.is_token_level or kind.is_multi_label:  # logged answer vs the corrected one
         out["accuracy"] = float((rows["prediction"].astype(str) == rows["label"].astype(str)).mean())
     else:
         raise kind.unsupported("feedback quality")

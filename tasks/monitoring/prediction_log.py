@@ -100,12 +100,17 @@ def prediction_record(
     keep_text: bool | None = None,
     client_request_id: str | None = None,
 ) -> dict:
-    """One log row from one answer of OnnxPredictor.predict ({label, score, scores} | {value} | {entities})."""
+    """One log row from one answer of OnnxPredictor.predict ({label, score, scores} | {labels, scores} | {value} |
+    {entities}); a label set is logged as its sorted JSON list."""
     if role not in ROLES:
         raise ValueError(f"role '{role}' is not one of {', '.join(ROLES)}")
     keep = log_texts_enabled() if keep_text is None else keep_text
     if "label" in answer:
         prediction, confidence = str(answer["label"]), answer.get("score")
+    elif "labels" in answer:
+        from tasks.kinds.multi_label import label_set_text
+
+        prediction, confidence = label_set_text(answer["labels"]), None
     elif "value" in answer:
         prediction, confidence = repr(float(answer["value"])), None
     else:

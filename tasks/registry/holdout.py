@@ -83,8 +83,13 @@ def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | N
         return
     if labels is None:
         return
-    seen = df["tags"].explode() if kind.is_token_level else df["label"]
-    unknown = sorted({str(v) for v in seen.dropna()} - set(labels)) + (["<empty>"] if seen.isna().any() else [])
+    if kind.is_multi_label:  # every name of every set; an empty set is an answer, a missing cell is not
+        missing = df["label"].isna().any()
+        seen = pd.Series([name for names in df["label"].dropna() for name in names], dtype=object)
+    else:
+        seen = df["tags"].explode() if kind.is_token_level else df["label"]
+        missing = seen.isna().any()
+    unknown = sorted({str(v) for v in seen.dropna()} - set(labels)) + (["<empty>"] if missing else [])
     if unknown:
         raise ValueError(
             f"evaluation set {where} has label(s) {unknown[:10]} that the model does not know; its "
