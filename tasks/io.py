@@ -132,6 +132,10 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def _is_sequence(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
 def digest_frames(frames: dict[str, pd.DataFrame]) -> str:
     """A content digest of named frames, independent of file encoding details."""
     h = hashlib.sha256()
@@ -141,8 +145,7 @@ def digest_frames(frames: dict[str, pd.DataFrame]) -> str:
         h.update(json.dumps(list(df.columns)).encode())
         # Only object columns can hold lists (NER tokens/tags, label sets; Parquet gives them back as arrays);
         # scanning the others row by row cost seconds per million rows.
-        sequence = (list, tuple, np.ndarray)
-        lists = [c for c in df.columns if df[c].dtype == object and df[c].map(lambda v: isinstance(v, sequence)).any()]
+        lists = [c for c in df.columns if df[c].dtype == object and df[c].map(_is_sequence).any()]
         hashable = (
             df.assign(
                 **{c: df[c].map(lambda v: json.dumps(list(v) if isinstance(v, np.ndarray) else v)) for c in lists}
