@@ -78,7 +78,8 @@ def build_deployments(config_path: str | Path | None = None, timezone: str | Non
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
             description="Run by the retrain-on-drift automation: fine-tune including feedback, "
             "then the promotion gate; `reason` is the monitor's finding. One at a time: "
-            "a request while one runs is cancelled.",
+            "a request while one runs is cancelled. Refused within monitoring.retrain_cooldown_hours of "
+            "the model's last retrain unless `force`; waits while a nightly of the model trains.",
             **common,
         ),
         # The input and output paths are asked for at each run (Custom run in the UI).

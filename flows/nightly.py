@@ -7,15 +7,30 @@ Named `fine-tune` like the flow it wraps, so its deployment reads `fine-tune/nig
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.states import Cancelled, State
 
 from flows.deploy import promote
+from flows.guards import TrainingBusy, training_slot
 from flows.training import fine_tune
 from tasks.config import PipelineConfig
 
 
 @flow(name="fine-tune", flow_run_name="nightly-{config.name}", log_prints=True)
-def nightly(config: PipelineConfig = PipelineConfig()) -> dict:
-    """Retrain on today's data, then promote the new challenger only if it beats the champion."""
+def nightly(config: PipelineConfig = PipelineConfig()) -> dict | State:
+    """Retrain on today's data, then promote the new challenger only if it beats the champion.
+
+    One nightly or retrain of a model trains at a time (flows/guards.py): this run waits for another's end up
+    to `registry.training_wait_minutes`, then ends Cancelled having trained nothing.
+    """
+    try:
+        with training_slot(config.registry.model_name, config.registry.training_wait_minutes):
+            return train_then_promote(config)
+    except TrainingBusy as busy:
+        get_run_logger().warning("%s", busy)
+        return Cancelled(message=str(busy))
+
+
+def train_then_promote(config: PipelineConfig) -> dict:
     trained = fine_tune(config=config)
     if not trained.get("registered"):
         get_run_logger().warning("no model version was registered (export disabled?); nothing to promote")

@@ -12,6 +12,10 @@ auth (PREFECT_SERVER_API_AUTH_STRING) and MLflow's `basic-auth` app, whose admin
 them. Every child inherits them, so the served deployments, their flow runs, the CLI and the
 serving process pass them. A host other than loopback is refused without them.
 
+Browsers: Prefect's API answers cross-origin calls only from the UI's own origins (`prefect_origins`) and those
+listed in PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS, never `*`: a page on another site cannot drive it through a
+browser on this machine, which matters most on loopback, where no login is asked.
+
 Database: SQLite files by default (Prefect's under the home, MLflow's in the project's store). With
 a PostgreSQL server (`database`, from `ftflow up --database URL`, or `postgres=True`, a local one in
 the home that starts first and stops last: flows/ops/postgres.py) the three stores live in its
@@ -47,6 +51,7 @@ from flows.ops.supervisor import (
     wait_healthy,
     wait_served,
 )
+from tasks.platform.network import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,52 @@ def read_credentials(env: Mapping[str, str] | None = None) -> Credentials | None
     return creds
 
 
+CORS_ORIGINS_ENV = "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"
+CORS_ORIGINS_ALIASES = (CORS_ORIGINS_ENV, "PREFECT_SERVER_CORS_ALLOWED_ORIGINS")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def extra_origins(env: Mapping[str, str] | None = None) -> list[str]:
+    """The origins the operator adds in PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS; an error for `*` or a non-origin."""
+    env = os.environ if env is None else env
+    var = next((v for v in CORS_ORIGINS_ALIASES if env.get(v)), None)
+    if var is None:
+        return []
+    origins = [o.strip().rstrip("/") for o in env[var].split(",") if o.strip()]
+    for origin in origins:
+        if origin == "*":
+            raise ValueError(
+                f"{var}='*' lets every web page a browser here opens call the Prefect API; `ftflow up` allows "
+                f"the UI's own origins and adds the ones you list, e.g. {var}=https://dashboard.example.com"
+            )
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise ValueError(f"{var}: '{origin}' is not an origin; write scheme://host[:port], e.g. https://a.example")
+    return origins
+
+
+def prefect_origins(host: str, port: int, ui_api_url: str, extra: list[str] | None = None) -> list[str]:
+    """The origins allowed to call the Prefect API from a browser: the UI's own, then `extra`.
+
+    The UI's own: its address on `host` (on loopback every spelling a browser may use: 127.0.0.1,
+    localhost, [::1]; on every interface this machine's full and short names) and the origin of the API
+    URL the UI is told (PREFECT_UI_API_URL, e.g. a reverse proxy's).
+    """
+    from urllib.parse import urlsplit
+
+    if is_loopback(host):
+        hosts = list(LOOPBACK_NAMES)
+    elif host in ("0.0.0.0", "::"):
+        hosts = [socket.getfqdn(), socket.gethostname()]
+    else:
+        hosts = [f"[{host}]" if ":" in host else host]
+    origins = [f"http://{h}:{port}" for h in hosts]
+    api = urlsplit(ui_api_url)
+    if api.scheme and api.netloc:
+        origins.append(f"{api.scheme}://{api.netloc}")
+    return list(dict.fromkeys([*origins, *(extra or [])]))  # in order, once each
+
+
 def prefect_service(
     home: Path, host: str, port: int, root: Path, creds: Credentials | None = None, database: Database | None = None
 ) -> Service:
@@ -120,6 +171,12 @@ def prefect_service(
     # On every interface (0.0.0.0), a browser elsewhere needs a name it can reach; set PREFECT_UI_API_URL to override.
     shown = socket.getfqdn() if host in ("0.0.0.0", "::") else host
     env.setdefault("PREFECT_UI_API_URL", f"http://{shown}:{port}/api")
+    # Prefect allows every origin (`*`): any web page open in a browser here could drive a loopback API
+    # that has no login. Only the UI's own origins, and those the operator lists, may call it cross-origin.
+    origins = prefect_origins(host, port, env["PREFECT_UI_API_URL"], extra_origins(env))
+    for alias in CORS_ORIGINS_ALIASES:  # the first one set wins in Prefect's settings: only ours is left
+        env.pop(alias, None)
+    env[CORS_ORIGINS_ENV] = ",".join(origins)
     # A client setting must not leak into the server (it would talk to itself through a stale URL).
     env.pop("PREFECT_API_URL", None)
     env.pop("PREFECT_SERVER_API_AUTH_STRING", None)  # only the credentials checked above turn auth on

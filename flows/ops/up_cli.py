@@ -18,6 +18,7 @@ from flows.ops.stack import (
     DEFAULT_PREFECT_PORT,
     HOW_TO_SET,
     Stack,
+    extra_origins,
     read_credentials,
 )
 from flows.ops.supervisor import StackError
@@ -61,6 +62,7 @@ def check_up_args(args) -> None:
     if args.config:
         load_config(args.config)
     creds = read_credentials()
+    extra_origins()
     if creds is None and not is_loopback(args.host):
         raise ValueError(
             f"--host {args.host} opens both servers to every machine that reaches this one, and "

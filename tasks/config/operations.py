@@ -31,6 +31,13 @@ class RegistryConfig(Section):
     def _check_model_name(cls, v: str) -> str:
         return check_name(v, "registry.model_name")
 
+    training_wait_minutes: float = Field(
+        360.0,
+        ge=0,
+        description="a nightly or retrain of this model waits this long while another one trains it (one "
+        "training per model at a time, across processes and machines), then ends Cancelled; 0: do not wait",
+    )
+
     min_shadow_answers: int = Field(
         0,
         ge=0,
@@ -58,6 +65,12 @@ class MonitoringConfig(Section):
         True,
         description="emit the retrain event when drift or low feedback accuracy "
         "is found (the automation of `ftflow up` runs retrain/on-drift)",
+    )
+    retrain_cooldown_hours: float = Field(
+        12.0,
+        ge=0,
+        description="a retrain of a model that began retraining less than this many hours ago is refused "
+        "(Cancelled, naming when it may run) unless run with force=true; 0: no cooldown",
     )
     seed: int = Field(0, description="seed of the sampling and permutations")
 

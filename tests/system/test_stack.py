@@ -69,6 +69,46 @@ def test_prefect_ui_is_told_a_reachable_api_address(tmp_path, monkeypatch):
     assert everywhere.env["PREFECT_UI_API_URL"] == f"http://{socket.getfqdn()}:4300/api"
 
 
+def test_prefect_origins_are_the_uis_own_and_the_listed_ones(tmp_path, monkeypatch):
+    import socket
+
+    from flows.ops.stack import CORS_ORIGINS_ENV, extra_origins, prefect_origins, prefect_service
+
+    assert prefect_origins("127.0.0.1", 4300, "http://127.0.0.1:4300/api") == [
+        "http://127.0.0.1:4300",
+        "http://localhost:4300",
+        "http://[::1]:4300",
+    ]
+    everywhere = prefect_origins("0.0.0.0", 4300, "https://prefect.example.com/api", ["https://dash.example.com"])
+    assert everywhere[0] == f"http://{socket.getfqdn()}:4300" and "*" not in everywhere
+    assert everywhere[-2:] == ["https://prefect.example.com", "https://dash.example.com"]
+    # The older alias would win over ours in Prefect's settings if it were left in the server's environment.
+    monkeypatch.setenv("PREFECT_SERVER_CORS_ALLOWED_ORIGINS", "https://dash.example.com/")
+    env = prefect_service(tmp_path, "127.0.0.1", 4300, tmp_path).env
+    assert "PREFECT_SERVER_CORS_ALLOWED_ORIGINS" not in env
+    assert env[CORS_ORIGINS_ENV].split(",")[-1] == "https://dash.example.com"
+    for bad, problem in [("*", "every web page"), ("https://a.example/path", "not an origin"), ("a.example", "not an")]:
+        with pytest.raises(ValueError, match=problem):
+            extra_origins({CORS_ORIGINS_ENV: f"https://ok.example,{bad}"})
+
+
+def test_up_refuses_cors_for_every_origin_before_starting_anything():
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.ops.cli", "up", "--prefect-port", "0", "--mlflow-port", "0"],
+        cwd=ss.ROOT,
+        env=dict(os.environ, PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="*"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS='*'" in proc.stderr
+    assert "starting" not in proc.stdout
+
+
 def test_up_refuses_a_bad_config_before_starting_anything():
     import subprocess
     import sys
@@ -139,6 +179,27 @@ def test_without_credentials_both_servers_answer_401(up):
         httpx.get(f"{up.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1", auth=ss.AUTH).status_code == 200
     )
     assert "login:        Prefect 'ftflow-test'" in "\n".join(up.lines) and ss.PASSWORD not in "\n".join(up.lines)
+
+
+def test_prefect_answers_cross_origin_calls_only_from_its_own_origins(up):
+    """A browser asks first (a CORS preflight); Prefect's `*` would let any site's page drive the API."""
+    import httpx
+
+    port = up.prefect_url.rsplit(":", 1)[1]
+    url = f"{up.prefect_api}/deployments/filter"
+    asks = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(url, headers={"Origin": origin, **asks}, timeout=10)
+
+    for evil in ("http://evil.example", "null", f"http://evil.example:{port}"):
+        refused = preflight(evil)
+        assert refused.headers.get("access-control-allow-origin") is None, (evil, refused.headers)
+        plain = httpx.post(url, headers={"Origin": evil}, json={}, auth=ss.AUTH, timeout=10)
+        assert plain.headers.get("access-control-allow-origin") is None, (evil, plain.headers)
+    for own in (up.prefect_url, f"http://localhost:{port}"):
+        allowed = preflight(own)
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == own, allowed.headers
 
 
 def test_deployments_are_served_with_the_nightly_schedule_active(up):
