@@ -19,6 +19,13 @@ Settings (environment; `create_app` arguments and command-line options win; depl
   FTFLOW_SHADOW          an alias (e.g. challenger) answering every request too, off the request's path
   FTFLOW_CANARY_PERCENT  share of requests (sticky per request id) the second alias answers instead
   FTFLOW_SHADOW_QUEUE    requests waiting for the shadow model before the oldest are dropped (default 1000)
+  FTFLOW_HEADER_TIMEOUT  seconds for a request's line and headers to arrive (default 10); then 408, closed
+  FTFLOW_BODY_TIMEOUT    seconds for a body to arrive after its headers (default 60); then 408, closed
+  FTFLOW_KEEP_ALIVE      seconds an idle connection waits for a next request (default 5)
+  FTFLOW_MAX_CONNECTIONS open connections (default 2048); beyond it the longest-waiting idle one is closed
+                         (503 for the newcomer when all have requests in progress); the open-file limit is
+                         raised to fit
+  FTFLOW_MAX_REQUESTS    requests in progress at once, probes aside (default 64); beyond it: 503, Retry-After
   MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/platform/tracking.py)
 """
 
@@ -29,6 +36,7 @@ import logging
 import os
 
 from deploy.app import create_app
+from deploy.connections import ConnectionGuard, guarded_protocol, room_for_connections
 from tasks.platform.network import is_loopback
 
 log = logging.getLogger("ftflow.serve")
@@ -67,8 +75,19 @@ def serve(
     configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app = create_app(model_name, bundle_dir, **settings)
-    check_exposure(host, app.state.settings.api_token, insecure)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    s = app.state.settings
+    check_exposure(host, s.api_token, insecure)
+    guard = ConnectionGuard(s.header_timeout, s.body_timeout, room_for_connections(s.max_connections))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        http=guarded_protocol(guard),  # uvicorn's h11 with read deadlines and the connection cap
+        ws="none",  # no websocket routes: an Upgrade header is an ordinary request
+        timeout_keep_alive=s.keep_alive,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
