@@ -34,6 +34,9 @@ log = logging.getLogger("ftflow.serve")
 # File descriptors kept for everything but client sockets: the model and tokenizer files, the prediction
 # log's writes, the registry's HTTP connections, the listening socket, logging.
 RESERVED_FILES = 256
+# Connections the kernel queues before the service accepts them: uvicorn's default, and also how many
+# asyncio accepts in one go.
+BACKLOG = 2048
 
 
 @dataclass
@@ -182,31 +185,36 @@ def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
     return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guard": guard})
 
 
-def room_for_connections(wanted: int) -> int:
-    """The connection cap the open-file limit allows: the soft limit raised to the hard one if need be.
+def fit_open_files(wanted: int, backlog: int = BACKLOG) -> tuple[int, int]:
+    """The connection cap and listen backlog the open-file limit allows, its soft limit raised to the hard one.
 
-    Each connection is a file descriptor; past the limit accept() fails and nobody, /health included,
-    gets in. A hard limit too low for `wanted` lowers the cap (with a warning) instead.
+    Each connection is a file descriptor, and so is each connection accepted in one burst before the
+    ones it displaces are closed (asyncio accepts up to `backlog` at a time and closes on its next
+    turn). Past the limit accept() fails and nobody, /health included, gets in for a second; a hard
+    limit too low for both lowers them (with a warning) instead.
     """
     try:
         import resource
     except ImportError:  # not a Unix: no limit to read
-        return wanted
+        return wanted, backlog
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = wanted + RESERVED_FILES
-    if soft != resource.RLIM_INFINITY and soft < need:
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    if soft != resource.RLIM_INFINITY and soft < need:
-        room = max(soft - RESERVED_FILES, 1)
-        log.warning(
-            "FTFLOW_MAX_CONNECTIONS=%d needs %d open files but the hard limit is %d: at most %d connections "
-            "(raise the limit: ulimit -n, or the container's nofile)",
-            wanted,
-            need,
-            soft,
-            room,
-        )
-        return room
-    return wanted
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # macOS refuses RLIM_INFINITY as a soft limit; keep what there is
+            pass
+    if soft == resource.RLIM_INFINITY or soft - RESERVED_FILES >= wanted + backlog:
+        return wanted, backlog
+    budget = max(soft - RESERVED_FILES, 32)
+    fitted_backlog = max(min(backlog, budget // 4), 16)
+    fitted = max(min(wanted, budget - fitted_backlog), 16)
+    log.warning(
+        "the open-file limit is %d: FTFLOW_MAX_CONNECTIONS=%d lowered to %d (listen backlog %d); raise the limit "
+        "(ulimit -n, or the container's nofile) for more",
+        soft,
+        wanted,
+        fitted,
+        fitted_backlog,
+    )
+    return fitted, fitted_backlog

@@ -23,8 +23,8 @@ Settings (environment; `create_app` arguments and command-line options win; depl
   FTFLOW_BODY_TIMEOUT    seconds for a body to arrive after its headers (default 60); then 408, closed
   FTFLOW_KEEP_ALIVE      seconds an idle connection waits for a next request (default 5)
   FTFLOW_MAX_CONNECTIONS open connections (default 2048); beyond it the longest-waiting idle one is closed
-                         (503 for the newcomer when all have requests in progress); the open-file limit is
-                         raised to fit
+                         (503 for the newcomer when all have requests in progress); the soft open-file limit
+                         is raised to the hard one, and the cap lowered (with a warning) if that is too few
   FTFLOW_MAX_REQUESTS    requests in progress at once, probes aside (default 64); beyond it: 503, Retry-After
   MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/platform/tracking.py)
 """
@@ -36,7 +36,7 @@ import logging
 import os
 
 from deploy.app import create_app
-from deploy.connections import ConnectionGuard, guarded_protocol, room_for_connections
+from deploy.connections import ConnectionGuard, fit_open_files, guarded_protocol
 from tasks.platform.network import is_loopback
 
 log = logging.getLogger("ftflow.serve")
@@ -77,7 +77,8 @@ def serve(
     app = create_app(model_name, bundle_dir, **settings)
     s = app.state.settings
     check_exposure(host, s.api_token, insecure)
-    guard = ConnectionGuard(s.header_timeout, s.body_timeout, room_for_connections(s.max_connections))
+    max_connections, backlog = fit_open_files(s.max_connections)
+    guard = ConnectionGuard(s.header_timeout, s.body_timeout, max_connections)
     uvicorn.run(
         app,
         host=host,
@@ -87,6 +88,7 @@ def serve(
         http=guarded_protocol(guard),  # uvicorn's h11 with read deadlines and the connection cap
         ws="none",  # no websocket routes: an Upgrade header is an ordinary request
         timeout_keep_alive=s.keep_alive,
+        backlog=backlog,
     )
 
 

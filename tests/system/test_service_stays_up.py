@@ -23,6 +23,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support import ROOT, export_classifier_bundle
@@ -295,4 +296,73 @@ def test_a_client_sending_its_headers_a_byte_a_second_gets_408_at_the_header_dea
     status, _, answer = _answer(got)
     assert status == 408 and HEADER_TIMEOUT - 0.5 <= took <= HEADER_TIMEOUT + SLACK, (got[:300], took)
     assert answer["detail"][0]["loc"] == ["header"] and "FTFLOW_HEADER_TIMEOUT" in answer["message"], answer
+    _no_traceback(log)
+
+
+def test_more_stalled_connections_than_the_cap_displace_the_oldest_and_health_answers(capped):
+    """1,100 stalled sockets: more than a process started with 1,024 open files can hold.
+
+    On main they were all held (the cap did not exist) until accept() failed, and /health timed out.
+    """
+    port, log = capped
+    heads = {k: v for k, v in STALLS.items() if k != BODY}
+    stalled = {}
+    _room_for_sockets(STALLED + 100)
+    for i in range(STALLED + 100):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(list(heads.values())[i % 2])
+        stalled[s] = i
+    time.sleep(0.5)
+    median, worst = _health_figures(port)
+    print(f"/health with {len(stalled)} stalled against a cap of {CAP_CONNECTIONS}: median {median * 1000:.1f} ms")
+    assert median < 0.1 and worst < 0.25, (median, worst)
+    closed = _closed_by_server(stalled, within=2)
+    still_open = sorted(i for s, i in stalled.items() if s not in closed)
+    assert len(still_open) <= CAP_CONNECTIONS, len(still_open)
+    assert min(still_open) >= len(stalled) - CAP_CONNECTIONS - 40, still_open[:5]  # the oldest went first
+    # A socket displaced before its bytes arrived is closed without a word; the others are told why.
+    told = [_answer(first) for _, first in closed.values() if first]
+    assert told and all(status == 408 and "FTFLOW_MAX_CONNECTIONS" in a["message"] for status, _, a in told), told[:2]
+    for s in stalled:
+        s.close()
+    _no_traceback(log)
+
+
+def test_requests_beyond_the_cap_get_503_at_once_and_the_probes_still_answer(capped):
+    """On main nothing capped the requests in progress: the third one was queued behind the first two."""
+    port, log = capped
+    holding = []
+    for _ in range(CAP_REQUESTS):  # two /predict requests whose bodies never come: both slots taken
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(STALLS[BODY])
+        holding.append(s)
+    time.sleep(0.3)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        refused = client.post("/predict", json={"text": "a fine film"})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+        assert (
+            refused.json()["detail"][0]["type"] == "overloaded" and "FTFLOW_MAX_REQUESTS" in refused.json()["message"]
+        )
+        assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+        for s in holding:  # the clients leave: their slots are free again
+            s.close()
+        time.sleep(0.3)
+        assert client.post("/predict", json={"text": "a fine film"}).status_code == 200
+    _no_traceback(log)
+
+
+def test_the_character_cap_counts_the_text_as_the_model_reads_it(quick):
+    """On main 20,000 of U+FDFA passed FTFLOW_MAX_CHARS (20,000) and the model read 360,000 characters."""
+    port, log = quick
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        wide = client.post("/predict", json={"texts": ["a fine film", "\ufdfa" * 20_000]})
+        assert wide.status_code == 422, wide.text[:300]
+        (item,) = wide.json()["detail"]
+        assert item["loc"] == ["body", "texts", 1] and item["type"] == "string_too_long"
+        assert "360,000 characters once normalised" in item["msg"] and "U+FDFA" in item["msg"]
+        assert len(wide.text) < 1_000 and "\ufdfa" not in wide.json()["message"]
+        one = client.post("/predict", json={"text": "\ufdfa" * 1_200})  # 21,600 once normalised
+        assert one.status_code == 422 and one.json()["detail"][0]["loc"] == ["body", "text"], one.text[:300]
+        within = client.post("/predict", json={"text": "\ufdfa" * 1_000})  # 18,000: the model reads it
+        assert within.status_code == 200, within.text[:300]
     _no_traceback(log)
