@@ -9,7 +9,8 @@ Settings (environment; `create_app` arguments and command-line options win; depl
                          /openapi.json); at least 16 characters, not a pattern (the service refuses to start
                          otherwise); required to listen beyond loopback unless --insecure is given
   FTFLOW_MAX_BATCH       most texts in one request (default 64)
-  FTFLOW_MAX_CHARS       most characters in one text (default 20000); longer is refused, not cut
+  FTFLOW_MAX_CHARS       most characters in one text, as sent and as the model reads it (normalised)
+                         (default 20000); longer is refused, not cut
   FTFLOW_MAX_BODY_BYTES  largest request body (default: a full batch of the longest texts and pairs)
   FTFLOW_POLL_SECONDS    how often the champion alias is checked (default 10; 0 turns reload off)
   FTFLOW_ORT_THREADS     ONNX Runtime intra-op threads per request (default 1: requests run side by side)

@@ -57,7 +57,12 @@ class Settings(BaseModel):
         f"(at least {MIN_TOKEN_CHARS} characters, not a pattern)",
     )
     max_batch: int = Field(64, ge=1, description="most texts in one request")
-    max_chars: int = Field(20_000, ge=1, description="most characters in one text; longer is refused, not cut")
+    max_chars: int = Field(
+        20_000,
+        ge=1,
+        description="most characters in one text, as sent and once normalised as the model reads it; "
+        "longer is refused, not cut",
+    )
     max_body_bytes: int | None = Field(
         None,
         ge=1,
