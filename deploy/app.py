@@ -4,8 +4,11 @@ Routes live at module level; what differs between deployments sits in app state:
 `holder` (the served model), `request_model` (the /predict schema with this deployment's limits),
 `logger` (the prediction log, or None), `second` (the shadow/canary alias's holder, or None) and
 `shadow` (its worker, when FTFLOW_SHADOW is set); deploy/traffic.py says what happens to an answer.
-A request's order: body cap on Content-Length (BodyLimit) -> bearer token -> body read under the cap
--> JSON -> request model (every input rule) -> the model's own rule (pairs or not) -> prediction.
+A request's order: requests in progress under FTFLOW_MAX_REQUESTS (RequestCap) -> body cap on
+Content-Length (BodyLimit) -> bearer token -> body read under the cap -> JSON -> request model (every
+input rule) -> the model's own rule (pairs or not) -> each text's length as the model reads it
+(normalised) -> prediction. Deadlines on reading a request and the connection cap sit below the app,
+in the server's protocol (deploy/connections.py).
 With FTFLOW_API_TOKEN the API's description (/docs, /redoc, /openapi.json) needs the token too; only
 the probes (/health, /ready) stay open.
 """
@@ -26,13 +29,17 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from deploy.body_limit import BodyLimit
 from deploy.errors import ServiceError, error_response, error_responses
 from deploy.model_holder import ModelHolder, Served
+from deploy.request_cap import RequestCap
 from deploy.schemas import FeedbackRequest, PredictRequestRules, parse_request, predict_request_model
 from deploy.settings import Settings
 from deploy.traffic import ShadowJob, ShadowRunner, log_answers, request_ids, routes_to_canary, text_ids
+from tasks.inference.normalize import TextsTooLong
 
 log = logging.getLogger("ftflow.serve")
 INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed off the event loop, so probes keep answering
@@ -217,7 +224,10 @@ def predict(
             "pair_refused",
         )
     t = time.perf_counter()
-    predictions = p.predict(texts, pairs)
+    try:
+        predictions = p.predict(texts, pairs)
+    except TextsTooLong as e:
+        raise too_long_once_normalised(e, body) from None
     latency_ms = (time.perf_counter() - t) * 1000
     ids = text_ids(rid, len(texts), batch=body.texts is not None)
     if state.logger is not None:
@@ -284,12 +294,32 @@ def feedback(request: Request, body: Annotated[FeedbackRequest, Depends(feedback
     return {"stored": stored}
 
 
+def too_long_once_normalised(e: TextsTooLong, body: PredictRequestRules) -> ServiceError:
+    """The 422 for texts the request model let through but the model would read longer than FTFLOW_MAX_CHARS."""
+    batch = body.texts is not None
+    places = [("texts" if batch else "text", t) for t in e.texts] + [(body.pair_field, p) for p in e.pairs]
+    return ServiceError.of(
+        422,
+        [
+            {"type": "string_too_long", "loc": ["body", field, *([t.row] if batch else [])], "msg": e.describe(t)}
+            for field, t in places
+        ],
+    )
+
+
 async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
     return error_response(exc.status, exc.errors, exc.headers)
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     return error_response(422, exc.errors())
+
+
+async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    # The client left (or FTFLOW_BODY_TIMEOUT closed it, after a 408) before its body was read: nobody
+    # is there to answer, and it is not the service's error, so no traceback in the log either.
+    log.info("%s %s: the client went away before its body was read", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -398,7 +428,9 @@ def create_app(model_name: str | None = None, bundle_dir: str | None = None, **s
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, _client_gone)  # type: ignore[arg-type]
     assert cfg.max_body_bytes is not None, "Settings derives max_body_bytes while validating"
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(RequestCap, max_requests=cfg.max_requests)  # added last: runs first
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     return app

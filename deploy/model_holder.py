@@ -56,7 +56,7 @@ class ModelHolder:
         """The bundle in `folder` loaded and warmed up, ready to be swapped in."""
         from tasks.inference.predictor import OnnxPredictor
 
-        predictor = OnnxPredictor(folder, threads=self.settings.threads)
+        predictor = OnnxPredictor(folder, threads=self.settings.threads, max_chars=self.settings.max_chars)
         predictor.predict(["warm-up"], ["warm-up"] if predictor.needs_pairs else None)  # first run allocates
         return Served(predictor, version, run_id, tags, folder, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 

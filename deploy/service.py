@@ -9,7 +9,8 @@ Settings (environment; `create_app` arguments and command-line options win; depl
                          /openapi.json); at least 16 characters, not a pattern (the service refuses to start
                          otherwise); required to listen beyond loopback unless --insecure is given
   FTFLOW_MAX_BATCH       most texts in one request (default 64)
-  FTFLOW_MAX_CHARS       most characters in one text (default 20000); longer is refused, not cut
+  FTFLOW_MAX_CHARS       most characters in one text, as sent and as the model reads it (normalised)
+                         (default 20000); longer is refused, not cut
   FTFLOW_MAX_BODY_BYTES  largest request body (default: a full batch of the longest texts and pairs)
   FTFLOW_POLL_SECONDS    how often the champion alias is checked (default 10; 0 turns reload off)
   FTFLOW_ORT_THREADS     ONNX Runtime intra-op threads per request (default 1: requests run side by side)
@@ -19,6 +20,13 @@ Settings (environment; `create_app` arguments and command-line options win; depl
   FTFLOW_SHADOW          an alias (e.g. challenger) answering every request too, off the request's path
   FTFLOW_CANARY_PERCENT  share of requests (sticky per request id) the second alias answers instead
   FTFLOW_SHADOW_QUEUE    requests waiting for the shadow model before the oldest are dropped (default 1000)
+  FTFLOW_HEADER_TIMEOUT  seconds for a request's line and headers to arrive (default 10); then 408, closed
+  FTFLOW_BODY_TIMEOUT    seconds for a body to arrive after its headers (default 60); then 408, closed
+  FTFLOW_KEEP_ALIVE      seconds an idle connection waits for a next request (default 5)
+  FTFLOW_MAX_CONNECTIONS open connections (default 2048); beyond it the longest-waiting idle one is closed
+                         (503 for the newcomer when all have requests in progress); the soft open-file limit
+                         is raised to the hard one, and the cap lowered (with a warning) if that is too few
+  FTFLOW_MAX_REQUESTS    requests in progress at once, probes aside (default 64); beyond it: 503, Retry-After
   MLFLOW_TRACKING_URI / FTFLOW_MLRUNS   where the registry is (see tasks/platform/tracking.py)
 """
 
@@ -29,6 +37,7 @@ import logging
 import os
 
 from deploy.app import create_app
+from deploy.connections import ConnectionGuard, fit_open_files, guarded_protocol
 from tasks.platform.network import is_loopback
 
 log = logging.getLogger("ftflow.serve")
@@ -67,8 +76,21 @@ def serve(
     configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app = create_app(model_name, bundle_dir, **settings)
-    check_exposure(host, app.state.settings.api_token, insecure)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    s = app.state.settings
+    check_exposure(host, s.api_token, insecure)
+    max_connections, backlog = fit_open_files(s.max_connections)
+    guard = ConnectionGuard(s.header_timeout, s.body_timeout, max_connections)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        http=guarded_protocol(guard),  # uvicorn's h11 with read deadlines and the connection cap
+        ws="none",  # no websocket routes: an Upgrade header is an ordinary request
+        timeout_keep_alive=s.keep_alive,
+        backlog=backlog,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

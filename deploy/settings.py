@@ -20,6 +20,11 @@ ENVIRONMENT = {
     "shadow": "FTFLOW_SHADOW",
     "canary_percent": "FTFLOW_CANARY_PERCENT",
     "shadow_queue": "FTFLOW_SHADOW_QUEUE",
+    "header_timeout": "FTFLOW_HEADER_TIMEOUT",
+    "body_timeout": "FTFLOW_BODY_TIMEOUT",
+    "keep_alive": "FTFLOW_KEEP_ALIVE",
+    "max_connections": "FTFLOW_MAX_CONNECTIONS",
+    "max_requests": "FTFLOW_MAX_REQUESTS",
 }
 # A character sent as a JSON \uXXXX escape takes 6 bytes; a request holds texts and their pairs.
 BYTES_PER_CHAR = 6
@@ -52,7 +57,12 @@ class Settings(BaseModel):
         f"(at least {MIN_TOKEN_CHARS} characters, not a pattern)",
     )
     max_batch: int = Field(64, ge=1, description="most texts in one request")
-    max_chars: int = Field(20_000, ge=1, description="most characters in one text; longer is refused, not cut")
+    max_chars: int = Field(
+        20_000,
+        ge=1,
+        description="most characters in one text, as sent and once normalised as the model reads it; "
+        "longer is refused, not cut",
+    )
     max_body_bytes: int | None = Field(
         None,
         ge=1,
@@ -87,6 +97,30 @@ class Settings(BaseModel):
     )
     shadow_queue: int = Field(
         1_000, ge=1, description="requests waiting for the shadow model; when full the oldest are dropped and counted"
+    )
+    # How long a client may take, and how many it may be: `ftflow serve` (deploy/connections.py) reads these.
+    # A request head is at most 16 KB (uvicorn's h11 limit): 10 s is generous on the slowest link and cuts a
+    # stalled socket off early. 60 s for a body lets the largest default body (~15 MB) arrive at 2 Mbit/s.
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds for a request's line and headers to arrive, from when the connection is ready for "
+        "them; later: 408 and closed",
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="seconds for a request body to arrive after its headers; later: 408 and closed"
+    )
+    keep_alive: int = Field(5, ge=1, description="seconds an idle connection is kept open for a next request")
+    max_connections: int = Field(
+        2_048,
+        ge=1,
+        description="open connections; a new one beyond it displaces the one that has waited longest for a request "
+        "head, or gets 503 when every connection has a request in progress",
+    )
+    max_requests: int = Field(
+        64,
+        ge=1,
+        description="requests handled at once (the probes /health and /ready aside); beyond it: 503 with Retry-After",
     )
 
     @field_validator("api_token")

@@ -139,19 +139,32 @@ def running(app):
 
 def export_ner_bundle(folder: Path) -> Path:
     """The packaged MiniLM with an untrained token-classification head, exported as an NER serving bundle."""
+    from transformers import AutoModelForTokenClassification
+
+    return _export_minilm(folder, AutoModelForTokenClassification, "ner", ["O", "B-LOC", "I-LOC"])
+
+
+def export_classifier_bundle(folder: Path) -> Path:
+    """The packaged MiniLM with an untrained two-class head: a classification bundle (its texts are normalised)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return _export_minilm(folder, AutoModelForSequenceClassification, "classification", ["negative", "positive"])
+
+
+def _export_minilm(folder: Path, auto_class, task: str, labels: list[str]) -> Path:
     import json
 
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from tasks.modelling.encode import resolve_model_path
     from tasks.modelling.export import export_onnx
 
     base = resolve_model_path("minilm")
-    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=3)
+    model = auto_class.from_pretrained(base, num_labels=len(labels))
     tok = AutoTokenizer.from_pretrained(base)
     export_onnx(model, tok, folder / "model.onnx", 17)
     tok.save_pretrained(str(folder))
     (folder / "finetune_flow.json").write_text(
-        json.dumps({"task": "ner", "labels": ["O", "B-LOC", "I-LOC"], "max_length": 32, "serving_file": "model.onnx"})
+        json.dumps({"task": task, "labels": labels, "max_length": 32, "serving_file": "model.onnx"})
     )
     return folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -89,6 +90,58 @@ def normalize_texts(texts: list[str], unicode: bool = True, collapse_whitespace:
     service's CPU per request); a list is normalised in Python, with the same rules.
     """
     return [normalize_one(t, unicode, collapse_whitespace) for t in texts]
+
+
+@dataclass(frozen=True)
+class LongText:
+    """A text above the character cap once normalised: its row, its length before and after."""
+
+    row: int
+    chars: int
+    sent_chars: int
+    widened: str | None  # the first character that normalising turned into several, if one did
+
+
+def longer_than(raw: list[str], normalised: list[str], max_chars: int) -> list[LongText]:
+    """The texts longer than `max_chars` as the model reads them (normalised), with the rows they came from.
+
+    NFKC makes some characters several (U+FDFA, one Arabic ligature, becomes 18), so a cap checked on
+    the text as sent lets a text through that the model reads many times longer.
+    """
+    return [
+        LongText(row, len(text), len(sent), _first_widened(sent))
+        for row, (sent, text) in enumerate(zip(raw, normalised))
+        if len(text) > max_chars
+    ]
+
+
+def _first_widened(text: str) -> str | None:
+    if text.isascii():
+        return None
+    return next((ch for ch in text if len(unicodedata.normalize("NFKC", ch)) > 1), None)
+
+
+class TextsTooLong(ValueError):
+    """Texts above the character cap once normalised: `texts` and `pairs` list them (rows of the request)."""
+
+    def __init__(self, max_chars: int, texts: list[LongText], pairs: list[LongText]):
+        self.max_chars, self.texts, self.pairs = max_chars, texts, pairs
+        rows = [t.row for t in texts] + [p.row for p in pairs]
+        super().__init__(f"{len(rows)} text(s) above {max_chars:,} characters once normalised (rows {rows})")
+
+    def describe(self, text: LongText) -> str:
+        """Why one text is refused; it quotes no more of the text than one character that grew, by code point."""
+        grew = ""
+        if text.widened is not None:
+            wide = unicodedata.normalize("NFKC", text.widened)
+            grew = (
+                f" (Unicode NFKC normalisation, which the model reads through, makes some characters several: "
+                f"U+{ord(text.widened):04X} becomes {len(wide)})"
+            )
+        return (
+            f"is {text.chars:,} characters once normalised, from {text.sent_chars:,} sent{grew}: above the "
+            f"limit of {self.max_chars:,} (the server's FTFLOW_MAX_CHARS); send a shorter text"
+        )
 
 
 def recorded_rules(clean) -> dict:

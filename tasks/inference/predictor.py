@@ -9,7 +9,7 @@ import numpy as np
 
 from tasks.inference.batching import length_buckets, pad_rows
 from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, word_logits
-from tasks.inference.normalize import normalize_texts, rules_of_bundle
+from tasks.inference.normalize import TextsTooLong, longer_than, normalize_texts, rules_of_bundle
 from tasks.inference.session import create_session, quantises_per_call
 from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
 from tasks.inference.windows import aggregate_windows, long_text_of_bundle, windows_of
@@ -46,8 +46,11 @@ class OnnxPredictor:
         threads: int | None = None,
         model_file: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        max_chars: int | None = None,
     ):
         self.dir = Path(bundle_dir)
+        # The most characters of a text as the model reads it (normalised); None: no cap (batch scoring).
+        self.max_chars = max_chars
         self.meta = read_json(self.dir / "finetune_flow.json")
         self.task: str = self.meta["task"]
         self.kind = kind_of(self.task)  # an unknown kind fails here, not in its first answer
@@ -98,7 +101,8 @@ class OnnxPredictor:
         """Answers as arrays for raw texts (with second texts for pair models), or NER rows given as words.
 
         Texts go through the clean stage's normalisation first (NER text is not normalised there,
-        nor here: entity spans index the caller's own text).
+        nor here: entity spans index the caller's own text); with `max_chars`, a text longer than that
+        once normalised raises TextsTooLong before anything is tokenised.
         """
         if self.kind.is_token_level:
             if words is None:
@@ -114,8 +118,14 @@ class OnnxPredictor:
             if texts is None:
                 raise ValueError(f"a {self.task} model scores texts: give texts (words are for NER models)")
             self.check_pairs(texts, pairs)
+            sent_texts, sent_pairs = texts, pairs
             texts = normalize_texts(list(texts), **self.normalize)
             pairs = normalize_texts(list(pairs), **self.normalize) if pairs is not None else None
+            if self.max_chars is not None:  # before the tokenizer and the model, which cost by length
+                long_texts = longer_than(list(sent_texts), texts, self.max_chars)
+                long_pairs = longer_than(list(sent_pairs), pairs, self.max_chars) if sent_pairs and pairs else []
+                if long_texts or long_pairs:
+                    raise TextsTooLong(self.max_chars, long_texts, long_pairs)
             encodings = encode_rows(self.tokenizer, texts, pairs)
             if self.long_text.chunks:  # every window read, the document's logits aggregated: nothing cut
                 windows, doc_ids = windows_of(encodings)

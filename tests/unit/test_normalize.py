@@ -65,3 +65,21 @@ def test_the_rules_do_what_they_say():
     assert normalize_texts(["  a\u00a0\u00a0b\t\nc\u200b\x07 "]) == ["a b c"]
     assert normalize_texts(["\ufb01ne"]) == ["fine"] and normalize_texts(["\ufb01ne"], unicode=False) == ["\ufb01ne"]
     assert normalize_texts(["a  b"], collapse_whitespace=False) == ["a  b"]
+
+
+def test_the_character_cap_counts_the_text_as_the_model_reads_it():
+    """On main the cap counted the text as sent: 20,000 of U+FDFA passed and the model read 360,000 characters."""
+    from tasks.inference.normalize import TextsTooLong, longer_than
+
+    sent = ["fine", "\ufdfa" * 20_000, "\ufdfa" * 1_000, "a  b " * 8_000]
+    read = normalize_texts(sent)
+    assert [len(t) for t in read] == [4, 360_000, 18_000, 31_999]
+    long = longer_than(sent, read, 20_000)
+    assert [(t.row, t.chars, t.sent_chars, t.widened) for t in long] == [
+        (1, 360_000, 20_000, "\ufdfa"),
+        (3, 31_999, 40_000, None),
+    ]
+    message = TextsTooLong(20_000, long, []).describe(long[0])
+    assert "360,000 characters once normalised, from 20,000 sent" in message and "FTFLOW_MAX_CHARS" in message
+    assert "U+FDFA becomes 18" in message and "\ufdfa" not in message  # named by code point, never echoed
+    assert longer_than(sent, read, 400_000) == []
