@@ -138,7 +138,8 @@ def _label_set_form(value, separator: str | None) -> tuple[str, list[str] | None
     import json
 
     if value is None or (isinstance(value, float) and value != value):
-        return "missing", None
+        # A delimited column writes "none of them" as an empty cell, which a CSV reader gives back as missing.
+        return ("empty", []) if separator else ("missing", None)
     if isinstance(value, (list, tuple)) or (hasattr(value, "ndim") and getattr(value, "ndim", 0) == 1):
         return "list", [str(v).strip() for v in value]
     text = str(value).strip()
@@ -155,7 +156,8 @@ def _label_set_form(value, separator: str | None) -> tuple[str, list[str] | None
 
 
 def label_sets_of(column: pd.Series, separator: str | None, origin: str = "the data") -> pd.Series:
-    """Each cell as a list of label names (missing stays None; an empty cell or `[]` is the empty set).
+    """Each cell as a list of label names: `[]` or "" is the empty set; a missing cell stays None (quarantined),
+    except in a delimited column (`separator` set), where an empty cell is how the empty set is written.
 
     A cell is a list (a Parquet/JSONL list, or a JSON list such as '["a", "b"]' in a CSV) or a string
     split at `separator` ('a|b'); a string without a separator is one label. A column mixing lists and

@@ -73,12 +73,13 @@ def positive_weights(targets) -> list[float]:
 
 
 def label_skew(targets) -> float:
-    """How much rarer than its absence the rarest label is: max over labels of negatives / positives."""
+    """How much rarer than its absence the rarest label seen in train is: max of negatives / positives."""
     y = torch.as_tensor(targets, dtype=torch.float64)
     if y.dim() != 2 or y.shape[0] == 0:
         return 0.0
-    pos = y.sum(dim=0).clamp(min=1)
-    return float(((y.shape[0] - y.sum(dim=0)) / pos).max())
+    pos = y.sum(dim=0)
+    seen = pos > 0  # a label never positive here has no positive term to weigh
+    return float(((y.shape[0] - pos[seen]) / pos[seen]).max()) if bool(seen.any()) else 0.0
 
 
 def multi_label_loss(
