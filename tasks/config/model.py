@@ -122,7 +122,8 @@ class DecisionConfig(Section):
     calibration: Literal["temperature", "none"] = Field(
         "temperature",
         description="temperature: fit one temperature on validation (NLL), so served "
-        "probabilities are calibrated; none: plain softmax",
+        "probabilities are calibrated (multi_label: a scale and a bias per label, Platt scaling); none: plain "
+        "softmax (sigmoid)",
     )
     threshold: ThresholdRule | None = Field(
         None,

@@ -94,8 +94,15 @@ def compute_metrics_for(
     raise kind.unsupported("metrics")
 
 
-def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None) -> Callable[[Any], dict[str, float]]:
-    """A `compute_metrics` callable for the HF Trainer: logits and label ids in, metric dict out."""
+def make_trainer_compute_metrics(
+    task: str, label_names: list[str] | None = None, positive_weights: Sequence[float] | None = None
+) -> Callable[[Any], dict[str, float]]:
+    """A `compute_metrics` callable for the HF Trainer: logits and label ids in, metric dict out.
+
+    positive_weights (multi-label, the loss's pos_weight): BCE weighted by w learns odds w times the true
+    ones, so a label is counted as given at logit >= log w, probability one half of the unweighted odds;
+    deciding at logit 0 would count every weighted label as over-predicted and pick checkpoints by it.
+    """
     kind = kind_of(task)
     if kind.is_token_level and not label_names:
         raise ValueError("NER metrics need label_names (the tag set in id order) to turn ids into tags")
@@ -110,8 +117,9 @@ def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None
             return compute_metrics_for(task, preds, refs, label_names)
         if kind.is_single_label:
             return compute_metrics_for(task, logits.argmax(axis=-1), label_ids.reshape(-1), label_names)
-        if kind.is_multi_label:  # during training: each label at logit 0 (probability 0.5)
-            return compute_metrics_for(task, (logits >= 0).astype(np.int64), label_ids.astype(np.int64), label_names)
+        if kind.is_multi_label:  # during training: each label at its unweighted probability 0.5
+            cut = np.log(np.asarray(positive_weights, dtype=np.float64)) if positive_weights is not None else 0.0
+            return compute_metrics_for(task, (logits >= cut).astype(np.int64), label_ids.astype(np.int64), label_names)
         raise kind.unsupported("Trainer metrics")
 
     return compute_metrics

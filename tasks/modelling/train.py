@@ -126,7 +126,9 @@ def build_trainer(
         DataCollatorForTokenClassification(tokenizer) if kind.is_token_level else DataCollatorWithPadding(tokenizer)
     )
     train_ids = datasets["train"]["labels"] if kind.has_labels else []  # NER: nested, -100 skipped
-    compute_metrics = make_trainer_compute_metrics(task, labels)
+    loss_spec = loss_spec_for(cfg, labels, train_ids)
+    weights = loss_spec["alpha"] if loss_spec["alpha"] is not None else loss_spec["class_weights"]
+    compute_metrics = make_trainer_compute_metrics(task, labels, weights if kind.is_multi_label else None)
     documents = list(datasets["validation"]["document"]) if "document" in datasets["validation"].column_names else None
     if documents is not None:
         compute_metrics = per_document(compute_metrics, documents, cfg.model.aggregate)
@@ -142,7 +144,7 @@ def build_trainer(
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
-        loss_spec=loss_spec_for(cfg, labels, train_ids),
+        loss_spec=loss_spec,
         optimizer_name=tc.optimizer,
         keep_eval_order=documents is not None,
     )

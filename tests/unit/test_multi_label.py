@@ -172,3 +172,15 @@ def test_platt_scaling_and_thresholds_are_fitted_per_label_on_validation():
     assert all(p["precision"] >= 0.95 for p in strict["per_label"][:2] if p["met"])
     with pytest.raises(ValueError, match="chooses every label's best-F1 threshold"):
         fit_multi_label_decision(DecisionConfig(threshold={"max_f1": "refund"}), logits, refs, LABELS)
+
+
+def test_training_metrics_decide_weighted_labels_at_their_unweighted_half():
+    from transformers import EvalPrediction
+
+    from tasks.modelling.metrics import make_trainer_compute_metrics
+
+    logits = np.array([[1.0, 1.0], [3.0, -1.0]])  # label 0 weighted 10x: logit 1 < log 10 is not given
+    refs = np.array([[0, 1], [1, 0]])
+    plain = make_trainer_compute_metrics("multi_label", ["a", "b"])(EvalPrediction(logits, refs))
+    weighted = make_trainer_compute_metrics("multi_label", ["a", "b"], [10.0, 1.0])(EvalPrediction(logits, refs))
+    assert plain["precision_a"] == 0.5 and weighted["precision_a"] == 1.0 and weighted["subset_accuracy"] == 1.0
