@@ -36,7 +36,13 @@ from deploy.body_limit import BodyLimit
 from deploy.errors import ServiceError, error_response, error_responses
 from deploy.model_holder import ModelHolder, Served
 from deploy.request_cap import RequestCap
-from deploy.schemas import FeedbackRequest, PredictRequestRules, parse_request, predict_request_model
+from deploy.schemas import (
+    FeedbackRequest,
+    PredictRequestRules,
+    PredictResponse,
+    parse_request,
+    predict_request_model,
+)
 from deploy.settings import Settings
 from deploy.traffic import ShadowJob, ShadowRunner, log_answers, request_ids, routes_to_canary, text_ids
 from tasks.inference.normalize import TextsTooLong
@@ -186,6 +192,7 @@ def traffic_state(app: FastAPI, served: Served) -> dict:
 @api.post(
     "/predict",
     summary="predict one text or a batch (pairs for pair models; entities for NER)",
+    responses={200: {"model": PredictResponse, "description": "one answer per text, shaped by the model's task"}},
     openapi_extra={
         "requestBody": {
             "required": True,

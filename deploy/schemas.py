@@ -225,3 +225,65 @@ class FeedbackRequest(BaseModel):
         if self.items is not None:
             return [item.model_dump() for item in self.items]
         return [{"request_id": self.request_id, "label": self.label}]
+
+
+# --- answers: what /predict returns, one model per answer shape (documented in /openapi.json) -------------
+
+
+class AnswerBase(BaseModel):
+    """What every answer carries."""
+
+    truncated: bool = Field(description="the input was longer than the model's max_length and was cut")
+    request_id: str = Field(description="this text's id, for /feedback (a batch's texts get <id>-<index>)")
+
+
+class ClassAnswer(AnswerBase):
+    """classification, pair_classification: one label, under the bundle's temperature and threshold."""
+
+    label: str
+    score: float = Field(description="the chosen label's calibrated probability")
+    scores: dict[str, float] = Field(description="every label's calibrated probability")
+
+
+class LabelSetAnswer(AnswerBase):
+    """multi_label: every label whose calibrated probability reaches its own threshold (none is an answer)."""
+
+    labels: list[str]
+    scores: dict[str, float] = Field(description="every label's calibrated probability")
+
+
+class ValueAnswer(AnswerBase):
+    """regression: one number."""
+
+    value: float
+
+
+class Entity(BaseModel):
+    """One entity: its type, character span in the text, the text, and the mean probability of its words."""
+
+    type: str
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+class EntitiesAnswer(AnswerBase):
+    """ner: the entities found, as spans of the text sent."""
+
+    entities: list[Entity]
+
+
+class AnsweringModel(BaseModel):
+    name: str | None
+    version: str
+    role: str = Field(description="champion, or canary when the canary answered")
+
+
+class PredictResponse(BaseModel):
+    """The body of a /predict answer: one answer per text, in the order sent."""
+
+    request_id: str
+    client_request_id: str | None = Field(description="the X-Request-ID the client sent, kept for correlation")
+    model: AnsweringModel
+    predictions: list[ClassAnswer | LabelSetAnswer | ValueAnswer | EntitiesAnswer]

@@ -127,10 +127,17 @@ def print_result(result: dict) -> None:
             f"ONNX parity:  {'passed' if p['passed'] else 'FAILED'} (max |Δprobability| {p['max_abs_diff']:.1e}); "
             f"serving {result['serving_file']}"
         )
+    from tasks.labels import is_per_class_metric
+
     metrics = result["metrics"]
-    if "calibration_temperature" in metrics:
+    if "calibration_temperature" in metrics or "decision_threshold_mean" in metrics:
+        how = (
+            f"temperature {metrics['calibration_temperature']:.4f}"
+            if "calibration_temperature" in metrics
+            else f"Platt scaling and a threshold per label (mean threshold {metrics['decision_threshold_mean']:.3f})"
+        )
         print(
-            f"calibration:  temperature {metrics['calibration_temperature']:.4f}; test ECE "
+            f"calibration:  {how}; test ECE "
             f"{metrics.get('test_ece_before', float('nan')):.4f} -> {metrics.get('test_ece_after', float('nan')):.4f}"
         )
     shown = {
@@ -146,7 +153,8 @@ def print_result(result: dict) -> None:
     intervals = [
         f"{k[5:-7]} [{v:.4f}, {metrics[k[:-3] + 'high']:.4f}]"
         for k, v in sorted(metrics.items())
-        if k.startswith("test_") and k.endswith("_ci_low")
+        # Per-label intervals (multi-label gives every label one) stay in metrics.json and MLflow.
+        if k.startswith("test_") and k.endswith("_ci_low") and not is_per_class_metric(k[: -len("_ci_low")])
     ]
     if intervals:
         print("95% bootstrap intervals (test rows resampled): " + ", ".join(intervals))

@@ -5,6 +5,8 @@
   words they share).
 - probe: the same linear model on the frozen pretrained encoder's mean-pooled embeddings; pairs:
   [u, v, |u - v|, u * v] of the two texts' embeddings.
+- multi-label: one logistic regression per label (unweighted), each label's threshold chosen for its best
+  F1 on validation (the probe: on out-of-fold probabilities of its train sample), as the model's are.
 - cosine (pair regression only): the cosine of the two texts' frozen embeddings, mapped to the
   target by a line fitted on train.
 
@@ -179,6 +181,22 @@ def fit_linear(task: str, x: dict[str, Any], y: dict[str, np.ndarray], primary: 
     return best[1], best[2]
 
 
+def label_thresholds_for(probs: np.ndarray, y: np.ndarray, labels: list[str] | None) -> np.ndarray:
+    """Multi-label: each label's best-F1 threshold on held-out probabilities, as the model gets its own."""
+    from tasks.config import DecisionConfig
+    from tasks.modelling.calibration import label_thresholds
+
+    names = list(labels) if labels else [str(j) for j in range(y.shape[1])]
+    return np.asarray(label_thresholds(DecisionConfig(), probs, y, names)[0])
+
+
+def predict_baseline(task: str, model, x, thresholds: np.ndarray | None) -> np.ndarray:
+    """The baseline's answers: the model's own, or (multi-label) each label's probability against its threshold."""
+    if thresholds is None:
+        return model.predict(x)
+    return (model.predict_proba(x) >= thresholds).astype(np.int64)
+
+
 def fit_linear_cv(task: str, x: np.ndarray, y: np.ndarray):
     """The linear model with its regularisation chosen by 5-fold cross-validation on train; (model, chosen)."""
     from sklearn.linear_model import RidgeCV
@@ -234,6 +252,7 @@ def fit_baselines(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -
         return BaselineResult(dir=str(out), metric=metric, scores={}, predictions=None, seconds=0.0)
     out.mkdir(parents=True, exist_ok=True)
     y = {name: targets_of(df, task, labels) for name, df in splits.items()}
+    multi_label = kind_of(task).is_multi_label
     scores: dict[str, dict] = {}
     test_predictions: dict[str, list] = {}
     started = time.perf_counter()
@@ -241,7 +260,10 @@ def fit_baselines(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -
         t0 = time.perf_counter()
         x = bag_of_words_features(splits, cfg.baselines.max_features)
         model, chosen = fit_linear(task, x, y, metric, labels)
-        preds = model.predict(x["test"])
+        cuts = None
+        if multi_label and len(y["validation"]):  # thresholds on validation, as the fine-tuned model's are
+            cuts = label_thresholds_for(model.predict_proba(x["validation"]), y["validation"], labels)
+        preds = predict_baseline(task, model, x["test"], cuts)
         scores["bag_of_words"] = {
             "test": score_baseline(task, preds, y["test"], labels),
             "chosen": chosen,
@@ -259,7 +281,17 @@ def fit_baselines(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -
         embed_seconds = time.perf_counter() - t0
         if "probe" in kinds:
             model, chosen = fit_linear_cv(task, x["train"], y_probe["train"])
-            preds = model.predict(x["test"])
+            cuts = None
+            if multi_label:  # validation is not embedded: thresholds from out-of-fold probabilities on train
+                from sklearn.base import clone
+                from sklearn.model_selection import cross_val_predict
+
+                folds = min(5, len(y_probe["train"]))
+                held_out = cross_val_predict(
+                    clone(model), x["train"], y_probe["train"], cv=folds, method="predict_proba"
+                )
+                cuts = label_thresholds_for(held_out, y_probe["train"], labels)
+            preds = predict_baseline(task, model, x["test"], cuts)
             scores["probe"] = {
                 "test": score_baseline(task, preds, y["test"], labels),
                 "chosen": chosen,

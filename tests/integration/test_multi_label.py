@@ -99,6 +99,12 @@ def test_score_and_the_service_answer_label_sets_that_agree_with_the_export_gate
         texts = ["@jack loves the new iPhone from Apple in London", "good morning everyone"]
         answer = client.post("/predict", json={"texts": texts})
         assert answer.status_code == 200, answer.text
+        from deploy.schemas import LabelSetAnswer, PredictResponse
+
+        typed = PredictResponse.model_validate(answer.json())  # the answer /openapi.json declares
+        assert all(isinstance(p, LabelSetAnswer) for p in typed.predictions)
+        documented = client.get("/openapi.json").json()
+        assert "LabelSetAnswer" in documented["components"]["schemas"]
         predictions = answer.json()["predictions"]
         thresholds = info["label_thresholds"]
         for p in predictions:
