@@ -94,14 +94,12 @@ def compute_metrics_for(
     raise kind.unsupported("metrics")
 
 
-def make_trainer_compute_metrics(
-    task: str, label_names: list[str] | None = None, positive_weights: Sequence[float] | None = None
-) -> Callable[[Any], dict[str, float]]:
+def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None) -> Callable[[Any], dict[str, float]]:
     """A `compute_metrics` callable for the HF Trainer: logits and label ids in, metric dict out.
 
-    positive_weights (multi-label, the loss's pos_weight): BCE weighted by w learns odds w times the true
-    ones, so a label is counted as given at logit >= log w, probability one half of the unweighted odds;
-    deciding at logit 0 would count every weighted label as over-predicted and pick checkpoints by it.
+    Multi-label checkpoints are compared as they will answer: each label at its best-F1 threshold on the
+    evaluated rows (the thresholds evaluation then fits on validation). A fixed cut would favour whichever
+    checkpoint the loss's positive weights happen to shift onto it.
     """
     kind = kind_of(task)
     if kind.is_token_level and not label_names:
@@ -117,12 +115,24 @@ def make_trainer_compute_metrics(
             return compute_metrics_for(task, preds, refs, label_names)
         if kind.is_single_label:
             return compute_metrics_for(task, logits.argmax(axis=-1), label_ids.reshape(-1), label_names)
-        if kind.is_multi_label:  # during training: each label at its unweighted probability 0.5
-            cut = np.log(np.asarray(positive_weights, dtype=np.float64)) if positive_weights is not None else 0.0
-            return compute_metrics_for(task, (logits >= cut).astype(np.int64), label_ids.astype(np.int64), label_names)
+        if kind.is_multi_label:
+            sets = label_ids.astype(np.int64)
+            return compute_metrics_for(task, (logits >= best_f1_cuts(logits, sets)).astype(np.int64), sets, label_names)
         raise kind.unsupported("Trainer metrics")
 
     return compute_metrics
+
+
+def best_f1_cuts(scores: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Per label (column): the score at which `score >= cut` has its best F1 on these rows (0 without positives)."""
+    from tasks.modelling.calibration import operating_points
+
+    cuts = np.zeros(scores.shape[1])
+    for j in range(scores.shape[1]):
+        if refs[:, j].any():
+            points = operating_points(scores[:, j], refs[:, j])
+            cuts[j] = points["threshold"][int(np.argmax(points["f1"]))]
+    return cuts
 
 
 def decode_tag_ids(

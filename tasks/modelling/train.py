@@ -127,8 +127,7 @@ def build_trainer(
     )
     train_ids = datasets["train"]["labels"] if kind.has_labels else []  # NER: nested, -100 skipped
     loss_spec = loss_spec_for(cfg, labels, train_ids)
-    weights = loss_spec["alpha"] if loss_spec["alpha"] is not None else loss_spec["class_weights"]
-    compute_metrics = make_trainer_compute_metrics(task, labels, weights if kind.is_multi_label else None)
+    compute_metrics = make_trainer_compute_metrics(task, labels)
     documents = list(datasets["validation"]["document"]) if "document" in datasets["validation"].column_names else None
     if documents is not None:
         compute_metrics = per_document(compute_metrics, documents, cfg.model.aggregate)

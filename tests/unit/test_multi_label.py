@@ -174,13 +174,13 @@ def test_platt_scaling_and_thresholds_are_fitted_per_label_on_validation():
         fit_multi_label_decision(DecisionConfig(threshold={"max_f1": "refund"}), logits, refs, LABELS)
 
 
-def test_training_metrics_decide_weighted_labels_at_their_unweighted_half():
+def test_training_metrics_compare_checkpoints_at_each_labels_best_threshold():
     from transformers import EvalPrediction
 
     from tasks.modelling.metrics import make_trainer_compute_metrics
 
-    logits = np.array([[1.0, 1.0], [3.0, -1.0]])  # label 0 weighted 10x: logit 1 < log 10 is not given
-    refs = np.array([[0, 1], [1, 0]])
-    plain = make_trainer_compute_metrics("multi_label", ["a", "b"])(EvalPrediction(logits, refs))
-    weighted = make_trainer_compute_metrics("multi_label", ["a", "b"], [10.0, 1.0])(EvalPrediction(logits, refs))
-    assert plain["precision_a"] == 0.5 and weighted["precision_a"] == 1.0 and weighted["subset_accuracy"] == 1.0
+    # Label a separates its rows perfectly at logit 4 (a positive weight's shift), label b at -2.
+    logits = np.array([[5.0, -1.0], [4.5, -3.0], [3.0, -1.5], [2.0, -4.0]])
+    refs = np.array([[1, 1], [1, 0], [0, 1], [0, 0]])
+    m = make_trainer_compute_metrics("multi_label", ["a", "b"])(EvalPrediction(logits, refs))
+    assert m["f1_a"] == 1.0 and m["f1_b"] == 1.0 and m["subset_accuracy"] == 1.0
