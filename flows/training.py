@@ -122,7 +122,9 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
         trained = stages.train(clean_ref, cfg, str(run_dir), run_id)
         evaluation = stages.evaluate(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, raw.source, baselines)
         exported = (
-            stages.export(trained.model_dir, clean_ref, cfg, str(run_dir), run_id) if cfg.export.enabled else None
+            stages.export(trained.model_dir, clean_ref, cfg, str(run_dir), run_id, evaluation.decision)
+            if cfg.export.enabled
+            else None
         )
         registered = stages.register(run_id, exported, evaluation, clean_ref, cfg, validation) if exported else None
     result = {

@@ -85,6 +85,7 @@ class EvaluationResult:
     weak_classes: list[dict]
     weak_classes_text: str  # one readable paragraph; also in the model card
     baselines: dict | None = None  # the model against the best baseline (baselines.compare_with_baselines)
+    decision: dict | None = None  # classifiers: the decision record fitted on validation (tasks.bundle.DecisionRecord)
 
 
 @dataclass(frozen=True)

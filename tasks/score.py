@@ -27,10 +27,11 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
+from tasks.bundle import read_meta
 from tasks.config import SourceConfig, TrainingConfig
 from tasks.data.readers import DataSourceError
 from tasks.data.sources import cache_dir, describe_source, read_source
-from tasks.io import digest_frames, read_json
+from tasks.io import digest_frames
 from tasks.kinds import kind_of
 from tasks.labels import LabelSetError, label_sets_of, labels_as_strings
 from tasks.platform import tracking
@@ -283,7 +284,7 @@ def prepare_scoring(
     if label_column is None and "label" in df.columns:
         label_column = "label"  # a labelled input is scored against its labels too
     bundle = fetch_bundle(model)
-    meta = read_json(bundle / "finetune_flow.json")
+    meta = read_meta(bundle).as_dict()
     task, labels = meta["task"], meta["labels"]
     kind = kind_of(task)
     if kind.is_token_level:

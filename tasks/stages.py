@@ -399,12 +399,14 @@ def evaluate(
 
 @task(name="export", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
-def export(model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> ExportResult:
-    """ONNX fp32 + int8 with parity and the int8 gate."""
+def export(
+    model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str, decision: dict | None = None
+) -> ExportResult:
+    """ONNX fp32 + int8 with parity and the int8 gate; `decision`: evaluation's decision record for the bundle."""
     from tasks.modelling.export import export_model
 
     quiet.silence_known_noise(torch_stage=True)
-    result = export_model(model_dir, clean_ref, cfg, run_dir)
+    result = export_model(model_dir, clean_ref, cfg, run_dir, decision)
     p = result.parity
     tracking.log_metrics(
         run_id,

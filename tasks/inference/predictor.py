@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.bundle import read_meta
 from tasks.inference.batching import length_buckets, pad_rows
 from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, word_logits
 from tasks.inference.normalize import TextsTooLong, longer_than, normalize_texts, rules_of_bundle
 from tasks.inference.session import create_session, quantises_per_call
 from tasks.inference.tokenizer import encode_rows, load_tokenizer, pad_id_of, split_words
 from tasks.inference.windows import aggregate_windows, long_text_of_bundle, windows_of
-from tasks.io import read_json
 from tasks.kinds import kind_of
 from tasks.labels import outside_id
 
@@ -51,7 +51,7 @@ class OnnxPredictor:
         self.dir = Path(bundle_dir)
         # The most characters of a text as the model reads it (normalised); None: no cap (batch scoring).
         self.max_chars = max_chars
-        self.meta = read_json(self.dir / "finetune_flow.json")
+        self.meta = read_meta(self.dir).as_dict()  # validated: a broken record fails here, naming the field
         self.task: str = self.meta["task"]
         self.kind = kind_of(self.task)  # an unknown kind fails here, not in its first answer
         self.labels: list[str] | None = self.meta["labels"]

@@ -4,10 +4,11 @@ Writes, under RUN/evaluation, for every task kind: metrics.json, predictions.par
 worst_errors.csv, per_class_report.csv and confusion_matrix.png; the model card (README.md)
 goes into the model folder, so it travels with the model. What "class" means per kind:
 
-Classifiers (single texts and pairs) are first calibrated on the validation split (tasks/modelling/calibration.py):
-the temperature and any decision threshold go into the model folder's finetune_flow.json ("decision"),
-which export copies into the serving bundle; the test split is then scored with them applied, as
-every scorer applies them, and reliability_diagram.png shows the test split before and after.
+Classifiers (single texts, pairs, label sets) are first calibrated on the validation split
+(tasks/modelling/calibration.py): the decision record (temperature and any threshold; per-label scaling and
+thresholds for label sets) is returned in the result and written to RUN/evaluation/decision.json, never into
+the trained model's folder; export builds it into the serving bundle's record. The test split is scored with it
+applied, as every scorer applies it, and reliability_diagram.png shows the test split before and after.
 
 - classification, pair_classification: the labels.
 - ner: entity types; the report is seqeval's entity-level scores per type, the confusion
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
-from tasks.io import read_frame, read_json, save_figure, write_csv, write_json, write_parquet
+from tasks.io import read_frame, save_figure, write_csv, write_json, write_parquet
 from tasks.kinds import kind_of
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.model_card import write_model_card
@@ -36,13 +38,14 @@ from tasks.results import BaselineResult, CleanResult, EvaluationResult
 log = logging.getLogger(__name__)
 WORST_N = 50
 WEAK_F1 = 0.5  # a class scoring below this on test is reported as weak
+DECISION_FILE = "decision.json"  # RUN/evaluation/: the decision record, for export and for a resumed run
 
 
 def load_trained(model_dir: str | Path):
     """The fine-tuned model and tokenizer from a model folder."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
-    meta = read_json(Path(model_dir) / "finetune_flow.json")
+    meta = read_meta(model_dir).as_dict()
     cls = (
         AutoModelForTokenClassification if kind_of(meta["task"]).is_token_level else AutoModelForSequenceClassification
     )
@@ -353,14 +356,13 @@ def plot_label_confusions(preds, refs, labels: list[str], path: Path) -> str:
 
 
 def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg: PipelineConfig) -> dict:
-    """Fit temperature and threshold on the validation split; record them in the model folder's meta."""
+    """The decision record fitted on the validation split: temperature and threshold (per label for label sets)."""
     from tasks.inference.windows import long_text_of_bundle
     from tasks.modelling.calibration import fit_decision, fit_multi_label_decision
     from tasks.modelling.predict import predict_logits, references_of
 
     assert data.labels is not None, "only classifiers are calibrated, and they have a label set"
     validation = read_frame(data.splits["validation"])
-    meta_path = model_dir / "finetune_flow.json"
     logits = predict_logits(
         forward,
         tokenizer,
@@ -368,19 +370,17 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
         cfg.data.task,
         cfg.model.length(),
         cfg.training.eval_batch_size,
-        long_text=long_text_of_bundle(read_json(meta_path)),
+        long_text=long_text_of_bundle(read_meta(model_dir).as_dict()),
     )
     fit = fit_multi_label_decision if kind_of(cfg.data.task).is_multi_label else fit_decision
     record = fit(
         cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task, data.labels)), data.labels
     )
-    # The model folder carries its decision rule: export copies this file into the serving bundle.
-    write_json(meta_path, {**read_json(meta_path), "decision": record})
     return record
 
 
-def record_test_calibration(record: dict, scored: dict, model_dir: Path) -> dict:
-    """The run's calibration metrics (validation: fitted; test: held out); test ECE goes into the model's meta too."""
+def record_test_calibration(record: dict, scored: dict) -> dict:
+    """The run's calibration metrics (validation: fitted; test: held out); the test figures join the record."""
     from tasks.modelling.calibration import (
         calibrated_probabilities,
         ece_floor,
@@ -399,8 +399,6 @@ def record_test_calibration(record: dict, scored: dict, model_dir: Path) -> dict
         "nll_before": negative_log_likelihood(raw, refs),
         "nll_after": negative_log_likelihood(logits, refs, t),
     }
-    meta_path = model_dir / "finetune_flow.json"
-    write_json(meta_path, {**read_json(meta_path), "decision": record})
     out = {
         **({} if record.get("scales") is not None else {"calibration_temperature": t}),
         **{f"test_{k}": float(x) for k, x in record["test"].items() if k != "rows"},
@@ -458,7 +456,7 @@ def evaluate_model(
     """
     import torch
 
-    from tasks.inference.decode import Decision
+    from tasks.inference.decode import PLAIN, Decision
     from tasks.inference.windows import long_text_of_bundle
     from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
     from tasks.modelling.confidence import interval_metrics
@@ -475,7 +473,7 @@ def evaluate_model(
     forward = torch_forward(model)
     record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if kind.calibrated else None
     test = read_frame(data.splits["test"])
-    decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
+    decision = Decision.of_meta({"labels": labels, "decision": record}) if record is not None else PLAIN
     batches = -(-len(test) // cfg.training.eval_batch_size)
     with counted_calls(forward, batches, "evaluate", log) as counted:
         scored = score_frame(
@@ -513,7 +511,8 @@ def evaluate_model(
         refs, preds, classes = confusion_inputs(scored, task, labels)
         files["confusion_matrix"] = plot_confusion_matrix(refs, preds, classes, out / "confusion_matrix.png")
     if record is not None:  # the model card reads the test figures from the model folder's meta
-        metrics.update(record_test_calibration(record, scored, Path(model_dir)))
+        metrics.update(record_test_calibration(record, scored))
+        files["decision"] = write_json(out / DECISION_FILE, record)  # export reads it when resumed
         files["reliability_diagram"] = plot_test_reliability(record, scored, out / "reliability_diagram.png")
     if kind.predicts_value:
         files["prediction_scatter"] = plot_prediction_scatter(
@@ -538,6 +537,7 @@ def evaluate_model(
         source,
         weak_text or f"None: every class has test F1 of at least {WEAK_F1} and is predicted.",
         comparison_markdown(baselines, comparison) if baselines is not None else "",
+        record,
     )
     return EvaluationResult(
         metrics=metrics,
@@ -546,4 +546,5 @@ def evaluate_model(
         weak_classes=weak,
         weak_classes_text=weak_text,
         baselines=comparison,
+        decision=record,
     )

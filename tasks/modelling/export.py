@@ -15,17 +15,22 @@ texts through normalisation, `tokenizers`, length buckets, ONNX Runtime and deco
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tasks.bundle import DecisionRecord, ModelMeta, read_meta, write_meta
 from tasks.config import PipelineConfig
 from tasks.inference.compare import compare_answers
 from tasks.inference.decode import Decision, Scores
 from tasks.inference.normalize import recorded_rules
 from tasks.io import atomic_path, read_frame, read_json, write_json
+from tasks.kinds import kind_of
 from tasks.results import CleanResult, ExportResult
+
+log = logging.getLogger(__name__)
 
 FP32, INT8 = "model.onnx", "model.int8.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -125,12 +130,30 @@ def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: flo
     }
 
 
-def write_bundle_files(model_dir: Path, tokenizer, out: Path, cfg: PipelineConfig, serving_file: str) -> None:
-    """Tokenizer files and finetune_flow.json (with the clean stage's normalisation and the file that serves)."""
-    tokenizer.save_pretrained(str(out))
-    meta = read_json(Path(model_dir) / "finetune_flow.json")
-    meta.update(serving_file=serving_file, normalize=recorded_rules(cfg.data.clean))
-    write_json(out / "finetune_flow.json", meta)
+def bundle_meta(model_dir: Path, cfg: PipelineConfig, decision: dict | None) -> ModelMeta:
+    """The serving bundle's record, built once: the model folder's, evaluation's decision, the clean stage's text
+    rules, and fp32 serving until the int8 gate says otherwise."""
+    return read_meta(model_dir).model_copy(
+        update={
+            "decision": DecisionRecord.model_validate(decision) if decision is not None else None,
+            "normalize": recorded_rules(cfg.data.clean),
+            "serving_file": FP32,
+        }
+    )
+
+
+def decision_of_run(run_dir: Path, cfg: PipelineConfig) -> dict | None:
+    """The decision record evaluation wrote in this run (RUN/evaluation/decision.json), for a caller that has
+    only the run folder (a resumed flow); None without one, with a warning for a kind that takes one: its
+    bundle then answers with plain probabilities, not the calibration and threshold it would be evaluated with."""
+    from tasks.modelling.evaluate import DECISION_FILE
+
+    path = run_dir / "evaluation" / DECISION_FILE
+    if path.is_file():
+        return read_json(path)
+    if kind_of(cfg.data.task).calibrated:
+        log.warning("no decision record at %s (the model was not evaluated): the bundle answers uncalibrated", path)
+    return None
 
 
 def raw_test_frame(test: pd.DataFrame, data: CleanResult) -> tuple[pd.DataFrame, str]:
@@ -146,16 +169,25 @@ def raw_test_frame(test: pd.DataFrame, data: CleanResult) -> tuple[pd.DataFrame,
     return test.assign(**{c: raw[c].to_numpy() for c in cols}), "raw"
 
 
-def export_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -> ExportResult:
+def export_model(
+    model_dir: str | Path,
+    data: CleanResult,
+    cfg: PipelineConfig,
+    run_dir: str | Path,
+    decision: dict | None = None,
+) -> ExportResult:
     """Export fp32 (and int8) ONNX, check parity and the int8 gate on the core, assemble the serving bundle.
 
-    The bundle is built in a temporary folder and moved into place whole: a kill or a full disk
-    mid-export leaves the previous bundle (or none), never a folder with half its files.
+    decision: evaluation's decision record (EvaluationResult.decision); None reads the one evaluation wrote in
+    this run folder. The bundle is built in a temporary folder and moved into place whole: a kill or a full
+    disk mid-export leaves the previous bundle (or none), never a folder with half its files.
     """
     final = Path(run_dir) / "onnx"
+    if decision is None:
+        decision = decision_of_run(Path(run_dir), cfg)
     with atomic_path(final) as out:
         out.mkdir(parents=True)
-        report = build_bundle(model_dir, data, cfg, out)
+        report = build_bundle(model_dir, data, cfg, out, decision)
     return ExportResult(
         dir=str(final),
         fp32=str(final / FP32),
@@ -167,7 +199,9 @@ def export_model(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
     )
 
 
-def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, out: Path) -> dict:
+def build_bundle(
+    model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, out: Path, decision: dict | None = None
+) -> dict:
     """Write the serving bundle into `out` and check it on the core; return the export report."""
     from tasks.inference.predictor import OnnxPredictor
     from tasks.inference.windows import long_text_of_bundle
@@ -182,9 +216,11 @@ def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
     export_onnx(model, tokenizer, out / FP32, cfg.export.opset)
     if cfg.export.optimize:
         optimize_graph(out / FP32, model.config)
-    write_bundle_files(Path(model_dir), tokenizer, out, cfg, FP32)
+    tokenizer.save_pretrained(str(out))
+    record = bundle_meta(Path(model_dir), cfg, decision)
+    write_meta(out, record)
     test = read_frame(data.splits["test"])
-    decision = Decision.of_meta(read_json(Path(model_dir) / "finetune_flow.json"))
+    rule = Decision.of_meta(record.as_dict())
     reference = score_frame(
         torch_forward(model),
         tokenizer,
@@ -193,7 +229,7 @@ def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
         data.labels,
         cfg.model.length(),
         batch,
-        decision,
+        rule,
         long_text_of_bundle(meta),
     )["scores"]
     raw, texts = raw_test_frame(test, data)
@@ -201,8 +237,8 @@ def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
     parity = {
         **check_parity(reference, fp32, cfg.export.parity_atol),
         "texts": texts,
-        "temperature": decision.temperature,
-        "threshold": decision.threshold,
+        "temperature": rule.temperature,
+        "threshold": rule.threshold,
     }
     report: dict = {"parity": parity, "serving_file": FP32, "int8": None}
     if cfg.export.quantize:
@@ -215,6 +251,6 @@ def build_bundle(model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, 
         report["onnx_test_metrics"] = scores
         if report["int8"]["passed"]:
             report["serving_file"] = INT8
-            write_json(out / "finetune_flow.json", {**read_json(out / "finetune_flow.json"), "serving_file": INT8})
+            write_meta(out, record.model_copy(update={"serving_file": INT8}))
     write_json(out / "export_report.json", report)
     return report

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
-from tasks.io import read_json, write_text
+from tasks.io import write_text
 from tasks.kinds import kind_of
 from tasks.labels import entity_types
 from tasks.results import CleanResult
@@ -31,15 +32,17 @@ def write_model_card(
     source: str,
     weak_text: str,
     baselines_text: str = "",
+    decision: dict | None = None,
 ) -> str:
     """The model's README: data, metrics, baselines, hyperparameters, intended use, limitations; `weak_text`
-    names the weak classes (or says there are none), `baselines_text` compares the model with the baselines."""
+    names the weak classes (or says there are none), `baselines_text` compares the model with the baselines,
+    `decision` is evaluation's decision record (calibration and threshold)."""
     rows = "\n".join(
         f"| {k} | {v:.4f} |"
         for k, v in sorted(metrics.items())
         if isinstance(v, float) and not k.startswith("support_")
     )
-    meta = read_json(Path(model_dir) / "finetune_flow.json")
+    meta = read_meta(model_dir).as_dict()
     # The values training used (a search may have changed them), else the config's.
     hp = cfg.training.model_copy(update=meta.get("training") or {})
     task = cfg.data.task
@@ -71,7 +74,7 @@ epochs {hp.epochs}, weight decay {hp.weight_decay}, warm-up {hp.warmup_ratio}, s
 optimiser {hp.optimizer}, loss {hp.loss}, seed {hp.seed}, max length {cfg.model.max_length}
 {"(NER labels on every sub-token)" if cfg.model.label_all_subtokens and kind.is_token_level else ""}; config digest `{cfg.digest()}`.
 
-{decision_card(meta.get("decision"))}## Intended use
+{decision_card(decision)}## Intended use
 {kind.intended_use}
 
 ## Limitations

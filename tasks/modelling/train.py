@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from tasks.bundle import ModelMeta, write_meta
 from tasks.config import PipelineConfig
 from tasks.inference.windows import aggregate_windows, long_text_of, recorded_long_text
 from tasks.io import read_frame, write_json
@@ -213,18 +214,18 @@ def save_model_folder(
     used = used or cfg
     trainer.save_model(str(model_dir))
     trainer.processing_class.save_pretrained(str(model_dir))
-    write_json(
-        model_dir / "finetune_flow.json",
-        {
-            "task": cfg.data.task,
-            "labels": data.labels,
-            "max_length": used.model.max_length,
-            "base_model": cfg.model.name,
-            "config_digest": cfg.digest(),
-            "data_digest": data.digest,
-            "long_text": recorded_long_text(used.model),
-            "training": used.training.model_dump(mode="json"),  # the values used, after any search and the floor
-        },
+    write_meta(
+        model_dir,
+        ModelMeta(
+            task=cfg.data.task,
+            labels=data.labels,
+            max_length=used.model.length(),
+            base_model=cfg.model.name,
+            config_digest=cfg.digest(),
+            data_digest=data.digest,
+            long_text=recorded_long_text(used.model),
+            training=used.training.model_dump(mode="json"),  # the values used, after any search and the floor
+        ),
     )
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.io import read_frame, read_json
+from tasks.bundle import read_meta
+from tasks.io import read_frame
 from tasks.kinds import kind_of
 from tasks.platform import tracking
 from tasks.registry import register
@@ -28,7 +29,7 @@ def load_version(name: str, version: str, workdir: Path, role: str) -> dict:
         "run_id": mv.run_id,
         "tags": dict(mv.tags),
         "bundle": bundle,
-        "meta": read_json(bundle / "finetune_flow.json"),
+        "meta": read_meta(bundle).as_dict(),
     }
 
 

@@ -10,8 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
-from tasks.io import read_json
 from tasks.kinds import kind_of
 from tasks.platform import tracking
 from tasks.results import CleanResult, EvaluationResult, ExportResult, RegisteredVersion, ValidationResult
@@ -291,7 +291,7 @@ def download_bundle(name: str, version: str, dst: str | Path, serving_only: bool
     skip: set[str] = set()
     if serving_only:
         mlflow.artifacts.download_artifacts(artifact_uri=f"{where}/finetune_flow.json", dst_path=str(dst))
-        serving = read_json(dst / "finetune_flow.json").get("serving_file", "model.onnx")
+        serving = read_meta(dst).serving_file or "model.onnx"
         skip = {Path(f.path).name for f in files if f.path.endswith(".onnx") and Path(f.path).name != serving}
     for f in files:
         fname = Path(f.path).name

@@ -81,14 +81,16 @@ def test_onnx_agrees_with_pytorch(flow_result):
     from tasks.modelling.predict import score_frame, torch_forward
 
     run_dir = Path(flow_result["result"]["run_dir"])
-    model, tok, meta = load_trained(run_dir / "model")
+    model, tok, _ = load_trained(run_dir / "model")
+    meta = read_json(run_dir / "onnx" / "finetune_flow.json")  # the bundle's record: the model's and evaluation's
     texts = ["a fine film", "dull", "a long and winding story that never ends", "ok", "A  FINE\u00a0film"]
     df = pd.DataFrame({"text": texts, "label": [meta["labels"][0]] * len(texts)})
     # Like with like: the torch side applies the temperature (and threshold) the bundle carries.
     reference = score_frame(
         torch_forward(model), tok, df, "classification", meta["labels"], 32, decision=Decision.of_meta(meta)
     )["scores"]
-    assert meta["decision"]["temperature"] > 0  # evaluation recorded it in the model folder
+    assert meta["decision"]["temperature"] > 0  # evaluation's record, built into the bundle by export
+    assert "decision" not in read_json(run_dir / "model" / "finetune_flow.json")  # the trained folder is not edited
     for batch_size in (1, 3):
         core = OnnxPredictor(run_dir / "onnx", model_file="model.onnx", batch_size=batch_size).predict_frame(df)
         parity = check_parity(reference, core, 1e-4)
