@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks.io import read_json, write_json
 
 META_FILE = "finetune_flow.json"
-BUNDLE_PARTS = ("decision", "normalize", "serving_file")  # what export adds; a model folder has none of them
+KEPT_NULL = ("labels",)  # null says something (regression has no labels); other absent parts are left out
 
 
 class DecisionRecord(BaseModel):
@@ -46,9 +46,10 @@ class ModelMeta(BaseModel):
     task: str
     labels: list[str] | None
     max_length: int
-    base_model: str
-    config_digest: str
-    data_digest: str
+    # Provenance: training records it; a bundle assembled by hand (or by another exporter) may lack it.
+    base_model: str | None = None
+    config_digest: str | None = None
+    data_digest: str | None = None
     long_text: dict = Field(default_factory=dict)  # tasks.inference.windows.LongText fields; none: truncate
     training: dict = Field(default_factory=dict)  # the training values used (after any search and the floor)
     decision: DecisionRecord | None = None  # bundles of classifiers; absent in a model folder
@@ -57,9 +58,10 @@ class ModelMeta(BaseModel):
 
     def as_dict(self) -> dict:
         """The record as JSON-ready data (what the file holds): parts a folder lacks (a model folder's decision,
-        serving file and text rules) are left out; inside the decision record every key stays, null or not."""
+        serving file and text rules; a hand-made bundle's provenance) are left out; `labels` stays, null or not,
+        and inside the decision record every key stays."""
         data = self.model_dump(mode="json")
-        return {k: v for k, v in data.items() if v is not None or k not in BUNDLE_PARTS}
+        return {k: v for k, v in data.items() if v is not None or k in KEPT_NULL}
 
 
 def read_meta(folder: str | Path) -> ModelMeta:
