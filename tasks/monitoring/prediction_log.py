@@ -21,7 +21,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from typing import TypeGuard
 
 import pandas as pd
 import pyarrow as pa
+
+from tasks.monitoring.day_files import FAN_IN, compact_day, level0_count, read_days, write_part
 
 LOG_ENV = "FTFLOW_PREDICTION_LOG"
 LOG_TEXTS_ENV = "FTFLOW_LOG_TEXTS"
@@ -41,6 +42,9 @@ ROLES = ("champion", "challenger", "canary")
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 CLIENT_REQUEST_ID_MAX = 64
 REQUEST_ID_MAX = 80
+# How much later than its id's time a row can be stamped (a shadow answer waits in its queue); a lookup by id
+# reads the next day too only for ids made this close to midnight.
+ROW_LAG = dt.timedelta(hours=1)
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -71,8 +75,28 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
+_HEX = frozenset("0123456789abcdef")
+
+
+def new_request_id(when: dt.datetime | None = None) -> str:
+    """A UUIDv7 as 32 hex digits: its first 48 bits are the request's time (ms), the rest random. The time lets a
+    lookup by id open only that day's files of the log (request_id_day), however many days it holds."""
+    ms = int((when or dt.datetime.now(dt.UTC)).timestamp() * 1000)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 | rand & (2**62 - 1)
+    return f"{value:032x}"
+
+
+def request_id_time(request_id: str) -> dt.datetime | None:
+    """When new_request_id made `request_id` (or a batch text's "<id>-<index>"), to the millisecond; None for
+    another id (a log written before ids carried their time holds uuid4 ids, or a client's)."""
+    base = request_id.split("-", 1)[0]
+    if len(base) != 32 or base[12] != "7" or base[16] not in "89ab" or not all(c in _HEX for c in base):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(int(base[:12], 16) / 1000, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def is_request_id(value: str | None, max_length: int = CLIENT_REQUEST_ID_MAX) -> TypeGuard[str]:
@@ -140,19 +164,23 @@ def _utc(t: dt.datetime | str | pd.Timestamp) -> pd.Timestamp:
 
 
 class ParquetSink:
-    """Rows as Parquet files partitioned by day: <root>/date=YYYY-MM-DD/part-<uuid>.parquet."""
+    """Rows as Parquet files partitioned by day: <root>/date=YYYY-MM-DD/, each day's flushes merged as they pile up
+    (tasks/monitoring/day_files.py), so a day holds a few files however often the log is flushed.
 
-    def __init__(self, root: str | Path, schema: pa.Schema = PREDICTION_SCHEMA):
+    fan_in: a day's files of one level are merged into one when this many exist (None: never merged).
+    """
+
+    def __init__(self, root: str | Path, schema: pa.Schema = PREDICTION_SCHEMA, fan_in: int | None = FAN_IN):
         self.root = Path(root)
         self.schema = schema
+        self.fan_in = fan_in
 
     def __repr__(self) -> str:
         return f"ParquetSink({self.root})"
 
     def write(self, rows: list[dict]) -> None:
-        """Append rows; each day's rows go to a new file, written under a temporary name and renamed."""
-        import pyarrow.parquet as pq
-
+        """Append rows: each day's rows as a new part file (written under a temporary name and renamed), then
+        that day merged when its parts reach fan_in."""
         if not rows:
             return
         by_day: dict[str, list[dict]] = {}
@@ -160,43 +188,56 @@ class ParquetSink:
             when = _utc(r["time"]).to_pydatetime()
             by_day.setdefault(f"{when:%Y-%m-%d}", []).append({**{k: r.get(k) for k in self.schema.names}, "time": when})
         for day, part in sorted(by_day.items()):
+            write_part(self.root / f"date={day}", pa.Table.from_pylist(part, schema=self.schema))
+        for day in sorted(by_day):
             folder = self.root / f"date={day}"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{uuid.uuid4().hex}.parquet"
-            tmp = folder / f".{name}.tmp"  # readers skip dot-files: a half-written file is never read
-            pq.write_table(pa.Table.from_pylist(part, schema=self.schema), tmp)
-            tmp.replace(folder / name)
+            if self.fan_in is not None and level0_count(folder) >= self.fan_in:
+                try:
+                    compact_day(folder, self.schema, self.fan_in)
+                except OSError as e:  # the rows are written; merging waits for the next write
+                    logging.getLogger(__name__).warning("prediction log: merging %s failed: %s", folder, e)
 
-    def _files(self, lo: pd.Timestamp | None = None, hi: pd.Timestamp | None = None) -> list[Path]:
-        files = []
+    def compact(self) -> int:
+        """Merge every day's files that have piled up (a log written before merging existed); returns how many."""
+        if self.fan_in is None:
+            return 0
+        return sum(compact_day(folder, self.schema, self.fan_in) for folder in self._folders())
+
+    def _folders(self, lo: pd.Timestamp | None = None, hi: pd.Timestamp | None = None) -> list[Path]:
+        folders = []
         for folder in sorted(self.root.glob("date=*")):
             day = folder.name[5:]
             # Skip whole days outside the window: only their folder name is read.
             if (lo is not None and day < lo.strftime("%Y-%m-%d")) or (hi is not None and day > hi.strftime("%Y-%m-%d")):
                 continue
-            files += sorted(folder.glob("part-*.parquet"))
-        return files
+            folders.append(folder)
+        return folders
+
+    def _request_folders(self, ids: list[str]) -> list[Path]:
+        """The day folders that can hold `ids`: the day each id was made, and the next for an id made in the
+        day's last hour (a row's time is when it was answered or shadowed, a moment later); every folder when an
+        id carries no time."""
+        times = [request_id_time(i) for i in ids]
+        if any(t is None for t in times):
+            return self._folders()
+        days = {(t + lag).date() for t in times if t is not None for lag in (dt.timedelta(0), ROW_LAG)}
+        return [f for f in (self.root / f"date={d:%Y-%m-%d}" for d in sorted(days)) if f.is_dir()]
 
     def read(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pd.DataFrame:
         """Rows with start <= time < end (all when None), oldest first."""
         lo = _utc(start) if start is not None else None
         hi = _utc(end) if end is not None else None
-        return _window(self._scan(self._files(lo, hi)), lo, hi)
+        return _window(read_days(self._folders(lo, hi), self.schema).to_pandas(), lo, hi)
 
     def find(self, column: str, values: Iterable[str]) -> pd.DataFrame:
-        """Rows whose `column` is one of `values` (the filter runs inside the Parquet scan)."""
+        """Rows whose `column` is one of `values` (the filter runs inside the Parquet scan). By request id only
+        the days the ids were made on are read: a lookup's cost does not grow with the log."""
         import pyarrow.compute as pc
 
-        return self._scan(self._files(), pc.field(column).isin(pa.array(list(values), pa.string())))
-
-    def _scan(self, files: list[Path], where=None) -> pd.DataFrame:
-        import pyarrow.dataset as ds
-
-        if not files:
-            return self.schema.empty_table().to_pandas()
-        return (
-            ds.dataset([str(f) for f in files], schema=self.schema, format="parquet").to_table(filter=where).to_pandas()
-        )
+        wanted = list(values)
+        folders = self._request_folders(wanted) if column == "request_id" else self._folders()
+        where = pc.field(column).isin(pa.array(wanted, pa.string()))
+        return read_days(folders, self.schema, where).to_pandas()
 
 
 class SqlSink:
