@@ -1,14 +1,16 @@
 """The prediction log: every answer the service gives, written off the request's hot path.
 
 `PredictionLogger.log()` only appends to a bounded in-memory queue; a writer thread moves
-batches to a sink. A full queue drops its oldest entries (counted in `stats()`), so a slow disk
-or database never blocks a request; `close()` drains the queue, so a clean shutdown loses nothing.
+batches to a sink. A failed write (a full disk) keeps its rows and retries them; only a full queue drops
+rows, the oldest, each counted in `stats()` and recorded in `log_losses` beside the log, so a slow or full
+disk never blocks a request and never loses a row silently; `close()` drains the queue.
 
 Where the log lives (`open_sink`): FTFLOW_PREDICTION_LOG when set (a SQLAlchemy URL such as
 sqlite:///log.db or postgresql://user@host/db, or a folder), else `<store>/predictions/` under the
 project's MLflow store folder (tasks/platform/tracking.py's store_dir(), FTFLOW_MLRUNS), as Parquet files
-partitioned by day: predictions/date=YYYY-MM-DD/part-<uuid>.parquet. Feedback uses the same kind
-of sink beside it (table or folder `feedback`).
+partitioned by day: predictions/date=YYYY-MM-DD/part-<uuid>.parquet, merged as they pile up
+(tasks/monitoring/day_files.py). Feedback and loss records use the same kind of sink beside it (table or
+folder `feedback`, `log_losses`).
 """
 
 from __future__ import annotations
