@@ -135,7 +135,24 @@ async def ready(request: Request):
     served = holder.current
     if served is None:
         return JSONResponse(status_code=503, content={"ready": False, "reason": holder.last_error or "loading"})
-    return {"ready": True, "version": served.version, "last_reload_error": holder.last_error}
+    out = {"ready": True, "version": served.version, "last_reload_error": holder.last_error}
+    if request.app.state.logger is not None:
+        out["prediction_log"] = log_health(request.app.state.logger)
+    return out
+
+
+def log_health(logger) -> dict:
+    """The prediction log as /ready shows it: "degraded" while writes fail (answers held in memory and retried)
+    or once any answer was lost since start; the service keeps answering either way."""
+    s = logger.stats()
+    return {
+        "status": "ok" if s.status == "ok" else "degraded",
+        "reason": s.status,
+        "rows_lost": s.dropped,
+        "rows_waiting": s.queued,
+        "failed_writes": s.failed_writes,
+        "last_error": s.last_error,
+    }
 
 
 @api.get("/model", summary="the model served: name, version, task, labels, test metrics; log, shadow, canary")
@@ -281,10 +298,12 @@ def predict(
 )
 def feedback(request: Request, body: Annotated[FeedbackRequest, Depends(feedback_request)]) -> dict:
     # A plain `def`: storing reads the log (the writer is flushed first so a fresh answer is found).
-    from tasks.monitoring.feedback import FeedbackError, record_feedback
+    from tasks.monitoring.feedback import FeedbackError, LogUnavailable, record_feedback
 
     try:
         stored = record_feedback(body.as_items(), logger=request.app.state.logger)
+    except LogUnavailable as e:
+        raise ServiceError(503, [], str(e), "log_unavailable", {"Retry-After": "30"}) from e
     except FeedbackError as e:
         hint = "" if request.app.state.logger else " (this service does not log predictions: FTFLOW_LOG_PREDICTIONS=0)"
         raise ServiceError.of(
@@ -360,7 +379,7 @@ async def _lifespan(app: FastAPI):
     if app.state.logger is not None:
         stats = app.state.logger.close()
         if stats.dropped or stats.failed_writes or stats.queued:
-            log.warning("prediction log at shutdown: %s", stats)
+            log.warning("prediction log at shutdown: %s rows lost (%s)", stats.dropped, stats)
     if app.state.second is not None:
         app.state.second.stop()
     app.state.holder.stop()

@@ -66,6 +66,7 @@ def error_responses(*statuses: int) -> dict:
         401: "missing or wrong bearer token",
         413: "request body above FTFLOW_MAX_BODY_BYTES",
         422: "the request breaks a rule of its schema (the message names the field)",
-        503: "no model loaded yet, or FTFLOW_MAX_REQUESTS requests in progress (Retry-After says when to retry)",
+        503: "no model loaded yet, FTFLOW_MAX_REQUESTS requests in progress, or (/feedback) the prediction log "
+        "cannot be written now (Retry-After says when to retry)",
     }
     return {s: {"model": ErrorResponse, "description": why[s]} for s in statuses}

@@ -134,13 +134,22 @@ def check_label(label, prediction: pd.Series) -> str | None:
     return None
 
 
+class LogUnavailable(RuntimeError):
+    """The log cannot be written now (a full disk, a database down): feedback is refused whole, to be sent again."""
+
+
 def record_feedback(items: list[dict], logger: PredictionLogger | None = None, location: str | None = None) -> int:
     """Validate and store corrected labels [{request_id, label}]; all or nothing. Returns how many were stored.
 
-    logger: the service's logger, flushed first so that a prediction answered a moment ago is found.
+    logger: the service's logger, flushed first so that a prediction answered a moment ago is found; when its
+    sink fails, LogUnavailable (answers still held in memory could not be found, a correction not stored).
     """
-    if logger is not None:
-        logger.flush()
+    if logger is not None and not logger.flush():
+        stats = logger.stats()
+        raise LogUnavailable(
+            f"the prediction log cannot be written now ({stats.last_error or 'writes are slow'}; {stats.queued} "
+            f"answers wait in memory); nothing was stored: send the feedback again later"
+        )
     ids = [str(item.get("request_id", "")) for item in items]
     # A shadowed request has a challenger row too: check the label against the answer that was served.
     logged = open_sink(PREDICTIONS, location=location).find("request_id", set(ids))
@@ -169,9 +178,14 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
     if problems:
         raise FeedbackError(problems)
     now = dt.datetime.now(dt.UTC)
-    open_sink(FEEDBACK, FEEDBACK_SCHEMA, location).write(
-        [{"request_id": rid, "label": label, "time": now} for rid, label in zip(ids, spelled)]
-    )
+    try:
+        open_sink(FEEDBACK, FEEDBACK_SCHEMA, location).write(
+            [{"request_id": rid, "label": label, "time": now} for rid, label in zip(ids, spelled)]
+        )
+    except OSError as e:  # a part file is written whole or not at all: nothing half-stored to undo
+        raise LogUnavailable(
+            f"the feedback store cannot be written now ({e.strerror or e}); send it again later"
+        ) from e
     return len(items)
 
 

@@ -86,7 +86,7 @@ def monitor_model(
     Returns the verdict: status, reasons, whether a retrain is asked for, the drift tests, feedback quality.
     """
     from tasks.monitoring.drift import compare_windows, tokenizer_vocabulary
-    from tasks.monitoring.prediction_log import read_predictions
+    from tasks.monitoring.prediction_log import read_log_losses, read_predictions
     from tasks.monitoring.report import plot_distributions, report_markdown, write_html_report
     from tasks.registry import register
     from tasks.registry.holdout import load_candidate
@@ -114,6 +114,9 @@ def monitor_model(
             "window_start": start.isoformat(),
             "window_end": end.isoformat(),
             "rows": len(window),
+            # Answers the service could not log in this window (a full disk past its memory bound, a full queue):
+            # the drift tests saw `rows` of rows + log_rows_lost answers.
+            "log_rows_lost": read_log_losses(start, end, model_name, location),
             "experiment": MONITORING_EXPERIMENT,
             "drift": None,
             "reasons": [],
@@ -173,6 +176,7 @@ def monitor_model(
                 "rows_window": float(len(window)),
                 "retrain_requested": float(result["retrain"]),
                 "feedback_rows": float(feedback["rows"]),
+                "log_rows_lost": float(result["log_rows_lost"]),
             }
             metrics |= {f"feedback_{k}": v for k, v in feedback.items() if k != "rows" and v is not None}
             metrics |= drift.metrics() if drift else {}

@@ -64,6 +64,12 @@ def report_markdown(result: dict) -> str:
         f"status **{result['status']}**",
         "",
     ]
+    if result.get("log_rows_lost"):
+        lines += [
+            f"**{result['log_rows_lost']} answers of this window were lost by the prediction log** (a full disk or "
+            f"a failing database past the service's memory bound, or a full queue): /ready shows the service's count",
+            "",
+        ]
     if result["reasons"]:
         lines += [
             "Retrain requested: " + "; ".join(result["reasons"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import time
 
 import pytest
@@ -165,3 +166,119 @@ def test_sql_sink_adds_the_columns_a_newer_schema_has_to_an_older_table(tmp_path
     assert "client_request_id" in names
     rows = sink.read().sort_values("request_id")
     assert len(rows) == 2 and rows["client_request_id"].isna().sum() == 1 and "c-1" in set(rows["client_request_id"])
+
+
+class FullDisk:
+    """pyarrow's file writes fail with ENOSPC while `full` is set, as on a filesystem with no room left."""
+
+    def __init__(self, monkeypatch):
+        import pyarrow.parquet as pq
+
+        self.full = False
+        real = pq.write_table
+
+        def write_table(table, where, *args, **kwargs):
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device", str(where))
+            return real(table, where, *args, **kwargs)
+
+        monkeypatch.setattr(pq, "write_table", write_table)
+
+
+def test_a_full_disk_loses_no_row_uncounted_and_the_held_rows_are_written_when_space_returns(tmp_path, monkeypatch):
+    from tasks.monitoring.prediction_log import read_log_losses
+
+    disk = FullDisk(monkeypatch)
+    disk.full = True
+    logger = PredictionLogger(ParquetSink(tmp_path / "predictions"), max_queue=50, batch_size=10, flush_interval_s=0.01)
+    for i in range(30):
+        logger.log(record(i))
+    assert not logger.flush(5.0)  # answers at once that the write failed; nothing was dropped
+    s = logger.stats()
+    assert (s.status, s.written, s.dropped, s.queued) == ("failing", 0, 0, 30) and s.failed_writes >= 1
+    assert "No space left on device" in s.last_error
+    for i in range(30, 70):  # past the memory bound (50 queued, and a batch of 10 in a retry): the oldest go
+        logger.log(record(i))
+    time.sleep(1.0)  # a retry or two in between
+    s = logger.stats()
+    assert s.logged == 70 and s.written == 0 and s.logged == s.dropped + s.queued  # every row counted
+    assert 20 <= s.dropped <= 20 + 10 and s.losses_unrecorded == s.dropped and s.status == "failing"
+    assert not (tmp_path / "log_losses").exists()  # the loss record waits for the disk too
+
+    disk.full = False
+    assert logger.flush(10.0)
+    lost = s.dropped
+    s = logger.close()
+    assert (s.status, s.logged, s.written, s.dropped, s.queued, s.losses_unrecorded) == (
+        "lost_rows",
+        70,
+        70 - lost,
+        lost,
+        0,
+        0,
+    )
+    kept = ParquetSink(tmp_path / "predictions").read()["request_id"]
+    assert sorted(kept) == sorted(f"r{i}" for i in range(lost, 70)) and kept.is_unique  # the newest, each once
+    assert read_log_losses(location=str(tmp_path)) == read_log_losses(model_name="m", location=str(tmp_path)) == lost
+
+
+def test_a_disk_still_full_at_close_counts_what_it_could_not_write(tmp_path, monkeypatch):
+    disk = FullDisk(monkeypatch)
+    disk.full = True
+    logger = PredictionLogger(ParquetSink(tmp_path / "predictions"), batch_size=10, flush_interval_s=0.01)
+    for i in range(25):
+        logger.log(record(i))
+    s = logger.close(timeout_s=1.0)
+    assert (s.logged, s.written, s.dropped, s.queued, s.losses_unrecorded) == (25, 0, 25, 0, 25)
+
+
+def test_ready_says_degraded_and_feedback_is_refused_while_the_log_cannot_be_written(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from deploy.app import create_app
+
+    disk = FullDisk(monkeypatch)
+    app = create_app(bundle_dir=str(tmp_path))
+    app.state.holder = SimpleNamespace(current=SimpleNamespace(version="3"), last_error=None)
+    sink = ParquetSink(tmp_path / "predictions")
+    sink.write([record(1)])
+    app.state.logger = logger = PredictionLogger(sink, max_queue=5, flush_interval_s=0.01)
+    monkeypatch.setenv("FTFLOW_PREDICTION_LOG", str(tmp_path))
+    client = TestClient(app)
+    assert client.get("/ready").json()["prediction_log"]["status"] == "ok"
+    disk.full = True
+    for i in range(2, 10):
+        logger.log(record(i))
+    refused = client.post("/feedback", json={"request_id": "r1", "label": "rotten"})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "30"
+    assert "cannot be written now" in refused.json()["detail"][0]["msg"]
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["prediction_log"] == {
+        "status": "degraded",
+        "reason": "failing",
+        "rows_lost": 3,
+        "rows_waiting": 5,
+        "failed_writes": ready.json()["prediction_log"]["failed_writes"],
+        "last_error": ready.json()["prediction_log"]["last_error"],
+    }
+    disk.full = False
+    assert client.post("/feedback", json={"request_id": "r1", "label": "rotten"}).json() == {"stored": 1}
+    assert client.get("/ready").json()["prediction_log"]["reason"] == "lost_rows"
+    logger.close()
+
+
+def test_rows_a_full_queue_drops_are_recorded_in_the_database_beside_the_log(tmp_path):
+    from tasks.monitoring.prediction_log import LOSS_SCHEMA, LOSSES, read_log_losses, sink_beside
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    sql = SqlSink(url)
+    logger = PredictionLogger(
+        SlowSink(sql, delay=0.3), max_queue=10, batch_size=10, loss_sink=sink_beside(sql, LOSSES, LOSS_SCHEMA)
+    )
+    for i in range(100):
+        logger.log(record(i))
+    s = logger.close()
+    assert s.dropped > 0 and s.written + s.dropped == 100 and s.losses_unrecorded == 0
+    assert read_log_losses(location=url) == s.dropped and len(sql.read()) == s.written
