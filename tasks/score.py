@@ -170,8 +170,9 @@ def read_input(src: SourceConfig) -> tuple[pd.DataFrame, str]:
     """The rows to score and a one-line description of where they came from; an empty input is refused."""
     try:
         df = read_source(src)
-    except DataSourceError as e:
-        raise ScoreInputError(str(e)) from None
+    except DataSourceError as e:  # the SQL source's advice names config fields; here they are options
+        said = str(e).replace("data.source.connection", "--input").replace("data.source.query", "--query")
+        raise ScoreInputError(said) from None
     origin = describe_source(src)  # lineage names the database, never its password
     if src.kind == "sql":
         origin = f"{origin} {src.query}"
