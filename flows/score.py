@@ -65,7 +65,8 @@ def score(
     """Score every row of a file (CSV/TSV/JSONL/JSON/Parquet, glob or folder) or SQL query into a Parquet file.
 
     model: NAME (its champion), NAME@ALIAS or NAME/VERSION. input: a path, or a SQLAlchemy URL with
-    `query`. output: a .parquet path (the input columns plus prediction, confidence, probabilities,
+    `query`; Prefect stores this parameter as given, so a password goes in a ${ENV} reference (`ftflow
+    score` passes a literal one as a reference itself). output: a .parquet path (the input columns plus prediction, confidence, probabilities,
     truncated, model_version). label_column: score against these labels too (default: `label` when
     present). dask_address: tcp://HOST:PORT of an existing Dask scheduler; default a local cluster
     of `workers` processes (default: one per core).
@@ -73,46 +74,48 @@ def score(
     from tasks.score import finish_scoring, input_source, open_scoring_run, prepare_scoring
 
     log = get_run_logger()
-    tracking.configure()
-    planning = time.perf_counter()
-    plan = prepare_scoring(
-        model, input_source(input, query), text_column, text_pair_column, label_column, batch_size, shard_rows
-    )
-    engine = dask_address or f"local:{workers or os.cpu_count()}"
-    log.info(
-        "scoring %d rows of %s with %s in %d shards on Dask (%s); input read and checked in %.1f s",
-        len(plan.texts),
-        plan.origin,
-        plan.model.label,
-        len(plan.shards),
-        engine,
-        time.perf_counter() - planning,
-    )
-    run_id = open_scoring_run(plan, output, engine, {"prefect_flow_run_id": str(flow_run.get_id() or "")})
-    with tracking.ended_run(run_id):
-        start = time.perf_counter()
-        with dask_runner(dask_address, workers) as runner:
-            futures = [
-                runner.submit(
-                    score_shard,
-                    {
-                        "model": plan.model,
-                        "bundle_dir": plan.bundle_dir,
-                        "texts": [plan.texts[i] for i in rows],
-                        "pairs": [plan.pairs[i] for i in rows] if plan.pairs else None,
-                        "batch_size": plan.batch_size,
-                        "threads": 1 if not dask_address else None,
-                    },
-                )
-                for rows in plan.shards
-            ]
-            shard_answers = [f.result() for f in futures]
-        result = finish_scoring(plan, shard_answers, output, run_id, time.perf_counter() - start)
-    log.info(
-        "wrote %d rows to %s (%.0f texts/s); MLflow run %s in experiment 'scoring'",
-        result["rows"],
-        result["output"],
-        result["texts_per_second"],
-        run_id,
-    )
-    return result
+    # MLflow errors repeat the tracking URI, password included: masked before Prefect records them.
+    with tracking.masked_errors():
+        tracking.configure()
+        planning = time.perf_counter()
+        plan = prepare_scoring(
+            model, input_source(input, query), text_column, text_pair_column, label_column, batch_size, shard_rows
+        )
+        engine = dask_address or f"local:{workers or os.cpu_count()}"
+        log.info(
+            "scoring %d rows of %s with %s in %d shards on Dask (%s); input read and checked in %.1f s",
+            len(plan.texts),
+            plan.origin,
+            plan.model.label,
+            len(plan.shards),
+            engine,
+            time.perf_counter() - planning,
+        )
+        run_id = open_scoring_run(plan, output, engine, {"prefect_flow_run_id": str(flow_run.get_id() or "")})
+        with tracking.ended_run(run_id):
+            start = time.perf_counter()
+            with dask_runner(dask_address, workers) as runner:
+                futures = [
+                    runner.submit(
+                        score_shard,
+                        {
+                            "model": plan.model,
+                            "bundle_dir": plan.bundle_dir,
+                            "texts": [plan.texts[i] for i in rows],
+                            "pairs": [plan.pairs[i] for i in rows] if plan.pairs else None,
+                            "batch_size": plan.batch_size,
+                            "threads": 1 if not dask_address else None,
+                        },
+                    )
+                    for rows in plan.shards
+                ]
+                shard_answers = [f.result() for f in futures]
+            result = finish_scoring(plan, shard_answers, output, run_id, time.perf_counter() - start)
+        log.info(
+            "wrote %d rows to %s (%.0f texts/s); MLflow run %s in experiment 'scoring'",
+            result["rows"],
+            result["output"],
+            result["texts_per_second"],
+            run_id,
+        )
+        return result

@@ -36,6 +36,7 @@ from tasks.kinds import kind_of
 from tasks.labels import LabelSetError, label_sets_of, labels_as_strings
 from tasks.platform import tracking
 from tasks.registry import register
+from tasks.secrets import expand_references, literals_as_references, redact_text
 
 SCORING_EXPERIMENT = "scoring"
 # The export gate's batch size: scoring a labelled test split at it reproduces the gate's metric.
@@ -109,7 +110,7 @@ def resolve_model(ref: str) -> ModelRef:
     if aliases is None:
         known = register.registered_names()
         raise ScoreInputError(
-            f"no registered model '{name}' in the MLflow registry at {tracking.tracking_uri()}; "
+            f"no registered model '{name}' in the MLflow registry at {tracking.shown_tracking_uri()}; "
             f"registered models: {known or 'none'}. Train one with `ftflow run CONFIG`, or set "
             f"MLFLOW_TRACKING_URI to the registry that holds it"
         )
@@ -130,17 +131,37 @@ def resolve_model(ref: str) -> ModelRef:
     return ModelRef(name=name, version=str(mv.version), alias=alias, run_id=mv.run_id or "", source=mv.source)
 
 
+INPUT_REFERENCE_PREFIX = "FTFLOW_SCORE_INPUT"
+
+
+def input_by_reference(input: str) -> tuple[str, dict[str, str]]:
+    """(the input with a URL's literal credentials as `${FTFLOW_SCORE_INPUT_...}` references, their values).
+
+    `ftflow score` exports the values in its own process and passes the references to the flow: Prefect
+    stores a flow run's parameters as given, so a password passed as a value would sit in its database.
+    """
+    if "://" not in input:
+        return input, {}
+    return literals_as_references(input, INPUT_REFERENCE_PREFIX)
+
+
 def input_source(input: str, query: str | None = None, format: str | None = None) -> SourceConfig:
-    """A file source (file, glob or folder) for a path, or a SQL source for a SQLAlchemy URL with a query."""
+    """A file source (file, glob or folder) for a path, or a SQL source for a SQLAlchemy URL with a query.
+
+    A password in the URL goes in a `${ENV}` reference (e.g. postgresql://reader:${DB_PASSWORD}@host/db),
+    expanded only when the rows are read; every message here shows the URL masked.
+    """
+    expand_references(input, "--input")  # an unset variable is refused now, before any model is fetched
+    shown = redact_text(input)
     if query:
         if "://" not in input:
             raise ScoreInputError(
-                f"--query needs a SQLAlchemy connection URL as the input (e.g. sqlite:///data.db), not {input!r}"
+                f"--query needs a SQLAlchemy connection URL as the input (e.g. sqlite:///data.db), not {shown!r}"
             )
         return SourceConfig(kind="sql", connection=input, query=query)
     if "://" in input:
         raise ScoreInputError(
-            f"input {input!r} looks like a database URL: give the rows to score with --query 'SELECT ...'"
+            f"input {shown!r} looks like a database URL: give the rows to score with --query 'SELECT ...'"
         )
     return SourceConfig(kind="file", path=input, format=format)
 
@@ -149,14 +170,12 @@ def read_input(src: SourceConfig) -> tuple[pd.DataFrame, str]:
     """The rows to score and a one-line description of where they came from; an empty input is refused."""
     try:
         df = read_source(src)
-    except DataSourceError as e:
-        raise ScoreInputError(str(e)) from None
-    origin = describe_source(src)
-    if src.kind == "sql":  # lineage names the database and the query, never its password
-        from sqlalchemy.engine import make_url
-
-        assert src.connection is not None, "SourceConfig refuses a sql source without a connection"
-        origin = f"sql:{make_url(src.connection).render_as_string(hide_password=True)} {src.query}"
+    except DataSourceError as e:  # the SQL source's advice names config fields; here they are options
+        said = str(e).replace("data.source.connection", "--input").replace("data.source.query", "--query")
+        raise ScoreInputError(said) from None
+    origin = describe_source(src)  # lineage names the database, never its password
+    if src.kind == "sql":
+        origin = f"{origin} {src.query}"
     if df.empty:
         raise ScoreInputError(f"the input {origin} holds no rows; nothing to score")
     return df.reset_index(drop=True), origin

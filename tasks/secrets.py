@@ -133,6 +133,36 @@ def warn_literal_credentials(field: str, url: str) -> None:
         )
 
 
+def literals_as_references(url: str, prefix: str) -> tuple[str, dict[str, str]]:
+    """(`url` with each literal credential replaced by a `${PREFIX_...}` reference, {name: value} to export).
+
+    For a URL that must pass through a store that keeps what it is given, such as a Prefect flow-run
+    parameter: the process exports the values, the store keeps only the references, and
+    `expand_references` gives back `url` character for character (the password as `password_end` reads it,
+    so one SQLAlchemy accepts unencoded, such as 'pa/ss' or 'a?b', moves whole).
+    """
+    exported: dict[str, str] = {}
+
+    def reference(kind: str, value: str) -> str:
+        name = re.sub(r"[^A-Z0-9]+", "_", f"{prefix}_{kind}".upper()).strip("_")
+        while name in exported:  # the same query key twice: each value keeps its own variable
+            name += "_"
+        exported[name] = value
+        return f"${{{name}}}"
+
+    user = _USER.match(url)
+    end = password_end(url, user.end()) if user else None
+    if user and end is not None and _is_literal(url[user.end() : end]):
+        url = url[: user.end()] + reference("password", url[user.end() : end]) + url[end:]
+
+    def query_reference(m: re.Match) -> str:
+        if SECRET_PARAM.match(m["key"]) and _is_literal(m["value"]):
+            return f"{m['sep']}{m['key']}={reference(m['key'], m['value'])}"
+        return m.group(0)
+
+    return _QUERY_PAIR.sub(query_reference, url), exported
+
+
 def expand_references(value: str, field: str) -> tuple[str, tuple[str, ...]]:
     """(value with each `${NAME}` replaced by the environment's value, the values substituted).
 

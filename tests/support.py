@@ -152,10 +152,9 @@ def export_classifier_bundle(folder: Path) -> Path:
 
 
 def _export_minilm(folder: Path, auto_class, task: str, labels: list[str]) -> Path:
-    import json
-
     from transformers import AutoTokenizer
 
+    from tasks.bundle import ModelMeta, write_meta
     from tasks.modelling.encode import resolve_model_path
     from tasks.modelling.export import export_onnx
 
@@ -164,7 +163,15 @@ def _export_minilm(folder: Path, auto_class, task: str, labels: list[str]) -> Pa
     tok = AutoTokenizer.from_pretrained(base)
     export_onnx(model, tok, folder / "model.onnx", 17)
     tok.save_pretrained(str(folder))
-    (folder / "finetune_flow.json").write_text(
-        json.dumps({"task": task, "labels": labels, "max_length": 32, "serving_file": "model.onnx"})
+    # Through the typed record, so the bundle stays one the service reads when the record gains a field.
+    meta = ModelMeta(
+        task=task,
+        labels=labels,
+        max_length=32,
+        base_model="minilm",
+        config_digest="untrained-test-head",
+        data_digest="untrained-test-head",
+        serving_file="model.onnx",
     )
+    write_meta(folder, meta)
     return folder

@@ -7,14 +7,20 @@ from flows.ops.command_env import prepare_command_env, print_refusal
 
 def cmd_score(args) -> int:
     prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
-    from flows.score import score
+    import os
 
+    from flows.score import score
+    from tasks.score import input_by_reference
+
+    # The flow run's parameters keep references; the password stays in this process's environment.
+    input, exported = input_by_reference(args.input)
+    os.environ.update(exported)
     try:
         # Options left out take the flow's defaults, so the two cannot drift apart.
         given = {k: getattr(args, k) for k in ("batch_size", "shard_rows") if getattr(args, k) is not None}
         r = score(
             model=args.model,
-            input=args.input,
+            input=input,
             output=args.output,
             query=args.query,
             text_column=args.text_column,
@@ -50,7 +56,8 @@ def add_score_command(sub) -> None:
         required=True,
         metavar="PATH|URL",
         help="CSV, TSV, JSONL, JSON or Parquet file, a glob or a folder of them; or a SQLAlchemy URL "
-        "(sqlite:///d.db, postgresql://...) with --query",
+        "(sqlite:///d.db, postgresql://reader:${DB_PASSWORD}@host/db) with --query. A password may be a "
+        "${ENV} reference; a literal one is passed to the flow as a reference too, and shown masked",
     )
     sp.add_argument(
         "--query", default=None, metavar="SQL", help="SQL query giving the rows to score (with a URL --input)"

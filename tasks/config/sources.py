@@ -45,7 +45,7 @@ class SourceConfig(Section):
     log_location: str | None = Field(
         None,
         description="feedback: the prediction log (folder or SQLAlchemy URL); FTFLOW_PREDICTION_LOG or "
-        "<mlruns>/ when empty",
+        "<mlruns>/ when empty; put a password in a ${ENV_NAME} reference, e.g. postgresql://reader:${LOG_PASSWORD}@host/db",
     )
 
     @field_validator("sha256")
@@ -55,7 +55,7 @@ class SourceConfig(Section):
             raise ValueError("must be 64 hex digits, as `sha256sum FILE` prints")
         return v.lower() if v else v
 
-    @field_validator("url", "connection")
+    @field_validator("url", "connection", "log_location")
     @classmethod
     def _warn_literal_credentials(cls, v: str | None, info) -> str | None:
         if v:
@@ -64,7 +64,7 @@ class SourceConfig(Section):
 
     # Every written copy of the config (config.yaml, params, train_spec.json, Prefect parameters)
     # is a dump: literal credentials are masked there; ${ENV} references stay as written.
-    @field_serializer("url", "connection")
+    @field_serializer("url", "connection", "log_location")
     def _mask_credentials(self, v: str | None) -> str | None:
         return redact_url(v) if v else v
 

@@ -322,6 +322,22 @@ def _read_sql(src: SourceConfig) -> pd.DataFrame:
         ) from None
 
 
+def _read_feedback(src: SourceConfig) -> pd.DataFrame:
+    from tasks.monitoring.feedback import feedback_rows
+
+    location, secrets = (
+        expand_references(src.log_location, "data.source.log_location") if src.log_location else (None, ())
+    )
+    try:
+        return feedback_rows(src.model_name, location)
+    except Exception as e:  # a database driver's message may repeat the URL, or a password from ${ENV}
+        said = str(e).splitlines()[0] if str(e) else ""
+        raise DataSourceError(
+            f"feedback source {describe_source(src)} failed: {type(e).__name__}: {redact_text(said, secrets)}; "
+            "check data.source.log_location and that the log is reachable"
+        ) from None
+
+
 def read_source(src: SourceConfig) -> pd.DataFrame:
     """Read the configured source into one frame (with a `split` column where the source has splits)."""
     if src.kind == "package":
@@ -353,9 +369,7 @@ def read_source(src: SourceConfig) -> pd.DataFrame:
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
     if src.kind == "feedback":
-        from tasks.monitoring.feedback import feedback_rows
-
-        return feedback_rows(src.model_name, src.log_location)
+        return _read_feedback(src)
     return {"disk": _read_disk, "hub": _read_hub, "url": _read_url, "sql": _read_sql}[src.kind](src)
 
 

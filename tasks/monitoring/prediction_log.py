@@ -262,10 +262,11 @@ class SqlSink:
             self.table.metadata.create_all(self.engine)
             self._add_missing_columns()
         except sa.exc.SQLAlchemyError as e:
-            from tasks.secrets import redact_text
+            from tasks.secrets import redact_text, redact_url
 
+            # redact_url, not SQLAlchemy's hide_password: that leaves a `?password=` query value as written.
             raise ValueError(
-                f"prediction log {self.engine.url.render_as_string(hide_password=True)!r}: cannot create table "
+                f"prediction log {redact_url(url)!r}: cannot create table "
                 f"'{table}': {redact_text(str(e).splitlines()[0])}; check {LOG_ENV} and that the database is "
                 f"reachable and writable"
             ) from None
@@ -290,7 +291,9 @@ class SqlSink:
         logging.getLogger(__name__).info("prediction log table %s: added column(s) %s", self.table.name, added)
 
     def __repr__(self) -> str:
-        return f"SqlSink({self.engine.url.render_as_string(hide_password=True)}, {self.table.name})"
+        from tasks.secrets import redact_url
+
+        return f"SqlSink({redact_url(self.url)}, {self.table.name})"
 
     def write(self, rows: list[dict]) -> None:
         if not rows:

@@ -52,6 +52,28 @@ def redact_tracking(text: str) -> str:
     return redact_text(text, tuple(v for v in values if v))
 
 
+class TrackingError(ValueError):
+    """The MLflow tracking store or registry failed; the message names it masked and says what to check."""
+
+
+@contextmanager
+def masked_errors():
+    """Re-raise an MLflow failure with the tracking URI's credentials masked.
+
+    MLflow's own messages hold the request URL, password included ("Invalid url: http://ops:pw@host/api/...");
+    a flow's state message, its logged traceback and the CLI's error line are all built from the exception.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        raise TrackingError(
+            f"the MLflow tracking store at {shown_tracking_uri()} failed: {redact_tracking(str(e))}; check "
+            "MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_USERNAME / _PASSWORD) and that the server is reachable"
+        ) from None
+
+
 def configure() -> str:
     """Point MLflow at the configured store (created first when it is a new SQLite file); return the URI."""
     import mlflow

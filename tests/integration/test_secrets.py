@@ -6,6 +6,8 @@ import functools
 import hashlib
 import http.server
 import os
+import re
+import socket
 import sqlite3
 import threading
 import warnings
@@ -21,6 +23,14 @@ from tests.support import ROOT, small_config
 TOKEN = "CANARYtok3n9d1e"
 PASSWORD = "CANARYpassw0rd7c2"
 REF_TOKEN = "CANARYrefval5b8a"
+# The sinks issue 20 added: the feedback source's log_location, `ftflow score --input`, the tracking URI.
+LOG_PASSWORD = "CANARYlogpw4e7"
+LOG_REF = "CANARYlogref2b9"
+SCORE_PASSWORD = "CANARYscorepw8d3"
+# Passwords SQLAlchemy (and, with '@', urllib) reads back unencoded; each piece before an odd character is a needle.
+ODD_LOG_PASSWORD = "CANARYlog/lo#g? 7e1"
+ODD_INPUT_PASSWORD = "CANARYin/p#u? t3a"
+ODD_TRACKING_PASSWORD = "CANARYtr@ck 5d"
 
 
 # --- redaction and references --------------------------------------------------------------------
@@ -99,6 +109,37 @@ def test_every_printable_password_a_parser_reads_back_is_masked(password):
         redact_text(f"could not open '{url}' (timeout)\nretrying {url}")
         == f"could not open '{masked}' (timeout)\nretrying {masked}"
     )
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(password=PRINTABLE)
+def test_literal_credentials_become_references_that_expand_back_exactly(password):
+    """What `ftflow score` hands Prefect for its --input: references only; expanded, the URL the user gave."""
+    from unittest import mock
+    from urllib.parse import urlsplit
+
+    from sqlalchemy.engine import make_url
+
+    from tasks.secrets import MASK, REFERENCE, expand_references, literals_as_references, url_password
+
+    url = f"postgresql://reader:{password}@db.example:5432/x?sslmode=require&api_key=k3y"
+
+    def reads(parse) -> bool:
+        try:
+            return parse(url) == password
+        except ValueError:
+            return False
+
+    assume("://" not in password and not REFERENCE.search(password) and password != MASK)  # *** is shown masked
+    assume(reads(lambda u: make_url(u).password) or reads(lambda u: urlsplit(u).password))
+    given_to_flow, exported = literals_as_references(url, "FTFLOW_T_INPUT")
+    assert exported == {"FTFLOW_T_INPUT_PASSWORD": password, "FTFLOW_T_INPUT_API_KEY": "k3y"}
+    assert given_to_flow == (
+        "postgresql://reader:${FTFLOW_T_INPUT_PASSWORD}@db.example:5432/x?sslmode=require&api_key=${FTFLOW_T_INPUT_API_KEY}"
+    )
+    assert url_password(given_to_flow) == "${FTFLOW_T_INPUT_PASSWORD}"
+    with mock.patch.dict(os.environ, exported):
+        assert expand_references(given_to_flow, "--input") == (url, (password, "k3y"))
 
 
 @pytest.mark.parametrize("password", ["CANARYpassw0rd7c2", "CANARY/pa?ss 7c2"])
@@ -294,7 +335,77 @@ def _files_holding(roots: list[Path], needles: list[bytes]) -> list[str]:
     return hits
 
 
-def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_server, tmp_path, monkeypatch):
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: a connection there is refused
+
+
+def _feedback_sources(tmp_path: Path, folder: Path, monkeypatch) -> list[str]:
+    """Validate a feedback source whose log_location holds a literal password and a ${ENV} one, then one whose
+    PostgreSQL URL holds a password with / # ? and a space and cannot connect; the error texts it gave."""
+    from flows.training import validate_only
+    from tasks.monitoring.feedback import record_feedback
+    from tasks.monitoring.prediction_log import open_sink, prediction_record
+
+    monkeypatch.setenv("FTFLOW_TEST_LOG_REF", LOG_REF)
+    log_db = f"sqlite:///file:{folder / 'log.db'}?uri=true"
+    reviews = pd.read_csv(folder / "reviews.csv").sample(120, random_state=0)
+    answer = {"label": "positive", "score": 0.6, "scores": {"negative": 0.4, "positive": 0.6}}
+    logged = [prediction_record(answer, text, "test-secrets", "1", 1.0, keep_text=True) for text in reviews["text"]]
+    open_sink(location=log_db).write(logged)
+    record_feedback(
+        [{"request_id": r["request_id"], "label": y} for r, y in zip(logged, reviews["label"])], None, log_db
+    )
+
+    log_url = f"{log_db}&password={LOG_PASSWORD}&token=${{FTFLOW_TEST_LOG_REF}}"
+    fed = validate_only(
+        config=small_config(tmp_path, "data.source.kind=feedback", f"data.source.log_location={log_url}")
+    )
+    assert fed["rows"]["train"] > 0
+    odd_url = f"postgresql+psycopg://reader:{ODD_LOG_PASSWORD}@127.0.0.1:{_closed_port()}/predictions"
+    cfg = small_config(tmp_path, "data.source.kind=feedback", f"data.source.log_location={odd_url}")
+    assert cfg.data.source.log_location == odd_url  # the override kept every odd character
+    with pytest.raises(
+        ValueError, match=re.escape("feedback source feedback:*@postgresql+psycopg://reader:***@")
+    ) as err:
+        validate_only(config=cfg)
+    return [str(err.value)]
+
+
+def _score_commands(registered: dict, db: Path, tmp_path: Path, monkeypatch, capfd) -> list[str]:
+    """`ftflow score` in this process: a SQL input with a literal password; one with / # ? and a space that
+    cannot connect; a tracking URI whose password holds '@' and a space, on a closed port. What it printed."""
+    from flows.ops.cli import main
+
+    for name, value in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+        monkeypatch.setenv(name, value)  # what the command sets, put back after the test
+    for suffix in ("PASSWORD", "PASSWORD_"):
+        monkeypatch.delenv(f"FTFLOW_SCORE_INPUT_{suffix}", raising=False)
+    model = f"{registered['name']}/{registered['version']}"
+    out = str(tmp_path / "scored.parquet")
+    query = ["--query", "SELECT text, label FROM reviews LIMIT 40", "--output", out, "--workers", "1"]
+    sql_input = f"sqlite:///file:{db}?uri=true&mode=ro&password={SCORE_PASSWORD}"
+    capfd.readouterr()
+    assert main(["score", model, "--input", sql_input, *query]) == 0
+    assert len(pd.read_parquet(out)) == 40
+    odd_input = f"postgresql+psycopg://reader:{ODD_INPUT_PASSWORD}@127.0.0.1:{_closed_port()}/x"
+    assert main(["score", model, "--input", odd_input, *query]) == 1
+    refused = capfd.readouterr()
+    # The flow was given a reference in place of the password, and names it so.
+    shown = "error: SQL source sql:postgresql+psycopg://reader:${FTFLOW_SCORE_INPUT_PASSWORD}@127.0.0.1"
+    assert shown in refused.err and "check --input" in refused.err, refused.err[-3000:]
+    with monkeypatch.context() as m:
+        m.setenv("MLFLOW_TRACKING_URI", f"http://ops:{ODD_TRACKING_PASSWORD}@127.0.0.1:{_closed_port()}")
+        m.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        m.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+        assert main(["score", model, "--input", sql_input, *query]) == 1
+    tracking_failed = capfd.readouterr()
+    assert "the MLflow tracking store at http://ops:***@127.0.0.1" in tracking_failed.err, tracking_failed.err[-3000:]
+    return [refused.out, refused.err, tracking_failed.out, tracking_failed.err]
+
+
+def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_server, tmp_path, monkeypatch, capfd):
     from prefect.logging.handlers import APILogHandler
     from prefect.settings import PREFECT_HOME, PREFECT_SERVER_DATABASE_CONNECTION_URL
 
@@ -328,6 +439,8 @@ def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_
     )
     validated = validate_only(config=cfg_sql)
     assert validated["rows"]["train"] > 0
+    said = _feedback_sources(tmp_path, folder, monkeypatch)
+    said += _score_commands(result["registered"], db, tmp_path, monkeypatch, capfd)
     APILogHandler().flush()  # the Prefect logs are in its database before it is searched
 
     prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
@@ -338,8 +451,17 @@ def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_
         Path(PREFECT_HOME.value()),
         Path(os.environ["FTFLOW_CACHE"]),
     ]
-    needles = [TOKEN.encode(), PASSWORD.encode(), REF_TOKEN.encode()]
+    secrets = [TOKEN, PASSWORD, REF_TOKEN, LOG_PASSWORD, LOG_REF, SCORE_PASSWORD]
+    odd = [ODD_LOG_PASSWORD, ODD_INPUT_PASSWORD, ODD_TRACKING_PASSWORD]
+    needles = [v.encode() for v in secrets + odd + [re.split(r"[/#? @]", v)[0] for v in odd]]
     assert sum(1 for p in places for f in p.rglob("*") if f.is_file()) > 50  # the search saw real stores
     assert _files_holding(places, needles) == []
+    assert [n.decode() for n in needles for text in said if n.decode() in text] == [], said
     # The search can see them: the parameters and the config are there, masked.
     assert _files_holding([prefect_db], [b"token=***"]) and _files_holding([tmp_path / "runs"], [b"password=***"])
+    # ... and the new sinks: the log_location (config.yaml, Prefect), the score run's parameters and lineage.
+    assert _files_holding([tmp_path / "runs"], [b"reader:***@127.0.0.1"]) and _files_holding(
+        [prefect_db], [b"reader:***@127.0.0.1"]
+    )
+    assert len(_files_holding([prefect_db], [b"token=${FTFLOW_TEST_LOG_REF}", b"${FTFLOW_SCORE_INPUT_PASSWORD}"])) >= 2
+    assert _files_holding([tmp_path / "runs"], [b"&password=***&token=${FTFLOW_TEST_LOG_REF}"])

@@ -39,7 +39,8 @@ def ner_bundle(tmp_path_factory) -> Path:
 def _check_answer(response) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:500])
     if 400 <= response.status_code < 500:
-        assert response.headers["content-type"] == ["application/json"], response.text[:500]
+        # schemathesis's response lists a header's values; httpx's joins them
+        assert response.headers["content-type"] in ("application/json", ["application/json"]), response.text[:500]
         body = response.json()
         assert body["message"] and body["detail"], body
         for item in body["detail"]:
@@ -313,3 +314,114 @@ def test_a_serving_file_outside_its_bundle_is_refused_at_start(ner_bundle, tmp_p
         pytest.fail(f"the service started and served the file outside its bundle: {str(e.stderr)[-1000:]}")
     assert out.returncode != 0
     assert "points outside the bundle" in out.stderr and "serving_file" in out.stderr, out.stderr[-3000:]
+
+
+# --- /feedback's label, fuzzed: every spelling a client can send, for each kind of logged answer ----------
+
+FEEDBACK_FUZZ_REQUESTS = 300  # per run; two runs (without and with a token)
+LOGGED = {  # a request id per kind of answer a correction can be for
+    "value-1": {"value": 0.5},
+    "class-1": {"label": "pos", "score": 0.9, "scores": {"neg": 0.1, "pos": 0.9}},
+    "labels-1": {"labels": ["sports"], "scores": {"news": 0.2, "sports": 0.7, "tech": 0.4}},
+    "entities-1": {"entities": [{"entity": "LOC", "word": "Paris", "start": 0, "end": 5, "score": 0.9}]},
+}
+# Numbers at the edges, as a client writes them in JSON: some no float can hold, some Python's json reads anyway.
+EDGE_NUMBERS = [
+    "Infinity", "-Infinity", "NaN", "1e400", "-1e400", "1e-400", "-0.0", "0", "-0", "1.7976931348623157e308",
+    str(2**63), str(-(2**64)), "9" * 400, "-" + "9" * 4300, "0." + "0" * 500 + "1", "true", "false", "null",
+]  # fmt: skip
+NUMBER_WORDS = ["inf", "-inf", "nan", "NaN", "1e400", " 1 ", "-0.0", "0x10", "1_000", "٣", "１", "[]", '["pos"]', "["]
+
+
+def _json_strings():
+    """JSON string literals: any Unicode (lone surrogates escaped as \\udXXX), number words, huge texts."""
+    return st.one_of(
+        st.text(st.characters(codec=None), max_size=30).map(json.dumps),
+        st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3).map(json.dumps),
+        st.sampled_from(NUMBER_WORDS).map(json.dumps),
+        st.sampled_from(["pos", "neg", "news", "sports", "tech", " pos ", "POS"]).map(json.dumps),
+        st.tuples(st.sampled_from(["x", "\ufb03", "\u200b", "\U0001f600", "\\"]), st.integers(1_000, 300_000)).map(
+            lambda t: json.dumps(t[0] * t[1])
+        ),
+    )
+
+
+def _json_labels():
+    """A label as raw JSON text: a number at an edge, a string, a list (of names, of anything, nested), an object."""
+    leaf = st.one_of(st.sampled_from(EDGE_NUMBERS), _json_strings(), st.integers().map(str), st.floats().map(repr))
+    lists = st.recursive(
+        leaf, lambda inner: st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"), max_leaves=8
+    )
+    return st.one_of(
+        leaf,
+        lists,
+        st.just("[]"),
+        st.lists(st.sampled_from(['"news"', '"sports"', '"tech"', '"unknown"']), max_size=5).map(
+            lambda names: "[" + ", ".join(names) + "]"
+        ),
+        st.integers(1_001, 3_000).map(lambda n: "[" + ", ".join(['"news"'] * n) + "]"),  # past the list cap
+        st.sampled_from(["{}", '{"label": "pos"}', '[{"a": 1}]', "[null, true, 1.5]"]),
+    )
+
+
+@st.composite
+def _feedback_bodies(draw) -> bytes:
+    """One correction or a batch of them, for logged ids of every kind, unknown ids and ids no rule allows."""
+    ids = st.one_of(st.sampled_from(list(LOGGED)).map(json.dumps), st.sampled_from(['"unknown-9"', '"../x"', "7"]))
+    if draw(st.booleans()):
+        return f'{{"request_id": {draw(ids)}, "label": {draw(_json_labels())}}}'.encode()
+    items = draw(st.lists(st.tuples(ids, _json_labels()), min_size=0, max_size=4))
+    return ('{"items": [' + ", ".join(f'{{"request_id": {i}, "label": {y}}}' for i, y in items) + "]}").encode()
+
+
+def _fuzz_feedback(url: str, token: str | None) -> dict:
+    seen: dict = {"requests": 0, "5xx": 0, "by_status": {}}
+
+    @settings(
+        max_examples=FEEDBACK_FUZZ_REQUESTS,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(body=_feedback_bodies(), send_token=st.sampled_from([True, True, True, False]))
+    def fuzz(body, send_token):
+        headers = {"Content-Type": "application/json"}
+        if token and send_token:
+            headers["Authorization"] = f"Bearer {token}"
+        response = httpx.post(f"{url}/feedback", content=body, headers=headers, timeout=60)
+        seen["requests"] += 1
+        seen["5xx"] += response.status_code >= 500
+        seen["by_status"][response.status_code] = seen["by_status"].get(response.status_code, 0) + 1
+        assert response.status_code < 500, (response.status_code, body[:300], response.text[:500])
+        if response.status_code == 200:
+            assert response.json()["stored"] >= 1
+            return
+        _check_answer(response)
+        if response.status_code == 422:  # a huge label is cut, never echoed: the answer stays small
+            assert len(response.content) < 8_000, (body[:300], len(response.content))
+
+    fuzz()
+    return seen
+
+
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["no-token", "token"])
+def test_fuzzed_feedback_labels_get_no_5xx(ner_bundle, tmp_path, monkeypatch, token):
+    """Labels at every edge (inf, nan, 1e400, huge integers, -0.0, huge and unpaired-surrogate strings, nested,
+    empty and non-string lists) for a value, a class, a label set and entities: refused with a 422 or stored."""
+    from deploy.service import create_app
+    from tasks.monitoring.prediction_log import ParquetSink, prediction_record
+
+    monkeypatch.setenv("FTFLOW_PREDICTION_LOG", str(tmp_path))
+    ParquetSink(tmp_path / "predictions").write(
+        [prediction_record(answer, f"text {rid}", "m", "1", 1.0, request_id=rid) for rid, answer in LOGGED.items()]
+    )
+    app = create_app(bundle_dir=str(ner_bundle), api_token=token, max_body_bytes=BODY_CAP)
+    with running(app) as url:
+        seen = _fuzz_feedback(url, token)
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    print(f"feedback fuzz ({'token' if token else 'no token'}): {seen}")
+    assert seen["requests"] >= FEEDBACK_FUZZ_REQUESTS and seen["5xx"] == 0
+    assert seen["by_status"].get(200) and seen["by_status"].get(422)  # stored and refused, both reached
+    if token:
+        assert seen["by_status"].get(401)
