@@ -97,10 +97,14 @@ def test_up_refuses_cors_for_every_origin_before_starting_anything():
     import subprocess
     import sys
 
+    from flows.ops.stack import CREDENTIAL_VARS
+
+    # The session's `up` fixture exports half the credentials for its clients; this refusal is about CORS alone.
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
     proc = subprocess.run(
         [sys.executable, "-m", "flows.ops.cli", "up", "--prefect-port", "0", "--mlflow-port", "0"],
         cwd=ss.ROOT,
-        env=dict(os.environ, PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="*"),
+        env=dict(env, PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="*"),
         capture_output=True,
         text=True,
         timeout=60,
