@@ -143,7 +143,7 @@ def prediction_record(
         prediction, confidence = None, None
     entities = answer.get("entities")
     return {
-        "request_id": request_id or new_request_id(),
+        "request_id": request_id or new_request_id(when),  # the id carries the day its row is filed under
         "client_request_id": client_request_id,
         "time": when or dt.datetime.now(dt.UTC),
         "model_name": model_name,
