@@ -92,12 +92,24 @@ def decision_card(record: dict | None) -> str:
     if record is None:
         return ""
     v, t = record["validation"], record["test"]
+    per_label = record.get("thresholds") is not None
+    if per_label:  # multi-label: a scale, a bias and a threshold per label
+        how = (
+            f"- Platt scaling per label (a scale and a bias, the log-loss minimum on {v['rows']} validation rows): "
+            "served probabilities are sigmoid(scale x logit + bias), each label decided on its own"
+            if record["calibration"] == "temperature"
+            else "- No calibration (decision.calibration: none): served probabilities are the plain sigmoid"
+        )
+    elif record["calibration"] == "temperature":
+        how = (
+            f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
+            f"probabilities are softmax(logits / {record['temperature']:.4f})"
+        )
+    else:
+        how = "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax"
     lines = [
         "## Calibration and decision",
-        f"- Temperature {record['temperature']:.4f} (the NLL minimum on {v['rows']} validation rows): served "
-        f"probabilities are softmax(logits / {record['temperature']:.4f})"
-        if record["calibration"] == "temperature"
-        else "- Temperature 1 (decision.calibration: none): served probabilities are the plain softmax",
+        how,
         f"- Expected calibration error (15 bins), before / after: validation {v['ece_before']:.4f} / "
         f"{v['ece_after']:.4f}; test {t['ece_before']:.4f} / {t['ece_after']:.4f}"
         + (
@@ -107,6 +119,12 @@ def decision_card(record: dict | None) -> str:
         ),
         f"- Threshold: {describe_rule(record)}",
     ]
+    if per_label:
+        lines += ["", "| label | threshold | validation precision | recall | F1 |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {p['label']} | {thr:.4g} | {p['precision']:.4f} | {p['recall']:.4f} | {p['f1']:.4f} |"
+            for p, thr in zip(record["per_label"], record["thresholds"])
+        ]
     if record["threshold"] is not None:
         lines.append(
             f"  - '{record['positive_label']}' is answered when its probability is >= "

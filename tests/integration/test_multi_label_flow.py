@@ -77,6 +77,8 @@ def test_the_run_writes_multi_label_evidence_and_per_label_decisions(trained):
     assert "mistakes" in worst.columns and worst["mistakes"].str.contains("missed|added").all()
     exported = json.loads((run / "onnx" / "export_report.json").read_text())
     assert exported["parity"]["passed"] and exported["int8"]["metric"] == "f1_micro"
+    card = (run / "model" / "README.md").read_text()
+    assert "Platt scaling per label" in card and "| person |" in card and "for **multi_label**" in card
 
 
 def test_score_and_the_service_answer_label_sets_that_agree_with_the_export_gate(trained, tmp_path):
