@@ -18,6 +18,15 @@ from tasks.labels import entity_types, label_keys
 _REPORT_AVERAGES = {"micro avg", "macro avg", "weighted avg"}
 
 
+def per_class(names: list[str], precision, recall, f1, support) -> dict:
+    """`precision_<label>`, `recall_<label>`, `f1_<label>`, `support_<label>` for each label, in id order."""
+    out: dict = {}
+    for i, key in enumerate(label_keys(names)):
+        out |= {f"precision_{key}": precision[i], f"recall_{key}": recall[i], f"f1_{key}": f1[i]}
+        out[f"support_{key}"] = support[i]
+    return out
+
+
 class ClassificationMetrics(evaluate.Metric):
     """Accuracy, macro and per-class precision/recall/F1/support, MCC; `f1` is class-1 F1 when binary."""
 
@@ -52,12 +61,7 @@ class ClassificationMetrics(evaluate.Metric):
             "mcc": matthews_corrcoef(refs, preds),
         }
         result["f1"] = f[1] if num_labels == 2 else result["f1_macro"]
-        for i, key in enumerate(label_keys(names)):
-            result[f"precision_{key}"] = p[i]
-            result[f"recall_{key}"] = r[i]
-            result[f"f1_{key}"] = f[i]
-            result[f"support_{key}"] = support[i]
-        return {k: float(v) for k, v in result.items()}
+        return {k: float(v) for k, v in (result | per_class(names, p, r, f, support)).items()}
 
 
 class RegressionMetrics(evaluate.Metric):
@@ -173,12 +177,7 @@ class MultiLabelMetrics(evaluate.Metric):
                 )
                 result.update({f"precision_{average}": p, f"recall_{average}": r, f"f1_{average}": f})
             p, r, f, support = precision_recall_fscore_support(refs, preds, average=None, zero_division=0)
-        for i, key in enumerate(label_keys(names)):
-            result[f"precision_{key}"] = p[i]
-            result[f"recall_{key}"] = r[i]
-            result[f"f1_{key}"] = f[i]
-            result[f"support_{key}"] = support[i]
-        return {k: float(v) for k, v in result.items()}
+        return {k: float(v) for k, v in (result | per_class(names, p, r, f, support)).items()}
 
 
 def build_metric(task: str | TaskKind) -> evaluate.Metric:
