@@ -63,12 +63,18 @@ def get_settings(request: Request) -> Settings:
 async def require_token(
     settings: Annotated[Settings, Depends(get_settings)],
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """401 unless the bearer token matches FTFLOW_API_TOKEN (no check when the service has none)."""
+) -> str | None:
+    """The client the bearer token names (FTFLOW_API_TOKEN's holder or a FTFLOW_API_TOKENS client); 401 unless
+    it matches one; None when the service takes no token."""
     # async on purpose: a plain def dependency costs every request one more thread-pool hop.
-    if settings.api_token is None:
-        return
-    if creds is None or not secrets.compare_digest(creds.credentials.encode(), settings.api_token.encode()):
+    if not settings.guarded:
+        return None
+    sent = creds.credentials.encode() if creds is not None else b""
+    client = None
+    for name, token in settings.tokens():  # every token compared, in constant time: no early exit to time
+        if secrets.compare_digest(sent, token.encode()):
+            client = name
+    if client is None:
         raise ServiceError(
             401,
             ["header", "authorization"],
@@ -76,6 +82,7 @@ async def require_token(
             "unauthorized",
             {"WWW-Authenticate": "Bearer"},
         )
+    return client
 
 
 def served_model(request: Request) -> Served:
@@ -106,7 +113,7 @@ def decision_fields(record: dict | None) -> dict:
     return fields
 
 
-async def predict_request(request: Request, _: Annotated[None, Depends(require_token)]) -> PredictRequestRules:
+async def predict_request(request: Request, _: Annotated[str | None, Depends(require_token)]) -> PredictRequestRules:
     """The /predict body, read under the body cap only after the token passed, then validated."""
     body = await request.body()
     model = request.app.state.request_model
@@ -115,7 +122,7 @@ async def predict_request(request: Request, _: Annotated[None, Depends(require_t
     return parse_request(model, body)
 
 
-async def feedback_request(request: Request, _: Annotated[None, Depends(require_token)]) -> FeedbackRequest:
+async def feedback_request(request: Request, _: Annotated[str | None, Depends(require_token)]) -> FeedbackRequest:
     """The /feedback body, read under the body cap only after the token passed, then validated."""
     return parse_request(FeedbackRequest, await request.body())
 
@@ -222,6 +229,7 @@ def predict(
     body: Annotated[PredictRequestRules, Depends(predict_request)],
     served: Annotated[Served, Depends(served_model)],
     settings: Annotated[Settings, Depends(get_settings)],
+    client: Annotated[str | None, Depends(require_token)],
 ) -> JSONResponse:
     # A plain `def`: FastAPI runs it in its thread pool; ONNX Runtime releases the GIL meanwhile.
     state = request.app.state
@@ -266,9 +274,10 @@ def predict(
             role,
             latency_ms,
             client_id,
+            client,
         )
     if state.shadow is not None and role == "champion":
-        state.shadow.submit(ShadowJob(ids, texts, pairs, served.version, client_id))
+        state.shadow.submit(ShadowJob(ids, texts, pairs, served.version, client_id, client))
     for item_id, answer in zip(ids, predictions):
         answer["request_id"] = item_id
     return JSONResponse(
@@ -296,12 +305,16 @@ def predict(
         }
     },
 )
-def feedback(request: Request, body: Annotated[FeedbackRequest, Depends(feedback_request)]) -> dict:
+def feedback(
+    request: Request,
+    body: Annotated[FeedbackRequest, Depends(feedback_request)],
+    client: Annotated[str | None, Depends(require_token)],
+) -> dict:
     # A plain `def`: storing reads the log (the writer is flushed first so a fresh answer is found).
     from tasks.monitoring.feedback import FeedbackError, LogUnavailable, record_feedback
 
     try:
-        stored = record_feedback(body.as_items(), logger=request.app.state.logger)
+        stored = record_feedback(body.as_items(), logger=request.app.state.logger, client=client)
     except LogUnavailable as e:
         raise ServiceError(503, [], str(e), "log_unavailable", {"Retry-After": "30"}) from e
     except FeedbackError as e:
@@ -398,7 +411,7 @@ def _openapi(app: FastAPI) -> dict:
         feedback = FeedbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(feedback.pop("$defs", {}))
         components[FEEDBACK_SCHEMA] = feedback
-        if app.state.settings.api_token is None:  # no token to send: the document must not ask for one
+        if not app.state.settings.guarded:  # no token to send: the document must not ask for one
             doc["components"].pop("securitySchemes", None)
             for operation in (op for path in doc["paths"].values() for op in path.values()):
                 operation.pop("security", None)
@@ -432,7 +445,7 @@ async def redoc(request: Request) -> HTMLResponse:
 def create_app(model_name: str | None = None, bundle_dir: str | None = None, **settings) -> FastAPI:
     """The FastAPI app serving `model_name`@champion (or a local bundle folder); settings as in Settings."""
     cfg = Settings.from_env(model_name=model_name, bundle_dir=bundle_dir, **settings)
-    guarded = cfg.api_token is not None  # docs follow the token: open without one, behind it with one
+    guarded = cfg.guarded  # docs follow the token: open without one, behind it with one
     app = FastAPI(
         title="finetune-flow model service",
         lifespan=_lifespan,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -10,6 +11,7 @@ from pydantic_core import ErrorDetails
 # Where each setting is read from; `Settings.from_env` arguments win over the environment.
 ENVIRONMENT = {
     "api_token": "FTFLOW_API_TOKEN",
+    "client_tokens": "FTFLOW_API_TOKENS",
     "max_batch": "FTFLOW_MAX_BATCH",
     "max_chars": "FTFLOW_MAX_CHARS",
     "max_body_bytes": "FTFLOW_MAX_BODY_BYTES",
@@ -40,7 +42,10 @@ TOKEN_ADVICE = (
     "FTFLOW_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')"
 )
 # Settings whose value is a secret: an error about them never shows the value.
-SECRETS = {"api_token"}
+SECRETS = {"api_token", "client_tokens"}
+# A client's name in FTFLOW_API_TOKENS: what the prediction log records as the client that asked.
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SHARED_CLIENT = "shared"  # FTFLOW_API_TOKEN's holder, beside the named clients
 
 
 class Settings(BaseModel):
@@ -55,6 +60,11 @@ class Settings(BaseModel):
         None,
         description="bearer token required on /predict, /feedback, /model and the API docs "
         f"(at least {MIN_TOKEN_CHARS} characters, not a pattern)",
+    )
+    client_tokens: dict[str, str] | None = Field(
+        None,
+        description="per-client bearer tokens, FTFLOW_API_TOKENS='alice:TOKEN,bob:TOKEN': each answer is logged "
+        "with the client that asked, and /feedback refuses a request id another client made",
     )
     max_batch: int = Field(64, ge=1, description="most texts in one request")
     max_chars: int = Field(
@@ -129,6 +139,47 @@ class Settings(BaseModel):
         if token is not None and (problem := token_weakness(token)):
             raise ValueError(f"{problem}; {TOKEN_ADVICE}")
         return token
+
+    @field_validator("client_tokens", mode="before")
+    @classmethod
+    def _parse_client_tokens(cls, value):
+        if not isinstance(value, str):
+            return value
+        pairs = [item.strip() for item in value.split(",") if item.strip()]
+        parsed: dict[str, str] = {}
+        for i, item in enumerate(pairs):
+            name, sep, token = item.partition(":")
+            if not sep or not CLIENT_NAME.match(name):
+                raise ValueError(
+                    f"FTFLOW_API_TOKENS: entry {i + 1} is not 'name:token' with a name of letters, digits, '.', '_' or '-' "
+                    "(e.g. FTFLOW_API_TOKENS='alice:TOKEN,bob:TOKEN')"
+                )
+            if name in parsed or name == SHARED_CLIENT:
+                raise ValueError(
+                    f"FTFLOW_API_TOKENS: client name '{name}' is given twice or is reserved ({SHARED_CLIENT})"
+                )
+            parsed[name] = token
+        return parsed
+
+    @field_validator("client_tokens")
+    @classmethod
+    def _strong_client_tokens(cls, tokens: dict[str, str] | None) -> dict[str, str] | None:
+        for name, token in (tokens or {}).items():
+            if problem := token_weakness(token):
+                raise ValueError(f"FTFLOW_API_TOKENS, client '{name}': {problem}; {TOKEN_ADVICE}")
+        if tokens is not None and len(set(tokens.values())) != len(tokens):
+            raise ValueError("FTFLOW_API_TOKENS: two clients share a token, so the log could not tell them apart")
+        return tokens
+
+    @property
+    def guarded(self) -> bool:
+        """Whether requests need a bearer token (the shared one, or a client's)."""
+        return self.api_token is not None or bool(self.client_tokens)
+
+    def tokens(self) -> list[tuple[str, str]]:
+        """(client name, token) for every token the service takes."""
+        shared = [(SHARED_CLIENT, self.api_token)] if self.api_token is not None else []
+        return shared + list((self.client_tokens or {}).items())
 
     @model_validator(mode="after")
     def _fill_body_limit(self) -> Settings:

@@ -53,8 +53,9 @@ def log_answers(
     role: str,
     latency_ms: float,
     client_id: str | None = None,
+    client: str | None = None,
 ) -> None:
-    """One log row per answered text (the request's model latency on each row)."""
+    """One log row per answered text (the request's model latency on each row); `client`: the token's holder."""
     for i, (rid, answer, text) in enumerate(zip(ids, answers, texts)):
         logger.log(
             prediction_record(
@@ -67,6 +68,7 @@ def log_answers(
                 text_pair=pairs[i] if pairs else None,
                 request_id=rid,
                 client_request_id=client_id,
+                client=client,
             )
         )
 
@@ -83,6 +85,7 @@ class ShadowJob:
     pairs: list[str] | None
     served_version: str
     client_id: str | None = None
+    client: str | None = None  # the token's holder, so the shadow's rows belong to the same client
 
 
 class ShadowRunner:
@@ -143,6 +146,7 @@ class ShadowRunner:
                         "challenger",
                         latency_ms,
                         job.client_id,
+                        job.client,
                     )
                 self.answered += 1
             except Exception:  # a failing shadow must never touch the served answers; counted and logged

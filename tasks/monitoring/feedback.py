@@ -138,11 +138,15 @@ class LogUnavailable(RuntimeError):
     """The log cannot be written now (a full disk, a database down): feedback is refused whole, to be sent again."""
 
 
-def record_feedback(items: list[dict], logger: PredictionLogger | None = None, location: str | None = None) -> int:
+def record_feedback(
+    items: list[dict], logger: PredictionLogger | None = None, location: str | None = None, client: str | None = None
+) -> int:
     """Validate and store corrected labels [{request_id, label}]; all or nothing. Returns how many were stored.
 
     logger: the service's logger, flushed first so that a prediction answered a moment ago is found; when its
     sink fails, LogUnavailable (answers still held in memory could not be found, a correction not stored).
+    client: the caller's token holder (per-client tokens); an answer logged for another client is refused as
+    unknown, the same words as an id never made, so a client cannot even learn that another's id exists.
     """
     if logger is not None and not logger.flush():
         stats = logger.stats()
@@ -160,7 +164,7 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
     )
     problems, spelled = [], []
     for i, (rid, item) in enumerate(zip(ids, items)):
-        if rid not in logged.index:
+        if rid not in logged.index or not same_client(logged.loc[rid].get("client"), client):
             problems.append(
                 {
                     "index": i,
@@ -187,6 +191,11 @@ def record_feedback(items: list[dict], logger: PredictionLogger | None = None, l
             f"the feedback store cannot be written now ({e.strerror or e}); send it again later"
         ) from e
     return len(items)
+
+
+def same_client(logged: str | None, caller: str | None) -> bool:
+    """Whether the caller may correct an answer logged for `logged`: its own, or one logged without a client."""
+    return logged is None or (isinstance(logged, float) and logged != logged) or logged == caller
 
 
 def read_feedback(location: str | None = None) -> pd.DataFrame:

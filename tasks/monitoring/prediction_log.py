@@ -64,6 +64,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("probabilities", pa.string()),
         ("entities", pa.string()),
         ("latency_ms", pa.float64()),
+        # The token's holder when the service takes per-client tokens: /feedback is refused to anyone else.
+        ("client", pa.string()),
     ]
 )
 
@@ -125,6 +127,7 @@ def prediction_record(
     when: dt.datetime | None = None,
     keep_text: bool | None = None,
     client_request_id: str | None = None,
+    client: str | None = None,
 ) -> dict:
     """One log row from one answer of OnnxPredictor.predict ({label, score, scores} | {labels, scores} | {value} |
     {entities}); a label set is logged as its sorted JSON list."""
@@ -157,6 +160,7 @@ def prediction_record(
         "probabilities": json.dumps(answer["scores"]) if "scores" in answer else None,
         "entities": json.dumps(entities) if entities is not None else None,
         "latency_ms": float(latency_ms),
+        "client": client,
     }
 
 

@@ -219,3 +219,46 @@ def test_canary_answers_a_sticky_share_with_the_challenger(versions):
     canary_rows = logged(role="canary")
     assert set(canary_rows["model_version"]) == {versions["challenger"]}
     assert set(canary_rows["client_request_id"]) == {i for i in ids if routes_to_canary(i, 50)}
+
+
+def test_with_per_client_tokens_feedback_is_bound_to_the_client_that_asked(versions):
+    from deploy.service import create_app
+
+    alice, bob = "alice-7f3a9c21e4b8d605", "bob-52e8a1c9f7d3b406"
+    app = create_app(NAME, poll_seconds=0, client_tokens={"alice": alice, "bob": bob})
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        as_alice, as_bob = ({"Authorization": f"Bearer {t}"} for t in (alice, bob))
+        assert client.post("/predict", json={"text": "fine"}).status_code == 401  # a token is needed now
+        assert (
+            client.post("/predict", json={"text": "fine"}, headers={"Authorization": "Bearer x" * 3}).status_code == 401
+        )
+        answer = client.post("/predict", json={"text": "a wonderful, moving film"}, headers=as_alice).json()
+        rid = answer["request_id"]
+        correction = {"request_id": rid, "label": "positive"}
+        # Bob may not relabel Alice's answer; he hears what he would for an id never made.
+        refused = client.post("/feedback", json=correction, headers=as_bob)
+        assert refused.status_code == 422 and "unknown request id" in refused.text
+        never = client.post("/feedback", json={"request_id": "0" * 32, "label": "positive"}, headers=as_bob)
+        assert never.json()["detail"][0]["msg"].split(":")[-1] == refused.json()["detail"][0]["msg"].split(":")[-1]
+        assert client.post("/feedback", json=correction, headers=as_alice).status_code == 200
+    row = logged(request_id=rid).iloc[0]
+    assert row["client"] == "alice"
+
+
+def test_client_tokens_are_checked_and_never_echoed():
+    from deploy.settings import Settings
+
+    weak = "alice:short,bob:bob-52e8a1c9f7d3b406"
+    with pytest.raises(ValueError) as e:
+        Settings.from_env(model_name="m", client_tokens=weak)
+    assert "client 'alice'" in str(e.value) and "short" not in str(e.value).replace("shortest", "")
+    for bad, says in [
+        ("alice-7f3a9c21e4b8d605", "not 'name:token'"),
+        ("alice:alice-7f3a9c21e4b8d605,alice:bob-52e8a1c9f7d3b406", "given twice"),
+        ("a:alice-7f3a9c21e4b8d605,b:alice-7f3a9c21e4b8d605", "share a token"),
+    ]:
+        with pytest.raises(ValueError, match=says) as e:
+            Settings.from_env(model_name="m", client_tokens=bad)
+        assert "7f3a9c21" not in str(e.value)
+    ok = Settings.from_env(model_name="m", client_tokens="alice:alice-7f3a9c21e4b8d605")
+    assert ok.guarded and ok.tokens() == [("alice", "alice-7f3a9c21e4b8d605")]
