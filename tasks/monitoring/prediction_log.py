@@ -342,10 +342,13 @@ def _window(df: pd.DataFrame, lo: pd.Timestamp | None, hi: pd.Timestamp | None) 
 
 
 def log_location() -> str:
-    """FTFLOW_PREDICTION_LOG, else the folder beside the MLflow store (<store>/)."""
+    """FTFLOW_PREDICTION_LOG (its `${NAME}` references expanded), else the folder beside the MLflow store."""
     from tasks.platform.tracking import store_dir
+    from tasks.secrets import expand_references
 
-    return os.environ.get(LOG_ENV) or str(store_dir())
+    configured = os.environ.get(LOG_ENV)
+    # A database password stays in its own variable: FTFLOW_PREDICTION_LOG='postgresql://log:${LOG_PW}@db/log'.
+    return expand_references(configured, LOG_ENV)[0] if configured else str(store_dir())
 
 
 def is_database_url(location: str) -> bool:

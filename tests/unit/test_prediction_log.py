@@ -282,3 +282,15 @@ def test_rows_a_full_queue_drops_are_recorded_in_the_database_beside_the_log(tmp
     s = logger.close()
     assert s.dropped > 0 and s.written + s.dropped == 100 and s.losses_unrecorded == 0
     assert read_log_losses(location=url) == s.dropped and len(sql.read()) == s.written
+
+
+def test_the_log_location_takes_references_to_other_variables(monkeypatch, tmp_path):
+    from tasks.monitoring.prediction_log import log_location, open_sink
+
+    monkeypatch.setenv("FTFLOW_PREDICTION_LOG", f"sqlite:///{tmp_path}/${{FTFLOW_TEST_LOG_DB}}")
+    with pytest.raises(ValueError, match="FTFLOW_TEST_LOG_DB"):  # an unset variable is named, not guessed
+        log_location()
+    monkeypatch.setenv("FTFLOW_TEST_LOG_DB", "log.db")
+    assert log_location() == f"sqlite:///{tmp_path}/log.db"
+    open_sink().write([])  # opens the database the reference names
+    assert (tmp_path / "log.db").exists()
