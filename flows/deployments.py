@@ -84,7 +84,7 @@ def build_deployments(
     def name(base: str) -> str:
         return qualified(base, model)
 
-    return [
+    deployments = [
         nightly.to_deployment(
             name("nightly"),
             schedules=[CronSchedule(cron=NIGHTLY_CRON, timezone=timezone)],
@@ -120,6 +120,14 @@ def build_deployments(
         # The input and output paths are asked for at each run (Custom run in the UI).
         score.to_deployment(name("manual"), parameters={"model": cfg.registry.model_name}, **common),
     ]
+    if work_pool:
+        from prefect.runner.storage import LocalStorage
+
+        # The pull step `set_working_directory` to the project's root: a worker's flow run runs the code there,
+        # where the worker would otherwise copy its working directory into a new folder for each run.
+        for deployment in deployments:
+            deployment.storage = LocalStorage(str(ROOT))
+    return deployments
 
 
 def model_defaults(cfg) -> dict:
