@@ -121,11 +121,14 @@ def build_deployments(
         score.to_deployment(name("manual"), parameters={"model": cfg.registry.model_name}, **common),
     ]
     if work_pool:
+        from typing import cast
+
+        from prefect.deployments.runner import RunnerDeployment
         from prefect.runner.storage import LocalStorage
 
         # The pull step `set_working_directory` to the project's root: a worker's flow run runs the code there,
         # where the worker would otherwise copy its working directory into a new folder for each run.
-        for deployment in deployments:
+        for deployment in cast(list[RunnerDeployment], deployments):  # to_deployment is sync here
             deployment.storage = LocalStorage(str(ROOT))
     return deployments
 

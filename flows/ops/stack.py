@@ -463,8 +463,9 @@ class Stack:
                 wait_served([svc, *workers], api, names, since, timeout, self.prefect_auth)
                 from flows.deployments import create_stack_automation
 
-                for config in self.configs or [None]:
-                    create_stack_automation(api, config, qualify=len(self.configs) > 1)
+                configs: list[str | None] = list(self.configs) or [None]  # None: the quickstart's
+                for config in configs:
+                    create_stack_automation(api, config, qualify=len(configs) > 1)
         except BaseException:
             self.stop()
             raise
