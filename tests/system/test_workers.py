@@ -127,3 +127,43 @@ def test_both_workers_ran_a_run_at_the_same_time(workers_up, runs):
             if re.search(fr["id"], workers_up.log_tail(f"worker-{i}", 2000)):
                 ran_on[model] = i
     assert sorted(ran_on.values()) == [1, 2], ran_on
+
+
+def test_sigterm_stops_the_workers_and_the_next_up_activates_the_schedules_again(workers_up):
+    """Last here (the module's runs are done): SIGTERM pauses the schedules, stops every worker; the next start resumes."""
+    import psutil
+
+    children = workers_up.descendants()
+    workers = [p for p in children if "worker" in p.cmdline() and "ftflow-process" in p.cmdline()]
+    assert len(workers) == 2, [p.cmdline() for p in children]
+    assert workers_up.stop() == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert "All deployments have been paused!" in workers_up.log_tail("serve")
+    workers_up.start()  # the same home: the pool and the deployments are there, paused
+    for model in MODELS:
+        nightly = ss.read_deployment(workers_up.prefect_api, f"fine-tune/nightly-{model}")
+        assert not nightly["paused"] and [s["active"] for s in nightly["schedules"]] == [True]
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (("--config", "configs/quickstart.yaml", "--config", "configs/quickstart.yaml"), "both register the model"),
+        (("--workers", "2", "--no-serve"), "--workers runs the deployments, --no-serve starts none"),
+        (("--workers", "-1"), "--workers -1"),
+    ],
+)
+def test_up_refuses_one_model_twice_and_workers_without_deployments_before_starting_anything(args, problem):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.ops.cli", "up", "--prefect-port", "0", "--mlflow-port", "0", *args],
+        cwd=ss.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and problem in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "starting" not in proc.stdout
