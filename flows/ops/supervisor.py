@@ -178,7 +178,8 @@ def wait_served(
     timeout: float = START_TIMEOUT_S,
     auth: tuple[str, str] | None = None,
 ) -> None:
-    """Block until the serving process has registered every deployment and it, or a worker, polled for their runs.
+    """Block until the serving process has registered every deployment (its schedules active: the last stop paused
+    them) and it, or a worker, polled for their runs.
 
     `svc`: the serving process, or it and the workers; any of them exiting is an error.
     """
@@ -190,7 +191,7 @@ def wait_served(
             ensure_alive(child)
         for name in list(pending):
             dep = read_deployment(prefect_api, name, auth)
-            polled = dep and dep.get("last_polled")
+            polled = dep and not dep.get("paused") and dep.get("last_polled")  # paused: not yet registered again
             if polled and dt.datetime.fromisoformat(polled.replace("Z", "+00:00")) >= since:
                 pending.remove(name)
         if pending and time.monotonic() > deadline:
