@@ -2,7 +2,12 @@
 
 `Stack.start` starts the servers side by side, waits for their health, then the process that
 serves the deployments, and the automation; `Stack.stop` stops the serving process first (it
-pauses its schedules while the Prefect API is still there), then the servers. Starting and
+pauses its schedules while the Prefect API is still there), then the servers.
+
+Several configs: each one's deployments (named after its model: `fine-tune/manual-<model>`) and
+retrain automation. Workers (`workers=N`): the deployments are registered to the process work pool
+`ftflow-process` instead of served, and N `prefect worker` processes, children like the servers
+(logs `worker-<i>.log`), run their flow runs one at a time each, in the project's root. Starting and
 stopping the children is flows/ops/supervisor.py's; the command is flows/ops/up_cli.py.
 Only the standard library is imported at module level: `ftflow --help` stays fast.
 
@@ -284,27 +289,56 @@ def check_mlflow_login(svc: Service, url: str, creds: Credentials, home: Path) -
         )
 
 
+def client_env(
+    prefect_api: str, mlflow_uri: str, home: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the processes that run flows (the serving process, the workers): the stack's URLs."""
+    return (
+        base_env()
+        | {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_uri, "PREFECT_HOME": str(home / "prefect")}
+        | (extra_env or {})
+    )
+
+
 def serve_service(
     prefect_api: str,
     mlflow_uri: str,
     home: Path,
     root: Path,
-    config: str | None = None,
+    configs: list[str] | None = None,
     timezone: str | None = None,
     extra_env: dict[str, str] | None = None,
+    work_pool: str | None = None,
 ) -> Service:
-    """The process that registers the deployments and runs what the Prefect UI or a schedule asks for."""
-    env = (
-        base_env()
-        | {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_uri, "PREFECT_HOME": str(home / "prefect")}
-        | (extra_env or {})
-    )
+    """The process that registers the deployments and runs what the Prefect UI or a schedule asks for.
+
+    With `work_pool` it registers them to that pool for its workers, and pauses their schedules at the stop.
+    """
     argv = (
         [sys.executable, "-m", "flows.deployments", "--exit-with-parent"]
-        + (["--config", config] if config else [])
+        + [arg for config in configs or [] for arg in ("--config", config)]
         + (["--timezone", timezone] if timezone else [])
+        + (["--work-pool", work_pool] if work_pool else [])
     )
+    env = client_env(prefect_api, mlflow_uri, home, extra_env)
     return Service("serve", argv, env, None, home / "logs" / "serve.log", root)
+
+
+def worker_service(
+    index: int,
+    prefect_api: str,
+    mlflow_uri: str,
+    home: Path,
+    root: Path,
+    work_pool: str,
+    extra_env: dict[str, str] | None = None,
+) -> Service:
+    """`prefect worker start` on the process pool: one flow run at a time, in a subprocess started in `root`."""
+    name = f"worker-{index}"
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", "process"]
+    argv += ["--name", f"ftflow-{name}", "--limit", "1"]
+    env = client_env(prefect_api, mlflow_uri, home, extra_env)
+    return Service(name, argv, env, None, home / "logs" / f"{name}.log", root)
 
 
 class Stack:
@@ -321,6 +355,8 @@ class Stack:
         config: str | None = None,
         timezone: str | None = None,
         serve: bool = True,
+        configs: list[str] | None = None,
+        workers: int = 0,
         serve_env: dict[str, str] | None = None,
         credentials: Credentials | None = None,
         database: Database | None = None,
@@ -332,8 +368,13 @@ class Stack:
         self.root = Path(root).resolve()
         self.home = Path(home).resolve() if home else self.root / DEFAULT_HOME
         self.store = Path(store).resolve() if store else store_dir()
-        self.host, self.config, self.timezone = host, config, timezone
+        self.host, self.timezone = host, timezone
+        # Each config's deployments and automation; the quickstart's without one.
+        self.configs = list(configs or ([config] if config else []))
         self.serve, self.serve_env = serve, serve_env or {}
+        if workers < 0 or (workers and not serve):
+            raise ValueError("workers run the served deployments: give --workers N (N >= 1) without --no-serve")
+        self.workers = workers
         self.credentials = credentials
         if database and postgres:
             raise ValueError("either a database server (--database) or a local one (--postgres), not both")
@@ -365,10 +406,28 @@ class Stack:
         c = self.credentials
         return (c.prefect_user, c.prefect_password) if c else None
 
+    @property
+    def work_pool(self) -> str | None:
+        """The process work pool the workers poll; None when the deployments are served."""
+        from flows.deployments import WORK_POOL
+
+        return WORK_POOL if self.workers else None
+
+    def model_names(self) -> list[str | None]:
+        """The registered model of each config; [None] for one config (its deployments keep their plain names)."""
+        from tasks.config import load_config
+
+        if len(self.configs) < 2:
+            return [None]
+        return [load_config(path).registry.model_name for path in self.configs]
+
+    def deployment_names(self) -> list[str]:
+        from flows.deployments import deployment_names
+
+        return [name for model in self.model_names() for name in deployment_names(model)]
+
     def start(self, timeout: float = START_TIMEOUT_S) -> Stack:
         """Start the servers side by side, wait for health, then serve the deployments and wait for that."""
-        from flows.deployments import DEPLOYMENT_NAMES
-
         db = self.database
         servers = [
             prefect_service(self.home, self.host, self.prefect_port, self.root, self.credentials, db),
@@ -388,16 +447,25 @@ class Stack:
             if self.serve:
                 # The flows' prediction log (the monitor reads it) in the database, unless the caller says otherwise.
                 serve_env = ({"FTFLOW_PREDICTION_LOG": db.predictions_url} if db else {}) | self.serve_env
-                svc = serve_service(
-                    self.prefect_api, self.mlflow_url, self.home, self.root, self.config, self.timezone, serve_env
-                )
+                api, uri, pool = self.prefect_api, self.mlflow_url, self.work_pool
+                svc = serve_service(api, uri, self.home, self.root, self.configs, self.timezone, serve_env, pool)
+                workers = [
+                    worker_service(i, api, uri, self.home, self.root, pool, serve_env)
+                    for i in range(1, self.workers + 1)
+                    if pool
+                ]
                 since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-                start_service(svc)
-                self.services.insert(0, svc)  # first to stop: it pauses schedules through a live API
-                wait_served(svc, self.prefect_api, DEPLOYMENT_NAMES, since, timeout, self.prefect_auth)
+                for child in [svc, *workers]:
+                    start_service(child)
+                # The serving process first to stop: it pauses schedules through a live API; the workers next.
+                self.services[:0] = [svc, *workers]
+                names = self.deployment_names()
+                wait_served([svc, *workers], api, names, since, timeout, self.prefect_auth)
                 from flows.deployments import create_stack_automation
 
-                create_stack_automation(self.prefect_api, self.config)
+                configs: list[str | None] = list(self.configs) or [None]  # None: the quickstart's
+                for config in configs:
+                    create_stack_automation(api, config, qualify=len(configs) > 1)
         except BaseException:
             self.stop()
             raise
@@ -439,9 +507,17 @@ class Stack:
                 f"MLflow UI:    {self.mlflow_url}   (store {self.store})",
             ]
         if self.serve:
-            from flows.deployments import DEPLOYMENT_NAMES
+            from flows.deployments import deployment_names
 
-            lines.append(f"deployments:  {', '.join(DEPLOYMENT_NAMES)}  (run them from the Prefect UI)")
+            for model in self.model_names():
+                names = ", ".join(deployment_names(model))
+                lines.append(f"deployments:  {names}  (run them from the Prefect UI)")
+            if self.workers:
+                logs = ", ".join(f"worker-{i}.log" for i in range(1, self.workers + 1))
+                lines.append(
+                    f"workers:      {self.workers} on process work pool '{self.work_pool}', one flow run at a time "
+                    f"each (logs {logs})"
+                )
         if self.credentials:
             lines.append(
                 f"login:        Prefect '{self.credentials.prefect_user}' (the UI asks for user:password), "

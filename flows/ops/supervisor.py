@@ -171,25 +171,32 @@ def read_deployment(prefect_api: str, full_name: str, auth: tuple[str, str] | No
 
 
 def wait_served(
-    svc: Service,
+    svc: Service | list[Service],
     prefect_api: str,
     names: list[str],
     since: dt.datetime,
     timeout: float = START_TIMEOUT_S,
     auth: tuple[str, str] | None = None,
 ) -> None:
-    """Block until the serving process has registered every deployment and polled for their runs."""
+    """Block until the serving process has registered every deployment (its schedules active: the last stop paused
+    them) and it, or a worker, polled for their runs.
+
+    `svc`: the serving process, or it and the workers; any of them exiting is an error.
+    """
     deadline = time.monotonic() + timeout
     pending = list(names)
+    services = svc if isinstance(svc, list) else [svc]
     while pending:
-        ensure_alive(svc)
+        for child in services:
+            ensure_alive(child)
         for name in list(pending):
             dep = read_deployment(prefect_api, name, auth)
-            polled = dep and dep.get("last_polled")
+            polled = dep and not dep.get("paused") and dep.get("last_polled")  # paused: not yet registered again
             if polled and dt.datetime.fromisoformat(polled.replace("Z", "+00:00")) >= since:
                 pending.remove(name)
         if pending and time.monotonic() > deadline:
-            raise StackError(f"deployments {', '.join(pending)} not served after {timeout:.0f} s; see {svc.log_path}")
+            logs = ", ".join(str(child.log_path) for child in services)
+            raise StackError(f"deployments {', '.join(pending)} not served after {timeout:.0f} s; see {logs}")
         if pending:
             time.sleep(0.5)
 

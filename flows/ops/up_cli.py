@@ -59,8 +59,20 @@ def check_up_args(args) -> None:
 
     from tasks.config import load_config
 
-    if args.config:
-        load_config(args.config)
+    models: dict[str, str] = {}
+    for path in args.config or []:
+        model = load_config(path).registry.model_name
+        if model in models:
+            raise ValueError(
+                f"--config {models[model]} and --config {path} both register the model '{model}'; each config of "
+                f"a stack serves its own model (its deployments and automation are named after it): give each "
+                f"config its own registry.model_name"
+            )
+        models[model] = path
+    if args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: give the number of workers, 1 or more (0: none, served)")
+    if args.workers and args.no_serve:
+        raise ValueError("--workers runs the deployments, --no-serve starts none: give one of them")
     creds = read_credentials()
     extra_origins()
     if creds is None and not is_loopback(args.host):
@@ -94,17 +106,19 @@ def cmd_up(args) -> int:
             host=args.host,
             prefect_port=args.prefect_port,
             mlflow_port=args.mlflow_port,
-            config=args.config,
+            configs=args.config,
             timezone=args.timezone,
             serve=not args.no_serve,
+            workers=args.workers,
             credentials=read_credentials(),
             database=database_of(args),
             postgres=args.postgres,
             postgres_port=args.postgres_port,
         )
         first = "PostgreSQL, " if args.postgres else ""
+        workers = f" and {args.workers} worker{'s' if args.workers > 1 else ''}" if args.workers else ""
         print(
-            f"starting {first}Prefect server, MLflow server{' and the deployments' if stack.serve else ''} ...",
+            f"starting {first}Prefect server, MLflow server{' and the deployments' if stack.serve else ''}{workers} ...",
             flush=True,
         )
         stack.start()
@@ -140,9 +154,22 @@ def add_up_command(sub) -> None:
     )
     sp.add_argument(
         "--config",
+        action="append",
         default=None,
+        metavar="YAML",
         help="YAML config whose values are the deployments' default parameters (the Prefect UI's form); "
-        "the project's configs/quickstart.yaml when omitted",
+        "the project's configs/quickstart.yaml when omitted. Repeat it to serve several models in one stack: "
+        "each config's deployments, nightly schedule and retrain automation are then named after its "
+        "registry.model_name (fine-tune/manual-<model>, retrain/on-drift-<model>, ...) and act on that model only",
+    )
+    sp.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="register the deployments to the Prefect process work pool 'ftflow-process' (made when missing) and "
+        "start N Prefect workers that run their flow runs, one at a time each, in the project's root (logs "
+        "worker-<i>.log beside the servers'); 0: the serving process runs them",
     )
     sp.add_argument("--timezone", default="UTC", help="IANA time zone of the nightly 02:00 run, e.g. Europe/Berlin")
     sp.add_argument(
