@@ -1,0 +1,182 @@
+"""`ftflow migrate`: a small laptop store copied into another SQLite store and into PostgreSQL, resumed after a
+failure part-way, and a second migrate that copies nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tasks.migrate import FROM_TAG, MigrationError, migrate_store
+
+MODEL = "migrate-test-model"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    from tasks.platform.tracking import create_sqlite_store
+
+    if uri.startswith("sqlite:///"):
+        create_sqlite_store(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A laptop store: 3 runs (one nested) with metric histories, an artifact, a model with 2 versions and a champion,
+    and a prediction log with feedback."""
+    from mlflow.entities import Metric, Param
+
+    from tasks.monitoring.feedback import FEEDBACK, FEEDBACK_SCHEMA
+    from tasks.monitoring.prediction_log import open_sink, prediction_record
+
+    folder = tmp_path_factory.mktemp("laptop") / "mlruns"
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    c = _client(uri)
+    exp = c.create_experiment("fine-tune", artifact_location=(folder / "artifacts").as_uri(), tags={"team": "nlp"})
+    runs = []
+    for i in range(3):
+        tags = {"config": f"c{i}"} | ({"mlflow.parentRunId": runs[0]} if i == 2 else {})
+        run = c.create_run(exp, run_name=f"run-{i}", tags=tags, start_time=1_700_000_000_000 + i)
+        rid = run.info.run_id
+        c.log_batch(
+            rid,
+            metrics=[Metric("loss", 1.0 / (s + 1 + i), 1_700_000_000_000 + s, s) for s in range(5)]
+            + [Metric("f1", 0.5 + i / 10, 1_700_000_001_000, 0)],
+            params=[Param("lr", str(1e-5 * (i + 1)))],
+        )
+        model = folder.parent / f"model{i}"
+        model.mkdir()
+        (model / "MLmodel").write_text("flavors: {}\n")
+        (model / "weights.txt").write_text(f"weights {i}\n")
+        c.log_artifacts(rid, str(model), "model")
+        c.set_terminated(rid, "FINISHED" if i != 1 else "FAILED", end_time=1_700_000_100_000 + i)
+        runs.append(rid)
+    c.create_registered_model(MODEL, tags={"owner": "me"}, description="a test model")
+    for rid in runs[:2]:
+        c.create_model_version(MODEL, source=f"{c.get_run(rid).info.artifact_uri}/model", run_id=rid, tags={"k": rid})
+    c.set_registered_model_alias(MODEL, "champion", "2")
+    c.set_registered_model_alias(MODEL, "challenger", "1")
+    when = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+    answer = {"label": "positive", "score": 0.9, "scores": {"positive": 0.9, "negative": 0.1}}
+    rows = [
+        prediction_record(answer, f"text {i}", MODEL, "2", 5.0, request_id=f"req-{i}", when=when + dt.timedelta(minutes=i))
+        for i in range(5)
+    ]
+    open_sink(location=str(folder)).write(rows)
+    open_sink(FEEDBACK, FEEDBACK_SCHEMA, str(folder)).write(
+        [{"request_id": "req-0", "label": "negative", "time": when + dt.timedelta(hours=1)}]
+    )
+    return {"uri": uri, "folder": folder, "runs": runs}
+
+
+def _summary(uri: str) -> dict:
+    """What a store holds, keyed by the source run id where a run was migrated (its own id otherwise)."""
+    from mlflow.entities import ViewType
+
+    c = _client(uri)
+    exp = c.get_experiment_by_name("fine-tune")
+    runs = {}
+    for r in c.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY):
+        key = r.data.tags.get(FROM_TAG, r.info.run_id)
+        assert key not in runs, "a run was copied twice"
+        history = {k: [(m.value, m.step, m.timestamp) for m in c.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
+        tags = {k: v for k, v in r.data.tags.items() if not k.startswith(("ftflow.", "mlflow.parentRunId"))}
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent:
+            parent = c.get_run(parent).data.tags.get(FROM_TAG, parent)
+        artifacts = sorted(f.path for f in c.list_artifacts(r.info.run_id, "model"))
+        runs[key] = {
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "times": (r.info.start_time, r.info.end_time),
+            "params": r.data.params,
+            "history": history,
+            "tags": tags,
+            "parent": parent,
+            "artifacts": artifacts,
+        }
+    model = c.get_registered_model(MODEL)
+    versions = sorted(c.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
+    return {
+        "runs": runs,
+        "model": (model.description, {k: v for k, v in model.tags.items()}, dict(model.aliases)),
+        "versions": [(v.version, {k: t for k, t in v.tags.items() if k != FROM_TAG}) for v in versions],
+    }
+
+
+def _log(location: str) -> dict:
+    from tasks.migrate import log_tables
+    from tasks.monitoring.prediction_log import open_sink
+
+    return {t: len(open_sink(t, s, location).read()) for t, s in log_tables()}
+
+
+def _same(src: dict, dst: dict) -> None:
+    assert dst["runs"].keys() == src["runs"].keys()
+    for key, run in src["runs"].items():
+        assert dst["runs"][key] == run
+    assert dst["model"] == src["model"]
+    assert [t for _, t in dst["versions"]] == [t for _, t in src["versions"]]
+
+
+def test_migrates_into_sqlite_and_a_second_run_copies_nothing(source, tmp_path):
+    import mlflow.artifacts
+
+    dst_uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
+    dst_log = f"sqlite:///{tmp_path / 'log.db'}"
+    report = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
+    assert report.copied["runs"] == 3 and report.copied["metrics"] == 18 and report.copied["versions"] == 2
+    assert report.copied["aliases"] == 2 and report.copied["log rows"] == 6 and report.copied["artifacts"] == 6
+    src, dst = _summary(source["uri"]), _summary(dst_uri)
+    _same(src, dst)
+    assert _log(dst_log) == _log(str(source["folder"]))
+    # The champion's files are read from the migrated run, not the laptop's folder.
+    c = _client(dst_uri)
+    champion = c.get_model_version_by_alias(MODEL, "champion")
+    assert str(tmp_path) in champion.source and champion.run_id != source["runs"][1]
+    text = mlflow.artifacts.load_text(f"{champion.source}/weights.txt")
+    assert text == "weights 1\n"
+
+    again = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
+    assert not any(again.copied.values()), again.copied
+    assert again.skipped["runs"] == 3 and again.skipped["versions"] == 2 and again.skipped["log rows"] == 6
+    assert _summary(dst_uri) == dst
+
+
+def test_a_failed_migrate_resumes_without_duplicates(source, tmp_path):
+    dst_uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
+    seen = []
+
+    def fail_on_second_run(stage: str, run_id: str) -> None:
+        seen.append(stage)
+        if stage == "created" and seen.count("created") == 2:
+            raise OSError("disk full (simulated)")
+
+    with pytest.raises(MigrationError, match="resumes"):
+        migrate_store(source["uri"], dst_uri, checkpoint=fail_on_second_run)
+    report = migrate_store(source["uri"], dst_uri)
+    assert report.skipped["runs"] == 1 and report.copied["runs"] == 2
+    _same(_summary(source["uri"]), _summary(dst_uri))
+
+
+def test_migrates_into_postgres_with_a_referenced_password(source, postgres, tmp_path, monkeypatch):
+    name = "migrate_mlflow"
+    with postgres.database.connect() as conn:
+        conn.autocommit = True
+        for db in (name, "migrate_log"):
+            conn.execute(f"DROP DATABASE IF EXISTS {db}")
+            conn.execute(f"CREATE DATABASE {db}")
+    monkeypatch.setenv("FTFLOW_T_PG_PASSWORD", postgres.password)
+    dst_uri = postgres.database.url(name).replace(postgres.password, "${FTFLOW_T_PG_PASSWORD}")
+    dst_log = postgres.database.url("migrate_log").replace(postgres.password, "${FTFLOW_T_PG_PASSWORD}")
+    # A PostgreSQL backend store keeps no files: the experiments' artifacts go where the destination says.
+    monkeypatch.chdir(tmp_path)
+    report = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
+    assert report.copied["runs"] == 3
+    real = postgres.database.url(name)
+    _same(_summary(source["uri"]), _summary(real))
+    assert _log(postgres.database.url("migrate_log")) == _log(str(source["folder"]))
+    again = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
+    assert not any(again.copied.values())
