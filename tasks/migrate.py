@@ -94,8 +94,10 @@ def default_log_location(tracking_uri: str) -> str | None:
     return str(folder) if (folder / "predictions").is_dir() else None
 
 
-def copy_experiments(src, dst, dst_uri: str, report: MigrationReport) -> dict[str, str]:
-    """Create each source experiment (by name, with its tags) at the destination; {source id: destination id}."""
+def copy_experiments(src, dst, artifact_root: str | None, report: MigrationReport) -> dict[str, str]:
+    """Create each source experiment (by name, with its tags) at the destination; {source id: destination id}.
+
+    artifact_root: where a created experiment keeps its artifacts (None: the destination's default)."""
     from mlflow.entities import ViewType
 
     ids = {}
@@ -104,7 +106,7 @@ def copy_experiments(src, dst, dst_uri: str, report: MigrationReport) -> dict[st
         tags = {k: v for k, v in (exp.tags or {}).items() if not k.startswith("mlflow.")}
         if have is None:
             ids[exp.experiment_id] = dst.create_experiment(
-                exp.name, artifact_location=_artifact_root(dst_uri), tags=tags
+                exp.name, artifact_location=artifact_root, tags=tags
             )
             report.add("experiments", copied=1)
         else:
@@ -312,12 +314,15 @@ def migrate_store(
     destination_tracking: str,
     source_log: str | None = None,
     destination_log: str | None = None,
+    destination_artifacts: str | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> MigrationReport:
     """Copy the source store into the destination (see the module's docstring); URLs may hold `${ENV}` references.
 
     source_log: the source's prediction log (a folder or SQLAlchemy URL; default: the folder beside a SQLite
     store when it holds a log). destination_log: where its rows go; without it the log is not copied.
+    destination_artifacts: the artifact root of the experiments created at the destination (default: a folder
+    `artifacts` beside a SQLite store; a tracking server's own choice, its proxied artifact store, otherwise).
     """
     from mlflow.exceptions import MlflowException
 
@@ -340,7 +345,8 @@ def migrate_store(
     report = MigrationReport()
     try:
         src, dst = _client(src_uri), _client(dst_uri)
-        experiments = copy_experiments(src, dst, dst_uri, report)
+        root = expand(destination_artifacts, "the destination artifact root") or _artifact_root(dst_uri)
+        experiments = copy_experiments(src, dst, root, report)
         runs = copy_runs(src, dst, experiments, report, checkpoint)
         copy_registry(src, dst, runs, report)
         if src_log and dst_log:

@@ -171,12 +171,39 @@ def test_migrates_into_postgres_with_a_referenced_password(source, postgres, tmp
     monkeypatch.setenv("FTFLOW_T_PG_PASSWORD", postgres.password)
     dst_uri = postgres.database.url(name).replace(postgres.password, "${FTFLOW_T_PG_PASSWORD}")
     dst_log = postgres.database.url("migrate_log").replace(postgres.password, "${FTFLOW_T_PG_PASSWORD}")
-    # A PostgreSQL backend store keeps no files: the experiments' artifacts go where the destination says.
-    monkeypatch.chdir(tmp_path)
-    report = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
+    # A PostgreSQL backend store keeps no files: the experiments' artifacts go where --to-artifacts says.
+    files = (tmp_path / "team-artifacts").as_uri()
+    report = migrate_store(source["uri"], dst_uri, destination_log=dst_log, destination_artifacts=files)
     assert report.copied["runs"] == 3
     real = postgres.database.url(name)
     _same(_summary(source["uri"]), _summary(real))
+    champion = _client(real).get_model_version_by_alias(MODEL, "champion")
+    assert champion.source.startswith(files)
+    assert (tmp_path / "team-artifacts" / champion.run_id / "artifacts" / "model" / "weights.txt").read_text() == "weights 1\n"
     assert _log(postgres.database.url("migrate_log")) == _log(str(source["folder"]))
     again = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
     assert not any(again.copied.values())
+
+
+def test_the_command_prints_counts_and_masks_passwords(source, tmp_path, capsys, monkeypatch):
+    from flows.ops.cli import main
+
+    dst = f"sqlite:///{tmp_path / 'cli' / 'mlflow.db'}"
+    assert main(["migrate", "--from", source["uri"], "--to", dst]) == 0
+    out = capsys.readouterr().out
+    assert "runs                3        0" in out and "versions            2        0" in out
+    assert "prediction log at" in out and "not copied" in out  # no --to-log: said, not silently dropped
+    assert main(["migrate", "--from", source["uri"], "--to", dst]) == 0
+    assert "runs                0        3" in capsys.readouterr().out
+
+    # A server that refuses the connection: the error names it with the password masked.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("FTFLOW_T_MIGRATE_PW", "hunter2-secret")
+    for to in ("http://ops:hunter2-secret@127.0.0.1:9/", "http://ops:${FTFLOW_T_MIGRATE_PW}@127.0.0.1:9/"):
+        assert main(["migrate", "--from", source["uri"], "--to", to]) == 1
+        err = capsys.readouterr().err
+        assert "error: migrating" in err and "hunter2" not in err, err
+    monkeypatch.delenv("FTFLOW_T_MIGRATE_PW")
+    assert main(["migrate", "--from", source["uri"], "--to", "http://ops:${FTFLOW_T_MIGRATE_PW}@127.0.0.1:9/"]) == 1
+    assert "FTFLOW_T_MIGRATE_PW is not set" in capsys.readouterr().err
