@@ -20,8 +20,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.secrets import expand_references, redact_text, redact_url
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FROM_TAG = "ftflow.migrated_from"
 STATE_TAG, COMPLETE = "ftflow.migration", "complete"
@@ -105,9 +109,7 @@ def copy_experiments(src, dst, artifact_root: str | None, report: MigrationRepor
         have = dst.get_experiment_by_name(exp.name)
         tags = {k: v for k, v in (exp.tags or {}).items() if not k.startswith("mlflow.")}
         if have is None:
-            ids[exp.experiment_id] = dst.create_experiment(
-                exp.name, artifact_location=artifact_root, tags=tags
-            )
+            ids[exp.experiment_id] = dst.create_experiment(exp.name, artifact_location=artifact_root, tags=tags)
             report.add("experiments", copied=1)
         else:
             ids[exp.experiment_id] = have.experiment_id
@@ -137,10 +139,14 @@ def copy_runs(
 
     mapped: dict[str, _RunMap] = {}
     for src_exp, dst_exp in experiments.items():
-        runs = list(_pages(src.search_runs, experiment_ids=[src_exp], run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE))
+        runs = list(
+            _pages(src.search_runs, experiment_ids=[src_exp], run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE)
+        )
         by_id = {r.info.run_id: r for r in runs}
-        there = {}
-        for r in _pages(dst.search_runs, experiment_ids=[dst_exp], run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE):
+        there: dict[str, list] = {}
+        for r in _pages(
+            dst.search_runs, experiment_ids=[dst_exp], run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE
+        ):
             origin = r.data.tags.get(FROM_TAG)
             if origin:
                 there.setdefault(origin, []).append(r)
@@ -148,7 +154,9 @@ def copy_runs(
             source_id = run.info.run_id
             done = [r for r in there.get(source_id, []) if r.data.tags.get(STATE_TAG) == COMPLETE]
             for partial in [r for r in there.get(source_id, []) if r not in done]:
-                dst.delete_run(partial.info.run_id)  # left incomplete by a failed migrate: copied again whole
+                # Left incomplete by a failed migrate: deleted (MLflow's trash; `mlflow gc` purges it), copied again.
+                logger.info("run %s: deleting the incomplete copy %s", source_id, partial.info.run_id)
+                dst.delete_run(partial.info.run_id)
             if done:
                 mapped[source_id] = _RunMap(run.info.artifact_uri, done[0].info.run_id, done[0].info.artifact_uri)
                 report.add("runs", skipped=1)
@@ -177,7 +185,9 @@ def copy_run(src, dst, run, dst_exp: str, mapped: dict[str, _RunMap], report, ch
     for i in range(0, len(params), 100):
         dst.log_batch(run_id, params=params[i : i + 100])
     history = [
-        Metric(m.key, m.value, m.timestamp, m.step) for key in run.data.metrics for m in src.get_metric_history(source_id, key)
+        Metric(m.key, m.value, m.timestamp, m.step)
+        for key in run.data.metrics
+        for m in src.get_metric_history(source_id, key)
     ]
     for i in range(0, len(history), PAGE):
         dst.log_batch(run_id, metrics=history[i : i + PAGE])
@@ -267,7 +277,7 @@ def copy_registry(src, dst, runs: dict[str, _RunMap], report: MigrationReport) -
                 report.add("aliases", copied=1)
 
 
-def log_tables() -> list[tuple[str, object]]:
+def log_tables() -> list[tuple[str, pa.Schema]]:
     """The prediction log's tables: the predictions, the feedback and the loss records beside them."""
     from tasks.monitoring.feedback import FEEDBACK, FEEDBACK_SCHEMA
     from tasks.monitoring.prediction_log import LOSS_SCHEMA, LOSSES, PREDICTION_SCHEMA, PREDICTIONS
@@ -279,14 +289,15 @@ def _row_keys(df, columns: list[str]) -> list[tuple]:
     """Each row as a tuple of comparable values (times in UTC to the microsecond, missing values as None)."""
     import pandas as pd
 
+    def utc(v) -> str:
+        t = pd.Timestamp(v)
+        return (t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")).isoformat()
+
     out = df.reindex(columns=columns).astype(object)
     for c in columns:
-        if c in ("time", "first_time"):
-            out[c] = [None if pd.isna(v) else pd.Timestamp(v).tz_convert("UTC").isoformat() if pd.Timestamp(v).tzinfo
-                      else pd.Timestamp(v).tz_localize("UTC").isoformat() for v in out[c]]
-        else:
-            out[c] = [None if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in out[c]]
-    return [tuple(r) for r in out.itertuples(index=False, name=None)]
+        kind = utc if c in ("time", "first_time") else (lambda v: v)
+        out[c] = [None if v is None or (not isinstance(v, str) and pd.isna(v)) else kind(v) for v in out[c]]
+    return list(out.itertuples(index=False, name=None))
 
 
 def copy_log(source: str, destination: str, report: MigrationReport) -> None:
@@ -296,16 +307,16 @@ def copy_log(source: str, destination: str, report: MigrationReport) -> None:
     for table, schema in log_tables():
         if not is_database_url(source) and not (Path(source) / table).is_dir():
             continue
-        rows = open_sink(table, schema, source).read()  # type: ignore[arg-type]
+        rows = open_sink(table, schema, source).read()
         if rows.empty:
             continue
-        columns = list(schema.names)  # type: ignore[attr-defined]
-        there = set(_row_keys(open_sink(table, schema, destination).read(), columns))  # type: ignore[arg-type]
+        columns = list(schema.names)
+        there = set(_row_keys(open_sink(table, schema, destination).read(), columns))
         keys = _row_keys(rows, columns)
         new = rows[[k not in there for k in keys]]
         if len(new):
             clean = new.reindex(columns=columns).astype(object).where(new.reindex(columns=columns).notna(), None)
-            open_sink(table, schema, destination).write(clean.to_dict("records"))  # type: ignore[arg-type]
+            open_sink(table, schema, destination).write(clean.to_dict("records"))
         report.add("log rows", copied=len(new), skipped=len(rows) - len(new))
 
 

@@ -61,7 +61,9 @@ def source(tmp_path_factory):
     when = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
     answer = {"label": "positive", "score": 0.9, "scores": {"positive": 0.9, "negative": 0.1}}
     rows = [
-        prediction_record(answer, f"text {i}", MODEL, "2", 5.0, request_id=f"req-{i}", when=when + dt.timedelta(minutes=i))
+        prediction_record(
+            answer, f"text {i}", MODEL, "2", 5.0, request_id=f"req-{i}", when=when + dt.timedelta(minutes=i)
+        )
         for i in range(5)
     ]
     open_sink(location=str(folder)).write(rows)
@@ -81,7 +83,9 @@ def _summary(uri: str) -> dict:
     for r in c.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY):
         key = r.data.tags.get(FROM_TAG, r.info.run_id)
         assert key not in runs, "a run was copied twice"
-        history = {k: [(m.value, m.step, m.timestamp) for m in c.get_metric_history(r.info.run_id, k)] for k in r.data.metrics}
+        history = {
+            k: [(m.value, m.step, m.timestamp) for m in c.get_metric_history(r.info.run_id, k)] for k in r.data.metrics
+        }
         tags = {k: v for k, v in r.data.tags.items() if not k.startswith(("ftflow.", "mlflow.parentRunId"))}
         parent = r.data.tags.get("mlflow.parentRunId")
         if parent:
@@ -101,7 +105,7 @@ def _summary(uri: str) -> dict:
     versions = sorted(c.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
     return {
         "runs": runs,
-        "model": (model.description, {k: v for k, v in model.tags.items()}, dict(model.aliases)),
+        "model": (model.description, dict(model.tags), dict(model.aliases)),
         "versions": [(v.version, {k: t for k, t in v.tags.items() if k != FROM_TAG}) for v in versions],
     }
 
@@ -179,7 +183,9 @@ def test_migrates_into_postgres_with_a_referenced_password(source, postgres, tmp
     _same(_summary(source["uri"]), _summary(real))
     champion = _client(real).get_model_version_by_alias(MODEL, "champion")
     assert champion.source.startswith(files)
-    assert (tmp_path / "team-artifacts" / champion.run_id / "artifacts" / "model" / "weights.txt").read_text() == "weights 1\n"
+    assert (
+        tmp_path / "team-artifacts" / champion.run_id / "artifacts" / "model" / "weights.txt"
+    ).read_text() == "weights 1\n"
     assert _log(postgres.database.url("migrate_log")) == _log(str(source["folder"]))
     again = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
     assert not any(again.copied.values())
