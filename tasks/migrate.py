@@ -351,6 +351,12 @@ def migrate_store(
     dst_uri = expand(destination_tracking, "the destination tracking URI") or ""
     src_log = expand(source_log, "the source prediction log") or default_log_location(src_uri)
     dst_log = expand(destination_log, "the destination prediction log")
+    if destination_artifacts is None and not dst_uri.startswith(("http://", "https://", "sqlite:///", "databricks")):
+        raise MigrationError(
+            f"the destination {redact_url(destination_tracking)} is a database: say where the copied artifacts go "
+            "with --to-artifacts (the artifact destination its tracking server serves), or migrate through the "
+            "tracking server's URL (http://host:port), which stores them itself"
+        )
     if src_uri == dst_uri:
         raise MigrationError(f"the source and destination are the same store ({redact_url(src_uri)})")
     report = MigrationReport()

@@ -175,7 +175,10 @@ def test_migrates_into_postgres_with_a_referenced_password(source, postgres, tmp
     monkeypatch.setenv("FTFLOW_T_PG_PASSWORD", postgres.password)
     dst_uri = postgres.database.url(name).replace(postgres.password, "${FTFLOW_T_PG_PASSWORD}")
     dst_log = postgres.database.url("migrate_log").replace(postgres.password, "${FTFLOW_T_PG_PASSWORD}")
-    # A PostgreSQL backend store keeps no files: the experiments' artifacts go where --to-artifacts says.
+    # A PostgreSQL backend store keeps no files: the experiments' artifacts go where --to-artifacts says ...
+    with pytest.raises(MigrationError, match="--to-artifacts") as refused:
+        migrate_store(source["uri"], postgres.database.url(name), destination_log=dst_log)
+    assert postgres.password not in str(refused.value)
     files = (tmp_path / "team-artifacts").as_uri()
     report = migrate_store(source["uri"], dst_uri, destination_log=dst_log, destination_artifacts=files)
     assert report.copied["runs"] == 3
@@ -187,7 +190,7 @@ def test_migrates_into_postgres_with_a_referenced_password(source, postgres, tmp
         tmp_path / "team-artifacts" / champion.run_id / "artifacts" / "model" / "weights.txt"
     ).read_text() == "weights 1\n"
     assert _log(postgres.database.url("migrate_log")) == _log(str(source["folder"]))
-    again = migrate_store(source["uri"], dst_uri, destination_log=dst_log)
+    again = migrate_store(source["uri"], dst_uri, destination_log=dst_log, destination_artifacts=files)
     assert not any(again.copied.values())
 
 
