@@ -107,6 +107,11 @@ def copy_experiments(src, dst, artifact_root: str | None, report: MigrationRepor
     ids = {}
     for exp in _pages(src.search_experiments, view_type=ViewType.ACTIVE_ONLY, max_results=PAGE):
         have = dst.get_experiment_by_name(exp.name)
+        if have is not None and have.lifecycle_stage == "deleted":
+            raise MigrationError(
+                f"experiment '{exp.name}' is deleted at the destination: restore it (mlflow experiments restore "
+                f"--experiment-id {have.experiment_id}) or purge it (mlflow gc), then migrate again"
+            )
         tags = {k: v for k, v in (exp.tags or {}).items() if not k.startswith("mlflow.")}
         if have is None:
             ids[exp.experiment_id] = dst.create_experiment(exp.name, artifact_location=artifact_root, tags=tags)
@@ -252,6 +257,9 @@ def copy_registry(src, dst, runs: dict[str, _RunMap], report: MigrationReport) -
             if key in there:
                 numbers[str(version.version)] = str(there[key].version)
                 report.add("versions", skipped=1)
+                continue
+            if version.source.startswith("models:/"):  # an MLflow 3 logged model: kept outside any run's files
+                report.notes.append(f"{key}: not copied, its source {version.source} is a logged model")
                 continue
             source, run_id = _version_source(version, runs)
             if run_id is None:

@@ -13,14 +13,15 @@ their versions (each pointing at its migrated run's artifacts), aliases and tags
 with its feedback and loss records.
 
 Safe to run again: a second migrate copies nothing, and a migrate that failed part-way resumes where it
-stopped without duplicates. Migrated runs carry the tag ftflow.migrated_from (the source run id), migrated
-versions ftflow.migrated_from = NAME/VERSION. A URL may hold ${ENV} references (postgresql://ops:${PGPASSWORD}@db/mlflow);
-passwords are masked in every message."""
+stopped without duplicates. Migrated runs carry the tag ftflow.migrated_from (the source run id),
+migrated versions ftflow.migrated_from = NAME/VERSION. A URL may hold ${ENV} references
+(postgresql+psycopg://ops:${PGPASSWORD}@db/mlflow); passwords are masked in every message."""
 
 EPILOG = """\
 Examples:
   ftflow migrate --to http://mlflow.team:5000 --to-log 'postgresql+psycopg://ops:${PGPASSWORD}@db/predictions'
-  ftflow migrate --from sqlite:///$HOME/ft/mlruns/mlflow.db --to 'postgresql+psycopg://ops:${PGPASSWORD}@db/mlflow'
+  ftflow migrate --from sqlite:///$HOME/ft/mlruns/mlflow.db \
+    --to 'postgresql+psycopg://ops:${PGPASSWORD}@db/mlflow' --to-artifacts file:///srv/mlflow-artifacts
 
 With a tracking server, give it the login in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD; its artifact
 proxying (--serve-artifacts, as `ftflow up` runs it) receives the files. A database URL as --to writes the backend

@@ -216,3 +216,39 @@ def test_the_command_prints_counts_and_masks_passwords(source, tmp_path, capsys,
     monkeypatch.delenv("FTFLOW_T_MIGRATE_PW")
     assert main(["migrate", "--from", source["uri"], "--to", "http://ops:${FTFLOW_T_MIGRATE_PW}@127.0.0.1:9/"]) == 1
     assert "FTFLOW_T_MIGRATE_PW is not set" in capsys.readouterr().err
+
+
+def test_a_migrated_onnx_champion_answers_as_before(tmp_path, monkeypatch):
+    """A registered serving bundle (the layout register.py logs) moved to another store loads from there through
+    the registry and answers identically."""
+    import shutil
+
+    from tasks.inference.predictor import OnnxPredictor
+    from tasks.registry.register import download_bundle
+    from tests.support import export_classifier_bundle
+
+    (tmp_path / "bundle").mkdir()
+    bundle = export_classifier_bundle(tmp_path / "bundle")
+    model = tmp_path / "model"
+    shutil.copytree(bundle, model / "artifacts" / "bundle")
+    (model / "MLmodel").write_text(
+        "flavors:\n  python_function:\n    artifacts:\n      bundle:\n        path: artifacts/bundle\n"
+    )
+    src_uri = f"sqlite:///{tmp_path / 'laptop' / 'mlflow.db'}"
+    c = _client(src_uri)
+    exp = c.create_experiment("serving", artifact_location=(tmp_path / "laptop" / "artifacts").as_uri())
+    rid = c.create_run(exp, run_name="trained").info.run_id
+    c.log_artifacts(rid, str(model), "model")
+    c.set_terminated(rid)
+    c.create_registered_model("migrate-onnx")
+    c.create_model_version("migrate-onnx", source=f"{c.get_run(rid).info.artifact_uri}/model", run_id=rid)
+    c.set_registered_model_alias("migrate-onnx", "champion", "1")
+
+    dst_uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
+    migrate_store(src_uri, dst_uri)
+    shutil.rmtree(tmp_path / "laptop" / "artifacts")  # the laptop's files are gone: the team's copy serves
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dst_uri)
+    champion = _client(dst_uri).get_model_version_by_alias("migrate-onnx", "champion")
+    served = download_bundle("migrate-onnx", champion.version, tmp_path / "served")
+    texts = ["a fine film", "dull and too long", "okay"]
+    assert OnnxPredictor(served).predict(texts) == OnnxPredictor(bundle).predict(texts)
