@@ -4,6 +4,7 @@ failure part-way, and a second migrate that copies nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 
@@ -105,7 +106,7 @@ def _summary(uri: str) -> dict:
     versions = sorted(c.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
     return {
         "runs": runs,
-        "model": (model.description, dict(model.tags), dict(model.aliases)),
+        "model": (model.description, dict(model.tags), {k: str(v) for k, v in model.aliases.items()}),
         "versions": [(v.version, {k: t for k, t in v.tags.items() if k != FROM_TAG}) for v in versions],
     }
 
@@ -252,3 +253,70 @@ def test_a_migrated_onnx_champion_answers_as_before(tmp_path, monkeypatch):
     served = download_bundle("migrate-onnx", champion.version, tmp_path / "served")
     texts = ["a fine film", "dull and too long", "okay"]
     assert OnnxPredictor(served).predict(texts) == OnnxPredictor(bundle).predict(texts)
+
+
+@pytest.fixture
+def team_server(postgres, tmp_path):
+    """An MLflow server as `ftflow up --database` runs it: PostgreSQL backend store, artifacts proxied."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from flows.ops.supervisor import free_port
+
+    name = "migrate_server"
+    with postgres.database.connect() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": postgres.database.url(name)}
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--serve-artifacts",
+        "--default-artifact-root",
+        "mlflow-artifacts:/",
+    ]
+    argv += ["--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "mlflow.log", "wb") as log:
+        proc = subprocess.Popen([*argv, "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow.log").read_text()[
+                    -3000:
+                ]
+                time.sleep(0.5)
+        yield {"url": url, "backend": postgres.database.url(name), "artifacts": tmp_path / "server-artifacts"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_migrates_into_a_tracking_server_with_proxied_artifacts(source, team_server, tmp_path, monkeypatch):
+    """The team's route: through the server's URL, from a folder that cannot see the server's files."""
+    import mlflow.artifacts
+
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    monkeypatch.chdir(client_dir)
+    report = migrate_store(source["uri"], team_server["url"])
+    assert report.copied["runs"] == 3 and report.copied["versions"] == 2 and report.copied["aliases"] == 2
+    _same(_summary(source["uri"]), _summary(team_server["url"]))
+    champion = _client(team_server["url"]).get_model_version_by_alias(MODEL, "champion")
+    assert champion.source.startswith("mlflow-artifacts:/")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server["url"])
+    assert mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model/weights.txt") == "weights 1\n"
+    assert list(team_server["artifacts"].rglob("weights.txt"))  # stored by the server, not the client
+    assert not list(client_dir.rglob("*"))
+    again = migrate_store(source["uri"], team_server["url"])
+    assert not any(again.copied.values())
