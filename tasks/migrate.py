@@ -365,6 +365,11 @@ def migrate_store(
             "with --to-artifacts (the artifact destination its tracking server serves), or migrate through the "
             "tracking server's URL (http://host:port), which stores them itself"
         )
+    if src_uri.startswith("sqlite:///") and not Path(src_uri[len("sqlite:///") :]).is_file():
+        raise MigrationError(
+            f"no MLflow store at {redact_url(source_tracking)}: give --from the laptop's store, e.g. "
+            "sqlite:///path/to/mlruns/mlflow.db (its artifacts folder beside it)"
+        )
     if src_uri == dst_uri:
         raise MigrationError(f"the source and destination are the same store ({redact_url(src_uri)})")
     report = MigrationReport()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from flows.ops.command_env import prepare_command_env, print_refusal
 
@@ -32,9 +33,10 @@ where its clients will read them."""
 def cmd_migrate(args) -> int:
     prepare_command_env()
     from tasks.migrate import KINDS, migrate_store
-    from tasks.platform.tracking import tracking_uri
+    from tasks.platform.tracking import store_dir
 
-    source = args.source or tracking_uri()
+    # Not tracking_uri(): that makes an empty mlruns/ where there is none.
+    source = args.source or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir() / 'mlflow.db'}"
     try:
         report = migrate_store(source, args.to, args.from_log, args.to_log, args.to_artifacts)
     except ValueError as e:  # ours, and SecretReferenceError: credentials already masked

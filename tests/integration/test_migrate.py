@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import pytest
 
@@ -214,6 +215,9 @@ def test_the_command_prints_counts_and_masks_passwords(source, tmp_path, capsys,
         assert main(["migrate", "--from", source["uri"], "--to", to]) == 1
         err = capsys.readouterr().err
         assert "error: migrating" in err and "hunter2" not in err, err
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    assert main(["migrate", "--from", f"sqlite:///{missing}", "--to", dst]) == 1
+    assert "no MLflow store at" in capsys.readouterr().err and not missing.parent.exists()
     monkeypatch.delenv("FTFLOW_T_MIGRATE_PW")
     assert main(["migrate", "--from", source["uri"], "--to", "http://ops:${FTFLOW_T_MIGRATE_PW}@127.0.0.1:9/"]) == 1
     assert "FTFLOW_T_MIGRATE_PW is not set" in capsys.readouterr().err
@@ -304,7 +308,6 @@ def team_server(postgres, tmp_path):
 
 def test_migrates_into_a_tracking_server_with_proxied_artifacts(source, team_server, tmp_path, monkeypatch):
     """The team's route: through the server's URL, from a folder that cannot see the server's files."""
-    import mlflow.artifacts
 
     client_dir = tmp_path / "client"
     client_dir.mkdir()
@@ -314,8 +317,8 @@ def test_migrates_into_a_tracking_server_with_proxied_artifacts(source, team_ser
     _same(_summary(source["uri"]), _summary(team_server["url"]))
     champion = _client(team_server["url"]).get_model_version_by_alias(MODEL, "champion")
     assert champion.source.startswith("mlflow-artifacts:/")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server["url"])
-    assert mlflow.artifacts.load_text(f"runs:/{champion.run_id}/model/weights.txt") == "weights 1\n"
+    got = _client(team_server["url"]).download_artifacts(champion.run_id, "model/weights.txt", str(tmp_path))
+    assert Path(got).read_text() == "weights 1\n"
     assert list(team_server["artifacts"].rglob("weights.txt"))  # stored by the server, not the client
     assert not list(client_dir.rglob("*"))
     again = migrate_store(source["uri"], team_server["url"])
