@@ -165,13 +165,28 @@ def copy_runs(
             if done:
                 mapped[source_id] = _RunMap(run.info.artifact_uri, done[0].info.run_id, done[0].info.artifact_uri)
                 report.add("runs", skipped=1)
+                report.add("metrics", skipped=sum(len(src.get_metric_history(source_id, k)) for k in run.data.metrics))
+                report.add("artifacts", skipped=_artifact_count(src, source_id))
                 continue
             mapped[source_id] = copy_run(src, dst, run, dst_exp, mapped, report, checkpoint)
             report.add("runs", copied=1)
     return mapped
 
 
-def copy_run(src, dst, run, dst_exp: str, mapped: dict[str, _RunMap], report, checkpoint) -> _RunMap:
+def _artifact_count(client, run_id: str, path: str | None = None) -> int:
+    """How many files a run's artifacts hold."""
+    return sum(_artifact_count(client, run_id, f.path) if f.is_dir else 1 for f in client.list_artifacts(run_id, path))
+
+
+def copy_run(
+    src,
+    dst,
+    run,
+    dst_exp: str,
+    mapped: dict[str, _RunMap],
+    report: MigrationReport,
+    checkpoint: Checkpoint | None,
+) -> _RunMap:
     """One run: tags (its parent remapped), params, every metric's full history, artifacts, status and times."""
     from mlflow.entities import Metric, Param, RunStatus
 
