@@ -223,19 +223,25 @@ def test_the_command_prints_counts_and_masks_passwords(source, tmp_path, capsys,
     assert "FTFLOW_T_MIGRATE_PW is not set" in capsys.readouterr().err
 
 
-def test_a_migrated_onnx_champion_answers_as_before(tmp_path, monkeypatch):
-    """A registered serving bundle (the layout register.py logs) moved to another store loads from there through
-    the registry and answers identically."""
+@pytest.fixture(scope="module")
+def onnx_bundle(tmp_path_factory):
+    """A classification serving bundle (the packaged MiniLM, an untrained head) exported to ONNX."""
+    from tests.support import export_classifier_bundle
+
+    return export_classifier_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.mark.parametrize("destination", ["sqlite", "server"])
+def test_a_migrated_onnx_champion_answers_as_before(destination, onnx_bundle, tmp_path, monkeypatch, request):
+    """A registered serving bundle (the layout register.py logs) moved to another store, or through the team's
+    server into PostgreSQL, loads from there through the registry and answers identically."""
     import shutil
 
     from tasks.inference.predictor import OnnxPredictor
     from tasks.registry.register import download_bundle
-    from tests.support import export_classifier_bundle
 
-    (tmp_path / "bundle").mkdir()
-    bundle = export_classifier_bundle(tmp_path / "bundle")
     model = tmp_path / "model"
-    shutil.copytree(bundle, model / "artifacts" / "bundle")
+    shutil.copytree(onnx_bundle, model / "artifacts" / "bundle")
     (model / "MLmodel").write_text(
         "flavors:\n  python_function:\n    artifacts:\n      bundle:\n        path: artifacts/bundle\n"
     )
@@ -249,14 +255,18 @@ def test_a_migrated_onnx_champion_answers_as_before(tmp_path, monkeypatch):
     c.create_model_version("migrate-onnx", source=f"{c.get_run(rid).info.artifact_uri}/model", run_id=rid)
     c.set_registered_model_alias("migrate-onnx", "champion", "1")
 
-    dst_uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
+    if destination == "server":
+        dst_uri = request.getfixturevalue("team_server")["url"]
+        monkeypatch.chdir(tmp_path / "model")  # a folder that cannot see the server's files
+    else:
+        dst_uri = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
     migrate_store(src_uri, dst_uri)
     shutil.rmtree(tmp_path / "laptop" / "artifacts")  # the laptop's files are gone: the team's copy serves
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dst_uri)
     champion = _client(dst_uri).get_model_version_by_alias("migrate-onnx", "champion")
     served = download_bundle("migrate-onnx", champion.version, tmp_path / "served")
     texts = ["a fine film", "dull and too long", "okay"]
-    assert OnnxPredictor(served).predict(texts) == OnnxPredictor(bundle).predict(texts)
+    assert OnnxPredictor(served).predict(texts) == OnnxPredictor(onnx_bundle).predict(texts)
 
 
 @pytest.fixture
