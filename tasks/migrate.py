@@ -59,7 +59,8 @@ class _RunMap:
     artifact_uri: str
 
 
-Checkpoint = Callable[[str, str], None]  # (stage, source run id): a test's hook to fail a migrate part-way
+# (stage, what): a test's hook to fail a migrate part-way: ("created" | "complete", source run id), ("version", NAME/N)
+Checkpoint = Callable[[str, str], None]
 
 
 def _pages(search: Callable, **kwargs) -> Iterator:
@@ -241,7 +242,9 @@ def _version_source(version, runs: dict[str, _RunMap]) -> tuple[str, str | None]
     return source, moved.run_id
 
 
-def copy_registry(src, dst, runs: dict[str, _RunMap], report: MigrationReport) -> None:
+def copy_registry(
+    src, dst, runs: dict[str, _RunMap], report: MigrationReport, checkpoint: Checkpoint | None = None
+) -> None:
     """Registered models (description, tags), their versions in order (source repointed, tags), and aliases."""
     from mlflow.exceptions import MlflowException
 
@@ -288,6 +291,8 @@ def copy_registry(src, dst, runs: dict[str, _RunMap], report: MigrationReport) -
             )
             numbers[str(version.version)] = str(made.version)
             report.add("versions", copied=1)
+            if checkpoint:
+                checkpoint("version", key)
         aliases = dict(dst.get_registered_model(name).aliases or {})
         for alias, number in (model.aliases or {}).items():
             target = numbers.get(str(number))
@@ -393,7 +398,7 @@ def migrate_store(
         root = expand(destination_artifacts, "the destination artifact root") or _artifact_root(dst_uri)
         experiments = copy_experiments(src, dst, root, report)
         runs = copy_runs(src, dst, experiments, report, checkpoint)
-        copy_registry(src, dst, runs, report)
+        copy_registry(src, dst, runs, report, checkpoint)
         if src_log and dst_log:
             copy_log(src_log, dst_log, report)
         elif src_log:

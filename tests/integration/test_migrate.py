@@ -160,11 +160,26 @@ def test_a_failed_migrate_resumes_without_duplicates(source, tmp_path):
         if stage == "created" and seen.count("created") == 2:
             raise OSError("disk full (simulated)")
 
+    def fail_after_a_version(stage: str, what: str) -> None:
+        if stage == "version":
+            raise OSError("connection lost (simulated)")
+
     with pytest.raises(MigrationError, match="resumes"):
         migrate_store(source["uri"], dst_uri, checkpoint=fail_on_second_run)
+    # The second try copies the runs left and stops after the model's first version ...
+    with pytest.raises(MigrationError, match="resumes"):
+        migrate_store(source["uri"], dst_uri, checkpoint=fail_after_a_version)
+    # ... the third finishes: the first run and version are not copied again.
     report = migrate_store(source["uri"], dst_uri)
-    assert report.skipped["runs"] == 1 and report.copied["runs"] == 2
+    assert report.skipped["runs"] == 3 and report.copied["runs"] == 0
+    assert report.skipped["versions"] == 1 and report.copied["versions"] == 1 and report.copied["aliases"] == 2
     _same(_summary(source["uri"]), _summary(dst_uri))
+    # The copy the first try left incomplete (the second run, made but not filled) is in MLflow's trash.
+    from mlflow.entities import ViewType
+
+    c = _client(dst_uri)
+    trash = c.search_runs([c.get_experiment_by_name("fine-tune").experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert [r.data.tags[FROM_TAG] for r in trash] == [source["runs"][1]]
 
 
 def test_migrates_into_postgres_with_a_referenced_password(source, postgres, tmp_path, monkeypatch):
