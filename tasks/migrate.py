@@ -328,12 +328,26 @@ def _row_keys(df, columns: list[str]) -> list[tuple]:
     return list(out.itertuples(index=False, name=None))
 
 
+def _log_table_exists(location: str, table: str) -> bool:
+    from tasks.monitoring.prediction_log import is_database_url
+
+    if not is_database_url(location):
+        return (Path(location) / table).is_dir()
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(location)
+    try:
+        return sa.inspect(engine).has_table(table)
+    finally:
+        engine.dispose()
+
+
 def copy_log(source: str, destination: str, report: MigrationReport) -> None:
     """Copy each log table's rows the destination lacks (a table written as one batch per run of migrate)."""
-    from tasks.monitoring.prediction_log import is_database_url, open_sink
+    from tasks.monitoring.prediction_log import open_sink
 
     for table, schema in log_tables():
-        if not is_database_url(source) and not (Path(source) / table).is_dir():
+        if not _log_table_exists(source, table):  # not opened: opening a database table creates it
             continue
         rows = open_sink(table, schema, source).read()
         if rows.empty:
@@ -364,6 +378,7 @@ def migrate_store(
     `artifacts` beside a SQLite store; a tracking server's own choice, its proxied artifact store, otherwise).
     """
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
 
     secrets: tuple[str, ...] = ()
 
@@ -403,7 +418,7 @@ def migrate_store(
             copy_log(src_log, dst_log, report)
         elif src_log:
             report.notes.append(f"prediction log at {redact_url(src_log)} not copied: no destination log given")
-    except (MlflowException, OSError) as e:
+    except (MlflowException, OSError, SQLAlchemyError) as e:
         text = redact_text(str(e).splitlines()[0] if str(e) else type(e).__name__, secrets)
         raise MigrationError(
             f"migrating {redact_url(source_tracking)} to {redact_url(destination_tracking)} failed: {text}; what "

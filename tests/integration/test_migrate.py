@@ -348,3 +348,25 @@ def test_migrates_into_a_tracking_server_with_proxied_artifacts(source, team_ser
     assert not list(client_dir.rglob("*"))
     again = migrate_store(source["uri"], team_server["url"])
     assert not any(again.copied.values())
+
+
+def test_a_database_log_migrates_into_a_folder_and_its_source_is_left_as_it_was(source, tmp_path):
+    """The log's other direction (SQL source, Parquet destination); a table the source lacks is not made there."""
+    import sqlalchemy as sa
+
+    from tasks.migrate import MigrationReport, copy_log
+
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    first = MigrationReport()
+    copy_log(str(source["folder"]), db, first)
+    assert first.copied["log rows"] == 6
+    with sa.create_engine(db).begin() as conn:
+        conn.execute(sa.text("DROP TABLE feedback"))
+    report = MigrationReport()
+    copy_log(db, str(tmp_path / "folder"), report)
+    assert report.copied["log rows"] == 5
+    assert not sa.inspect(sa.create_engine(db)).has_table("feedback")
+    assert _log(str(tmp_path / "folder"))["predictions"] == 5
+    again = MigrationReport()
+    copy_log(db, str(tmp_path / "folder"), again)
+    assert again.copied["log rows"] == 0 and again.skipped["log rows"] == 5
