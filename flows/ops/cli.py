@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     from flows.ops.score_cli import add_score_command  # standard library only, likewise
 
     add_score_command(sub)
+    from flows.ops.migrate_cli import add_migrate_command  # standard library only, likewise
+
+    add_migrate_command(sub)
     return p
 
 
