@@ -33,7 +33,7 @@ from tasks.data.readers import DataSourceError
 from tasks.data.sources import cache_dir, describe_source, read_source
 from tasks.io import digest_frames
 from tasks.kinds import kind_of
-from tasks.labels import LabelSetError, label_sets_of, labels_as_strings
+from tasks.labels import LabelSetError
 from tasks.platform import tracking
 from tasks.registry import register
 from tasks.secrets import expand_references, literals_as_references, redact_text
@@ -261,15 +261,10 @@ def check_columns(
 
 def targets_as_read(column: pd.Series, task: str, labels: list[str] | None) -> pd.Series:
     """An input's label column as the model's references read it: class names, label sets, or values as given."""
-    kind = kind_of(task)
-    if kind.is_single_label:
-        return labels_as_strings(column, labels)
-    if kind.is_multi_label:
-        try:
-            return label_sets_of(column, None, "the scoring input")
-        except LabelSetError as e:
-            raise ScoreInputError(str(e)) from None
-    return column
+    try:
+        return kind_of(task).read_targets(column, labels, origin="the scoring input")
+    except LabelSetError as e:
+        raise ScoreInputError(str(e)) from None
 
 
 def texts_of(df: pd.DataFrame, column: str) -> list[str]:

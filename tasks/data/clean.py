@@ -19,7 +19,7 @@ from tasks.data.readers import LINE_CONTENT, PARSE_ERROR
 from tasks.inference.normalize import normalize_strings
 from tasks.io import digest_frames, read_frame, write_frames, write_json
 from tasks.kinds import kind_of
-from tasks.kinds.multi_label import label_set_key
+from tasks.kinds.multi_label import label_set_text
 from tasks.labels import entity_types, is_bio_tag, tag_set
 from tasks.results import CleanResult
 
@@ -95,7 +95,7 @@ def label_keys_of(df: pd.DataFrame, task: str) -> pd.Series:
     if kind.is_token_level:
         return df["tags"].map(" ".join)
     if kind.is_multi_label:
-        return df["label"].map(lambda names: label_set_key(names) if names is not None else "\x00")
+        return df["label"].map(lambda names: label_set_text(names) if names is not None else "\x00")
     return df["label"].astype(str)
 
 

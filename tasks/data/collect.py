@@ -18,7 +18,7 @@ from tasks.data.readers import LINE_CONTENT, PARSE_ERROR, DataSourceError
 from tasks.data.sources import describe_source, read_source
 from tasks.io import digest_frames, write_frames
 from tasks.kinds import kind_of
-from tasks.labels import LabelSetError, label_sets_of, labels_as_strings
+from tasks.labels import LabelSetError
 from tasks.results import CollectResult
 
 
@@ -56,13 +56,11 @@ def map_columns(df: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
         if unreadable.any():  # kept as read, so the quarantine shows "3,5" or "n/a", not an empty cell
             out["label_raw"] = out["label"].astype(str).where(unreadable, None)
         out["label"] = numeric
-    elif kind.is_multi_label:
+    else:
         try:
-            out["label"] = label_sets_of(out["label"], cfg.label_separator, origin)
+            out["label"] = kind.read_targets(out["label"], cfg.labels, cfg.label_separator, origin)
         except LabelSetError as e:
             raise DataSourceError(str(e)) from None
-    else:
-        out["label"] = labels_as_strings(out["label"], cfg.labels)
     return out.reset_index(drop=True)
 
 

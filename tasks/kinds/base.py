@@ -112,6 +112,21 @@ class TaskKind(ABC):
             return [label2id[str(v)] for v in df["label"]]
         raise self.unsupported("references")
 
+    def read_targets(
+        self, column: pd.Series, labels: Sequence[str] | None, separator: str | None = None, origin: str = "the data"
+    ) -> pd.Series:
+        """A label column as training data reads it: class names (1.0 reads "1"), label sets, or as given.
+
+        Raises tasks.labels.LabelSetError for a label-set column that mixes lists and plain strings.
+        """
+        from tasks.labels import label_sets_of, labels_as_strings
+
+        if self.is_single_label:
+            return labels_as_strings(column, list(labels) if labels is not None else None)
+        if self.is_multi_label:
+            return label_sets_of(column, separator, origin)
+        return column
+
     @abstractmethod
     def decode(
         self, logits: list[np.ndarray], labels: list[str] | None, decision: Decision

@@ -78,18 +78,14 @@ def multi_hot(label_sets: Sequence[Sequence[str]] | pd.Series, labels: Sequence[
 
 
 def label_set_text(names: Sequence[str]) -> str:
-    """A label set as the prediction log and feedback store it: a sorted JSON list, e.g. '["billing", "refund"]'.
+    """A label set as one string: a sorted JSON list, e.g. '["billing", "refund"]'.
 
-    Equal sets read equal, and the collect stage reads it back as a list (a JSON list in a string cell).
+    Equal sets read equal (cleaning's duplicates and conflicts, the prediction log, feedback), and the collect
+    stage reads it back as a list (a JSON list in a string cell).
     """
     import json
 
     return json.dumps(sorted(set(names)), ensure_ascii=False)
-
-
-def label_set_key(names: Sequence[str]) -> str:
-    """One string per label set, equal for equal sets (duplicates, conflicts, drift and feedback compare it)."""
-    return "|".join(sorted(set(names)))
 
 
 MULTI_LABEL = MultiLabelKind(

@@ -114,10 +114,24 @@ def _multi_label_stat(metric: str, preds: Sequence[Any], refs: Sequence[Any]):
         return per_row, lambda s: _f1(*parts(s)).mean(axis=1)
     if metric == "subset_accuracy":
         return per_row, lambda s: s[:, 3 * k] / s[:, 3 * k + 1]
-    if metric.startswith("f1_label:"):  # one label's F1, by its id
-        j = int(metric.split(":", 1)[1])
-        return per_row, lambda s: _f1(s[:, j], s[:, k + j], s[:, 2 * k + j])
+    if metric == "f1_per_label":  # every label's F1: one column per label
+        return per_row, lambda s: _f1(*parts(s))
     raise ValueError(f"no bootstrap interval for multi-label metric '{metric}'")
+
+
+def label_f1_intervals(
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> list[tuple[float, float]]:
+    """Multi-label: every label's F1 interval, in label order, all read off one set of resamples."""
+    per_row, stat = _multi_label_stat("f1_per_label", predictions, references)
+    scores = _resampled(len(references), lambda w: stat(w @ per_row), resamples, seed)  # [resamples, labels]
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(scores, [tail, 100 - tail], axis=0)
+    return list(zip(low.astype(float).tolist(), high.astype(float).tolist()))
 
 
 def bootstrap_interval(
@@ -208,7 +222,7 @@ def interval_metrics(task: str, scored: dict, labels: list[str] | None) -> dict[
     if kind_of(task).is_multi_label and labels:  # per-label F1 moves most on rare labels: each gets its interval
         from tasks.labels import label_keys
 
-        for j, key in enumerate(label_keys(labels)):
-            low, high = bootstrap_interval(task, f"f1_label:{j}", scored["predictions"], scored["references"])
+        intervals = label_f1_intervals(scored["predictions"], scored["references"])
+        for key, (low, high) in zip(label_keys(labels), intervals):
             out[f"f1_{key}_ci_low"], out[f"f1_{key}_ci_high"] = low, high
     return out

@@ -125,13 +125,12 @@ def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None
 
 def best_f1_cuts(scores: np.ndarray, refs: np.ndarray) -> np.ndarray:
     """Per label (column): the score at which `score >= cut` has its best F1 on these rows (0 without positives)."""
-    from tasks.modelling.calibration import operating_points
+    from tasks.modelling.calibration import choose_threshold
 
     cuts = np.zeros(scores.shape[1])
     for j in range(scores.shape[1]):
         if refs[:, j].any():
-            points = operating_points(scores[:, j], refs[:, j])
-            cuts[j] = points["threshold"][int(np.argmax(points["f1"]))]
+            cuts[j] = choose_threshold(scores[:, j], refs[:, j], {"max_f1": str(j)}).threshold
     return cuts
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.kinds import kind_of
-from tasks.labels import label_sets_of, labels_as_strings
 from tasks.platform import tracking
 from tasks.registry import register
 from tasks.registry.decision import (
@@ -225,10 +224,8 @@ def promote_challenger(
             champion = load_candidate(name, register.CHAMPION, work)
             df, source = read_eval_frame(eval_data, challenger["run_id"], work)
             task, labels = challenger["meta"]["task"], challenger["meta"]["labels"]
-            if kind_of(task).is_single_label and "label" in df.columns:
-                df["label"] = labels_as_strings(df["label"], labels)  # read like training data: 1.0 -> "1"
-            if kind_of(task).is_multi_label and "label" in df.columns:  # lists, or JSON lists in a CSV
-                df["label"] = label_sets_of(df["label"], None, f"evaluation set {source}")
+            if "label" in df.columns:  # read like training data: 1.0 -> "1"; lists, or JSON lists in a CSV
+                df["label"] = kind_of(task).read_targets(df["label"], labels, origin=f"evaluation set {source}")
             check_columns(df, task, source, labels)
             margin = default_margin(challenger["run_id"]) if margin is None else float(margin)
             if allow_data_warnings is None:
