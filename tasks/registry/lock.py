@@ -78,7 +78,17 @@ def holder_is_dead(tags: dict) -> bool:
 
 
 def _exists_error(e: Exception) -> bool:
-    return getattr(e, "error_code", None) == "RESOURCE_ALREADY_EXISTS"
+    """Whether creating a registered model failed because one of that name exists."""
+    if getattr(e, "error_code", None) == "RESOURCE_ALREADY_EXISTS":
+        return True
+    # Two writers racing on one name: MLflow's SQL store checks, then inserts, and the loser's insert fails on
+    # the unique constraint as a raw SQLAlchemy IntegrityError, not as RESOURCE_ALREADY_EXISTS.
+    text = str(e)
+    return (
+        type(e).__name__ == "IntegrityError"
+        and "registered_models" in text
+        and ("UNIQUE constraint failed" in text or "duplicate key value" in text)
+    )
 
 
 def remove_lock(name: str, token: str) -> bool:
@@ -89,7 +99,7 @@ def remove_lock(name: str, token: str) -> bool:
     c = tracking.client()
     try:
         c.create_registered_model(released_name(name, token), tags={"released_at": now_iso()})
-    except MlflowException as e:
+    except Exception as e:  # MlflowException, or the store's IntegrityError when two creates race
         if _exists_error(e):
             return False
         raise
@@ -142,7 +152,7 @@ def promotion_lock(name: str, action: str, break_lock: bool = False) -> Iterator
                 lock, tags=mine, description=f"held while a promotion or rollback of '{name}' runs"
             )
             break
-        except MlflowException as e:
+        except Exception as e:  # MlflowException, or the store's IntegrityError when two creates race
             if not _exists_error(e):
                 raise
         try:
