@@ -91,6 +91,15 @@ def _exists_error(e: Exception) -> bool:
     )
 
 
+def _vanished_error(e: Exception) -> bool:
+    """Whether creating a registered model lost a race to one that was deleted again before the store read it.
+
+    MLflow's SQL store answers a unique-constraint failure by reading the existing model back; when its holder
+    released it in between, that read raises RESOURCE_DOES_NOT_EXIST from inside the create.
+    """
+    return getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
 def remove_lock(name: str, token: str) -> bool:
     """Delete `name`'s lock if it still holds `token`, as one compare-and-delete; False when someone else
     removed that lock first (then nothing is deleted: the lock there now, if any, is another holder's)."""
@@ -100,7 +109,7 @@ def remove_lock(name: str, token: str) -> bool:
     try:
         c.create_registered_model(released_name(name, token), tags={"released_at": now_iso()})
     except Exception as e:  # MlflowException, or the store's IntegrityError when two creates race
-        if _exists_error(e):
+        if _exists_error(e) or _vanished_error(e):  # another remover made the marker first
             return False
         raise
     # Only the marker's creator deletes the lock holding `token`, so the lock still holds it or is gone;
@@ -153,6 +162,8 @@ def promotion_lock(name: str, action: str, break_lock: bool = False) -> Iterator
             )
             break
         except Exception as e:  # MlflowException, or the store's IntegrityError when two creates race
+            if _vanished_error(e):
+                continue  # the winner's lock was released before the store could read it back: try again
             if not _exists_error(e):
                 raise
         try:
