@@ -24,6 +24,11 @@ class ModelConfig(Section):
         "model's positions and 512; training logs what it chose and how many train texts it cuts, and "
         "the model folder records the number, which evaluation, export and serving read",
     )
+    head_init: Literal["random", "probe"] = Field(
+        "random",
+        description="the new head's first weights: random, or probe (a linear model fitted on the pretrained "
+        "body's pooled train rows, its regularisation cross-validated; sequence tasks only)",
+    )
     label_all_subtokens: bool = Field(False, description="NER: label every sub-token, not only the first")
     long_text: Literal["truncate", "chunk"] = Field(
         "truncate",

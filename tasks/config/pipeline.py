@@ -83,8 +83,21 @@ class PipelineConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _check_head_fits_task(self) -> PipelineConfig:
+        kind, task = kind_of(self.data.task), self.data.task
+        if self.model.head_init == "probe" and kind.is_token_level:
+            raise ValueError(
+                f"model.head_init 'probe' starts a sequence head, not {task}'s token head; set it to random"
+            )
+        if self.training.strategy == "contrastive" and not kind.is_single_label:
+            raise ValueError(
+                f"training.strategy 'contrastive' draws pairs from single-label classes, not {task}; set it to fine_tune"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_search_space(self) -> PipelineConfig:
-        searchable = sorted(set(TrainingConfig.model_fields) - {"distributed", "use_cpu", "seed"})
+        searchable = sorted(set(TrainingConfig.model_fields) - {"distributed", "use_cpu", "seed", "contrastive"})
         unknown = [k for k in self.search.space if k not in searchable]
         if unknown:
             raise ValueError(

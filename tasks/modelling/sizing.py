@@ -292,4 +292,10 @@ def resolved_tags(resolved: dict) -> dict[str, str]:
         "resolved.updates": str(schedule["updates"]),
         "resolved.eval_steps": str(schedule["eval_steps"] or "per epoch"),
         "resolved.early_stopping_patience": str(schedule["early_stopping_patience"] or "off"),
+        **({"resolved.head_init": str(resolved["head"]["head_init"])} if resolved.get("head") else {}),
+        **(
+            {"resolved.contrastive": f"{phase['pairs']} pairs, {phase.get('updates', 0)} updates"}
+            if (phase := resolved.get("contrastive"))
+            else {}
+        ),
     }

@@ -40,7 +40,9 @@ from tasks.modelling.checkpoints import (
     last_checkpoint,
     spec_digest,
 )
+from tasks.modelling.contrastive import tune_body_contrastively
 from tasks.modelling.distributed import launch_distributed
+from tasks.modelling.head_init import init_head_from_probe
 from tasks.modelling.model import build_model, position_limit
 from tasks.modelling.sizing import (
     log_schedule,
@@ -132,6 +134,18 @@ def build_trainer(
     documents = list(datasets["validation"]["document"]) if "document" in datasets["validation"].column_names else None
     if documents is not None:
         compute_metrics = per_document(compute_metrics, documents, cfg.model.aggregate)
+    # A run resuming from a checkpoint loads its weights: the head and body placed here would be overwritten.
+    fresh = not (checkpoints and last_checkpoint(run_dir / CHECKPOINTS))
+    phase = (
+        tune_body_contrastively(model, datasets["train"], collator, tc.contrastive, tc.seed)
+        if tc.strategy == "contrastive" and fresh
+        else None
+    )
+    head = (
+        init_head_from_probe(model, datasets["train"], collator, task, tc.seed)
+        if (cfg.model.head_init == "probe" or phase is not None) and fresh
+        else {"head_init": "random" if fresh else "from the checkpoint resumed"}
+    )
     callbacks = [make_tracking_callback(run_id), *(callbacks or [])]
     if tc.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
@@ -149,7 +163,11 @@ def build_trainer(
         keep_eval_order=documents is not None,
     )
     trainer.remove_callback(PrinterCallback)  # the tracking callback logs the same history
-    return trainer, cfg, {"max_length": length, "schedule": schedule_record(schedule, cfg.training)}
+    return (
+        trainer,
+        cfg,
+        {"max_length": length, "schedule": schedule_record(schedule, cfg.training), "head": head, "contrastive": phase},
+    )
 
 
 def per_document(compute_metrics, documents: list[int], how: str):

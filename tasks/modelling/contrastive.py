@@ -1,0 +1,115 @@
+"""The first phase of `training.strategy: contrastive`: the body learns the classes from pairs (SetFit-style).
+
+With a handful of rows per class, a new head and the body trained together on a few dozen updates
+move little. Pairs multiply the signal: each train row is paired with rows of its class (target
+cosine 1) and of other classes (target 0), and the body learns to place them so (the cosine-similarity
+loss of SetFit, Tunstall et al. 2022). The representation trained is the one the head reads (the input
+of its last layer), so the same sequence-classification model is exported and served: no second
+model kind. The head then starts from a linear probe on the tuned body (tasks/modelling/head_init.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from tasks.config.training import ContrastiveConfig
+from tasks.modelling.head_init import head_layer
+
+log = logging.getLogger(__name__)
+
+
+def draw_pairs(labels: list[int], cfg: ContrastiveConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left rows, right rows, target cosine): for each row, as often as pairs_per_row allows, one pair with
+    a row of its class (1.0) and one with a row of another class (0.0), shuffled, at most max_pairs."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    by_class = {c: np.flatnonzero(y == c) for c in np.unique(y)}
+    rounds = max(1, min(cfg.pairs_per_row // 2, cfg.max_pairs // (2 * len(y)) or 1))
+    pairs: list[tuple[int, int, float]] = []
+    for _ in range(rounds):
+        for i, c in enumerate(y):
+            same, others = by_class[c], np.flatnonzero(y != c)
+            if len(same) > 1:
+                j = i
+                while j == i:
+                    j = int(rng.choice(same))
+                pairs.append((i, j, 1.0))
+            if len(others):
+                pairs.append((i, int(rng.choice(others)), 0.0))
+    order = rng.permutation(len(pairs))[: cfg.max_pairs]
+    drawn = np.asarray(pairs, dtype=np.float64).reshape(-1, 3)[order]
+    return drawn[:, 0].astype(np.int64), drawn[:, 1].astype(np.int64), drawn[:, 2].astype(np.float32)
+
+
+def tune_body_contrastively(model, dataset, collator, cfg: ContrastiveConfig, seed: int) -> dict[str, Any]:
+    """Train the body on label pairs (cosine loss on the head's input); return what the phase did."""
+    import torch
+
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    left, right, target = draw_pairs(list(dataset["labels"]), cfg, seed)
+    if not (target == 1.0).any() or not (target == 0.0).any():
+        return {"strategy": "contrastive", "pairs": 0, "why": "train needs two classes and a class with two rows"}
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
+    rows = [{k: dataset[i][k] for k in keys} for i in range(len(dataset))]
+    layer, seen = head_layer(model), []
+    hook = layer.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    device = next(model.parameters()).device
+    steps = math.ceil(len(target) / cfg.batch_size)
+    warmup = max(1, steps // 10)
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(_head_prefix(model))]
+    optimizer = torch.optim.AdamW(body, lr=cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+    )
+
+    def embed(idx: np.ndarray):
+        seen.clear()
+        batch = collator([rows[i] for i in idx])
+        model(**{k: v.to(device) for k, v in batch.items() if k in keys})
+        return seen[-1]
+
+    model.train()
+    losses = []
+    try:
+        for s in range(steps):
+            part = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
+            u, v = embed(left[part]), embed(right[part])
+            cos = torch.nn.functional.cosine_similarity(u, v, dim=-1)
+            loss = torch.nn.functional.mse_loss(cos, torch.from_numpy(target[part]).to(cos))
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+    finally:
+        hook.remove()
+    tenth = max(1, len(losses) // 10)
+    record = {
+        "strategy": "contrastive",
+        "pairs": len(target),
+        "updates": steps,
+        "loss_first_tenth": round(float(np.mean(losses[:tenth])), 4),
+        "loss_last_tenth": round(float(np.mean(losses[-tenth:])), 4),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    log.info(
+        "contrastive phase: %d label pairs, %d updates, cosine loss %.3f -> %.3f, %.0f s",
+        record["pairs"],
+        steps,
+        record["loss_first_tenth"],
+        record["loss_last_tenth"],
+        record["seconds"],
+    )
+    return record
+
+
+def _head_prefix(model) -> str:
+    """The parameter-name prefix of the head's last layer (it is not trained here: the probe places it)."""
+    layer = head_layer(model)
+    return next(n for n, m in model.named_modules() if m is layer)
