@@ -28,6 +28,7 @@ def small_config(tmp: Path, *overrides: str):
             "training.train_batch_size=16",
             "training.logging_steps=5",
             "training.min_updates=0",  # the schedule these tests were sized for (tests/unit/test_sizing.py covers it)
+            "training.strategy=fine_tune",  # the contrastive phase has its own tests (tests/integration/test_head_init.py)
             f"run_dir={tmp / 'runs'}",
             "data.validation.min_rows=50",
             # 360 rows for one epoch: plumbing, not a model that beats a bag of words; the gate's refusal of

@@ -89,7 +89,7 @@ class PipelineConfig(Section):
             raise ValueError(
                 f"model.head_init 'probe' starts a sequence head, not {task}'s token head; set it to random"
             )
-        if self.training.strategy == "contrastive" and not kind.is_single_label:
+        if self.training.strategy == "contrastive" and not kind.is_single_label:  # auto decides by the task
             raise ValueError(
                 f"training.strategy 'contrastive' draws pairs from single-label classes, not {task}; set it to fine_tune"
             )

@@ -27,17 +27,30 @@ class ContrastiveConfig(Section):
         "too little in a few hundred updates: cosine loss 0.244 -> 0.241 on TREC at 8 rows a class; 1e-4: 0.026)",
     )
     batch_size: int = Field(16, ge=2, description="pairs per optimizer update")
+    max_length: int = Field(
+        128,
+        ge=8,
+        description="the phase reads at most this many tokens of a row (its start and closing token): long "
+        "documents learn their classes from their openings at a fraction of the cost",
+    )
+    auto_rows_per_class: int = Field(
+        64,
+        ge=0,
+        description="strategy auto takes contrastive when the median class has at most this many train rows",
+    )
 
 
 class TrainingConfig(Section):
     """Hyperparameters; the defaults suit the offline MiniLM on a few CPU cores."""
 
-    strategy: Literal["fine_tune", "contrastive"] = Field(
-        "fine_tune",
+    strategy: Literal["auto", "fine_tune", "contrastive"] = Field(
+        "auto",
         description="fine_tune: the body and a new head train together on the labels. contrastive (few rows per "
         "class; single-label classification): first the body learns to place texts of one class together "
         "and texts of different classes apart (cosine loss on pairs drawn from the labels), then the head "
-        "starts from a linear probe on that body (model.head_init probe) and fine-tuning runs as usual",
+        "starts from a linear probe on that body (model.head_init probe) and fine-tuning runs as usual. "
+        "auto: contrastive for single-label classification whose train split has at most "
+        "contrastive.auto_rows_per_class rows in its median class, else fine_tune; the run says which",
     )
     contrastive: ContrastiveConfig = Field(default_factory=ContrastiveConfig)
 
@@ -59,6 +72,12 @@ class TrainingConfig(Section):
     )
     max_epochs_auto: float = Field(
         50.0, gt=0, description="min_updates raises the epochs to at most this, so a tiny train split ends"
+    )
+    auto_token_budget: int | Literal["auto"] = Field(
+        "auto",
+        description="the most tokens the data-fitted additions train on: the epochs min_updates adds, and the "
+        "contrastive phase's pairs, each stop there and the run says so (long documents at 512 tokens would "
+        "otherwise train for an hour on a CPU). auto: 1,000,000 on a CPU (minutes on 2 cores), 50,000,000 on a GPU",
     )
     evaluations_auto: int = Field(
         10,

@@ -23,13 +23,17 @@ from tasks.modelling.head_init import head_layer
 log = logging.getLogger(__name__)
 
 
-def draw_pairs(labels: list[int], cfg: ContrastiveConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_pairs(
+    labels: list[int], cfg: ContrastiveConfig, seed: int, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(left rows, right rows, target cosine): for each row, as often as pairs_per_row allows, one pair with
-    a row of its class (1.0) and one with a row of another class (0.0), shuffled, at most max_pairs."""
+    a row of its class (1.0) and one with a row of another class (0.0), shuffled, at most max_pairs (and
+    at most `limit`)."""
     rng = np.random.default_rng(seed)
     y = np.asarray(labels)
     by_class = {c: np.flatnonzero(y == c) for c in np.unique(y)}
-    rounds = max(1, min(cfg.pairs_per_row // 2, cfg.max_pairs // (2 * len(y)) or 1))
+    most = max(2, min(cfg.max_pairs, limit or cfg.max_pairs))
+    rounds = max(1, min(cfg.pairs_per_row // 2, most // (2 * len(y))))  # whole rounds: every row as often
     pairs: list[tuple[int, int, float]] = []
     for _ in range(rounds):
         for i, c in enumerate(y):
@@ -41,22 +45,29 @@ def draw_pairs(labels: list[int], cfg: ContrastiveConfig, seed: int) -> tuple[np
                 pairs.append((i, j, 1.0))
             if len(others):
                 pairs.append((i, int(rng.choice(others)), 0.0))
-    order = rng.permutation(len(pairs))[: cfg.max_pairs]
+    order = rng.permutation(len(pairs))[:most]
     drawn = np.asarray(pairs, dtype=np.float64).reshape(-1, 3)[order]
     return drawn[:, 0].astype(np.int64), drawn[:, 1].astype(np.int64), drawn[:, 2].astype(np.float32)
 
 
-def tune_body_contrastively(model, dataset, collator, cfg: ContrastiveConfig, seed: int) -> dict[str, Any]:
-    """Train the body on label pairs (cosine loss on the head's input); return what the phase did."""
+def tune_body_contrastively(
+    model, dataset, collator, cfg: ContrastiveConfig, seed: int, budget: int | None = None
+) -> dict[str, Any]:
+    """Train the body on label pairs (cosine loss on the head's input); return what the phase did.
+
+    budget: the most tokens the phase reads (training.auto_token_budget); fewer pairs when they would pass it.
+    """
     import torch
 
     started = time.monotonic()
     torch.manual_seed(seed)
-    left, right, target = draw_pairs(list(dataset["labels"]), cfg, seed)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
+    rows = [shorten({k: dataset[i][k] for k in keys}, cfg.max_length) for i in range(len(dataset))]
+    pair_tokens = 2 * sum(len(r["input_ids"]) for r in rows) / max(len(rows), 1)
+    limit = int(budget // pair_tokens) if budget else None
+    left, right, target = draw_pairs(list(dataset["labels"]), cfg, seed, limit)
     if not (target == 1.0).any() or not (target == 0.0).any():
         return {"strategy": "contrastive", "pairs": 0, "why": "train needs two classes and a class with two rows"}
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
-    rows = [{k: dataset[i][k] for k in keys} for i in range(len(dataset))]
     layer, seen = head_layer(model), []
     hook = layer.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
     device = next(model.parameters()).device
@@ -94,19 +105,28 @@ def tune_body_contrastively(model, dataset, collator, cfg: ContrastiveConfig, se
         "strategy": "contrastive",
         "pairs": len(target),
         "updates": steps,
+        "budget_capped": bool(limit is not None and limit < min(cfg.max_pairs, cfg.pairs_per_row * len(rows))),
         "loss_first_tenth": round(float(np.mean(losses[:tenth])), 4),
         "loss_last_tenth": round(float(np.mean(losses[-tenth:])), 4),
         "seconds": round(time.monotonic() - started, 1),
     }
     log.info(
-        "contrastive phase: %d label pairs, %d updates, cosine loss %.3f -> %.3f, %.0f s",
+        "contrastive phase: %d label pairs%s, %d updates, cosine loss %.3f -> %.3f, %.0f s",
         record["pairs"],
+        f" (fewer: training.auto_token_budget {budget:,} tokens)" if record["budget_capped"] else "",
         steps,
         record["loss_first_tenth"],
         record["loss_last_tenth"],
         record["seconds"],
     )
     return record
+
+
+def shorten(row: dict[str, list[int]], max_length: int) -> dict[str, list[int]]:
+    """The row's first max_length - 1 tokens and its closing token ([SEP]), as truncation would have cut it."""
+    if len(row["input_ids"]) <= max_length:
+        return row
+    return {k: [*v[: max_length - 1], v[-1]] for k, v in row.items()}
 
 
 def _head_prefix(model) -> str:

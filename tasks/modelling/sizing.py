@@ -36,6 +36,8 @@ MIN_AUTO_LENGTH = 32
 MAX_AUTO_LENGTH = 512  # BERT-family position tables; longer documents: model.long_text chunk
 CHUNK_ADVICE_SHARE = 0.10  # more train texts than this past what the model reads: say that chunk would read them
 AUTO_PATIENCE = 3  # evaluations without improvement before a raised run stops (of evaluations_auto)
+CPU_TOKEN_BUDGET = 1_000_000  # ~10 minutes of MiniLM training on 2 cores at 512 tokens a row
+GPU_TOKEN_BUDGET = 50_000_000
 LENGTH_SAMPLE = 20_000  # token lengths of at most this many train texts (evenly spaced rows)
 
 
@@ -61,12 +63,30 @@ class Schedule:
     capped: bool  # ... but max_epochs_auto stopped short of min_updates
     eval_steps: int | None
     early_stopping_patience: int | None
+    budget_capped: bool = False  # ... and training.auto_token_budget stopped it sooner
+    token_budget: int | None = None
 
 
-def plan_schedule(tc, train_rows: int, world_size: int = 1, checkpoints: bool = True) -> Schedule:
+def token_budget(tc, on_gpu: bool) -> int | None:
+    """The tokens the data-fitted additions may train on (training.auto_token_budget; auto: by device)."""
+    if tc.auto_token_budget != "auto":
+        return int(tc.auto_token_budget)
+    return GPU_TOKEN_BUDGET if on_gpu else CPU_TOKEN_BUDGET
+
+
+def plan_schedule(
+    tc,
+    train_rows: int,
+    world_size: int = 1,
+    checkpoints: bool = True,
+    row_tokens: float = 0.0,
+    budget: int | None = None,
+) -> Schedule:
     """The epochs, evaluation interval and patience for `train_rows` rows (tc: tasks.config TrainingConfig).
 
     checkpoints=False (search trials): no best checkpoint to return to, so no automatic early stop.
+    row_tokens (mean tokens a train row) and budget: the raised epochs stop at `budget` tokens, never below
+    the configured epochs.
     """
     upe = updates_per_epoch(train_rows, tc.train_batch_size, tc.gradient_accumulation_steps, world_size)
     configured = math.ceil(tc.epochs * upe)  # the Trainer's own rounding
@@ -75,10 +95,14 @@ def plan_schedule(tc, train_rows: int, world_size: int = 1, checkpoints: bool = 
         return Schedule(upe, tc.epochs, tc.epochs, updates, False, False, tc.eval_steps, tc.early_stopping_patience)
     needed = math.ceil(tc.min_updates / upe)
     epochs = float(min(needed, max(tc.max_epochs_auto, tc.epochs)))
+    affordable = budget / (train_rows * row_tokens) if budget and row_tokens and train_rows else math.inf
+    over_budget = affordable < epochs
+    if over_budget:
+        epochs = max(tc.epochs, float(math.floor(affordable)))
     updates = math.ceil(epochs * upe)
     eval_steps = tc.eval_steps or max(math.ceil(updates / tc.evaluations_auto), 1)
     patience = tc.early_stopping_patience or (AUTO_PATIENCE if checkpoints else None)
-    return Schedule(upe, tc.epochs, epochs, updates, True, needed > epochs, eval_steps, patience)
+    return Schedule(upe, tc.epochs, epochs, updates, True, needed > epochs, eval_steps, patience, over_budget, budget)
 
 
 def describe_schedule(s: Schedule, tc) -> str:
@@ -93,6 +117,11 @@ def describe_schedule(s: Schedule, tc) -> str:
         f"training.min_updates {tc.min_updates}"
     )
     cap = f" (capped by training.max_epochs_auto {tc.max_epochs_auto:g})" if s.capped else ""
+    if s.budget_capped:
+        cap = (
+            f" (capped by training.auto_token_budget: {s.token_budget:,} train tokens; set it higher, or "
+            "training.epochs, to train longer)"
+        )
     every = "training.eval_steps" if tc.eval_steps else f"about {tc.evaluations_auto} times"
     stop = (
         f"early stop after {s.early_stopping_patience} evaluations without a better validation metric"
@@ -272,6 +301,41 @@ def long_text_advice(task: str, long_text: str, longer: int, n: int, max_length:
     )
 
 
+def choose_strategy(cfg: PipelineConfig, train: pd.DataFrame, say: bool = True) -> dict[str, Any]:
+    """What training.strategy becomes for this train split, and why: auto takes contrastive for single-label
+    classification with few rows per class (measured: docs/topics/benchmarks.md), else fine_tune."""
+    tc, kind = cfg.training, kind_of(cfg.data.task)
+    if tc.strategy != "auto":
+        return {"strategy": tc.strategy, "from": "config"}
+    if not kind.is_single_label:
+        return {"strategy": "fine_tune", "from": f"auto ({cfg.data.task}: contrastive pairs need single-label classes)"}
+    counts = train["label"].astype(str).value_counts()
+    median = float(np.median(counts.to_numpy())) if len(counts) else 0.0
+    limit = tc.contrastive.auto_rows_per_class
+    chosen = "contrastive" if len(counts) >= 2 and median <= limit else "fine_tune"
+    record = {
+        "strategy": chosen,
+        "from": f"auto (median class {median:g} train rows; contrastive at most {limit})",
+        "median_rows_per_class": median,
+    }
+    if say:
+        log.info(
+            "training.strategy auto: %s (the median class has %g train rows; contrastive up to "
+            "training.contrastive.auto_rows_per_class %d)",
+            chosen,
+            median,
+            limit,
+        )
+    return record
+
+
+def with_strategy(cfg: PipelineConfig, chosen: str) -> PipelineConfig:
+    """The config with training.strategy resolved (auto becomes what choose_strategy picked)."""
+    if cfg.training.strategy == chosen:
+        return cfg
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"strategy": chosen})})
+
+
 def schedule_record(s: Schedule, tc) -> dict:
     """The schedule as train_summary.json records it."""
     return {**asdict(s), "min_updates": tc.min_updates, "eval_strategy": "steps" if s.eval_steps else "epoch"}
@@ -292,6 +356,7 @@ def resolved_tags(resolved: dict) -> dict[str, str]:
         "resolved.updates": str(schedule["updates"]),
         "resolved.eval_steps": str(schedule["eval_steps"] or "per epoch"),
         "resolved.early_stopping_patience": str(schedule["early_stopping_patience"] or "off"),
+        **({"resolved.strategy": str(resolved["strategy"]["strategy"])} if resolved.get("strategy") else {}),
         **({"resolved.head_init": str(resolved["head"]["head_init"])} if resolved.get("head") else {}),
         **(
             {"resolved.contrastive": f"{phase['pairs']} pairs, {phase.get('updates', 0)} updates"}

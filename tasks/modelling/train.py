@@ -45,11 +45,14 @@ from tasks.modelling.distributed import launch_distributed
 from tasks.modelling.head_init import init_head_from_probe
 from tasks.modelling.model import build_model, position_limit
 from tasks.modelling.sizing import (
+    choose_strategy,
     log_schedule,
     plan_schedule,
     resolve_max_length,
     schedule_record,
+    token_budget,
     with_schedule,
+    with_strategy,
 )
 from tasks.modelling.trainer import loss_spec_for, make_trainer_class, training_arguments
 from tasks.results import CleanResult, TrainResult
@@ -114,12 +117,16 @@ def build_trainer(
     tokenizer = load_tokenizer(resolve_model_path(cfg.model.name), cfg.model.revision)
     model = build_model(cfg, labels)  # first: it refuses a max_length the model cannot take before any encoding
     say = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone tells the choices
-    cfg, length = resolve_max_length(
-        cfg, tokenizer, read_frame(data.splits["train"]), position_limit(model.config), say=say
-    )
+    train = read_frame(data.splits["train"])
+    cfg, length = resolve_max_length(cfg, tokenizer, train, position_limit(model.config), say=say)
+    strategy = choose_strategy(cfg, train, say=say)
+    cfg = with_strategy(cfg, strategy["strategy"])
     datasets = build_datasets(tokenizer, data, cfg)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    schedule = plan_schedule(cfg.training, len(datasets["train"]), world_size, checkpoints)
+    lengths = datasets["train"]["length"]
+    budget = token_budget(cfg.training, torch.cuda.is_available() and not cfg.training.use_cpu)
+    row_tokens = sum(lengths) / max(len(lengths), 1)
+    schedule = plan_schedule(cfg.training, len(lengths), world_size, checkpoints, row_tokens, budget)
     if say:
         log_schedule(schedule, cfg.training)
     cfg = with_schedule(cfg, schedule)
@@ -137,7 +144,7 @@ def build_trainer(
     # A run resuming from a checkpoint loads its weights: the head and body placed here would be overwritten.
     fresh = not (checkpoints and last_checkpoint(run_dir / CHECKPOINTS))
     phase = (
-        tune_body_contrastively(model, datasets["train"], collator, tc.contrastive, tc.seed)
+        tune_body_contrastively(model, datasets["train"], collator, tc.contrastive, tc.seed, budget)
         if tc.strategy == "contrastive" and fresh
         else None
     )
@@ -166,7 +173,13 @@ def build_trainer(
     return (
         trainer,
         cfg,
-        {"max_length": length, "schedule": schedule_record(schedule, cfg.training), "head": head, "contrastive": phase},
+        {
+            "max_length": length,
+            "schedule": schedule_record(schedule, cfg.training),
+            "strategy": strategy,
+            "head": head,
+            "contrastive": phase,
+        },
     )
 
 

@@ -41,3 +41,19 @@ def test_a_class_of_one_row_gets_only_pairs_with_other_classes():
 def test_the_config_refuses_a_strategy_or_head_the_task_cannot_take(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
+
+
+def test_a_long_row_keeps_its_opening_and_closing_token():
+    from tasks.modelling.contrastive import shorten
+
+    row = {"input_ids": [101, *range(1000, 1300), 102], "attention_mask": [1] * 302}
+    cut = shorten(row, 128)
+    assert cut["input_ids"][:3] == [101, 1000, 1001] and cut["input_ids"][-1] == 102
+    assert len(cut["input_ids"]) == len(cut["attention_mask"]) == 128
+    assert shorten({"input_ids": [101, 5, 102]}, 128) == {"input_ids": [101, 5, 102]}
+
+
+def test_a_token_budget_draws_fewer_pairs():
+    labels = list(np.repeat(np.arange(2), 100))
+    _, _, target = draw_pairs(labels, ContrastiveConfig(pairs_per_row=40), seed=0, limit=900)
+    assert len(target) == 800  # whole rounds of 2 pairs a row within the limit: 2 of the 20 asked

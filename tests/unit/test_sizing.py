@@ -15,12 +15,14 @@ from tasks.config import ConfigError, load_config
 from tasks.modelling.sizing import (
     AUTO_PATIENCE,
     choose_max_length,
+    choose_strategy,
     pair_shares,
     plan_schedule,
     resolve_max_length,
     updates_per_epoch,
     with_recorded_length,
     with_schedule,
+    with_strategy,
 )
 
 
@@ -179,3 +181,48 @@ def test_the_choices_become_readable_run_tags():
     assert tags["resolved.max_length"] == "56 (auto (p98 of train token lengths))"
     assert tags["resolved.epochs"] == "50 (raised by training.min_updates)" and tags["resolved.updates"] == "150"
     assert tags["resolved.early_stopping_patience"] == "3" and tags["resolved.eval_steps"] == "15"
+
+
+@pytest.mark.parametrize(
+    ("counts", "overrides", "chosen"),
+    [
+        ({"a": 8, "b": 8, "c": 8}, [], "contrastive"),  # few rows a class: pairs
+        ({"a": 64, "b": 64, "c": 1000}, [], "contrastive"),  # the median class decides, not the largest
+        ({"a": 65, "b": 500}, [], "fine_tune"),  # past the limit: plain fine-tuning
+        ({"a": 8, "b": 8}, ["training.contrastive.auto_rows_per_class=4"], "fine_tune"),
+        ({"a": 8}, [], "fine_tune"),  # one class: no negative pairs
+        ({"a": 500, "b": 500}, ["training.strategy=contrastive"], "contrastive"),  # the config wins
+    ],
+)
+def test_strategy_auto_takes_contrastive_for_few_rows_per_class(counts, overrides, chosen):
+    cfg = load_config(None, overrides)
+    train = pd.DataFrame({"text": "t", "label": [k for k, n in counts.items() for _ in range(n)]})
+    record = choose_strategy(cfg, train, say=False)
+    assert record["strategy"] == chosen
+    assert with_strategy(cfg, chosen).training.strategy == chosen
+
+
+def test_strategy_auto_fine_tunes_kinds_without_single_label_classes():
+    cfg = load_config(None, ["data.task=regression", "training.loss=mse"])
+    train = pd.DataFrame({"text": "t", "label": [0.5] * 10})
+    assert choose_strategy(cfg, train, say=False)["strategy"] == "fine_tune"
+
+
+def test_the_token_budget_stops_the_raised_epochs_never_below_the_configured_ones():
+    tc = training()  # 300 updates floor, batch 32
+    long_docs = plan_schedule(tc, 119, row_tokens=512, budget=1_000_000)  # 4 updates an epoch at 512 tokens
+    assert long_docs.raised and long_docs.budget_capped and long_docs.capped
+    assert long_docs.epochs == 16.0  # 1M / (119 x 512) = 16.4 passes
+    assert long_docs.updates == 16 * long_docs.updates_per_epoch
+    short = plan_schedule(tc, 119, row_tokens=20, budget=1_000_000)  # the same rows, short: the budget is far
+    assert not short.budget_capped and short.epochs == 50.0
+    assert plan_schedule(tc, 119, row_tokens=512, budget=10_000).epochs == tc.epochs  # never below the config
+    assert not plan_schedule(tc, 119, row_tokens=512, budget=None).budget_capped
+
+
+def test_the_token_budget_follows_the_device_unless_set():
+    from tasks.modelling.sizing import CPU_TOKEN_BUDGET, GPU_TOKEN_BUDGET, token_budget
+
+    assert token_budget(training(), on_gpu=False) == CPU_TOKEN_BUDGET
+    assert token_budget(training(), on_gpu=True) == GPU_TOKEN_BUDGET
+    assert token_budget(training("training.auto_token_budget=5000"), on_gpu=True) == 5000
