@@ -5,7 +5,9 @@ min(K, 16) per class: a user holding K labelled rows keeps few aside), the test 
 so the comparison is measured well. Each cut is written as a CSV with a `split` column and run
 through the plain stages with a file-source config that sets only the data section: model,
 training and baselines at their defaults. Printed: the model's test metric with its interval, the
-bag of words and the probe on the same rows, and the run's own verdict (beats_baseline).
+bag of words and the probe on the same rows, the strategy the defaults chose (training.strategy auto:
+contrastive for few rows per class) and the run's own verdict (beats_baseline). To compare strategies,
+run the same cut with `--set training.strategy=fine_tune` and `--set training.strategy=contrastive`.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/beat_baselines.py                      # all cuts (~1 h on 2 cores)
     .venv/bin/python bench/beat_baselines.py --corpora trec_coarse --per-class 16   # one cut
@@ -172,16 +174,26 @@ def main() -> None:
     print_table(rows)
 
 
+def strategy_of(row: dict) -> str:
+    """What the run trained with: the strategy auto (or the config) chose, with the contrastive phase's pairs."""
+    resolved = row.get("resolved_defaults") or {}
+    phase = resolved.get("contrastive") or {}
+    chosen = (resolved.get("strategy") or {}).get("strategy") or ("contrastive" if phase else "fine_tune")
+    return f"{chosen} ({phase['pairs']} pairs)" if phase.get("pairs") else chosen
+
+
 def print_table(rows: list[dict]) -> None:
     print(
-        "\n| corpus | rows/class | train rows | metric | fine-tuned [95%] | bag of words | probe | beats | updates | s |"
+        "\n| corpus | rows/class | train rows | strategy | metric | fine-tuned [95%] | bag of words | probe | beats | "
+        "updates | s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lo, hi = r["model_ci"]
         ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
         print(
-            f"| {r['corpus']} | {r['per_class'] or 'all'} | {r['train_rows']} | {r['metric']} | {r['model']:.3f}{ci} | "
+            f"| {r['corpus']} | {r['per_class'] or 'all'} | {r['train_rows']} | {strategy_of(r)} | {r['metric']} | "
+            f"{r['model']:.3f}{ci} | "
             f"{r.get('bag_of_words', float('nan')):.3f} | {r.get('probe', float('nan')):.3f} | "
             f"{'yes' if r['beats'] else 'NO'} | {r['updates']} | {r['seconds']:.0f} |"
         )
