@@ -46,6 +46,8 @@ from deploy.schemas import (
 from deploy.settings import Settings
 from deploy.traffic import ShadowJob, ShadowRunner, log_answers, request_ids, routes_to_canary, text_ids
 from tasks.inference.normalize import TextsTooLong
+from tasks.monitoring.feedback import FeedbackError, LogUnavailable, record_feedback
+from tasks.monitoring.prediction_log import PredictionLogger
 
 log = logging.getLogger("ftflow.serve")
 INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed off the event loop, so probes keep answering
@@ -98,6 +100,7 @@ def served_model(request: Request) -> Served:
 
 def decision_fields(record: dict | None) -> dict:
     """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen."""
+    # heavy (numpy via tasks.inference.decode): loaded when this runs, so importing deploy.app stays light
     from tasks.inference.decode import describe_rule
 
     if record is None:  # regression, NER, or a bundle from before calibration
@@ -311,8 +314,6 @@ def feedback(
     client: Annotated[str | None, Depends(require_token)],
 ) -> dict:
     # A plain `def`: storing reads the log (the writer is flushed first so a fresh answer is found).
-    from tasks.monitoring.feedback import FeedbackError, LogUnavailable, record_feedback
-
     try:
         stored = record_feedback(body.as_items(), logger=request.app.state.logger, client=client)
     except LogUnavailable as e:
@@ -373,8 +374,6 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
-    from tasks.monitoring.prediction_log import PredictionLogger
-
     s: Settings = app.state.settings
     app.state.holder.start()
     app.state.logger = PredictionLogger(max_queue=s.log_queue) if s.log_predictions else None

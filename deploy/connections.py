@@ -194,6 +194,7 @@ def fit_open_files(wanted: int, backlog: int = BACKLOG) -> tuple[int, int]:
     limit too low for both lowers them (with a warning) instead.
     """
     try:
+        # optional: resource is Unix-only; elsewhere the limit is left as it is
         import resource
     except ImportError:  # not a Unix: no limit to read
         return wanted, backlog

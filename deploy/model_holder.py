@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deploy.settings import Settings
+from tasks.platform import tracking
 
 if TYPE_CHECKING:  # imported where a bundle is loaded: importing the app must not load ONNX Runtime
     from tasks.inference.predictor import OnnxPredictor
@@ -54,6 +55,7 @@ class ModelHolder:
 
     def load_bundle(self, folder: Path, version: str, run_id: str | None, tags: dict) -> Served:
         """The bundle in `folder` loaded and warmed up, ready to be swapped in."""
+        # heavy (numpy, pandas, pyarrow via tasks.inference.predictor): loaded when this runs, so importing deploy.model_holder stays light
         from tasks.inference.predictor import OnnxPredictor
 
         predictor = OnnxPredictor(folder, threads=self.settings.threads, max_chars=self.settings.max_chars)
@@ -62,7 +64,7 @@ class ModelHolder:
 
     def refresh(self) -> bool:
         """Load the alias's version if it is not the one served; True when a new model went live."""
-        from tasks.platform import tracking
+        # heavy (numpy, pandas via tasks.registry.register): loaded when this runs, so importing deploy.model_holder stays light
         from tasks.registry import register
 
         s = self.settings

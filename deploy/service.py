@@ -36,6 +36,8 @@ import argparse
 import logging
 import os
 
+import uvicorn
+
 from deploy.app import create_app
 from deploy.connections import ConnectionGuard, fit_open_files, guarded_protocol
 from tasks.platform.network import is_loopback
@@ -71,8 +73,6 @@ def serve(
     **settings,
 ) -> None:
     """Run the service in this process until interrupted."""
-    import uvicorn
-
     configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app = create_app(model_name, bundle_dir, **settings)

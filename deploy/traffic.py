@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -123,8 +124,6 @@ class ShadowRunner:
             return self._queue.popleft() if self._queue else None
 
     def _run(self) -> None:
-        import time
-
         while (job := self._next()) is not None:
             shadow = self.holder.current
             try:
@@ -161,8 +160,6 @@ class ShadowRunner:
 
     def drain(self, timeout_s: float = 30.0) -> bool:
         """Wait until every queued request was answered by the shadow model; False on timeout."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         with self._lock:
             while self._queue or self._busy:

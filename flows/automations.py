@@ -21,6 +21,7 @@ def automation_name(model_name: str) -> str:
 
 def emit_retrain_event(model_name: str, reason: str, details: dict | None = None):
     """Ask for a retrain of `model_name`; the automation of `ftflow up` answers it. Returns the event (None if unsent)."""
+    # heavy (prefect): loaded when this runs, so importing flows.automations stays light
     from prefect.events import emit_event
 
     return emit_event(
@@ -32,6 +33,7 @@ def emit_retrain_event(model_name: str, reason: str, details: dict | None = None
 
 def retrain_automation(model_name: str, deployment_id):
     """An automation: on RETRAIN_EVENT for this model, run the deployment with the event's reason."""
+    # heavy (prefect): loaded when this runs, so importing flows.automations stays light
     from prefect.automations import AutomationCore, EventTrigger, RunDeployment
 
     reason = {"__prefect_kind": "jinja", "template": "{{ event.payload.reason }}"}
@@ -51,6 +53,7 @@ def retrain_automation(model_name: str, deployment_id):
 
 def ensure_retrain_automation(model_name: str, deployment_name: str = RETRAIN_DEPLOYMENT) -> str:
     """Create (or replace) the model's retrain automation on the current Prefect API; returns its id."""
+    # heavy (prefect): loaded when this runs, so importing flows.automations stays light
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:

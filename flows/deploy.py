@@ -13,7 +13,10 @@ from prefect.runtime import flow_run
 
 from tasks.config import check_name
 from tasks.platform import tracking
-from tasks.registry.decision import PromotionDecision
+from tasks.registry.decision import PromotionDecision, promotion_history
+from tasks.registry.decision_text import decision_markdown
+from tasks.registry.promote import promote_challenger
+from tasks.registry.rollback import rollback_champion
 
 
 def _artifact_key(name: str) -> str:
@@ -22,8 +25,6 @@ def _artifact_key(name: str) -> str:
 
 
 def _publish(decision: PromotionDecision) -> None:
-    from tasks.registry.decision_text import decision_markdown
-
     create_markdown_artifact(
         decision_markdown(decision),
         key=_artifact_key(decision.model_name),
@@ -56,8 +57,8 @@ def promote(
     the lock of a promotion whose process is gone. One promotion per model at a time: a second one
     is refused (PromotionBusy).
     """
+    # heavy (pyarrow via tasks.monitoring.shadow): loaded when this runs, so importing flows.deploy stays light
     from tasks.monitoring.shadow import check_shadow
-    from tasks.registry.promote import promote_challenger
 
     check_name(model_name, "model_name")
     tracking.configure()
@@ -79,8 +80,6 @@ def promote(
 @flow(name="rollback", log_prints=True)
 def rollback(model_name: str, to_version: str | None = None, break_lock: bool = False) -> PromotionDecision:
     """Move 'champion' back to the previous champion, or to `to_version`, once its bundle answers; recorded."""
-    from tasks.registry.rollback import rollback_champion
-
     check_name(model_name, "model_name")
     tracking.configure()
     decision = rollback_champion(
@@ -92,6 +91,4 @@ def rollback(model_name: str, to_version: str | None = None, break_lock: bool = 
 
 def history(model_name: str) -> list[PromotionDecision]:
     """The promotion log of a model (oldest first), read from the MLflow `promotions` experiment."""
-    from tasks.registry.decision import promotion_history
-
     return promotion_history(model_name)

@@ -19,7 +19,12 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import psutil
+
+from flows.automations import RETRAIN_DEPLOYMENT, ensure_retrain_automation
+from tasks.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
@@ -61,6 +66,7 @@ def build_deployments(
     several models. `work_pool`: for that process work pool, its flow runs started in the project's root
     (the module entrypoints import from there; no code storage).
     """
+    # heavy (prefect; numpy, pandas via flows.deploy): loaded when this runs, so importing flows.deployments stays light
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
@@ -71,7 +77,6 @@ def build_deployments(
     from flows.retrain import retrain
     from flows.score import score
     from flows.training import fine_tune, validate_only
-    from tasks.config import load_config
 
     cfg = load_config(config_path or DEFAULT_CONFIG)
     defaults = {"config": cfg.model_dump(mode="json")}
@@ -121,8 +126,7 @@ def build_deployments(
         score.to_deployment(name("manual"), parameters={"model": cfg.registry.model_name}, **common),
     ]
     if work_pool:
-        from typing import cast
-
+        # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
         from prefect.deployments.runner import RunnerDeployment
         from prefect.runner.storage import LocalStorage
 
@@ -149,6 +153,7 @@ def build_stack_deployments(
 
 def serve_deployments(config_paths: list[str] | None = None, timezone: str | None = None) -> None:
     """Register the deployments and run their flow runs until SIGTERM/Ctrl-C (schedules pause then)."""
+    # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
     from prefect import serve
 
     serve(*build_stack_deployments(config_paths, timezone), pause_on_shutdown=True)
@@ -156,6 +161,7 @@ def serve_deployments(config_paths: list[str] | None = None, timezone: str | Non
 
 def ensure_work_pool(name: str = WORK_POOL) -> None:
     """Create the process work pool `name` unless it exists (a pool of another type is an error that says so)."""
+    # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -182,6 +188,7 @@ def register_deployments(
     config_paths: list[str] | None = None, timezone: str | None = None, work_pool: str = WORK_POOL
 ) -> list:
     """Register the deployments to the process work pool (made when missing), their schedules active; their ids."""
+    # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
     from prefect.client.orchestration import get_client
 
     ensure_work_pool(work_pool)
@@ -194,6 +201,7 @@ def register_deployments(
 
 def pause_deployments(ids: list) -> None:
     """Pause the deployments' schedules: nobody may run them while the stack is down."""
+    # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -219,10 +227,8 @@ def create_stack_automation(prefect_api: str, config_path: str | None = None, qu
 
     `qualify`: the model's retrain deployment carries its name (a stack of several models).
     """
+    # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
     from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.automations import RETRAIN_DEPLOYMENT, ensure_retrain_automation
-    from tasks.config import load_config
 
     model_name = load_config(config_path or DEFAULT_CONFIG).registry.model_name
     deployment = qualified(RETRAIN_DEPLOYMENT, model_name if qualify else None)
@@ -242,8 +248,6 @@ def exit_with_parent(grace_s: float = 15.0) -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
         time.sleep(grace_s)  # room for a graceful shutdown while the API may still answer
-        import psutil
-
         children = psutil.Process().children(recursive=True)
         for child in children:
             child.terminate()

@@ -23,7 +23,12 @@ from contextvars import ContextVar
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterStartTime, FlowRunFilterTags
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import MissingContextError, ObjectAlreadyExists
 from prefect.runtime import flow_run
 
 SLOT_PREFIX = "ftflow-train-"
@@ -58,10 +63,6 @@ def retrain_tag(model_name: str) -> str:
 
 def ensure_slot(model_name: str) -> int:
     """Make the model's slot a live limit of 1 (an operator's change undone); returns the slots in use now."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectAlreadyExists
-
     name = slot_name(model_name)
     with get_client(sync_client=True) as client:
         with suppress(ObjectAlreadyExists):  # made by an earlier run, or by another one at this moment
@@ -82,7 +83,7 @@ def ensure_slot(model_name: str) -> int:
 @contextmanager
 def training_slot(model_name: str, wait_minutes: float) -> Iterator[None]:
     """Hold `model_name`'s training slot for the block; `TrainingBusy` when not free within `wait_minutes`."""
-    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    # heavy (prefect.concurrency.sync): loaded when this runs, so importing flows.guards stays light
     from prefect.concurrency.sync import concurrency
 
     name = slot_name(model_name)
@@ -126,15 +127,6 @@ def cooldown_refusal(model_name: str, hours: float, now: dt.datetime | None = No
     """Why a retrain of `model_name` may not run now (another began less than `hours` ago), or None."""
     if hours <= 0:
         return None
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterId,
-        FlowRunFilterStartTime,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
-
     now = now or dt.datetime.now(dt.UTC)
     since = now - dt.timedelta(hours=hours)
     run_id = flow_run.get_id()
@@ -162,8 +154,6 @@ def cooldown_refusal(model_name: str, hours: float, now: dt.datetime | None = No
 
 def mark_retrain(model_name: str) -> None:
     """Tag this flow run as a retrain of `model_name`: the next retrain's cooldown counts from its start."""
-    from prefect.client.orchestration import get_client
-
     run_id = flow_run.get_id()
     if not run_id:
         return

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.automations import emit_retrain_event
 from tasks.config import MonitoringConfig
 from tasks.platform import tracking
 
@@ -22,7 +23,7 @@ def _artifact_key(name: str) -> str:
 @flow(name="monitor", flow_run_name="monitor-{model_name}", log_prints=True)
 def monitor(model_name: str, monitoring: MonitoringConfig = MonitoringConfig()) -> dict:
     """Compare the last window of logged traffic with the champion's data; emit the retrain event on drift."""
-    from flows.automations import emit_retrain_event
+    # heavy (numpy, pandas via tasks.monitoring.monitor): loaded when this runs, so importing flows.monitor stays light
     from tasks.monitoring.monitor import monitor_model
     from tasks.monitoring.report import report_markdown
 

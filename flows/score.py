@@ -12,10 +12,19 @@ import time
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from tasks.platform import tracking
-from tasks.score import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS
+from tasks.score import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SHARD_ROWS,
+    finish_scoring,
+    input_source,
+    open_scoring_run,
+    prepare_scoring,
+)
+from tasks.score import score_shard as run
 
 
 # No cache: the inputs are thousands of texts (hashing them buys nothing), and a result must come from
@@ -25,8 +34,6 @@ def score_shard(
     model, bundle_dir: str, texts: list[str], pairs: list[str] | None, batch_size: int, threads: int | None
 ) -> list[dict]:
     """One shard's answers, on whichever Dask worker runs it (the bundle loads once per worker)."""
-    from tasks.score import score_shard as run
-
     return run(model, bundle_dir, texts, pairs, batch_size, threads)
 
 
@@ -35,7 +42,7 @@ def dask_runner(dask_address: str | None, workers: int | None):
 
     An existing cluster's workers report to the Prefect API their own PREFECT_API_URL names.
     """
-    from prefect.client.orchestration import get_client
+    # heavy (prefect_dask): loaded when this runs, so importing flows.score stays light
     from prefect_dask import DaskTaskRunner
 
     if dask_address:
@@ -71,8 +78,6 @@ def score(
     present). dask_address: tcp://HOST:PORT of an existing Dask scheduler; default a local cluster
     of `workers` processes (default: one per core).
     """
-    from tasks.score import finish_scoring, input_source, open_scoring_run, prepare_scoring
-
     log = get_run_logger()
     # MLflow errors repeat the tracking URI, password included: masked before Prefect records them.
     with tracking.masked_errors():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.io import read_json, write_json
 
@@ -66,8 +66,6 @@ class ModelMeta(BaseModel):
 
 def read_meta(folder: str | Path) -> ModelMeta:
     """The validated record of a model folder or bundle; a clear error naming the file and the field."""
-    from pydantic import ValidationError
-
     path = Path(folder) / META_FILE
     try:
         return ModelMeta.model_validate(read_json(path))

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +29,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     Works for files and folders (a folder replaces the old one whole). On any error the
     temporary is removed and `path` keeps its previous content.
     """
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

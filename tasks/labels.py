@@ -8,6 +8,7 @@ import: the config models and the inference core import it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -86,6 +87,7 @@ def labels_as_strings(labels: pd.Series, declared: list[str] | None = None) -> p
     1, 1.0 and "1.0" all read "1" (a JSONL with one missing label stores the others as floats),
     0.5 reads "0.5"; a spelling listed in `declared` is kept as it is. Missing stays missing.
     """
+    # heavy (numpy, pandas): loaded when this runs, so importing tasks.labels stays light
     import numpy as np
     import pandas as pd
 
@@ -135,8 +137,6 @@ class LabelSetError(ValueError):
 
 def _label_set_form(value, separator: str | None) -> tuple[str, list[str] | None]:
     """('missing' | 'list' | 'string', the labels) of one cell; JSON-list strings count as lists."""
-    import json
-
     if value is None or (isinstance(value, float) and value != value):
         # A delimited column writes "none of them" as an empty cell, which a CSV reader gives back as missing.
         return ("empty", []) if separator else ("missing", None)
@@ -163,6 +163,7 @@ def label_sets_of(column: pd.Series, separator: str | None, origin: str = "the d
     split at `separator` ('a|b'); a string without a separator is one label. A column mixing lists and
     plain strings is refused: which of '["a", "b"]' and 'a, b' is one label would be a guess.
     """
+    # heavy (pandas): loaded when this runs, so importing tasks.labels stays light
     import pandas as pd
 
     forms, sets = [], []

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.platform.tracking import create_sqlite_store, filter_value
 from tasks.secrets import expand_references, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -75,11 +76,10 @@ def _pages(search: Callable, **kwargs) -> Iterator:
 
 
 def _client(uri: str):
+    # heavy (mlflow): loaded when this runs, so importing tasks.migrate stays light
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///"):
-        from tasks.platform.tracking import create_sqlite_store
-
         create_sqlite_store(uri)  # a new file gets its schema (and its artifacts folder beside it) first
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -103,6 +103,7 @@ def copy_experiments(src, dst, artifact_root: str | None, report: MigrationRepor
     """Create each source experiment (by name, with its tags) at the destination; {source id: destination id}.
 
     artifact_root: where a created experiment keeps its artifacts (None: the destination's default)."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.migrate stays light
     from mlflow.entities import ViewType
 
     ids = {}
@@ -141,6 +142,7 @@ def copy_runs(
     src, dst, experiments: dict[str, str], report: MigrationReport, checkpoint: Checkpoint | None = None
 ) -> dict[str, _RunMap]:
     """Copy every active run of the mapped experiments; {source run id: where it lives at the destination}."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.migrate stays light
     from mlflow.entities import ViewType
 
     mapped: dict[str, _RunMap] = {}
@@ -189,6 +191,7 @@ def copy_run(
     checkpoint: Checkpoint | None,
 ) -> _RunMap:
     """One run: tags (its parent remapped), params, every metric's full history, artifacts, status and times."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.migrate stays light
     from mlflow.entities import Metric, Param, RunStatus
 
     source_id = run.info.run_id
@@ -246,9 +249,8 @@ def copy_registry(
     src, dst, runs: dict[str, _RunMap], report: MigrationReport, checkpoint: Checkpoint | None = None
 ) -> None:
     """Registered models (description, tags), their versions in order (source repointed, tags), and aliases."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.migrate stays light
     from mlflow.exceptions import MlflowException
-
-    from tasks.platform.tracking import filter_value
 
     for model in _pages(src.search_registered_models, max_results=PAGE):
         name = model.name
@@ -307,6 +309,7 @@ def copy_registry(
 
 def log_tables() -> list[tuple[str, pa.Schema]]:
     """The prediction log's tables: the predictions, the feedback and the loss records beside them."""
+    # heavy (pandas, pyarrow via tasks.monitoring.feedback): loaded when this runs, so importing tasks.migrate stays light
     from tasks.monitoring.feedback import FEEDBACK, FEEDBACK_SCHEMA
     from tasks.monitoring.prediction_log import LOSS_SCHEMA, LOSSES, PREDICTION_SCHEMA, PREDICTIONS
 
@@ -315,6 +318,7 @@ def log_tables() -> list[tuple[str, pa.Schema]]:
 
 def _row_keys(df, columns: list[str]) -> list[tuple]:
     """Each row as a tuple of comparable values (times in UTC to the microsecond, missing values as None)."""
+    # heavy (pandas): loaded when this runs, so importing tasks.migrate stays light
     import pandas as pd
 
     def utc(v) -> str:
@@ -329,10 +333,12 @@ def _row_keys(df, columns: list[str]) -> list[tuple]:
 
 
 def _log_table_exists(location: str, table: str) -> bool:
+    # heavy (pandas, pyarrow via tasks.monitoring.prediction_log): loaded when this runs, so importing tasks.migrate stays light
     from tasks.monitoring.prediction_log import is_database_url
 
     if not is_database_url(location):
         return (Path(location) / table).is_dir()
+    # heavy (sqlalchemy): loaded when this runs, so importing tasks.migrate stays light
     import sqlalchemy as sa
 
     engine = sa.create_engine(location)
@@ -344,6 +350,7 @@ def _log_table_exists(location: str, table: str) -> bool:
 
 def copy_log(source: str, destination: str, report: MigrationReport) -> None:
     """Copy each log table's rows the destination lacks (a table written as one batch per run of migrate)."""
+    # heavy (pandas, pyarrow via tasks.monitoring.prediction_log): loaded when this runs, so importing tasks.migrate stays light
     from tasks.monitoring.prediction_log import open_sink
 
     for table, schema in log_tables():
@@ -377,6 +384,7 @@ def migrate_store(
     destination_artifacts: the artifact root of the experiments created at the destination (default: a folder
     `artifacts` beside a SQLite store; a tracking server's own choice, its proxied artifact store, otherwise).
     """
+    # heavy (mlflow, sqlalchemy): loaded when this runs, so importing tasks.migrate stays light
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 

@@ -12,6 +12,8 @@ import sys
 import time
 from contextlib import contextmanager
 
+from tqdm import tqdm
+
 # Set on a log record (`extra`) that repeats what an open bar shows; the console skips it then.
 PROGRESS_RECORD = "ftflow_progress"
 
@@ -44,8 +46,6 @@ def interactive() -> bool:
 
 
 def _bars_open() -> bool:
-    from tqdm import tqdm
-
     return bool(getattr(tqdm, "_instances", None))  # a WeakSet: closed or dropped bars leave it
 
 
@@ -68,8 +68,6 @@ class _ConsoleAroundBars(logging.Filter):
     def emit_above_bars(self, record: logging.LogRecord) -> None:
         if not _bars_open():
             return self.own_emit(record)
-        from tqdm import tqdm
-
         with tqdm.external_write_mode(file=sys.stderr):
             self.own_emit(record)
 
@@ -87,8 +85,6 @@ def progress_bar(total: int, desc: str, initial: int = 0, unit: str = "step"):
     if not interactive():
         yield None
         return
-    from tqdm import tqdm
-
     _guard_terminal_handlers()
     bar = tqdm(
         total=total,

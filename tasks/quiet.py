@@ -132,6 +132,7 @@ def silence_known_noise(torch_stage: bool = False) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if torch_stage and "torch" not in _installed:
         _installed.add("torch")
+        # heavy (torch, transformers): loaded when this runs, so importing tasks.quiet stays light
         from torch.jit import TracerWarning
         from transformers.utils import logging as hf_logging
 

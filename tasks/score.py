@@ -33,9 +33,12 @@ from tasks.data.readers import DataSourceError
 from tasks.data.sources import cache_dir, describe_source, read_source
 from tasks.io import digest_frames
 from tasks.kinds import kind_of
+from tasks.kinds.multi_label import multi_hot
 from tasks.labels import LabelSetError
+from tasks.modelling.metrics import compute_metrics_for
 from tasks.platform import tracking
 from tasks.registry import register
+from tasks.registry.holdout import check_columns as check_labels
 from tasks.secrets import expand_references, literals_as_references, redact_text
 
 SCORING_EXPERIMENT = "scoring"
@@ -244,8 +247,6 @@ def check_columns(
                 f"{'...' if blank.sum() > 5 else ''}); drop or fill them before scoring"
             )
     if label_column:
-        from tasks.registry.holdout import check_columns as check_labels
-
         view = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
         view["label"] = targets_as_read(view["label"], task, labels)
         if text_pair_column:
@@ -289,6 +290,7 @@ def prepare_scoring(
     shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> ScorePlan:
     """Resolve the model, read and check the input, and plan the shards: every refusal happens here."""
+    # heavy (pyarrow via tasks.inference.predictor): loaded when this runs, so importing tasks.score stays light
     from tasks.inference.predictor import load_tokenizer
 
     if batch_size < 1 or shard_rows < 1:
@@ -342,6 +344,7 @@ _LOAD_LOCK = threading.Lock()
 
 def load_predictor(model: ModelRef, bundle_dir: str, threads: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
     """This process's predictor for a model version: loaded on first use, then kept (one per worker)."""
+    # heavy (pyarrow via tasks.inference.predictor): loaded when this runs, so importing tasks.score stays light
     from tasks.inference.predictor import OnnxPredictor
 
     key = (model.name, model.version, model.source, threads, batch_size)
@@ -426,8 +429,6 @@ def write_output(df: pd.DataFrame, path: str | Path) -> Path:
 
 def labelled_metrics(plan: ScorePlan, out: pd.DataFrame) -> dict[str, float]:
     """The task metrics of the predictions against the input's labels (classifiers and regression)."""
-    from tasks.modelling.metrics import compute_metrics_for
-
     if plan.references is None:
         return {}
     kind = kind_of(plan.task)
@@ -438,8 +439,6 @@ def labelled_metrics(plan: ScorePlan, out: pd.DataFrame) -> dict[str, float]:
         index = {name: i for i, name in enumerate(plan.labels)}
         preds, refs = [index[p] for p in out["prediction"]], [index[str(v)] for v in plan.references]
     elif kind.is_multi_label:
-        from tasks.kinds.multi_label import multi_hot
-
         assert plan.labels is not None, "a multi-label model has a label set"
         preds = multi_hot(list(out["prediction"]), plan.labels).tolist()
         refs = multi_hot(list(plan.references), plan.labels).tolist()

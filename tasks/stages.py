@@ -20,6 +20,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks import quiet
 from tasks.config import PipelineConfig
+from tasks.data import cache as data_cache
+from tasks.data.cache import adopt_result
 from tasks.kinds import kind_of
 from tasks.labels import is_per_class_metric
 from tasks.platform import tracking
@@ -103,8 +105,6 @@ def _data_cache_key(stage: str):
     """A Prefect cache_key_fn for one data stage: None (never cached) when the input is unknown."""
 
     def key(context, params: dict) -> str | None:
-        from tasks.data import cache as data_cache
-
         data = params["cfg"].data
         if stage == "collect":
             upstream = data_cache.sources_fingerprint(data)
@@ -120,6 +120,7 @@ def _data_cache_key(stage: str):
 
 @task(name="read-source", persist_result=True, cache_key_fn=_data_cache_key("collect"))
 def _read_source(cfg: PipelineConfig, run_dir: str) -> dict:
+    # heavy (numpy, pandas via tasks.data.collect): loaded when this runs, so importing tasks.stages stays light
     from tasks.data.collect import collect_data
 
     return {"run_dir": run_dir, "ref": collect_data(cfg.data, run_dir)}
@@ -127,6 +128,7 @@ def _read_source(cfg: PipelineConfig, run_dir: str) -> dict:
 
 @task(name="clean-rows", persist_result=True, cache_key_fn=_data_cache_key("clean"))
 def _clean_rows(raw: CollectResult, cfg: PipelineConfig, run_dir: str) -> dict:
+    # heavy (numpy, pandas, pyarrow via tasks.data.clean): loaded when this runs, so importing tasks.stages stays light
     from tasks.data.clean import clean_data
 
     return {"run_dir": run_dir, "ref": clean_data(raw.path, cfg.data, run_dir)}
@@ -134,6 +136,7 @@ def _clean_rows(raw: CollectResult, cfg: PipelineConfig, run_dir: str) -> dict:
 
 @task(name="run-expectations", persist_result=True, cache_key_fn=_data_cache_key("validate"))
 def _run_expectations(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str) -> dict:
+    # heavy (numpy, pandas, pyarrow via tasks.data.validate): loaded when this runs, so importing tasks.stages stays light
     from tasks.data.validate import validate_data
 
     return {"run_dir": run_dir, "ref": validate_data(clean_ref, cfg.data, run_dir)}
@@ -141,8 +144,6 @@ def _run_expectations(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str)
 
 def _run_cached(stage: str, work, run_dir: str, run_id: str, *args):
     """Run a data stage's cached task; a result reused from an earlier run gets its files copied here."""
-    from tasks.data.cache import adopt_result
-
     out = work(*args, run_dir)
     if out["run_dir"] == run_dir:
         return out["ref"]
@@ -203,6 +204,7 @@ def clean(raw: CollectResult, cfg: PipelineConfig, run_dir: str, run_id: str) ->
 @task(name="validate", timeout_seconds=3600)
 def validate(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> ValidationResult:
     """Great Expectations checks; critical failures stop the flow before training."""
+    # heavy (numpy, pandas, pyarrow via tasks.data.validate): loaded when this runs, so importing tasks.stages stays light
     from tasks.data.validate import DataValidationError, describe_finding
 
     folder = Path(run_dir) / "data" / "validation"
@@ -244,6 +246,7 @@ def _log_validation(result: ValidationResult, folder: Path, cfg: PipelineConfig,
 
 
 def _log_lineage(clean_ref: CleanResult, run_id: str) -> None:
+    # heavy (numpy, pandas via tasks.io): loaded when this runs, so importing tasks.stages stays light
     from tasks.io import read_frame
 
     for split, path in clean_ref.splits.items():
@@ -262,6 +265,7 @@ def _log_lineage(clean_ref: CleanResult, run_id: str) -> None:
 @logs_to_prefect
 def baselines(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> BaselineResult:
     """Fit the cheap baselines on the same splits; log their test metrics (evaluation compares the model)."""
+    # heavy (numpy, pandas via tasks.modelling.baselines): loaded when this runs, so importing tasks.stages stays light
     from tasks.modelling.baselines import comparison_markdown, fit_baselines
 
     quiet.silence_known_noise(torch_stage=True)
@@ -292,6 +296,7 @@ def baselines(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id:
 @logs_to_prefect
 def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> TrainResult:
     """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
+    # heavy (numpy, pandas via tasks.modelling.search): loaded when this runs, so importing tasks.stages stays light
     from tasks.modelling.search import tune_and_train
 
     quiet.silence_known_noise(torch_stage=True)
@@ -321,6 +326,7 @@ def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str
     )
     tracking.set_tags(run_id, {"training_precision": s.get("precision", "not recorded")})
     if s.get("resolved_defaults"):  # what max_length auto and training.min_updates chose (tasks/modelling/sizing.py)
+        # heavy (numpy, pandas via tasks.modelling.sizing): loaded when this runs, so importing tasks.stages stays light
         from tasks.modelling.sizing import resolved_tags
 
         tracking.set_tags(run_id, resolved_tags(s["resolved_defaults"]))
@@ -343,6 +349,7 @@ def evaluate(
     baselines_ref: BaselineResult | None = None,
 ) -> EvaluationResult:
     """Score on test; log metrics, plots, errors and the model card; compare with the baselines."""
+    # heavy (numpy, pandas via tasks.modelling.baselines): loaded when this runs, so importing tasks.stages stays light
     from tasks.modelling.baselines import comparison_markdown
     from tasks.modelling.evaluate import evaluate_model, weak_classes_markdown
 
@@ -403,6 +410,7 @@ def export(
     model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str, decision: dict | None = None
 ) -> ExportResult:
     """ONNX fp32 + int8 with parity and the int8 gate; `decision`: evaluation's decision record for the bundle."""
+    # heavy (numpy, pandas, pyarrow via tasks.modelling.export): loaded when this runs, so importing tasks.stages stays light
     from tasks.modelling.export import export_model
 
     quiet.silence_known_noise(torch_stage=True)
@@ -454,6 +462,7 @@ def register(
     validation: ValidationResult | None,
 ) -> RegisteredVersion:
     """New registry version with alias 'challenger'."""
+    # heavy (numpy, pandas via tasks.registry.register): loaded when this runs, so importing tasks.stages stays light
     from tasks.registry.register import register_model
 
     quiet.silence_known_noise()

@@ -9,6 +9,11 @@ import sys
 import time
 
 from flows.ops.command_env import prepare_command_env
+from flows.ops.deploy_cli import add_deploy_commands
+from flows.ops.migrate_cli import add_migrate_command
+from flows.ops.monitor_cli import add_monitor_command
+from flows.ops.score_cli import add_score_command
+from flows.ops.up_cli import add_up_command
 
 EPILOG = (
     "Examples:\n  ftflow run configs/quickstart.yaml\n  ftflow run configs/sentiment.yaml --set training.epochs=2\n"
@@ -17,6 +22,7 @@ EPILOG = (
 
 
 def _load(args):
+    # third-party (pydantic, yaml via tasks.config): loaded when the command runs, so ftflow --help stays light
     from tasks.config import ConfigError, load_config
 
     try:
@@ -34,6 +40,7 @@ class _ConsoleQuiet(logging.Filter):
 
 def log_to_file(command: str) -> str:
     """Send every Prefect log record, tracebacks included, to a log file; errors leave the console. Its path."""
+    # heavy (prefect; charset_normalizer, pandas, pydantic, ... via tasks.data.sources): loaded when the command runs, so ftflow --help stays light
     from prefect.logging.configuration import setup_logging
 
     from tasks.data.sources import cache_dir
@@ -64,6 +71,7 @@ def report_failure(error: Exception, log_path: str) -> int:
 
 def check_model(cfg) -> None:
     """Refuse a model that cannot load before any data is read or a server started."""
+    # heavy (pandas via tasks.modelling.encode): loaded when the command runs, so ftflow --help stays light
     from tasks.modelling.encode import ModelSourceError, check_model_source
 
     try:
@@ -83,6 +91,7 @@ def cmd_run(args) -> int:
     cfg = _load(args)
     check_model(cfg)
     prepare_command_env(hub_offline=False)  # a config may name a hub model
+    # heavy (numpy, pandas, prefect, ... via flows.training): loaded when the command runs, so ftflow --help stays light
     from flows.ops.temporary_server import prefect_api
     from flows.training import fine_tune
 
@@ -99,6 +108,7 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     cfg = _load(args)
     prepare_command_env(hub_offline=False)  # a config may name a hub model
+    # heavy (numpy, pandas, prefect, ... via flows.training): loaded when the command runs, so ftflow --help stays light
     from flows.ops.temporary_server import prefect_api
     from flows.training import validate_only
 
@@ -127,6 +137,7 @@ def print_result(result: dict) -> None:
             f"ONNX parity:  {'passed' if p['passed'] else 'FAILED'} (max |Δprobability| {p['max_abs_diff']:.1e}); "
             f"serving {result['serving_file']}"
         )
+    # not needed by ftflow --help (tasks.labels): loaded when the command runs, so --help stays fast
     from tasks.labels import is_per_class_metric
 
     metrics = result["metrics"]
@@ -204,21 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("validate", help="run only the data stage (collect, clean, validate)")).set_defaults(
         func=cmd_validate
     )
-    from flows.ops.up_cli import add_up_command  # standard library only: --help stays fast
-
     add_up_command(sub)
-    from flows.ops.deploy_cli import add_deploy_commands  # standard library only, likewise
-
     add_deploy_commands(sub)
-    from flows.ops.monitor_cli import add_monitor_command  # standard library only, likewise
-
     add_monitor_command(sub)
 
-    from flows.ops.score_cli import add_score_command  # standard library only, likewise
-
     add_score_command(sub)
-    from flows.ops.migrate_cli import add_migrate_command  # standard library only, likewise
-
     add_migrate_command(sub)
     return p
 

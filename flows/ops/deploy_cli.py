@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 def print_decision(d: PromotionDecision) -> None:
     """Print a PromotionDecision as `ftflow promote` and `ftflow rollback` show it."""
+    # heavy (numpy, pandas, pydantic, ... via tasks.registry.decision_text): loaded when the command runs, so ftflow --help stays light
     from tasks.registry.decision_text import decision_lines
 
     print("\n" + "\n".join(decision_lines(d)))
@@ -27,6 +28,7 @@ BUSY_EXIT = 4  # another promotion or rollback of the model holds the lock; noth
 
 def run_locked(move):
     """Run a promote or rollback flow; its decision, or the exit code of a refusal (busy lock) or an error."""
+    # heavy (numpy, pandas, pydantic, ... via tasks.registry.lock): loaded when the command runs, so ftflow --help stays light
     from flows.ops.temporary_server import prefect_api
     from tasks.registry.lock import PromotionBusy
 
@@ -42,6 +44,7 @@ def run_locked(move):
 
 def cmd_promote(args) -> int:
     prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
+    # heavy (numpy, pandas, prefect, ... via flows.deploy): loaded when the command runs, so ftflow --help stays light
     from flows.deploy import promote
 
     d = run_locked(
@@ -63,6 +66,7 @@ def cmd_promote(args) -> int:
 
 def cmd_rollback(args) -> int:
     prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
+    # heavy (numpy, pandas, prefect, ... via flows.deploy): loaded when the command runs, so ftflow --help stays light
     from flows.deploy import rollback
 
     d = run_locked(lambda: rollback(model_name=args.name, to_version=args.to, break_lock=args.break_lock))
@@ -74,6 +78,7 @@ def cmd_rollback(args) -> int:
 
 def cmd_history(args) -> int:
     prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
+    # heavy (numpy, pandas, pydantic, ... via tasks.registry.decision): loaded when the command runs, so ftflow --help stays light
     from tasks.registry.decision import promotion_history
     from tasks.registry.decision_text import history_table
     from tasks.registry.register import CHAMPION, version_by_alias
@@ -93,6 +98,7 @@ def cmd_history(args) -> int:
 
 def cmd_serve(args) -> int:
     prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
+    # heavy (fastapi, h11, pandas, ... via deploy.service): loaded when the command runs, so ftflow --help stays light
     from deploy.service import serve
 
     try:

@@ -32,6 +32,7 @@ where its clients will read them."""
 
 def cmd_migrate(args) -> int:
     prepare_command_env()
+    # not needed by ftflow --help (tasks.migrate, tasks.platform.tracking): loaded when the command runs, so --help stays fast
     from tasks.migrate import KINDS, migrate_store
     from tasks.platform.tracking import store_dir
 

@@ -9,12 +9,14 @@ from flows.ops.command_env import prepare_command_env, print_refusal
 
 def cmd_monitor(args) -> int:
     prepare_command_env()  # the embedding model is the packaged MiniLM: offline
+    # third-party (pydantic, yaml via tasks.config): loaded when the command runs, so ftflow --help stays light
     from tasks.config import ConfigError, load_config
 
     try:
         settings = load_config(args.config, [f"monitoring.{s}" for s in args.set]).monitoring
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    # heavy (prefect, pydantic, yaml via flows.monitor): loaded when the command runs, so ftflow --help stays light
     from flows.monitor import monitor
 
     try:

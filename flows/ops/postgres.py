@@ -86,6 +86,7 @@ class Database:
 
     def connect(self, database: str = "postgres", timeout_s: int = 10):
         """A psycopg connection (autocommit) to one database on this server."""
+        # heavy (psycopg): loaded when the command runs, so ftflow --help stays light
         import psycopg
 
         return psycopg.connect(
@@ -105,6 +106,7 @@ def parse_database_url(url: str) -> Database:
     The URL names a server, not a database: the stack uses the databases prefect, mlflow and
     predictions on it. Errors show the URL with its password masked.
     """
+    # not needed by ftflow --help (tasks.secrets): loaded when the command runs, so --help stays fast
     from tasks.secrets import expand_references, redact_url
 
     # Split first, expand each part after: an expanded password may hold any character (/, @, :).
@@ -132,6 +134,7 @@ def parse_database_url(url: str) -> Database:
 
 def ensure_databases(db: Database, names: tuple[str, ...] = DATABASES) -> list[str]:
     """Create the databases of `names` missing on the server; the ones created. StackError when it cannot."""
+    # heavy (psycopg): loaded when the command runs, so ftflow --help stays light
     import psycopg
     from psycopg import sql
 
@@ -298,6 +301,7 @@ class LocalPostgres:
         )
 
     def _socket_connect(self, timeout_s: int = 5):
+        # heavy (psycopg): loaded when the command runs, so ftflow --help stays light
         import psycopg
 
         return psycopg.connect(
@@ -322,6 +326,7 @@ class LocalPostgres:
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Block until the server accepts a login through its socket; StackError if it exits or times out."""
+        # heavy (psycopg): loaded when the command runs, so ftflow --help stays light
         import psycopg
 
         assert self.service is not None, "start() first"
@@ -339,6 +344,7 @@ class LocalPostgres:
             time.sleep(0.2)
 
     def _set_password(self) -> None:
+        # heavy (psycopg): loaded when the command runs, so ftflow --help stays light
         from psycopg import sql
 
         with self._socket_connect() as conn:

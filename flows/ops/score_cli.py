@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from flows.ops.command_env import prepare_command_env, print_refusal
 
 
 def cmd_score(args) -> int:
     prepare_command_env()  # bundles carry their tokenizer: nothing to fetch
-    import os
-
+    # heavy (charset_normalizer, numpy, pandas, ... via flows.score): loaded when the command runs, so ftflow --help stays light
     from flows.score import score
     from tasks.score import input_by_reference
 

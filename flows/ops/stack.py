@@ -40,6 +40,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flows.ops.postgres import PASSWORD_ENV, Database, LocalPostgres, ensure_databases
 from flows.ops.supervisor import (
@@ -146,8 +147,6 @@ def prefect_origins(host: str, port: int, ui_api_url: str, extra: list[str] | No
     localhost, [::1]; on every interface this machine's full and short names) and the origin of the API
     URL the UI is told (PREFECT_UI_API_URL, e.g. a reverse proxy's).
     """
-    from urllib.parse import urlsplit
-
     if is_loopback(host):
         hosts = list(LOOPBACK_NAMES)
     elif host in ("0.0.0.0", "::"):
@@ -363,6 +362,7 @@ class Stack:
         postgres: bool = False,
         postgres_port: int = 0,
     ):
+        # not needed by ftflow --help (tasks.platform.tracking): loaded when the command runs, so --help stays fast
         from tasks.platform.tracking import store_dir
 
         self.root = Path(root).resolve()
@@ -409,12 +409,14 @@ class Stack:
     @property
     def work_pool(self) -> str | None:
         """The process work pool the workers poll; None when the deployments are served."""
+        # third-party (psutil, pydantic, yaml via flows.deployments): loaded when the command runs, so ftflow --help stays light
         from flows.deployments import WORK_POOL
 
         return WORK_POOL if self.workers else None
 
     def model_names(self) -> list[str | None]:
         """The registered model of each config; [None] for one config (its deployments keep their plain names)."""
+        # third-party (pydantic, yaml via tasks.config): loaded when the command runs, so ftflow --help stays light
         from tasks.config import load_config
 
         if len(self.configs) < 2:
@@ -422,6 +424,7 @@ class Stack:
         return [load_config(path).registry.model_name for path in self.configs]
 
     def deployment_names(self) -> list[str]:
+        # third-party (psutil, pydantic, yaml via flows.deployments): loaded when the command runs, so ftflow --help stays light
         from flows.deployments import deployment_names
 
         return [name for model in self.model_names() for name in deployment_names(model)]
@@ -461,6 +464,7 @@ class Stack:
                 self.services[:0] = [svc, *workers]
                 names = self.deployment_names()
                 wait_served([svc, *workers], api, names, since, timeout, self.prefect_auth)
+                # third-party (psutil, pydantic, yaml via flows.deployments): loaded when the command runs, so ftflow --help stays light
                 from flows.deployments import create_stack_automation
 
                 configs: list[str | None] = list(self.configs) or [None]  # None: the quickstart's
@@ -507,6 +511,7 @@ class Stack:
                 f"MLflow UI:    {self.mlflow_url}   (store {self.store})",
             ]
         if self.serve:
+            # third-party (psutil, pydantic, yaml via flows.deployments): loaded when the command runs, so ftflow --help stays light
             from flows.deployments import deployment_names
 
             for model in self.model_names():

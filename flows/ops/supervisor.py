@@ -97,6 +97,7 @@ def _die_with_parent_fn():
     """
     if not sys.platform.startswith("linux"):
         return None
+    # not needed by ftflow --help (ctypes): loaded when the command runs, so --help stays fast
     import ctypes
 
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -112,6 +113,7 @@ def start_service(svc: Service) -> None:
     # Another user's child drops root before the death signal is set (a change of user clears the death signal).
     as_user = {}
     if svc.user:
+        # Unix-only, and not needed by ftflow --help: loaded only for a service run as another user
         import pwd
 
         as_user = {"user": svc.user, "group": pwd.getpwnam(svc.user).pw_gid, "extra_groups": []}
@@ -131,6 +133,7 @@ def start_service(svc: Service) -> None:
 
 def http_get(url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None):
     """GET that returns the response, or None when nothing answers yet."""
+    # heavy (httpx): loaded when the command runs, so ftflow --help stays light
     import httpx
 
     try:
@@ -203,6 +206,7 @@ def wait_served(
 
 def stop_service(svc: Service, grace: float = STOP_GRACE_S) -> None:
     """The child's stop signal (SIGTERM) to its process group, wait, then SIGKILL whatever of its tree is left."""
+    # third-party (psutil): loaded when the command runs, so ftflow --help stays light
     import psutil
 
     if svc.proc is None:
@@ -236,6 +240,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _quietly(fn) -> None:
+    # third-party (psutil): loaded when the command runs, so ftflow --help stays light
     import psutil
 
     with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):  # gone already, or not ours to signal

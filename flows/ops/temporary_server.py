@@ -40,6 +40,7 @@ def die_with_parent(parent_pid: int):
 
 def start_server(env_settings: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """Start Prefect's API app under uvicorn as our child; return the process and its API URL once healthy."""
+    # heavy (prefect): loaded when this runs, so importing flows.ops.temporary_server stays light
     import prefect
 
     port = free_port()
@@ -106,6 +107,7 @@ def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:
 @contextlib.contextmanager
 def prefect_api() -> Iterator[str | None]:
     """Run the block against the configured Prefect API, else a temporary server that dies with this process."""
+    # heavy (prefect): loaded when this runs, so importing flows.ops.temporary_server stays light
     from prefect.settings import (
         PREFECT_API_URL,
         get_current_settings,
@@ -129,6 +131,7 @@ def prefect_api() -> Iterator[str | None]:
 
 def send_pending_logs_and_events() -> None:
     """Hand Prefect's queued logs and events to the server before it stops (else they fail at exit)."""
+    # heavy (prefect): loaded when this runs, so importing flows.ops.temporary_server stays light
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 

@@ -41,6 +41,7 @@ def database_of(args) -> Database | None:
     url = args.database if args.database is not None else os.environ.get(DATABASE_URL_ENV)
     if not url or args.postgres:
         return None
+    # not needed by ftflow --help (tasks.secrets): loaded when the command runs, so --help stays fast
     from tasks.secrets import literal_credentials
 
     if "--database" in sys.argv and literal_credentials(url):
@@ -55,6 +56,7 @@ def database_of(args) -> Database | None:
 
 def check_up_args(args) -> None:
     """Refuse a bad config, time zone or database URL here, before any server starts."""
+    # third-party (pydantic, yaml via tasks.config): loaded when the command runs, so ftflow --help stays light
     import zoneinfo
 
     from tasks.config import load_config

@@ -79,6 +79,7 @@ def digest_files(paths: list[Path]) -> str:
 
 def source_fingerprint(src: SourceConfig) -> str | None:
     """What identifies the source's content, or None when only reading it would tell."""
+    # heavy (pandas via tasks.data.sources): loaded when this runs, so importing tasks.data.cache stays light
     from tasks.data.sources import PACKAGE_FILES, source_files
 
     try:
@@ -108,6 +109,7 @@ def sources_fingerprint(data: DataConfig) -> str | None:
 
 
 def suite_digest(task: str) -> str:
+    # heavy (numpy, pandas, pyarrow via tasks.data.validate): loaded when this runs, so importing tasks.data.cache stays light
     from tasks.data.validate import suite_path
 
     path = suite_path(task)

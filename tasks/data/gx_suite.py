@@ -31,6 +31,7 @@ MAX_SHOWN_CHARS = 120
 
 def make_context(docs_dir: Path):
     """An ephemeral GX context, no analytics or progress bars, with one local Data Docs site."""
+    # heavy (great_expectations): loaded when this runs, so importing tasks.data.gx_suite stays light
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -58,6 +59,7 @@ def make_context(docs_dir: Path):
 
 def skip_batch_fingerprints() -> None:
     """Stop GX hashing every in-memory batch whole for a batch marker nobody reads (~1 s per million rows)."""
+    # heavy (great_expectations): loaded when this runs, so importing tasks.data.gx_suite stays light
     from great_expectations.execution_engine import pandas_execution_engine
 
     # GX skips the fingerprint for frames above HASH_THRESHOLD bytes; our lineage digest comes from
@@ -84,6 +86,7 @@ def run_frame(
     context, source, task: str, frame_name: str, frame: pd.DataFrame, items: list[tuple[int, dict]], params: dict
 ) -> list[dict]:
     """Validate one frame against its expectations; return one summary row per expectation."""
+    # heavy (great_expectations): loaded when this runs, so importing tasks.data.gx_suite stays light
     import great_expectations as gx
 
     batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe("whole")

@@ -6,11 +6,14 @@ comes back as a row with PARSE_ERROR and LINE_CONTENT (the clean stage quarantin
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
 
 import pandas as pd
+from charset_normalizer import from_bytes
+from pandas.io.common import get_handle
 
 
 class DataSourceError(ValueError):
@@ -32,8 +35,6 @@ MAX_SHOWN_LINE = 500
 
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, decompressed by extension (.gz, .bz2, .xz, .zst, .zip) the way pandas reads them."""
-    from pandas.io.common import get_handle
-
     with get_handle(path, "rb", compression="infer", is_text=False) as handle:
         return handle.handle.read()
 
@@ -45,8 +46,6 @@ def detect_encoding(data: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes
-
     results = from_bytes(data)
     best = results.best()
     if best is None:
@@ -131,8 +130,6 @@ def parse_delimited(text: str, sep: str, path: Path) -> tuple[pd.DataFrame, list
     Python's csv reader, not pandas': it gives each row's line number, and pandas fills short
     rows with empty cells without a word.
     """
-    import csv
-
     # The default cap (128 KiB per field) would refuse a long document; the clean stage's max_chars judges it.
     csv.field_size_limit(max(csv.field_size_limit(), len(text)))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)

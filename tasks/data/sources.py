@@ -206,6 +206,7 @@ def _read_files(src: SourceConfig) -> pd.DataFrame:
 
 
 def _read_dataset_dict(obj) -> pd.DataFrame:
+    # heavy (datasets): loaded when this runs, so importing tasks.data.sources stays light
     from datasets import Dataset
 
     if isinstance(obj, Dataset):
@@ -219,6 +220,7 @@ def _read_dataset_dict(obj) -> pd.DataFrame:
 
 
 def _read_disk(src: SourceConfig) -> pd.DataFrame:
+    # heavy (datasets): loaded when this runs, so importing tasks.data.sources stays light
     from datasets import load_from_disk
 
     assert src.path is not None, "SourceConfig refuses a disk source without a path"
@@ -231,6 +233,7 @@ def _read_disk(src: SourceConfig) -> pd.DataFrame:
 
 
 def _read_hub(src: SourceConfig) -> pd.DataFrame:
+    # heavy (datasets): loaded when this runs, so importing tasks.data.sources stays light
     from datasets import load_dataset
 
     try:
@@ -303,6 +306,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _read_sql(src: SourceConfig) -> pd.DataFrame:
+    # heavy (sqlalchemy): loaded when this runs, so importing tasks.data.sources stays light
     import sqlalchemy
 
     assert src.connection is not None and src.query is not None, "SourceConfig refuses sql without query, connection"
@@ -323,6 +327,7 @@ def _read_sql(src: SourceConfig) -> pd.DataFrame:
 
 
 def _read_feedback(src: SourceConfig) -> pd.DataFrame:
+    # heavy (pyarrow via tasks.monitoring.feedback): loaded when this runs, so importing tasks.data.sources stays light
     from tasks.monitoring.feedback import feedback_rows
 
     location, secrets = (

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.config import CleanConfig
+
 # The two character classes, as code-point ranges, written out for both regex engines below: Arrow's
 # RE2 (columns: the clean stage) and Python's `re` (a few strings: a request).
 # C0/C1 control characters except tab/newline/CR, which whitespace collapse handles; zero-width space; BOM.
@@ -151,6 +153,4 @@ def recorded_rules(clean) -> dict:
 
 def rules_of_bundle(meta: dict) -> dict:
     """The normalisation the bundle's training texts had; the clean defaults for bundles that predate the record."""
-    from tasks.config import CleanConfig
-
     return {**recorded_rules(CleanConfig()), **(meta.get("normalize") or {})}

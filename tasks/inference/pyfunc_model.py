@@ -17,6 +17,7 @@ class OnnxTextModel(PythonModel):
     """pyfunc wrapper so `mlflow models serve -m models:/NAME@champion` answers too."""
 
     def load_context(self, context):
+        # heavy (numpy, pyarrow via tasks.inference.predictor): loaded when this runs, so importing tasks.inference.pyfunc_model stays light
         from tasks.inference.predictor import OnnxPredictor
 
         self.predictor = OnnxPredictor(context.artifacts["bundle"])

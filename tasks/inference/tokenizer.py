@@ -46,6 +46,7 @@ def load_tokenizer(bundle_dir: Path, max_length: int, stride: int = 0):
     What truncation cuts off is kept in each encoding's `overflowing`, as windows sharing `stride`
     tokens with the one before (tasks.inference.windows reads them when the model chunks).
     """
+    # heavy (tokenizers): loaded when this runs, so importing tasks.inference.tokenizer stays light
     from tokenizers import Tokenizer
 
     path = bundle_dir / "tokenizer.json"

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tasks.labels import label_sets_of, labels_as_strings
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -119,8 +121,6 @@ class TaskKind(ABC):
 
         Raises tasks.labels.LabelSetError for a label-set column that mixes lists and plain strings.
         """
-        from tasks.labels import label_sets_of, labels_as_strings
-
         if self.is_single_label:
             return labels_as_strings(column, list(labels) if labels is not None else None)
         if self.is_multi_label:

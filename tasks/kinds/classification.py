@@ -19,6 +19,7 @@ class ClassificationKind(TaskKind):
         self, logits: list[np.ndarray], labels: list[str] | None, decision: Decision
     ) -> tuple[np.ndarray, np.ndarray]:
         """Class ids under the decision rule, and softmax(logits / temperature)."""
+        # heavy (numpy): loaded when this runs, so importing tasks.kinds.classification stays light
         import numpy as np
 
         assert labels is not None, "a classifier has a label set"
@@ -29,6 +30,7 @@ class ClassificationKind(TaskKind):
 
     def confidence(self, predictions: Any, probabilities: Any) -> list[float | None]:
         """The chosen label's probability: under a threshold it need not be the largest."""
+        # heavy (numpy): loaded when this runs, so importing tasks.kinds.classification stays light
         import numpy as np
 
         assert isinstance(probabilities, np.ndarray) and isinstance(predictions, np.ndarray), "arrays for classifiers"

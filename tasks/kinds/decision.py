@@ -50,6 +50,7 @@ PLAIN = Decision()
 
 def softmax(x: np.ndarray) -> np.ndarray:
     """Probabilities along the last axis (shifted by the max, so large logits do not overflow)."""
+    # heavy (numpy): loaded when this runs, so importing tasks.kinds.decision stays light
     import numpy as np
 
     z = x - x.max(axis=-1, keepdims=True)
@@ -59,6 +60,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)), without overflow warnings for large negative logits."""
+    # heavy (numpy): loaded when this runs, so importing tasks.kinds.decision stays light
     import numpy as np
 
     x = np.asarray(x)
@@ -68,6 +70,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def decide(probs: np.ndarray, decision: Decision) -> np.ndarray:
     """Class ids from calibrated probabilities: the positive class at or above the threshold, else argmax."""
+    # heavy (numpy): loaded when this runs, so importing tasks.kinds.decision stays light
     import numpy as np
 
     if decision.threshold is None:

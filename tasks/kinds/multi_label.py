@@ -7,6 +7,7 @@ with its fitted Platt scaling and threshold (tasks.kinds.decision.Decision).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ class MultiLabelKind(TaskKind):
         self, logits: list[np.ndarray], labels: list[str] | None, decision: Decision
     ) -> tuple[np.ndarray, np.ndarray]:
         """0/1 per label under each label's threshold, and sigmoid(scale * logit + bias) per label."""
+        # heavy (numpy): loaded when this runs, so importing tasks.kinds.multi_label stays light
         import numpy as np
 
         assert labels is not None, "a multi-label model has a label set"
@@ -48,6 +50,7 @@ class MultiLabelKind(TaskKind):
 
     def confidence(self, predictions: Any, probabilities: Any) -> list[float | None]:
         """How sure the least sure label decision is: min over labels of p (chosen) or 1 - p (left out)."""
+        # heavy (numpy): loaded when this runs, so importing tasks.kinds.multi_label stays light
         import numpy as np
 
         p = np.asarray(probabilities, dtype=np.float64)
@@ -64,6 +67,7 @@ class MultiLabelKind(TaskKind):
 
 def multi_hot(label_sets: Sequence[Sequence[str]] | pd.Series, labels: Sequence[str]) -> np.ndarray:
     """[rows, labels] 0/1 int array from lists of label names."""
+    # heavy (numpy): loaded when this runs, so importing tasks.kinds.multi_label stays light
     import numpy as np
 
     index = {name: j for j, name in enumerate(labels)}
@@ -83,8 +87,6 @@ def label_set_text(names: Sequence[str]) -> str:
     Equal sets read equal (cleaning's duplicates and conflicts, the prediction log, feedback), and the collect
     stage reads it back as a list (a JSON list in a string cell).
     """
-    import json
-
     return json.dumps(sorted(set(names)), ensure_ascii=False)
 
 

@@ -20,6 +20,7 @@ class NerKind(TaskKind):
         self, logits: list[np.ndarray], labels: list[str] | None, decision: Decision
     ) -> tuple[list[list[str]], list[np.ndarray]]:
         """Each word's most probable tag and its [words, tags] probabilities (the decision rule does not apply)."""
+        # heavy (numpy): loaded when this runs, so importing tasks.kinds.ner stays light
         import numpy as np
 
         assert labels is not None, "NER has a tag set"

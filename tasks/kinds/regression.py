@@ -17,6 +17,7 @@ class RegressionKind(TaskKind):
 
     def decode(self, logits: list[np.ndarray], labels: list[str] | None, decision: Decision) -> tuple[np.ndarray, None]:
         """The head's single output per row (the decision rule does not apply)."""
+        # heavy (numpy): loaded when this runs, so importing tasks.kinds.regression stays light
         import numpy as np
 
         return np.array([float(np.ravel(row)[0]) for row in logits], dtype=np.float64), None

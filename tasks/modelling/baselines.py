@@ -27,9 +27,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import PipelineConfig
+from tasks.config import DecisionConfig, PipelineConfig
+from tasks.inference.batching import length_buckets, pad_rows
 from tasks.io import read_frame, write_json, write_parquet
 from tasks.kinds import kind_of
+from tasks.modelling.calibration import label_thresholds
+from tasks.modelling.confidence import interval_metrics, paired_difference_interval
+from tasks.modelling.encode import resolve_model_path
+from tasks.modelling.metrics import compute_metrics_for, greater_is_better, primary_metric
+from tasks.modelling.sizing import choose_max_length, token_lengths
 from tasks.results import BaselineResult, CleanResult
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,7 @@ def logistic(task: str, c: float | None = None):
     Balanced weights on a label carried by 1% of the rows make its model answer yes to a third of them
     (micro-F1 0.08 against 0.3 unweighted on the tweet entity types): a user fits them plain.
     """
+    # heavy (sklearn): loaded when this runs, so importing tasks.modelling.baselines stays light
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
@@ -93,6 +100,7 @@ def probe_sample(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
 
 def bag_of_words_features(splits: dict[str, pd.DataFrame], max_features: int) -> dict[str, Any]:
     """TF-IDF matrices per split, fitted on train; pairs: [A, B, A * B] with one vocabulary."""
+    # heavy (scipy, sklearn): loaded when this runs, so importing tasks.modelling.baselines stays light
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -110,9 +118,8 @@ def bag_of_words_features(splits: dict[str, pd.DataFrame], max_features: int) ->
 
 def embed_texts(texts: list[str], model, tokenizer, max_length: int) -> np.ndarray:
     """Mean-pooled last hidden states of the frozen encoder, L2-normalised (length-sorted batches)."""
+    # heavy (torch): loaded when this runs, so importing tasks.modelling.baselines stays light
     import torch
-
-    from tasks.inference.batching import length_buckets, pad_rows
 
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
@@ -132,16 +139,13 @@ def embedding_features(
     splits: dict[str, pd.DataFrame], cfg: PipelineConfig
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray] | None]]:
     """Probe features per split ([u, v, |u-v|, u*v] for pairs) and each split's (u, v) pair embeddings."""
+    # heavy (transformers): loaded when this runs, so importing tasks.modelling.baselines stays light
     from transformers import AutoModel, AutoTokenizer
-
-    from tasks.modelling.encode import resolve_model_path
 
     path = resolve_model_path(cfg.model.name)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.model.revision)
     model = AutoModel.from_pretrained(path, revision=cfg.model.revision).eval()
     if cfg.model.max_length == "auto":  # as training will choose it: from the train split's token lengths
-        from tasks.modelling.sizing import choose_max_length, token_lengths
-
         length = choose_max_length(token_lengths(tokenizer, splits["train"], cfg.data.task), 512, cfg.model.stride)
     else:
         length = min(cfg.model.length(), 512)
@@ -159,9 +163,8 @@ def embedding_features(
 
 def fit_linear(task: str, x: dict[str, Any], y: dict[str, np.ndarray], primary: str, labels: list[str] | None):
     """The linear model (logistic or ridge) whose regularisation scores best on validation; (model, chosen)."""
+    # heavy (sklearn): loaded when this runs, so importing tasks.modelling.baselines stays light
     from sklearn.linear_model import Ridge
-
-    from tasks.modelling.metrics import compute_metrics_for, greater_is_better
 
     if fits_values(task):
         grid = [("alpha", a, Ridge(alpha=a)) for a in RIDGE_ALPHA]
@@ -183,9 +186,6 @@ def fit_linear(task: str, x: dict[str, Any], y: dict[str, np.ndarray], primary: 
 
 def label_thresholds_for(probs: np.ndarray, y: np.ndarray, labels: list[str] | None) -> np.ndarray:
     """Multi-label: each label's best-F1 threshold on held-out probabilities, as the model gets its own."""
-    from tasks.config import DecisionConfig
-    from tasks.modelling.calibration import label_thresholds
-
     names = list(labels) if labels else [str(j) for j in range(y.shape[1])]
     return np.asarray(label_thresholds(DecisionConfig(), probs, y, names)[0])
 
@@ -199,6 +199,7 @@ def predict_baseline(task: str, model, x, thresholds: np.ndarray | None) -> np.n
 
 def fit_linear_cv(task: str, x: np.ndarray, y: np.ndarray):
     """The linear model with its regularisation chosen by 5-fold cross-validation on train; (model, chosen)."""
+    # heavy (sklearn): loaded when this runs, so importing tasks.modelling.baselines stays light
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import GridSearchCV
 
@@ -217,6 +218,7 @@ def fit_linear_cv(task: str, x: np.ndarray, y: np.ndarray):
 
 def fit_cosine(pair_vectors: dict[str, tuple[np.ndarray, np.ndarray] | None], y_train: np.ndarray):
     """The pair's cosine (embeddings are unit length: a dot product), mapped to the target by a line."""
+    # heavy (sklearn): loaded when this runs, so importing tasks.modelling.baselines stays light
     from sklearn.linear_model import LinearRegression
 
     cos = {k: (uv[0] * uv[1]).sum(1, keepdims=True) for k, uv in pair_vectors.items() if uv is not None}
@@ -226,9 +228,6 @@ def fit_cosine(pair_vectors: dict[str, tuple[np.ndarray, np.ndarray] | None], y_
 
 def score_baseline(task: str, preds: np.ndarray, refs: np.ndarray, labels: list[str] | None) -> dict[str, float]:
     """The task's metrics of a baseline's test answers, with the bootstrap intervals evaluation reports."""
-    from tasks.modelling.confidence import interval_metrics
-    from tasks.modelling.metrics import compute_metrics_for
-
     answers = preds.tolist()
     metrics = compute_metrics_for(task, answers, refs.tolist(), labels)
     scored = {"predictions": answers, "references": refs.tolist()}
@@ -241,8 +240,6 @@ def fit_baselines(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -
     Writes RUN/baselines/metrics.json (per baseline: its test metrics, intervals, choice and time) and
     RUN/baselines/test_predictions.parquet (one column per baseline, the test split's row order).
     """
-    from tasks.modelling.metrics import primary_metric
-
     task, labels = cfg.data.task, data.labels
     metric = primary_metric(task)
     out = Path(run_dir) / "baselines"
@@ -283,6 +280,7 @@ def fit_baselines(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -
             model, chosen = fit_linear_cv(task, x["train"], y_probe["train"])
             cuts = None
             if multi_label:  # validation is not embedded: thresholds from out-of-fold probabilities on train
+                # heavy (sklearn): loaded when this runs, so importing tasks.modelling.baselines stays light
                 from sklearn.base import clone
                 from sklearn.model_selection import cross_val_predict
 
@@ -332,9 +330,6 @@ def compare_with_baselines(
     `beats` is True when the whole 95% interval of (model - best baseline) lies on the better side of 0.
     None when no baseline ran.
     """
-    from tasks.modelling.confidence import paired_difference_interval
-    from tasks.modelling.metrics import compute_metrics_for, greater_is_better
-
     if not baselines.scores or baselines.predictions is None:
         return None
     metric = baselines.metric

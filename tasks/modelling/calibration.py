@@ -20,6 +20,7 @@ import numpy as np
 
 from tasks.inference.decode import softmax
 from tasks.io import save_figure
+from tasks.kinds.decision import sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimising the NLL of `labels` (class ids) under softmax(logits / T)."""
+    # heavy (scipy): loaded when this runs, so importing tasks.modelling.calibration stays light
     from scipy.optimize import minimize_scalar
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
@@ -100,9 +102,11 @@ def plot_reliability_diagram(
     curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_bins: int = ECE_BINS
 ) -> str:
     """One panel per curve name (e.g. before / after): accuracy per confidence bin against the diagonal."""
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.calibration stays light
     import matplotlib
 
     matplotlib.use("Agg")
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.calibration stays light
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4.2), dpi=120, squeeze=False)
@@ -293,6 +297,7 @@ def fit_platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     Platt's smoothed targets ((N+ + 1) / (N+ + 2) and 1 / (N- + 2)) keep a few validation rows from
     pushing the probabilities to 0 or 1. A label without positives or negatives here keeps (1, 0).
     """
+    # heavy (scipy): loaded when this runs, so importing tasks.modelling.calibration stays light
     from scipy.optimize import minimize
 
     z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=bool)
@@ -353,8 +358,6 @@ def fit_multi_label_decision(cfg, logits: np.ndarray, refs: np.ndarray, labels: 
     decision.calibration "temperature" means, for label sets, a scale and a bias per label: the positive
     weights of training shift a rare label's logits, which a temperature alone cannot undo.
     """
-    from tasks.kinds.decision import sigmoid
-
     logits, refs = np.asarray(logits, dtype=np.float64), np.asarray(refs, dtype=np.int64)
     k = len(labels)
     fitted = [fit_platt(logits[:, j], refs[:, j]) for j in range(k)] if cfg.calibration == "temperature" else []

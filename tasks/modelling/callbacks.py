@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 
 from tasks.labels import is_per_class_metric
+from tasks.platform import tracking
+from tasks.progress import PROGRESS_RECORD, StepClock, format_eta, progress_bar
 
 # How long an evaluation took: in MLflow, not in the log line.
 EVAL_TIMINGS = ("val_runtime", "val_samples_per_second", "val_steps_per_second")
@@ -20,12 +23,8 @@ def make_tracking_callback(run_id: str | None):
     In an interactive terminal it also draws a progress bar (step, loss, ETA); the console then
     skips the step lines the bar repeats (tasks/progress.py).
     """
-    from contextlib import ExitStack
-
+    # heavy (transformers): loaded when this runs, so importing tasks.modelling.callbacks stays light
     from transformers import TrainerCallback
-
-    from tasks.platform import tracking
-    from tasks.progress import PROGRESS_RECORD, StepClock, format_eta, progress_bar
 
     class TrackingCallback(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tasks.kinds import kind_of
+from tasks.labels import label_keys
 
 CONFIDENCE = 0.95
 RESAMPLES = 1000
@@ -79,6 +80,7 @@ def _regression_stat(metric: str, predictions: Sequence[Any], references: Sequen
 
 
 def _ner_stat(metric: str, preds: Sequence[Sequence[str]], refs: Sequence[Sequence[str]]):
+    # heavy (seqeval): loaded when this runs, so importing tasks.modelling.confidence stays light
     from seqeval.metrics.sequence_labeling import get_entities
 
     if metric not in ("f1", "precision", "recall"):
@@ -220,8 +222,6 @@ def interval_metrics(task: str, scored: dict, labels: list[str] | None) -> dict[
         )
         out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
     if kind_of(task).is_multi_label and labels:  # per-label F1 moves most on rare labels: each gets its interval
-        from tasks.labels import label_keys
-
         intervals = label_f1_intervals(scored["predictions"], scored["references"])
         for key, (low, high) in zip(label_keys(labels), intervals):
             out[f"f1_{key}_ci_low"], out[f"f1_{key}_ci_high"] = low, high

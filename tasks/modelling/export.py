@@ -26,8 +26,14 @@ from tasks.config import PipelineConfig
 from tasks.inference.compare import compare_answers
 from tasks.inference.decode import Decision, Scores
 from tasks.inference.normalize import recorded_rules
+from tasks.inference.predictor import OnnxPredictor
+from tasks.inference.windows import long_text_of_bundle
 from tasks.io import atomic_path, read_frame, read_json, write_json
 from tasks.kinds import kind_of
+from tasks.modelling.evaluate import DECISION_FILE, load_trained
+from tasks.modelling.metrics import greater_is_better, primary_metric
+from tasks.modelling.predict import metrics_of, score_frame, torch_forward
+from tasks.modelling.sizing import with_recorded_length
 from tasks.results import CleanResult, ExportResult
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,7 @@ REGRESSION_CHANGE = 0.01
 
 def export_onnx(model, tokenizer, path: Path, opset: int) -> list[str]:
     """Trace the model to ONNX with dynamic batch and sequence axes; return the input names."""
+    # heavy (torch): loaded when this runs, so importing tasks.modelling.export stays light
     import torch
 
     sample = tokenizer(
@@ -71,6 +78,7 @@ def export_onnx(model, tokenizer, path: Path, opset: int) -> list[str]:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
+    # heavy (onnx, onnxruntime): loaded when this runs, so importing tasks.modelling.export stays light
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -83,6 +91,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
 def optimize_graph(path: Path, model_config) -> None:
     """ONNX Runtime's transformer fusions (attention, layer norm, GELU), in place."""
+    # heavy (onnxruntime): loaded when this runs, so importing tasks.modelling.export stays light
     from onnxruntime.transformers import optimizer
 
     opt = optimizer.optimize_model(
@@ -108,8 +117,6 @@ def check_parity(reference: Scores, onnx: Scores, atol: float) -> dict:
 
 def gate_int8(fp32_metrics: dict, int8_metrics: dict, metric: str, max_drop: float, fp32: Scores, int8: Scores) -> dict:
     """int8 serves only if it loses at most `max_drop` of the task metric; says how many answers it changes."""
-    from tasks.modelling.metrics import greater_is_better
-
     a, b = fp32_metrics[metric], int8_metrics[metric]
     loss = (a - b) if greater_is_better(metric) else (b - a)
     ok = loss <= max_drop
@@ -146,8 +153,6 @@ def decision_of_run(run_dir: Path, cfg: PipelineConfig) -> dict | None:
     """The decision record evaluation wrote in this run (RUN/evaluation/decision.json), for a caller that has
     only the run folder (a resumed flow); None without one, with a warning for a kind that takes one: its
     bundle then answers with plain probabilities, not the calibration and threshold it would be evaluated with."""
-    from tasks.modelling.evaluate import DECISION_FILE
-
     path = run_dir / "evaluation" / DECISION_FILE
     if path.is_file():
         return read_json(path)
@@ -203,13 +208,6 @@ def build_bundle(
     model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, out: Path, decision: dict | None = None
 ) -> dict:
     """Write the serving bundle into `out` and check it on the core; return the export report."""
-    from tasks.inference.predictor import OnnxPredictor
-    from tasks.inference.windows import long_text_of_bundle
-    from tasks.modelling.evaluate import load_trained
-    from tasks.modelling.metrics import primary_metric
-    from tasks.modelling.predict import metrics_of, score_frame, torch_forward
-    from tasks.modelling.sizing import with_recorded_length
-
     model, tokenizer, meta = load_trained(model_dir)
     cfg = with_recorded_length(cfg, meta)  # max_length as trained (auto resolved), not as configured
     task, batch = cfg.data.task, cfg.training.eval_batch_size

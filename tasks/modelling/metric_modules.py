@@ -39,6 +39,7 @@ class ClassificationMetrics(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, label_names=None):
+        # heavy (sklearn): loaded when this runs, so importing tasks.modelling.metric_modules stays light
         from sklearn.metrics import accuracy_score, matthews_corrcoef, precision_recall_fscore_support
 
         preds, refs = np.asarray(predictions), np.asarray(references)
@@ -78,6 +79,7 @@ class RegressionMetrics(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
+        # heavy (scipy): loaded when this runs, so importing tasks.modelling.metric_modules stays light
         from scipy.stats import pearsonr, spearmanr
 
         preds, refs = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
@@ -112,6 +114,7 @@ class NerMetrics(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, label_names=None):
+        # heavy (seqeval): loaded when this runs, so importing tasks.modelling.metric_modules stays light
         from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
         preds, refs = [list(s) for s in predictions], [list(s) for s in references]
@@ -155,6 +158,7 @@ class MultiLabelMetrics(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, label_names=None):
+        # heavy (sklearn): loaded when this runs, so importing tasks.modelling.metric_modules stays light
         from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support
 
         preds, refs = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)

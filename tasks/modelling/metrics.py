@@ -73,6 +73,7 @@ def compute_metrics_for(
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if len(references) == 0:
         raise ValueError("no examples to score")
+    # heavy (datasets, evaluate via tasks.modelling.metric_modules): loaded when this runs, so importing tasks.modelling.metrics stays light
     from tasks.modelling.metric_modules import build_metric
 
     metric = build_metric(kind)
@@ -125,6 +126,7 @@ def make_trainer_compute_metrics(task: str, label_names: list[str] | None = None
 
 def best_f1_cuts(scores: np.ndarray, refs: np.ndarray) -> np.ndarray:
     """Per label (column): the score at which `score >= cut` has its best F1 on these rows (0 without positives)."""
+    # heavy (pandas via tasks.modelling.calibration): loaded when this runs, so importing tasks.modelling.metrics stays light
     from tasks.modelling.calibration import choose_threshold
 
     cuts = np.zeros(scores.shape[1])

@@ -8,6 +8,7 @@ from tasks.kinds import kind_of
 
 def build_model(cfg: PipelineConfig, labels: list[str] | None):
     """Load the pretrained body with a fresh head sized for the task."""
+    # heavy (transformers; pandas via tasks.modelling.encode): loaded when this runs, so importing tasks.modelling.model stays light
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     from tasks.modelling.encode import ModelSourceError, resolve_model_path

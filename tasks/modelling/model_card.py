@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
+from tasks.inference.decode import describe_rule
 from tasks.io import write_text
 from tasks.kinds import kind_of
 from tasks.labels import entity_types
@@ -87,8 +88,6 @@ the model inherits the biases of its pretrained body and of the training data. C
 
 def decision_card(record: dict | None) -> str:
     """The model card's section on calibration and the decision threshold (empty for regression and NER)."""
-    from tasks.inference.decode import describe_rule
-
     if record is None:
         return ""
     v, t = record["validation"], record["test"]

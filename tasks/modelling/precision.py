@@ -21,6 +21,7 @@ class Precision(TypedDict):
 
 def cpu_flags() -> set[str]:
     """The CPU's feature flags: torch's own capability check, else /proc/cpuinfo; empty when unknown."""
+    # heavy (torch): loaded when this runs, so importing tasks.modelling.precision stays light
     import torch
 
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)
@@ -46,6 +47,7 @@ def pick_precision(mode: str, use_cpu: bool) -> Precision:
     fp32. fp32 (or no) turns mixed precision off; bf16 and fp16 force it (fp16 on GPUs only: on
     CPUs it has no native kernels and no loss scaler). The weights stay fp32 either way.
     """
+    # heavy (torch): loaded when this runs, so importing tasks.modelling.precision stays light
     import torch
 
     if mode in ("fp32", "no"):

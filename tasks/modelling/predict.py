@@ -18,12 +18,14 @@ from tasks.inference.decode import PLAIN, Decision, Scores, decode_logits, word_
 from tasks.inference.windows import LongText, aggregate_windows
 from tasks.kinds import kind_of
 from tasks.labels import outside_id
+from tasks.modelling.metrics import compute_metrics_for
 
 Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 def torch_forward(model) -> Forward:
     """A forward callable for a PyTorch model (eval mode, no grad)."""
+    # heavy (torch): loaded when this runs, so importing tasks.modelling.predict stays light
     import torch
 
     model.eval()
@@ -100,8 +102,6 @@ def as_list(scores: Scores) -> list:
 
 def metrics_of(scores: Scores, df: pd.DataFrame) -> dict:
     """The task metrics of a scorer's answers on the labelled frame it scored."""
-    from tasks.modelling.metrics import compute_metrics_for
-
     return compute_metrics_for(
         scores.task, as_list(scores), references_of(df, scores.task, scores.labels), scores.labels
     )

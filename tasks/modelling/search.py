@@ -17,6 +17,8 @@ from typing import Any, Literal, get_args
 
 from tasks.config import PipelineConfig, SearchParam, TrainingConfig
 from tasks.io import read_frame, write_frames, write_json
+from tasks.modelling.metrics import greater_is_better, primary_metric
+from tasks.modelling.train import train_model
 from tasks.platform import tracking
 from tasks.results import CleanResult, TrainResult
 
@@ -26,8 +28,6 @@ PRUNE_AFTER_TRIALS = 2  # trials that always run to the end: the median needs so
 
 def search_objective(cfg: PipelineConfig) -> tuple[str, Literal["maximize", "minimize"]]:
     """(metric, direction) of the search: the configured ones, else the best-model metric and its direction."""
-    from tasks.modelling.metrics import greater_is_better, primary_metric
-
     metric = cfg.search.metric or cfg.training.metric_for_best_model or primary_metric(cfg.data.task)
     direction = cfg.search.direction or ("maximize" if greater_is_better(metric) else "minimize")
     return metric, direction
@@ -74,6 +74,7 @@ def trial_data(data: CleanResult, cfg: PipelineConfig, folder: Path) -> CleanRes
 
 def make_pruner(cfg: PipelineConfig):
     """Optuna's median pruner once two trials have finished (none when search.prune is off)."""
+    # heavy (optuna): loaded when this runs, so importing tasks.modelling.search stays light
     import optuna
 
     if not cfg.search.prune:
@@ -87,6 +88,7 @@ def make_pruning_callback(trial, metric: str):
     Scores are reported by evaluation count, not global step: trials with another batch size
     take other steps, and the median is taken over trials at the same step number.
     """
+    # heavy (optuna, transformers): loaded when this runs, so importing tasks.modelling.search stays light
     import optuna
     from transformers import TrainerCallback
 
@@ -109,9 +111,8 @@ def run_trial(
     trial, data: CleanResult, cfg: PipelineConfig, run_dir: Path, parent_run_id: str | None, metric: str
 ) -> float:
     """Train one trial in its own folder, nested MLflow run; return its best validation metric."""
+    # heavy (optuna): loaded when this runs, so importing tasks.modelling.search stays light
     import optuna
-
-    from tasks.modelling.train import train_model
 
     values = suggest_values(trial, cfg.search.space)
     overrides: dict[str, Any] = {"metric_for_best_model": metric, "early_stopping_patience": None}
@@ -162,6 +163,7 @@ def search_hyperparameters(
     data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None
 ) -> dict:
     """Run the Optuna study; return the best values, the best score and every trial."""
+    # heavy (optuna): loaded when this runs, so importing tasks.modelling.search stays light
     import optuna
 
     run_dir = Path(run_dir)
@@ -208,8 +210,6 @@ def tune_and_train(
     data: CleanResult, cfg: PipelineConfig, run_dir: str | Path, run_id: str | None = None
 ) -> TrainResult:
     """Search (when search.trials > 0), then train the final model with the best values."""
-    from tasks.modelling.train import train_model
-
     if cfg.search.trials == 0:
         return train_model(data, cfg, run_dir, run_id)
     found = search_hyperparameters(data, cfg, run_dir, run_id)

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 def make_trainer_class():
     """A Trainer whose loss and optimiser follow the config (built lazily: transformers is heavy)."""
+    # heavy (torch, transformers): loaded when this runs, so importing tasks.modelling.trainer stays light
     import torch
     from transformers import Trainer
 
@@ -87,6 +88,7 @@ AUTO_BALANCE_RATIO = 5  # class_weights auto: balance when the largest class has
 
 def class_skew(train_labels: list[int], num_labels: int) -> float:
     """Rows of the largest train class per row of the smallest (a class without rows counts as one)."""
+    # heavy (numpy): loaded when this runs, so importing tasks.modelling.trainer stays light
     import numpy as np
 
     ids = np.asarray(train_labels, dtype=np.int64).reshape(-1)
@@ -102,6 +104,7 @@ def resolve_class_weights(cfg: PipelineConfig, train_labels: list[int], num_labe
     label) when a label is 5 times rarer than its absence; none for NER, where "O" outnumbers every entity tag by design,
     and none when focal_alpha already weighs the classes.
     """
+    # heavy (torch via tasks.modelling.losses): loaded when this runs, so importing tasks.modelling.trainer stays light
     from tasks.modelling.losses import balanced_class_weights, label_skew, positive_weights
 
     weights = cfg.training.class_weights
@@ -147,6 +150,7 @@ def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = T
 
     checkpoints=False (search trials): evaluate and track the best metric, but save nothing.
     """
+    # heavy (torch, transformers; numpy via tasks.modelling.metrics): loaded when this runs, so importing tasks.modelling.trainer stays light
     import torch
     from transformers import TrainingArguments
 
@@ -203,6 +207,7 @@ def training_arguments(cfg: PipelineConfig, run_dir: Path, checkpoints: bool = T
 
 def loss_spec_for(cfg: PipelineConfig, labels: list[str] | None, train_label_ids) -> dict:
     """Arguments of tasks.modelling.losses.compute_loss for this config (class weights resolved)."""
+    # heavy (torch via tasks.modelling.losses): loaded when this runs, so importing tasks.modelling.trainer stays light
     from tasks.modelling.losses import resolve_loss_name
 
     tc, task = cfg.training, cfg.data.task

@@ -74,6 +74,7 @@ def _replaced(folder: Path, names: list[str]) -> set[str]:
 @functools.lru_cache(maxsize=4096)
 def _replaces(path: Path) -> tuple[str, ...]:
     # A merged file is never rewritten (each has a new uuid name): its footer is read once per process.
+    # heavy (pyarrow.parquet): loaded when this runs, so importing tasks.monitoring.day_files stays light
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(path).metadata or {}
@@ -92,6 +93,7 @@ def live_files(folder: Path) -> tuple[list[Path], set[str]]:
 
 def read_days(folders: list[Path], schema: pa.Schema, where=None) -> pa.Table:
     """The rows of `folders` (filtered by the dataset expression `where`), each exactly once though a merge runs."""
+    # heavy (pyarrow.dataset): loaded when this runs, so importing tasks.monitoring.day_files stays light
     import pyarrow.dataset as ds
 
     for _ in range(READ_ATTEMPTS):
@@ -121,6 +123,7 @@ def read_days(folders: list[Path], schema: pa.Schema, where=None) -> pa.Table:
 
 def write_part(folder: Path, table: pa.Table) -> Path:
     """`table` as a new part of `folder`, written under a temporary name and renamed (never read half-written)."""
+    # heavy (pyarrow.parquet): loaded when this runs, so importing tasks.monitoring.day_files stays light
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,6 +158,7 @@ def _day_lock(folder: Path) -> Iterator[bool]:
 
 def _merge(folder: Path, names: list[str], level: int, schema: pa.Schema) -> str:
     """Copy `names` into one new file of `level`, synced before it is renamed into place; returns its name."""
+    # heavy (pyarrow.parquet): loaded when this runs, so importing tasks.monitoring.day_files stays light
     import pyarrow.parquet as pq
 
     name = f"{COMPACT}{level}-{uuid.uuid4().hex}{SUFFIX}"

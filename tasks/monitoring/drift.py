@@ -16,6 +16,7 @@ the embeddings offline for us, and it adds ~25 packages (telemetry, NLTK, a web 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.kinds import kind_of
+from tasks.modelling.encode import resolve_model_path
 
 _WORDS = re.compile(r"\w+", re.UNICODE)
 
@@ -94,8 +96,6 @@ def oov_rates(texts: pd.Series, vocabulary: frozenset[str], lowercase: bool = Tr
 
 def tokenizer_vocabulary(folder: str | Path) -> tuple[frozenset[str], bool]:
     """The whole-word entries of a tokenizer.json's vocabulary, and whether it lowercases."""
-    import json
-
     spec = json.loads((Path(folder) / "tokenizer.json").read_text())
     vocab = spec["model"].get("vocab", {})
     words = vocab.keys() if isinstance(vocab, dict) else (v[0] for v in vocab)  # WordPiece dict; Unigram list
@@ -106,10 +106,9 @@ def tokenizer_vocabulary(folder: str | Path) -> tuple[frozenset[str], bool]:
 
 @lru_cache(maxsize=1)
 def _embedder():
+    # heavy (torch, transformers): loaded when this runs, so importing tasks.monitoring.drift stays light
     import torch
     from transformers import AutoModel, AutoTokenizer
-
-    from tasks.modelling.encode import resolve_model_path
 
     path = resolve_model_path("minilm")
     return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval(), torch
@@ -154,6 +153,7 @@ def mmd_test(x: np.ndarray, y: np.ndarray, permutations: int = 200, seed: int = 
 
 
 def _ks(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    # heavy (scipy): loaded when this runs, so importing tasks.monitoring.drift stays light
     from scipy.stats import ks_2samp
 
     r = ks_2samp(a, b)
@@ -161,6 +161,7 @@ def _ks(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def _chi2(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    # heavy (scipy): loaded when this runs, so importing tasks.monitoring.drift stays light
     from scipy.stats import chi2_contingency
 
     classes = sorted(set(reference) | set(current))
@@ -177,8 +178,6 @@ def _shares(values: pd.Series, prefix: str) -> dict[str, float]:
 
 def label_occurrences(predictions: pd.Series) -> pd.Series:
     """Logged label sets (JSON lists) as one entry per label given, "(none)" for an empty answer."""
-    import json
-
     sets = predictions.dropna().map(json.loads)
     return pd.Series([name for names in sets for name in (names or ["(none)"])], dtype=object)
 

@@ -14,6 +14,8 @@ import math
 import pandas as pd
 import pyarrow as pa
 
+from tasks.kinds.multi_label import label_set_text
+from tasks.labels import labels_as_strings
 from tasks.monitoring.prediction_log import LOG_TEXTS_ENV, PREDICTIONS, PredictionLogger, open_sink
 
 FEEDBACK = "feedback"
@@ -88,13 +90,9 @@ def label_set_of(label) -> list[str] | None:
 def spell_label(label, prediction: pd.Series) -> str:
     """The label as training data spells it: surrounding spaces dropped, a number as its class name
     (1, 1.0 and "1.0" all read "1", as the clean stage reads a label column), else the text as given."""
-    from tasks.labels import labels_as_strings
-
     if label is None:
         return ""
     if answered_label_set(prediction):
-        from tasks.kinds.multi_label import label_set_text
-
         names = label_set_of(label)
         assert names is not None, "check_label refuses anything but a list of label names"
         return label_set_text(names)

@@ -15,9 +15,14 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import MonitoringConfig
-from tasks.io import write_text
+from tasks.io import read_frame, write_text
 from tasks.kinds import kind_of
+from tasks.kinds.multi_label import label_set_text
+from tasks.monitoring.drift import compare_windows, tokenizer_vocabulary
+from tasks.monitoring.report import plot_distributions, report_markdown, write_html_report
 from tasks.platform import tracking
+from tasks.registry import register
+from tasks.registry.holdout import HELD_OUT_ARTIFACT, load_candidate
 
 MONITORING_EXPERIMENT = "monitoring"
 CHAMPION = "champion"
@@ -25,9 +30,8 @@ CHAMPION = "champion"
 
 def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.DataFrame:
     """The champion run's held-out split (a sample), scored by the champion: text, prediction, confidence."""
+    # heavy (pyarrow via tasks.inference.predictor): loaded when this runs, so importing tasks.monitoring.monitor stays light
     from tasks.inference.predictor import OnnxPredictor
-    from tasks.io import read_frame
-    from tasks.registry.holdout import HELD_OUT_ARTIFACT
 
     local = tracking.download_run_artifact(candidate["run_id"], HELD_OUT_ARTIFACT, workdir / "reference")
     df = read_frame(local)
@@ -45,8 +49,6 @@ def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.D
     if kind.predicts_value:
         return pd.DataFrame({"text": texts, "prediction": [a["value"] for a in answers], "confidence": np.nan})
     if kind.is_multi_label:
-        from tasks.kinds.multi_label import label_set_text
-
         predictions = [label_set_text(a["labels"]) for a in answers]
         return pd.DataFrame({"text": texts, "prediction": predictions, "confidence": np.nan})
     if not kind.is_single_label:
@@ -58,6 +60,7 @@ def load_reference(candidate: dict, workdir: Path, rows: int, seed: int) -> pd.D
 
 def feedback_quality(window: pd.DataFrame, task: str, location: str | None = None) -> dict:
     """Accuracy (classification) or MAE (regression) of the logged predictions that have corrected labels."""
+    # heavy (pyarrow via tasks.monitoring.feedback): loaded when this runs, so importing tasks.monitoring.monitor stays light
     from tasks.monitoring.feedback import join_feedback
 
     rows = join_feedback(window, location)
@@ -85,11 +88,8 @@ def monitor_model(
 
     Returns the verdict: status, reasons, whether a retrain is asked for, the drift tests, feedback quality.
     """
-    from tasks.monitoring.drift import compare_windows, tokenizer_vocabulary
+    # heavy (pyarrow via tasks.monitoring.prediction_log): loaded when this runs, so importing tasks.monitoring.monitor stays light
     from tasks.monitoring.prediction_log import read_log_losses, read_predictions
-    from tasks.monitoring.report import plot_distributions, report_markdown, write_html_report
-    from tasks.registry import register
-    from tasks.registry.holdout import load_candidate
 
     s = settings or MonitoringConfig()
     end = now or dt.datetime.now(dt.UTC)

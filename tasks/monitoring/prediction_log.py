@@ -32,7 +32,10 @@ from typing import TypeGuard
 import pandas as pd
 import pyarrow as pa
 
+from tasks.kinds.multi_label import label_set_text
 from tasks.monitoring.day_files import FAN_IN, compact_day, level0_count, read_days, write_part
+from tasks.platform.tracking import store_dir
+from tasks.secrets import expand_references, redact_text, redact_url
 
 LOG_ENV = "FTFLOW_PREDICTION_LOG"
 LOG_TEXTS_ENV = "FTFLOW_LOG_TEXTS"
@@ -137,8 +140,6 @@ def prediction_record(
     if "label" in answer:
         prediction, confidence = str(answer["label"]), answer.get("score")
     elif "labels" in answer:
-        from tasks.kinds.multi_label import label_set_text
-
         prediction, confidence = label_set_text(answer["labels"]), None
     elif "value" in answer:
         prediction, confidence = repr(float(answer["value"])), None
@@ -238,6 +239,7 @@ class ParquetSink:
     def find(self, column: str, values: Iterable[str]) -> pd.DataFrame:
         """Rows whose `column` is one of `values` (the filter runs inside the Parquet scan). By request id only
         the days the ids were made on are read: a lookup's cost does not grow with the log."""
+        # heavy (pyarrow.compute): loaded when this runs, so importing tasks.monitoring.prediction_log stays light
         import pyarrow.compute as pc
 
         wanted = list(values)
@@ -251,6 +253,7 @@ class SqlSink:
     --postgres` or `--database` points the stack's flows at its `predictions` database). Both tested."""
 
     def __init__(self, url: str, table: str = PREDICTIONS, schema: pa.Schema = PREDICTION_SCHEMA):
+        # heavy (sqlalchemy): loaded when this runs, so importing tasks.monitoring.prediction_log stays light
         import sqlalchemy as sa
 
         self.url, self.schema = url, schema
@@ -266,8 +269,6 @@ class SqlSink:
             self.table.metadata.create_all(self.engine)
             self._add_missing_columns()
         except sa.exc.SQLAlchemyError as e:
-            from tasks.secrets import redact_text, redact_url
-
             # redact_url, not SQLAlchemy's hide_password: that leaves a `?password=` query value as written.
             raise ValueError(
                 f"prediction log {redact_url(url)!r}: cannot create table "
@@ -278,6 +279,7 @@ class SqlSink:
     def _add_missing_columns(self) -> None:
         """Columns a newer schema added (e.g. client_request_id) are added to a table an older version made,
         nullable: its old rows keep their values, new rows are written whole."""
+        # heavy (sqlalchemy): loaded when this runs, so importing tasks.monitoring.prediction_log stays light
         import sqlalchemy as sa
 
         have = {c["name"] for c in sa.inspect(self.engine).get_columns(self.table.name)}
@@ -295,8 +297,6 @@ class SqlSink:
         logging.getLogger(__name__).info("prediction log table %s: added column(s) %s", self.table.name, added)
 
     def __repr__(self) -> str:
-        from tasks.secrets import redact_url
-
         return f"SqlSink({redact_url(self.url)}, {self.table.name})"
 
     def write(self, rows: list[dict]) -> None:
@@ -310,6 +310,7 @@ class SqlSink:
             conn.execute(self.table.insert(), clean)
 
     def read(self, start: dt.datetime | None = None, end: dt.datetime | None = None) -> pd.DataFrame:
+        # heavy (sqlalchemy): loaded when this runs, so importing tasks.monitoring.prediction_log stays light
         import sqlalchemy as sa
 
         query = sa.select(self.table)
@@ -325,6 +326,7 @@ class SqlSink:
 
     def find(self, column: str, values: Iterable[str]) -> pd.DataFrame:
         """Rows whose `column` is one of `values`."""
+        # heavy (sqlalchemy): loaded when this runs, so importing tasks.monitoring.prediction_log stays light
         import sqlalchemy as sa
 
         query = sa.select(self.table).where(self.table.c[column].in_(list(values)))
@@ -343,9 +345,6 @@ def _window(df: pd.DataFrame, lo: pd.Timestamp | None, hi: pd.Timestamp | None) 
 
 def log_location() -> str:
     """FTFLOW_PREDICTION_LOG (its `${NAME}` references expanded), else the folder beside the MLflow store."""
-    from tasks.platform.tracking import store_dir
-    from tasks.secrets import expand_references
-
     configured = os.environ.get(LOG_ENV)
     # A database password stays in its own variable: FTFLOW_PREDICTION_LOG='postgresql://log:${LOG_PW}@db/log'.
     return expand_references(configured, LOG_ENV)[0] if configured else str(store_dir())
@@ -650,6 +649,4 @@ class PredictionLogger:
 
 
 def _describe(error: Exception) -> str:
-    from tasks.secrets import redact_text
-
     return redact_text(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")[:300]

@@ -15,9 +15,11 @@ from tasks.monitoring.drift import DriftReport, word_counts
 
 def plot_distributions(reference: pd.DataFrame, current: pd.DataFrame, path: Path) -> Path:
     """Reference vs current: text length, confidence, and predicted-class shares, side by side."""
+    # heavy (matplotlib): loaded when this runs, so importing tasks.monitoring.report stays light
     import matplotlib
 
     matplotlib.use("Agg")  # no display in flows and CI
+    # heavy (matplotlib): loaded when this runs, so importing tasks.monitoring.report stays light
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from tasks.monitoring.feedback import join_feedback
 from tasks.monitoring.prediction_log import read_predictions
+from tasks.platform import tracking
 from tasks.registry.promote import ShadowGate
 
 MIN_SHADOW_PARAM = "registry.min_shadow_answers"  # the challenger's training config value
@@ -84,8 +85,6 @@ def shadow_report(
 
 def min_shadow_answers(challenger_run_id: str) -> int:
     """registry.min_shadow_answers of the challenger's training config (0, no minimum, when absent)."""
-    from tasks.platform import tracking
-
     try:
         return int(float(tracking.run_params(challenger_run_id).get(MIN_SHADOW_PARAM, 0)))
     except (ValueError, TypeError):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from tasks.secrets import redact_text, redact_url, url_password
 
@@ -43,8 +45,6 @@ def shown_tracking_uri() -> str:
 def redact_tracking(text: str) -> str:
     """`text` (an MLflow error, say) with the tracking server's credentials masked: every URL's password,
     and the URI's password and MLFLOW_TRACKING_PASSWORD / _TOKEN wherever they appear, encoded or not."""
-    from urllib.parse import unquote
-
     password = url_password(os.environ.get("MLFLOW_TRACKING_URI") or "")
     values = [password, unquote(password or "")] + [
         os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("PASSWORD", "TOKEN")
@@ -63,6 +63,7 @@ def masked_errors():
     MLflow's own messages hold the request URL, password included ("Invalid url: http://ops:pw@host/api/...");
     a flow's state message, its logged traceback and the CLI's error line are all built from the exception.
     """
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     from mlflow.exceptions import MlflowException
 
     try:
@@ -76,6 +77,7 @@ def masked_errors():
 
 def configure() -> str:
     """Point MLflow at the configured store (created first when it is a new SQLite file); return the URI."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     import mlflow
 
     uri = tracking_uri()
@@ -94,6 +96,7 @@ def create_sqlite_store(uri: str) -> None:
     a lock: two runs started together on a fresh checkout both try, and one fails with "table ...
     already exists". Here the second waits for the first and then finds the tables made.
     """
+    # heavy (mlflow) and Unix-only (fcntl): only a new SQLite store needs them, so importing tracking stays light
     import fcntl
 
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -106,6 +109,7 @@ def create_sqlite_store(uri: str) -> None:
 
 
 def client():
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     from mlflow.tracking import MlflowClient
 
     uri = configure()
@@ -114,6 +118,7 @@ def client():
 
 def ensure_experiment(name: str) -> str:
     """Experiment id for `name`, created with artifacts under the store folder when local."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     from mlflow.exceptions import MlflowException
 
     c = client()
@@ -172,6 +177,7 @@ def ended_run(run_id: str | None):
 
 
 def log_params(run_id: str, params: dict[str, Any]) -> None:
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     from mlflow.entities import Param
 
     # Masked here as well as in the config dump: params are the first place a leaked URL is read.
@@ -181,6 +187,7 @@ def log_params(run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -214,12 +221,11 @@ def log_text(run_id: str, text: str, artifact_file: str) -> None:
 
 def log_dataset_input(run_id: str, df, name: str, source: str, digest: str, context: str) -> None:
     """Record a split as an MLflow dataset input (lineage: source, digest, schema)."""
-    # The schema needs a sample only; profiling a million rows here would cost for nothing.
-    import warnings
-
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
+    # The schema needs a sample only; profiling a million rows here would cost for nothing.
     with warnings.catch_warnings():  # its hint about integer columns is for model signatures, not inputs
         warnings.simplefilter("ignore", UserWarning)
         # mlflow.data defines its from_* constructors at import time (its dataset registry): invisible to mypy.
@@ -248,6 +254,7 @@ def lost_an_insert_race(error: Exception) -> bool:
 
 def dataset_source(source: str):
     """A source MLflow can file: a path or URL as itself; anything else (an SQL connection) by name in tags."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.platform.tracking stays light
     from mlflow.data.code_dataset_source import CodeDatasetSource
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.exceptions import MlflowException

@@ -14,6 +14,7 @@ import pandas as pd
 from tasks.bundle import read_meta
 from tasks.io import read_frame
 from tasks.kinds import kind_of
+from tasks.modelling.predict import metrics_of
 from tasks.platform import tracking
 from tasks.registry import register
 
@@ -100,7 +101,7 @@ def check_columns(df: pd.DataFrame, task: str, where: str, labels: list[str] | N
 
 def score_bundle(bundle: Path, df: pd.DataFrame) -> dict:
     """The task metrics of a serving bundle (the ONNX file it serves) on a labelled frame, via the inference core."""
+    # heavy (pyarrow via tasks.inference.predictor): loaded when this runs, so importing tasks.registry.holdout stays light
     from tasks.inference.predictor import OnnxPredictor
-    from tasks.modelling.predict import metrics_of
 
     return metrics_of(OnnxPredictor(bundle).predict_frame(df), df)

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 
 from tasks.platform import tracking
+from tasks.platform.tracking import filter_value
 from tasks.registry.decision import now_iso
 
 LOCK_PREFIX = "promotion-lock of "  # spaces: no name check_name accepts can start so
@@ -103,6 +104,7 @@ def _vanished_error(e: Exception) -> bool:
 def remove_lock(name: str, token: str) -> bool:
     """Delete `name`'s lock if it still holds `token`, as one compare-and-delete; False when someone else
     removed that lock first (then nothing is deleted: the lock there now, if any, is another holder's)."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.lock stays light
     from mlflow.exceptions import MlflowException
 
     c = tracking.client()
@@ -127,9 +129,8 @@ def remove_lock(name: str, token: str) -> bool:
 
 def forget_old_markers(name: str) -> None:
     """Delete `name`'s release markers older than MARKER_KEEP_S (long after anyone could still act on them)."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.lock stays light
     from mlflow.exceptions import MlflowException
-
-    from tasks.platform.tracking import filter_value
 
     c = tracking.client()
     cutoff_ms = (time.time() - MARKER_KEEP_S) * 1000
@@ -149,6 +150,7 @@ def promotion_lock(name: str, action: str, break_lock: bool = False) -> Iterator
     (`ftflow promote NAME --break-lock`) clears it. Either way by remove_lock's compare-and-delete:
     of several promoters breaking the same dead lock, exactly one enters.
     """
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.lock stays light
     from mlflow.exceptions import MlflowException
 
     c = tracking.client()

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.kinds import kind_of
+from tasks.modelling.metrics import greater_is_better, primary_metric
 from tasks.platform import tracking
 from tasks.registry import register
 from tasks.registry.decision import (
@@ -152,8 +153,6 @@ def decide(
     allow_below_baseline: bool = False,
 ) -> GateVerdict:
     """Score both on `df` and apply the gate (nothing is moved here)."""
-    from tasks.modelling.metrics import greater_is_better, primary_metric
-
     metric = primary_metric(challenger["meta"]["task"])
     verdict = GateVerdict(False, "", metric, greater_is_better(metric), margin)
     if champion is not None and champion["version"] == challenger["version"]:

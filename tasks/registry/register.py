@@ -10,8 +10,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
 from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
+from tasks.io import read_frame
 from tasks.kinds import kind_of
 from tasks.platform import tracking
 from tasks.results import CleanResult, EvaluationResult, ExportResult, RegisteredVersion, ValidationResult
@@ -61,8 +65,8 @@ def save_serving_model(
     Pair models get `text_pair` in the signature: MLflow drops input columns its schema lacks,
     and a pair model fed one sentence would answer without a word of complaint.
     """
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     import mlflow.pyfunc
-    import pandas as pd
     from mlflow.models import infer_signature
 
     kind = kind_of(task)
@@ -137,8 +141,6 @@ def baseline_tags(comparison: dict | None) -> dict:
 
 def log_serving_model(run_id: str, bundle_dir: str | Path, data: CleanResult, cfg: PipelineConfig) -> None:
     """The bundle as an MLflow pyfunc model in the run (input examples from the test split)."""
-    from tasks.io import read_frame
-
     test = read_frame(data.splits["test"])
     examples = list(test[kind_of(cfg.data.task).input_columns[0]].head(2))  # texts, or NER's words
     pairs = list(test["text_pair"].head(2)) if "text_pair" in test.columns else None
@@ -195,6 +197,7 @@ def register_model(
 
 def ensure_registered_model(name: str, description: str) -> None:
     """Create the registered model unless it exists (also when another run creates it at the same moment)."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     from mlflow.exceptions import MlflowException
 
     c = tracking.client()
@@ -212,6 +215,7 @@ def ensure_registered_model(name: str, description: str) -> None:
 
 def version_by_alias(name: str, alias: str):
     """The model version holding `alias`, or None (also when the model does not exist)."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     from mlflow.exceptions import MlflowException
 
     try:
@@ -228,6 +232,7 @@ def version_by_alias(name: str, alias: str):
 
 def get_version(name: str, version: str | int):
     """One model version; the error lists the versions that exist."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     from mlflow.exceptions import MlflowException
 
     try:
@@ -258,8 +263,8 @@ def set_version_tags(name: str, version: str, tags: dict) -> None:
 
 def bundle_location(source: str) -> str:
     """The serving bundle's folder inside a registered pyfunc model (read from its MLmodel file)."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     import mlflow.artifacts
-    import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
         mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/MLmodel", dst_path=tmp)
@@ -279,6 +284,7 @@ def download_bundle(name: str, version: str, dst: str | Path, serving_only: bool
 
     serving_only skips the ONNX file the bundle does not serve (fp32 when int8 serves): half the bytes.
     """
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     import mlflow.artifacts
 
     mv = get_version(name, version)
@@ -302,6 +308,7 @@ def download_bundle(name: str, version: str, dst: str | Path, serving_only: bool
 
 def model_aliases(name: str) -> dict[str, str] | None:
     """A registered model's aliases ({alias: version}), or None when no model has that name."""
+    # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     from mlflow.exceptions import MlflowException
 
     try:

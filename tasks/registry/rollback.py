@@ -27,6 +27,7 @@ class ChampionMoved(ValueError):
 
 def check_bundle_answers(bundle: Path) -> None:
     """Load a bundle's ONNX session and make one prediction; raise if it cannot serve."""
+    # heavy (pyarrow via tasks.inference.predictor): loaded when this runs, so importing tasks.registry.rollback stays light
     from tasks.inference.predictor import OnnxPredictor
 
     predictor = OnnxPredictor(bundle, threads=1)
