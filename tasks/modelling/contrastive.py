@@ -57,7 +57,7 @@ def tune_body_contrastively(
 
     budget: the most tokens the phase reads (training.auto_token_budget); fewer pairs when they would pass it.
     """
-    import torch
+    import torch  # heavy (torch): loaded when training runs, so importing this module stays light
 
     started = time.monotonic()
     torch.manual_seed(seed)

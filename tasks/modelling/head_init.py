@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tasks.kinds import kind_of
+from tasks.modelling.baselines import fit_linear_cv
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ CONSTANT_LOGIT = 4.0  # a label always (never) present in train: the head answer
 
 def head_layer(model):
     """The head's last linear layer: the one that maps to the task's outputs (num_labels wide)."""
-    import torch
+    import torch  # heavy (torch): loaded when training runs, so importing this module stays light
 
     outputs = model.config.num_labels
     found = [m for _, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == outputs]
@@ -39,7 +40,7 @@ def head_layer(model):
 
 def head_inputs(model, dataset, collator, rows: list[int]) -> np.ndarray:
     """What the head's last layer receives for each of `rows` (eval mode: no dropout), as float32."""
-    import torch
+    import torch  # heavy (torch): loaded when training runs, so importing this module stays light
 
     layer, seen = head_layer(model), []
     hook = layer.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().float().cpu()))
@@ -60,8 +61,6 @@ def head_inputs(model, dataset, collator, rows: list[int]) -> np.ndarray:
 
 def probe_weights(task: str, x: np.ndarray, y: np.ndarray, outputs: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """(weight [outputs, features], bias [outputs], the chosen regularisation) of a linear probe on x."""
-    from tasks.modelling.baselines import fit_linear_cv
-
     kind = kind_of(task)
     fitted, chosen = fit_linear_cv(task, x, y)
     weight = np.zeros((outputs, x.shape[1]), dtype=np.float32)
@@ -88,7 +87,7 @@ def probe_weights(task: str, x: np.ndarray, y: np.ndarray, outputs: int) -> tupl
 
 def init_head_from_probe(model, dataset, collator, task: str, seed: int) -> dict[str, Any]:
     """Fit a linear probe on the head's inputs over train and copy its weights into the head; the record."""
-    import torch
+    import torch  # heavy (torch): loaded when training runs, so importing this module stays light
 
     kind = kind_of(task)
     if kind.is_token_level:

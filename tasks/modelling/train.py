@@ -25,6 +25,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tasks.bundle import ModelMeta, write_meta
 from tasks.config import PipelineConfig
 from tasks.inference.windows import aggregate_windows, long_text_of, recorded_long_text
@@ -42,7 +44,9 @@ from tasks.modelling.checkpoints import (
 )
 from tasks.modelling.contrastive import tune_body_contrastively
 from tasks.modelling.distributed import launch_distributed
+from tasks.modelling.encode import encode_frame, load_tokenizer, resolve_model_path
 from tasks.modelling.head_init import init_head_from_probe
+from tasks.modelling.metrics import make_trainer_compute_metrics
 from tasks.modelling.model import build_model, position_limit
 from tasks.modelling.sizing import (
     choose_strategy,
@@ -65,9 +69,7 @@ def build_datasets(tokenizer, data: CleanResult, cfg: PipelineConfig) -> dict:
 
     With model.long_text chunk, rows are windows with a `document` column (their row in the split).
     """
-    from datasets import Dataset
-
-    from tasks.modelling.encode import encode_frame
+    from datasets import Dataset  # heavy (datasets): loaded when training runs, so importing this module stays light
 
     long_text = long_text_of(cfg.model)
     out = {}
@@ -101,6 +103,7 @@ def build_trainer(
     Returns (trainer, the config with the data-fitted defaults resolved, the record of those choices):
     model.max_length auto becomes a number and training.min_updates may raise the epochs (sizing.py).
     """
+    # heavy (torch, transformers): loaded when training runs, so importing this module stays light
     import torch
     from transformers import (
         DataCollatorForTokenClassification,
@@ -108,9 +111,6 @@ def build_trainer(
         EarlyStoppingCallback,
         PrinterCallback,
     )
-
-    from tasks.modelling.encode import load_tokenizer, resolve_model_path
-    from tasks.modelling.metrics import make_trainer_compute_metrics
 
     task, labels = cfg.data.task, data.labels
     torch.manual_seed(cfg.training.seed)  # the new head's initial weights
@@ -185,8 +185,7 @@ def build_trainer(
 
 def per_document(compute_metrics, documents: list[int], how: str):
     """Validation metrics on documents: window logits aggregated per document (as evaluation and serving do)."""
-    import numpy as np
-    from transformers import EvalPrediction
+    from transformers import EvalPrediction  # heavy (transformers): loaded when training runs
 
     doc_ids = np.asarray(documents)
     n_docs = int(doc_ids.max()) + 1 if len(doc_ids) else 0
