@@ -57,36 +57,41 @@ def promote(
     the lock of a promotion whose process is gone. One promotion per model at a time: a second one
     is refused (PromotionBusy).
     """
-    # heavy (pyarrow via tasks.monitoring.shadow): loaded when this runs, so importing flows.deploy stays light
-    from tasks.monitoring.shadow import check_shadow
+    with tracking.masked_errors():  # the state message and the CLI line show no credential
+        # heavy (pyarrow via tasks.monitoring.shadow): loaded when this runs, so importing flows.deploy stays light
+        from tasks.monitoring.shadow import check_shadow
 
-    check_name(model_name, "model_name")
-    tracking.configure()
-    decision = promote_challenger(
-        model_name,
-        margin,
-        eval_data,
-        extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
-        version=version,
-        allow_data_warnings=allow_data_warnings,
-        break_lock=break_lock,
-        shadow_gate=check_shadow,  # the challenger's shadow answers: monitoring's verdict, the gate's input
-        allow_below_baseline=allow_below_baseline,
-    )
-    _publish(decision)
-    return decision
+        check_name(model_name, "model_name")
+        tracking.configure()
+        decision = promote_challenger(
+            model_name,
+            margin,
+            eval_data,
+            extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
+            version=version,
+            allow_data_warnings=allow_data_warnings,
+            break_lock=break_lock,
+            shadow_gate=check_shadow,  # the challenger's shadow answers: monitoring's verdict, the gate's input
+            allow_below_baseline=allow_below_baseline,
+        )
+        _publish(decision)
+        return decision
 
 
 @flow(name="rollback", log_prints=True)
 def rollback(model_name: str, to_version: str | None = None, break_lock: bool = False) -> PromotionDecision:
     """Move 'champion' back to the previous champion, or to `to_version`, once its bundle answers; recorded."""
-    check_name(model_name, "model_name")
-    tracking.configure()
-    decision = rollback_champion(
-        model_name, to_version, extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")}, break_lock=break_lock
-    )
-    _publish(decision)
-    return decision
+    with tracking.masked_errors():  # the state message and the CLI line show no credential
+        check_name(model_name, "model_name")
+        tracking.configure()
+        decision = rollback_champion(
+            model_name,
+            to_version,
+            extra_tags={"prefect_flow_run_id": str(flow_run.get_id() or "")},
+            break_lock=break_lock,
+        )
+        _publish(decision)
+        return decision
 
 
 def history(model_name: str) -> list[PromotionDecision]:

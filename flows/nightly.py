@@ -13,6 +13,7 @@ from flows.deploy import promote
 from flows.guards import TrainingBusy, training_slot
 from flows.training import fine_tune
 from tasks.config import PipelineConfig
+from tasks.platform import tracking
 
 
 @flow(name="fine-tune", flow_run_name="nightly-{config.name}", log_prints=True)
@@ -22,12 +23,13 @@ def nightly(config: PipelineConfig = PipelineConfig()) -> dict | State:
     One nightly or retrain of a model trains at a time (flows/guards.py): this run waits for another's end up
     to `registry.training_wait_minutes`, then ends Cancelled having trained nothing.
     """
-    try:
-        with training_slot(config.registry.model_name, config.registry.training_wait_minutes):
-            return train_then_promote(config)
-    except TrainingBusy as busy:
-        get_run_logger().warning("%s", busy)
-        return Cancelled(message=str(busy))
+    with tracking.masked_errors():  # the state message and the CLI line show no credential
+        try:
+            with training_slot(config.registry.model_name, config.registry.training_wait_minutes):
+                return train_then_promote(config)
+        except TrainingBusy as busy:
+            get_run_logger().warning("%s", busy)
+            return Cancelled(message=str(busy))
 
 
 def train_then_promote(config: PipelineConfig) -> dict:

@@ -34,31 +34,32 @@ def retrain(config: PipelineConfig = PipelineConfig(), reason: str = "manual", f
     Refused (Cancelled, naming when it may run) within `monitoring.retrain_cooldown_hours` of the model's last
     retrain unless `force`; waits for a nightly or retrain of the same model that trains now (flows/guards.py).
     """
-    logger = get_run_logger()
-    model_name, cooldown = config.registry.model_name, config.monitoring.retrain_cooldown_hours
-    logger.info("retraining %s because: %s", model_name, reason)
+    with tracking.masked_errors():  # the state message and the CLI line show no credential
+        logger = get_run_logger()
+        model_name, cooldown = config.registry.model_name, config.monitoring.retrain_cooldown_hours
+        logger.info("retraining %s because: %s", model_name, reason)
 
-    def refusal() -> str | None:
-        return None if force else cooldown_refusal(model_name, cooldown)
+        def refusal() -> str | None:
+            return None if force else cooldown_refusal(model_name, cooldown)
 
-    # Asked before waiting for the slot, so a refused retrain does not wait first; asked again with the slot
-    # held, where no other retrain can pass it at the same moment.
-    why_not = refusal()
-    if why_not is None:
-        try:
-            with training_slot(model_name, config.registry.training_wait_minutes):
-                why_not = refusal()
-                if why_not is None:
-                    mark_retrain(model_name)
-                    result = nightly(config=with_feedback(config))
-        except TrainingBusy as busy:
-            why_not = str(busy)
-    if why_not is not None:
-        logger.warning("%s", why_not)
-        return Cancelled(message=why_not)
-    if force:
-        logger.info("forced: the retrain cooldown (%g hours) was not asked", cooldown)
-    if not isinstance(result, dict):  # nightly's own state: it shares this run's slot, so never busy
-        return result
-    tracking.set_tags(result["fine_tune"]["run_id"], {"retrain_reason": reason[:5000]})
-    return {**result, "reason": reason}
+        # Asked before waiting for the slot, so a refused retrain does not wait first; asked again with the slot
+        # held, where no other retrain can pass it at the same moment.
+        why_not = refusal()
+        if why_not is None:
+            try:
+                with training_slot(model_name, config.registry.training_wait_minutes):
+                    why_not = refusal()
+                    if why_not is None:
+                        mark_retrain(model_name)
+                        result = nightly(config=with_feedback(config))
+            except TrainingBusy as busy:
+                why_not = str(busy)
+        if why_not is not None:
+            logger.warning("%s", why_not)
+            return Cancelled(message=why_not)
+        if force:
+            logger.info("forced: the retrain cooldown (%g hours) was not asked", cooldown)
+        if not isinstance(result, dict):  # nightly's own state: it shares this run's slot, so never busy
+            return result
+        tracking.set_tags(result["fine_tune"]["run_id"], {"retrain_reason": reason[:5000]})
+        return {**result, "reason": reason}

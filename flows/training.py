@@ -99,17 +99,18 @@ def fine_tune(config: PipelineConfig = PipelineConfig(), resume_from: str | None
     resume_from: the run folder of an interrupted run; its MLflow run continues and training
     resumes from its last checkpoint (same data and model required).
     """
-    cfg = config
-    quiet.silence_known_noise()
-    check_model_source(cfg.model.name, cfg.model.revision)  # a model that cannot load fails before the data stage
-    tracking.configure()
-    holder = f"fine-tune flow run {flow_run.get_name() or ''}".rstrip()
-    if resume_from:  # locked before the MLflow run is touched: a second resume changes nothing
-        with locked_folder(find_run_folder(resume_from), holder) as run_dir:
-            return run_fine_tune(cfg, *reopen_run(run_dir, cfg))
-    run_id, run_name, run_dir = open_run(cfg, "fine-tune")
-    with locked_folder(run_dir, holder):
-        return run_fine_tune(cfg, run_id, run_name, run_dir)
+    with tracking.masked_errors():  # the state message and the CLI line show no credential
+        cfg = config
+        quiet.silence_known_noise()
+        check_model_source(cfg.model.name, cfg.model.revision)  # a model that cannot load fails before the data stage
+        tracking.configure()
+        holder = f"fine-tune flow run {flow_run.get_name() or ''}".rstrip()
+        if resume_from:  # locked before the MLflow run is touched: a second resume changes nothing
+            with locked_folder(find_run_folder(resume_from), holder) as run_dir:
+                return run_fine_tune(cfg, *reopen_run(run_dir, cfg))
+        run_id, run_name, run_dir = open_run(cfg, "fine-tune")
+        with locked_folder(run_dir, holder):
+            return run_fine_tune(cfg, run_id, run_name, run_dir)
 
 
 def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path) -> dict:
@@ -151,20 +152,21 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
 @flow(name="validate-data", log_prints=True)
 def validate_only(config: PipelineConfig = PipelineConfig()) -> dict:
     """Only the data stage (collect, clean, validate), for data owners."""
-    cfg = config
-    quiet.silence_known_noise()
-    tracking.configure()
-    run_id, _, run_dir = open_run(cfg, "validate-data")
-    with tracking.ended_run(run_id):
-        _, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
-    return {
-        "run_id": run_id,
-        "run_dir": str(run_dir),
-        "rows": clean_ref.report["rows_out"],
-        "quarantined": clean_ref.report["quarantined"],
-        "validation": dataclasses.asdict(validation),
-        "ui_hint": tracking.run_url_hint(run_id),
-    }
+    with tracking.masked_errors():  # the state message and the CLI line show no credential
+        cfg = config
+        quiet.silence_known_noise()
+        tracking.configure()
+        run_id, _, run_dir = open_run(cfg, "validate-data")
+        with tracking.ended_run(run_id):
+            _, clean_ref, validation = run_data_stage(cfg, run_dir, run_id)
+        return {
+            "run_id": run_id,
+            "run_dir": str(run_dir),
+            "rows": clean_ref.report["rows_out"],
+            "quarantined": clean_ref.report["quarantined"],
+            "validation": dataclasses.asdict(validation),
+            "ui_hint": tracking.run_url_hint(run_id),
+        }
 
 
 def summary_markdown(result: dict) -> str:

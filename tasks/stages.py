@@ -45,6 +45,8 @@ def _retry_on_transient(task, task_run, state) -> bool:
     """Retry failures that may pass (I/O, a busy server); never a refusal or a bad input."""
     try:
         state.result()
+    except tracking.TrackingError:  # the tracking server down or busy: may pass (a ValueError only for the CLI)
+        return True
     except ValueError:  # config, data and refusal errors: the same input fails the same way
         return False
     except Exception:
@@ -159,6 +161,7 @@ def _run_cached(stage: str, work, run_dir: str, run_id: str, *args):
 @task(
     name="collect", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=3600, retry_condition_fn=_retry_on_transient
 )
+@tracking.masks_errors
 def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> CollectResult:
     """Read the source and snapshot it raw (reused when the source is unchanged)."""
     ref = _run_cached("collect", _read_source, run_dir, run_id, cfg)
@@ -176,6 +179,7 @@ def collect(cfg: PipelineConfig, run_dir: str, run_id: str) -> CollectResult:
 
 
 @task(name="clean", timeout_seconds=3600)
+@tracking.masks_errors
 def clean(raw: CollectResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> CleanResult:
     """Clean, split, and quarantine; log the report and the quarantine file."""
     try:
@@ -202,6 +206,7 @@ def clean(raw: CollectResult, cfg: PipelineConfig, run_dir: str, run_id: str) ->
 
 
 @task(name="validate", timeout_seconds=3600)
+@tracking.masks_errors
 def validate(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> ValidationResult:
     """Great Expectations checks; critical failures stop the flow before training."""
     # heavy (numpy, pandas, pyarrow via tasks.data.validate): loaded when this runs, so importing tasks.stages stays light
@@ -263,6 +268,7 @@ def _log_lineage(clean_ref: CleanResult, run_id: str) -> None:
 
 @task(name="baselines", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
+@tracking.masks_errors
 def baselines(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> BaselineResult:
     """Fit the cheap baselines on the same splits; log their test metrics (evaluation compares the model)."""
     # heavy (numpy, pandas via tasks.modelling.baselines): loaded when this runs, so importing tasks.stages stays light
@@ -294,6 +300,7 @@ def baselines(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id:
     log_prints=False,
 )
 @logs_to_prefect
+@tracking.masks_errors
 def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str) -> TrainResult:
     """Fine-tune (after an Optuna search when search.trials > 0); a retry resumes from the last checkpoint."""
     # heavy (numpy, pandas via tasks.modelling.search): loaded when this runs, so importing tasks.stages stays light
@@ -339,6 +346,7 @@ def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str
 
 @task(name="evaluate", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
+@tracking.masks_errors
 def evaluate(
     model_dir: str,
     clean_ref: CleanResult,
@@ -406,6 +414,7 @@ def evaluate(
 
 @task(name="export", timeout_seconds=3600, log_prints=False)
 @logs_to_prefect
+@tracking.masks_errors
 def export(
     model_dir: str, clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str, decision: dict | None = None
 ) -> ExportResult:
@@ -453,6 +462,7 @@ def export(
 @task(
     name="register", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=900, retry_condition_fn=_retry_on_transient
 )
+@tracking.masks_errors
 def register(
     run_id: str,
     export_ref: ExportResult,

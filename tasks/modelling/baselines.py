@@ -373,7 +373,8 @@ def describe_comparison(
         f"The fine-tuned model does NOT beat the best baseline ({best}) beyond its interval: {shown}. The version "
         f"is registered with beats_baseline=false and promotion refuses it unless registry.allow_below_baseline is "
         f"true. Try more optimizer updates (training.epochs or training.min_updates), model.max_length auto or "
-        f"model.long_text chunk for long texts, more labelled rows, or serve the baseline."
+        f"model.long_text chunk for long texts, training.strategy contrastive when classes have few rows "
+        f"(single-label classification), more labelled rows, or serve the baseline."
     )
 
 

@@ -7,16 +7,21 @@ must all log into the one run their flow opened.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote
 
 from tasks.secrets import redact_text, redact_url, url_password
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 DEFAULT_STORE_DIR = "mlruns"
 _READY_STORES: set[str] = set()  # SQLite stores this process has seen created
@@ -73,6 +78,22 @@ def masked_errors():
             f"the MLflow tracking store at {shown_tracking_uri()} failed: {redact_tracking(str(e))}; check "
             "MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_USERNAME / _PASSWORD) and that the server is reachable"
         ) from None
+
+
+def masks_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn` with its MLflow failures re-raised masked (masked_errors): for the stages (Prefect tasks), whose
+    exception becomes the task's state message and the run log's traceback.
+
+    Not for flows: Prefect validates a flow's parameters against the function's module globals, which a
+    wrapper defined here would replace; a flow's body opens `with masked_errors():` instead.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with masked_errors():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def configure() -> str:

@@ -405,6 +405,32 @@ def _score_commands(registered: dict, db: Path, tmp_path: Path, monkeypatch, cap
     return [refused.out, refused.err, tracking_failed.out, tracking_failed.err]
 
 
+def _flows_under_an_unreachable_tracking_server(cfg, monkeypatch) -> list[str]:
+    """The training, promotion and monitor flows with the tracking URI's password in MLflow's error text:
+    each fails with it masked, in the exception (the CLI's line) and in the Prefect state message."""
+    from flows.deploy import promote
+    from flows.monitor import monitor
+    from flows.training import validate_only
+    from tasks.platform.tracking import TrackingError
+
+    said = []
+    with monkeypatch.context() as m:
+        m.setenv("MLFLOW_TRACKING_URI", f"http://ops:{ODD_TRACKING_PASSWORD}@127.0.0.1:{_closed_port()}")
+        m.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        m.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+        for run in (
+            lambda: validate_only(config=cfg),
+            lambda: promote("test-secrets"),
+            lambda: monitor("test-secrets"),
+        ):
+            with pytest.raises(
+                TrackingError, match=r"the MLflow tracking store at http://ops:\*\*\*@127\.0\.0\.1"
+            ) as e:
+                run()
+            said.append(str(e.value))
+    return said
+
+
 def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_server, tmp_path, monkeypatch, capfd):
     from prefect.logging.handlers import APILogHandler
     from prefect.settings import PREFECT_HOME, PREFECT_SERVER_DATABASE_CONNECTION_URL
@@ -441,6 +467,7 @@ def test_no_canary_reaches_the_store_run_folder_or_prefect(prefect_harness, csv_
     assert validated["rows"]["train"] > 0
     said = _feedback_sources(tmp_path, folder, monkeypatch)
     said += _score_commands(result["registered"], db, tmp_path, monkeypatch, capfd)
+    said += _flows_under_an_unreachable_tracking_server(cfg_sql, monkeypatch)
     APILogHandler().flush()  # the Prefect logs are in its database before it is searched
 
     prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1]).parent
