@@ -97,7 +97,7 @@ def tune_body_contrastively(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     finally:
         hook.remove()
     tenth = max(1, len(losses) // 10)
