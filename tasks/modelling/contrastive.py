@@ -19,6 +19,7 @@ import numpy as np
 
 from tasks.config.training import ContrastiveConfig
 from tasks.modelling.head_init import head_layer
+from tasks.progress import counted_calls
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +86,23 @@ def tune_body_contrastively(
         model(**{k: v.to(device) for k, v in batch.items() if k in keys})
         return seen[-1]
 
+    def update(s: int) -> None:
+        part = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
+        u, v = embed(left[part]), embed(right[part])
+        cos = torch.nn.functional.cosine_similarity(u, v, dim=-1)
+        loss = torch.nn.functional.mse_loss(cos, torch.from_numpy(target[part]).to(cos))
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+
     model.train()
-    losses = []
+    losses: list[float] = []
     try:
-        for s in range(steps):
-            part = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
-            u, v = embed(left[part]), embed(right[part])
-            cos = torch.nn.functional.cosine_similarity(u, v, dim=-1)
-            loss = torch.nn.functional.mse_loss(cos, torch.from_numpy(target[part]).to(cos))
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+        with counted_calls(update, steps, "contrastive phase", log) as counted:
+            for s in range(steps):
+                counted(s)
     finally:
         hook.remove()
     tenth = max(1, len(losses) // 10)
