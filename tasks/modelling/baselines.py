@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import DecisionConfig, PipelineConfig
-from tasks.inference.batching import length_buckets, pad_rows
+from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
 from tasks.io import read_frame, write_json, write_parquet
 from tasks.kinds import kind_of
 from tasks.modelling.calibration import label_thresholds
@@ -122,7 +122,7 @@ def embed_texts(texts: list[str], model, tokenizer, max_length: int) -> np.ndarr
     import torch
 
     enc = tokenizer(texts, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    keys = [k for k in INPUT_NAMES if k in enc]
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
         for idx in length_buckets([len(ids) for ids in enc["input_ids"]], EMBED_BATCH):

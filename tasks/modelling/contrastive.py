@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tasks.config.training import ContrastiveConfig
+from tasks.inference.batching import INPUT_NAMES
 from tasks.modelling.head_init import head_layer
 from tasks.progress import counted_calls
 
@@ -62,7 +63,7 @@ def tune_body_contrastively(
 
     started = time.monotonic()
     torch.manual_seed(seed)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
+    keys = [k for k in INPUT_NAMES if k in dataset.column_names]
     rows = [shorten({k: dataset[i][k] for k in keys}, cfg.max_length) for i in range(len(dataset))]
     pair_tokens = 2 * sum(len(r["input_ids"]) for r in rows) / max(len(rows), 1)
     limit = int(budget // pair_tokens) if budget else None
@@ -74,7 +75,8 @@ def tune_body_contrastively(
     device = next(model.parameters()).device
     steps = math.ceil(len(target) / cfg.batch_size)
     warmup = max(1, steps // 10)
-    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(_head_prefix(model))]
+    head = {id(p) for p in layer.parameters()}  # not trained here: the probe places it afterwards
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
     optimizer = torch.optim.AdamW(body, lr=cfg.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
@@ -132,9 +134,3 @@ def shorten(row: dict[str, list[int]], max_length: int) -> dict[str, list[int]]:
     if len(row["input_ids"]) <= max_length:
         return row
     return {k: [*v[: max_length - 1], v[-1]] for k, v in row.items()}
-
-
-def _head_prefix(model) -> str:
-    """The parameter-name prefix of the head's last layer (it is not trained here: the probe places it)."""
-    layer = head_layer(model)
-    return next(n for n, m in model.named_modules() if m is layer)

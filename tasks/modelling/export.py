@@ -23,6 +23,7 @@ import pandas as pd
 
 from tasks.bundle import DecisionRecord, ModelMeta, read_meta, write_meta
 from tasks.config import PipelineConfig
+from tasks.inference.batching import INPUT_NAMES
 from tasks.inference.compare import compare_answers
 from tasks.inference.decode import Decision, Scores
 from tasks.inference.normalize import recorded_rules
@@ -39,7 +40,6 @@ from tasks.results import CleanResult, ExportResult
 log = logging.getLogger(__name__)
 
 FP32, INT8 = "model.onnx", "model.int8.onnx"
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # A regression answer "changes" under int8 when it moves by more than this share of the range of the
 # fp32 answers (a classification or NER answer changes when a label or tag does).
 REGRESSION_CHANGE = 0.01
@@ -53,7 +53,7 @@ def export_onnx(model, tokenizer, path: Path, opset: int) -> list[str]:
     sample = tokenizer(
         ["an example to trace", "a second, somewhat longer example to trace"], padding=True, return_tensors="pt"
     )
-    names = [n for n in INPUTS if n in sample]
+    names = [n for n in INPUT_NAMES if n in sample]
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = (
         {0: "batch", 1: "sequence"}

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.inference.batching import INPUT_NAMES
 from tasks.kinds import kind_of
 from tasks.modelling.baselines import fit_linear_cv
 
@@ -44,7 +45,7 @@ def head_inputs(model, dataset, collator, rows: list[int]) -> np.ndarray:
 
     layer, seen = head_layer(model), []
     hook = layer.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach().float().cpu()))
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
+    keys = [k for k in INPUT_NAMES if k in dataset.column_names]
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -20,9 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tasks", "flows", "deploy")
 
-# Reasons pending: a file whose function-level imports await their reasons (a branch in flight) may be
-# listed here for a while; the list must then shrink (test below). Empty today.
-REASONS_PENDING: set[str] = set()
 
 Import = ast.Import | ast.ImportFrom
 
@@ -105,11 +102,6 @@ def test_every_function_level_import_says_why():
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             lines = unexplained_imports(path.read_text(), rel)
-            if lines and rel not in REASONS_PENDING:
+            if lines:
                 missing[rel] = lines
     assert not missing, f"function-level imports without a reason comment (heavy / optional): {missing}"
-
-
-def test_reasons_pending_lists_only_files_that_still_need_it():
-    done = [rel for rel in sorted(REASONS_PENDING) if not unexplained_imports((ROOT / rel).read_text(), rel)]
-    assert not done, f"these files give every reason now; take them off REASONS_PENDING: {done}"
