@@ -127,6 +127,8 @@ def run_cut(name: str, csv: Path, labels: list[str] | None, folder: Path, extra:
         "beats": comparison.get("beats"),
         "best_baseline": comparison.get("best_baseline"),
         "difference_ci": (comparison.get("difference_ci_low"), comparison.get("difference_ci_high")),
+        "blend_weight": m.get("blend_weight"),
+        "unblended": m.get(f"test_unblended_{metric}", m[f"test_{metric}"] if "blend_weight" in m else None),
         "updates": trained.summary.get("global_step"),
         "resolved_defaults": trained.summary.get("resolved_defaults"),
         "seconds": seconds,
@@ -182,12 +184,19 @@ def strategy_of(row: dict) -> str:
     return f"{chosen} ({phase['pairs']} pairs)" if phase.get("pairs") else chosen
 
 
+def blend_of(row: dict) -> str:
+    """model.blend auto's weight and the model alone's test figure; "" when the run did not blend."""
+    if row.get("blend_weight") is None:
+        return ""
+    return f"{row['blend_weight']:.2f} ({row['unblended']:.3f})"
+
+
 def print_table(rows: list[dict]) -> None:
     print(
         "\n| corpus | rows/class | train rows | strategy | metric | fine-tuned [95%] | bag of words | probe | beats | "
-        "updates | s |"
+        "blend weight (model alone) | updates | s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         lo, hi = r["model_ci"]
         ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
@@ -195,7 +204,7 @@ def print_table(rows: list[dict]) -> None:
             f"| {r['corpus']} | {r['per_class'] or 'all'} | {r['train_rows']} | {strategy_of(r)} | {r['metric']} | "
             f"{r['model']:.3f}{ci} | "
             f"{r.get('bag_of_words', float('nan')):.3f} | {r.get('probe', float('nan')):.3f} | "
-            f"{'yes' if r['beats'] else 'NO'} | {r['updates']} | {r['seconds']:.0f} |"
+            f"{'yes' if r['beats'] else 'NO'} | {blend_of(r)} | {r['updates']} | {r['seconds']:.0f} |"
         )
 
 

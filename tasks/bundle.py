@@ -36,6 +36,9 @@ class DecisionRecord(BaseModel):
     per_label: list[dict] | None = None  # multi-label: what each label's threshold reached on validation
     validation: dict = Field(default_factory=dict)  # rows, ECE and NLL before/after, the threshold's figures
     test: dict | None = None  # the same on the test split, once evaluation has scored it
+    blend: dict | None = (
+        None  # model.blend: weight, temperature, file, and what validation said (tasks/inference/blend.py)
+    )
 
 
 class ModelMeta(BaseModel):

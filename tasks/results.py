@@ -64,6 +64,7 @@ class BaselineResult:
     scores: dict  # baseline -> {"test": metrics with intervals, "chosen": regularisation, "seconds", "train_rows"}
     predictions: str | None  # test_predictions.parquet: one column per baseline, the test split's row order
     seconds: float  # wall time of all baselines
+    onnx: str | None = None  # RUN/baselines/bag_of_words.onnx when model.blend may use it
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ class ModelConfig(Section):
         description="the new head's first weights: random, or probe (a linear model fitted on the pretrained "
         "body's pooled train rows, its regularisation cross-validated; sequence tasks only)",
     )
+    blend: Literal["off", "auto"] = Field(
+        "off",
+        description="auto: when the bag-of-words baseline helps on validation, serve a blend of both models' "
+        "probabilities (the weight with the lowest validation log loss; the baseline exported to ONNX and run "
+        "by the same inference core); single-text, single-label classification with baselines.kinds holding "
+        "bag_of_words. off: the model alone",
+    )
     label_all_subtokens: bool = Field(False, description="NER: label every sub-token, not only the first")
     long_text: Literal["truncate", "chunk"] = Field(
         "truncate",

@@ -9,6 +9,7 @@ import numpy as np
 
 from tasks.bundle import read_meta
 from tasks.inference.batching import length_buckets, pad_rows
+from tasks.inference.blend import BaselineScorer, Blend, BlendedScorer
 from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, word_logits
 from tasks.inference.normalize import TextsTooLong, longer_than, normalize_texts, rules_of_bundle
 from tasks.inference.session import create_session, quantises_per_call
@@ -67,6 +68,11 @@ class OnnxPredictor:
         # One row per call for a dynamic int8 model: only then is an answer independent of the texts beside it.
         self.rows_per_call = 1 if quantises_per_call(model_path) else batch_size
         self.input_names = [i.name for i in self.session.get_inputs()]
+        blend = Blend.of_record(self.meta.get("decision"))
+        # The bag-of-words baseline the model is mixed with (model.blend), when validation chose one.
+        self.blend = (
+            BlendedScorer(blend, BaselineScorer(file_in_bundle(self.dir, blend.file), threads)) if blend else None
+        )
 
     @property
     def needs_pairs(self) -> bool:
@@ -130,11 +136,15 @@ class OnnxPredictor:
             if self.long_text.chunks:  # every window read, the document's logits aggregated: nothing cut
                 windows, doc_ids = windows_of(encodings)
                 logits = aggregate_windows(self.run_logits(windows), doc_ids, len(encodings), self.long_text.aggregate)
+                if self.blend is not None:
+                    logits = self.blend(texts, logits)
                 return replace(
                     decode_logits(self.task, logits, self.labels, self.decision),
                     truncated=np.zeros(len(encodings), dtype=bool),
                 )
             logits = self.run_logits(encodings)
+            if self.blend is not None:
+                logits = self.blend(texts, logits)
         # Truncation leaves the cut-off tokens in `overflowing`.
         return replace(
             decode_logits(self.task, logits, self.labels, self.decision),

@@ -29,8 +29,10 @@ import pandas as pd
 
 from tasks.config import DecisionConfig, PipelineConfig
 from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
+from tasks.inference.blend import bag_of_words_text
 from tasks.io import read_frame, write_json, write_parquet
 from tasks.kinds import kind_of
+from tasks.modelling.blend import BASELINE_ONNX, export_bag_of_words
 from tasks.modelling.calibration import label_thresholds
 from tasks.modelling.confidence import interval_metrics, paired_difference_interval
 from tasks.modelling.encode import resolve_model_path
@@ -98,8 +100,12 @@ def probe_sample(df: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     return df.iloc[np.sort(np.asarray(keep))]
 
 
-def bag_of_words_features(splits: dict[str, pd.DataFrame], max_features: int) -> dict[str, Any]:
-    """TF-IDF matrices per split, fitted on train; pairs: [A, B, A * B] with one vocabulary."""
+def bag_of_words_features(splits: dict[str, pd.DataFrame], max_features: int) -> tuple[dict[str, Any], Any]:
+    """TF-IDF matrices per split, fitted on train (pairs: [A, B, A * B] with one vocabulary); and the vectorizer.
+
+    Words are found by bag_of_words_text (scikit-learn's default lowercase and token pattern), so the fitted
+    vectorizer converts to an ONNX graph that reads the same words (model.blend).
+    """
     # heavy (scipy, sklearn): loaded when this runs, so importing tasks.modelling.baselines stays light
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -107,13 +113,29 @@ def bag_of_words_features(splits: dict[str, pd.DataFrame], max_features: int) ->
     train = splits["train"]
     pairs = "text_pair" in train.columns
     corpus = list(train["text"]) + (list(train["text_pair"]) if pairs else [])
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=max_features, dtype=np.float32)
-    vec.fit(corpus)
+    vec = TfidfVectorizer(
+        lowercase=False,
+        token_pattern=r"[^ ]+",
+        ngram_range=(1, 2),
+        sublinear_tf=True,
+        max_features=max_features,
+        dtype=np.float32,
+    )
+    vec.fit(words_of(corpus))
     out = {}
     for name, df in splits.items():
-        a = vec.transform(df["text"])
-        out[name] = hstack([a, (b := vec.transform(df["text_pair"])), a.multiply(b)]).tocsr() if pairs else a
-    return out
+        a = vec.transform(words_of(df["text"]))
+        if pairs:
+            b = vec.transform(words_of(df["text_pair"]))
+            out[name] = hstack([a, b, a.multiply(b)]).tocsr()
+        else:
+            out[name] = a
+    return out, vec
+
+
+def words_of(texts) -> list[str]:
+    """Each text as the bag of words reads it (tasks.inference.blend.bag_of_words_text)."""
+    return [bag_of_words_text(str(t)) for t in texts]
 
 
 def embed_texts(texts: list[str], model, tokenizer, max_length: int) -> np.ndarray:
@@ -252,11 +274,14 @@ def fit_baselines(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -
     multi_label = kind_of(task).is_multi_label
     scores: dict[str, dict] = {}
     test_predictions: dict[str, list] = {}
+    onnx = None
     started = time.perf_counter()
     if "bag_of_words" in kinds:
         t0 = time.perf_counter()
-        x = bag_of_words_features(splits, cfg.baselines.max_features)
+        x, vectorizer = bag_of_words_features(splits, cfg.baselines.max_features)
         model, chosen = fit_linear(task, x, y, metric, labels)
+        if blends(cfg, splits["train"]):
+            onnx = export_bag_of_words(vectorizer, model, list(splits["train"]["text"]), out / BASELINE_ONNX)
         cuts = None
         if multi_label and len(y["validation"]):  # thresholds on validation, as the fine-tuned model's are
             cuts = label_thresholds_for(model.predict_proba(x["validation"]), y["validation"], labels)
@@ -319,7 +344,19 @@ def fit_baselines(data: CleanResult, cfg: PipelineConfig, run_dir: str | Path) -
             s["seconds"],
             s["train_rows"],
         )
-    return BaselineResult(dir=str(out), metric=metric, scores=scores, predictions=predictions, seconds=seconds)
+    return BaselineResult(
+        dir=str(out), metric=metric, scores=scores, predictions=predictions, seconds=seconds, onnx=onnx
+    )
+
+
+def blends(cfg: PipelineConfig, train: pd.DataFrame) -> bool:
+    """Whether model.blend may mix the bag of words into this model: auto, single-label, single texts."""
+    if cfg.model.blend != "auto":
+        return False
+    if not kind_of(cfg.data.task).is_single_label or "text_pair" in train.columns:
+        log.info("model.blend auto: only single-text, single-label classifiers are blended; this model serves alone")
+        return False
+    return True
 
 
 def compare_with_baselines(

@@ -29,12 +29,14 @@ import pandas as pd
 
 from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
-from tasks.inference.decode import PLAIN, Decision
+from tasks.inference.blend import BASELINE_FILE, BaselineScorer, BlendedScorer, mix_logits
+from tasks.inference.decode import PLAIN, Decision, decode_logits
 from tasks.inference.windows import long_text_of_bundle
 from tasks.io import read_frame, save_figure, write_csv, write_json, write_parquet
 from tasks.kinds import kind_of
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
+from tasks.modelling.blend import blended_scorer, choose_blend
 from tasks.modelling.calibration import (
     binary_view,
     calibrated_probabilities,
@@ -46,8 +48,9 @@ from tasks.modelling.calibration import (
     plot_reliability_diagram,
 )
 from tasks.modelling.confidence import interval_metrics
+from tasks.modelling.metrics import primary_metric
 from tasks.modelling.model_card import write_model_card
-from tasks.modelling.predict import predict_logits, references_of, score_frame, torch_forward
+from tasks.modelling.predict import metrics_of, predict_logits, references_of, score_frame, torch_forward
 from tasks.modelling.sizing import with_recorded_length
 from tasks.progress import counted_calls
 from tasks.results import BaselineResult, CleanResult, EvaluationResult
@@ -379,8 +382,14 @@ def plot_label_confusions(preds, refs, labels: list[str], path: Path) -> str:
     return str(path)
 
 
-def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg: PipelineConfig) -> dict:
-    """The decision record fitted on the validation split: temperature and threshold (per label for label sets)."""
+def calibrate_model(
+    forward, tokenizer, model_dir: Path, data: CleanResult, cfg: PipelineConfig, baseline_onnx: str | None = None
+) -> tuple[dict, BlendedScorer | None]:
+    """The decision record fitted on the validation split: temperature and threshold (per label for label sets).
+
+    baseline_onnx: the bag of words' graph (model.blend auto); when validation prefers a mixture with it, the
+    record holds the blend and the decision is fitted on the blended logits; the blend's scorer comes back too.
+    """
     assert data.labels is not None, "only classifiers are calibrated, and they have a label set"
     validation = read_frame(data.splits["validation"])
     logits = predict_logits(
@@ -392,11 +401,36 @@ def calibrate_model(forward, tokenizer, model_dir: Path, data: CleanResult, cfg:
         cfg.training.eval_batch_size,
         long_text=long_text_of_bundle(read_meta(model_dir).as_dict()),
     )
+    refs = np.asarray(references_of(validation, cfg.data.task, data.labels))
+    scorer, chosen = None, None
+    if baseline_onnx is not None and len(refs):
+        texts = list(validation["text"])
+        baseline = BaselineScorer(baseline_onnx).probabilities(texts)
+        blend, chosen = choose_blend(
+            np.stack(logits), baseline, refs, cfg.data.task, data.labels, primary_metric(cfg.data.task)
+        )
+        log.info("%s", chosen["text"])
+        if blend is not None:
+            scorer = blended_scorer(blend, baseline_onnx)
+            logits = mix_logits(logits, baseline, blend)
     fit = fit_multi_label_decision if kind_of(cfg.data.task).is_multi_label else fit_decision
-    record = fit(
-        cfg.decision, np.stack(logits), np.asarray(references_of(validation, cfg.data.task, data.labels)), data.labels
-    )
-    return record
+    record = fit(cfg.decision, np.stack(logits), refs, data.labels)
+    if chosen is not None:  # weight 1: the model serves alone, and the record says what validation saw
+        record["blend"] = {
+            "weight": chosen["weight"],
+            "temperature": chosen["temperature"],
+            "file": BASELINE_FILE,
+            "baseline": "bag_of_words",
+            "validation": chosen,
+        }
+    return record, scorer
+
+
+def blend_text(record: dict | None) -> str:
+    """What model.blend auto chose on validation, for the model card ("" when it did not run)."""
+    if record is None or "blend" not in record:
+        return ""
+    return f"Blend (model.blend auto): {record['blend']['validation']['text']}"
 
 
 def record_test_calibration(record: dict, scored: dict) -> dict:
@@ -473,7 +507,10 @@ def evaluate_model(
     task, labels = cfg.data.task, data.labels
     kind = kind_of(task)
     forward = torch_forward(model)
-    record = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg) if kind.calibrated else None
+    record, blend = None, None
+    if kind.calibrated:
+        onnx = baselines.onnx if baselines is not None else None
+        record, blend = calibrate_model(forward, tokenizer, Path(model_dir), data, cfg, onnx)
     test = read_frame(data.splits["test"])
     decision = Decision.of_meta({"labels": labels, "decision": record}) if record is not None else PLAIN
     batches = -(-len(test) // cfg.training.eval_batch_size)
@@ -488,8 +525,14 @@ def evaluate_model(
             cfg.training.eval_batch_size,
             decision,
             long_text_of_bundle(meta),
+            blend,
         )
     metrics = {f"test_{k}": v for k, v in scored["metrics"].items()}
+    if baselines is not None and baselines.onnx is not None and record is not None:
+        metrics["blend_weight"] = blend.blend.weight if blend is not None else 1.0
+        if blend is not None:  # what the blend added on test: the model alone, at its own temperature
+            alone = decode_logits(task, scored["model_logits"], labels, Decision(blend.blend.temperature))
+            metrics[f"test_unblended_{primary_metric(task)}"] = metrics_of(alone, test)[primary_metric(task)]
     # Small test splits move a score by points; the interval says by how many.
     metrics.update({f"test_{k}": v for k, v in interval_metrics(task, scored, labels).items()})
     out = Path(run_dir) / "evaluation"
@@ -538,7 +581,14 @@ def evaluate_model(
         scored["metrics"],
         source,
         weak_text or f"None: every class has test F1 of at least {WEAK_F1} and is predicted.",
-        comparison_markdown(baselines, comparison) if baselines is not None else "",
+        "\n\n".join(
+            part
+            for part in (
+                comparison_markdown(baselines, comparison) if baselines is not None else "",
+                blend_text(record),
+            )
+            if part
+        ),
         record,
     )
     return EvaluationResult(

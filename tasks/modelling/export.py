@@ -16,6 +16,7 @@ texts through normalisation, `tokenizers`, length buckets, ONNX Runtime and deco
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import pandas as pd
 from tasks.bundle import DecisionRecord, ModelMeta, read_meta, write_meta
 from tasks.config import PipelineConfig
 from tasks.inference.batching import INPUT_NAMES
+from tasks.inference.blend import Blend
 from tasks.inference.compare import compare_answers
 from tasks.inference.decode import Decision, Scores
 from tasks.inference.normalize import recorded_rules
@@ -31,6 +33,7 @@ from tasks.inference.predictor import OnnxPredictor
 from tasks.inference.windows import long_text_of_bundle
 from tasks.io import atomic_path, read_frame, read_json, write_json
 from tasks.kinds import kind_of
+from tasks.modelling.blend import BASELINE_ONNX, blended_scorer
 from tasks.modelling.evaluate import DECISION_FILE, load_trained
 from tasks.modelling.metrics import greater_is_better, primary_metric
 from tasks.modelling.predict import metrics_of, score_frame, torch_forward
@@ -192,7 +195,7 @@ def export_model(
         decision = decision_of_run(Path(run_dir), cfg)
     with atomic_path(final) as out:
         out.mkdir(parents=True)
-        report = build_bundle(model_dir, data, cfg, out, decision)
+        report = build_bundle(model_dir, data, cfg, out, decision, Path(run_dir) / "baselines" / BASELINE_ONNX)
     return ExportResult(
         dir=str(final),
         fp32=str(final / FP32),
@@ -205,9 +208,17 @@ def export_model(
 
 
 def build_bundle(
-    model_dir: str | Path, data: CleanResult, cfg: PipelineConfig, out: Path, decision: dict | None = None
+    model_dir: str | Path,
+    data: CleanResult,
+    cfg: PipelineConfig,
+    out: Path,
+    decision: dict | None = None,
+    baseline_onnx: Path | None = None,
 ) -> dict:
-    """Write the serving bundle into `out` and check it on the core; return the export report."""
+    """Write the serving bundle into `out` and check it on the core; return the export report.
+
+    baseline_onnx: the bag of words' graph (RUN/baselines), copied in when the decision record blends it.
+    """
     model, tokenizer, meta = load_trained(model_dir)
     cfg = with_recorded_length(cfg, meta)  # max_length as trained (auto resolved), not as configured
     task, batch = cfg.data.task, cfg.training.eval_batch_size
@@ -217,6 +228,16 @@ def build_bundle(
     tokenizer.save_pretrained(str(out))
     record = bundle_meta(Path(model_dir), cfg, decision)
     write_meta(out, record)
+    blend = Blend.of_record(decision)
+    scorer = None
+    if blend is not None:
+        if baseline_onnx is None or not baseline_onnx.is_file():
+            raise FileNotFoundError(
+                f"the decision record blends the bag-of-words baseline but its graph {baseline_onnx} is missing; "
+                "run the baselines stage again (or set model.blend off)"
+            )
+        shutil.copyfile(baseline_onnx, out / blend.file)
+        scorer = blended_scorer(blend, out / blend.file)
     test = read_frame(data.splits["test"])
     rule = Decision.of_meta(record.as_dict())
     reference = score_frame(
@@ -229,6 +250,7 @@ def build_bundle(
         batch,
         rule,
         long_text_of_bundle(meta),
+        scorer,
     )["scores"]
     raw, texts = raw_test_frame(test, data)
     fp32 = OnnxPredictor(out, model_file=FP32, batch_size=batch).predict_frame(raw)
@@ -237,6 +259,7 @@ def build_bundle(
         "texts": texts,
         "temperature": rule.temperature,
         "threshold": rule.threshold,
+        "blend_weight": blend.weight if blend is not None else None,
     }
     report: dict = {"parity": parity, "serving_file": FP32, "int8": None}
     if cfg.export.quantize:

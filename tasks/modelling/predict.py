@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.inference.batching import INPUT_NAMES, length_buckets, pad_rows
+from tasks.inference.blend import BlendedScorer
 from tasks.inference.decode import PLAIN, Decision, Scores, decode_logits, word_logits
 from tasks.inference.windows import LongText, aggregate_windows
 from tasks.kinds import kind_of
@@ -117,18 +118,22 @@ def score_frame(
     batch_size: int = 64,
     decision: Decision = PLAIN,
     long_text: LongText = LongText(),
+    blend: BlendedScorer | None = None,
 ) -> dict:
     """Predict a labelled frame with a forward callable (the PyTorch model) and compute the task's metrics.
 
     decision: the model's temperature and threshold (Decision.of_meta of its finetune_flow.json), applied
     as the core applies them; the raw logits come back too, for calibration. long_text: how the model
-    reads documents longer than max_length (one aggregated answer per document in chunk mode).
+    reads documents longer than max_length (one aggregated answer per document in chunk mode). blend: the
+    bag of words mixed in (model.blend), as the core mixes it; the logits that come back are the blend's.
     """
     outside = 0
     if kind_of(task).is_token_level:
         assert labels is not None, "NER has a tag set (None only for regression)"
         outside = outside_id(labels)
-    logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside, long_text)
+    logits = model_logits = predict_logits(forward, tokenizer, df, task, max_length, batch_size, outside, long_text)
+    if blend is not None:
+        logits = blend(list(df["text"]), logits)
     scores = decode_logits(task, logits, labels, decision)
     return {
         "metrics": metrics_of(scores, df),
@@ -137,4 +142,5 @@ def score_frame(
         "references": references_of(df, task, labels),
         "scores": scores,
         "logits": logits,
+        "model_logits": model_logits,  # before any blend: what the model alone answered
     }

@@ -15,6 +15,7 @@ import yaml
 
 from tasks.bundle import read_meta
 from tasks.config import PipelineConfig
+from tasks.inference.blend import Blend
 from tasks.io import read_frame
 from tasks.kinds import kind_of
 from tasks.platform import tracking
@@ -282,7 +283,8 @@ def bundle_location(source: str) -> str:
 def download_bundle(name: str, version: str, dst: str | Path, serving_only: bool = True) -> Path:
     """Fetch a version's ONNX serving bundle into `dst`; return the bundle folder.
 
-    serving_only skips the ONNX file the bundle does not serve (fp32 when int8 serves): half the bytes.
+    serving_only skips the ONNX file the bundle does not serve (fp32 when int8 serves): half the bytes. A
+    blended bundle's baseline graph (model.blend) serves too, so it comes.
     """
     # heavy (mlflow): loaded when this runs, so importing tasks.registry.register stays light
     import mlflow.artifacts
@@ -297,8 +299,10 @@ def download_bundle(name: str, version: str, dst: str | Path, serving_only: bool
     skip: set[str] = set()
     if serving_only:
         mlflow.artifacts.download_artifacts(artifact_uri=f"{where}/finetune_flow.json", dst_path=str(dst))
-        serving = read_meta(dst).serving_file or "model.onnx"
-        skip = {Path(f.path).name for f in files if f.path.endswith(".onnx") and Path(f.path).name != serving}
+        meta = read_meta(dst)
+        blend = Blend.of_record(meta.as_dict().get("decision"))
+        keep = {meta.serving_file or "model.onnx"} | ({blend.file} if blend is not None else set())
+        skip = {Path(f.path).name for f in files if f.path.endswith(".onnx") and Path(f.path).name not in keep}
     for f in files:
         fname = Path(f.path).name
         if fname not in skip and not (dst / fname).exists():
