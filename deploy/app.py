@@ -99,17 +99,26 @@ def served_model(request: Request) -> Served:
 
 
 def decision_fields(record: dict | None) -> dict:
-    """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen."""
+    """/model's view of the bundle's decision rule: temperature, threshold, its label and how it was chosen, and
+    the bag of words' share when the model serves blended with it (model.blend)."""
     # heavy (numpy via tasks.inference.decode): loaded when this runs, so importing deploy.app stays light
     from tasks.inference.decode import describe_rule
 
     if record is None:  # regression, NER, or a bundle from before calibration
-        return {"temperature": None, "threshold": None, "positive_label": None, "threshold_rule": None}
+        return {
+            "temperature": None,
+            "threshold": None,
+            "positive_label": None,
+            "threshold_rule": None,
+            "blend_weight": None,
+        }
     fields = {
         "temperature": record["temperature"],
         "threshold": record["threshold"],
         "positive_label": record["positive_label"],
         "threshold_rule": describe_rule(record),
+        # the model's share of the served probabilities; None: the model alone answers
+        "blend_weight": record["blend"]["weight"] if (record.get("blend") or {}).get("weight", 1.0) < 1.0 else None,
     }
     if record.get("thresholds") is not None:  # multi-label: each label's own threshold
         fields["label_thresholds"] = {p["label"]: t for p, t in zip(record["per_label"], record["thresholds"])}

@@ -17,6 +17,7 @@ from tasks import quiet, stages
 from tasks.config import PipelineConfig, flatten_config, load_config
 from tasks.io import locked_folder, read_json, write_json, write_text
 from tasks.modelling.baselines import comparison_markdown, comparison_rows
+from tasks.modelling.blend import blend_text
 from tasks.modelling.checkpoints import TRAINING_SECTIONS
 from tasks.modelling.encode import check_model_source
 from tasks.platform import tracking
@@ -138,6 +139,7 @@ def run_fine_tune(cfg: PipelineConfig, run_id: str, run_name: str, run_dir: Path
         "baselines": comparison_rows(baselines, evaluation.baselines),
         "baseline_verdict": evaluation.baselines["text"] if evaluation.baselines else None,
         "baselines_table": comparison_markdown(baselines, evaluation.baselines),
+        "blend": blend_text(evaluation.decision) or None,
         "registered": dataclasses.asdict(registered) if registered else None,  # plain, for the UI and the CLI
         "parity": exported.parity if exported else None,
         "serving_file": exported.serving_file if exported else None,

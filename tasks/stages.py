@@ -359,6 +359,7 @@ def evaluate(
     """Score on test; log metrics, plots, errors and the model card; compare with the baselines."""
     # heavy (numpy, pandas via tasks.modelling.baselines): loaded when this runs, so importing tasks.stages stays light
     from tasks.modelling.baselines import comparison_markdown
+    from tasks.modelling.blend import blend_text
     from tasks.modelling.evaluate import evaluate_model, weak_classes_markdown
 
     quiet.silence_known_noise(torch_stage=True)
@@ -372,7 +373,9 @@ def evaluate(
             },
         )
         create_markdown_artifact(
-            "# The model against the baselines\n\n" + comparison_markdown(baselines_ref, result.baselines),
+            "# The model against the baselines\n\n"
+            + comparison_markdown(baselines_ref, result.baselines)
+            + (f"\n\n{blend_text(result.decision)}" if blend_text(result.decision) else ""),
             key=_artifact_key(f"{cfg.name}-baselines-comparison"),
             description="the fine-tuned model beside the baselines on the same test rows",
         )

@@ -176,6 +176,8 @@ def print_result(result: dict) -> None:
         print(f"  {row['model']:<14} test {row['metric']} {row['value']:.4f}{interval}")
     if result.get("baseline_verdict"):
         print(("" if "NOT" not in result["baseline_verdict"] else "BELOW BASELINE: ") + result["baseline_verdict"])
+    if result.get("blend"):
+        print(result["blend"])
     if result.get("weak_classes"):
         print(f"WEAK CLASSES: {result['weak_classes']}")
     print(f"MLflow UI:    {result['ui_hint']}")

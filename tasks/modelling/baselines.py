@@ -360,12 +360,17 @@ def blends(cfg: PipelineConfig, train: pd.DataFrame) -> bool:
 
 
 def compare_with_baselines(
-    baselines: BaselineResult, task: str, model_predictions: list, references: list, labels: list[str] | None
+    baselines: BaselineResult,
+    task: str,
+    model_predictions: list,
+    references: list,
+    labels: list[str] | None,
+    model_name: str = "fine-tuned",
 ) -> dict[str, Any] | None:
     """The model against the best baseline on the same test rows: scores, the paired difference and its interval.
 
     `beats` is True when the whole 95% interval of (model - best baseline) lies on the better side of 0.
-    None when no baseline ran.
+    None when no baseline ran. model_name: what serves, as the table and the verdict name it (a blend says so).
     """
     if not baselines.scores or baselines.predictions is None:
         return None
@@ -393,25 +398,44 @@ def compare_with_baselines(
         "difference_ci_high": high,
         "beats": beats,
         "rows": len(references),
+        "model": model_name,
         "text": describe_comparison(
-            metric, best, baselines.scores[best]["test"][metric], model_score, low, high, beats, len(references)
+            metric,
+            best,
+            baselines.scores[best]["test"][metric],
+            model_score,
+            low,
+            high,
+            beats,
+            len(references),
+            model_name,
         ),
     }
 
 
 def describe_comparison(
-    metric: str, best: str, baseline: float, model: float, low: float, high: float, beats: bool, rows: int
+    metric: str,
+    best: str,
+    baseline: float,
+    model: float,
+    low: float,
+    high: float,
+    beats: bool,
+    rows: int,
+    model_name: str = "fine-tuned",
 ) -> str:
     """The verdict in plain words, with what to do when the model loses."""
+    who = f"The {model_name} model"
     shown = f"{metric} {model:.4f} vs {baseline:.4f} (difference {model - baseline:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}] on {rows} test rows)"
     if beats:
-        return f"The fine-tuned model beats the best baseline ({best}): {shown}."
+        return f"{who} beats the best baseline ({best}): {shown}."
     return (
-        f"The fine-tuned model does NOT beat the best baseline ({best}) beyond its interval: {shown}. The version "
+        f"{who} does NOT beat the best baseline ({best}) beyond its interval: {shown}. The version "
         f"is registered with beats_baseline=false and promotion refuses it unless registry.allow_below_baseline is "
         f"true. Try more optimizer updates (training.epochs or training.min_updates), model.max_length auto or "
         f"model.long_text chunk for long texts, training.strategy contrastive when classes have few rows "
-        f"(single-label classification), more labelled rows, or serve the baseline."
+        f"(single-label classification), model.blend auto (a blend with the bag of words, chosen on validation), more "
+        f"labelled rows, or serve the baseline."
     )
 
 
@@ -447,7 +471,7 @@ def comparison_rows(baselines: BaselineResult, comparison: dict[str, Any] | None
     if comparison is not None:
         rows.append(
             {
-                "model": "fine-tuned",
+                "model": comparison.get("model", "fine-tuned"),
                 "metric": metric,
                 "value": comparison["model_score"],
                 "ci_low": None,

@@ -162,3 +162,10 @@ def describe_blend(r: dict[str, Any]) -> str:
 def blended_scorer(blend: Blend, path: str | Path) -> BlendedScorer:
     """The blend with its baseline graph loaded from the run folder (evaluation and export)."""
     return BlendedScorer(blend, BaselineScorer(path))
+
+
+def blend_text(record: dict | None) -> str:
+    """What model.blend auto chose on validation, for the model card ("" when it did not run)."""
+    if record is None or "blend" not in record:
+        return ""
+    return f"Blend (model.blend auto): {record['blend']['validation']['text']}"

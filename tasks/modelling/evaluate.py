@@ -36,7 +36,7 @@ from tasks.io import read_frame, save_figure, write_csv, write_json, write_parqu
 from tasks.kinds import kind_of
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
-from tasks.modelling.blend import blended_scorer, choose_blend
+from tasks.modelling.blend import blend_text, blended_scorer, choose_blend
 from tasks.modelling.calibration import (
     binary_view,
     calibrated_probabilities,
@@ -426,13 +426,6 @@ def calibrate_model(
     return record, scorer
 
 
-def blend_text(record: dict | None) -> str:
-    """What model.blend auto chose on validation, for the model card ("" when it did not run)."""
-    if record is None or "blend" not in record:
-        return ""
-    return f"Blend (model.blend auto): {record['blend']['validation']['text']}"
-
-
 def record_test_calibration(record: dict, scored: dict) -> dict:
     """The run's calibration metrics (validation: fitted; test: held out); the test figures join the record."""
     (logits, refs, t), (raw, _, _) = calibration_view(record, scored), calibration_view(record, scored, False)
@@ -565,7 +558,10 @@ def evaluate_model(
         )
     comparison = None
     if baselines is not None:
-        comparison = compare_with_baselines(baselines, task, scored["predictions"], scored["references"], labels)
+        served = f"blended ({blend.blend.weight:.2f} fine-tuned + bag of words)" if blend is not None else "fine-tuned"
+        comparison = compare_with_baselines(
+            baselines, task, scored["predictions"], scored["references"], labels, served
+        )
         metrics.update(comparison_metrics(baselines, comparison))
         files["baselines"] = write_json(out / "baselines.json", {"comparison": comparison, **baselines.scores})
         if comparison is not None:

@@ -55,6 +55,7 @@ def test_a_blended_bundle_answers_as_evaluation_scored_it(tmp_path):
     assert not np.allclose(served.probabilities, softmax(logits / record["temperature"]), atol=1e-3)
 
     with TestClient(create_app(bundle_dir=str(bundle))) as client:
+        assert client.get("/model").json()["blend_weight"] == 0.5
         text = str(test["text"].iloc[0])
         answer = client.post("/predict", json={"text": text}).json()["predictions"][0]
     p = OnnxPredictor(bundle).score([text]).probabilities[0]
