@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -37,6 +37,12 @@ class ContrastiveConfig(Section):
         64,
         ge=0,
         description="strategy auto takes contrastive when the median class has at most this many train rows",
+    )
+    max_seconds: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto",
+        description="the phase's time budget: after its first updates it measures their pace on this machine and "
+        "keeps only the updates that fit (the learning rate then decays to the new end); auto: 600 on a CPU, none "
+        "on a GPU; empty: no limit (the token budget and max_pairs still bound it)",
     )
 
 

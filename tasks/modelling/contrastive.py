@@ -23,6 +23,7 @@ from tasks.modelling.head_init import head_layer
 from tasks.progress import counted_calls
 
 log = logging.getLogger(__name__)
+PACE_UPDATES = 5  # updates timed (after the first) before a time budget decides how many fit
 
 
 def draw_pairs(
@@ -53,11 +54,18 @@ def draw_pairs(
 
 
 def tune_body_contrastively(
-    model, dataset, collator, cfg: ContrastiveConfig, seed: int, budget: int | None = None
+    model,
+    dataset,
+    collator,
+    cfg: ContrastiveConfig,
+    seed: int,
+    budget: int | None = None,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Train the body on label pairs (cosine loss on the head's input); return what the phase did.
 
     budget: the most tokens the phase reads (training.auto_token_budget); fewer pairs when they would pass it.
+    max_seconds: the phase's time budget; after PACE_UPDATES updates their pace sets how many updates fit.
     """
     import torch  # heavy (torch): loaded when training runs, so importing this module stays light
 
@@ -73,7 +81,7 @@ def tune_body_contrastively(
     layer, seen = head_layer(model), []
     hook = layer.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
     device = next(model.parameters()).device
-    steps = math.ceil(len(target) / cfg.batch_size)
+    steps = planned = math.ceil(len(target) / cfg.batch_size)
     warmup = max(1, steps // 10)
     head = {id(p) for p in layer.parameters()}  # not trained here: the probe places it afterwards
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
@@ -101,26 +109,46 @@ def tune_body_contrastively(
 
     model.train()
     losses: list[float] = []
+    paced_from = None
     try:
         with counted_calls(update, steps, "contrastive phase", log) as counted:
-            for s in range(steps):
+            s = 0
+            while s < steps:
+                if s == 1:  # the first update pays for allocation and warm-up: the pace is read after it
+                    paced_from = time.monotonic()
                 counted(s)
+                s += 1
+                if max_seconds and paced_from is not None and s == 1 + PACE_UPDATES:
+                    pace = (time.monotonic() - paced_from) / PACE_UPDATES
+                    fits = max(s, int((max_seconds - (time.monotonic() - started)) / pace) + s)
+                    if fits < steps:
+                        log.info(
+                            "contrastive phase: %.1f s an update here, so %d of %d updates fit in "
+                            "training.contrastive.max_seconds %d",
+                            pace,
+                            fits,
+                            steps,
+                            max_seconds,
+                        )
+                        steps = fits
     finally:
         hook.remove()
     tenth = max(1, len(losses) // 10)
     record = {
         "strategy": "contrastive",
-        "pairs": len(target),
+        "pairs": min(len(target), steps * cfg.batch_size),
         "updates": steps,
+        "time_capped": steps < planned,
         "budget_capped": bool(limit is not None and limit < min(cfg.max_pairs, cfg.pairs_per_row * len(rows))),
         "loss_first_tenth": round(float(np.mean(losses[:tenth])), 4),
         "loss_last_tenth": round(float(np.mean(losses[-tenth:])), 4),
         "seconds": round(time.monotonic() - started, 1),
     }
     log.info(
-        "contrastive phase: %d label pairs%s, %d updates, cosine loss %.3f -> %.3f, %.0f s",
+        "contrastive phase: %d label pairs%s%s, %d updates, cosine loss %.3f -> %.3f, %.0f s",
         record["pairs"],
         f" (fewer: training.auto_token_budget {budget:,} tokens)" if record["budget_capped"] else "",
+        f" (fewer: training.contrastive.max_seconds {max_seconds})" if record["time_capped"] else "",
         steps,
         record["loss_first_tenth"],
         record["loss_last_tenth"],

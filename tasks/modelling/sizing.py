@@ -38,6 +38,9 @@ CHUNK_ADVICE_SHARE = 0.10  # more train texts than this past what the model read
 AUTO_PATIENCE = 3  # evaluations without improvement before a raised run stops (of evaluations_auto)
 CPU_TOKEN_BUDGET = 1_000_000  # ~10 minutes of MiniLM training on 2 cores at 512 tokens a row
 GPU_TOKEN_BUDGET = 50_000_000
+# The contrastive phase's time budget on a CPU: 119 speeches (512-token rows, read to 128) took 46 minutes
+# of pairs under the token budget alone on 2 shared cores.
+CPU_CONTRASTIVE_SECONDS = 600
 LENGTH_SAMPLE = 20_000  # token lengths of at most this many train texts (evenly spaced rows)
 
 
@@ -72,6 +75,14 @@ def token_budget(tc, on_gpu: bool) -> int | None:
     if tc.auto_token_budget != "auto":
         return int(tc.auto_token_budget)
     return GPU_TOKEN_BUDGET if on_gpu else CPU_TOKEN_BUDGET
+
+
+def contrastive_seconds(tc, on_gpu: bool) -> int | None:
+    """The contrastive phase's time budget (training.contrastive.max_seconds; auto: 600 s on a CPU, none on a GPU)."""
+    limit = tc.contrastive.max_seconds
+    if limit != "auto":
+        return limit
+    return None if on_gpu else CPU_CONTRASTIVE_SECONDS
 
 
 def plan_schedule(

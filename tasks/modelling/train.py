@@ -50,6 +50,7 @@ from tasks.modelling.metrics import make_trainer_compute_metrics
 from tasks.modelling.model import build_model, position_limit
 from tasks.modelling.sizing import (
     choose_strategy,
+    contrastive_seconds,
     log_schedule,
     plan_schedule,
     resolve_max_length,
@@ -124,7 +125,8 @@ def build_trainer(
     datasets = build_datasets(tokenizer, data, cfg)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     lengths = datasets["train"]["length"]
-    budget = token_budget(cfg.training, torch.cuda.is_available() and not cfg.training.use_cpu)
+    on_gpu = torch.cuda.is_available() and not cfg.training.use_cpu
+    budget = token_budget(cfg.training, on_gpu)
     row_tokens = sum(lengths) / max(len(lengths), 1)
     schedule = plan_schedule(cfg.training, len(lengths), world_size, checkpoints, row_tokens, budget)
     if say:
@@ -144,7 +146,9 @@ def build_trainer(
     # A run resuming from a checkpoint loads its weights: the head and body placed here would be overwritten.
     fresh = not (checkpoints and last_checkpoint(run_dir / CHECKPOINTS))
     phase = (
-        tune_body_contrastively(model, datasets["train"], collator, tc.contrastive, tc.seed, budget)
+        tune_body_contrastively(
+            model, datasets["train"], collator, tc.contrastive, tc.seed, budget, contrastive_seconds(tc, on_gpu)
+        )
         if tc.strategy == "contrastive" and fresh
         else None
     )

@@ -79,3 +79,22 @@ def test_the_contrastive_phase_pulls_classes_apart_then_the_head_starts_from_a_p
     assert resolved["head"]["head_init"] == "probe"  # the strategy starts the head from a probe
     tags = resolved_tags(resolved)
     assert tags["resolved.head_init"] == "probe" and tags["resolved.contrastive"].startswith(f"{phase['pairs']} pairs")
+
+
+def test_a_time_budget_ends_the_contrastive_phase_once_its_pace_says_the_rest_would_not_fit(tmp_path):
+    from tasks.modelling.contrastive import PACE_UPDATES
+    from tasks.modelling.train import build_trainer
+
+    cfg = small_config(
+        tmp_path,
+        "data.max_rows=160",
+        "training.strategy=contrastive",
+        "training.contrastive.pairs_per_row=8",
+        "training.contrastive.max_seconds=1",  # passed before the pace is read: only the timed updates run
+        "export.enabled=false",
+    )
+    data = prepare(cfg, tmp_path / "run")
+    _, _, resolved = build_trainer(cfg, data, tmp_path / "run", checkpoints=False)
+    phase = resolved["contrastive"]
+    assert phase["time_capped"] and phase["updates"] == 1 + PACE_UPDATES
+    assert phase["pairs"] == phase["updates"] * 16 and phase["seconds"] >= 1

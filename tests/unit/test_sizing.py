@@ -226,3 +226,12 @@ def test_the_token_budget_follows_the_device_unless_set():
     assert token_budget(training(), on_gpu=False) == CPU_TOKEN_BUDGET
     assert token_budget(training(), on_gpu=True) == GPU_TOKEN_BUDGET
     assert token_budget(training("training.auto_token_budget=5000"), on_gpu=True) == 5000
+
+
+def test_the_contrastive_time_budget_follows_the_device_unless_set():
+    from tasks.modelling.sizing import CPU_CONTRASTIVE_SECONDS, contrastive_seconds
+
+    assert contrastive_seconds(training(), on_gpu=False) == CPU_CONTRASTIVE_SECONDS
+    assert contrastive_seconds(training(), on_gpu=True) is None
+    assert contrastive_seconds(training("training.contrastive.max_seconds=90"), on_gpu=True) == 90
+    assert contrastive_seconds(training("training.contrastive.max_seconds=null"), on_gpu=False) is None
