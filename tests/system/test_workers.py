@@ -116,7 +116,7 @@ def test_each_models_training_runs_on_a_worker_and_registers_that_model(workers_
         assert fr["id"] in run_ids, (model, run_ids)  # this model's version came from this model's run
     other = {m: {v.run_id for v in c.search_model_versions(f"name='{m}'")} for m in MODELS}
     assert not other[MODELS[0]] & other[MODELS[1]]  # no run registered into the other model
-    assert "registered 16 deployments to work pool 'ftflow-process'" in workers_up.log_tail("serve")
+    assert "registered 17 deployments to work pool 'ftflow-process'" in workers_up.log_tail("serve")
 
 
 def test_both_workers_ran_a_run_at_the_same_time(workers_up, runs):
