@@ -75,3 +75,20 @@ def test_each_optimizer_gets_its_share_of_the_cores(monkeypatch):
     assert [core_share(n) for n in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
     assert worker_threads(2, {}) == 2 and worker_threads(8, {}) == 1
     assert worker_threads(2, {"OMP_NUM_THREADS": "3"}) == 3  # the user's own setting wins
+
+
+def test_a_trial_started_when_the_study_has_its_trials_is_surplus_and_stops_the_optimizer(tmp_path):
+    import optuna
+
+    from tasks.config import load_config
+    from tasks.modelling.study import run_optimizer
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = load_config(None, ["search.trials=2", f"search.storage={url}"])
+    study = optuna.create_study(storage=url)
+    study.ask(), study.ask()  # two other optimizers' running trials: the study has its 2
+    ran: list[int] = []
+    run_optimizer(study, lambda t: ran.append(t.number) or 0.0, cfg)
+    assert ran == []  # this optimizer's trial was one too many: never run, and the optimizer stopped
+    [late] = [t for t in study.trials if t.state.name == "FAIL"]
+    assert late.number == 2 and late.user_attrs["surplus"] is True and len(study.trials) == 3
