@@ -24,7 +24,7 @@ browser on this machine, which matters most on loopback, where no login is asked
 Database: SQLite files by default (Prefect's under the home, MLflow's in the project's store). With
 a PostgreSQL server (`database`, from `ftflow up --database URL`, or `postgres=True`, a local one in
 the home that starts first and stops last: flows/ops/postgres.py) the three stores live in its
-databases prefect, mlflow and predictions; MLflow then proxies the artifacts (`--serve-artifacts`,
+databases prefect, mlflow and predictions, and a fourth, optuna, is there for `search.storage`; MLflow then proxies the artifacts (`--serve-artifacts`,
 kept in the home), so a client needs only the tracking URL. The URLs, password included, reach the
 children through their environment only: never a command line, a file or a log line.
 """
@@ -517,7 +517,7 @@ class Stack:
                 f"Prefect UI:   {self.prefect_url}   (API {self.prefect_api})",
                 f"MLflow UI:    {self.mlflow_url}   (artifacts proxied, kept in {self.home / 'mlflow-artifacts'})",
                 f"database:     {where}: {db.shown('prefect', 'asyncpg')}, {db.shown('mlflow')}, "
-                f"{db.shown('predictions')}",
+                f"{db.shown('predictions')}, {db.shown('optuna')} (search.storage)",
             ]
         else:
             lines = [

@@ -10,9 +10,12 @@ and retried by whichever optimizer starts a trial next.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,9 +154,39 @@ def run_optimizer(study, objective: Callable[[Any], float], cfg: PipelineConfig)
         check_not_surplus(trial, trials)
         return objective(trial)
 
-    enough = MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    if finished_count(study) < trials:
-        study.optimize(guarded, callbacks=[enough], catch=(SurplusTrial,))
+    # Stop once the finished and the running trials (other optimizers') make `trials`: a running one that
+    # fails instead is run again by the training run's optimizer at the end (complete_study).
+    taken = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    if len(study.get_trials(deepcopy=False, states=taken)) < trials:
+        with quiet_surplus():
+            study.optimize(guarded, callbacks=[MaxTrialsCallback(trials, states=taken)], catch=(SurplusTrial,))
+
+
+class _DropSurplus(logging.Filter):
+    """Drops Optuna's two warnings about a surplus trial (its error, then its value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        number = re.match(r"Trial (\d+) failed with ", text)
+        if number and "SurplusTrial" in text:
+            self.numbers.add(number[1])
+            return False
+        return not (number and number[1] in self.numbers)
+
+
+@contextmanager
+def quiet_surplus():
+    """Optuna's warnings (with a traceback) for a surplus trial left out of the log: it is not a failure."""
+    logger, drop = logging.getLogger("optuna.study._optimize"), _DropSurplus()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def complete_study(study, objective: Callable[[Any], float], cfg: PipelineConfig, timeout_s: float = 3600) -> None:
