@@ -1,6 +1,6 @@
 """Search across workers: one study of N trials on 2 workers (1 core each) against 1 worker (both cores).
 
-    .venv/bin/python bench/search_workers.py                    # 8 trials, each ~30 s on one core
+    .venv/bin/python bench/search_workers.py                    # 8 trials of 80 updates, ~40 s each on one core
     .venv/bin/python bench/search_workers.py --trials 4 --steps 10   # a quick look
 
 Both arms run the same search (same config, same seed) against a study in a real PostgreSQL
@@ -113,6 +113,7 @@ def run_arm(cfg, clean, work: Path, workers: int) -> dict:
     first_start = min(t.datetime_start.timestamp() for t in finished)
     per_worker = [len(json.loads(o.strip().splitlines()[-1])["trials_run"]) for o in outs]
     return {
+        "load": os.getloadavg()[1],  # the 5-minute load at the arm's end: other work on a shared machine shows here
         "workers": workers,
         "threads": CORES // workers,
         "wall": wall,
@@ -130,7 +131,8 @@ def run_arm(cfg, clean, work: Path, workers: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=8)
-    p.add_argument("--steps", type=int, default=60, help="optimizer updates per trial (~0.4 s each on one core)")
+    p.add_argument("--steps", type=int, default=80, help="optimizer updates per trial (~0.3 s each on one core)")
+    p.add_argument("--first", type=int, choices=(1, 2), default=1, help="the arm (workers) that runs first")
     p.add_argument("--optimizer", nargs=4, metavar=("CONFIG", "PARENT", "STUDY", "INDEX"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.optimizer:
@@ -157,18 +159,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg = bench_config(work, args.trials, args.steps, storage)
         clean = prepare(cfg, work / "data")
         print(f"{args.trials} trials of {args.steps} updates (batch 16, 64 tokens, MiniLM), study in PostgreSQL\n")
-        arms = [run_arm(cfg, clean, work, 1), run_arm(cfg, clean, work, 2)]
+        # Same study config, one after the other; the table is in the order 1, 2 whichever ran first.
+        order = (args.first, 3 - args.first)
+        arms = sorted((run_arm(cfg, clean, work, w) for w in order), key=lambda a: a["workers"])
     finally:
         server.stop()
     print(
         "| workers x threads | wall | sum of trial times | mean trial | efficiency | start-up | trials run by each | complete / pruned |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for a in arms:
         print(
             f"| {a['workers']} x {a['threads']} | {a['wall']:.1f} s | {a['sum_trials']:.1f} s | {a['mean_trial']:.1f} s "
             f"| {a['efficiency']:.2f} | {a['fixed']:.1f} s | {' + '.join(map(str, a['per_worker']))} "
-            f"| {a['states']['COMPLETE']} / {a['states']['PRUNED']} |"
+            f"| {a['states']['COMPLETE']} / {a['states']['PRUNED']} | {a['load']:.1f} |"
         )
     one, two = arms
     print(

@@ -17,6 +17,7 @@ running trials until the study has `search.trials`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import os
 import socket
@@ -41,6 +42,7 @@ from tasks.modelling.train import train_model
 from tasks.platform import tracking
 from tasks.results import CleanResult, TrainResult
 
+log = logging.getLogger(__name__)
 SEARCH = "search"
 PRUNE_AFTER_TRIALS = 2  # trials that always run to the end: the median needs something to stand on
 
@@ -358,6 +360,8 @@ def search_hyperparameters(
             f"{cfg.search.trials} finished trials: {'; '.join(problems) or 'an optimizer stopped early'}. "
             "Re-run (resume) the run: its study keeps the finished trials and runs the missing ones"
         )
+    for problem in problems:  # the others' trials were retried here: the study is whole, but say what failed
+        log.warning("search: %s; its trials were run by the other optimizers", problem)
     result = summarize_study(study, metric, direction)
     write_json(folder / "summary.json", result)
     return result
