@@ -25,6 +25,7 @@ import psutil
 
 from flows.automations import RETRAIN_DEPLOYMENT, ensure_retrain_automation
 from tasks.config import load_config
+from tasks.modelling.study import TRIALS_DEPLOYMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "quickstart.yaml"
@@ -42,6 +43,11 @@ DEPLOYMENT_NAMES = [
     "score/manual",
 ]
 WORK_POOL = "ftflow-process"  # the process work pool of `ftflow up --workers N`
+
+
+def stack_deployment_names(model_names: list[str | None]) -> list[str]:
+    """Every deployment of a stack of these models: each model's, and the one search-trials deployment."""
+    return [name for model in model_names for name in deployment_names(model)] + [TRIALS_DEPLOYMENT]
 
 
 def deployment_names(model_name: str | None = None) -> list[str]:
@@ -126,15 +132,46 @@ def build_deployments(
         score.to_deployment(name("manual"), parameters={"model": cfg.registry.model_name}, **common),
     ]
     if work_pool:
-        # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
-        from prefect.deployments.runner import RunnerDeployment
-        from prefect.runner.storage import LocalStorage
-
-        # The pull step `set_working_directory` to the project's root: a worker's flow run runs the code there,
-        # where the worker would otherwise copy its working directory into a new folder for each run.
-        for deployment in cast(list[RunnerDeployment], deployments):  # to_deployment is sync here
-            deployment.storage = LocalStorage(str(ROOT))
+        run_in_root(deployments)
     return deployments
+
+
+def run_in_root(deployments: list) -> None:
+    """Deployments of the work pool run their flow runs in the project's root (no code storage)."""
+    # heavy (prefect): loaded when this runs, so importing flows.deployments stays light
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner.storage import LocalStorage
+
+    # The pull step `set_working_directory` to the project's root: a worker's flow run runs the code there,
+    # where the worker would otherwise copy its working directory into a new folder for each run.
+    for deployment in cast(list[RunnerDeployment], deployments):  # to_deployment is sync here
+        deployment.storage = LocalStorage(str(ROOT))
+
+
+def build_trials_deployment(config_path: str | Path | None = None, work_pool: str | None = None):
+    """search-trials/trials: the other optimizers of a training run's shared study (search.parallel).
+
+    One per stack: the training run passes its own config, so the default (the first config's) is only the form's.
+    """
+    # heavy (prefect; torch via flows.search): loaded when this runs, so importing flows.deployments stays light
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.search import search_trials
+
+    cfg = load_config(config_path or DEFAULT_CONFIG)
+    common: dict[str, Any] = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["finetune-flow", "search"]}
+    if work_pool:
+        common |= {"work_pool_name": work_pool, "job_variables": {"working_dir": str(ROOT)}}
+    deployment = search_trials.to_deployment(
+        TRIALS_DEPLOYMENT.split("/", 1)[1],
+        parameters={"config": cfg.model_dump(mode="json")},
+        description="Started by a training run with search.parallel > 1: one optimizer of its shared Optuna "
+        "study (search.storage), running trials until the study has search.trials; not to be run by hand.",
+        **common,
+    )
+    if work_pool:
+        run_in_root([deployment])
+    return deployment
 
 
 def model_defaults(cfg) -> dict:
@@ -148,7 +185,8 @@ def build_stack_deployments(
     """Every config's deployments (the quickstart's without a config); names carry the model when there are several."""
     paths: list[str | None] = list(config_paths or []) or [None]
     qualify = len(paths) > 1
-    return [d for path in paths for d in build_deployments(path, timezone, qualify, work_pool)]
+    per_model = [d for path in paths for d in build_deployments(path, timezone, qualify, work_pool)]
+    return [*per_model, build_trials_deployment(paths[0], work_pool)]
 
 
 def serve_deployments(config_paths: list[str] | None = None, timezone: str | None = None) -> None:

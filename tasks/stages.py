@@ -9,11 +9,14 @@ each logging step), search (one child run per trial) and register (the model ver
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar, cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -24,6 +27,7 @@ from tasks.data import cache as data_cache
 from tasks.data.cache import adopt_result
 from tasks.kinds import kind_of
 from tasks.labels import is_per_class_metric
+from tasks.modelling.study import TRIALS_DEPLOYMENT
 from tasks.platform import tracking
 from tasks.progress import PROGRESS_RECORD
 from tasks.results import (
@@ -307,7 +311,17 @@ def train(clean_ref: CleanResult, cfg: PipelineConfig, run_dir: str, run_id: str
     from tasks.modelling.search import tune_and_train
 
     quiet.silence_known_noise(torch_stage=True)
-    result = tune_and_train(clean_ref, cfg, run_dir, run_id)
+    # A worker's (or the serving process's) flow run: the other optimizers are flow runs any worker picks up.
+    launch = launch_trial_runs if cfg.search.parallel > 1 and os.environ.get("PREFECT__FLOW_RUN_ID") else None
+    if cfg.search.trials and cfg.search.parallel > 1:
+        get_run_logger().info(
+            "search: %d optimizers share the study (this run and %d %s), %d trials in all",
+            cfg.search.parallel,
+            cfg.search.parallel - 1,
+            f"flow runs of {TRIALS_DEPLOYMENT}" if launch else "local processes, each given its share of the cores",
+            cfg.search.trials,
+        )
+    result = tune_and_train(clean_ref, cfg, run_dir, run_id, launch)
     s = result.summary
     if s.get("reused"):
         get_run_logger().info("training had already finished in %s; its model is reused", run_dir)
@@ -482,4 +496,90 @@ def register(
     result = register_model(run_id, export_ref, evaluation, clean_ref, cfg, validation)
     tracking.set_tags(run_id, {"registered_model": result.name, "registered_version": result.version})
     get_run_logger().info("registered %s version %s as '%s'", result.name, result.version, result.alias)
+    return result
+
+
+# --- search.parallel under a deployment: the other optimizers as flow runs -------------------------
+
+
+@dataclasses.dataclass
+class TrialFlowRuns:
+    """Flow runs of the search-trials deployment, each an optimizer of the study; `wait` polls them to the end."""
+
+    ids: list
+    poll_s: float = 5.0
+
+    def wait(self) -> list[str]:
+        """Wait until every run is final; what went wrong in each (the study may still be complete)."""
+        # heavy (prefect's client): loaded when this runs, so importing tasks.stages stays light
+        from prefect.client.orchestration import get_client
+
+        problems = []
+        with get_client(sync_client=True) as client:
+            for run_id in self.ids:
+                while not (run := client.read_flow_run(run_id)).state or not run.state.is_final():
+                    time.sleep(self.poll_s)
+                if not run.state.is_completed():
+                    problems.append(f"flow run {run.name} ({run_id}) ended {run.state.name}: {run.state.message}")
+        return problems
+
+
+def launch_trial_runs(
+    count: int, cfg: PipelineConfig, data: CleanResult, run_dir: Path, run_id: str | None, study: str
+) -> TrialFlowRuns:
+    """Publish the trials' clean splits to the run's MLflow artifacts, then start `count` optimizer flow runs."""
+    # heavy (prefect's deployments; pandas via the search): loaded when this runs, so importing tasks.stages stays light
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks.modelling.remote_search import publish_trial_data
+
+    if not run_id:
+        raise ValueError(
+            "search.parallel: the optimizer flow runs log their trials under the training run; none is open"
+        )
+    publish_trial_data(data, run_id, run_dir / "search" / "published")
+    ids = []
+    for index in range(1, count + 1):
+        parameters = {
+            "config": cfg.model_dump(mode="json"),  # masked: a password travels as its ${ENV} reference
+            "parent_run_id": run_id,
+            "study_name": study,
+            "optimizer_index": index,
+        }
+        try:
+            run = run_deployment(  # sync here: a task thread, no event loop
+                TRIALS_DEPLOYMENT,
+                parameters=parameters,
+                timeout=0,
+                as_subflow=False,
+                flow_run_name=f"{study}-optimizer-{index}",
+                tags=["finetune-flow", cfg.name, "search"],
+            )
+        except ObjectNotFound:
+            raise ValueError(
+                f"search.parallel {cfg.search.parallel}: this Prefect server has no deployment {TRIALS_DEPLOYMENT}; "
+                "`ftflow up` registers it (restart a stack started before it existed), or set search.parallel to 1"
+            ) from None
+        ids.append(cast(FlowRun, run).id)
+    return TrialFlowRuns(ids)
+
+
+@task(name="search-trials", timeout_seconds=6 * 3600, log_prints=False)
+@logs_to_prefect
+@tracking.masks_errors
+def search_trials(cfg: PipelineConfig, parent_run_id: str, study_name: str, optimizer_index: int) -> dict:
+    """One optimizer of a training run's shared study: trials until the study has search.trials."""
+    # heavy (numpy, pandas, optuna via tasks.modelling.remote_search): loaded when this runs, so importing tasks.stages stays light
+    from tasks.modelling.remote_search import run_search_trials
+
+    quiet.silence_known_noise(torch_stage=True)
+    result = run_search_trials(cfg, parent_run_id, study_name, optimizer_index)
+    get_run_logger().info(
+        "ran trials %s of study %s (%d finished in all)",
+        [t["number"] for t in result["trials_run"]],
+        study_name,
+        result["study_finished"],
+    )
     return result

@@ -41,7 +41,7 @@ from flows.ops.supervisor import (
     stop_service,
 )
 
-DATABASES = ("prefect", "mlflow", "predictions")
+DATABASES = ("prefect", "mlflow", "predictions", "optuna")  # optuna: search.storage's studies (search.parallel)
 DB_USER = "ftflow"
 DATABASE_URL_ENV = "FTFLOW_DATABASE_URL"
 PASSWORD_ENV = "FTFLOW_POSTGRES_PASSWORD"

@@ -24,7 +24,7 @@ browser on this machine, which matters most on loopback, where no login is asked
 Database: SQLite files by default (Prefect's under the home, MLflow's in the project's store). With
 a PostgreSQL server (`database`, from `ftflow up --database URL`, or `postgres=True`, a local one in
 the home that starts first and stops last: flows/ops/postgres.py) the three stores live in its
-databases prefect, mlflow and predictions; MLflow then proxies the artifacts (`--serve-artifacts`,
+databases prefect, mlflow and predictions, and a fourth, optuna, is there for `search.storage`; MLflow then proxies the artifacts (`--serve-artifacts`,
 kept in the home), so a client needs only the tracking URL. The URLs, password included, reach the
 children through their environment only: never a command line, a file or a log line.
 """
@@ -340,6 +340,18 @@ def worker_service(
     return Service(name, argv, env, None, home / "logs" / f"{name}.log", root)
 
 
+def worker_threads(workers: int, env: Mapping[str, str] | None = None) -> int:
+    """The CPU threads each of `workers` workers' flow runs use: OMP_NUM_THREADS when set, else its share of the cores.
+
+    Workers on one machine would otherwise each start one thread per core and slow each other down.
+    """
+    env = os.environ if env is None else env
+    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+        return int(env["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
 class Stack:
     """The embedded stack: start it, use its URLs, stop it (also as a context manager)."""
 
@@ -425,9 +437,9 @@ class Stack:
 
     def deployment_names(self) -> list[str]:
         # third-party (psutil, pydantic, yaml via flows.deployments): loaded when the command runs, so ftflow --help stays light
-        from flows.deployments import deployment_names
+        from flows.deployments import stack_deployment_names
 
-        return [name for model in self.model_names() for name in deployment_names(model)]
+        return stack_deployment_names(self.model_names())
 
     def start(self, timeout: float = START_TIMEOUT_S) -> Stack:
         """Start the servers side by side, wait for health, then serve the deployments and wait for that."""
@@ -452,8 +464,10 @@ class Stack:
                 serve_env = ({"FTFLOW_PREDICTION_LOG": db.predictions_url} if db else {}) | self.serve_env
                 api, uri, pool = self.prefect_api, self.mlflow_url, self.work_pool
                 svc = serve_service(api, uri, self.home, self.root, self.configs, self.timezone, serve_env, pool)
+                # Each worker's flow runs (torch, tokenizers, ONNX Runtime) get the worker's share of the cores.
+                threads = {"OMP_NUM_THREADS": str(worker_threads(self.workers, base_env() | serve_env))}
                 workers = [
-                    worker_service(i, api, uri, self.home, self.root, pool, serve_env)
+                    worker_service(i, api, uri, self.home, self.root, pool, serve_env | threads)
                     for i in range(1, self.workers + 1)
                     if pool
                 ]
@@ -503,7 +517,7 @@ class Stack:
                 f"Prefect UI:   {self.prefect_url}   (API {self.prefect_api})",
                 f"MLflow UI:    {self.mlflow_url}   (artifacts proxied, kept in {self.home / 'mlflow-artifacts'})",
                 f"database:     {where}: {db.shown('prefect', 'asyncpg')}, {db.shown('mlflow')}, "
-                f"{db.shown('predictions')}",
+                f"{db.shown('predictions')}, {db.shown('optuna')} (search.storage)",
             ]
         else:
             lines = [
@@ -521,7 +535,15 @@ class Stack:
                 logs = ", ".join(f"worker-{i}.log" for i in range(1, self.workers + 1))
                 lines.append(
                     f"workers:      {self.workers} on process work pool '{self.work_pool}', one flow run at a time "
-                    f"each (logs {logs})"
+                    f"each, {worker_threads(self.workers, base_env() | self.serve_env)} CPU thread(s) each "
+                    f"(OMP_NUM_THREADS; logs {logs})"
+                )
+                # third-party (pydantic via tasks.config): loaded when the command runs, so ftflow --help stays light
+                from tasks.modelling.study import TRIALS_DEPLOYMENT
+
+                lines.append(
+                    f"search:       a training run with search.parallel N runs N-1 flow runs of {TRIALS_DEPLOYMENT} "
+                    "on these workers, sharing its Optuna study in search.storage"
                 )
         if self.credentials:
             lines.append(

@@ -171,7 +171,8 @@ def add_up_command(sub) -> None:
         metavar="N",
         help="register the deployments to the Prefect process work pool 'ftflow-process' (made when missing) and "
         "start N Prefect workers that run their flow runs, one at a time each, in the project's root (logs "
-        "worker-<i>.log beside the servers'); 0: the serving process runs them",
+        "worker-<i>.log beside the servers'), each with its share of the cores (OMP_NUM_THREADS = cores // N unless "
+        "set); a training run with search.parallel runs its other optimizers on them; 0: the serving process runs them",
     )
     sp.add_argument("--timezone", default="UTC", help="IANA time zone of the nightly 02:00 run, e.g. Europe/Berlin")
     sp.add_argument(

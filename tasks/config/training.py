@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from tasks.config.base import Section
+from tasks.secrets import redact_url, warn_literal_credentials
 
 
 class DistributedConfig(Section):
@@ -197,5 +198,47 @@ class SearchConfig(Section):
     prune: bool = Field(
         True,
         description="stop a trial early when its validation score after an evaluation is below the median "
-        "of earlier trials at the same evaluation (Optuna's median pruner; in-process trials)",
+        "of earlier trials at the same evaluation (Optuna's median pruner; trials on every optimizer of a "
+        "shared study count)",
     )
+    storage: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database that holds the study, e.g. the team database "
+        "postgresql://ftflow:${PG_PASSWORD}@db:5432/optuna (postgresql:// uses the psycopg driver); put the "
+        "password in a ${ENV_NAME} reference, expanded only where the study opens (a literal one is masked in "
+        "the flow runs' parameters, so other workers could not open it). The study is named after the training "
+        "run's MLflow run, so a resumed run continues its study and other runs never mix with it; trials whose "
+        "optimizer stops answering (a worker died) are failed after a heartbeat grace and retried. Empty: "
+        "RUN/search/optuna.db, one optimizer",
+    )
+    parallel: int = Field(
+        1,
+        ge=1,
+        description="optimizers that run trials of the study at once, sharing search.storage (required above 1). "
+        "The training run is one of them; under a deployment on a work pool (`ftflow up --workers N`) the others "
+        "are flow runs of the search-trials/trials deployment, which any worker picks up (the clean splits "
+        "travel through the run's MLflow artifacts, search/data/), else local processes on this machine, each "
+        "given its share of the cores. Together they stop at exactly `trials` finished trials",
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _warn_literal_credentials(cls, v: str | None) -> str | None:
+        if v:
+            warn_literal_credentials("search.storage", v)
+        return v
+
+    # Every written copy of the config (config.yaml, params, flow-run parameters) masks a literal password.
+    @field_serializer("storage")
+    def _mask_credentials(self, v: str | None) -> str | None:
+        return redact_url(v) if v else v
+
+    @model_validator(mode="after")
+    def _check_parallel(self) -> SearchConfig:
+        if self.parallel > 1 and not self.storage:
+            raise ValueError(
+                f"search.parallel {self.parallel} runs optimizers in several processes, which share one study "
+                "through a database: set search.storage (e.g. postgresql://ftflow:${PG_PASSWORD}@db:5432/optuna, "
+                "or sqlite:///search.db on one machine), or set search.parallel to 1"
+            )
+        return self

@@ -116,7 +116,7 @@ def test_each_models_training_runs_on_a_worker_and_registers_that_model(workers_
         assert fr["id"] in run_ids, (model, run_ids)  # this model's version came from this model's run
     other = {m: {v.run_id for v in c.search_model_versions(f"name='{m}'")} for m in MODELS}
     assert not other[MODELS[0]] & other[MODELS[1]]  # no run registered into the other model
-    assert "registered 16 deployments to work pool 'ftflow-process'" in workers_up.log_tail("serve")
+    assert "registered 17 deployments to work pool 'ftflow-process'" in workers_up.log_tail("serve")
 
 
 def test_both_workers_ran_a_run_at_the_same_time(workers_up, runs):
@@ -127,6 +127,73 @@ def test_both_workers_ran_a_run_at_the_same_time(workers_up, runs):
         finished = re.compile(rf"Flow run '{re.escape(fr['name'])}' - Finished in state Completed")
         ran_on[model] = [i for i in (1, 2) if finished.search(workers_up.log_tail(f"worker-{i}", 2000))]
     assert sorted(ran_on.values()) == [[1], [2]], ran_on
+
+
+def test_a_search_with_parallel_2_runs_its_trials_on_both_workers(workers_up, tmp_path):
+    """search.parallel 2: the training run optimizes on one worker, a search-trials flow run on the other."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.support import small_config
+
+    cfg = small_config(
+        tmp_path,
+        "name=workers-search",
+        "registry.model_name=workers-a",
+        "registry.experiment=workers",
+        "export.quantize=false",
+        # Trials of ~15 s on a worker's core: the optimizer flow run (a process start, ~30 s) finds some left.
+        "training.max_steps=40",
+        "training.eval_steps=20",
+        "search.trials=4",
+        "search.parallel=2",
+        f"search.storage=sqlite:///{tmp_path / 'study.db'}",
+    )
+    dep = ss.read_deployment(workers_up.prefect_api, "fine-tune/manual-workers-a")
+    created = ss.create_flow_run(workers_up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
+    assert isinstance(created, dict), created.text
+    fr = ss.wait_flow_run(workers_up.prefect_api, created["id"], ss.RUN_TIMEOUT_S)
+    logs = {i: workers_up.log_tail(f"worker-{i}", 3000) for i in (1, 2)}
+    assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{logs}"
+
+    trials = httpx.post(
+        f"{workers_up.prefect_api}/flow_runs/filter",
+        auth=ss.AUTH,
+        timeout=10,
+        json={"flows": {"name": {"any_": ["search-trials"]}}, "flow_runs": {"tags": {"all_": ["workers-search"]}}},
+    ).json()
+    assert [t["state_type"] for t in trials] == ["COMPLETED"], trials
+    assert trials[0]["work_pool_name"] == "ftflow-process"
+
+    # One worker ran the training run, the other the optimizer flow run, at the same time.
+    def ran_on() -> dict:
+        return {
+            name: [
+                i
+                for i in (1, 2)
+                if f"Flow run '{name}' - Finished in state Completed" in workers_up.log_tail(f"worker-{i}", 5000)
+            ]
+            for name in (fr["name"], trials[0]["name"])
+        }
+
+    deadline = time.monotonic() + 30  # the API says Completed a moment before the worker's log does
+    while sorted((ran := ran_on()).values()) != [[1], [2]] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert sorted(ran.values()) == [[1], [2]], ran
+
+    c = MlflowClient(tracking_uri=workers_up.mlflow_url)
+    run_id = next(
+        r.info.run_id
+        for r in c.search_runs(
+            [c.get_experiment_by_name("workers").experiment_id], "tags.prefect_flow_run_id = '" + fr["id"] + "'"
+        )
+    )
+    children = c.search_runs(
+        [c.get_experiment_by_name("workers").experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+    by = {r.data.tags["search_optimizer"] for r in children}
+    assert len(by) == 2 and any(trials[0]["id"] in b for b in by) and any(fr["id"] in b for b in by), by
+    assert c.get_run(run_id).data.params["search.best.learning_rate"]  # the final model took the best values
 
 
 def test_sigterm_stops_the_workers_and_the_next_up_activates_the_schedules_again(workers_up):
