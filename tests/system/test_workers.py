@@ -31,6 +31,7 @@ home (and database) activates them again. `ftflow up`'s refusals need no stack.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from pathlib import Path
@@ -77,7 +78,8 @@ def stack(request, tmp_path_factory):
     env = pytest.MonkeyPatch()
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.setenv(key, ss.CREDENTIALS[key])
-    args = ["--workers", "2", "--config", str(paths[1])]
+    # The schedules are active: in a time zone where their hours are far off, none fires amid the steps.
+    args = ["--workers", "2", "--config", str(paths[1]), "--timezone", far_from_the_crons()]
     up_env = {"PREFECT_WORKER_QUERY_SECONDS": "2"}  # a created run is picked up within seconds
     postgres = None
     if kind == "postgres":
@@ -99,10 +101,30 @@ def stack(request, tmp_path_factory):
             "FTFLOW_PREDICTION_LOG", f"postgresql://{db.user}:${{{PASSWORD_VAR}}}@{db.host}:{db.port}/predictions"
         )
         env.setenv("FTFLOW_MLRUNS", str(client_dir / "mlruns"))  # not the session's store: nothing local to fall on
-    yield {"kind": kind, "up": up, "postgres": postgres, "client_dir": client_dir, "t0": t0}
+    yield {"kind": kind, "up": up, "postgres": postgres, "client_dir": client_dir, "t0": t0, "timezone": args[-1]}
     up.stop()
     env.undo()
     print(f"\n[{kind}] stack up to stop: {time.monotonic() - t0:.0f} s")
+
+
+def far_from_the_crons(now: dt.datetime | None = None, margin_h: float = 1.5) -> str:
+    """A time zone whose local time is at least `margin_h` before the next nightly (02:00) or monitor (06:00) run.
+
+    Each stack's schedules are active, and a scheduled monitor or nightly run amid the module's steps adds runs
+    and versions that the steps count (a run of the module across 06:00 UTC had a second retrain request).
+    """
+    from zoneinfo import ZoneInfo
+
+    from flows.deployments import MONITOR_CRON, NIGHTLY_CRON
+
+    hours = [int(cron.split()[1]) for cron in (NIGHTLY_CRON, MONITOR_CRON)]
+    now = now or dt.datetime.now(dt.UTC)
+    for zone in ("UTC", "Asia/Tokyo", "America/New_York", "Asia/Kolkata"):  # one is always far enough
+        local = now.astimezone(ZoneInfo(zone))
+        at = local.hour + local.minute / 60
+        if min((hour - at) % 24 for hour in hours) >= margin_h:
+            return zone
+    raise AssertionError(f"no listed time zone is {margin_h} hours before {hours} at {now}")
 
 
 def cfg_overrides(model: str) -> list[str]:
@@ -222,6 +244,18 @@ def monitored(stack, served):
     return {"monitor": monitor, "retrain": retrain, "seconds": time.monotonic() - t0}
 
 
+def test_far_from_the_crons_picks_a_zone_where_no_schedule_is_near():
+    from zoneinfo import ZoneInfo
+
+    at = dt.datetime(2026, 12, 5, 5, 50, tzinfo=dt.UTC)  # 10 minutes before the monitor's 06:00 UTC
+    assert far_from_the_crons(at) == "Asia/Tokyo"  # 14:50 there
+    assert far_from_the_crons(at.replace(hour=12)) == "UTC"
+    for step in range(0, 24 * 60, 10):  # any time of day: a zone where neither 02:00 nor 06:00 is 90 minutes off
+        when = at.replace(hour=step // 60, minute=step % 60)
+        local = when.astimezone(ZoneInfo(far_from_the_crons(when))).time()
+        assert not (dt.time(0, 30) < local <= dt.time(2, 0) or dt.time(4, 30) < local <= dt.time(6, 0)), (when, local)
+
+
 def test_up_prints_the_workers_and_each_models_deployments(stack):
     up = stack["up"]
     text = "\n".join(up.lines)
@@ -245,6 +279,7 @@ def test_each_models_deployments_its_schedule_and_automation_are_its_own(stack):
         nightly = ss.read_deployment(up.prefect_api, f"fine-tune/nightly-{model}")
         assert nightly["parameters"]["config"]["registry"]["model_name"] == model
         assert [(s["schedule"]["cron"], s["active"]) for s in nightly["schedules"]] == [(NIGHTLY_CRON, True)]
+        assert nightly["schedules"][0]["schedule"]["timezone"] == stack["timezone"]
         assert not nightly["paused"] and nightly["status"] == "READY"  # a worker polls for it
         retrain = ss.read_deployment(up.prefect_api, f"retrain/on-drift-{model}")
         automations = httpx.post(f"{up.prefect_api}/automations/filter", auth=ss.AUTH, timeout=10, json={}).json()
@@ -266,6 +301,8 @@ def test_each_model_is_trained_by_a_worker_and_registers_itself(stack, trained):
     assert "registered 16 deployments to work pool 'ftflow-process'" in up.log_tail("serve")
     assert_ran_on_a_worker(up, trained["promote"])
     assert c.get_model_version_by_alias(A, "champion").version == "1"
+    # Scoring under log_prints once logged dill's bytecode (tasks/quiet.py, prints_to_stdout).
+    assert "LOAD_GLOBAL" not in up.log_tail("worker-1", 5000) + up.log_tail("worker-2", 5000)
     print(f"\n[{stack['kind']}] both trainings: {trained['train_s']:.0f} s")
 
 
