@@ -79,7 +79,8 @@ def stack(request, tmp_path_factory):
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.setenv(key, ss.CREDENTIALS[key])
     # The schedules are active: in a time zone where their hours are far off, none fires amid the steps.
-    args = ["--workers", "2", "--config", str(paths[1]), "--timezone", far_from_the_crons()]
+    timezone = far_from_the_crons()
+    args = ["--workers", "2", "--config", str(paths[1]), "--timezone", timezone]
     up_env = {"PREFECT_WORKER_QUERY_SECONDS": "2"}  # a created run is picked up within seconds
     postgres = None
     if kind == "postgres":
@@ -101,7 +102,7 @@ def stack(request, tmp_path_factory):
             "FTFLOW_PREDICTION_LOG", f"postgresql://{db.user}:${{{PASSWORD_VAR}}}@{db.host}:{db.port}/predictions"
         )
         env.setenv("FTFLOW_MLRUNS", str(client_dir / "mlruns"))  # not the session's store: nothing local to fall on
-    yield {"kind": kind, "up": up, "postgres": postgres, "client_dir": client_dir, "t0": t0, "timezone": args[-1]}
+    yield {"kind": kind, "up": up, "postgres": postgres, "client_dir": client_dir, "t0": t0, "timezone": timezone}
     up.stop()
     env.undo()
     print(f"\n[{kind}] stack up to stop: {time.monotonic() - t0:.0f} s")
