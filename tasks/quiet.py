@@ -3,15 +3,22 @@
 Each entry names the message, the module that emits it and why a user cannot act on it;
 anything not listed here still reaches the console and the run log. The flows and stages call
 `silence_known_noise()` where they start; it only adds narrow filters, never a blanket one,
-and calling it again adds nothing.
+and calling it again adds nothing. `prints_to_stdout()` keeps a library's own stdout capture working
+inside a Prefect run that logs prints (so its output stays out of the run log).
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
+import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 # (message regex, module regex, category, why it is harmless). The module regex matches the
 # module the warning is attributed to, as `warnings.filterwarnings(module=...)` does.
@@ -94,6 +101,47 @@ def head_only_load_report(message: str) -> bool:
         or (status == "UNEXPECTED" and key.startswith(PRETRAINING_HEAD_PREFIXES))
         for key, status, *_ in rows
     )
+
+
+def _stream_print(*values: object, sep: str | None = " ", end: str | None = "\n", file=None, flush: bool = False):
+    """The builtin `print`'s behaviour: to `file`, else to sys.stdout as it is at the call."""
+    stream = sys.stdout if file is None else file
+    if stream is None:  # no console (pythonw): the builtin prints nothing either
+        return
+    stream.write((" " if sep is None else sep).join(map(str, values)) + ("\n" if end is None else end))
+    if flush:
+        stream.flush()
+
+
+_print_lock = threading.Lock()
+_print_depth = 0
+_print_saved: Any = None  # the `print` the first entry replaced
+
+
+@contextmanager
+def prints_to_stdout() -> Iterator[None]:
+    """Within, `print` writes to sys.stdout as the builtin does, also inside a Prefect run with `log_prints`.
+
+    `log_prints` replaces `print` with one that sends what goes to stdout to the run log. A library that
+    captures stdout by swapping sys.stdout then reads nothing: dill's `nestedglobals`, which the `evaluate`
+    metrics' fingerprinting (datasets) calls, reads a function's globals from `dis.dis` output, so it found
+    none and the run log got the function's bytecode instead. Nested and concurrent uses share one swap;
+    for its duration another thread's prints go to stdout too, not to the run log: wrap library calls only.
+    """
+    global _print_depth, _print_saved
+    with _print_lock:
+        if _print_depth == 0:
+            _print_saved = builtins.print
+            builtins.print = _stream_print
+        _print_depth += 1
+    try:
+        yield
+    finally:
+        with _print_lock:
+            _print_depth -= 1
+            if _print_depth == 0:
+                builtins.print = _print_saved
+                _print_saved = None
 
 
 class _DropKnownLines(logging.Filter):

@@ -38,6 +38,7 @@ import numpy as np
 
 from tasks.kinds import kind_of
 from tasks.labels import IGNORE_INDEX
+from tasks.quiet import prints_to_stdout
 
 # Predictions and references: lists, or the Trainer's arrays (class ids, values, tag lists).
 Values = Sequence[Any] | np.ndarray
@@ -77,6 +78,11 @@ def compute_metrics_for(
     from tasks.modelling.metric_modules import build_metric
 
     metric = build_metric(kind)
+    with prints_to_stdout():  # evaluate's fingerprinting prints bytecode into a Prefect run log otherwise
+        return _compute(metric, kind, predictions, references, label_names)
+
+
+def _compute(metric, kind, predictions: Values, references: Values, label_names: list[str] | None):
     if kind.predicts_value:
         return metric.compute(predictions=_to_floats(predictions), references=_to_floats(references))
     if kind.is_token_level:
