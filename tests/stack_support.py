@@ -8,6 +8,7 @@ the same home, so the tests using it pass in any order; the session's end stops 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import secrets
@@ -34,12 +35,34 @@ CREDENTIALS = {
 }
 
 
+def far_from_the_crons(now: dt.datetime | None = None, margin_h: float = 1.5) -> str:
+    """A time zone whose local time is at least `margin_h` before the next nightly (02:00) or monitor (06:00) run.
+
+    Each stack's schedules are active, and a scheduled monitor or nightly run amid the module's steps adds runs
+    and versions that the steps count (a run of the module across 06:00 UTC had a second retrain request).
+    """
+    from zoneinfo import ZoneInfo
+
+    from flows.deployments import MONITOR_CRON, NIGHTLY_CRON
+
+    hours = [int(cron.split()[1]) for cron in (NIGHTLY_CRON, MONITOR_CRON)]
+    now = now or dt.datetime.now(dt.UTC)
+    for zone in ("UTC", "Asia/Tokyo", "America/New_York", "Asia/Kolkata"):  # one is always far enough
+        local = now.astimezone(ZoneInfo(zone))
+        at = local.hour + local.minute / 60
+        if min((hour - at) % 24 for hour in hours) >= margin_h:
+            return zone
+    raise AssertionError(f"no listed time zone is {margin_h} hours before {hours} at {now}")
+
+
 class UpProcess:
     """`ftflow up` in a subprocess; its printed URLs; SIGTERM to stop it."""
 
     def __init__(self, home: Path, config: Path, args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.home, self.config = home, config
         self.args, self.env = list(args), env or {}  # more options (--database URL, --postgres), their variables
+        if "--timezone" not in self.args:  # the schedules are active: none may fire amid a test's steps
+            self.args += ["--timezone", far_from_the_crons()]
         self.start()
 
     def start(self) -> None:

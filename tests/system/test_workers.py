@@ -79,7 +79,7 @@ def stack(request, tmp_path_factory):
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.setenv(key, ss.CREDENTIALS[key])
     # The schedules are active: in a time zone where their hours are far off, none fires amid the steps.
-    timezone = far_from_the_crons()
+    timezone = ss.far_from_the_crons()
     args = ["--workers", "2", "--config", str(paths[1]), "--timezone", timezone]
     up_env = {"PREFECT_WORKER_QUERY_SECONDS": "2"}  # a created run is picked up within seconds
     postgres = None
@@ -106,26 +106,6 @@ def stack(request, tmp_path_factory):
     up.stop()
     env.undo()
     print(f"\n[{kind}] stack up to stop: {time.monotonic() - t0:.0f} s")
-
-
-def far_from_the_crons(now: dt.datetime | None = None, margin_h: float = 1.5) -> str:
-    """A time zone whose local time is at least `margin_h` before the next nightly (02:00) or monitor (06:00) run.
-
-    Each stack's schedules are active, and a scheduled monitor or nightly run amid the module's steps adds runs
-    and versions that the steps count (a run of the module across 06:00 UTC had a second retrain request).
-    """
-    from zoneinfo import ZoneInfo
-
-    from flows.deployments import MONITOR_CRON, NIGHTLY_CRON
-
-    hours = [int(cron.split()[1]) for cron in (NIGHTLY_CRON, MONITOR_CRON)]
-    now = now or dt.datetime.now(dt.UTC)
-    for zone in ("UTC", "Asia/Tokyo", "America/New_York", "Asia/Kolkata"):  # one is always far enough
-        local = now.astimezone(ZoneInfo(zone))
-        at = local.hour + local.minute / 60
-        if min((hour - at) % 24 for hour in hours) >= margin_h:
-            return zone
-    raise AssertionError(f"no listed time zone is {margin_h} hours before {hours} at {now}")
 
 
 def cfg_overrides(model: str) -> list[str]:
@@ -249,11 +229,11 @@ def test_far_from_the_crons_picks_a_zone_where_no_schedule_is_near():
     from zoneinfo import ZoneInfo
 
     at = dt.datetime(2026, 12, 5, 5, 50, tzinfo=dt.UTC)  # 10 minutes before the monitor's 06:00 UTC
-    assert far_from_the_crons(at) == "Asia/Tokyo"  # 14:50 there
-    assert far_from_the_crons(at.replace(hour=12)) == "UTC"
+    assert ss.far_from_the_crons(at) == "Asia/Tokyo"  # 14:50 there
+    assert ss.far_from_the_crons(at.replace(hour=12)) == "UTC"
     for step in range(0, 24 * 60, 10):  # any time of day: a zone where neither 02:00 nor 06:00 is 90 minutes off
         when = at.replace(hour=step // 60, minute=step % 60)
-        local = when.astimezone(ZoneInfo(far_from_the_crons(when))).time()
+        local = when.astimezone(ZoneInfo(ss.far_from_the_crons(when))).time()
         assert not (dt.time(0, 30) < local <= dt.time(2, 0) or dt.time(4, 30) < local <= dt.time(6, 0)), (when, local)
 
 
