@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -92,12 +93,17 @@ def test_predictions_are_logged_to_postgres_and_the_monitor_reads_them(team_up, 
     fr = ss.create_flow_run(team_up.prefect_api, dep["id"], {"model_name": "stack-sentiment"})
     fr = ss.wait_flow_run(team_up.prefect_api, fr["id"], 240)
     assert fr["state_type"] == "COMPLETED", f"{fr['state']}\n{team_up.log_tail('serve')}"
-    logs = httpx.post(
-        f"{team_up.prefect_api}/logs/filter",
-        auth=ss.AUTH,
-        timeout=10,
-        json={"logs": {"flow_run_id": {"any_": [fr["id"]]}}},
-    ).json()
+    deadline = time.monotonic() + 30  # a run's last log lines land in batches, after its state says Completed
+    while True:
+        logs = httpx.post(
+            f"{team_up.prefect_api}/logs/filter",
+            auth=ss.AUTH,
+            timeout=10,
+            json={"logs": {"flow_run_id": {"any_": [fr["id"]]}}},
+        ).json()
+        if any(f"on {len(TEXTS)} rows" in entry["message"] for entry in logs) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert any(f"on {len(TEXTS)} rows" in entry["message"] for entry in logs), [e["message"] for e in logs]
 
 
