@@ -80,5 +80,10 @@ class BlendedScorer:
     blend: Blend
     baseline: BaselineScorer
 
+    @classmethod
+    def load(cls, blend: Blend, path: str | Path, threads: int | None = None) -> BlendedScorer:
+        """The blend with its baseline graph read from `path`."""
+        return cls(blend, BaselineScorer(path, threads))
+
     def __call__(self, texts: list[str], logits: list[np.ndarray]) -> list[np.ndarray]:
         return mix_logits(logits, self.baseline.probabilities(texts), self.blend)

@@ -9,7 +9,7 @@ import numpy as np
 
 from tasks.bundle import read_meta
 from tasks.inference.batching import length_buckets, pad_rows
-from tasks.inference.blend import BaselineScorer, Blend, BlendedScorer
+from tasks.inference.blend import Blend, BlendedScorer
 from tasks.inference.decode import Decision, Scores, decode_logits, entities_of, word_logits
 from tasks.inference.normalize import TextsTooLong, longer_than, normalize_texts, rules_of_bundle
 from tasks.inference.session import create_session, quantises_per_call
@@ -70,9 +70,7 @@ class OnnxPredictor:
         self.input_names = [i.name for i in self.session.get_inputs()]
         blend = Blend.of_record(self.meta.get("decision"))
         # The bag-of-words baseline the model is mixed with (model.blend), when validation chose one.
-        self.blend = (
-            BlendedScorer(blend, BaselineScorer(file_in_bundle(self.dir, blend.file), threads)) if blend else None
-        )
+        self.blend = BlendedScorer.load(blend, file_in_bundle(self.dir, blend.file), threads) if blend else None
 
     @property
     def needs_pairs(self) -> bool:

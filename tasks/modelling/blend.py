@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.inference.blend import BaselineScorer, Blend, BlendedScorer, bag_of_words_text, mix_logits
+from tasks.inference.blend import BaselineScorer, Blend, bag_of_words_text, mix_logits
 from tasks.kinds.decision import softmax
 from tasks.modelling.calibration import fit_temperature
 from tasks.modelling.metrics import compute_metrics_for, greater_is_better
@@ -157,11 +157,6 @@ def describe_blend(r: dict[str, Any]) -> str:
             "baseline's (both run by the inference core from the bundle)."
         )
     )
-
-
-def blended_scorer(blend: Blend, path: str | Path) -> BlendedScorer:
-    """The blend with its baseline graph loaded from the run folder (evaluation and export)."""
-    return BlendedScorer(blend, BaselineScorer(path))
 
 
 def blend_text(record: dict | None) -> str:

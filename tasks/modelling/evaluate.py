@@ -36,7 +36,7 @@ from tasks.io import read_frame, save_figure, write_csv, write_json, write_parqu
 from tasks.kinds import kind_of
 from tasks.labels import entity_type, entity_types, label_keys
 from tasks.modelling.baselines import compare_with_baselines, comparison_markdown, comparison_metrics
-from tasks.modelling.blend import blend_text, blended_scorer, choose_blend
+from tasks.modelling.blend import blend_text, choose_blend
 from tasks.modelling.calibration import (
     binary_view,
     calibrated_probabilities,
@@ -405,13 +405,14 @@ def calibrate_model(
     scorer, chosen = None, None
     if baseline_onnx is not None and len(refs):
         texts = list(validation["text"])
-        baseline = BaselineScorer(baseline_onnx).probabilities(texts)
+        graph = BaselineScorer(baseline_onnx)  # loaded once: validation here, test through the scorer
+        baseline = graph.probabilities(texts)
         blend, chosen = choose_blend(
             np.stack(logits), baseline, refs, cfg.data.task, data.labels, primary_metric(cfg.data.task)
         )
         log.info("%s", chosen["text"])
         if blend is not None:
-            scorer = blended_scorer(blend, baseline_onnx)
+            scorer = BlendedScorer(blend, graph)
             logits = mix_logits(logits, baseline, blend)
     fit = fit_multi_label_decision if kind_of(cfg.data.task).is_multi_label else fit_decision
     record = fit(cfg.decision, np.stack(logits), refs, data.labels)

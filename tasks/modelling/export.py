@@ -25,7 +25,7 @@ import pandas as pd
 from tasks.bundle import DecisionRecord, ModelMeta, read_meta, write_meta
 from tasks.config import PipelineConfig
 from tasks.inference.batching import INPUT_NAMES
-from tasks.inference.blend import Blend
+from tasks.inference.blend import Blend, BlendedScorer
 from tasks.inference.compare import compare_answers
 from tasks.inference.decode import Decision, Scores
 from tasks.inference.normalize import recorded_rules
@@ -33,7 +33,7 @@ from tasks.inference.predictor import OnnxPredictor
 from tasks.inference.windows import long_text_of_bundle
 from tasks.io import atomic_path, read_frame, read_json, write_json
 from tasks.kinds import kind_of
-from tasks.modelling.blend import BASELINE_ONNX, blended_scorer
+from tasks.modelling.blend import BASELINE_ONNX
 from tasks.modelling.evaluate import DECISION_FILE, load_trained
 from tasks.modelling.metrics import greater_is_better, primary_metric
 from tasks.modelling.predict import metrics_of, score_frame, torch_forward
@@ -237,7 +237,7 @@ def build_bundle(
                 "run the baselines stage again (or set model.blend off)"
             )
         shutil.copyfile(baseline_onnx, out / blend.file)
-        scorer = blended_scorer(blend, out / blend.file)
+        scorer = BlendedScorer.load(blend, out / blend.file)
     test = read_frame(data.splits["test"])
     rule = Decision.of_meta(record.as_dict())
     reference = score_frame(
