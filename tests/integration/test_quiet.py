@@ -156,40 +156,55 @@ def test_progress_bar_replaces_the_step_lines_on_a_terminal_only(monkeypatch):
         assert bar is None
 
 
-def test_a_log_prints_flow_that_scores_logs_its_prints_and_no_bytecode(prefect_harness, monkeypatch):
+SCORE_THREE = """
+import json, logging, sys
+from prefect import flow
+from tasks.modelling.metrics import compute_metrics_for
+
+@flow(log_prints=True)
+def score_three() -> dict:
+    print("scoring three rows")
+    return compute_metrics_for("classification", [0, 1, 1], [0, 1, 0], ["negative", "positive"])
+
+class Keep(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+kept = Keep()
+run_logger = logging.getLogger("prefect.flow_runs")
+run_logger.setLevel(logging.INFO)
+run_logger.addHandler(kept)
+metrics = score_three()
+sys.stdout.write("RESULT " + json.dumps({"accuracy": metrics["accuracy"], "logs": kept.messages}) + "\\n")
+"""
+
+
+def test_a_log_prints_flow_that_scores_logs_its_prints_and_no_bytecode(prefect_harness, tmp_path):
     """Scoring inside a `log_prints` flow (train, evaluate, promote) left dill's bytecode in the run log.
 
-    What the flow's prints become is read where Prefect sends them, the flow-run logger, by a handler of
-    the test's own: the API's copy of the log also depends on the session's logging set-up (a logging
-    config applied earlier in the session can disable the logger, and the log worker writes in batches).
+    The flow runs in a process of its own, as a user's does, against the session's Prefect server, and its
+    log is read where Prefect sends it, the flow-run logger. In the session's own process the answer also
+    depended on what earlier tests had done to logging and to `print` (twice, in CI, the print never reached
+    the logger there), which says nothing about the product.
     """
-    from prefect import flow
+    import json
 
-    from tasks.modelling.metrics import compute_metrics_for
+    from prefect.settings import PREFECT_API_URL
 
-    @flow(log_prints=True)
-    def score_three() -> dict:
-        print("scoring three rows")
-        return compute_metrics_for("classification", [0, 1, 1], [0, 1, 0], ["negative", "positive"])
-
-    class Keep(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.INFO)
-            self.messages: list[str] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.messages.append(record.getMessage())
-
-    run_logger = logging.getLogger("prefect.flow_runs")
-    monkeypatch.setattr(run_logger, "level", logging.INFO)  # prints are logged at INFO; the session logs WARNING
-    monkeypatch.setattr(run_logger, "disabled", False)
-    kept = Keep()
-    run_logger.addHandler(kept)
-    try:
-        state = score_three(return_state=True)
-    finally:
-        run_logger.removeHandler(kept)
-    assert state.result()["accuracy"] == pytest.approx(2 / 3)
-    logs = kept.messages
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_LOGGING_LEVEL", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCORE_THREE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["accuracy"] == pytest.approx(2 / 3)
+    logs = result["logs"]
     assert "scoring three rows" in logs  # the flow's own prints still reach its log
     assert not [m for m in logs if re.search(r"\b(RESUME|LOAD_GLOBAL|LOAD_FAST|RETURN_VALUE)\b", m)], logs
+    # Nor the process's output: the bytecode went to the run log because stdout was swapped under dill.
+    assert not re.search(r"\b(RESUME|LOAD_GLOBAL|LOAD_FAST)\b", proc.stdout + proc.stderr), proc.stdout[-2000:]
