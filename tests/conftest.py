@@ -8,7 +8,8 @@ The suite in three layers (`make test` runs all, `make test-fast` the unit layer
 - tests/system: `ftflow up` as a user runs it (Prefect and MLflow servers, served deployments, one
   stack per session shared through `up`), the HTTP service as a process, the UIs in a browser.
 A real PostgreSQL (`postgres`, the server `ftflow up --postgres` starts; `make test` installs it) backs the
-prediction log's PostgreSQL tests and the team stack (tests/system/test_team_stack.py).
+prediction log's PostgreSQL tests, the shared search (tests/integration/test_search_workers.py) and the
+team stack (tests/system/test_workers.py's `postgres` stack).
 Each test passes alone and in any order: state a test changes is its own (its tmp_path, its
 registered model name, `monkeypatch`), or is read by the module fixture that made it. Helpers
 shared between files live in tests/support.py; a test file never imports another.

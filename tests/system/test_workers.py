@@ -25,8 +25,11 @@ the worker's process, the worker's log names it):
    runs: a new version of workers-a, trained with the feedback rows; workers-b's retrain deployment gets no
    run and workers-b keeps its one version.
 
-Last on each stack, SIGTERM stops the workers and pauses the schedules; the next `ftflow up` on the same
-home (and database) activates them again. `ftflow up`'s refusals need no stack.
+On PostgreSQL only, the team's features: the stores are read in the team database directly; a search with
+`search.parallel 2` runs its trials on both workers, its study in the stack's `optuna` database; the password
+shows nowhere (output, files of the home, the workers' logs, command lines). Last on each stack, SIGTERM
+stops the workers and pauses the schedules; the next `ftflow up` on the same home (and database) activates
+them again. `ftflow up`'s refusals need no stack; `--postgres` (a local server) is test_team_stack.py's.
 """
 
 from __future__ import annotations
@@ -282,6 +285,14 @@ def test_each_model_is_trained_by_a_worker_and_registers_itself(stack, trained):
     assert "registered 17 deployments to work pool 'ftflow-process'" in up.log_tail("serve")
     assert_ran_on_a_worker(up, trained["promote"])
     assert c.get_model_version_by_alias(A, "champion").version == "1"
+    if stack["kind"] == "postgres":  # the stores are the team database's, read there directly
+        db = stack["postgres"].database
+        with db.connect("prefect") as conn:
+            ids = {str(r[0]) for r in conn.execute("SELECT id FROM flow_run WHERE state_type = 'COMPLETED'")}
+        assert {fr["id"] for fr in trained["runs"].values()} | {trained["promote"]["id"]} <= ids
+        with db.connect("mlflow") as conn:
+            aliases = dict(conn.execute("SELECT alias, version FROM registered_model_aliases WHERE name = %s", (A,)))
+        assert aliases["champion"] == 1, aliases  # the champion, in the registry's own table
     # Scoring under log_prints once logged dill's bytecode (tasks/quiet.py, prints_to_stdout).
     assert "LOAD_GLOBAL" not in up.log_tail("worker-1", 5000) + up.log_tail("worker-2", 5000)
     print(f"\n[{stack['kind']}] both trainings: {trained['train_s']:.0f} s")
@@ -378,15 +389,16 @@ def test_the_drift_retrains_that_model_only_on_a_worker(stack, monitored):
     print(f"\n[{stack['kind']}] monitor + retrain: {monitored['seconds']:.0f} s")
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # the team's feature: its study in the team database
 def test_a_search_with_parallel_2_runs_its_trials_on_both_workers(stack, monitored, tmp_path):
     """search.parallel 2: the training run optimizes on one worker, a search-trials flow run on the other.
 
-    After the loop's steps (`monitored`), so the versions they count are settled; the study is a SQLite file
-    here (one machine); tests/integration/test_search_workers.py shares one on the real PostgreSQL.
+    After the loop's steps (`monitored`), so the versions they count are settled. The study is in the stack's
+    `optuna` database, its password a `${NAME}` reference that each worker resolves.
     """
     from tests.support import small_config
 
-    up = stack["up"]
+    up, db = stack["up"], stack["postgres"].database
     cfg = small_config(
         tmp_path,
         f"name=workers-search-{stack['kind']}",
@@ -398,7 +410,7 @@ def test_a_search_with_parallel_2_runs_its_trials_on_both_workers(stack, monitor
         "training.eval_steps=20",
         "search.trials=4",
         "search.parallel=2",
-        f"search.storage=sqlite:///{tmp_path / 'study.db'}",
+        f"search.storage=postgresql://{db.user}:${{{PASSWORD_VAR}}}@{db.host}:{db.port}/optuna",
     )
     dep = ss.read_deployment(up.prefect_api, f"fine-tune/manual-{A}")
     created = ss.create_flow_run(up.prefect_api, dep["id"], {"config": cfg.model_dump(mode="json")})
@@ -440,6 +452,30 @@ def test_a_search_with_parallel_2_runs_its_trials_on_both_workers(stack, monitor
     by = {r.data.tags["search_optimizer"] for r in children}
     assert len(by) == 2 and any(trials[0]["id"] in b for b in by) and any(fr["id"] in b for b in by), by
     assert c.get_run(run_id).data.params["search.best.learning_rate"]  # the final model took the best values
+    with db.connect("optuna") as conn:  # the study, the training run's own, holds the four trials
+        states = [
+            r[0]
+            for r in conn.execute(
+                "SELECT t.state FROM trials t JOIN studies s USING (study_id) WHERE s.study_name = %s",
+                (f"{cfg.name}-{run_id}",),
+            )
+        ]
+    assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # a password is the team database's
+def test_the_password_shows_nowhere(stack):
+    """It reached `ftflow up` and the workers as a `${NAME}` reference: not in its output, a file of its home, a log
+    (the workers' included), nor on a command line; `ftflow up` prints the URL masked."""
+    up, secret = stack["up"], stack["postgres"].database.password
+    assert f"PostgreSQL: postgresql+asyncpg://{stack['postgres'].database.user}:***@" in "\n".join(up.lines)
+    assert secret not in "\n".join(up.lines)
+    files = [path for path in up.home.rglob("*") if path.is_file()]
+    assert any(path.name == "worker-1.log" for path in files)
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    for p in up.descendants():
+        assert not any(secret in a for a in p.cmdline()), p.cmdline()
 
 
 def test_sigterm_stops_the_workers_and_the_next_up_activates_the_schedules_again(stack):
