@@ -523,6 +523,23 @@ class TrialFlowRuns:
                     problems.append(f"flow run {run.name} ({run_id}) ended {run.state.name}: {run.state.message}")
         return problems
 
+    def stop(self) -> None:
+        """Cancel every run not final: one not started yet is cancelled, a running one's worker is asked to end it."""
+        # heavy (prefect's client): loaded when this runs, so importing tasks.stages stays light
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled, Cancelling
+
+        message = "the training run's own optimizer failed: the search is stopped"
+        with get_client(sync_client=True) as client:
+            for run_id in self.ids:
+                run = client.read_flow_run(run_id)
+                if run.state and run.state.is_final():
+                    continue
+                waiting = run.state is None or run.state.is_scheduled()  # no worker holds it: nothing to end
+                client.set_flow_run_state(
+                    run_id, Cancelled(message=message) if waiting else Cancelling(message=message), force=True
+                )
+
 
 def launch_trial_runs(
     count: int, cfg: PipelineConfig, data: CleanResult, run_dir: Path, run_id: str | None, study: str

@@ -259,6 +259,17 @@ class LocalOptimizers:
                 problems.append(f"optimizer process {p.pid} ended with exit code {p.exitcode}")
         return problems
 
+    def stop(self) -> None:
+        """End every process still running (SIGTERM, then SIGKILL after 10 s)."""
+        for p in self.processes:
+            if p.is_alive():
+                p.terminate()
+        for p in self.processes:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
 
 def start_local_optimizers(
     count: int, cfg: PipelineConfig, data: CleanResult, run_dir: Path, parent_run_id: str | None, name: str
@@ -282,9 +293,20 @@ def start_local_optimizers(
 class Optimizers(Protocol):
     def wait(self) -> list[str]: ...
 
+    def stop(self) -> None: ...
+
 
 # (extra optimizer count, config, clean splits, run folder, parent MLflow run, study name) -> started optimizers
 Launcher = Callable[[int, PipelineConfig, CleanResult, Path, "str | None", str], Optimizers]
+
+
+def stop_others(others: Optimizers) -> None:
+    """Stop the other optimizers of a failing search; a failure to stop them is logged, not raised over the first."""
+    try:
+        others.stop()
+        log.warning("search: this run's optimizer failed; the other optimizers were stopped")
+    except Exception as e:  # the search's own error is the one to report
+        log.warning("search: this run's optimizer failed, and stopping the others failed too: %s", e)
 
 
 @contextmanager
@@ -351,7 +373,13 @@ def search_hyperparameters(
         others = (launch or start_local_optimizers)(parallel - 1, cfg, data_for_trials, run_dir, run_id, name)
     optimizer = optimizer_name() if parallel > 1 else None
     with torch_threads(core_share(parallel) if others and launch is None else None):
-        optimize_trials(study, data_for_trials, cfg, run_dir, run_id, optimizer)
+        try:
+            optimize_trials(study, data_for_trials, cfg, run_dir, run_id, optimizer)
+        except BaseException:
+            # This run fails: its other optimizers would otherwise go on filling a study nobody reads.
+            if others:
+                stop_others(others)
+            raise
         problems = others.wait() if others else []
         complete_study(study, lambda t: run_trial(t, data_for_trials, cfg, run_dir, run_id, metric, optimizer), cfg)
     if finished_count(study) < cfg.search.trials:

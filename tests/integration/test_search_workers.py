@@ -4,7 +4,8 @@ On the session's real PostgreSQL (`postgres`): the training run is one optimizer
 in its own process, is what a `search-trials` flow run executes (the clean splits downloaded from
 the training run's MLflow artifacts into a folder of its own). Together they finish exactly
 `search.trials` trials, each a child run of the training run; a second call resumes the study
-and runs none. Without a deployment (`ftflow run`), search.parallel starts local processes.
+and runs none. Without a deployment (`ftflow run`), search.parallel starts local processes. When the
+training run's optimizer fails, the others are stopped: local processes ended, flow runs cancelled.
 """
 
 from __future__ import annotations
@@ -175,3 +176,49 @@ def test_outside_a_deployment_the_other_optimizers_are_local_processes(clean_ref
     result = tune_and_train(clean_ref, cfg, tmp_path / "run", parent)
     assert len(result.search["trials"]) == 3 and (Path(result.model_dir) / "model.safetensors").exists()
     assert {t["state"] for t in result.search["trials"]} <= {"COMPLETE", "PRUNED"}
+
+
+def test_when_this_runs_optimizer_fails_its_local_optimizers_are_stopped(clean_ref, tmp_path, monkeypatch):
+    """The training run's own optimizer raises (the fault, injected in this process only): the optimizer
+    processes it started are ended at once (SIGTERM), not left filling a study nobody reads."""
+    import signal
+
+    from tasks.modelling import search
+
+    started: list = []
+
+    def launch(*args):
+        started.append(search.start_local_optimizers(*args))
+        return started[-1]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("this run's optimizer failed")
+
+    monkeypatch.setattr(search, "optimize_trials", fail)
+    cfg = tiny(tmp_path, f"search.storage=sqlite:///{tmp_path / 'study.db'}", "search.parallel=3")
+    with pytest.raises(RuntimeError, match="this run's optimizer failed"):
+        search.search_hyperparameters(clean_ref, cfg, tmp_path / "run", None, launch)
+    [others] = started
+    assert len(others.processes) == 2
+    assert [p.exitcode for p in others.processes] == [-signal.SIGTERM] * 2  # ended by the stop, not finished
+
+
+def test_stopping_the_optimizer_flow_runs_cancels_every_run_not_final(prefect_harness):
+    """Under a deployment the other optimizers are flow runs: one no worker took is cancelled, a running one is
+    set Cancelling (its worker ends the process), a finished one is left as it is."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running, Scheduled
+
+    from tasks.stages import TrialFlowRuns
+
+    @flow(name="search-trials-stand-in")
+    def optimizer() -> None:
+        """Never run: its flow runs are only created, in the states a search's optimizer runs can be in."""
+
+    with get_client(sync_client=True) as client:
+        runs = [client.create_flow_run(optimizer, state=state) for state in (Scheduled(), Running(), Completed())]
+        TrialFlowRuns([r.id for r in runs]).stop()
+        after = [client.read_flow_run(r.id).state for r in runs]
+    assert [s.type.value if s else None for s in after] == ["CANCELLED", "CANCELLING", "COMPLETED"]
+    assert "optimizer failed" in (after[0].message or "") and "optimizer failed" in (after[1].message or "")
