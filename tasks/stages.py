@@ -386,10 +386,11 @@ def evaluate(
                 "best_baseline": result.baselines["best_baseline"],
             },
         )
+        blended = blend_text(result.decision)
         create_markdown_artifact(
             "# The model against the baselines\n\n"
             + comparison_markdown(baselines_ref, result.baselines)
-            + (f"\n\n{blend_text(result.decision)}" if blend_text(result.decision) else ""),
+            + (f"\n\n{blended}" if blended else ""),
             key=_artifact_key(f"{cfg.name}-baselines-comparison"),
             description="the fine-tuned model beside the baselines on the same test rows",
         )

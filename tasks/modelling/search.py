@@ -375,12 +375,13 @@ def search_hyperparameters(
     with torch_threads(core_share(parallel) if others and launch is None else None):
         try:
             optimize_trials(study, data_for_trials, cfg, run_dir, run_id, optimizer)
+            problems = others.wait() if others else []
         except BaseException:
-            # This run fails: its other optimizers would otherwise go on filling a study nobody reads.
+            # This run fails (or is interrupted while it waits): its other optimizers would otherwise go on
+            # filling a study nobody reads.
             if others:
                 stop_others(others)
             raise
-        problems = others.wait() if others else []
         complete_study(study, lambda t: run_trial(t, data_for_trials, cfg, run_dir, run_id, metric, optimizer), cfg)
     if finished_count(study) < cfg.search.trials:
         raise RuntimeError(
